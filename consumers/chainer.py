@@ -1,0 +1,199 @@
+"""The chaining consumer: reads the topic in batches, seals each record onto the
+chain, and writes each batch and the new head in one PostgreSQL transaction.
+
+Resumes from the head stored in PostgreSQL (never Kafka's committed offset),
+commits to Kafka only after the database commit (so Kafka's tools show lag),
+retries a failed database with backoff, and stops — rather than forking the
+chain — when another chainer has taken the head over (:class:`Fenced`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from baldur_audit.schemas.chain import Sealer, SigningKey, TopicRecord
+from baldur_audit.schemas.codec import KNOWN_SCHEMAS, WriterSchema
+from baldur_audit.schemas.errors import ConfigError, StoreUnavailable
+
+from .source import KafkaEventSource
+from .store import LedgerMeta, PostgresLedgerStore, schemas_to_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ChainerStats:
+    """What a chainer run did."""
+
+    sealed: int = 0
+    events: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    batches: int = 0
+    store_retries: int = 0
+    takeovers: int = 0
+    head_seq: int = 0
+    head_offset: int = -1
+    started: float = field(default_factory=time.monotonic)
+
+    def as_dict(self) -> dict[str, float | int]:
+        """Plain values, for ``--json``."""
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        return {"sealed": self.sealed, "events": self.events, "rejected": self.rejected,
+                "duplicates": self.duplicates, "batches": self.batches,
+                "store_retries": self.store_retries, "takeovers": self.takeovers,
+                "head_seq": self.head_seq, "head_offset": self.head_offset,
+                "seconds": round(elapsed, 3), "sealed_per_second": round(self.sealed / elapsed, 1)}
+
+
+class Chainer:
+    """One chaining consumer process. Hot standbys run the same loop and wait for
+    Kafka to hand them the partition."""
+
+    def __init__(self, *, store_factory: Callable[[], PostgresLedgerStore],
+                 source_factory: Callable[..., KafkaEventSource], key: SigningKey,
+                 batch_size: int = 2000, batch_wait: float = 0.2,
+                 until_idle: float | None = None, max_store_outage: float = 300.0,
+                 schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS) -> None:
+        self._store_factory = store_factory
+        self._key = key
+        self._batch_size = batch_size
+        self._batch_wait = batch_wait
+        self._until_idle = until_idle
+        self._max_store_outage = max_store_outage
+        self._schemas = schemas
+        self._stop = threading.Event()
+        self._store: PostgresLedgerStore | None = None
+        self._sealer: Sealer | None = None
+        self._epoch = 0
+        self._stored_schemas: set[bytes] = set()
+        self.stats = ChainerStats()
+        self._source = source_factory(on_assigned=self._on_assigned, on_revoked=self._on_revoked)
+
+    def stop(self) -> None:
+        """Ask the loop to stop after the current batch (signal-safe)."""
+        self._stop.set()
+
+    # -- leadership -----------------------------------------------------------
+
+    def _connect(self) -> PostgresLedgerStore:
+        if self._store is None:
+            self._store = self._store_factory()
+        return self._store
+
+    def _check_meta(self, meta: LedgerMeta) -> None:
+        if meta.topic != self._source.topic:
+            raise ConfigError(f"the ledger belongs to topic {meta.topic!r}, "
+                              f"not {self._source.topic!r}")
+        if meta.genesis_key_id != self._key.key_id:
+            raise ConfigError(
+                f"the configured signing key {self._key.key_id} is not the ledger's key "
+                f"{meta.genesis_key_id} (key rotation is not supported yet)")
+
+    def _take_over(self) -> int:
+        """Fence any previous writer and load the head; returns the next offset to read."""
+        store = self._connect()
+        self._check_meta(store.read_meta())
+        head = store.take_over()
+        self._epoch = head.epoch
+        self._sealer = Sealer(key=self._key, head=head.chain_head(), schemas=self._schemas)
+        self._stored_schemas = store.known_schema_fingerprints()
+        self.stats.takeovers += 1
+        self.stats.head_seq, self.stats.head_offset = head.seq, head.offset
+        log.info("took over the chain head at seq %d, offset %d (epoch %d)",
+                 head.seq, head.offset, head.epoch)
+        return head.offset + 1
+
+    def _on_assigned(self) -> int:
+        return self._with_store_retry(self._take_over)
+
+    def _on_revoked(self) -> None:
+        self._sealer = None
+
+    def _with_store_retry(self, action: Callable[[], int]) -> int:
+        """Run ``action``; on a database outage, reconnect with backoff (bounded in total)."""
+        delay = 0.5
+        deadline = time.monotonic() + self._max_store_outage
+        while True:
+            try:
+                return action()
+            except StoreUnavailable as exc:
+                if self._store is not None:
+                    self._store.close()
+                    self._store = None
+                if time.monotonic() + delay > deadline or self._stop.is_set():
+                    raise
+                self.stats.store_retries += 1
+                log.warning("database unavailable, retrying in %.1f s: %s", delay, exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+
+    # -- the loop ---------------------------------------------------------------
+
+    def _seal_and_write(self, records: list[TopicRecord]) -> None:
+        assert self._sealer is not None and self._store is not None
+        head = self._sealer.head
+        records = [record for record in records if record.offset > head.offset]
+        if not records:
+            return
+        entries = self._sealer.seal_batch(records, self._store.first_seqs)
+        new_schemas = schemas_to_store(entries, self._stored_schemas, self._schemas)
+        self._store.append(entries, epoch=self._epoch, new_schemas=new_schemas)
+        self._source.commit(entries[-1].record.offset + 1)
+        self.stats.batches += 1
+        self.stats.sealed += len(entries)
+        for entry in entries:
+            label = entry.kind.label
+            if label == "event":
+                self.stats.events += 1
+            elif label == "rejected":
+                self.stats.rejected += 1
+                log.warning("sealed offset %d as rejected (seq %d): %s",
+                            entry.record.offset, entry.seq, entry.reject_reason)
+            else:
+                self.stats.duplicates += 1
+        self.stats.head_seq, self.stats.head_offset = entries[-1].seq, entries[-1].record.offset
+
+    def _recover(self) -> None:
+        """After a failed write: reload the head from the database and re-read from there."""
+        self._stored_schemas = set()
+        next_offset = self._with_store_retry(self._take_over)
+        self._source.seek(next_offset)
+
+    def _caught_up(self) -> bool:
+        if self._sealer is None:
+            return True
+        return self._sealer.head.offset + 1 >= self._source.end_offset()
+
+    def run(self) -> ChainerStats:
+        """Chain until stopped, or until caught up and idle for ``until_idle`` seconds.
+
+        Raises :class:`Fenced` when another chainer took over, and
+        :class:`StoreUnavailable` / :class:`BrokerUnavailable` when a service
+        stays down longer than the retry budget.
+        """
+        idle_since = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                records = self._source.poll_batch(self._batch_size, self._batch_wait)
+                if records and self._sealer is not None:
+                    try:
+                        self._seal_and_write(records)
+                    except StoreUnavailable as exc:
+                        log.warning("batch not written, rolling back to the stored head: %s", exc)
+                        self._recover()
+                    idle_since = time.monotonic()
+                    continue
+                if self._until_idle is not None and \
+                        time.monotonic() - idle_since >= self._until_idle and self._caught_up():
+                    log.info("caught up and idle for %.1f s: stopping", self._until_idle)
+                    break
+        finally:
+            self._source.close()
+            if self._store is not None:
+                self._store.close()
+        return self.stats

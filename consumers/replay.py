@@ -1,0 +1,227 @@
+"""``replay``: rebuild the chain from the topic — the witness — and compare it with
+the ledger; or rebuild a fresh ledger into an empty database.
+
+The reader has no consumer group and commits nothing. Replay sees what a chain
+walk cannot: a tail deleted together with the head rolled back, and a suffix
+rewritten by someone holding the key, because neither matches the topic.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from baldur_audit.schemas.chain import (
+    ChainHead,
+    EntryKind,
+    SealedEntry,
+    Sealer,
+    SigningKey,
+    genesis_link,
+)
+from baldur_audit.schemas.codec import KNOWN_SCHEMAS, WriterSchema
+from baldur_audit.schemas.errors import ChainBreak, ConfigError
+
+from .source import KafkaTopicReader
+from .store import PostgresLedgerStore, datetime_to_ms, schemas_to_store
+from .verify import check_columns
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    """The first place where the ledger and the rebuilt chain differ."""
+
+    seq: int
+    offset: int | None
+    kind: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayReport:
+    """The outcome of ``replay``."""
+
+    topic_records: int
+    ledger_entries: int
+    first_divergence: Divergence | None
+    unsealed: int
+    seconds: float
+
+    @property
+    def consistent(self) -> bool:
+        """True when every topic record is sealed exactly as the ledger shows it."""
+        return self.first_divergence is None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``--json`` shape."""
+        return {
+            "consistent": self.consistent,
+            "topic_records": self.topic_records,
+            "ledger_entries": self.ledger_entries,
+            "first_divergence": None if self.first_divergence is None else {
+                "seq": self.first_divergence.seq, "offset": self.first_divergence.offset,
+                "kind": self.first_divergence.kind, "detail": self.first_divergence.detail},
+            "unsealed": self.unsealed,
+            "seconds": round(self.seconds, 3),
+            "records_per_second": round(self.topic_records / self.seconds, 1)
+            if self.seconds else None,
+        }
+
+
+class _EventIndex:
+    """First seq of every event id seen so far in this replay (duplicates rule)."""
+
+    def __init__(self) -> None:
+        self._first: dict[bytes, int] = {}
+
+    def lookup(self, ids: Collection[uuid.UUID]) -> Mapping[uuid.UUID, int]:
+        return {event_id: self._first[event_id.bytes] for event_id in ids
+                if event_id.bytes in self._first}
+
+    def add(self, entries: list[SealedEntry]) -> None:
+        for entry in entries:
+            if entry.kind is EntryKind.EVENT and entry.event is not None:
+                self._first.setdefault(entry.event.event_id.bytes, entry.seq)
+
+
+def _compare(entry: SealedEntry, row: Mapping[str, Any]) -> str | None:
+    """Why ``row`` is not ``entry`` (None when it is)."""
+    if int(row["kafka_offset"]) != entry.record.offset:
+        return (f"ledger entry holds offset {row['kafka_offset']}, the topic's record "
+                f"{entry.seq} is at offset {entry.record.offset}")
+    payload = row["payload"]
+    if (None if payload is None else bytes(payload)) != entry.record.value:
+        return "payload differs from the topic record's bytes"
+    if row["kind"] != entry.kind.label or int(row["duplicate_of"] or 0) != (entry.duplicate_of or 0):
+        return f"sealed as {row['kind']}, the topic says {entry.kind.label}"
+    if datetime_to_ms(row["kafka_timestamp"]) != entry.record.timestamp_ms:
+        return "kafka timestamp differs from the topic record's"
+    if bytes(row["digest"]) != entry.digest:
+        return "digest differs from the topic record's"
+    if row["key_id"] != entry.key_id or not hmac.compare_digest(bytes(row["link"]), entry.link):
+        return "link differs from the chain rebuilt from the topic"
+    try:
+        check_columns(row, entry.kind, entry.event, entry.reject_reason)
+    except ChainBreak as exc:
+        return exc.detail
+    return None
+
+
+def _genesis_head(key: SigningKey, *, ledger_id: str, topic: str) -> ChainHead:
+    return ChainHead(0, -1, genesis_link(key, ledger_id=ledger_id, topic=topic, partition=0))
+
+
+def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: SigningKey, *,
+                   committed_offset: Callable[[], int | None] = lambda: None,
+                   max_lag_seconds: float = 300.0, now_ms: Callable[[], int] | None = None,
+                   progress: Progress | None = None,
+                   schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS) -> ReplayReport:
+    """Rebuild the chain from the topic and compare it with the ledger.
+
+    A ledger that ends before the topic is *truncated* when the chainer group's
+    committed offset (written only after a database commit) is beyond it, or
+    when the oldest unsealed record is older than ``max_lag_seconds``;
+    otherwise the gap is reported as ``unsealed`` (the chainer is behind).
+    Raises :class:`ConfigError` / :class:`ServiceUnavailable` when it cannot check.
+    """
+    started = time.monotonic()
+    now_ms = now_ms or (lambda: int(time.time() * 1000))
+    store.require_schema()
+    meta = store.read_meta()
+    if meta.genesis_key_id != key.key_id:
+        raise ConfigError(f"the configured signing key {key.key_id} is not the ledger's key "
+                          f"{meta.genesis_key_id}: cannot rebuild its chain")
+    sealer = Sealer(key=key, head=_genesis_head(key, ledger_id=meta.ledger_id, topic=meta.topic),
+                    schemas=schemas)
+    index = _EventIndex()
+    found: Divergence | None = None
+    topic_records = 0
+    unsealed: list[SealedEntry] = []
+    with store.snapshot() as conn:
+        # Snapshot first, then the topic's end: every sealed entry is then below the end.
+        low, high = reader.watermarks()
+        if low > 0:
+            raise ConfigError(f"topic {meta.topic} starts at offset {low}: records before it "
+                              "were deleted, so the chain cannot be rebuilt from genesis")
+        ledger_entries = store.count_entries(conn)
+        rows: Iterator[dict[str, Any]] = store.iter_entry_rows(conn)
+        row = next(rows, None)
+        for batch in reader.read(high):
+            entries = sealer.seal_batch(batch, index.lookup)
+            index.add(entries)
+            topic_records += len(entries)
+            if progress is not None:
+                progress(len(entries))
+            for entry in entries:
+                if found is not None:
+                    break
+                if row is None:
+                    unsealed.append(entry)
+                    continue
+                if int(row["seq"]) != entry.seq:
+                    found = Divergence(entry.seq, entry.record.offset, "missing",
+                                       f"the ledger has no entry for seq {entry.seq}; "
+                                       f"next is seq {row['seq']}")
+                    break
+                why = _compare(entry, row)
+                if why is not None:
+                    found = Divergence(entry.seq, entry.record.offset, "modified", why)
+                    break
+                row = next(rows, None)
+            if len(unsealed) > 1:
+                del unsealed[1:]  # only the oldest matters; keep memory flat
+        if found is None and row is not None:
+            found = Divergence(int(row["seq"]), int(row["kafka_offset"]), "extra",
+                               f"entry seq {row['seq']} has no record in the topic")
+    missing_tail = topic_records - ledger_entries if found is None else 0
+    if found is None and missing_tail > 0 and unsealed:
+        oldest = unsealed[0]
+        witness = committed_offset()
+        if witness is not None and witness > oldest.record.offset:
+            found = Divergence(oldest.seq, oldest.record.offset, "truncated",
+                               f"the ledger ends at seq {oldest.seq - 1}, but the chainer group "
+                               f"committed offset {witness} after sealing: the tail was deleted")
+        elif now_ms() - oldest.record.timestamp_ms > max_lag_seconds * 1000:
+            found = Divergence(oldest.seq, oldest.record.offset, "truncated",
+                               f"{missing_tail} topic records from offset {oldest.record.offset} "
+                               f"are not in the ledger and older than {max_lag_seconds:.0f} s: "
+                               "truncated tail or stalled chainer")
+    return ReplayReport(topic_records=topic_records, ledger_entries=ledger_entries,
+                        first_divergence=found, unsealed=max(missing_tail, 0),
+                        seconds=time.monotonic() - started)
+
+
+def rebuild_ledger(store: PostgresLedgerStore, reader: KafkaTopicReader, key: SigningKey, *,
+                   ledger_id: str, topic: str, progress: Progress | None = None,
+                   schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS) -> ReplayReport:
+    """Seal the whole topic into an empty database (migrated here); returns counts.
+
+    Raises :class:`ConfigError` if the database already holds entries.
+    """
+    started = time.monotonic()
+    store.migrate()
+    store.ensure_ledger(ledger_id=ledger_id, topic=topic, partition=0, key=key)
+    head = store.take_over()
+    if head.seq != 0:
+        raise ConfigError(f"--rebuild needs an empty ledger; this one holds {head.seq} entries")
+    low, high = reader.watermarks()
+    if low > 0:
+        raise ConfigError(f"topic {topic} starts at offset {low}: cannot rebuild from genesis")
+    sealer = Sealer(key=key, head=head.chain_head(), schemas=schemas)
+    known: set[bytes] = set()
+    count = 0
+    for batch in reader.read(high):
+        entries = sealer.seal_batch(batch, store.first_seqs)
+        store.append(entries, epoch=head.epoch,
+                     new_schemas=schemas_to_store(entries, known, schemas))
+        count += len(entries)
+        if progress is not None:
+            progress(len(entries))
+    return ReplayReport(topic_records=count, ledger_entries=count, first_divergence=None,
+                        unsealed=0, seconds=time.monotonic() - started)

@@ -1,0 +1,223 @@
+"""Kafka adapters that read the ledger topic.
+
+``KafkaEventSource`` is the chainer's reader: a member of the chainer group (so
+Kafka decides which chainer is active and its tools show the group and its
+lag), which nonetheless starts from the offset stored in PostgreSQL, never from
+the group's committed offset. ``KafkaTopicReader`` is replay's reader: no group
+membership, no commits, from offset 0 to the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from baldur_audit.schemas.chain import TopicRecord
+from baldur_audit.schemas.errors import BrokerUnavailable
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+log = logging.getLogger(__name__)
+
+PARTITION = 0
+
+
+def _to_record(message: Any) -> TopicRecord:
+    _, timestamp_ms = message.timestamp()
+    return TopicRecord(topic=message.topic(), partition=message.partition(),
+                       offset=message.offset(), timestamp_ms=timestamp_ms, value=message.value())
+
+
+def close_quietly(consumer: Consumer, timeout: float = 10.0) -> None:
+    """Close a consumer without hanging on an unhealthy broker (confluent-kafka-python #1667)."""
+    worker = threading.Thread(target=consumer.close, daemon=True, name="kafka-close")
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        log.warning("kafka consumer did not close within %.0f s; leaving it", timeout)
+
+
+class KafkaEventSource:
+    """The chainer's view of the topic, as a member of the chainer group.
+
+    ``on_assigned`` is called when this member is given the partition and
+    returns the offset to start from (the ledger head's offset + 1);
+    ``on_revoked`` when it loses it. Both run inside :meth:`poll_batch`.
+    """
+
+    def __init__(self, *, bootstrap: str, topic: str, group: str,
+                 on_assigned: Callable[[], int], on_revoked: Callable[[], None],
+                 session_timeout_ms: int = 10000, client_id: str | None = None) -> None:
+        self.topic = topic
+        self._on_assigned = on_assigned
+        self._on_revoked = on_revoked
+        self._assigned = False
+        self._consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "client.id": client_id or f"baldur-chainer-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            # An out-of-range start offset must fail loudly, never silently jump.
+            "auto.offset.reset": "error",
+            "isolation.level": "read_committed",
+            "session.timeout.ms": session_timeout_ms,
+            "heartbeat.interval.ms": max(250, session_timeout_ms // 5),
+            "partition.assignment.strategy": "range",
+            "fetch.wait.max.ms": 100,
+            "max.partition.fetch.bytes": 8 * 1024 * 1024,
+            "logger": log,
+        })
+        self._consumer.subscribe([topic], on_assign=self._assign, on_revoke=self._revoke,
+                                 on_lost=self._revoke)
+
+    @property
+    def assigned(self) -> bool:
+        """Whether this member currently holds the partition."""
+        return self._assigned
+
+    def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        mine = [tp for tp in partitions if tp.topic == self.topic and tp.partition == PARTITION]
+        if not mine:
+            consumer.assign([])
+            return
+        start = self._on_assigned()
+        consumer.assign([TopicPartition(self.topic, PARTITION, start)])
+        self._assigned = True
+        log.info("assigned %s[%d]: resuming at offset %d (from PostgreSQL)",
+                 self.topic, PARTITION, start)
+
+    def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._assigned:
+            log.info("partition %s[%d] revoked: standing by", self.topic, PARTITION)
+        self._assigned = False
+        self._on_revoked()
+        consumer.unassign()
+
+    def poll_batch(self, max_records: int, timeout: float) -> list[TopicRecord]:
+        """Up to ``max_records`` records in offset order; raises :class:`BrokerUnavailable`
+        on a fatal or offset error (transient transport errors are retried by the client)."""
+        try:
+            messages = self._consumer.consume(num_messages=max_records, timeout=timeout)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"kafka consume failed: {exc.args[0].str()}") from None
+        records = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                records.append(_to_record(message))
+            elif error.code() == KafkaError._PARTITION_EOF:
+                continue
+            elif error.fatal() or error.code() in (KafkaError._AUTO_OFFSET_RESET,
+                                                   KafkaError.OFFSET_OUT_OF_RANGE):
+                raise BrokerUnavailable(f"kafka: {error.str()}")
+            else:
+                log.warning("kafka: %s", error.str())
+        return records
+
+    def seek(self, offset: int) -> None:
+        """Continue reading at ``offset`` (after a failed batch was rolled back)."""
+        try:
+            self._consumer.seek(TopicPartition(self.topic, PARTITION, offset))
+        except KafkaException:
+            # Not yet fetching: re-assigning at the offset has the same effect.
+            self._consumer.assign([TopicPartition(self.topic, PARTITION, offset)])
+
+    def commit(self, next_offset: int) -> None:
+        """Tell Kafka the group's position (informational: the ledger keeps the truth)."""
+        try:
+            self._consumer.commit(offsets=[TopicPartition(self.topic, PARTITION, next_offset)],
+                                  asynchronous=True)
+        except KafkaException as exc:
+            log.debug("offset commit to kafka failed (informational only): %s", exc)
+
+    def end_offset(self, timeout: float = 5.0) -> int:
+        """The partition's high watermark (the offset the next record will get)."""
+        try:
+            _, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self.topic, PARTITION), timeout=timeout, cached=False)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"cannot read the end offset: {exc.args[0].str()}") from None
+        return int(high)
+
+    def close(self) -> None:
+        """Leave the group and close (bounded: never hangs on a dead broker)."""
+        close_quietly(self._consumer)
+
+
+class KafkaTopicReader:
+    """Reads a topic partition from its start to its current end; no group, no commits."""
+
+    def __init__(self, *, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self._consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": f"baldur-audit-replay-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "error",
+            "isolation.level": "read_committed",
+            "max.partition.fetch.bytes": 16 * 1024 * 1024,
+            "fetch.wait.max.ms": 100,
+            "logger": log,
+        })
+
+    def watermarks(self, timeout: float = 10.0) -> tuple[int, int]:
+        """(low, high) offsets of the partition; raises :class:`BrokerUnavailable`."""
+        try:
+            low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self.topic, PARTITION), timeout=timeout, cached=False)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"cannot read topic {self.topic}: "
+                                    f"{exc.args[0].str()}") from None
+        return int(low), int(high)
+
+    def read(self, end_offset: int, *, batch: int = 5000,
+             idle_timeout: float = 30.0) -> Iterator[list[TopicRecord]]:
+        """Yield batches of records from offset 0 up to (excluding) ``end_offset``.
+
+        Raises :class:`BrokerUnavailable` if nothing arrives for ``idle_timeout``
+        seconds before the end is reached.
+        """
+        if end_offset <= 0:
+            return
+        self._consumer.assign([TopicPartition(self.topic, PARTITION, OFFSET_BEGINNING)])
+        position = -1
+        last_progress = time.monotonic()
+        while position + 1 < end_offset:
+            try:
+                messages = self._consumer.consume(num_messages=batch, timeout=0.5)
+            except KafkaException as exc:
+                raise BrokerUnavailable(f"kafka consume failed: {exc.args[0].str()}") from None
+            records = []
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        if message.offset() >= end_offset:
+                            position = end_offset - 1
+                        continue
+                    if error.fatal() or error.code() == KafkaError._AUTO_OFFSET_RESET:
+                        raise BrokerUnavailable(f"kafka: {error.str()}")
+                    log.warning("kafka: %s", error.str())
+                    continue
+                if message.offset() >= end_offset:
+                    position = end_offset - 1
+                    break
+                records.append(_to_record(message))
+                position = message.offset()
+            if records:
+                last_progress = time.monotonic()
+                yield records
+            elif time.monotonic() - last_progress > idle_timeout:
+                raise BrokerUnavailable(
+                    f"no records from {self.topic} for {idle_timeout:.0f} s at offset "
+                    f"{position + 1} of {end_offset}")
+
+    def close(self) -> None:
+        """Close the reader (bounded)."""
+        close_quietly(self._consumer)

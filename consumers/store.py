@@ -1,0 +1,399 @@
+"""PostgreSQL adapter: migrations, the chain head with its fencing epoch, and
+appending sealed entries with COPY in the same transaction as the head.
+
+Driver errors are translated here: connection and server failures become
+:class:`StoreUnavailable` (messages scrubbed of the DSN's password), a lost
+fencing epoch becomes :class:`Fenced`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+import psycopg
+from baldur_audit.schemas.chain import ChainHead, SealedEntry, SigningKey, genesis_link
+from baldur_audit.schemas.codec import WriterSchema
+from baldur_audit.schemas.errors import AuditError, ConfigError, Fenced, StoreUnavailable
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from .config import dsn_password, redact_dsn, scrub
+
+log = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MIGRATION_LOCK = 0x6261_6C64_7572  # "baldur": serializes concurrent `init`s
+
+ENTRY_COLUMNS = (
+    "seq", "kafka_offset", "kafka_timestamp", "kind", "duplicate_of", "reject_reason",
+    "event_id", "occurred_at", "actor", "actor_type", "action", "target", "before", "after",
+    "reason", "source", "trace_id", "client_ip", "attributes", "schema_fingerprint",
+    "payload", "digest", "key_id", "link",
+)
+ENTRY_TYPES = (
+    "int8", "int8", "timestamptz", "text", "int8", "text",
+    "uuid", "timestamptz", "text", "text", "text", "text", "jsonb", "jsonb",
+    "text", "text", "text", "text", "jsonb", "bytea",
+    "bytea", "bytea", "text", "bytea",
+)
+
+
+def _raw_json(text: str | None) -> Jsonb | None:
+    """JSON text passed to ``jsonb`` verbatim (it was validated when decoded)."""
+    return None if text is None else Jsonb(text, dumps=lambda value: value)
+
+
+def ms_to_datetime(timestamp_ms: int) -> datetime:
+    """A Kafka millisecond timestamp as an aware UTC datetime (exact)."""
+    return _EPOCH + timedelta(milliseconds=timestamp_ms)
+
+
+def datetime_to_ms(moment: datetime) -> int:
+    """An aware datetime as whole milliseconds since the epoch (exact for ms values)."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def entry_row(entry: SealedEntry) -> tuple[Any, ...]:
+    """The ``audit_entries`` row of a sealed entry, in ``ENTRY_COLUMNS`` order."""
+    event = entry.event
+    return (
+        entry.seq, entry.record.offset, ms_to_datetime(entry.record.timestamp_ms),
+        entry.kind.label, entry.duplicate_of, entry.reject_reason,
+        event.event_id if event else None,
+        event.occurred_at if event else None,
+        event.actor.id if event else None,
+        event.actor.type if event else None,
+        event.action if event else None,
+        event.target if event else None,
+        _raw_json(event.before) if event else None,
+        _raw_json(event.after) if event else None,
+        event.reason if event else None,
+        event.source if event else None,
+        event.trace_id if event else None,
+        event.client_ip if event else None,
+        Jsonb(dict(event.attributes)) if event else None,
+        entry.schema_fingerprint,
+        entry.record.value,
+        entry.digest, entry.key_id, entry.link,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerMeta:
+    """The ledger's identity as bound by its genesis link."""
+
+    ledger_id: str
+    topic: str
+    partition: int
+    genesis_key_id: str
+    genesis_link: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HeadRow:
+    """The chain head row, as stored."""
+
+    epoch: int
+    seq: int
+    offset: int
+    link: bytes
+
+    def chain_head(self) -> ChainHead:
+        """The head as the sealer uses it."""
+        return ChainHead(self.seq, self.offset, self.link)
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """Shipped migrations as (version, name, sql), in version order."""
+    folder = resources.files("baldur_audit.consumers.migrations")
+    found = []
+    for item in folder.iterdir():
+        match = re.fullmatch(r"(\d{3})_[a-z0-9_]+\.sql", item.name)
+        if match:
+            found.append((int(match.group(1)), item.name, item.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+class PostgresLedgerStore:
+    """The ledger in PostgreSQL. One connection; not shared between threads."""
+
+    def __init__(self, conn: psycopg.Connection[Any], dsn: str) -> None:
+        self._conn = conn
+        self._dsn = dsn
+
+    @classmethod
+    def connect(cls, dsn: str, *, connect_timeout: int = 10,
+                application_name: str = "baldur-audit") -> PostgresLedgerStore:
+        """Open a connection; raises :class:`StoreUnavailable` (password never shown)."""
+        try:
+            conn = psycopg.connect(dsn, connect_timeout=connect_timeout,
+                                   application_name=application_name)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: "
+                f"{scrub(str(exc).strip(), dsn_password(dsn))}") from None
+        return cls(conn, dsn)
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        self._conn.close()
+
+    def __enter__(self) -> PostgresLedgerStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def connection(self) -> psycopg.Connection[Any]:
+        """The underlying connection, for read-only queries at the edge."""
+        return self._conn
+
+    @contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (Fenced, AuditError):
+            raise
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise StoreUnavailable(f"{what}: permission denied: "
+                                   f"{scrub(str(exc).strip(), dsn_password(self._dsn))}") from None
+        except psycopg.Error as exc:
+            if self._conn.closed or isinstance(exc, psycopg.OperationalError):
+                raise StoreUnavailable(f"{what}: PostgreSQL failed: "
+                                       f"{scrub(str(exc).strip(), dsn_password(self._dsn))}") from None
+            raise StoreUnavailable(f"{what}: {type(exc).__name__}: "
+                                   f"{scrub(str(exc).strip(), dsn_password(self._dsn))}") from None
+
+    # -- schema -------------------------------------------------------------
+
+    def migrate(self) -> list[int]:
+        """Apply every shipped migration not yet applied; returns the versions applied now."""
+        applied_now: list[int] = []
+        with self._translated("migrate"), self._conn.transaction():
+            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS baldur_schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())")
+            done = {row[0] for row in self._conn.execute(
+                "SELECT version FROM baldur_schema_migrations")}
+            for version, name, text in migration_files():
+                if version in done:
+                    continue
+                self._conn.execute(text.encode("utf-8"))
+                self._conn.execute(
+                    "INSERT INTO baldur_schema_migrations (version, name) VALUES (%s, %s)",
+                    (version, name))
+                applied_now.append(version)
+        return applied_now
+
+    def schema_version(self) -> int:
+        """The newest applied migration (0 when the schema does not exist)."""
+        with self._translated("read schema version"), self._conn.transaction():
+            exists = self._conn.execute(
+                "SELECT to_regclass('baldur_schema_migrations') IS NOT NULL").fetchone()
+            if not exists or not exists[0]:
+                return 0
+            row = self._conn.execute(
+                "SELECT coalesce(max(version), 0) FROM baldur_schema_migrations").fetchone()
+            return int(row[0]) if row else 0
+
+    def require_schema(self) -> None:
+        """Raise :class:`ConfigError` unless ``baldur-audit init`` has created the schema."""
+        if self.schema_version() < migration_files()[-1][0]:
+            raise ConfigError("the ledger schema is missing or old: run `baldur-audit init`")
+
+    # -- identity and head ----------------------------------------------------
+
+    def ensure_ledger(self, *, ledger_id: str, topic: str, partition: int,
+                      key: SigningKey) -> LedgerMeta:
+        """Create the ledger identity and genesis head once; validate them afterwards.
+
+        Raises :class:`ConfigError` if the database already holds another
+        ledger (a different identity or topic).
+        """
+        with self._translated("initialize ledger"), self._conn.transaction():
+            meta = self._read_meta()
+            if meta is None:
+                link = genesis_link(key, ledger_id=ledger_id, topic=topic, partition=partition)
+                self._conn.execute(
+                    "INSERT INTO ledger_meta (id, ledger_id, kafka_topic, kafka_partition,"
+                    " genesis_key_id, genesis_link) VALUES (1, %s, %s, %s, %s, %s)",
+                    (ledger_id, topic, partition, key.key_id, link))
+                self._conn.execute(
+                    "INSERT INTO chain_head (id, epoch, last_seq, last_offset, last_link)"
+                    " VALUES (1, 0, 0, -1, %s)", (link,))
+                return LedgerMeta(ledger_id, topic, partition, key.key_id, link)
+        if (meta.ledger_id, meta.topic, meta.partition) != (ledger_id, topic, partition):
+            raise ConfigError(
+                f"this database holds ledger {meta.ledger_id!r} of topic {meta.topic!r}, "
+                f"not {ledger_id!r} of topic {topic!r}")
+        return meta
+
+    def _read_meta(self) -> LedgerMeta | None:
+        row = self._conn.execute(
+            "SELECT ledger_id, kafka_topic, kafka_partition, genesis_key_id, genesis_link"
+            " FROM ledger_meta WHERE id = 1").fetchone()
+        return None if row is None else LedgerMeta(row[0], row[1], row[2], row[3], bytes(row[4]))
+
+    def read_meta(self) -> LedgerMeta:
+        """The ledger identity; raises :class:`ConfigError` if ``init`` has not run."""
+        self.require_schema()
+        with self._translated("read ledger identity"), self._conn.transaction():
+            meta = self._read_meta()
+        if meta is None:
+            raise ConfigError("the ledger has no identity yet: run `baldur-audit init`")
+        return meta
+
+    def read_head(self) -> HeadRow:
+        """The chain head row as stored."""
+        with self._translated("read chain head"), self._conn.transaction():
+            row = self._conn.execute(
+                "SELECT epoch, last_seq, last_offset, last_link FROM chain_head WHERE id = 1"
+            ).fetchone()
+        if row is None:
+            raise ConfigError("the ledger has no chain head: run `baldur-audit init`")
+        return HeadRow(row[0], row[1], row[2], bytes(row[3]))
+
+    def take_over(self) -> HeadRow:
+        """Become the only writer: bump the fencing epoch and return the head.
+
+        Waits behind a running batch of a previous writer, whose next batch
+        then fails with :class:`Fenced` instead of forking the chain.
+        """
+        with self._translated("take over the chain head"), self._conn.transaction():
+            row = self._conn.execute(
+                "UPDATE chain_head SET epoch = epoch + 1, updated_at = now() WHERE id = 1"
+                " RETURNING epoch, last_seq, last_offset, last_link").fetchone()
+        if row is None:
+            raise ConfigError("the ledger has no chain head: run `baldur-audit init`")
+        return HeadRow(row[0], row[1], row[2], bytes(row[3]))
+
+    # -- sealing --------------------------------------------------------------
+
+    def first_seqs(self, event_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """Seq of the first sealed entry of each given event id already in the ledger."""
+        if not event_ids:
+            return {}
+        with self._translated("look up event ids"):
+            rows = self._conn.execute(
+                "SELECT event_id, seq FROM audit_entries WHERE kind = 'event'"
+                " AND event_id = ANY(%s)", (list(event_ids),)).fetchall()
+            self._conn.rollback()  # end the read transaction; the append opens its own
+        return {row[0]: row[1] for row in rows}
+
+    def known_schema_fingerprints(self) -> set[bytes]:
+        """Fingerprints of the writer schemas stored so far."""
+        with self._translated("read writer schemas"), self._conn.transaction():
+            return {bytes(row[0]) for row in
+                    self._conn.execute("SELECT fingerprint FROM writer_schemas")}
+
+    def writer_schemas(self) -> dict[bytes, WriterSchema]:
+        """Every stored writer schema by fingerprint (so the ledger verifies on its own)."""
+        with self._translated("read writer schemas"), self._conn.transaction():
+            rows = self._conn.execute("SELECT fingerprint, schema_json FROM writer_schemas")
+            found = {}
+            for fingerprint, schema_json in rows:
+                schema = WriterSchema.from_json(schema_json)
+                found[bytes(fingerprint)] = schema
+            return found
+
+    def append(self, entries: Sequence[SealedEntry], *, epoch: int,
+               new_schemas: Sequence[tuple[WriterSchema, int]] = ()) -> None:
+        """Write ``entries`` and move the head, atomically, if ``epoch`` still holds it.
+
+        Raises :class:`Fenced` when another writer took over (nothing written),
+        :class:`StoreUnavailable` on any database failure (nothing written).
+        """
+        if not entries:
+            return
+        first, last = entries[0], entries[-1]
+        with self._translated(f"append seq {first.seq}..{last.seq}"), self._conn.transaction():
+            head = self._conn.execute(
+                "SELECT epoch, last_seq FROM chain_head WHERE id = 1 FOR UPDATE").fetchone()
+            if head is None:
+                raise ConfigError("the ledger has no chain head: run `baldur-audit init`")
+            if head[0] != epoch:
+                raise Fenced(mine=epoch, current=head[0])
+            if head[1] != first.seq - 1:
+                raise Fenced(mine=epoch, current=head[0]) if head[1] > first.seq - 1 else \
+                    StoreUnavailable(f"chain head is at seq {head[1]}, batch starts at {first.seq}")
+            with self._conn.cursor() as cur:
+                columns = sql.SQL(", ").join(sql.Identifier(c) for c in ENTRY_COLUMNS)
+                copy_sql = sql.SQL("COPY audit_entries ({}) FROM STDIN (FORMAT BINARY)").format(
+                    columns)
+                with cur.copy(copy_sql) as copy:
+                    copy.set_types(list(ENTRY_TYPES))
+                    for entry in entries:
+                        copy.write_row(entry_row(entry))
+                for schema, seq in new_schemas:
+                    cur.execute(
+                        "INSERT INTO writer_schemas (fingerprint, schema_json, first_seq)"
+                        " VALUES (%s, %s, %s) ON CONFLICT (fingerprint) DO NOTHING",
+                        (schema.fingerprint, schema.schema_json, seq))
+                cur.execute(
+                    "UPDATE chain_head SET last_seq = %s, last_offset = %s, last_link = %s,"
+                    " updated_at = now() WHERE id = 1 AND epoch = %s",
+                    (last.seq, last.record.offset, last.link, epoch))
+                if cur.rowcount != 1:
+                    raise Fenced(mine=epoch, current=-1)
+
+    # -- reading for verify / replay --------------------------------------------
+
+    @contextmanager
+    def snapshot(self) -> Iterator[psycopg.Connection[Any]]:
+        """A read-only, repeatable-read transaction: one consistent view of entries and head."""
+        with self._translated("read ledger snapshot"):
+            self._conn.rollback()
+            self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            self._conn.read_only = True
+            try:
+                with self._conn.transaction():
+                    yield self._conn
+            finally:
+                if not self._conn.closed:
+                    self._conn.isolation_level = None
+                    self._conn.read_only = None
+
+    def iter_entry_rows(self, conn: psycopg.Connection[Any], *, from_seq: int = 1,
+                        batch: int = 5000) -> Iterator[dict[str, Any]]:
+        """Entries in seq order as dicts, streamed by a server-side cursor (flat memory)."""
+        with self._translated("read entries"), conn.cursor(
+                name=f"baldur_entries_{uuid.uuid4().hex[:8]}", row_factory=dict_row) as cur:
+            cur.itersize = batch
+            columns = sql.SQL(", ").join(sql.Identifier(c) for c in ENTRY_COLUMNS)
+            cur.execute(sql.SQL("SELECT {} FROM audit_entries WHERE seq >= %s ORDER BY seq")
+                        .format(columns), (from_seq,))
+            yield from cur
+
+    def count_entries(self, conn: psycopg.Connection[Any]) -> int:
+        """Number of entries in the current snapshot."""
+        with self._translated("count entries"):
+            row = conn.execute("SELECT count(*) FROM audit_entries").fetchone()
+        return int(row[0]) if row else 0
+
+
+def schemas_to_store(entries: Sequence[SealedEntry], known: set[bytes],
+                     catalog: Mapping[bytes, WriterSchema]) -> list[tuple[WriterSchema, int]]:
+    """Writer schemas first used by ``entries`` and not yet stored, with the first seq.
+
+    Updates ``known`` so each schema is stored once.
+    """
+    found = []
+    for entry in entries:
+        fingerprint = entry.schema_fingerprint
+        if entry.event is not None and fingerprint is not None and fingerprint not in known:
+            found.append((catalog[fingerprint], entry.seq))
+            known.add(fingerprint)
+    return found

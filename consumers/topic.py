@@ -1,0 +1,135 @@
+"""Kafka adapter for the ledger topic: create or validate it, read watermarks,
+and describe the chainer's consumer group."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from baldur_audit.schemas.errors import BrokerUnavailable, TopicMisconfigured
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+
+log = logging.getLogger(__name__)
+
+#: What the ledger topic must look like: one partition, kept forever, broker timestamps.
+REQUIRED_CONFIG = {
+    "cleanup.policy": "delete",
+    "retention.ms": "-1",
+    "retention.bytes": "-1",
+    "message.timestamp.type": "LogAppendTime",
+}
+
+
+def _kafka_error(exc: BaseException) -> str:
+    if isinstance(exc, KafkaException) and exc.args:
+        err = exc.args[0]
+        return getattr(err, "str", lambda: str(err))()
+    return str(exc)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicReport:
+    """What ``init`` found or did to the topic."""
+
+    topic: str
+    created: bool
+    partitions: int
+    config: dict[str, str]
+
+
+class KafkaTopicAdmin:
+    """Admin operations on the ledger topic."""
+
+    def __init__(self, bootstrap: str, *, timeout: float = 15.0) -> None:
+        self._admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000,
+                                   "logger": log})
+        self._bootstrap = bootstrap
+        self._timeout = timeout
+
+    def _partitions(self, topic: str) -> int | None:
+        try:
+            metadata = self._admin.list_topics(topic=topic, timeout=self._timeout)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"cannot reach Kafka at {self._bootstrap}: "
+                                    f"{_kafka_error(exc)}") from None
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            return None
+        return len(found.partitions)
+
+    def ensure_topic(self, topic: str, *, replication_factor: int = 1) -> TopicReport:
+        """Create the topic as the ledger needs it, or validate an existing one.
+
+        Raises :class:`TopicMisconfigured` for more than one partition or a
+        compacted topic, :class:`BrokerUnavailable` when Kafka cannot be reached.
+        """
+        created = False
+        partitions = self._partitions(topic)
+        if partitions is None:
+            new = NewTopic(topic, num_partitions=1, replication_factor=replication_factor,
+                           config=dict(REQUIRED_CONFIG))
+            future = self._admin.create_topics([new], operation_timeout=self._timeout)[topic]
+            try:
+                future.result(timeout=self._timeout)
+                created = True
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in _kafka_error(exc).upper().replace(" ", "_") \
+                        and "already exists" not in _kafka_error(exc):
+                    raise BrokerUnavailable(f"cannot create topic {topic}: "
+                                            f"{_kafka_error(exc)}") from None
+            partitions = self._partitions(topic) or 1
+        config = self.topic_config(topic)
+        if partitions != 1:
+            raise TopicMisconfigured(
+                f"topic {topic} has {partitions} partitions; the ledger needs exactly 1 "
+                "(one partition totally orders the chain)")
+        if "compact" in config.get("cleanup.policy", ""):
+            raise TopicMisconfigured(
+                f"topic {topic} has cleanup.policy={config['cleanup.policy']}; compaction would "
+                "delete records the chain covers: use cleanup.policy=delete")
+        return TopicReport(topic=topic, created=created, partitions=partitions, config=config)
+
+    def topic_config(self, topic: str) -> dict[str, str]:
+        """The topic's effective configuration values that matter to the ledger."""
+        resource = ConfigResource(ResourceType.TOPIC, topic)
+        try:
+            result = self._admin.describe_configs([resource])[resource].result(
+                timeout=self._timeout)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"cannot describe topic {topic}: {_kafka_error(exc)}") from None
+        wanted = set(REQUIRED_CONFIG) | {"min.insync.replicas"}
+        return {name: str(entry.value) for name, entry in result.items() if name in wanted}
+
+    def group_state(self, group: str, topic: str) -> dict[str, Any]:
+        """The consumer group: state, members (client id, host) and committed offset."""
+        try:
+            described = self._admin.describe_consumer_groups([group])[group].result(
+                timeout=self._timeout)
+            offsets = self._admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])]
+            )[group].result(timeout=self._timeout)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"cannot describe group {group}: {_kafka_error(exc)}") from None
+        committed = None
+        for tp in offsets.topic_partitions:
+            if tp.topic == topic and tp.partition == 0 and tp.offset >= 0:
+                committed = tp.offset
+        members = []
+        for member in described.members:
+            assigned = [f"{tp.topic}[{tp.partition}]"
+                        for tp in (member.assignment.topic_partitions if member.assignment else [])]
+            members.append({"member_id": member.member_id, "client_id": member.client_id,
+                            "host": member.host, "assignment": assigned})
+        return {"group": group, "state": str(described.state.name).lower()
+                if described.state is not None else "unknown",
+                "members": members, "committed_offset": committed}
+
+    def delete_topic(self, topic: str) -> None:
+        """Delete a topic (tests and the demo's scratch topics only)."""
+        future = self._admin.delete_topics([topic], operation_timeout=self._timeout)[topic]
+        try:
+            future.result(timeout=self._timeout)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"cannot delete topic {topic}: {_kafka_error(exc)}") from None

@@ -1,0 +1,1 @@
+"""Avro schema files (``*.avsc``) shipped with the package."""

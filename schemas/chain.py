@@ -1,0 +1,282 @@
+"""The chain: how each topic record is sealed into a linked ledger entry.
+
+Pure: the signing key, records and look-ups are passed in. ``CHAIN.md`` beside
+this module is the normative specification of every byte hashed here; the test
+vectors in ``vectors/chain-v1.json`` are generated from and checked against it.
+
+A link is ``HMAC-SHA256(key, message)`` where ``message`` is a domain tag
+followed by length-prefixed, named fields (see :func:`frame`). The genesis link
+binds the ledger's identity; entry ``seq`` (from 1) links to entry ``seq - 1``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+import uuid
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from .codec import WriterSchema, decode_event, read_fingerprint
+from .errors import ConfigError, DecodeError
+from .event import ChangeEvent
+
+GENESIS_TAG = b"baldur-audit/genesis/v1"
+LINK_TAG = b"baldur-audit/link/v1"
+KEY_ID_TAG = b"baldur-audit/key-id/v1"
+MIN_KEY_BYTES = 32
+LINK_BYTES = 32
+NO_DUPLICATE = 0
+
+
+class EntryKind(Enum):
+    """What an entry records; the code is the byte the link covers."""
+
+    EVENT = ("event", 1)
+    REJECTED = ("rejected", 2)
+    DUPLICATE = ("duplicate", 3)
+
+    def __init__(self, label: str, code: int) -> None:
+        self.label = label
+        self.code = code
+
+    @classmethod
+    def from_label(cls, label: str) -> EntryKind:
+        """The kind named ``label``; raises ``ValueError`` for an unknown one."""
+        for kind in cls:
+            if kind.label == label:
+                return kind
+        raise ValueError(f"unknown entry kind {label!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """An HMAC key and the id it is named by in entries (the id is public, the secret not)."""
+
+    key_id: str
+    secret: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.secret) < MIN_KEY_BYTES:
+            raise ConfigError(f"signing key must be at least {MIN_KEY_BYTES} bytes, "
+                              f"found {len(self.secret)}")
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"SigningKey(key_id={self.key_id!r})"
+
+    @classmethod
+    def derive(cls, secret: bytes) -> SigningKey:
+        """A key whose id is derived from it: ``hk1-`` + 16 hex of SHA-256(tag || secret)."""
+        digest = hashlib.sha256(KEY_ID_TAG + secret).hexdigest()
+        return cls(key_id="hk1-" + digest[:16], secret=secret)
+
+
+def field(name: bytes, value: bytes) -> bytes:
+    """One framed field: u8 name length, name, u32 big-endian value length, value."""
+    return struct.pack(">B", len(name)) + name + struct.pack(">I", len(value)) + value
+
+
+def frame(tag: bytes, fields: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """A domain-separated message: the tag as a field named ``domain``, then each field."""
+    return field(b"domain", tag) + b"".join(field(name, value) for name, value in fields)
+
+
+def genesis_message(*, ledger_id: str, topic: str, partition: int) -> bytes:
+    """The bytes the genesis link covers (CHAIN.md, "Genesis")."""
+    return frame(GENESIS_TAG, [
+        (b"ledger", ledger_id.encode("utf-8")),
+        (b"topic", topic.encode("utf-8")),
+        (b"partition", struct.pack(">i", partition)),
+    ])
+
+
+def genesis_link(key: SigningKey, *, ledger_id: str, topic: str, partition: int) -> bytes:
+    """Link number 0, which binds the ledger's identity, topic and partition."""
+    message = genesis_message(ledger_id=ledger_id, topic=topic, partition=partition)
+    return hmac.new(key.secret, message, hashlib.sha256).digest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkInput:
+    """Everything a link covers besides the key and the previous link."""
+
+    seq: int
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    kind: EntryKind
+    duplicate_of: int
+    value_null: bool
+    digest: bytes
+
+
+def link_message(key_id: str, prev_link: bytes, link_input: LinkInput) -> bytes:
+    """The bytes an entry's link covers (CHAIN.md, "Entry link")."""
+    return frame(LINK_TAG, [
+        (b"prev", prev_link),
+        (b"key_id", key_id.encode("utf-8")),
+        (b"seq", struct.pack(">Q", link_input.seq)),
+        (b"topic", link_input.topic.encode("utf-8")),
+        (b"partition", struct.pack(">i", link_input.partition)),
+        (b"offset", struct.pack(">q", link_input.offset)),
+        (b"timestamp", struct.pack(">q", link_input.timestamp_ms)),
+        (b"kind", struct.pack(">B", link_input.kind.code)),
+        (b"duplicate_of", struct.pack(">Q", link_input.duplicate_of)),
+        (b"value_null", b"\x01" if link_input.value_null else b"\x00"),
+        (b"digest", link_input.digest),
+    ])
+
+
+class Linker:
+    """Computes links under one key, reusing a pre-keyed HMAC state per link."""
+
+    __slots__ = ("key_id", "_base")
+
+    def __init__(self, key: SigningKey) -> None:
+        self.key_id = key.key_id
+        self._base = hmac.new(key.secret, digestmod=hashlib.sha256)
+
+    def link(self, prev_link: bytes, link_input: LinkInput) -> bytes:
+        """The link of an entry whose predecessor's link is ``prev_link``."""
+        mac = self._base.copy()
+        mac.update(link_message(self.key_id, prev_link, link_input))
+        return mac.digest()
+
+
+def payload_digest(value: bytes | None) -> bytes:
+    """SHA-256 of the exact message bytes (a null value hashes as empty, flagged apart)."""
+    return hashlib.sha256(value or b"").digest()
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRecord:
+    """One record as read from the topic: position, broker timestamp, exact value bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SealedEntry:
+    """A sealed ledger entry: the record, its classification, digest and link."""
+
+    seq: int
+    record: TopicRecord
+    kind: EntryKind
+    duplicate_of: int | None
+    event: ChangeEvent | None
+    reject_reason: str | None
+    schema_fingerprint: bytes | None
+    digest: bytes
+    key_id: str
+    link: bytes
+
+    def link_input(self) -> LinkInput:
+        """The link input this entry was sealed with."""
+        return LinkInput(seq=self.seq, topic=self.record.topic, partition=self.record.partition,
+                         offset=self.record.offset, timestamp_ms=self.record.timestamp_ms,
+                         kind=self.kind, duplicate_of=self.duplicate_of or NO_DUPLICATE,
+                         value_null=self.record.value is None, digest=self.digest)
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    """The outcome of decoding one record: an event, or the reason it is rejected."""
+
+    event: ChangeEvent | None
+    reject_reason: str | None
+    schema_fingerprint: bytes | None
+
+
+def classify(value: bytes | None, schemas: Mapping[bytes, WriterSchema]) -> Classified:
+    """Decode ``value`` into an event, or say why it must be sealed as rejected."""
+    try:
+        event = decode_event(value, schemas)
+    except DecodeError as exc:
+        fingerprint = None
+        if value:
+            try:
+                fingerprint = read_fingerprint(value)
+            except DecodeError:
+                pass
+        return Classified(event=None, reject_reason=exc.reason, schema_fingerprint=fingerprint)
+    assert value is not None
+    return Classified(event=event, reject_reason=None, schema_fingerprint=read_fingerprint(value))
+
+
+#: Given event ids, return the seq of the first sealed entry of each one already in the ledger.
+FirstSeqLookup = Callable[[Collection[uuid.UUID]], Mapping[uuid.UUID, int]]
+
+
+@dataclass(slots=True)
+class ChainHead:
+    """The end of the chain: last sealed seq, its offset (-1 before any) and its link."""
+
+    seq: int
+    offset: int
+    link: bytes
+
+
+class Sealer:
+    """Seals topic records, in offset order, onto a chain head.
+
+    Duplicate detection needs every earlier event id: the caller passes a
+    look-up into the ledger (or replay's own index) for ids sealed before this
+    batch; ids within the batch are tracked here.
+    """
+
+    def __init__(self, *, key: SigningKey, head: ChainHead,
+                 schemas: Mapping[bytes, WriterSchema]) -> None:
+        self._linker = Linker(key)
+        self.head = ChainHead(head.seq, head.offset, head.link)
+        self._schemas = schemas
+
+    def seal_batch(self, records: Iterable[TopicRecord],
+                   first_seq_of: FirstSeqLookup) -> list[SealedEntry]:
+        """Seal ``records`` (strictly increasing offsets after the head) into entries.
+
+        Raises ``ValueError`` if an offset does not follow the head: sealing out
+        of order would break invariant 1, so it is refused rather than repaired.
+        The head advances only as far as the returned entries; on an exception
+        it is left unchanged.
+        """
+        classified = [(record, classify(record.value, self._schemas)) for record in records]
+        ids = [c.event.event_id for _, c in classified if c.event is not None]
+        known = dict(first_seq_of(ids)) if ids else {}
+        head = ChainHead(self.head.seq, self.head.offset, self.head.link)
+        entries: list[SealedEntry] = []
+        for record, outcome in classified:
+            if record.offset <= head.offset:
+                raise ValueError(f"offset {record.offset} does not follow head offset {head.offset}")
+            seq = head.seq + 1
+            duplicate_of: int | None = None
+            if outcome.event is None:
+                kind = EntryKind.REJECTED
+            else:
+                first = known.get(outcome.event.event_id)
+                if first is None:
+                    kind = EntryKind.EVENT
+                    known[outcome.event.event_id] = seq
+                else:
+                    kind = EntryKind.DUPLICATE
+                    duplicate_of = first
+            digest = payload_digest(record.value)
+            link_input = LinkInput(seq=seq, topic=record.topic, partition=record.partition,
+                                   offset=record.offset, timestamp_ms=record.timestamp_ms,
+                                   kind=kind, duplicate_of=duplicate_of or NO_DUPLICATE,
+                                   value_null=record.value is None, digest=digest)
+            link = self._linker.link(head.link, link_input)
+            entries.append(SealedEntry(
+                seq=seq, record=record, kind=kind, duplicate_of=duplicate_of,
+                event=outcome.event, reject_reason=outcome.reject_reason,
+                schema_fingerprint=outcome.schema_fingerprint, digest=digest,
+                key_id=self._linker.key_id, link=link))
+            head = ChainHead(seq, record.offset, link)
+        self.head = head
+        return entries

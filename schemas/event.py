@@ -1,0 +1,220 @@
+"""The change event: the value a service records and the topic carries.
+
+Pure: validation only, no I/O. ``before`` and ``after`` travel as JSON text so
+that the exact value a service recorded (after redaction) is what the ledger
+shows; :func:`to_json_text` makes that text deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import InvalidEvent
+
+ACTOR_TYPES = ("user", "service", "system")
+SOURCES = ("api", "cli", "scheduler", "framework")
+#: The documented open set of actions; any lowercase word matching ACTION_PATTERN is accepted.
+KNOWN_ACTIONS = (
+    "create", "update", "delete", "apply", "rollback",
+    "trip", "recover", "restart", "scale", "failover", "throttle", "quarantine",
+)
+ACTION_PATTERN = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+TRACE_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+
+MAX_ID_CHARS = 256
+MAX_TARGET_CHARS = 1024
+MAX_REASON_CHARS = 4096
+MAX_JSON_BYTES = 256 * 1024
+MAX_JSON_DEPTH = 64
+MAX_ATTRIBUTES = 64
+MAX_ATTRIBUTE_CHARS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who made the change."""
+
+    id: str
+    type: str = "user"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeEvent:
+    """One configuration change or healing decision, as it travels on the topic."""
+
+    event_id: uuid.UUID
+    occurred_at: datetime
+    actor: Actor
+    action: str
+    target: str
+    source: str
+    before: str | None = None
+    after: str | None = None
+    reason: str | None = None
+    trace_id: str | None = None
+    client_ip: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate_event(self)
+
+
+def _check_text(name: str, value: object, *, limit: int, required: bool) -> None:
+    if value is None:
+        if required:
+            raise InvalidEvent(name, "is required")
+        return
+    if not isinstance(value, str):
+        raise InvalidEvent(name, f"expected a string, found {type(value).__name__}")
+    if required and not value.strip():
+        raise InvalidEvent(name, "must not be empty")
+    if len(value) > limit:
+        raise InvalidEvent(name, f"longer than {limit} characters ({len(value)})")
+    if "\x00" in value:
+        raise InvalidEvent(name, "contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidEvent(name, "is not valid unicode (lone surrogate)") from None
+
+
+def validate_event(event: ChangeEvent) -> None:
+    """Check every field of ``event``; raises :class:`InvalidEvent` naming the first bad one."""
+    if not isinstance(event.event_id, uuid.UUID):
+        raise InvalidEvent("event_id", "expected a UUID")
+    if not isinstance(event.occurred_at, datetime) or event.occurred_at.tzinfo is None:
+        raise InvalidEvent("occurred_at", "expected a timezone-aware datetime")
+    if not isinstance(event.actor, Actor):
+        raise InvalidEvent("actor", "expected an Actor")
+    _check_text("actor.id", event.actor.id, limit=MAX_ID_CHARS, required=True)
+    if event.actor.type not in ACTOR_TYPES:
+        raise InvalidEvent("actor.type", f"expected one of {', '.join(ACTOR_TYPES)}, "
+                           f"found {str(event.actor.type)[:40]!r}")
+    if not isinstance(event.action, str) or not ACTION_PATTERN.fullmatch(event.action):
+        raise InvalidEvent("action", "expected a lowercase word such as 'update' or 'restart' "
+                           "(letters, digits, '_', '.', '-'; at most 64)")
+    _check_text("target", event.target, limit=MAX_TARGET_CHARS, required=True)
+    if event.source not in SOURCES:
+        raise InvalidEvent("source", f"expected one of {', '.join(SOURCES)}, "
+                           f"found {str(event.source)[:40]!r}")
+    for name in ("before", "after"):
+        text = getattr(event, name)
+        _check_text(name, text, limit=MAX_JSON_BYTES, required=False)
+        if text is not None:
+            check_json_text(name, text)
+    _check_text("reason", event.reason, limit=MAX_REASON_CHARS, required=False)
+    if event.trace_id is not None and (
+        not isinstance(event.trace_id, str)
+        or not TRACE_ID_PATTERN.fullmatch(event.trace_id)
+        or event.trace_id == "0" * 32
+    ):
+        raise InvalidEvent("trace_id", "expected 32 lowercase hex digits, not all zero")
+    _check_text("client_ip", event.client_ip, limit=MAX_ID_CHARS, required=False)
+    if not isinstance(event.attributes, Mapping):
+        raise InvalidEvent("attributes", "expected a mapping of strings to strings")
+    if len(event.attributes) > MAX_ATTRIBUTES:
+        raise InvalidEvent("attributes", f"more than {MAX_ATTRIBUTES} entries")
+    for key, value in event.attributes.items():
+        _check_text("attributes key", key, limit=MAX_ATTRIBUTE_CHARS, required=True)
+        _check_text(f"attributes[{str(key)[:40]!r}]", value, limit=MAX_ATTRIBUTE_CHARS,
+                    required=False)
+        if value is None:
+            raise InvalidEvent(f"attributes[{str(key)[:40]!r}]", "expected a string")
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a JSON value, iteratively (no recursion limit to hit)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return depth
+        deepest = max(deepest, depth)
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+    return deepest
+
+
+def to_json_text(name: str, value: Any) -> str:
+    """Serialize a JSON value deterministically; raises :class:`InvalidEvent` naming ``name``.
+
+    Keys are sorted, separators compact, non-ASCII kept, NaN and Infinity refused
+    (they are not JSON), as are non-string keys and objects JSON cannot represent.
+    """
+    if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise InvalidEvent(name, f"nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        # The message of TypeError names the Python type only, never the value.
+        kind = "not JSON-serializable" if isinstance(exc, TypeError) else "not valid JSON"
+        raise InvalidEvent(name, f"{kind}: {type(exc).__name__}") from None
+    check_json_text(name, text)
+    return text
+
+
+def _refuse_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not JSON")
+
+
+def check_json_text(name: str, text: str) -> Any:
+    """Parse JSON text as the ledger will store it; raises :class:`InvalidEvent` if it cannot.
+
+    PostgreSQL's ``jsonb`` refuses ``\\u0000`` and JSON has no NaN/Infinity, so
+    both are refused here rather than stalling the ledger later.
+    """
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_JSON_BYTES:
+        raise InvalidEvent(name, f"JSON text larger than {MAX_JSON_BYTES} bytes")
+    if "\\u0000" in text or "\x00" in text:
+        raise InvalidEvent(name, "contains a NUL character, which the ledger cannot store")
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise InvalidEvent(name, "not valid JSON text") from None
+    if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise InvalidEvent(name, f"nested deeper than {MAX_JSON_DEPTH} levels")
+    if _has_non_finite(value):
+        raise InvalidEvent(name, "contains a number too large to store")
+    return value
+
+
+def _has_non_finite(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
+def uuid7(unix_ms: int, random_bytes: bytes) -> uuid.UUID:
+    """Build a UUIDv7 (RFC 9562) from a millisecond timestamp and 10 random bytes."""
+    if len(random_bytes) < 10:
+        raise ValueError("uuid7 needs 10 random bytes")
+    value = (unix_ms & ((1 << 48) - 1)) << 80
+    rand = int.from_bytes(random_bytes[:10], "big")
+    value |= 0x7 << 76
+    value |= ((rand >> 68) & 0xFFF) << 64  # rand_a: 12 bits
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)  # rand_b: 62 bits
+    return uuid.UUID(int=value)
+
+
+def utc(dt: datetime) -> datetime:
+    """``dt`` in UTC (naive datetimes are refused by validation, not guessed)."""
+    return dt.astimezone(UTC)

@@ -1,0 +1,79 @@
+"""Builds the chain test vectors (``schemas/vectors/chain-v1.json``).
+
+Run ``python -m tests.unit.chain_vectors > schemas/vectors/chain-v1.json`` only
+when the spec changes on purpose; ``test_chain.py`` checks the committed file
+against the code and against an independent re-implementation of CHAIN.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from typing import Any
+
+from baldur_audit.schemas.chain import (
+    EntryKind,
+    LinkInput,
+    Linker,
+    SigningKey,
+    genesis_link,
+    genesis_message,
+    link_message,
+    payload_digest,
+)
+
+KEY = bytes(range(32))
+LEDGER_ID = "baldur-audit:baldur.audit.events"
+TOPIC = "baldur.audit.events"
+
+CASES: list[dict[str, Any]] = [
+    {"offset": 0, "timestamp_ms": 1764417600000, "kind": "event", "duplicate_of": 0,
+     "value_hex": (b"\xc3\x01" + bytes(8) + b"example-avro-body").hex()},
+    {"offset": 1, "timestamp_ms": 1764417600123, "kind": "duplicate", "duplicate_of": 1,
+     "value_hex": (b"\xc3\x01" + bytes(8) + b"example-avro-body").hex()},
+    {"offset": 3, "timestamp_ms": 1764417601000, "kind": "rejected", "duplicate_of": 0,
+     "value_hex": "deadbeef"},
+    {"offset": 4, "timestamp_ms": 1764417601001, "kind": "rejected", "duplicate_of": 0,
+     "value_hex": ""},
+    {"offset": 5, "timestamp_ms": 1764417601002, "kind": "rejected", "duplicate_of": 0,
+     "value_hex": None},
+]
+
+
+def build() -> dict[str, Any]:
+    """The vectors document."""
+    key = SigningKey.derive(KEY)
+    genesis = genesis_link(key, ledger_id=LEDGER_ID, topic=TOPIC, partition=0)
+    linker = Linker(key)
+    prev = genesis
+    entries = []
+    for seq, case in enumerate(CASES, start=1):
+        value = None if case["value_hex"] is None else bytes.fromhex(case["value_hex"])
+        link_input = LinkInput(seq=seq, topic=TOPIC, partition=0, offset=case["offset"],
+                               timestamp_ms=case["timestamp_ms"],
+                               kind=EntryKind.from_label(case["kind"]),
+                               duplicate_of=case["duplicate_of"], value_null=value is None,
+                               digest=payload_digest(value))
+        message = link_message(key.key_id, prev, link_input)
+        link = linker.link(prev, link_input)
+        entries.append({"seq": seq, **case, "digest_hex": link_input.digest.hex(),
+                        "message_hex": message.hex(), "link_hex": link.hex()})
+        prev = link
+    return {
+        "spec": "baldur-audit chain v1 (schemas/CHAIN.md)",
+        "key_hex": KEY.hex(),
+        "key_id": key.key_id,
+        "key_id_rule": "hk1- + first 16 hex digits of SHA-256('baldur-audit/key-id/v1' || key)",
+        "ledger_id": LEDGER_ID, "topic": TOPIC, "partition": 0,
+        "genesis_message_hex": genesis_message(ledger_id=LEDGER_ID, topic=TOPIC,
+                                               partition=0).hex(),
+        "genesis_link_hex": genesis.hex(),
+        "entries": entries,
+        "empty_digest_hex": hashlib.sha256(b"").hexdigest(),
+    }
+
+
+if __name__ == "__main__":
+    json.dump(build(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
