@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2317  # cleanup/load_started are reached only through the traps
+# `make test`: venv, start the services that are not already running, run pytest against them,
+# then stop exactly the services this run started -- also when pytest fails or is interrupted.
+# Services that were already up (e.g. from `make up`) are left running.
+#
+#   PYTEST_ARGS='-k chain -x' deploy/run-tests.sh [more pytest args]
+#
+# Exits with pytest's status (or 1 if the stack could not be brought up).
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT" || exit 1
+D="$ROOT/deploy"
+STARTED="$ROOT/.local/started-by-up"
+started=()
+up_ran=
+
+load_started() {
+    # The services `stack.sh up` started in this run (it recreates the file, one name per line).
+    started=()
+    [[ -n "$up_ran" && -f "$STARTED" ]] && mapfile -t started <"$STARTED"
+    return 0
+}
+
+cleanup() {
+    local rc=$? i
+    trap - EXIT INT TERM
+    load_started
+    if [[ -n "$up_ran" && ${#started[@]} -eq 0 ]]; then
+        echo "run-tests: services were already running before this run; leaving them up" >&2
+    fi
+    for ((i = ${#started[@]} - 1; i >= 0; i--)); do
+        [[ -n "${started[i]}" ]] || continue
+        echo "run-tests: stopping ${started[i]} (started by this run)" >&2
+        "$D/${started[i]}.sh" stop || true
+    done
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+"$D/venv.sh" || exit 1
+
+rm -f "$STARTED"
+up_ran=1
+"$D/stack.sh" up || { echo "run-tests: stack failed to come up" >&2; exit 1; }
+
+eval "$("$D/stack.sh" env)"
+
+# PYTEST_ARGS is split like a shell command line, so quoting works: PYTEST_ARGS='-k "a and b"'.
+extra=()
+eval "extra=(${PYTEST_ARGS:-})"
+echo "run-tests: .venv/bin/python -m pytest -q tests ${extra[*]} $*" >&2
+.venv/bin/python -m pytest -q tests "${extra[@]}" "$@"
+exit $?

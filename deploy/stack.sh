@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The local service stack: Kafka (127.0.0.1:29092) + PostgreSQL (127.0.0.1:25432).
+#
+#   deploy/stack.sh up      venv + kafka install/start + postgres install/start
+#                           writes the services THIS invocation started (one per line) to
+#                           .local/started-by-up (empty when both were already running)
+#   deploy/stack.sh down    stop both (whoever started them)
+#   deploy/stack.sh env     print the export lines the tests and the demo use
+#   deploy/stack.sh status  one line per service; exit 0 only when both are healthy
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+D="$ROOT/deploy"
+STARTED="$ROOT/.local/started-by-up"
+SERVICES=(kafka postgres)
+
+cmd_env() {
+    cat <<'EOF'
+export BALDUR_KAFKA_BOOTSTRAP=127.0.0.1:29092
+export BALDUR_SQL_DSN=postgresql://baldur:baldur-local@127.0.0.1:25432/baldur_audit
+export BALDUR_TEST_ADMIN_DSN=postgresql://postgres:baldur-local-admin@127.0.0.1:25432/postgres
+EOF
+}
+
+cmd_up() {
+    local t0=$SECONDS s
+    mkdir -p "$ROOT/.local"
+    : >"$STARTED"
+    "$D/venv.sh"
+    "$D/kafka.sh" install
+    "$D/postgres.sh" install
+    for s in "${SERVICES[@]}"; do
+        if "$D/$s.sh" status >/dev/null 2>&1; then
+            echo "stack: $s already running" >&2
+            continue
+        fi
+        # Record before starting: a start that fails half-way may leave a process behind,
+        # and whoever reads this file (deploy/run-tests.sh) must stop it.
+        echo "$s" >>"$STARTED"
+        "$D/$s.sh" start
+    done
+    echo "stack: up in $((SECONDS - t0)) s (started by this run: $(paste -sd' ' "$STARTED" | sed 's/^$/none/'))" >&2
+}
+
+cmd_down() {
+    local rc=0 i
+    for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
+        "$D/${SERVICES[i]}.sh" stop || rc=1
+    done
+    rm -f "$STARTED"
+    return $rc
+}
+
+cmd_status() {
+    local rc=0 s
+    for s in "${SERVICES[@]}"; do
+        "$D/$s.sh" status || rc=1
+    done
+    return $rc
+}
+
+case "${1:-}" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    env) cmd_env ;;
+    status) cmd_status ;;
+    *) echo "usage: $0 {up|down|env|status}" >&2; exit 2 ;;
+esac
