@@ -24,6 +24,9 @@ from .store import LedgerMeta, PostgresLedgerStore, schemas_to_store
 
 log = logging.getLogger(__name__)
 
+#: How long ``--until-idle`` waits for Kafka to assign the partition before it gives up.
+JOIN_GRACE = 30.0
+
 
 @dataclass(slots=True)
 class ChainerStats:
@@ -166,7 +169,9 @@ class Chainer:
 
     def _caught_up(self) -> bool:
         if self._sealer is None:
-            return True
+            # Not (yet) holding the partition: joining a group on a new broker can take
+            # seconds, so a standby counts as idle only after a grace period.
+            return time.monotonic() - self.stats.started > (self._until_idle or 0) + JOIN_GRACE
         return self._sealer.head.offset + 1 >= self._source.end_offset()
 
     def run(self) -> ChainerStats:

@@ -75,7 +75,8 @@ class Context:
 
 def _fail(ctx: Context | None, message: str, code: int = EXIT_UNCHECKED) -> NoReturn:
     secrets = ctx.secrets() if ctx is not None else [os.environ.get(config.KEY_ENV)]
-    click.echo(f"baldur-audit: {config.scrub(message, *secrets)}", err=True)
+    one_line = " ".join(config.scrub(message, *secrets).split())
+    click.echo(f"baldur-audit: {one_line}", err=True)
     sys.exit(code)
 
 
