@@ -1,0 +1,112 @@
+"""The Kafka producer behind the audit trail: its settings, its creation, its port.
+
+Settings follow the no-loss rules for a ledger producer: ``enable.idempotence=true``
+(which implies ``acks=all``, bounded in-flight requests and infinite retries within
+``message.timeout.ms``), a short ``linger.ms`` and ``zstd`` compression (``lz4`` when the
+librdkafka build lacks zstd). Settings given by the service (security, tuning) are
+merged in, except those the audit trail must own.
+
+librdkafka's own log lines go to the ``logging`` logger ``<this module>.librdkafka`` (served
+by ``poll()``), not to stderr; secret settings are never logged or put in error messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import confluent_kafka
+from baldur_audit.schemas.errors import ConfigError
+
+from .redact import REDACTED, is_sensitive_key
+
+logger = logging.getLogger(__name__)
+# librdkafka's own log lines: a child logger, so a service can quiet them on their own.
+_librdkafka_logger = logging.getLogger(f"{__name__}.librdkafka")
+
+#: Settings the audit trail sets itself: a service may not override them.
+OWNED_SETTINGS = frozenset({
+    "bootstrap.servers", "metadata.broker.list", "enable.idempotence", "acks",
+    "request.required.acks", "error_cb", "logger", "on_delivery", "dr_cb", "dr_msg_cb",
+    "delivery.report.only.error", "transactional.id",
+})
+# Setting names whose values are secret even though the key-name rule misses them.
+_SECRET_SETTING_PARTS = ("pem", "key", "oauthbearer", "jaas")
+
+
+class KafkaProducerPort(Protocol):
+    """The part of ``confluent_kafka.Producer`` the audit trail uses."""
+
+    def produce(self, topic: str, value: bytes | None = None, *args: Any,
+                **kwargs: Any) -> None: ...
+
+    def poll(self, timeout: float = ...) -> int: ...
+
+    def flush(self, timeout: float = ...) -> int: ...
+
+    def purge(self, in_queue: bool = ..., in_flight: bool = ..., blocking: bool = ...
+              ) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+def is_secret_setting(name: str) -> bool:
+    """Whether the value of librdkafka setting ``name`` must never be shown."""
+    return is_sensitive_key(name) or any(part in name for part in _SECRET_SETTING_PARTS)
+
+
+def scrub_settings(text: str, settings: Mapping[str, Any]) -> str:
+    """``text`` with the value of every secret setting replaced by ``[REDACTED]``."""
+    for name, value in settings.items():
+        if is_secret_setting(str(name)) and isinstance(value, str) and value:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+def producer_settings(*, bootstrap: str, client_id: str, message_timeout_ms: int,
+                      queue_max_messages: int, extra: Mapping[str, Any],
+                      compression: str = "zstd") -> dict[str, Any]:
+    """The librdkafka settings of the audit producer; raises :class:`ConfigError`."""
+    if not isinstance(bootstrap, str) or not bootstrap.strip():
+        raise ConfigError("bootstrap: expected host:port[,host:port...]")
+    owned = sorted(OWNED_SETTINGS.intersection(extra))
+    if owned:
+        raise ConfigError(f"producer_config: {', '.join(owned)} is set by the audit trail")
+    settings: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "client.id": client_id,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": compression,
+        "message.timeout.ms": int(message_timeout_ms),
+        "queue.buffering.max.messages": int(queue_max_messages),
+        "logger": _librdkafka_logger,
+    }
+    settings.update(extra)
+    return settings
+
+
+def build_producer(factory: Callable[[dict[str, Any]], KafkaProducerPort], *,
+                   bootstrap: str, client_id: str, message_timeout_ms: int,
+                   queue_max_messages: int, extra: Mapping[str, Any],
+                   error_cb: Callable[[confluent_kafka.KafkaError], None]
+                   ) -> KafkaProducerPort:
+    """Create the producer; raises :class:`ConfigError` when librdkafka refuses a setting."""
+    given = extra.get("compression.type")
+    compressions = ("zstd", "lz4") if given is None else (str(given),)
+    for compression in compressions:
+        settings = producer_settings(
+            bootstrap=bootstrap, client_id=client_id, message_timeout_ms=message_timeout_ms,
+            queue_max_messages=queue_max_messages, extra=extra, compression=compression)
+        settings["error_cb"] = error_cb
+        try:
+            return factory(settings)
+        except confluent_kafka.KafkaException as exc:
+            message = scrub_settings(str(exc), extra)
+            if compression == "zstd" and given is None and "zstd" in message:
+                logger.warning("librdkafka has no zstd support; compressing with lz4")
+                continue
+            raise ConfigError(f"kafka producer settings refused: {message}") from None
+    raise ConfigError("kafka producer settings refused: no usable compression codec")

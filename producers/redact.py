@@ -1,0 +1,266 @@
+"""Redaction of secrets in event values, before an event is encoded.
+
+Secrets never leave the producing process (design invariant 6): ``before``, ``after``,
+``reason`` and attribute values pass through :class:`Redactor` first. Two rules apply.
+
+**By key name.** A dict key (or attribute key) is normalized — lowercased, with ``-``,
+``_``, ``.`` and spaces removed — and is *sensitive* if it contains one of
+:data:`SENSITIVE_WORDS` (``db_password``, ``AWS_SECRET_ACCESS_KEY``, ``refreshToken``),
+ends in ``auth`` (or ``auth_header``, ``authKey``...), or is one of :data:`SENSITIVE_KEYS`
+(``session``, ``pass``, ...); but not when it ends in a descriptor (``token_ttl``,
+``password_min_length``, ``secret_name``, ``token_url``: see ``_DESCRIPTOR``) or only
+names LLM token counts or tokenizers (``max_tokens``, ``tokenizer_model``). The whole
+value under a sensitive key (a string, number, list or dict) is replaced; booleans and
+``None`` are kept, since one bit cannot be a secret and switches like
+``password_authentication: false`` are what an audit is for.
+Dict keys themselves are kept as they are.
+
+**By value shape**, in every string at any depth (also under innocent keys and in lists):
+PEM private-key blocks; passwords in URL user-info (``postgresql://u:pw@h/db``);
+``key=value`` / ``key: value`` / ``"key": "value"`` pairs inside text (DSNs like
+``host=x password=y``, query strings, headers, JSON text) whose key is sensitive — a
+``Bearer``/``Basic`` scheme word is kept, the credential after it replaced; JWTs;
+``Bearer``/``Basic`` credentials; AWS access key ids, GitHub, Slack, Google API and Stripe
+keys. Strings are not parsed as JSON: a secret object nested inside JSON *text* is only
+caught by the pair and shape rules.
+
+A redacted value becomes ``[REDACTED]``; with a redaction key it becomes
+``[REDACTED:hmac-sha256:<16 hex>]``, the first 16 hex digits of
+HMAC-SHA256(key, ``b"baldur-audit/redaction/v1"`` + the secret's canonical bytes: UTF-8 for
+text, compact sorted JSON otherwise), so "did the secret change?" can be answered without
+storing it. Existing markers are kept, so redaction is idempotent.
+
+Structure: dicts (any ``Mapping``), lists and tuples (which become lists) are walked
+iteratively, so no nesting depth raises ``RecursionError``. A node deeper than
+``MAX_JSON_DEPTH`` is replaced by ``[REDACTED:too-deep]``: nothing unredacted is returned,
+and the event validation still refuses the value as too deep. Other values (sets, bytes,
+objects, NaN) are returned unchanged for :func:`~baldur_audit.schemas.event.to_json_text`
+to refuse with :class:`~baldur_audit.schemas.errors.InvalidEvent` naming the field.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from baldur_audit.schemas.errors import ConfigError
+from baldur_audit.schemas.event import MAX_JSON_DEPTH
+
+REDACTED = "[REDACTED]"
+TOO_DEEP = "[REDACTED:too-deep]"
+MIN_KEY_BYTES = 16
+_DOMAIN = b"baldur-audit/redaction/v1"
+_MARKER = re.compile(r"\[REDACTED(?::hmac-sha256:[0-9a-f]{16}|:too-deep)?\]")
+
+SENSITIVE_WORDS = (
+    "password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "privatekey",
+    "credential", "authoriz", "cookie", "sessionid", "sessionkey", "accesskey", "signature",
+    "encryptionkey", "signingkey", "masterkey", "hmackey", "sharedkey", "sshkey",
+)
+SENSITIVE_KEYS = frozenset({"auth", "session", "pass", "pw", "jwt", "bearer"})
+_SENSITIVE = re.compile("|".join(SENSITIVE_WORDS) + "|auth(?:header|key|value|string)?$")
+_DESCRIPTOR = re.compile(
+    r"(?:ttl|timeout|expiry|expiration|expires|expiresin|expiresat|lifetime|maxage|length"
+    r"|policy|rotation|algorithm|count|limit|type|name|path|file|ref|version|enabled"
+    r"|required|headername|url|uri|endpoint)$"
+)
+_INNOCENT = re.compile(
+    r"tokeniz(?:ers?|ation|ed|e)?"
+    r"|^(?:max|min|num|total|input|output|prompt|completion)[a-z]*tokens?$"
+)
+_NORMALIZE = str.maketrans("", "", "-_. ")
+
+_PEM = re.compile(
+    r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+    r".*?(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----|\Z)",
+    re.DOTALL,
+)
+_URL_CREDENTIALS = re.compile(
+    r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s:/?#@\[\]]*:)([^\s/?#]+)@"
+)
+_KEY_SEPARATOR = re.compile(r"(?<![A-Za-z0-9_.-])([A-Za-z][A-Za-z0-9_.-]*)([\"']?)"
+                            r"[ \t]*([:=])[ \t]*")
+_SCHEME = re.compile(r"(?i:bearer|basic|digest|negotiate|ntlm|token)[ \t]+")
+_BARE_END = {
+    "json": re.compile(r"[\s,}\]]"),  # after a quoted key: JSON text or a Python repr
+    "=": re.compile(r"[\s&;\"']"),  # DSNs, query strings, environment lines, cookies
+    ":": re.compile(r"[\r\n]"),  # YAML, headers, log lines: the rest of the line
+}
+_LITERALS = frozenset({"true", "false", "null", "True", "False", "None"})
+_JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
+_AUTH_SCHEME = re.compile(r"(?i)(?<![A-Za-z0-9_-])(bearer|basic)([ \t]+)([A-Za-z0-9._~+/-]+=*)")
+_TOKEN_SHAPES = re.compile(
+    r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])"
+    r"|(?<![A-Za-z0-9_])gh[pousr]_[A-Za-z0-9]{30,}"
+    r"|(?<![A-Za-z0-9_])github_pat_[A-Za-z0-9_]{20,}"
+    r"|(?<![A-Za-z0-9])xox[baprs]-[A-Za-z0-9-]{10,}"
+    r"|(?<![A-Za-z0-9_-])AIza[0-9A-Za-z_-]{35,}"
+    r"|(?<![A-Za-z0-9_])(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{10,}"
+)
+
+
+def is_sensitive_key(key: str) -> bool:
+    """Whether values under ``key`` are redacted whole (the key-name rule above)."""
+    # Keys repeat a lot; the cache holds only short ones so it stays small.
+    return _classify_key(key) if len(key) <= 128 else _classify_key.__wrapped__(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _classify_key(key: str) -> bool:
+    normalized = key.lower().translate(_NORMALIZE)
+    if normalized in SENSITIVE_KEYS:
+        return True
+    normalized = _INNOCENT.sub("", normalized)
+    return bool(_SENSITIVE.search(normalized)) and not _DESCRIPTOR.search(normalized)
+
+
+def _looks_like_credential(word: str) -> bool:
+    """Whether the word after ``Bearer``/``Basic`` is a credential rather than prose."""
+    return len(word) >= 8 and (
+        any(c.isdigit() or c in "._~+/=-" for c in word) or any(c.isupper() for c in word[1:])
+    )
+
+
+def _canonical(value: Any) -> bytes | None:
+    """The bytes a fingerprint covers, or None when ``value`` has no stable form."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return text.encode("utf-8", "surrogatepass")
+
+
+class Redactor:
+    """Replaces secrets in JSON-like values by a fixed marker or a keyed fingerprint."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        """Raises :class:`ConfigError` when ``key`` is shorter than :data:`MIN_KEY_BYTES`."""
+        if key is not None and (not isinstance(key, bytes) or len(key) < MIN_KEY_BYTES):
+            raise ConfigError(f"redaction key: expected at least {MIN_KEY_BYTES} bytes")
+        self._key = key
+
+    def marker(self, secret: Any) -> str:
+        """The marker that replaces ``secret``: fixed, or fingerprinted with the key."""
+        if self._key is None:
+            return REDACTED
+        canonical = _canonical(secret)
+        if canonical is None:
+            return REDACTED
+        digest = hmac.new(self._key, _DOMAIN + canonical, hashlib.sha256).hexdigest()
+        return f"[REDACTED:hmac-sha256:{digest[:16]}]"
+
+    def redact(self, value: Any) -> Any:
+        """A copy of ``value`` with secrets replaced (see the module docstring); never raises."""
+        root: list[Any] = [None]
+        stack: list[tuple[Any, Any, Any, int]] = [(value, root, 0, 1)]
+        while stack:
+            node, parent, slot, depth = stack.pop()
+            if depth > MAX_JSON_DEPTH:
+                parent[slot] = TOO_DEEP
+            elif isinstance(node, str):
+                parent[slot] = self.redact_text(node)
+            elif isinstance(node, Mapping):
+                copy: dict[Any, Any] = {}
+                parent[slot] = copy
+                for key, child in node.items():
+                    if (isinstance(key, str) and is_sensitive_key(key)
+                            and child is not None and not isinstance(child, bool)):
+                        keep = isinstance(child, str) and _MARKER.fullmatch(child)
+                        copy[key] = child if keep else self.marker(child)
+                    else:
+                        copy[key] = None  # keeps the key order; filled when popped
+                        stack.append((child, copy, key, depth + 1))
+            elif isinstance(node, list | tuple):
+                items: list[Any] = [None] * len(node)
+                parent[slot] = items
+                stack.extend((child, items, index, depth + 1) for index, child in enumerate(node))
+            else:
+                parent[slot] = node
+        return root[0]
+
+    def redact_text(self, text: str) -> str:
+        """``text`` with every secret found by the value-shape rules replaced."""
+        text = _PEM.sub(lambda m: self.marker(m.group(0)), text)
+        text = _URL_CREDENTIALS.sub(self._url_password, text)
+        text = self._redact_pairs(text)
+        text = _JWT.sub(lambda m: self.marker(m.group(0)), text)
+        text = _AUTH_SCHEME.sub(self._scheme_credential, text)
+        return _TOKEN_SHAPES.sub(lambda m: self.marker(m.group(0)), text)
+
+    def _url_password(self, match: re.Match[str]) -> str:
+        password = match.group(2)
+        if _MARKER.fullmatch(password):
+            return match.group(0)
+        return f"{match.group(1)}{self.marker(password)}@"
+
+    def _scheme_credential(self, match: re.Match[str]) -> str:
+        scheme, space, credential = match.groups()
+        if not _looks_like_credential(credential):
+            return match.group(0)
+        return f"{scheme}{space}{self.marker(credential)}"
+
+    def _redact_pairs(self, text: str) -> str:
+        """Replace the value of every ``key=value``-like pair whose key is sensitive."""
+        if "=" not in text and ":" not in text:
+            return text
+        pieces: list[str] = []
+        done = 0  # text[:done] is already in pieces
+        for match in _KEY_SEPARATOR.finditer(text):
+            if match.start() < done or not is_sensitive_key(match.group(1)):
+                continue
+            start = match.end()
+            scheme = _SCHEME.match(text, start)
+            if scheme:  # keep "Bearer " in "Authorization: Bearer <credential>"
+                start = scheme.end()
+            opener = text[match.start() - 1] if match.start() else ""
+            span = _secret_span(text, start, match.group(2), match.group(3),
+                                opener if opener in ("'", '"') else "")
+            if span is None:
+                continue
+            begin, end, quote = span
+            pieces.append(text[done:begin])
+            pieces.append(f"{quote}{self.marker(text[begin:end])}{quote}")
+            done = end
+        if not pieces:
+            return text
+        pieces.append(text[done:])
+        return "".join(pieces)
+
+
+def _secret_span(text: str, start: int, key_quote: str, separator: str, opener: str
+                 ) -> tuple[int, int, str] | None:
+    """Where the secret of a pair starts and ends, and the quote to wrap its marker in.
+
+    ``opener`` is a quote standing right before the key (``'Authorization: Basic x'``
+    in a shell line): the value then also ends at that quote. None when there is
+    nothing to redact: no value, an existing marker, or a JSON literal
+    (``true``/``false``/``null``) after a quoted key.
+    """
+    if start >= len(text):
+        return None
+    quote = text[start]
+    if quote in ("'", '"'):
+        index = start + 1
+        while index < len(text) and text[index] != quote:
+            index += 2 if text[index] == "\\" else 1
+        begin, end, wrap = start + 1, min(index, len(text)), ""
+    else:
+        stop = _BARE_END["json" if key_quote else separator].search(text, start)
+        begin, end = start, stop.start() if stop else len(text)
+        if opener and not key_quote:
+            closing = text.find(opener, begin, end)
+            end = end if closing < 0 else closing
+        # After a quoted key (JSON text) the marker is quoted, so the text stays JSON.
+        wrap = key_quote
+        if key_quote and text[begin:end] in _LITERALS:
+            return None
+    if end <= begin or _MARKER.fullmatch(text, begin, end):
+        return None
+    return begin, end, wrap
