@@ -121,7 +121,9 @@ def decode_event(value: bytes | None, schemas: Mapping[bytes, WriterSchema]) -> 
     stream = io.BytesIO(value)
     stream.seek(HEADER_LEN)
     try:
-        record = fastavro.schemaless_reader(stream, schema.parsed, CURRENT_SCHEMA.parsed)
+        # Schema resolution is costly: skip it when the writer schema is the reader's own.
+        reader = None if schema.fingerprint == CURRENT_SCHEMA.fingerprint else CURRENT_SCHEMA.parsed
+        record = fastavro.schemaless_reader(stream, schema.parsed, reader)
     except Exception as exc:  # fastavro raises EOFError, ValueError, UnicodeDecodeError, ...
         raise DecodeError(f"avro body does not decode: {type(exc).__name__}") from None
     if stream.tell() != len(value):
