@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import click
+
 from baldur_audit.schemas.chain import SigningKey
 from baldur_audit.schemas.errors import AuditError, Fenced
 

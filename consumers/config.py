@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
 from baldur_audit.schemas.chain import MIN_KEY_BYTES, SigningKey
 from baldur_audit.schemas.errors import ConfigError
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def redact_dsn(dsn: str) -> str:
     except Exception:  # an unparsable DSN: show nothing of it
         return "<unparsable dsn>"
     if "password" in params:
-        params["password"] = "***"
+        params["password"] = "***"  # noqa: S105 (the mask, not a password)
     return make_conninfo(**{k: str(v) for k, v in params.items()})
 
 

@@ -11,6 +11,7 @@ import json
 from typing import Any, TextIO
 
 import click
+
 from baldur_audit.producers.trail import AuditTrail
 from baldur_audit.schemas.errors import InvalidEvent
 

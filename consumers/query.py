@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from baldur_audit.schemas.errors import ConfigError
 from psycopg import sql
 from psycopg.rows import dict_row
+
+from baldur_audit.schemas.errors import ConfigError
 
 from .store import PostgresLedgerStore
 

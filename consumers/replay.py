@@ -28,7 +28,7 @@ from baldur_audit.schemas.errors import ChainBreak, ConfigError
 
 from .source import KafkaTopicReader
 from .store import PostgresLedgerStore, datetime_to_ms, schemas_to_store
-from .verify import check_columns
+from .verify import check_columns, use_exact_json
 
 Progress = Callable[[int], None]
 
@@ -144,6 +144,7 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
     topic_records = 0
     unsealed: list[SealedEntry] = []
     with store.snapshot() as conn:
+        use_exact_json(conn)
         # Snapshot first, then the topic's end: every sealed entry is then below the end.
         low, high = reader.watermarks()
         if low > 0:

@@ -16,9 +16,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
 from baldur_audit.schemas.chain import TopicRecord
 from baldur_audit.schemas.errors import BrokerUnavailable
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 log = logging.getLogger(__name__)
 

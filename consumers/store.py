@@ -19,12 +19,13 @@ from importlib import resources
 from typing import Any
 
 import psycopg
-from baldur_audit.schemas.chain import ChainHead, SealedEntry, SigningKey, genesis_link
-from baldur_audit.schemas.codec import WriterSchema
-from baldur_audit.schemas.errors import AuditError, ConfigError, Fenced, StoreUnavailable
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+
+from baldur_audit.schemas.chain import ChainHead, SealedEntry, SigningKey, genesis_link
+from baldur_audit.schemas.codec import WriterSchema
+from baldur_audit.schemas.errors import AuditError, ConfigError, Fenced, StoreUnavailable
 
 from .config import dsn_password, redact_dsn, scrub
 

@@ -7,9 +7,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from baldur_audit.schemas.errors import BrokerUnavailable, TopicMisconfigured
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+
+from baldur_audit.schemas.errors import BrokerUnavailable, TopicMisconfigured
 
 log = logging.getLogger(__name__)
 

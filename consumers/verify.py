@@ -12,11 +12,12 @@ import hashlib
 import hmac
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from decimal import Decimal
 from typing import Any
+
+from psycopg.types.json import set_json_loads
 
 from baldur_audit.schemas.chain import (
     EntryKind,
@@ -42,6 +43,7 @@ from .store import HeadRow, LedgerMeta, PostgresLedgerStore, datetime_to_ms
 
 Progress = Callable[[int], None]
 
+JSON_COLUMNS = frozenset({"before", "after", "attributes"})
 VISIBLE_EVENT_COLUMNS = ("event_id", "occurred_at", "actor", "actor_type", "action", "target",
                          "before", "after", "reason", "source", "trace_id", "client_ip",
                          "attributes")
@@ -100,8 +102,8 @@ def event_values(event: ChangeEvent) -> dict[str, Any]:
         "actor_type": event.actor.type,
         "action": event.action,
         "target": event.target,
-        "before": None if event.before is None else json.loads(event.before),
-        "after": None if event.after is None else json.loads(event.after),
+        "before": None if event.before is None else exact_json_loads(event.before),
+        "after": None if event.after is None else exact_json_loads(event.after),
         "reason": event.reason,
         "source": event.source,
         "trace_id": event.trace_id,
@@ -110,21 +112,30 @@ def event_values(event: ChangeEvent) -> dict[str, Any]:
     }
 
 
-def _same(stored: Any, expected: Any) -> bool:
-    if isinstance(expected, datetime) and isinstance(stored, datetime):
-        return stored == expected
-    if isinstance(expected, uuid.UUID):
-        return stored == expected
-    return bool(type(stored) is type(expected) and stored == expected) or (
-        isinstance(stored, (int, float)) and not isinstance(stored, bool)
-        and isinstance(expected, (int, float)) and not isinstance(expected, bool)
-        and stored == expected) or _same_json(stored, expected)
+def exact_json_loads(text: str | bytes) -> Any:
+    """JSON with every number as a ``Decimal``: ``jsonb`` keeps numbers exactly (``1e23``
+    comes back as ``100000000000000000000000``), so floats would compare falsely."""
+    return json.loads(text, parse_float=Decimal, parse_int=Decimal)
 
 
-def _same_json(stored: Any, expected: Any) -> bool:
-    if isinstance(stored, (dict, list)) and isinstance(expected, (dict, list)):
-        return json.dumps(stored, sort_keys=True) == json.dumps(expected, sort_keys=True)
-    return False
+def use_exact_json(conn: Any) -> None:
+    """Make ``conn`` load ``json``/``jsonb`` columns with :func:`exact_json_loads`."""
+    set_json_loads(exact_json_loads, conn)
+
+
+def json_equal(stored: Any, expected: Any) -> bool:
+    """Equality of JSON values that does not confuse ``true`` with ``1``."""
+    if isinstance(stored, bool) or isinstance(expected, bool):
+        return type(stored) is type(expected) and stored == expected
+    if isinstance(stored, dict):
+        return isinstance(expected, dict) and stored.keys() == expected.keys() and all(
+            json_equal(stored[key], expected[key]) for key in stored)
+    if isinstance(stored, list):
+        return isinstance(expected, list) and len(stored) == len(expected) and all(
+            json_equal(a, b) for a, b in zip(stored, expected, strict=True))
+    if isinstance(stored, Decimal) or isinstance(expected, Decimal):
+        return isinstance(stored, Decimal) and isinstance(expected, Decimal) and stored == expected
+    return type(stored) is type(expected) and stored == expected
 
 
 def check_columns(row: Mapping[str, Any], kind: EntryKind, event: ChangeEvent | None,
@@ -146,7 +157,11 @@ def check_columns(row: Mapping[str, Any], kind: EntryKind, event: ChangeEvent | 
         stored = row[column]
         if expected is None and stored is None:
             continue
-        if expected is None or stored is None or not _same(stored, expected):
+        if expected is None or stored is None:
+            raise ValueMismatch(seq, f"column {column} differs from the sealed payload")
+        same = json_equal(stored, expected) if column in JSON_COLUMNS else \
+            type(stored) is type(expected) and stored == expected
+        if not same:
             raise ValueMismatch(seq, f"column {column} differs from the sealed payload")
     if row["reject_reason"] is not None:
         raise ValueMismatch(seq, "column reject_reason is set on a sealed event")
@@ -311,6 +326,7 @@ def verify_ledger(store: PostgresLedgerStore, keys: Mapping[str, SigningKey], *,
     started = time.monotonic()
     store.require_schema()
     with store.snapshot() as conn:
+        use_exact_json(conn)
         meta = store.read_meta()
         head = store.read_head()
         catalog = {**schemas, **store.writer_schemas()}

@@ -128,7 +128,27 @@ def decode_event(value: bytes | None, schemas: Mapping[bytes, WriterSchema]) -> 
         raise DecodeError(f"avro body does not decode: {type(exc).__name__}") from None
     if stream.tell() != len(value):
         raise DecodeError(f"{len(value) - stream.tell()} trailing bytes after the avro body")
+    _require_canonical(value[HEADER_LEN:], schema, record if reader is None else None)
     return record_to_event(record)
+
+
+def _require_canonical(body: bytes, schema: WriterSchema, written: Any = None) -> None:
+    """Refuse a body that is not the canonical encoding of what it decodes to.
+
+    fastavro indexes enum symbols and union branches like a Python list, so an index
+    of -1 decodes as the last one; the Avro specification and other implementations
+    refuse it. Re-encoding under the writer schema and comparing pins one byte string
+    per value (it also refuses multi-block maps, overlong varints, non-canonical uuid text).
+    """
+    try:
+        if written is None:  # decoded under another reader schema: decode as written
+            written = fastavro.schemaless_reader(io.BytesIO(body), schema.parsed, None)
+        again = io.BytesIO()
+        fastavro.schemaless_writer(again, schema.parsed, written)
+    except Exception as exc:  # fastavro raises several unrelated types
+        raise DecodeError(f"avro body does not decode: {type(exc).__name__}") from None
+    if again.getvalue() != body:
+        raise DecodeError("avro body is not canonically encoded")
 
 
 def record_to_event(record: Mapping[str, Any]) -> ChangeEvent:

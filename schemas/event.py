@@ -7,6 +7,7 @@ shows; :func:`to_json_text` makes that text deterministic.
 
 from __future__ import annotations
 
+import decimal
 import json
 import math
 import re
@@ -35,6 +36,11 @@ MAX_JSON_BYTES = 256 * 1024
 MAX_JSON_DEPTH = 64
 MAX_ATTRIBUTES = 64
 MAX_ATTRIBUTE_CHARS = 1024
+#: Integer literals in JSON text: CPython's default int/str limit, fixed here so that the
+#: classification of a record does not depend on PYTHONINTMAXSTRDIGITS.
+MAX_JSON_INT_DIGITS = 4300
+#: PostgreSQL ``numeric`` (inside ``jsonb``) holds at most this many digits after the point.
+MAX_JSON_FRACTION_DIGITS = 16383
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +95,12 @@ def validate_event(event: ChangeEvent) -> None:
     """Check every field of ``event``; raises :class:`InvalidEvent` naming the first bad one."""
     if not isinstance(event.event_id, uuid.UUID):
         raise InvalidEvent("event_id", "expected a UUID")
-    if not isinstance(event.occurred_at, datetime) or event.occurred_at.tzinfo is None:
+    if not isinstance(event.occurred_at, datetime) or event.occurred_at.utcoffset() is None:
         raise InvalidEvent("occurred_at", "expected a timezone-aware datetime")
+    try:
+        event.occurred_at.astimezone(UTC)
+    except OverflowError:
+        raise InvalidEvent("occurred_at", "outside years 1..9999 once converted to UTC") from None
     if not isinstance(event.actor, Actor):
         raise InvalidEvent("actor", "expected an Actor")
     _check_text("actor.id", event.actor.id, limit=MAX_ID_CHARS, required=True)
@@ -145,6 +155,19 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
+def _has_non_string_key(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if not all(isinstance(key, str) for key in node):
+                return True
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
 def to_json_text(name: str, value: Any) -> str:
     """Serialize a JSON value deterministically; raises :class:`InvalidEvent` naming ``name``.
 
@@ -153,6 +176,9 @@ def to_json_text(name: str, value: Any) -> str:
     """
     if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise InvalidEvent(name, f"nested deeper than {MAX_JSON_DEPTH} levels")
+    if _has_non_string_key(value):
+        # json.dumps would stringify them and sort by the original keys: not deterministic
+        raise InvalidEvent(name, "object keys must be strings")
     try:
         text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False)
@@ -168,6 +194,38 @@ def _refuse_constant(token: str) -> Any:
     raise ValueError(f"{token} is not JSON")
 
 
+def _parse_int(token: str) -> decimal.Decimal:
+    # Decimal, not int: int() obeys PYTHONINTMAXSTRDIGITS, which must not decide anything.
+    if len(token.lstrip("-")) > MAX_JSON_INT_DIGITS:
+        raise ValueError("integer literal too long")
+    return decimal.Decimal(token)
+
+
+def _parse_float(token: str) -> float:
+    exponent = decimal.Decimal(token).as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > MAX_JSON_FRACTION_DIGITS:
+        raise ValueError("too many digits after the decimal point")
+    return float(token)
+
+
+def _has_unstorable_string(value: Any) -> bool:
+    """A string (or key) that jsonb refuses: an escaped NUL or an unpaired surrogate."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
+
+
 def check_json_text(name: str, text: str) -> Any:
     """Parse JSON text as the ledger will store it; raises :class:`InvalidEvent` if it cannot.
 
@@ -179,13 +237,17 @@ def check_json_text(name: str, text: str) -> Any:
     if "\\u0000" in text or "\x00" in text:
         raise InvalidEvent(name, "contains a NUL character, which the ledger cannot store")
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):
+        value = json.loads(text, parse_constant=_refuse_constant, parse_int=_parse_int,
+                           parse_float=_parse_float)
+    except (ValueError, RecursionError, decimal.InvalidOperation):
         raise InvalidEvent(name, "not valid JSON text") from None
     if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise InvalidEvent(name, f"nested deeper than {MAX_JSON_DEPTH} levels")
     if _has_non_finite(value):
         raise InvalidEvent(name, "contains a number too large to store")
+    if _has_unstorable_string(value):
+        raise InvalidEvent(name, "contains an unpaired surrogate escape, which the ledger "
+                                 "cannot store")
     return value
 
 

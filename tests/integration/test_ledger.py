@@ -63,7 +63,6 @@ def test_resumes_from_postgres_not_from_kafka_committed_offset(ledger: Ledger) -
 
 def test_rejected_and_duplicate_entries_account_for_every_offset(ledger: Ledger) -> None:
     from baldur_audit.schemas.codec import encode_event
-
     from tests.conftest import make_event
 
     event = make_event(7)
@@ -230,7 +229,6 @@ def test_stale_chainer_is_fenced_and_cannot_fork(ledger: Ledger) -> None:
     from baldur_audit.schemas.chain import Sealer, SigningKey, TopicRecord
     from baldur_audit.schemas.codec import KNOWN_SCHEMAS, encode_event
     from baldur_audit.schemas.errors import Fenced
-
     from tests.conftest import TEST_KEY, make_event
 
     sealed(ledger, 5)
@@ -281,3 +279,23 @@ def test_production_without_key_refuses_to_start(ledger: Ledger) -> None:
     done = ledger.cli("chain", "--until-idle", "1")
     assert done.returncode == 2
     assert "BALDUR_SECRETS_AUDIT_SIGNING_KEY is not set" in done.stderr
+
+
+def test_exact_numbers_and_booleans_survive_jsonb(ledger: Ledger) -> None:
+    """jsonb keeps numbers exactly (1e23 comes back as 100000000000000000000000): an intact
+    ledger must verify, and turning `true` into `1` must still be caught."""
+    from dataclasses import replace
+
+    from baldur_audit.schemas.codec import encode_event
+    from tests.conftest import make_event
+
+    event = replace(make_event(1), after='{"big":1e23,"flag":true,"one":1.0,"tiny":1e-7}')
+    ledger.produce_raw([encode_event(event)])
+    chain(ledger)
+    assert ledger.cli_json("verify")["intact"] is True
+    with ledger.admin() as conn:
+        conn.execute("""UPDATE audit_entries SET after = jsonb_set(after, '{flag}', '1')""")
+    done = ledger.cli("verify", "--json")
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["first_break"]["detail"] == \
+        "column after differs from the sealed payload"

@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from baldur_audit.producers import AuditTrail
-from baldur_audit.schemas.codec import KNOWN_SCHEMAS, decode_event
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from baldur_audit.producers import AuditTrail
+from baldur_audit.schemas.codec import KNOWN_SCHEMAS, decode_event
 
 pytestmark = pytest.mark.integration
 

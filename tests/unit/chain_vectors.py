@@ -14,8 +14,8 @@ from typing import Any
 
 from baldur_audit.schemas.chain import (
     EntryKind,
-    LinkInput,
     Linker,
+    LinkInput,
     SigningKey,
     genesis_link,
     genesis_message,

@@ -6,6 +6,9 @@ import ipaddress
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from baldur_audit.producers.mask import (
     INVALID_IP,
     MAX_FORWARDED,
@@ -14,8 +17,6 @@ from baldur_audit.producers.mask import (
     mask_ip,
 )
 from baldur_audit.schemas.event import MAX_ID_CHARS
-from hypothesis import given
-from hypothesis import strategies as st
 
 # What any masked element may look like: nothing else can ever come out.
 ELEMENT = re.compile(r"\d{1,3}\.\d{1,3}\.\*\*\*\.\*\*\*|[0-9a-f:]+/48|<invalid-ip>|<truncated>")

@@ -9,6 +9,9 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
 from baldur_audit.producers.redact import (
     REDACTED,
     TOO_DEEP,
@@ -17,8 +20,6 @@ from baldur_audit.producers.redact import (
 )
 from baldur_audit.schemas.errors import ConfigError, InvalidEvent
 from baldur_audit.schemas.event import MAX_JSON_DEPTH, to_json_text
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
 
 KEY = b"0123456789abcdef-test-key"
 JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ"

@@ -6,11 +6,12 @@ import re
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from baldur_audit.producers import trace
 from baldur_audit.producers.trace import make_traceparent, parse_traceparent, resolve_trace_id
 from baldur_audit.schemas.errors import InvalidEvent
-from hypothesis import given
-from hypothesis import strategies as st
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN_ID = "00f067aa0ba902b7"

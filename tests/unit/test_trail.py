@@ -17,6 +17,7 @@ from typing import Any
 
 import confluent_kafka
 import pytest
+
 from baldur_audit.producers import (
     NIL_EVENT_ID,
     Actor,

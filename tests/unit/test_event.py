@@ -1,0 +1,280 @@
+"""The event model: validation names the bad field, JSON text is deterministic and storable,
+UUIDv7 layout, and error messages never carry the offending secret."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from baldur_audit.schemas.errors import AuditError, InvalidEvent
+from baldur_audit.schemas.event import (
+    MAX_JSON_BYTES,
+    MAX_JSON_DEPTH,
+    Actor,
+    ChangeEvent,
+    check_json_text,
+    to_json_text,
+    uuid7,
+)
+
+PROPS = settings(max_examples=60, deadline=None)
+SECRET = "pa55w0rd-Zq9-TOPSECRET"
+
+
+def valid_fields(**changes: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = dict(
+        event_id=uuid.UUID("0192f0c6-7c5a-7b3e-9f00-123456789abc"),
+        occurred_at=datetime(2025, 11, 29, 12, 0, tzinfo=UTC),
+        actor=Actor("alice", "user"), action="update", target="db.pool.size", source="api",
+        before='{"size":10}', after='{"size":20}', reason="load", trace_id="0af7651916cd43dd"
+        "8448eb211c80319c", client_ip="10.0.0.0/24", attributes={"team": "sre"})
+    fields.update(changes)
+    return fields
+
+
+def nested_list(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_valid_event_builds() -> None:
+    event = ChangeEvent(**valid_fields())
+    assert event.target == "db.pool.size"
+    for action in ("create", "rollback", "k8s.scale-up_v2", "a", "a" + "b" * 63):
+        assert ChangeEvent(**valid_fields(action=action)).action == action
+    assert ChangeEvent(**valid_fields(before=None, after=None, reason=None, trace_id=None,
+                                      client_ip=None, attributes={})).before is None
+
+
+@pytest.mark.parametrize("changes, field", [
+    pytest.param({"event_id": "0192f0c6-7c5a-7b3e-9f00-123456789abc"}, "event_id", id="id-str"),
+    pytest.param({"occurred_at": datetime(2025, 1, 1)}, "occurred_at", id="naive-time"),
+    pytest.param({"occurred_at": 1_700_000_000}, "occurred_at", id="time-int"),
+    pytest.param({"actor": "alice"}, "actor", id="actor-str"),
+    pytest.param({"actor": Actor("")}, "actor.id", id="actor-empty"),
+    pytest.param({"actor": Actor("   \t")}, "actor.id", id="actor-blank"),
+    pytest.param({"actor": Actor("a" * 257)}, "actor.id", id="actor-long"),
+    pytest.param({"actor": Actor("a\x00b")}, "actor.id", id="actor-nul"),
+    pytest.param({"actor": Actor("a\ud800")}, "actor.id", id="actor-surrogate"),
+    pytest.param({"actor": Actor(42)}, "actor.id", id="actor-int"),  # type: ignore[arg-type]
+    pytest.param({"actor": Actor("alice", "bogus")}, "actor.type", id="actor-type"),
+    pytest.param({"actor": Actor("alice", "User")}, "actor.type", id="actor-type-case"),
+    pytest.param({"action": "Update!"}, "action", id="action-bang"),
+    pytest.param({"action": "Update"}, "action", id="action-upper"),
+    pytest.param({"action": ""}, "action", id="action-empty"),
+    pytest.param({"action": "1update"}, "action", id="action-digit-first"),
+    pytest.param({"action": "a" * 65}, "action", id="action-long"),
+    pytest.param({"action": "update\n"}, "action", id="action-newline"),
+    pytest.param({"action": None}, "action", id="action-none"),
+    pytest.param({"target": ""}, "target", id="target-empty"),
+    pytest.param({"target": " "}, "target", id="target-blank"),
+    pytest.param({"target": "t" * 1025}, "target", id="target-long"),
+    pytest.param({"target": None}, "target", id="target-none"),
+    pytest.param({"source": "bogus"}, "source", id="source"),
+    pytest.param({"before": "not json"}, "before", id="before-not-json"),
+    pytest.param({"before": "{'a': 1}"}, "before", id="before-single-quotes"),
+    pytest.param({"before": "NaN"}, "before", id="before-nan"),
+    pytest.param({"after": "[Infinity]"}, "after", id="after-infinity"),
+    pytest.param({"after": "1e999"}, "after", id="after-overflow"),
+    pytest.param({"before": '"\\u0000"'}, "before", id="before-nul-escape"),
+    pytest.param({"before": "[" * 65 + "]" * 65}, "before", id="before-deep"),
+    pytest.param({"before": "[" * 5000 + "]" * 5000}, "before", id="before-very-deep"),
+    pytest.param({"before": "1" * 5000}, "before", id="before-huge-int"),
+    pytest.param({"after": '"' + "x" * MAX_JSON_BYTES + '"'}, "after", id="after-large"),
+    pytest.param({"after": '"' + "é" * (MAX_JSON_BYTES // 2) + '"'}, "after",
+                 id="after-large-bytes"),
+    pytest.param({"after": {"a": 1}}, "after", id="after-dict"),
+    pytest.param({"reason": "r" * 4097}, "reason", id="reason-long"),
+    pytest.param({"client_ip": "10.0.0.1\x00"}, "client_ip", id="ip-nul"),
+    pytest.param({"trace_id": "XYZ"}, "trace_id", id="trace-short"),
+    pytest.param({"trace_id": "0AF7651916CD43DD8448EB211C80319C"}, "trace_id", id="trace-upper"),
+    pytest.param({"trace_id": "0" * 32}, "trace_id", id="trace-zero"),
+    pytest.param({"trace_id": "0af7651916cd43dd8448eb211c80319c0"}, "trace_id", id="trace-long"),
+    pytest.param({"trace_id": 12}, "trace_id", id="trace-int"),
+    pytest.param({"attributes": [("k", "v")]}, "attributes", id="attrs-list"),
+    pytest.param({"attributes": {str(i): "v" for i in range(65)}}, "attributes",
+                 id="attrs-too-many"),
+    pytest.param({"attributes": {1: "v"}}, "attributes key", id="attrs-int-key"),
+    pytest.param({"attributes": {"": "v"}}, "attributes key", id="attrs-empty-key"),
+    pytest.param({"attributes": {"k": 1}}, "attributes['k']", id="attrs-int-value"),
+    pytest.param({"attributes": {"k": None}}, "attributes['k']", id="attrs-none-value"),
+    pytest.param({"attributes": {"k": "v" * 1025}}, "attributes['k']", id="attrs-long-value"),
+])
+def test_invalid_field_is_named(changes: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        ChangeEvent(**valid_fields(**changes))
+    assert info.value.field == field
+    assert isinstance(info.value, AuditError) and isinstance(info.value, ValueError)
+    assert str(info.value).startswith(f"invalid event field {field!r}: ")
+    assert str(info.value) == str(info.value).strip() and "\n" not in str(info.value)
+
+
+def test_limits_are_inclusive() -> None:
+    ChangeEvent(**valid_fields(actor=Actor("a" * 256), target="t" * 1024, reason="r" * 4096,
+                               attributes={str(i): "v" * 1024 for i in range(64)}))
+    ChangeEvent(**valid_fields(before=json.dumps(nested_list(MAX_JSON_DEPTH))))
+
+
+def test_event_is_frozen() -> None:
+    event = ChangeEvent(**valid_fields())
+    with pytest.raises(AttributeError):
+        event.target = "other"  # type: ignore[misc]
+
+
+# --- to_json_text ---------------------------------------------------------------------------
+
+def test_to_json_text_is_sorted_compact_and_keeps_unicode() -> None:
+    value = {"b": 1, "a": [2, {"d": None, "c": True}], "é": "ü"}
+    assert to_json_text("after", value) == '{"a":[2,{"c":true,"d":null}],"b":1,"é":"ü"}'
+
+
+@PROPS
+@given(st.dictionaries(st.text(max_size=8).filter(lambda s: "\x00" not in s),
+                       st.integers() | st.text(max_size=8).filter(lambda s: "\x00" not in s),
+                       max_size=8))
+def test_to_json_text_does_not_depend_on_insertion_order(value: dict[str, Any]) -> None:
+    try:
+        forward = to_json_text("v", value)
+    except InvalidEvent:  # e.g. lone surrogates
+        return
+    assert forward == to_json_text("v", dict(reversed(list(value.items()))))
+    assert json.loads(forward) == value
+
+
+@pytest.mark.parametrize("value, why", [
+    pytest.param(float("nan"), "not valid JSON", id="nan"),
+    pytest.param({"x": [float("inf")]}, "not valid JSON", id="inf"),
+    pytest.param(object(), "not JSON-serializable", id="object"),
+    pytest.param({"x": {1, 2}}, "not JSON-serializable", id="set"),
+    pytest.param(b"bytes", "not JSON-serializable", id="bytes"),
+    pytest.param(nested_list(100), "nested deeper than 64", id="deep-100"),
+    pytest.param({"a": {"b": {"c": nested_list(70)}}}, "nested deeper than 64", id="deep-dict"),
+    pytest.param("a\x00b", "NUL", id="nul"),
+])
+def test_to_json_text_refuses(value: Any, why: str) -> None:
+    with pytest.raises(InvalidEvent, match=why) as info:
+        to_json_text("after", value)
+    assert info.value.field == "after"
+
+
+def test_to_json_text_refuses_cycles_without_hanging() -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(InvalidEvent) as info:
+        to_json_text("before", loop)
+    assert info.value.field == "before"
+
+
+def test_to_json_text_depth_boundary() -> None:
+    assert to_json_text("v", nested_list(MAX_JSON_DEPTH)) == "[" * 64 + "]" * 64
+    with pytest.raises(InvalidEvent):
+        to_json_text("v", nested_list(MAX_JSON_DEPTH + 1))
+
+
+def test_to_json_text_refuses_non_string_keys() -> None:
+    """Documented: non-string keys are refused. json.dumps would turn 10 into "10" and sort
+    by the int, giving '{"9":…,"10":…}' — a different text for the same JSON value."""
+    with pytest.raises(InvalidEvent) as info:
+        to_json_text("after", {10: "a", 9: "b"})
+    assert info.value.field == "after"
+
+
+@pytest.mark.parametrize("container", [
+    pytest.param(lambda s: {"x": {s}}, id="in-set"),
+    pytest.param(lambda s: {"x": [float("nan"), s]}, id="beside-nan"),
+    pytest.param(lambda s: {s: object()}, id="key-of-object"),
+    pytest.param(lambda s: {"x": s.encode()}, id="as-bytes"),
+    pytest.param(lambda s: [s, nested_list(80)], id="beside-deep"),
+])
+def test_messages_never_carry_the_secret(container: Any) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        to_json_text("after", container(SECRET))
+    for text in (str(info.value), repr(info.value), info.value.message):
+        assert "TOPSECRET" not in text and "pa55w0rd" not in text
+    # no chained exception either (a traceback would print its message)
+    exc = info.value
+    assert exc.__cause__ is None and (exc.__context__ is None or exc.__suppress_context__)
+
+
+def test_invalid_json_text_message_does_not_echo_it() -> None:
+    with pytest.raises(InvalidEvent) as info:
+        ChangeEvent(**valid_fields(before='{"password": "' + SECRET + '"'))  # truncated JSON
+    assert "TOPSECRET" not in str(info.value)
+
+
+# --- JSON text the ledger (PostgreSQL jsonb) cannot store -----------------------------------
+
+@pytest.mark.parametrize("text", [
+    pytest.param('"\\ud800"', id="lone-high-surrogate-escape"),
+    pytest.param('{"\\udc00":1}', id="lone-low-surrogate-escape-in-key"),
+    pytest.param("[1e-16384]", id="numeric-scale-overflow"),
+    pytest.param("0." + "0" * 20000 + "1", id="too-many-fraction-digits"),
+])
+def test_check_json_text_refuses_what_jsonb_refuses(text: str) -> None:
+    """Verified against PostgreSQL 15: each of these fails `SELECT '<text>'::jsonb`; an event
+    carrying one would stall the chainer instead of being sealed as rejected."""
+    with pytest.raises(InvalidEvent) as info:
+        check_json_text("before", text)
+    assert info.value.field == "before"
+
+
+@pytest.mark.parametrize("text", [
+    pytest.param('"\\ud83d\\ude00"', id="surrogate-pair-escape"),
+    pytest.param("[1e-16383]", id="smallest-numeric-scale"),
+    pytest.param("1e308", id="large-finite"),
+    pytest.param(" {} ", id="whitespace"),
+])
+def test_check_json_text_accepts_what_jsonb_stores(text: str) -> None:
+    check_json_text("before", text)
+
+
+def test_v1_refuses_the_six_characters_backslash_u0000_even_when_escaped() -> None:
+    """A v1 quirk, pinned on purpose (CHAIN.md §7): the check is textual, so JSON text
+    holding an escaped backslash followed by "u0000" is refused although jsonb could store
+    it. Accepting it now would reclassify records already sealed as rejected, changing
+    their links on replay; so it changes only with a new chain version."""
+    with pytest.raises(InvalidEvent):
+        check_json_text("before", '"C:\\\\u0000dir"')
+
+
+# --- uuid7 ----------------------------------------------------------------------------------
+
+@PROPS
+@given(unix_ms=st.integers(0, 2**48 - 1), rand=st.binary(min_size=10, max_size=10))
+def test_uuid7_layout(unix_ms: int, rand: bytes) -> None:
+    value = uuid7(unix_ms, rand)
+    assert value.version == 7
+    assert value.variant == uuid.RFC_4122
+    assert value.int >> 80 == unix_ms
+    rand_int = int.from_bytes(rand, "big")
+    assert (value.int >> 64) & 0xFFF == (rand_int >> 68) & 0xFFF
+    assert value.int & ((1 << 62) - 1) == rand_int & ((1 << 62) - 1)
+
+
+@PROPS
+@given(a=st.integers(0, 2**48 - 2), delta=st.integers(1, 10**6),
+       ra=st.binary(min_size=10, max_size=10), rb=st.binary(min_size=10, max_size=10))
+def test_uuid7_orders_by_time(a: int, delta: int, ra: bytes, rb: bytes) -> None:
+    b = min(a + delta, 2**48 - 1)
+    assert uuid7(a, ra) < uuid7(b, rb)
+    assert str(uuid7(a, ra)) < str(uuid7(b, rb))
+
+
+def test_uuid7_known_value_and_short_randomness() -> None:
+    value = uuid7(0x0192F0C67C5A, bytes(range(10)))
+    assert str(value) == "0192f0c6-7c5a-7000-8203-040506070809"
+    assert uuid7(1, b"\xff" * 10).hex[12] == "7"
+    with pytest.raises(ValueError):
+        uuid7(1, b"\x00" * 9)
+
+
+def test_uuid7_differs_with_randomness_in_the_same_millisecond() -> None:
+    assert uuid7(5, b"\x00" * 10) != uuid7(5, b"\x00" * 9 + b"\x01")
