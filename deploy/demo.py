@@ -23,8 +23,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from baldur_audit.producers.trail import AuditTrail
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from baldur_audit.producers.trail import AuditTrail
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP = os.environ.get("BALDUR_KAFKA_BOOTSTRAP", "127.0.0.1:29092")

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import confluent_kafka
+
 from baldur_audit.schemas.errors import ConfigError
 
 from .redact import REDACTED, is_sensitive_key

@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import confluent_kafka
+
 from baldur_audit.schemas.codec import encode_event
 from baldur_audit.schemas.errors import AuditError, BrokerUnavailable, ConfigError, InvalidEvent
 from baldur_audit.schemas.event import Actor, ChangeEvent, to_json_text, uuid7
