@@ -164,12 +164,13 @@ def init(ctx: Context, replication_factor: int, as_json: bool) -> None:
     """Create or upgrade the database schema and create or validate the topic."""
     with _guard(ctx):
         key = ctx.key()
+        # The topic first: a ledger identity is never bound to a topic it cannot use.
+        report = KafkaTopicAdmin(ctx.settings.bootstrap).ensure_topic(
+            ctx.settings.topic, replication_factor=replication_factor)
         with ctx.store() as store:
             applied = store.migrate()
             meta = store.ensure_ledger(ledger_id=ctx.settings.effective_ledger_id,
                                        topic=ctx.settings.topic, partition=0, key=key)
-        report = KafkaTopicAdmin(ctx.settings.bootstrap).ensure_topic(
-            ctx.settings.topic, replication_factor=replication_factor)
         result = {"migrations_applied": applied, "ledger_id": meta.ledger_id,
                   "key_id": meta.genesis_key_id, "topic": report.topic,
                   "topic_created": report.created, "topic_config": report.config}
