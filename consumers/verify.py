@@ -112,10 +112,13 @@ def event_values(event: ChangeEvent) -> dict[str, Any]:
     }
 
 
+_EXACT = json.JSONDecoder(parse_float=Decimal, parse_int=Decimal)
+
+
 def exact_json_loads(text: str | bytes) -> Any:
     """JSON with every number as a ``Decimal``: ``jsonb`` keeps numbers exactly (``1e23``
     comes back as ``100000000000000000000000``), so floats would compare falsely."""
-    return json.loads(text, parse_float=Decimal, parse_int=Decimal)
+    return _EXACT.decode(text if isinstance(text, str) else text.decode("utf-8"))
 
 
 def use_exact_json(conn: Any) -> None:

@@ -35,17 +35,31 @@ class WriterSchema:
     fingerprint: bytes
     schema_json: str
     parsed: Any
+    #: The same schema without logical types: decoding and the canonical-encoding check
+    #: work on plain strings and longs (about twice as fast); the event model converts.
+    plain: Any
 
     @classmethod
     def from_json(cls, schema_json: str) -> WriterSchema:
         """Parse ``schema_json``; raises :class:`DecodeError` if it is not an Avro schema."""
         try:
-            parsed = fastavro.parse_schema(json.loads(schema_json))
+            document = json.loads(schema_json)
+            parsed = fastavro.parse_schema(document)
+            plain = fastavro.parse_schema(_without_logical_types(document))
             canonical = to_parsing_canonical_form(parsed)
         except Exception as exc:  # fastavro raises several unrelated types
             raise DecodeError(f"invalid writer schema: {type(exc).__name__}") from None
         return cls(fingerprint=bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")),
-                   schema_json=schema_json, parsed=parsed)
+                   schema_json=schema_json, parsed=parsed, plain=plain)
+
+
+def _without_logical_types(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {key: _without_logical_types(value) for key, value in node.items()
+                if key != "logicalType"}
+    if isinstance(node, list):
+        return [_without_logical_types(value) for value in node]
+    return node
 
 
 def _load_current() -> WriterSchema:
@@ -122,8 +136,8 @@ def decode_event(value: bytes | None, schemas: Mapping[bytes, WriterSchema]) -> 
     stream.seek(HEADER_LEN)
     try:
         # Schema resolution is costly: skip it when the writer schema is the reader's own.
-        reader = None if schema.fingerprint == CURRENT_SCHEMA.fingerprint else CURRENT_SCHEMA.parsed
-        record = fastavro.schemaless_reader(stream, schema.parsed, reader)
+        reader = None if schema.fingerprint == CURRENT_SCHEMA.fingerprint else CURRENT_SCHEMA.plain
+        record = fastavro.schemaless_reader(stream, schema.plain, reader)
     except Exception as exc:  # fastavro raises EOFError, ValueError, UnicodeDecodeError, ...
         raise DecodeError(f"avro body does not decode: {type(exc).__name__}") from None
     if stream.tell() != len(value):
@@ -142,9 +156,9 @@ def _require_canonical(body: bytes, schema: WriterSchema, written: Any = None) -
     """
     try:
         if written is None:  # decoded under another reader schema: decode as written
-            written = fastavro.schemaless_reader(io.BytesIO(body), schema.parsed, None)
+            written = fastavro.schemaless_reader(io.BytesIO(body), schema.plain, None)
         again = io.BytesIO()
-        fastavro.schemaless_writer(again, schema.parsed, written)
+        fastavro.schemaless_writer(again, schema.plain, written)
     except Exception as exc:  # fastavro raises several unrelated types
         raise DecodeError(f"avro body does not decode: {type(exc).__name__}") from None
     if again.getvalue() != body:
@@ -155,13 +169,16 @@ def record_to_event(record: Mapping[str, Any]) -> ChangeEvent:
     """Build a validated event from a decoded Avro record; raises :class:`DecodeError`."""
     try:
         occurred = record["occurred_at"]
-        if isinstance(occurred, datetime):  # fastavro may apply the logical type
+        if isinstance(occurred, datetime):  # a record decoded with logical types
             occurred_at = occurred.astimezone(UTC)
         else:
             occurred_at = _EPOCH + timedelta(microseconds=int(occurred))
         event_id = record["event_id"]
         if not isinstance(event_id, uuid.UUID):
-            event_id = uuid.UUID(str(event_id))
+            text = str(event_id)
+            event_id = uuid.UUID(text)
+            if str(event_id) != text:  # one text per id: the canonical form only
+                raise DecodeError("event_id is not a canonical lowercase uuid")
         return ChangeEvent(
             event_id=event_id,
             occurred_at=occurred_at,

@@ -201,11 +201,23 @@ def _parse_int(token: str) -> decimal.Decimal:
     return decimal.Decimal(token)
 
 
+class _TooLarge(ValueError):
+    """A JSON number that does not round to a finite binary64."""
+
+
 def _parse_float(token: str) -> float:
     exponent = decimal.Decimal(token).as_tuple().exponent
     if isinstance(exponent, int) and -exponent > MAX_JSON_FRACTION_DIGITS:
         raise ValueError("too many digits after the decimal point")
-    return float(token)
+    number = float(token)
+    if not math.isfinite(number):
+        raise _TooLarge(token[:20])
+    return number
+
+
+#: One decoder, built once: ``json.loads`` with hooks builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_int=_parse_int,
+                            parse_float=_parse_float)
 
 
 def _has_unstorable_string(value: Any) -> bool:
@@ -232,36 +244,29 @@ def check_json_text(name: str, text: str) -> Any:
     PostgreSQL's ``jsonb`` refuses ``\\u0000`` and JSON has no NaN/Infinity, so
     both are refused here rather than stalling the ledger later.
     """
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_JSON_BYTES:
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidEvent(name, "contains an unpaired surrogate, which the ledger cannot "
+                                 "store") from None
+    if size > MAX_JSON_BYTES:
         raise InvalidEvent(name, f"JSON text larger than {MAX_JSON_BYTES} bytes")
     if "\\u0000" in text or "\x00" in text:
         raise InvalidEvent(name, "contains a NUL character, which the ledger cannot store")
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_int=_parse_int,
-                           parse_float=_parse_float)
+        value = _DECODER.decode(text)
+    except _TooLarge:
+        raise InvalidEvent(name, "contains a number too large to store") from None
     except (ValueError, RecursionError, decimal.InvalidOperation):
         raise InvalidEvent(name, "not valid JSON text") from None
-    if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+    # The walks below are skipped when the text cannot hold what they look for.
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and \
+            _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise InvalidEvent(name, f"nested deeper than {MAX_JSON_DEPTH} levels")
-    if _has_non_finite(value):
-        raise InvalidEvent(name, "contains a number too large to store")
-    if _has_unstorable_string(value):
+    if "\\u" in text and _has_unstorable_string(value):
         raise InvalidEvent(name, "contains an unpaired surrogate escape, which the ledger "
                                  "cannot store")
     return value
-
-
-def _has_non_finite(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, float) and not math.isfinite(node):
-            return True
-        if isinstance(node, dict):
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return False
 
 
 def uuid7(unix_ms: int, random_bytes: bytes) -> uuid.UUID:

@@ -565,3 +565,19 @@ def test_entry_kind_codes_and_labels_are_the_spec() -> None:
     assert EntryKind.from_label("duplicate") is EntryKind.DUPLICATE
     with pytest.raises(ValueError):
         EntryKind.from_label("bogus")
+
+
+def test_spelled_out_link_message_equals_the_generic_framing() -> None:
+    from baldur_audit.schemas.chain import (
+        EntryKind,
+        LinkInput,
+        link_message,
+        link_message_framed,
+    )
+
+    for digest in (bytes(32), b"short", bytes(40)):
+        link_input = LinkInput(seq=7, topic="t\u00e9", partition=3, offset=2**40, timestamp_ms=-5,
+                               kind=EntryKind.DUPLICATE, duplicate_of=2, value_null=True,
+                               digest=digest)
+        assert link_message("hk1-x", b"p" * 32, link_input) == \
+            link_message_framed("hk1-x", b"p" * 32, link_input)
