@@ -27,9 +27,8 @@ from confluent_kafka.admin import AdminClient
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import ADMIN_DSN, BOOTSTRAP, DSN, make_event, with_dbname  # noqa: E402
-
 from baldur_audit.schemas.codec import encode_event  # noqa: E402
+from tests.conftest import ADMIN_DSN, BOOTSTRAP, DSN, make_event, with_dbname  # noqa: E402
 
 IDLE = 1.0
 

@@ -297,7 +297,7 @@ def replay(ctx: Context, rebuild: bool, max_lag: str, as_json: bool) -> None:
     sys.exit(EXIT_OK if report.consistent else EXIT_FAILED)
 
 
-def _render_value(value: Any, width: int = 40) -> str:
+def _render_value(value: Any, width: int = 72) -> str:
     if value is None:
         return "∅"
     text = json.dumps(value, ensure_ascii=False, sort_keys=True) \
