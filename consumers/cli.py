@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -204,7 +205,9 @@ def chain(ctx: Context, batch_size: int, until_idle: float | None, session_timeo
         def source_factory(**callbacks: Any) -> KafkaEventSource:
             return KafkaEventSource(bootstrap=settings.bootstrap, topic=settings.topic,
                                     group=settings.group,
-                                    session_timeout_ms=int(session_timeout * 1000), **callbacks)
+                                    session_timeout_ms=int(session_timeout * 1000),
+                                    client_id=f"baldur-chainer-{socket.gethostname()}-"
+                                              f"{os.getpid()}", **callbacks)
 
         chainer = Chainer(store_factory=ctx.store, source_factory=source_factory, key=key,
                           batch_size=batch_size, until_idle=until_idle)
