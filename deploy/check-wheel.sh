@@ -37,6 +37,8 @@ required_files = [
     "baldur_audit/producers/py.typed",
     "baldur_audit/schemas/py.typed",
     "baldur_audit/consumers/py.typed",
+    "baldur_audit/schemas/CHAIN.md",
+    "baldur_audit/schemas/vectors/chain-v1.json",
 ]
 required_prefixes = {
     # wheels have no directory entries: require at least one SQL file in it
@@ -46,6 +48,14 @@ missing = [f for f in required_files if f not in names]
 for prefix, suffix in required_prefixes.items():
     if not any(n.startswith(prefix) and n.endswith(suffix) for n in names):
         missing.append(f"{prefix}*{suffix}")
+metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+requires = [line.split(":", 1)[1].strip() for line in
+            zipfile.ZipFile(path).read(metadata).decode().splitlines()
+            if line.startswith("Requires-Dist:")]
+core = sorted(r.split(">")[0].split("<")[0].split("=")[0].strip() for r in requires
+              if "extra ==" not in r)
+if core != ["confluent-kafka", "fastavro"]:
+    missing.append(f"core dependencies should be confluent-kafka and fastavro only, found {core}")
 if missing:
     print("wheel-check: MISSING from the wheel:", *missing, sep="\n  ", file=sys.stderr)
     sys.exit(1)
