@@ -163,7 +163,6 @@ class Chainer:
 
     def _recover(self) -> None:
         """After a failed write: reload the head from the database and re-read from there."""
-        self._stored_schemas = set()
         next_offset = self._with_store_retry(self._take_over)
         self._source.seek(next_offset)
 

@@ -21,7 +21,7 @@ REQUIRED_KEYS = ("actor", "action", "target")
 MAX_LINES = 100_000
 
 
-def _json_option(name: str, text: str | None) -> Any:
+def _json_option(text: str | None) -> Any:
     if text is None:
         return None
     try:
@@ -103,8 +103,8 @@ def emit(ctx: Any, actor: str | None, actor_type: str, action: str | None, targe
                     raise click.UsageError(f"--attribute expects KEY=VALUE, found {pair[:40]!r}")
                 attrs[key] = value
             items = [{"actor": actor, "actor_type": actor_type, "action": action,
-                      "target": target, "before": _json_option("before", before),
-                      "after": _json_option("after", after), "reason": reason,
+                      "target": target, "before": _json_option(before),
+                      "after": _json_option(after), "reason": reason,
                       "source": source, "client_ip": client_ip, "trace_id": trace_id,
                       "attributes": attrs, "_line": None}]
         settings = ctx.settings

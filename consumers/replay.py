@@ -142,7 +142,7 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
     index = _EventIndex()
     found: Divergence | None = None
     topic_records = 0
-    unsealed: list[SealedEntry] = []
+    first_unsealed: SealedEntry | None = None
     with store.snapshot() as conn:
         use_exact_json(conn)
         # Snapshot first, then the topic's end: every sealed entry is then below the end.
@@ -163,7 +163,7 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
                 if found is not None:
                     break
                 if row is None:
-                    unsealed.append(entry)
+                    first_unsealed = first_unsealed or entry
                     continue
                 if int(row["seq"]) != entry.seq:
                     found = Divergence(entry.seq, entry.record.offset, "missing",
@@ -175,14 +175,12 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
                     found = Divergence(entry.seq, entry.record.offset, "modified", why)
                     break
                 row = next(rows, None)
-            if len(unsealed) > 1:
-                del unsealed[1:]  # only the oldest matters; keep memory flat
         if found is None and row is not None:
             found = Divergence(int(row["seq"]), int(row["kafka_offset"]), "extra",
                                f"entry seq {row['seq']} has no record in the topic")
     missing_tail = topic_records - ledger_entries if found is None else 0
-    if found is None and missing_tail > 0 and unsealed:
-        oldest = unsealed[0]
+    if found is None and missing_tail > 0 and first_unsealed is not None:
+        oldest = first_unsealed
         witness = committed_offset()
         if witness is not None and witness > oldest.record.offset:
             found = Divergence(oldest.seq, oldest.record.offset, "truncated",

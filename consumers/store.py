@@ -164,7 +164,7 @@ class PostgresLedgerStore:
     def _translated(self, what: str) -> Iterator[None]:
         try:
             yield
-        except (Fenced, AuditError):
+        except AuditError:  # already translated (Fenced, ConfigError, ...)
             raise
         except psycopg.errors.InsufficientPrivilege as exc:
             raise StoreUnavailable(f"{what}: permission denied: "
