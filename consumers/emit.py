@@ -8,7 +8,7 @@ Every line is checked before anything is sent, so bad input sends nothing.
 from __future__ import annotations
 
 import json
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 import click
 
@@ -31,18 +31,25 @@ def _json_option(text: str | None) -> Any:
         return text
 
 
-def parse_lines(stream: TextIO) -> list[dict[str, Any]]:
+def parse_lines(stream: BinaryIO) -> list[dict[str, Any]]:
     """Events from JSON lines (blank lines skipped); raises ``click.UsageError`` naming the line."""
     events = []
-    for number, line in enumerate(stream, start=1):
+    for number, raw in enumerate(stream, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise click.UsageError(f"line {number}: not valid UTF-8") from None
         if number > MAX_LINES:
             raise click.UsageError(f"more than {MAX_LINES} lines: split the file")
         if not line.strip():
             continue
         try:
             item = json.loads(line)
-        except ValueError as exc:
-            raise click.UsageError(f"line {number}: not valid JSON ({exc.msg})") from None
+        except ValueError as exc:  # JSONDecodeError, or a number too long to convert
+            why = getattr(exc, "msg", "bad value")
+            raise click.UsageError(f"line {number}: not valid JSON ({why})") from None
+        except RecursionError:
+            raise click.UsageError(f"line {number}: JSON nested too deeply") from None
         if not isinstance(item, dict):
             raise click.UsageError(f"line {number}: expected a JSON object")
         unknown = sorted(set(item) - LINE_KEYS)
@@ -72,7 +79,7 @@ def parse_lines(stream: TextIO) -> list[dict[str, Any]]:
 @click.option("--trace-id", help="W3C trace id, 32 hex digits.")
 @click.option("--attribute", "attributes", multiple=True, metavar="KEY=VALUE",
               help="Extra string attribute (repeatable).")
-@click.option("--file", "file_", type=click.File("r", encoding="utf-8", errors="strict"),
+@click.option("--file", "file_", type=click.File("rb"),
               help="JSON-lines file of events ('-' for stdin).")
 @click.option("--timeout", default=15.0, show_default=True, type=click.FloatRange(0.1, 600),
               help="Seconds to wait for Kafka to acknowledge.")
@@ -80,7 +87,7 @@ def parse_lines(stream: TextIO) -> list[dict[str, Any]]:
 def emit(ctx: Any, actor: str | None, actor_type: str, action: str | None, target: str | None,
          before: str | None, after: str | None, reason: str | None, source: str,
          client_ip: str | None, trace_id: str | None, attributes: tuple[str, ...],
-         file_: TextIO | None, timeout: float) -> None:
+         file_: BinaryIO | None, timeout: float) -> None:
     """Record events: one from options, or many from --file; prints their event ids."""
     from .cli import _fail, _guard  # the CLI's one error boundary
 
@@ -88,10 +95,7 @@ def emit(ctx: Any, actor: str | None, actor_type: str, action: str | None, targe
         if file_ is not None:
             if actor or action or target:
                 raise click.UsageError("use either --file or --actor/--action/--target")
-            try:
-                items = parse_lines(file_)
-            except UnicodeDecodeError:
-                raise click.UsageError("--file is not valid UTF-8") from None
+            items = parse_lines(file_)
         else:
             if not (actor and action and target):
                 raise click.UsageError("--actor, --action and --target are required "

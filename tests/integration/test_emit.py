@@ -108,3 +108,19 @@ def test_emit_with_kafka_down_fails_loudly(ledger: Ledger) -> None:
                       "update", "--target", "t", "--timeout", "2")
     assert done.returncode == 2
     assert "not acknowledged" in done.stderr
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b'{"actor":"a","action":"update","target":"t"}\n\xff\xfe\n', "line 2: not valid UTF-8"),
+    (b"[" * 100_000 + b"\n", "line 1"),
+    (b'{"actor":"a","action":"update","target":"t","after":NaN}\n', "line 1"),
+    (b'{"actor":"a","action":"update","target":"t","after":"x","attributes":{"k":1}}\n',
+     "line 1"),
+])
+def test_emit_file_hostile_lines(ledger: Ledger, tmp_path, content: bytes, expected: str) -> None:
+    path = tmp_path / "hostile.jsonl"
+    path.write_bytes(content)
+    done = ledger.cli("emit", "--file", str(path))
+    assert done.returncode == 2, done.stderr
+    assert expected in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
