@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from baldur_audit.schemas.chain import Sealer, SigningKey, TopicRecord
 from baldur_audit.schemas.codec import KNOWN_SCHEMAS, WriterSchema
-from baldur_audit.schemas.errors import ConfigError, StoreUnavailable
+from baldur_audit.schemas.errors import ConfigError, StoreRefused, StoreUnavailable
 
 from .source import KafkaEventSource
 from .store import LedgerMeta, PostgresLedgerStore, schemas_to_store
@@ -92,10 +92,7 @@ class Chainer:
         if meta.topic != self._source.topic:
             raise ConfigError(f"the ledger belongs to topic {meta.topic!r}, "
                               f"not {self._source.topic!r}")
-        if meta.genesis_key_id != self._key.key_id:
-            raise ConfigError(
-                f"the configured signing key {self._key.key_id} is not the ledger's key "
-                f"{meta.genesis_key_id} (key rotation is not supported yet)")
+        meta.require_key(self._key)
 
     def _take_over(self) -> int:
         """Fence any previous writer and load the head; returns the next offset to read."""
@@ -128,7 +125,8 @@ class Chainer:
                 if self._store is not None:
                     self._store.close()
                     self._store = None
-                if time.monotonic() + delay > deadline or self._stop.is_set():
+                if isinstance(exc, StoreRefused) or self._stop.is_set() or \
+                        time.monotonic() + delay > deadline:
                     raise
                 self.stats.store_retries += 1
                 log.warning("database unavailable, retrying in %.1f s: %s", delay, exc)
@@ -171,7 +169,8 @@ class Chainer:
             # Not (yet) holding the partition: joining a group on a new broker can take
             # seconds, so a standby counts as idle only after a grace period.
             return time.monotonic() - self.stats.started > (self._until_idle or 0) + JOIN_GRACE
-        return self._sealer.head.offset + 1 >= self._source.end_offset()
+        end = self._source.end_offset()
+        return self._sealer.head.offset + 1 >= end or self._source.position() >= end
 
     def run(self) -> ChainerStats:
         """Chain until stopped, or until caught up and idle for ``until_idle`` seconds.
@@ -181,14 +180,28 @@ class Chainer:
         stays down longer than the retry budget.
         """
         idle_since = time.monotonic()
+        failing_since: float | None = None  # first of consecutive failed batches
+        delay = 0.5
         try:
             while not self._stop.is_set():
                 records = self._source.poll_batch(self._batch_size, self._batch_wait)
                 if records and self._sealer is not None:
                     try:
                         self._seal_and_write(records)
+                        failing_since, delay = None, 0.5
+                    except StoreRefused:
+                        raise
                     except StoreUnavailable as exc:
-                        log.warning("batch not written, rolling back to the stored head: %s", exc)
+                        # The same batch may fail again right after a quick reconnect: back
+                        # off across batches too, and give up after the outage budget.
+                        now = time.monotonic()
+                        failing_since = failing_since or now
+                        if now - failing_since > self._max_store_outage:
+                            raise
+                        log.warning("batch not written, retrying from the stored head in "
+                                    "%.1f s: %s", delay, exc)
+                        self._stop.wait(delay)
+                        delay = min(delay * 2, 10.0)
                         self._recover()
                     idle_since = time.monotonic()
                     continue

@@ -66,7 +66,8 @@ class Context:
 
     def secrets(self) -> list[str | bytes | None]:
         """Everything that must never be printed."""
-        found: list[str | bytes | None] = [config.dsn_password(self.settings.dsn)]
+        found: list[str | bytes | None] = [config.dsn_password(self.settings.dsn),
+                                           self.settings.dsn]
         if self._key is not None:
             found.append(self._key.secret)
         raw = os.environ.get(config.KEY_ENV)
@@ -174,7 +175,8 @@ def init(ctx: Context, replication_factor: int, as_json: bool) -> None:
                                        topic=ctx.settings.topic, partition=0, key=key)
         result = {"migrations_applied": applied, "ledger_id": meta.ledger_id,
                   "key_id": meta.genesis_key_id, "topic": report.topic,
-                  "topic_created": report.created, "topic_config": report.config}
+                  "topic_created": report.created, "topic_config": report.config,
+                  "warnings": list(report.warnings)}
         if as_json:
             _emit_json(result)
         else:
@@ -258,9 +260,9 @@ def verify(ctx: Context, as_json: bool) -> None:
 def replay(ctx: Context, rebuild: bool, max_lag: str, as_json: bool) -> None:
     """Rebuild the chain from the topic and compare it with the ledger (exit 0/1/2)."""
     with _guard(ctx):
+        lag = parse_duration(max_lag)  # options first: a usage error needs no key
         key = ctx.key()
         settings = ctx.settings
-        lag = parse_duration(max_lag)
         reader = KafkaTopicReader(bootstrap=settings.bootstrap, topic=settings.topic)
         try:
             with ctx.store() as store:
@@ -336,7 +338,10 @@ def log_command(ctx: Context, target: str | None, actor: str | None, action: str
             if since or until_:
                 raise click.UsageError("--before cannot be combined with --since/--until")
             end = parse_time(before_, now=now)
-            start = end - parse_duration(window)
+            try:
+                start = end - parse_duration(window)
+            except OverflowError:
+                raise click.UsageError("--window reaches before year 1") from None
         kinds = ("event", "duplicate", "rejected") if all_kinds else \
             ("rejected",) if rejected else ("event",)
         query = LogFilter(target=target, actor=actor, action=action, trace_id=trace_id,

@@ -18,17 +18,17 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from baldur_audit.producers.trail import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC
 from baldur_audit.schemas.chain import MIN_KEY_BYTES, SigningKey
 from baldur_audit.schemas.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:29092"
-DEFAULT_TOPIC = "baldur.audit.events"
 DEFAULT_DSN = "postgresql://baldur:baldur-local@127.0.0.1:25432/baldur_audit"
 DEFAULT_GROUP = "baldur-audit-chainer"
 KEY_ENV = "BALDUR_SECRETS_AUDIT_SIGNING_KEY"
 DEV_KEY_FILE = "dev-signing-key"
+UNPARSABLE_DSN = "<unparsable dsn>"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,7 +56,7 @@ def redact_dsn(dsn: str) -> str:
     try:
         params = conninfo_to_dict(dsn)
     except Exception:  # an unparsable DSN: show nothing of it
-        return "<unparsable dsn>"
+        return UNPARSABLE_DSN
     if "password" in params:
         params["password"] = "***"  # noqa: S105 (the mask, not a password)
     return make_conninfo(**{k: str(v) for k, v in params.items()})

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 import click
 
 from baldur_audit.producers.trail import AuditTrail
-from baldur_audit.schemas.errors import InvalidEvent
+from baldur_audit.schemas.errors import AuditError, InvalidEvent
 
 LINE_KEYS = {"actor", "actor_type", "action", "target", "before", "after", "reason", "source",
              "client_ip", "trace_id", "attributes"}
@@ -21,12 +21,16 @@ REQUIRED_KEYS = ("actor", "action", "target")
 MAX_LINES = 100_000
 
 
+def _not_json(token: str) -> Any:
+    raise ValueError(f"{token} is not JSON")
+
+
 def _json_option(text: str | None) -> Any:
     if text is None:
         return None
     try:
-        return json.loads(text)
-    except ValueError:
+        return json.loads(text, parse_constant=_not_json)
+    except (ValueError, RecursionError):
         # A bare word is a JSON string: --after 30s means "30s".
         return text
 
@@ -112,7 +116,14 @@ def emit(ctx: Any, actor: str | None, actor_type: str, action: str | None, targe
                       "source": source, "client_ip": client_ip, "trace_id": trace_id,
                       "attributes": attrs, "_line": None}]
         settings = ctx.settings
-        trail = AuditTrail(bootstrap=settings.bootstrap, topic=settings.topic)
+        failed_ids: set[str] = set()
+        # A large file may fill the producer's queue: wait for room (up to --timeout) rather
+        # than stop half-way.
+        trail = AuditTrail(bootstrap=settings.bootstrap, topic=settings.topic,
+                           max_block_ms=int(timeout * 1000),
+                           on_failure=lambda event_id, _error: failed_ids.add(str(event_id)))
+        ids: list[Any] = []
+        refused = ""
         try:
             prepared = []
             for item in items:
@@ -123,16 +134,22 @@ def emit(ctx: Any, actor: str | None, actor_type: str, action: str | None, targe
                 except InvalidEvent as exc:
                     where = f"line {line}: " if line is not None else ""
                     raise click.UsageError(f"{where}{exc}") from None
-            ids = [trail.publish(event) for event in prepared]
-            remaining = trail.flush(timeout)
-            failed = trail.stats.failed
+            try:
+                for event in prepared:
+                    ids.append(trail.publish(event))
+            except AuditError as exc:  # the queue stayed full: stop, report what went
+                refused = str(exc)
+            finally:
+                trail.flush(timeout)
         finally:
-            trail.close(timeout=1.0)
-        if remaining or failed:
-            _fail(ctx, f"error: {remaining} of {len(ids)} events not acknowledged by Kafka at "
-                       f"{settings.bootstrap} within {timeout:.0f} s ({failed} failed)")
-        for event_id in ids:
-            click.echo(str(event_id))
+            trail.close(timeout=1.0)  # purges what is left: reported through on_failure
+        delivered = [str(event_id) for event_id in ids if str(event_id) not in failed_ids]
+        for event_id in delivered:  # what Kafka acknowledged is printed even on failure
+            click.echo(event_id)
+        if len(delivered) < len(items):
+            _fail(ctx, f"error: {len(items) - len(delivered)} of {len(items)} events not "
+                       f"acknowledged by Kafka at {settings.bootstrap} within {timeout:.0f} s"
+                       + (f" ({refused})" if refused else ""))
         if len(ids) > 1:
             click.echo(f"recorded {len(ids)} events", err=True)
 

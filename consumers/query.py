@@ -31,8 +31,11 @@ def parse_duration(text: str) -> timedelta:
     if not compact or "".join(n + u for n, u in parts) != compact:
         raise ConfigError(f"not a duration: {text[:40]!r} (use e.g. 30m, 1h, 2d)")
     total = timedelta()
-    for number, unit in parts:
-        total += timedelta(**{_UNITS[unit]: int(number)})
+    try:
+        for number, unit in parts:
+            total += timedelta(**{_UNITS[unit]: int(number)})
+    except (OverflowError, ValueError):
+        raise ConfigError(f"duration too large: {text[:40]!r}") from None
     return total
 
 
@@ -47,10 +50,15 @@ def parse_time(text: str, *, now: datetime) -> datetime:
     except ValueError:
         try:
             return now - parse_duration(value)
-        except ConfigError:
+        except (ConfigError, OverflowError):
             raise ConfigError(f"not a time: {text[:40]!r} (use ISO 8601 like "
                               "2026-11-29T14:00:00Z, or a duration ago like 2h)") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise ConfigError(f"time out of range: {text[:40]!r}") from None
+    return moment
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,7 +27,7 @@ from baldur_audit.schemas.codec import KNOWN_SCHEMAS, WriterSchema
 from baldur_audit.schemas.errors import ChainBreak, ConfigError
 
 from .source import KafkaTopicReader
-from .store import PostgresLedgerStore, datetime_to_ms, schemas_to_store
+from .store import PostgresLedgerStore, ms_to_datetime, schemas_to_store
 from .verify import check_columns, use_exact_json
 
 Progress = Callable[[int], None]
@@ -100,7 +100,7 @@ def _compare(entry: SealedEntry, row: Mapping[str, Any]) -> str | None:
         return "payload differs from the topic record's bytes"
     if row["kind"] != entry.kind.label or int(row["duplicate_of"] or 0) != (entry.duplicate_of or 0):
         return f"sealed as {row['kind']}, the topic says {entry.kind.label}"
-    if datetime_to_ms(row["kafka_timestamp"]) != entry.record.timestamp_ms:
+    if row["kafka_timestamp"] != ms_to_datetime(entry.record.timestamp_ms):
         return "kafka timestamp differs from the topic record's"
     if bytes(row["digest"]) != entry.digest:
         return "digest differs from the topic record's"
@@ -134,15 +134,16 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
     now_ms = now_ms or (lambda: int(time.time() * 1000))
     store.require_schema()
     meta = store.read_meta()
-    if meta.genesis_key_id != key.key_id:
-        raise ConfigError(f"the configured signing key {key.key_id} is not the ledger's key "
-                          f"{meta.genesis_key_id}: cannot rebuild its chain")
+    meta.require_key(key)
     sealer = Sealer(key=key, head=_genesis_head(key, ledger_id=meta.ledger_id, topic=meta.topic),
                     schemas=schemas)
     index = _EventIndex()
     found: Divergence | None = None
     topic_records = 0
     first_unsealed: SealedEntry | None = None
+    # Kafka's committed offset is written only after the database commit, so one read
+    # before the snapshot can never be ahead of what the snapshot holds.
+    witness = committed_offset()
     with store.snapshot() as conn:
         use_exact_json(conn)
         # Snapshot first, then the topic's end: every sealed entry is then below the end.
@@ -154,6 +155,9 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
         rows: Iterator[dict[str, Any]] = store.iter_entry_rows(conn)
         row = next(rows, None)
         for batch in reader.read(high):
+            if found is not None:
+                topic_records += len(batch)  # only counted: the answer is known
+                continue
             entries = sealer.seal_batch(batch, index.lookup)
             index.add(entries)
             topic_records += len(entries)
@@ -181,7 +185,6 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
     missing_tail = topic_records - ledger_entries if found is None else 0
     if found is None and missing_tail > 0 and first_unsealed is not None:
         oldest = first_unsealed
-        witness = committed_offset()
         if witness is not None and witness > oldest.record.offset:
             found = Divergence(oldest.seq, oldest.record.offset, "truncated",
                                f"the ledger ends at seq {oldest.seq - 1}, but the chainer group "
@@ -206,9 +209,11 @@ def rebuild_ledger(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
     started = time.monotonic()
     store.migrate()
     store.ensure_ledger(ledger_id=ledger_id, topic=topic, partition=0, key=key)
+    existing = store.read_head()
+    if existing.seq != 0:  # checked before take_over, which would fence a live chainer
+        raise ConfigError(f"--rebuild needs an empty ledger; this one holds {existing.seq} "
+                          "entries")
     head = store.take_over()
-    if head.seq != 0:
-        raise ConfigError(f"--rebuild needs an empty ledger; this one holds {head.seq} entries")
     low, high = reader.watermarks()
     if low > 0:
         raise ConfigError(f"topic {topic} starts at offset {low}: cannot rebuild from genesis")

@@ -75,11 +75,6 @@ class KafkaEventSource:
         self._consumer.subscribe([topic], on_assign=self._assign, on_revoke=self._revoke,
                                  on_lost=self._revoke)
 
-    @property
-    def assigned(self) -> bool:
-        """Whether this member currently holds the partition."""
-        return self._assigned
-
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         mine = [tp for tp in partitions if tp.topic == self.topic and tp.partition == PARTITION]
         if not mine:
@@ -143,6 +138,15 @@ class KafkaEventSource:
         except KafkaException as exc:
             raise BrokerUnavailable(f"cannot read the end offset: {exc.args[0].str()}") from None
         return int(high)
+
+    def position(self) -> int:
+        """The offset this consumer will fetch next (-1 when unknown): past any control
+        records (transaction markers), which occupy offsets but are never delivered."""
+        try:
+            found = self._consumer.position([TopicPartition(self.topic, PARTITION)])
+        except KafkaException:
+            return -1
+        return int(found[0].offset) if found and found[0].offset >= 0 else -1
 
     def close(self) -> None:
         """Leave the group and close (bounded: never hangs on a dead broker)."""

@@ -25,9 +25,17 @@ from psycopg.types.json import Jsonb
 
 from baldur_audit.schemas.chain import ChainHead, SealedEntry, SigningKey, genesis_link
 from baldur_audit.schemas.codec import WriterSchema
-from baldur_audit.schemas.errors import AuditError, ConfigError, Fenced, StoreUnavailable
+from baldur_audit.schemas.errors import (
+    AuditError,
+    ConfigError,
+    DecodeError,
+    Fenced,
+    StoreRefused,
+    StoreUnavailable,
+    ValueMismatch,
+)
 
-from .config import dsn_password, redact_dsn, scrub
+from .config import UNPARSABLE_DSN, dsn_password, redact_dsn, scrub
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +107,12 @@ class LedgerMeta:
     genesis_key_id: str
     genesis_link: bytes
 
+    def require_key(self, key: SigningKey) -> None:
+        """Raise :class:`ConfigError` unless ``key`` is the key this ledger was sealed with."""
+        if key.key_id != self.genesis_key_id:
+            raise ConfigError(f"the configured signing key {key.key_id} is not this ledger's "
+                              f"key {self.genesis_key_id} (key rotation is not supported yet)")
+
 
 @dataclass(frozen=True, slots=True)
 class HeadRow:
@@ -140,9 +154,12 @@ class PostgresLedgerStore:
             conn = psycopg.connect(dsn, connect_timeout=connect_timeout,
                                    application_name=application_name)
         except psycopg.Error as exc:
+            if redact_dsn(dsn) == UNPARSABLE_DSN:  # the driver's text may quote it whole
+                raise StoreUnavailable("cannot connect to PostgreSQL: the DSN is not a valid "
+                                       "connection string or URI") from None
             raise StoreUnavailable(
                 f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: "
-                f"{scrub(str(exc).strip(), dsn_password(dsn))}") from None
+                f"{scrub(str(exc).strip(), dsn_password(dsn), dsn)}") from None
         return cls(conn, dsn)
 
     def close(self) -> None:
@@ -155,26 +172,18 @@ class PostgresLedgerStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @property
-    def connection(self) -> psycopg.Connection[Any]:
-        """The underlying connection, for read-only queries at the edge."""
-        return self._conn
-
     @contextmanager
     def _translated(self, what: str) -> Iterator[None]:
         try:
             yield
         except AuditError:  # already translated (Fenced, ConfigError, ...)
             raise
-        except psycopg.errors.InsufficientPrivilege as exc:
-            raise StoreUnavailable(f"{what}: permission denied: "
-                                   f"{scrub(str(exc).strip(), dsn_password(self._dsn))}") from None
         except psycopg.Error as exc:
+            detail = scrub(str(exc).strip(), dsn_password(self._dsn), self._dsn)
             if self._conn.closed or isinstance(exc, psycopg.OperationalError):
-                raise StoreUnavailable(f"{what}: PostgreSQL failed: "
-                                       f"{scrub(str(exc).strip(), dsn_password(self._dsn))}") from None
-            raise StoreUnavailable(f"{what}: {type(exc).__name__}: "
-                                   f"{scrub(str(exc).strip(), dsn_password(self._dsn))}") from None
+                raise StoreUnavailable(f"{what}: PostgreSQL failed: {detail}") from None
+            # Refused by the server (privileges, constraints, bad data): retrying won't help.
+            raise StoreRefused(f"{what}: {type(exc).__name__}: {detail}") from None
 
     # -- schema -------------------------------------------------------------
 
@@ -240,6 +249,7 @@ class PostgresLedgerStore:
             raise ConfigError(
                 f"this database holds ledger {meta.ledger_id!r} of topic {meta.topic!r}, "
                 f"not {ledger_id!r} of topic {topic!r}")
+        meta.require_key(key)
         return meta
 
     def _read_meta(self) -> LedgerMeta | None:
@@ -303,10 +313,18 @@ class PostgresLedgerStore:
     def writer_schemas(self) -> dict[bytes, WriterSchema]:
         """Every stored writer schema by fingerprint (so the ledger verifies on its own)."""
         with self._translated("read writer schemas"), self._conn.transaction():
-            rows = self._conn.execute("SELECT fingerprint, schema_json FROM writer_schemas")
+            rows = self._conn.execute(
+                "SELECT fingerprint, schema_json, first_seq FROM writer_schemas ORDER BY first_seq")
             found = {}
-            for fingerprint, schema_json in rows:
-                schema = WriterSchema.from_json(schema_json)
+            for fingerprint, schema_json, first_seq in rows:
+                try:
+                    schema = WriterSchema.from_json(schema_json)
+                except DecodeError:
+                    schema = None
+                if schema is None or schema.fingerprint != bytes(fingerprint):
+                    raise ValueMismatch(max(int(first_seq), 1),
+                                        f"stored writer schema {bytes(fingerprint).hex()} does "
+                                        "not have that fingerprint")
                 found[bytes(fingerprint)] = schema
             return found
 

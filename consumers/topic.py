@@ -38,6 +38,7 @@ class TopicReport:
     created: bool
     partitions: int
     config: dict[str, str]
+    warnings: tuple[str, ...] = ()
 
 
 class KafkaTopicAdmin:
@@ -90,7 +91,17 @@ class KafkaTopicAdmin:
             raise TopicMisconfigured(
                 f"topic {topic} has cleanup.policy={config['cleanup.policy']}; compaction would "
                 "delete records the chain covers: use cleanup.policy=delete")
-        return TopicReport(topic=topic, created=created, partitions=partitions, config=config)
+        warnings = tuple(
+            f"topic {topic} has {name}={config.get(name)}, the ledger expects {wanted}"
+            + (": records may be deleted, and replay needs them from offset 0"
+               if name.startswith("retention") else
+               ": producers, not the broker, set the timestamp the chain covers")
+            for name, wanted in REQUIRED_CONFIG.items()
+            if name != "cleanup.policy" and config.get(name, wanted) != wanted)
+        for warning in warnings:
+            log.warning("%s", warning)
+        return TopicReport(topic=topic, created=created, partitions=partitions, config=config,
+                           warnings=warnings)
 
     def topic_config(self, topic: str) -> dict[str, str]:
         """The topic's effective configuration values that matter to the ledger."""

@@ -74,6 +74,10 @@ _INNOCENT = re.compile(
     r"|^(?:max|min|num|total|input|output|prompt|completion)[a-z]*tokens?$"
 )
 _NORMALIZE = str.maketrans("", "", "-_. ")
+#: In an object naming a setting ({"name": ..., "value": ...}), the keys that hold the name and
+#: the keys whose value is redacted when that name is sensitive.
+_NAME_KEYS = ("name", "key", "header", "variable")
+_VALUE_KEYS = frozenset({"value", "val", "secret", "data"})
 
 _PEM = re.compile(
     r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
@@ -83,7 +87,8 @@ _PEM = re.compile(
 _URL_CREDENTIALS = re.compile(
     r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s:/?#@\[\]]*:)([^\s/?#]+)@"
 )
-_KEY_SEPARATOR = re.compile(r"(?<![A-Za-z0-9_.-])([A-Za-z][A-Za-z0-9_.-]*)([\"']?)"
+# A key may follow '-' or '--' (command-line flags such as --db-password=...).
+_KEY_SEPARATOR = re.compile(r"(?<![A-Za-z0-9_.])([A-Za-z][A-Za-z0-9_.-]*)([\"']?)"
                             r"[ \t]*([:=])[ \t]*")
 _SCHEME = re.compile(r"(?i:bearer|basic|digest|negotiate|ntlm|token)[ \t]+")
 _BARE_END = {
@@ -169,9 +174,13 @@ class Redactor:
             elif isinstance(node, Mapping):
                 copy: dict[Any, Any] = {}
                 parent[slot] = copy
+                # {"name": "DB_PASSWORD", "value": "..."}: Kubernetes env vars, headers lists.
+                named = next((node[k] for k in _NAME_KEYS if isinstance(node.get(k), str)), None)
+                secret_value = named is not None and is_sensitive_key(named)
                 for key, child in node.items():
-                    if (isinstance(key, str) and is_sensitive_key(key)
-                            and child is not None and not isinstance(child, bool)):
+                    sensitive = isinstance(key, str) and (
+                        is_sensitive_key(key) or (secret_value and key in _VALUE_KEYS))
+                    if (sensitive and child is not None and not isinstance(child, bool)):
                         keep = isinstance(child, str) and _MARKER.fullmatch(child)
                         copy[key] = child if keep else self.marker(child)
                     else:

@@ -40,6 +40,10 @@ class StoreUnavailable(ServiceUnavailable):
     """PostgreSQL could not be reached or failed."""
 
 
+class StoreRefused(StoreUnavailable):
+    """PostgreSQL refused a statement (privileges, a constraint, bad data): not transient."""
+
+
 class BrokerUnavailable(ServiceUnavailable):
     """Kafka could not be reached or failed."""
 

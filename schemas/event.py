@@ -281,7 +281,3 @@ def uuid7(unix_ms: int, random_bytes: bytes) -> uuid.UUID:
     value |= rand & ((1 << 62) - 1)  # rand_b: 62 bits
     return uuid.UUID(int=value)
 
-
-def utc(dt: datetime) -> datetime:
-    """``dt`` in UTC (naive datetimes are refused by validation, not guessed)."""
-    return dt.astimezone(UTC)

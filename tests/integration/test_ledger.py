@@ -146,6 +146,9 @@ TAMPERING = [
      (MID, "modified"), (MID, "modified")),
     ("kind", f"UPDATE audit_entries SET kind = 'duplicate', duplicate_of = 1 WHERE seq = {MID}",
      (MID, "modified"), (MID, "modified")),
+    ("kafka_timestamp", "UPDATE audit_entries SET kafka_timestamp = kafka_timestamp"
+                        f" + interval '999 microseconds' WHERE seq = {MID}",
+     (MID, "modified"), (MID, "modified")),
     ("link", f"UPDATE audit_entries SET link = sha256(link) WHERE seq = {MID}",
      (MID, "modified"), (MID, "modified")),
     ("delete-middle", f"DELETE FROM audit_entries WHERE seq = {MID}",
@@ -264,12 +267,18 @@ def test_log_status_and_cli_errors(ledger: Ledger) -> None:
     assert len(bad.stderr.strip().splitlines()) == 1
 
 
-def test_unreachable_database_is_exit_2_without_leaking_the_password(ledger: Ledger) -> None:
-    dsn = "postgresql://baldur:s3cret-sentinel-pw@127.0.0.1:1/baldur_audit"
-    done = ledger.cli("--dsn", dsn, "verify", "--json")
-    assert done.returncode == 2
-    assert "s3cret-sentinel-pw" not in done.stdout + done.stderr
-    assert "Traceback" not in done.stderr
+@pytest.mark.parametrize("dsn", [
+    "postgresql://baldur:s3cret-sentinel-pw@127.0.0.1:1/baldur_audit",
+    "postgresql://baldur:s3cret-sentinel-pw@[::1/baldur_audit",  # does not even parse
+    "host=127.0.0.1 port=1 user=baldur password=s3cret-sentinel-pw dbname=x",
+])
+def test_unreachable_database_is_exit_2_without_leaking_the_password(ledger: Ledger,
+                                                                     dsn: str) -> None:
+    for command in ("verify", "status", "log"):
+        done = ledger.cli("--dsn", dsn, command, "--json")
+        assert done.returncode == 2
+        assert "s3cret-sentinel-pw" not in done.stdout + done.stderr
+        assert "Traceback" not in done.stderr
 
 
 def test_production_without_key_refuses_to_start(ledger: Ledger) -> None:
@@ -299,3 +308,37 @@ def test_exact_numbers_and_booleans_survive_jsonb(ledger: Ledger) -> None:
     assert done.returncode == 1
     assert json.loads(done.stdout)["first_break"]["detail"] == \
         "column after differs from the sealed payload"
+
+
+def test_a_forged_writer_schema_cannot_change_what_verify_decodes(ledger: Ledger) -> None:
+    """Rewriting the stored schema (e.g. swapping before/after) to make forged columns
+    decode 'correctly' is caught: the code's own schemas win and stored ones must match
+    their fingerprint."""
+    sealed(ledger, 5)
+    with ledger.admin() as conn:
+        conn.execute("""UPDATE writer_schemas SET schema_json = replace(schema_json,
+                        '"name": "before"', '"name": "tmp"')""")
+        conn.execute("""UPDATE writer_schemas SET schema_json = replace(schema_json,
+                        '"name": "after"', '"name": "before"')""")
+        conn.execute("""UPDATE writer_schemas SET schema_json = replace(schema_json,
+                        '"name": "tmp"', '"name": "after"')""")
+        conn.execute("UPDATE audit_entries SET before = after, after = before WHERE seq = 3")
+    done = ledger.cli("verify", "--json")
+    assert done.returncode == 1, done.stdout
+    first = json.loads(done.stdout)["first_break"]
+    assert first["kind"] == "modified" and first["seq"] in (1, 3)
+
+
+def test_a_refused_write_stops_the_chainer_instead_of_retrying_forever(ledger: Ledger) -> None:
+    ledger.produce_events(3)
+    with ledger.admin() as conn:
+        conn.execute("REVOKE INSERT ON audit_entries FROM baldur")
+    done = ledger.cli("chain", "--until-idle", "5", timeout=60)
+    assert done.returncode == 2
+    assert "InsufficientPrivilege" in done.stderr
+    assert len(done.stderr.strip().splitlines()) <= 3  # warnings, then one error line
+
+
+def test_init_refuses_another_key_for_an_existing_ledger(ledger: Ledger) -> None:
+    done = ledger.cli("init", extra_env={"BALDUR_SECRETS_AUDIT_SIGNING_KEY": "hex:" + "99" * 32})
+    assert done.returncode == 2 and "is not this ledger's key" in done.stderr

@@ -64,7 +64,7 @@ def test_entries_sealed_with_an_unknown_key_are_unverifiable(ledger: Ledger) -> 
     # A chainer with the wrong key refuses to extend the chain.
     ledger.produce_events(1, start=50)
     done = ledger.cli("chain", "--until-idle", "1", extra_env=other)
-    assert done.returncode == 2 and "is not the ledger's key" in done.stderr
+    assert done.returncode == 2 and "is not this ledger's key" in done.stderr
 
 
 def test_development_key_is_generated_once_privately_and_never_printed(ledger: Ledger) -> None:

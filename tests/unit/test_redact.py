@@ -276,3 +276,15 @@ def test_planted_secret_never_survives(case: tuple[Any, str], keyed: bool) -> No
     assume(json.dumps(value, ensure_ascii=False).count(secret) == 1)  # planted once only
     redacted = Redactor(KEY if keyed else None).redact(value)
     assert secret not in json.dumps(redacted, ensure_ascii=False)
+
+
+def test_command_line_flags_and_name_value_pairs_are_redacted() -> None:
+    redactor = Redactor()
+    redacted = redactor.redact({
+        "args": ["--db-password=hunter2", "-token=abc123def", "--replicas=3"],
+        "env": [{"name": "DB_PASSWORD", "value": "hunter2"},
+                {"name": "LOG_LEVEL", "value": "debug"}],
+    })
+    text = json.dumps(redacted)
+    assert "hunter2" not in text and "abc123def" not in text
+    assert "--replicas=3" in text and '"debug"' in text
