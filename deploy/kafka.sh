@@ -327,8 +327,18 @@ cmd_start() {
 
 # ---------------------------------------------------------------- stop / status
 
+# wait_exit PID TENTHS: wait up to TENTHS tenths of a second for PID to exit (1 if it did not).
+wait_exit() {
+    local i
+    for ((i = 0; i < $2; i++)); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 cmd_stop() {
-    local pid i
+    local pid
     if ! pid="$(running_pid)"; then
         log "not running"
         rm -f "$PIDFILE"
@@ -336,17 +346,10 @@ cmd_stop() {
     fi
     log "stopping pid $pid (SIGTERM)"
     kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 300; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
+    if ! wait_exit "$pid" 300; then
         log "still alive after 30 s; SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
+        wait_exit "$pid" 50 || true
     fi
     rm -f "$PIDFILE"
     log "stopped"
