@@ -28,6 +28,32 @@ log = logging.getLogger(__name__)
 JOIN_GRACE = 30.0
 
 
+class _Backoff:
+    """Delays of 0.5 s doubling to 10 s, within a total budget counted from the first
+    failure; refused statements and a requested stop are never retried."""
+
+    def __init__(self, budget: float, stop: threading.Event) -> None:
+        self._budget = budget
+        self._stop = stop
+        self.reset()
+
+    def reset(self) -> None:
+        """After a success: the next failure starts a new budget."""
+        self._since: float | None = None
+        self._delay = 0.5
+
+    def wait_or_raise(self, exc: StoreUnavailable, what: str) -> None:
+        """Wait before the next try, or re-raise ``exc`` when no try is left."""
+        now = time.monotonic()
+        self._since = self._since or now
+        if isinstance(exc, StoreRefused) or self._stop.is_set() or \
+                now + self._delay - self._since > self._budget:
+            raise exc
+        log.warning("%s in %.1f s: %s", what, self._delay, exc)
+        self._stop.wait(self._delay)
+        self._delay = min(self._delay * 2, 10.0)
+
+
 @dataclass(slots=True)
 class ChainerStats:
     """What a chainer run did."""
@@ -116,8 +142,7 @@ class Chainer:
 
     def _with_store_retry(self, action: Callable[[], int]) -> int:
         """Run ``action``; on a database outage, reconnect with backoff (bounded in total)."""
-        delay = 0.5
-        deadline = time.monotonic() + self._max_store_outage
+        backoff = _Backoff(self._max_store_outage, self._stop)
         while True:
             try:
                 return action()
@@ -125,13 +150,8 @@ class Chainer:
                 if self._store is not None:
                     self._store.close()
                     self._store = None
-                if isinstance(exc, StoreRefused) or self._stop.is_set() or \
-                        time.monotonic() + delay > deadline:
-                    raise
+                backoff.wait_or_raise(exc, "database unavailable, retrying")
                 self.stats.store_retries += 1
-                log.warning("database unavailable, retrying in %.1f s: %s", delay, exc)
-                self._stop.wait(delay)
-                delay = min(delay * 2, 10.0)
 
     # -- the loop ---------------------------------------------------------------
 
@@ -180,28 +200,19 @@ class Chainer:
         stays down longer than the retry budget.
         """
         idle_since = time.monotonic()
-        failing_since: float | None = None  # first of consecutive failed batches
-        delay = 0.5
+        # The same batch may fail again right after a quick reconnect: back off across
+        # consecutive failed batches too, within the same outage budget.
+        batch_backoff = _Backoff(self._max_store_outage, self._stop)
         try:
             while not self._stop.is_set():
                 records = self._source.poll_batch(self._batch_size, self._batch_wait)
                 if records and self._sealer is not None:
                     try:
                         self._seal_and_write(records)
-                        failing_since, delay = None, 0.5
-                    except StoreRefused:
-                        raise
+                        batch_backoff.reset()
                     except StoreUnavailable as exc:
-                        # The same batch may fail again right after a quick reconnect: back
-                        # off across batches too, and give up after the outage budget.
-                        now = time.monotonic()
-                        failing_since = failing_since or now
-                        if now - failing_since > self._max_store_outage:
-                            raise
-                        log.warning("batch not written, retrying from the stored head in "
-                                    "%.1f s: %s", delay, exc)
-                        self._stop.wait(delay)
-                        delay = min(delay * 2, 10.0)
+                        batch_backoff.wait_or_raise(
+                            exc, "batch not written, retrying from the stored head")
                         self._recover()
                     idle_since = time.monotonic()
                     continue

@@ -144,7 +144,8 @@ def json_equal(stored: Any, expected: Any) -> bool:
 def check_columns(row: Mapping[str, Any], kind: EntryKind, event: ChangeEvent | None,
                   reject_reason: str | None) -> None:
     """Raise :class:`ValueMismatch` naming the first visible column that the sealed
-    payload does not support."""
+    payload does not support; ``reject_reason`` is the decoder's, shown when a payload
+    sealed as an event does not decode."""
     seq = int(row["seq"])
     if kind is EntryKind.REJECTED:
         for column in VISIBLE_EVENT_COLUMNS:
@@ -270,8 +271,7 @@ class LedgerWalk:
         if kind is EntryKind.REJECTED and outcome.event is not None and \
                 not (row["reject_reason"] or "").startswith("unknown writer schema"):
             raise ValueMismatch(seq, "entry sealed as rejected decodes as a valid event")
-        check_columns(row, kind, outcome.event,
-                      outcome.reject_reason if kind is EntryKind.REJECTED else None)
+        check_columns(row, kind, outcome.event, outcome.reject_reason)
         if kind is EntryKind.DUPLICATE and not row["duplicate_of"]:
             raise ValueMismatch(seq, "duplicate entry does not name its first occurrence")
         self.kinds[kind.label] += 1
