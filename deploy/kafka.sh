@@ -8,7 +8,8 @@
 #
 # All state lives under .local/ in the repository. Listeners bind 127.0.0.1 only:
 #   PLAINTEXT 127.0.0.1:29092 (clients), CONTROLLER 127.0.0.1:29093 (KRaft quorum).
-# Environment overrides: KAFKA_START_TIMEOUT (s, default 90), KAFKA_HEAP_OPTS, JAVA,
+# Environment overrides: BALDUR_KAFKA_HOME (state dir, default .local/kafka), BALDUR_KAFKA_PORT,
+#   BALDUR_KAFKA_CONTROLLER_PORT (a second broker beside the first), KAFKA_START_TIMEOUT (s, default 90), KAFKA_HEAP_OPTS, JAVA,
 #   KAFKA_CDS=0 to disable the class-data-sharing archive (see cds_opts).
 set -euo pipefail
 
@@ -16,7 +17,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 LOCAL="$ROOT/.local"
 LIBS="$LOCAL/kafka-libs"
 LIBS_MARKER="$LIBS/.complete"
-KDIR="$LOCAL/kafka"
+# A second, independent broker (fault tests restart theirs) sets BALDUR_KAFKA_HOME/PORT/CONTROLLER_PORT.
+KDIR="${BALDUR_KAFKA_HOME:-$LOCAL/kafka}"
 DATA="$KDIR/data"
 CONF="$KDIR/server.properties"
 CID_FILE="$KDIR/cluster-id"
@@ -27,8 +29,8 @@ LOG4J="$ROOT/deploy/kafka/log4j2.properties"
 VENV_PY="$ROOT/.venv/bin/python"
 
 HOST=127.0.0.1
-PORT=29092
-CONTROLLER_PORT=29093
+PORT="${BALDUR_KAFKA_PORT:-29092}"
+CONTROLLER_PORT="${BALDUR_KAFKA_CONTROLLER_PORT:-29093}"
 BOOTSTRAP="$HOST:$PORT"
 KAFKA_VERSION=4.4.0
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"

@@ -3,7 +3,7 @@
 #
 #   deploy/postgres.sh install   make sure the PostgreSQL 15 server binaries exist (apt-get if not)
 #   deploy/postgres.sh start     initdb once, start, create roles/database once
-#   deploy/postgres.sh stop      pg_ctl -m fast stop
+#   deploy/postgres.sh stop [fast|immediate]   pg_ctl stop (default fast; immediate = crash-like)
 #   deploy/postgres.sh status    exit 0 if the server runs and accepts connections
 #
 # Cluster:  .local/pg/data   port 25432, listen_addresses=127.0.0.1 (TCP), socket dir .local/pg/run
@@ -20,7 +20,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 LOCAL="$ROOT/.local"
-PGDIR="$LOCAL/pg"
+# A second, independent cluster (fault tests restart theirs) sets BALDUR_PG_HOME and BALDUR_PG_PORT.
+PGDIR="${BALDUR_PG_HOME:-$LOCAL/pg}"
 DATA="$PGDIR/data"
 RUN="$PGDIR/run"
 LOG="$PGDIR/postgres.log"
@@ -29,7 +30,7 @@ BOOTSTRAP_MARK="$PGDIR/bootstrap.done"
 PG_MAJOR=15
 PGBIN="${PGBIN:-/usr/lib/postgresql/$PG_MAJOR/bin}"
 HOST=127.0.0.1
-PORT=25432
+PORT="${BALDUR_PG_PORT:-25432}"
 SUPERUSER_PASSWORD=baldur-local-admin
 START_TIMEOUT="${PG_START_TIMEOUT:-60}"
 
@@ -210,7 +211,7 @@ cmd_stop() {
         return 0
     fi
     log "stopping (pid $(head -n1 "$DATA/postmaster.pid" 2>/dev/null || echo '?'))"
-    as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w -t 60 stop >/dev/null
+    as_pg "$PGBIN/pg_ctl" -D "$DATA" -m "${1:-fast}" -w -t 60 stop >/dev/null
     log "stopped"
 }
 
@@ -230,7 +231,9 @@ cmd_status() {
 case "${1:-}" in
     install) cmd_install ;;
     start) cmd_start ;;
-    stop) cmd_stop ;;
+    stop)
+        case "${2:-fast}" in fast | immediate | smart) cmd_stop "${2:-fast}" ;;
+            *) echo "usage: $0 stop [fast|immediate|smart]" >&2; exit 2 ;; esac ;;
     status) cmd_status ;;
     *) echo "usage: $0 {install|start|stop|status}" >&2; exit 2 ;;
 esac
