@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 export PYTHON PYTEST_ARGS
 
-.PHONY: help venv up down env status test unit lint demo wheel-check clean
+.PHONY: help venv up down env status test unit lint demo wheel-check clean faults bench
 
 help:
 	@echo "make venv         create/refresh .venv (editable install, extras ledger+dev)"
@@ -22,6 +22,8 @@ help:
 	@echo "make status       show service status (exit 0 when both are healthy)"
 	@echo "make test         start missing services, run pytest tests, stop what it started"
 	@echo "                  (PYTEST_ARGS='-k foo -x' passes arguments to pytest)"
+	@echo "make faults       the whole fault/tamper/soak campaign at full scale (docs/RELIABILITY.md)"
+	@echo "make bench        the pipeline benchmark, one table + JSON (docs/PERFORMANCE.md)"
 	@echo "make unit         pytest tests/unit only (no services)"
 	@echo "make lint         ruff check"
 	@echo "make demo         venv + up + deploy/demo.py; leaves the stack running"
@@ -47,6 +49,12 @@ status:
 
 test: venv
 	@deploy/run-tests.sh
+
+faults: venv
+	@deploy/run-faults.sh
+
+bench: venv up
+	@eval "$$(deploy/stack.sh env)" && $(PY) bench/pipeline.py
 
 unit: venv
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
