@@ -5,12 +5,18 @@
 #   deploy/kafka.sh start     format storage once, launch the broker, wait until a client can talk to it
 #   deploy/kafka.sh stop      SIGTERM, wait up to 30 s, then SIGKILL
 #   deploy/kafka.sh status    exit 0 if the broker runs and answers a metadata request
+#   deploy/kafka.sh consumer-groups ARGS...
+#                             Kafka's own kafka-consumer-groups tool (ConsumerGroupCommand from
+#                             kafka-tools) against this script's broker, e.g.
+#                             `consumer-groups --describe --group baldur-audit-chainer`
 #
 # All state lives under .local/ in the repository. Listeners bind 127.0.0.1 only:
 #   PLAINTEXT 127.0.0.1:29092 (clients), CONTROLLER 127.0.0.1:29093 (KRaft quorum).
 # Environment overrides: BALDUR_KAFKA_HOME (state dir, default .local/kafka), BALDUR_KAFKA_PORT,
 #   BALDUR_KAFKA_CONTROLLER_PORT (a second broker beside the first), KAFKA_START_TIMEOUT (s, default 90), KAFKA_HEAP_OPTS, JAVA,
 #   KAFKA_CDS=0 to disable the class-data-sharing archive (see cds_opts).
+# consumer-groups talks to 127.0.0.1:$BALDUR_KAFKA_PORT when that is set, else to $BALDUR_KAFKA_BOOTSTRAP,
+#   else to 127.0.0.1:29092; a --bootstrap-server among ARGS wins over all three.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -26,6 +32,8 @@ PIDFILE="$KDIR/kafka.pid"
 LOG="$KDIR/kafka.log"
 POM="$ROOT/deploy/kafka/pom.xml"
 LOG4J="$ROOT/deploy/kafka/log4j2.properties"
+TOOLS_LOG4J="$ROOT/deploy/kafka/tools-log4j2.properties"
+LIBS_LOCK="$LOCAL/kafka-libs.lock"
 VENV_PY="$ROOT/.venv/bin/python"
 
 HOST=127.0.0.1
@@ -85,8 +93,11 @@ apt_install() {
 
 pom_hash() { sha256sum "$POM" | cut -d' ' -f1; }
 
+# Complete = materialised from this very pom (a changed pom re-materialises) and the jars that the
+# broker (kafka_2.13) and the consumer-groups tool (kafka-tools) live in are there.
 libs_complete() {
-    [[ -f "$LIBS_MARKER" && "$(<"$LIBS_MARKER")" == "$(pom_hash)" && -f "$LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]]
+    [[ -f "$LIBS_MARKER" && "$(<"$LIBS_MARKER")" == "$(pom_hash)" \
+        && -f "$LIBS/kafka_2.13-$KAFKA_VERSION.jar" && -f "$LIBS/kafka-tools-$KAFKA_VERSION.jar" ]]
 }
 
 cmd_install() {
@@ -95,19 +106,55 @@ cmd_install() {
         [[ "${1:-}" == quiet ]] || log "classpath already materialised in ${LIBS#"$ROOT"/} ($(find "$LIBS" -maxdepth 1 -name "*.jar" | wc -l) jars)"
         return 0
     fi
+    mkdir -p "$LOCAL"
+    # Several brokers (the shared stack, fault tests' private ones) share this classpath and may
+    # start at once: one installer at a time, and the others use what it materialised.
+    local lock_fd
+    exec {lock_fd}>"$LIBS_LOCK"
+    flock -w 600 "$lock_fd" || die "another install still holds $LIBS_LOCK after 600 s"
+    if libs_complete; then
+        exec {lock_fd}>&-
+        return 0
+    fi
     command -v mvn >/dev/null 2>&1 || { log "mvn not found; installing maven with apt-get"; apt_install maven; }
     log "materialising Kafka $KAFKA_VERSION classpath with Maven into ${LIBS#"$ROOT"/} ..."
-    local t0=$SECONDS tmp="$LIBS.tmp.$$"
+    local t0=$SECONDS tmp="$LIBS.tmp.$$" old="$LIBS.old.$$"
     rm -rf "$tmp"
-    mkdir -p "$LOCAL"
     mvn -q -B -Dstyle.color=never -f "$POM" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$tmp" >&2 \
         || { rm -rf "$tmp"; die "mvn dependency:copy-dependencies failed"; }
-    [[ -f "$tmp/kafka_2.13-$KAFKA_VERSION.jar" ]] || { rm -rf "$tmp"; die "kafka_2.13-$KAFKA_VERSION.jar missing after mvn"; }
+    local jar
+    for jar in "kafka_2.13-$KAFKA_VERSION.jar" "kafka-tools-$KAFKA_VERSION.jar"; do
+        [[ -f "$tmp/$jar" ]] || { rm -rf "$tmp"; die "$jar missing after mvn"; }
+    done
     [[ -n "$(compgen -G "$tmp/log4j-slf4j-impl-*.jar")" ]] || { rm -rf "$tmp"; die "log4j-slf4j-impl missing after mvn"; }
-    rm -rf "$LIBS"
+    # Swap by rename: a running broker keeps the jars it has open (unlinked files stay readable).
+    [[ -e "$LIBS" ]] && mv "$LIBS" "$old"
     mv "$tmp" "$LIBS"
+    rm -rf "$old"
     pom_hash >"$LIBS_MARKER"
+    exec {lock_fd}>&-
     log "classpath ready: $(find "$LIBS" -maxdepth 1 -name "*.jar" | wc -l) jars in $((SECONDS - t0)) s"
+}
+
+# ---------------------------------------------------------------- tools
+
+# Kafka's kafka-consumer-groups (bin/kafka-consumer-groups.sh runs the same class) with a small heap
+# and a quick-start JIT: it is a short-lived admin client. Its exit status is the tool's.
+cmd_consumer_groups() {
+    cmd_install quiet
+    local bootstrap arg
+    if [[ -n "${BALDUR_KAFKA_PORT:-}" ]]; then
+        bootstrap="$BOOTSTRAP"
+    else
+        bootstrap="${BALDUR_KAFKA_BOOTSTRAP:-$BOOTSTRAP}"
+    fi
+    for arg in "$@"; do
+        [[ "$arg" == --bootstrap-server || "$arg" == --bootstrap-server=* ]] && bootstrap=
+    done
+    exec "$JAVA" -Xms32m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
+        -Djava.net.preferIPv4Stack=true -Dlog4j2.configurationFile="file:$TOOLS_LOG4J" \
+        -cp "$LIBS/*" org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
+        ${bootstrap:+--bootstrap-server "$bootstrap"} "$@"
 }
 
 # ---------------------------------------------------------------- start
@@ -376,5 +423,6 @@ case "${1:-}" in
     start) cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
-    *) echo "usage: $0 {install|start|stop|status}" >&2; exit 2 ;;
+    consumer-groups) shift; cmd_consumer_groups "$@" ;;
+    *) echo "usage: $0 {install|start|stop|status|consumer-groups ARGS...}" >&2; exit 2 ;;
 esac
