@@ -1,0 +1,215 @@
+"""Smoke test of the pipeline benchmark's pure helpers (bench/), at tiny sizes, so the
+script does not rot between the runs of `make bench`. No services, no timing assertions."""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import baselines  # noqa: E402
+import harness  # noqa: E402
+import latency  # noqa: E402
+import pipeline  # noqa: E402
+
+# CHAIN.md v1 test vectors (schemas/vectors/chain-v1.json as of commit 6d041a3), which the
+# bench's own chain (HMAC limit, naive chainer, trigger chain reference) implements.
+V1_KEY = bytes.fromhex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
+V1_TOPIC = "baldur.audit.events"
+V1_ENTRIES = [  # offset, timestamp_ms, kind, duplicate_of, value hex (None: null), link hex
+    (0, 1764417600000, "event", 0, "c30100000000000000006578616d706c652d6176726f2d626f6479",
+     "b3d6a80050f0b9f95f40f93394c82931726716ce699fa202c51193489b1bde37"),
+    (1, 1764417600123, "duplicate", 1, "c30100000000000000006578616d706c652d6176726f2d626f6479",
+     "efac7da644c95ecd0a38e7563a557b438a979f5760ea2e48c60ffbeb2c95d614"),
+    (3, 1764417601000, "rejected", 0, "deadbeef",
+     "3061afcdad83a363f59de017b872b002648294a2cec951f1253d7ba8aeec070e"),
+    (4, 1764417601001, "rejected", 0, "",
+     "4c38777e518467b2d06d0cc4d2d980c393f08db8f35e813269352ed4d0bffb9e"),
+    (5, 1764417601002, "rejected", 0, None,
+     "7b5746a80cb321ef5f636720adbaccd4f5320610a42a307da098af73566450e1"),
+]
+
+
+def test_bench_chain_reproduces_the_chain_md_v1_vectors() -> None:
+    assert baselines.key_id_of(V1_KEY) == "hk1-bb4fe01d40669e9b"
+    assert baselines.genesis_link(V1_KEY, ledger_id=f"baldur-audit:{V1_TOPIC}", topic=V1_TOPIC).hex() \
+        == "d036c5cf1e23fa9f08d44ecb90d28176932b7b8cf0638a42a27d67b8d8926d65"
+    chain = baselines.PyChain(V1_KEY, topic=V1_TOPIC)
+    for offset, stamp, kind, duplicate_of, value_hex, link_hex in V1_ENTRIES:
+        value = None if value_hex is None else bytes.fromhex(value_hex)
+        _, link = chain.append(baselines.Record(offset, stamp, value),
+                               kind=baselines.KIND_CODES[kind], duplicate_of=duplicate_of)
+        assert link.hex() == link_hex, f"offset {offset}"
+    assert chain.seq == len(V1_ENTRIES)
+
+
+def test_hmac_alone_ends_on_the_same_link_as_appending() -> None:
+    records = [baselines.Record(i, 1764417600000 + i, bytes([i]) * 40) for i in range(5)]
+    _, last = baselines.hmac_alone(records, V1_KEY, topic=V1_TOPIC)
+    chain = baselines.PyChain(V1_KEY, topic=V1_TOPIC)
+    for record in records:
+        chain.append(record)
+    assert last == chain.prev
+    assert last != baselines.PyChain(V1_KEY, topic="other").prev
+
+
+def test_trigger_sql_is_fully_formatted() -> None:
+    names = {name: f"trig_{name}_x" for name in ("entries", "head", "key", "field", "fn", "trigger")}
+    text = baselines.TRIGGER_SQL.format(**names)
+    assert "{" not in text and "}" not in text
+    assert "hmac(message, k.secret, 'sha256')" in text and "FOR UPDATE" in text
+    # the same fields, in the same order, as the Python link message
+    order = [text.index(f"('{name}'") for name in ("domain", "prev", "key_id", "seq", "topic",
+                                                    "partition", "offset", "timestamp", "kind",
+                                                    "duplicate_of", "value_null", "digest")]
+    assert order == sorted(order)
+
+
+def test_bench_events_are_realistic_and_decode() -> None:
+    from baldur_audit.schemas.codec import KNOWN_SCHEMAS, decode_event
+
+    values = harness.encode_events(3, start=7)
+    assert all(240 <= len(value) <= 320 for value in values)
+    events = [decode_event(value, KNOWN_SCHEMAS) for value in values]
+    assert len({event.event_id for event in events}) == 3
+    assert events[0].target == "payments.svc-7.timeout"
+
+
+def test_event_values_fill_the_columns_of_an_event_and_of_a_rejected_record() -> None:
+    value = harness.encode_events(1)[0]
+    kind, values = baselines.event_values(baselines.Record(12, 1764417600000, value))
+    assert kind == "event" and len(values) == len(baselines.EVENT_COLUMNS)
+    row = dict(zip(baselines.EVENT_COLUMNS, values, strict=True))
+    assert row["kafka_offset"] == 12 and row["payload"] == value
+    assert row["schema_fingerprint"] == value[2:10] and row["actor"] == "deployer-0"
+    kind, values = baselines.event_values(baselines.Record(13, 1764417600000, b"garbage!"))
+    row = dict(zip(baselines.EVENT_COLUMNS, values, strict=True))
+    assert kind == "rejected" and row["reject_reason"] and row["event_id"] is None
+
+
+def test_percentile_and_medians() -> None:
+    values = sorted(float(v) for v in range(1, 101))
+    assert harness.percentile(values, 0.5) == 50.0
+    assert harness.percentile(values, 0.99) == 99.0
+    assert harness.percentile(values, 1.0) == 100.0
+    assert harness.percentile([7.0], 0.99) == 7.0
+    with pytest.raises(ValueError):
+        harness.percentile([], 0.5)
+    assert harness.medians([{"a": 1.0, "b": 5.0}, {"a": 3.0}, {"a": 2.0, "b": 7.0}]) == \
+        {"a": 2.0, "b": 6.0}
+
+
+def test_latency_summary_matches_sends_to_visibility_and_bounds_unsealed() -> None:
+    ms = 1_000_000
+    seen = latency.Visibility(array("q", [10 * ms, 30 * ms]), array("q", [3, 5]))
+    assert seen.visible_ns(1) == 10 * ms and seen.visible_ns(4) == 30 * ms
+    assert seen.visible_ns(6) is None
+    # seqs 2..6 sent at 0, 1, 2, 3, 4 ms; seq 6 is never seen: counted at the cutoff
+    summary = latency.latency_summary([0, ms, 2 * ms, 3 * ms, 4 * ms], 2, seen, 1000.0,
+                                      cutoff_ns=50 * ms)
+    assert summary["events"] == 5 and summary["unsealed"] == 1
+    assert summary["p50_ms"] == 27.0  # latencies 10, 9, 28, 27, 46 ms
+    assert summary["max_ms"] == 46.0
+    with pytest.raises(harness.BenchError):
+        latency.latency_summary([], 1, seen, 1.0, cutoff_ns=0)
+
+
+class _FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.full_once = True
+
+    def produce(self, topic: str, value: bytes) -> None:
+        if self.full_once and len(self.sent) == 2:
+            self.full_once = False
+            raise BufferError
+        self.sent.append(value)
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+
+def test_paced_send_sends_everything_in_order_and_stamps_each() -> None:
+    producer = _FakeProducer()
+    payloads = [bytes([i]) for i in range(20)]
+    stamps = latency.paced_send(producer, "t", payloads, rate=1_000_000)
+    assert producer.sent == payloads
+    assert len(stamps) == 20 and list(stamps) == sorted(stamps) and stamps[0] > 0
+
+
+def _medians(drain: float) -> dict[str, dict[str, float]]:
+    return {
+        "drain": {"steady_per_s": drain},
+        "limits": {"binary_copy_rows_per_s": 100_000.0},
+        "baselines": {"naive_chainer_per_s": 2_000.0, "trigger_batched_insert_per_s": 20_000.0,
+                      "trigger_batched_copy_per_s": 10_000.0},
+        "verify": {"entries_per_s": 250_000.0},
+        "live_1000": {"p99_ms": 60.0},
+        "scale_10": {"chainer_max_rss_mb": 80.0, "verify_max_rss_mb": 60.0,
+                     "verify_reported_s": 1.0},
+        "scale_100": {"chainer_max_rss_mb": 90.0, "verify_max_rss_mb": 61.0,
+                      "verify_reported_s": 10.5},
+    }
+
+
+def test_targets_are_ratios_of_the_same_run() -> None:
+    verdicts = {t.name: (t.value, t.verdict) for t in pipeline.evaluate_targets(_medians(60_000.0),
+                                                                               (10, 100))}
+    assert verdicts["drain / raw binary COPY of the same rows"] == (0.6, "PASS")
+    assert verdicts["drain / naive chainer"] == (30.0, "PASS")
+    assert verdicts["drain / best batched trigger chain"] == (3.0, "PASS")
+    assert verdicts["verify entries/s"][1] == "PASS"
+    assert verdicts["replay records/s"] == (None, "n/a")
+    assert verdicts["live p99 at 1k/s"] == (60.0, "MISS")
+    assert verdicts["chainer RSS at 100 entries"] == (90.0, "PASS")
+    assert verdicts["verify time growth / size growth 10 -> 100"][1] == "PASS"
+    slow = {t.name: t.verdict for t in pipeline.evaluate_targets(_medians(30_000.0), (10, 100))}
+    assert slow["drain / raw binary COPY of the same rows"] == "MISS"
+    assert slow["drain / best batched trigger chain"] == "MISS"
+
+
+def test_table_and_report_render_from_recorded_runs() -> None:
+    bench = pipeline.Bench(cfg=pipeline.Config.quick(), res=harness.Resources(),
+                           pool=pipeline.PayloadPool())
+    bench.record("drain", {"steady_per_s": 1000.0, "max_rss_mb": 70.0})
+    bench.record("drain", {"steady_per_s": 3000.0, "max_rss_mb": 72.0})
+    bench.checks["ledger_links_equal_chain_md_v1"] = True
+    bench.errors["live"] = "BenchError: example"
+    machine = {"cpu": "Example CPU", "cores": 2, "memory_gib": 1.0, "postgresql": "15",
+               "kafka": "4.4.0", "librdkafka": "2.16", "python": "3.11",
+               "load_average_1m_at_start": 0.5}
+    report = pipeline.build_report(bench, machine, ["drain"])
+    assert report["medians"]["drain"]["steady_per_s"] == 2000.0
+    assert 240 <= report["record_bytes"] <= 320
+    table = pipeline.render_table(report)
+    assert "Example CPU, 2 cores" in table
+    assert "2,000" in table and "1,000 3,000" in table
+    assert "ERROR in live: BenchError: example" in table
+    assert "drain / raw binary COPY of the same rows" in table and "n/a" in table
+
+
+def test_top_frames_ranks_self_time_from_py_spy_raw_output() -> None:
+    raw = ("<module> (chainer.py:10);run (chainer.py:20);execute (cursor.py:5) 30\n"
+           "<module> (chainer.py:10);run (chainer.py:20);seal (chain.py:7) 10\n"
+           "<module> (chainer.py:10);run (chainer.py:21);execute (cursor.py:6) 60\n"
+           "not a sample line\n")
+    frames = pipeline.top_frames(raw)
+    assert frames[0] == {"frame": "execute (cursor.py)", "share": 0.9}
+    assert frames[1] == {"frame": "seal (chain.py)", "share": 0.1}
+
+
+def test_arguments_quick_overrides_and_refusals(capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, _ = pipeline.parse_args(["--quick", "--runs", "2"])
+    assert cfg.runs == 2 and cfg.events < pipeline.Config().events
+    cfg, args = pipeline.parse_args(["--events", "1000", "--phases", "drain,verify"])
+    assert cfg.events == 1000 and cfg.runs == 3 and args.phases == "drain,verify"
+    for bad in (["--phases", "drain,nonsense"], ["--events", "0"], ["--runs", "x"]):
+        with pytest.raises(SystemExit) as exit_info:
+            pipeline.parse_args(bad)
+        assert exit_info.value.code == 2
+    assert "usage:" in capsys.readouterr().err
