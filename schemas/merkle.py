@@ -24,7 +24,7 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from .chain import LinkInput, frame
+from .chain import LinkInput, field
 from .errors import AuditError
 
 LEAF_TAG = b"baldur-audit/leaf/v1"
@@ -72,35 +72,54 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 
 
+def _fixed(name: bytes, size: int) -> bytes:
+    """The framing in front of a fixed-size value (``chain.field`` without the value)."""
+    return struct.pack(">B", len(name)) + name + struct.pack(">I", size)
+
+
+_LEAF_DOMAIN = field(b"domain", LEAF_TAG)
+_H_SEQ, _H_PARTITION = _fixed(b"seq", 8), _fixed(b"partition", 4)
+_H_OFFSET, _H_TIMESTAMP = _fixed(b"offset", 8), _fixed(b"timestamp", 8)
+_H_KIND, _H_DUPLICATE = _fixed(b"kind", 1), _fixed(b"duplicate_of", 8)
+_H_NULL, _H_LINK = _fixed(b"value_null", 1), _fixed(b"link", HASH_BYTES)
+_I32, _I64, _U8 = struct.Struct(">i").pack, struct.Struct(">q").pack, struct.Struct(">B").pack
+_LEAF_PREFIX = hashlib.sha256(b"\x00")
+
+
 def leaf_data(link_input: LinkInput, *, key_id: str, link: bytes) -> bytes:
     """The leaf data of a ledger entry (CHAIN.md, "Leaf hash").
 
     The link message's fields without ``prev``, in the same order and encodings, then the
     entry's link: an auditor without the HMAC key can check an entry's digest against a
-    signed root, and the tree is tied to the HMAC chain. Raises :class:`MerkleError` if
-    ``link`` is not 32 bytes.
+    signed root, and the tree is tied to the HMAC chain. Spelled out field by field (it
+    runs once per entry); ``tests/unit/test_merkle.py`` derives it from
+    ``chain.link_message_framed`` so the two cannot drift apart. Raises
+    :class:`MerkleError` if ``link`` is not 32 bytes.
     """
     if len(link) != HASH_BYTES:
         raise MerkleError(f"link must be {HASH_BYTES} bytes, found {len(link)}")
-    return frame(LEAF_TAG, [
-        (b"key_id", key_id.encode("utf-8")),
-        (b"seq", _U64.pack(link_input.seq)),
-        (b"topic", link_input.topic.encode("utf-8")),
-        (b"partition", struct.pack(">i", link_input.partition)),
-        (b"offset", struct.pack(">q", link_input.offset)),
-        (b"timestamp", struct.pack(">q", link_input.timestamp_ms)),
-        (b"kind", struct.pack(">B", link_input.kind.code)),
-        (b"duplicate_of", _U64.pack(link_input.duplicate_of)),
-        (b"value_null", b"\x01" if link_input.value_null else b"\x00"),
-        (b"digest", link_input.digest),
-        (b"view", link_input.view_digest),
-        (b"link", link),
-    ])
+    return b"".join((
+        _LEAF_DOMAIN,
+        field(b"key_id", key_id.encode("utf-8")),
+        _H_SEQ, _U64.pack(link_input.seq),
+        field(b"topic", link_input.topic.encode("utf-8")),
+        _H_PARTITION, _I32(link_input.partition),
+        _H_OFFSET, _I64(link_input.offset),
+        _H_TIMESTAMP, _I64(link_input.timestamp_ms),
+        _H_KIND, _U8(link_input.kind.code),
+        _H_DUPLICATE, _U64.pack(link_input.duplicate_of),
+        _H_NULL, b"\x01" if link_input.value_null else b"\x00",
+        field(b"digest", link_input.digest),
+        field(b"view", link_input.view_digest),
+        _H_LINK, link,
+    ))
 
 
 def entry_leaf_hash(link_input: LinkInput, *, key_id: str, link: bytes) -> bytes:
     """``leaf_hash(leaf_data(...))``: the tree leaf of the entry with seq ``link_input.seq``."""
-    return leaf_hash(leaf_data(link_input, key_id=key_id, link=link))
+    digest = _LEAF_PREFIX.copy()
+    digest.update(leaf_data(link_input, key_id=key_id, link=link))
+    return digest.digest()
 
 
 # --- node stores ---------------------------------------------------------------------------
