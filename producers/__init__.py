@@ -1,7 +1,8 @@
 """The library services embed to record audit events: :class:`AuditTrail`.
 
 Redaction of secrets, IP masking and trace-id capture happen here, in the producing
-process, before an event is encoded and sent to the ledger topic.
+process, before an event is encoded and sent to the ledger topic; events the broker cannot
+take yet wait in a durable disk spool (:mod:`.spool`) when the trail has one.
 """
 
 from baldur_audit.schemas.errors import AuditError, ConfigError, InvalidEvent
@@ -9,6 +10,7 @@ from baldur_audit.schemas.event import Actor
 
 from .mask import mask_client_ip, mask_ip
 from .redact import Redactor, is_sensitive_key
+from .spool import SpoolError, SpoolFull, SpoolLocked
 from .trace import make_traceparent, resolve_trace_id
 from .trail import NIL_EVENT_ID, AuditTrail, DeliveryBacklog, TrailClosed, TrailStats
 
@@ -21,6 +23,9 @@ __all__ = [
     "DeliveryBacklog",
     "InvalidEvent",
     "Redactor",
+    "SpoolError",
+    "SpoolFull",
+    "SpoolLocked",
     "TrailClosed",
     "TrailStats",
     "is_sensitive_key",

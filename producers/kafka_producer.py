@@ -34,6 +34,14 @@ OWNED_SETTINGS = frozenset({
 })
 # Setting names whose values are secret even though the key-name rule misses them.
 _SECRET_SETTING_PARTS = ("pem", "key", "oauthbearer", "jaas")
+# Delivery errors about the message itself: sending it again can never succeed. Every other
+# error (timeouts, purges, an unreachable or refusing cluster, a missing topic) may pass.
+_PERMANENT_ERRORS = frozenset(
+    getattr(confluent_kafka.KafkaError, name) for name in (
+        "MSG_SIZE_TOO_LARGE", "INVALID_MSG", "INVALID_MSG_SIZE", "INVALID_RECORD",
+        "RECORD_LIST_TOO_LARGE", "_BAD_MSG", "INVALID_TIMESTAMP",
+        "UNSUPPORTED_FOR_MESSAGE_FORMAT", "_INVALID_ARG")
+    if hasattr(confluent_kafka.KafkaError, name))
 
 
 class KafkaProducerPort(Protocol):
@@ -55,6 +63,11 @@ class KafkaProducerPort(Protocol):
 def is_secret_setting(name: str) -> bool:
     """Whether the value of librdkafka setting ``name`` must never be shown."""
     return is_sensitive_key(name) or any(part in name for part in _SECRET_SETTING_PARTS)
+
+
+def is_permanent(error: confluent_kafka.KafkaError) -> bool:
+    """Whether a delivery error is about the message itself (resending cannot help)."""
+    return error.code() in _PERMANENT_ERRORS
 
 
 def scrub_settings(text: str, settings: Mapping[str, Any]) -> str:

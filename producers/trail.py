@@ -5,27 +5,54 @@ encodes it and hands it to an idempotent Kafka producer (``enable.idempotence=tr
 so ``acks=all`` and no duplicates or reordering from retries). Secrets are redacted and
 the client IP masked before encoding, so they never leave the process.
 
+Durability (``durability=``):
+
+- ``"spool"`` (the default of :meth:`AuditTrail.from_env`, and of the constructor when
+  ``spool_dir`` is given): events the broker cannot take *now* go to a durable disk spool
+  (:mod:`.spool`), fsync'd before ``record()`` returns, and a background thread
+  (:mod:`.drain`) sends them when the broker is back — also after a restart or a
+  ``kill -9`` of the process. An event is spooled when the broker is not known to be
+  reachable (from start-up until the first acknowledgement, and after ``_ALL_BROKERS_DOWN``,
+  ``_TRANSPORT`` or a ``_MSG_TIMED_OUT`` delivery), when the producer's memory queue is
+  full, and while the spool holds anything (so later events do not overtake spooled
+  ones). On ``_ALL_BROKERS_DOWN`` the events still waiting in the memory queue are purged
+  from it into the spool, and a delivery that fails with an error that may pass (timeout,
+  purge, an unreachable or refusing cluster, a missing topic) puts its event into the
+  spool instead of dropping it. *Not durable in this mode*: events handed to the producer
+  while the broker was up stay in memory until acknowledged, so a crash of the process in
+  that window (at most ``linger.ms`` plus one round trip while the broker answers; until
+  the purge when it stops answering) loses them.
+- ``"always"``: every event is written to the spool before it is sent (a write-ahead
+  log); nothing ``record()`` returned for is lost to a process crash.
+- ``"memory"`` (the constructor's default without ``spool_dir``): no spool. Events wait in
+  the producer's memory queue (up to ``queue_max_messages``) and are retried until
+  ``message_timeout_ms``; when that queue is full ``record()`` waits at most
+  ``max_block_ms`` for room and then raises :class:`DeliveryBacklog`. Events still queued
+  when the process dies are lost, which is why ``close()`` reports them.
+
 Failure semantics (what the host service is promised):
 
-- ``record()`` never blocks for long and never drops an event silently. When Kafka is
-  down, events wait in the producer's memory queue (up to ``queue_max_messages``) and
-  are retried until ``message_timeout_ms``. When that queue is full, ``record()`` waits
-  at most ``max_block_ms`` for room and then raises :class:`DeliveryBacklog`: the event
-  was *not* accepted, and the caller decides (fail the change, or log it elsewhere).
-  A durable disk spool in front of the queue is a later addition; until then, events
-  still queued when the process dies are lost, which is why ``close()`` reports them.
-- Every accepted event ends in exactly one delivery report: counted in :attr:`stats`
-  as delivered or failed; a failure is logged at ERROR with the event id and passed to
-  the optional ``on_failure(event_id, error)`` callback. A failed delivery may still
-  have been written (librdkafka cannot tell after a timeout): the ledger's rule "first
-  occurrence of an event id wins" makes a later resend harmless.
-- Delivery reports are served by ``poll(0)`` inside ``record()`` and by ``flush()``;
-  callbacks (``on_failure`` included) run on whichever thread calls those.
+- ``record()`` never blocks for long (with a spool: one ``fdatasync``) and never drops an
+  event silently: when it raises (:class:`DeliveryBacklog`, :class:`SpoolFull`,
+  :class:`SpoolError`, :class:`BrokerUnavailable`) the event was *not* accepted, and with
+  a spool ``on_failure`` is told as well.
+- Every accepted event ends delivered (counted in :attr:`stats`), or failed: counted,
+  logged at ERROR with the event id and passed to the optional
+  ``on_failure(event_id, error)`` callback. With a spool, only errors about the message
+  itself (too large, invalid) fail an event; others keep it in the spool. A failed or
+  repeated delivery may still have been written (librdkafka cannot tell after a
+  timeout): the ledger's rule "first occurrence of an event id wins" seals the repeat as
+  a *duplicate*, so queries show one row.
+- Delivery reports are served by ``poll(0)`` inside ``record()`` (memory mode), by the
+  drainer thread (spool modes) and by ``flush()``; callbacks (``on_failure`` included) run
+  on whichever thread serves them.
+- Order: events reach the topic in the order ``record()`` accepted them, except that an
+  event re-spooled after a failed delivery lands after the events spooled meanwhile.
 - The message key is None: the ledger topic has one partition, which orders everything.
 """
-
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -35,6 +62,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import confluent_kafka
@@ -43,9 +71,18 @@ from baldur_audit.schemas.codec import encode_event
 from baldur_audit.schemas.errors import AuditError, BrokerUnavailable, ConfigError, InvalidEvent
 from baldur_audit.schemas.event import Actor, ChangeEvent, to_json_text, uuid7
 
-from .kafka_producer import KafkaProducerPort, build_producer, scrub_settings
+from .drain import SpoolDrainer
+from .kafka_producer import KafkaProducerPort, build_producer, is_permanent, scrub_settings
 from .mask import mask_client_ip
 from .redact import Redactor
+from .spool import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_SEGMENT_BYTES,
+    DiskSpool,
+    SpoolError,
+    default_spool_dir,
+    open_slots,
+)
 from .trace import make_traceparent, resolve_trace_id
 
 logger = logging.getLogger(__name__)
@@ -56,6 +93,9 @@ DEFAULT_TOPIC = "baldur.audit.events"
 NIL_EVENT_ID = uuid.UUID(int=0)
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
+DURABILITIES = ("memory", "spool", "always")
+_UNREACHABLE = frozenset({confluent_kafka.KafkaError._ALL_BROKERS_DOWN,
+                          confluent_kafka.KafkaError._TRANSPORT})
 
 FailureCallback = Callable[[uuid.UUID, str], None]
 ProducerFactory = Callable[[dict[str, Any]], KafkaProducerPort]
@@ -79,10 +119,12 @@ class TrailClosed(AuditError):
 class TrailStats:
     """Counts since the trail was created; ``pending`` = queued - delivered - failed."""
 
-    queued: int = 0  # accepted by the producer
+    queued: int = 0  # accepted: by the producer or the spool, or recovered from a spool
     delivered: int = 0  # acknowledged by the broker (acks=all)
     failed: int = 0  # delivery report with an error: timed out, purged, refused
-    refused: int = 0  # record() raised DeliveryBacklog or BrokerUnavailable: never queued
+    refused: int = 0  # record() raised (backlog, spool full, broker refused): never queued
+    spooled: int = 0  # written to the spool (at record() or after a failed delivery)
+    recovered: int = 0  # found in a spool at start (left by an earlier process), sent again
 
     @property
     def pending(self) -> int:
@@ -118,11 +160,26 @@ class AuditTrail:
                  producer_config: Mapping[str, Any] | None = None,
                  service: str | None = None, on_failure: FailureCallback | None = None,
                  message_timeout_ms: int = 300_000, queue_max_messages: int = 100_000,
-                 max_block_ms: int = 50,
+                 max_block_ms: int = 50, durability: str | None = None,
+                 spool_dir: str | os.PathLike[str] | None = None,
+                 spool_max_bytes: int = DEFAULT_MAX_BYTES,
+                 spool_segment_bytes: int = DEFAULT_SEGMENT_BYTES,
                  producer_factory: ProducerFactory | None = None) -> None:
-        """Raises :class:`ConfigError` on a bad setting or a producer librdkafka refuses."""
+        """Raises :class:`ConfigError` on a bad setting, a producer librdkafka refuses or an
+        unusable spool directory; :class:`SpoolError` when the spool cannot be recovered.
+
+        ``durability`` is ``"memory"``, ``"spool"`` or ``"always"`` (module docstring); it
+        defaults to ``"spool"`` when ``spool_dir`` is given, else ``"memory"``. The spool of
+        a trail lives in ``<spool_dir>/<topic>/<slot>`` (``spool_dir`` defaults to
+        ``$BALDUR_AUDIT_SPOOL_DIR`` or ``spool`` in the state folder).
+        """
         if not isinstance(topic, str) or not topic.strip():
             raise ConfigError("topic: expected a topic name")
+        if durability is None:
+            durability = "memory" if spool_dir is None else "spool"
+        if durability not in DURABILITIES:
+            raise ConfigError(f"durability: expected one of {', '.join(DURABILITIES)}, "
+                              f"found {str(durability)[:20]!r}")
         self._topic = topic
         self._enabled = enabled
         self._service = service
@@ -130,20 +187,44 @@ class AuditTrail:
         self._on_failure = on_failure
         self._max_block_ms = max(0, int(max_block_ms))
         self._lock = threading.Lock()
+        self._order = threading.RLock()  # routing: spool appends and direct sends keep order
         self._stats = TrailStats()
         self._closed = False
         self._fatal = False
         self._producer: KafkaProducerPort | None = None
         self._settings: dict[str, Any] = {}
+        self._durability = durability if enabled else "memory"
+        self._spool: DiskSpool | None = None
+        self._drainer: SpoolDrainer | None = None
+        # With a spool, the broker counts as unreachable until it acknowledges something.
+        self._down = True
+        self._purge_armed = False  # set once the broker answered: the next outage purges
+        self._purge_due = False
         if not enabled:
-            return  # a disabled trail has no producer and no connection
+            return  # a disabled trail has no producer, no connection and no spool
         self._factory: ProducerFactory = producer_factory or confluent_kafka.Producer
         self._settings = dict(producer_config or {})
         self._build_options: dict[str, Any] = {
             "bootstrap": bootstrap, "client_id": service or "baldur-audit",
             "message_timeout_ms": message_timeout_ms, "queue_max_messages": queue_max_messages,
         }
-        self._producer = build_producer(self._factory, **self._rebuild_options())
+        adopted: list[DiskSpool] = []
+        if self._durability != "memory":
+            root = Path(spool_dir) if spool_dir is not None else default_spool_dir(os.environ)
+            self._spool, adopted = open_slots(root, topic, max_bytes=int(spool_max_bytes),
+                                              segment_bytes=int(spool_segment_bytes))
+            recovered = self._spool.recovered + sum(spool.recovered for spool in adopted)
+            self._count(queued=recovered, recovered=recovered)
+        try:
+            self._producer = build_producer(self._factory, **self._rebuild_options())
+        except BaseException:
+            for spool in (*adopted, *([self._spool] if self._spool else [])):
+                spool.close()
+            raise
+        if self._spool is not None:
+            self._drainer = SpoolDrainer(topic=topic, spools=[*adopted, self._spool],
+                                         hooks=_Hooks(self))
+            self._drainer.start()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> AuditTrail:
@@ -152,17 +233,31 @@ class AuditTrail:
         ``BALDUR_AUDIT_ENABLED`` (true/1/yes/on; default false: a no-op trail),
         ``BALDUR_KAFKA_BOOTSTRAP`` (default 127.0.0.1:29092), ``BALDUR_AUDIT_TOPIC``
         (default baldur.audit.events), ``BALDUR_REDACTION_KEY`` (hex of 32+ digits, or
-        raw text), ``BALDUR_SERVICE_NAME``. Raises :class:`ConfigError` on a bad value.
+        raw text), ``BALDUR_SERVICE_NAME``, ``BALDUR_AUDIT_DURABILITY`` (memory, spool or
+        always; default spool), ``BALDUR_AUDIT_SPOOL_DIR`` (default ``spool`` in
+        ``$BALDUR_STATE_DIR`` or ``$XDG_STATE_HOME/baldur-audit``),
+        ``BALDUR_AUDIT_SPOOL_MAX_BYTES`` (default 1 GiB). Raises :class:`ConfigError` on a
+        bad value.
         """
         env = os.environ if environ is None else environ
         key_text = env.get("BALDUR_REDACTION_KEY")
+        durability = (env.get("BALDUR_AUDIT_DURABILITY") or "spool").strip().lower()
         settings: dict[str, Any] = {
             "enabled": _env_flag(env, "BALDUR_AUDIT_ENABLED"),
             "bootstrap": env.get("BALDUR_KAFKA_BOOTSTRAP") or DEFAULT_BOOTSTRAP,
             "topic": env.get("BALDUR_AUDIT_TOPIC") or DEFAULT_TOPIC,
             "redaction_key": _env_key(key_text) if key_text else None,
             "service": env.get("BALDUR_SERVICE_NAME") or None,
+            "durability": durability,
         }
+        if durability != "memory":
+            settings["spool_dir"] = default_spool_dir(env)
+        max_text = (env.get("BALDUR_AUDIT_SPOOL_MAX_BYTES") or "").strip()
+        if max_text:
+            if not max_text.isdigit() or int(max_text) <= 0:
+                raise ConfigError("BALDUR_AUDIT_SPOOL_MAX_BYTES: expected a positive number "
+                                  f"of bytes, found {max_text[:20]!r}")
+            settings["spool_max_bytes"] = int(max_text)
         settings.update(options)
         return cls(**settings)
 
@@ -236,7 +331,8 @@ class AuditTrail:
 
         The event is sent as it is: build it with :meth:`prepare`, which redacts and
         masks. Raises :class:`InvalidEvent` if ``event`` is not a :class:`ChangeEvent`,
-        :class:`DeliveryBacklog` when the producer queue stays full,
+        :class:`DeliveryBacklog` when the producer queue stays full (memory mode),
+        :class:`SpoolFull` / :class:`SpoolError` when the spool cannot take the event,
         :class:`BrokerUnavailable` when the producer refuses the message, and
         :class:`TrailClosed` after :meth:`close`.
         """
@@ -249,7 +345,7 @@ class AuditTrail:
         headers = None
         if event.trace_id is not None:
             headers = [("traceparent", make_traceparent(event.trace_id).encode("ascii"))]
-        self._produce(event.event_id, encode_event(event), headers)
+        self._send(event.event_id, encode_event(event), headers)
         return event.event_id
 
     def record_change(self, *, actor: str | Actor, target: str, before: Any, after: Any,
@@ -277,24 +373,40 @@ class AuditTrail:
     def flush(self, timeout: float = 10.0) -> int:
         """Wait up to ``timeout`` seconds for delivery; returns how many are still undelivered.
 
-        The count is the producer's queue length afterwards (queued plus in flight).
-        Events whose delivery failed are not in it: they are in :attr:`stats` ``.failed``
-        and were passed to ``on_failure``.
+        Memory mode: the producer's queue length afterwards (queued plus in flight). With a
+        spool: :attr:`stats` ``.pending``, the accepted events neither acknowledged nor
+        failed (in the producer or in the spool). Events whose delivery failed are not
+        counted: they are in :attr:`stats` ``.failed`` and were passed to ``on_failure``.
         """
         producer = self._producer
         if producer is None:
             return 0
-        return int(producer.flush(timeout))
+        if self._spool is None:
+            return int(producer.flush(timeout))
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            pending = self.stats.pending
+            left = deadline - time.monotonic()
+            if pending <= 0 or left <= 0:
+                return max(0, pending)
+            if len(producer):
+                producer.flush(min(left, 0.1))
+            else:  # the rest is in the spool: the drainer sends it
+                time.sleep(min(left, 0.02))
 
     def close(self, timeout: float = 10.0) -> int:
         """Flush, then stop; returns how many events were still undelivered.
 
-        Those events are purged, so each gets a failed delivery report (counted, logged
-        with its event id and passed to ``on_failure``) instead of vanishing silently.
+        Memory mode: those events are purged, so each gets a failed delivery report (counted,
+        logged with its event id and passed to ``on_failure``) instead of vanishing silently.
+        With a spool they stay in the spool (the ones still in the producer are purged into
+        it) and are sent by the next trail that opens it; the count is what it holds.
         """
         if self._closed:
             return 0
         self._closed = True
+        if self._spool is not None:
+            return self._close_spooled(timeout)
         producer, self._producer = self._producer, None
         if producer is None:
             return 0
@@ -305,6 +417,31 @@ class AuditTrail:
             producer.purge()
             producer.poll(0)
         return remaining
+
+    def _close_spooled(self, timeout: float) -> int:
+        self.flush(timeout)
+        drainer, spool = self._drainer, self._spool
+        assert drainer is not None and spool is not None  # set together in __init__
+        drainer.stop()
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None and len(producer):
+            # What is left in memory goes to the spool (live events) or stays there (spooled
+            # ones): the reports of the purge do that.
+            producer.purge()
+            producer.poll(0)
+        drainer.settle(force=True)
+        left = sum(other.close() for other in drainer.spools if other is not spool)
+        left += spool.close()
+        try:
+            spool.directory.parent.rmdir()  # the topic's folder, once no slot is left in it
+        except OSError:
+            pass
+        if left:
+            logger.warning("closing the audit trail with %d events not yet delivered to %s; "
+                           "they are kept in the spool %s and sent when a trail opens it "
+                           "again", left, self._topic, spool.directory.parent)
+        return left
 
     def __enter__(self) -> AuditTrail:
         return self
@@ -317,10 +454,52 @@ class AuditTrail:
             return None
         return to_json_text(name, self._redactor.redact(value))
 
+    def _send(self, event_id: uuid.UUID, payload: bytes,
+              headers: list[tuple[str, bytes]] | None) -> None:
+        if self._spool is None:
+            self._produce(event_id, payload, headers)
+            return
+        with self._order:
+            producer = self._current_producer()
+            if self._durability == "always" or self._down or self._spool.pending:
+                self._spool_event(event_id, payload, headers)
+                return
+            try:
+                producer.produce(self._topic, value=payload, headers=headers,
+                                 on_delivery=functools.partial(self._on_delivery, event_id,
+                                                               payload, headers))
+            except BufferError:  # the memory queue is full: the spool takes it
+                self._spool_event(event_id, payload, headers)
+                return
+            except confluent_kafka.KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if not (isinstance(error, confluent_kafka.KafkaError) and is_permanent(error)):
+                    self._spool_event(event_id, payload, headers)
+                    return
+                self._count(refused=1)
+                raise BrokerUnavailable(f"kafka producer refused event {event_id}: "
+                                        f"{error.name()}") from None
+            self._count(queued=1)
+
+    def _spool_event(self, event_id: uuid.UUID, payload: bytes,
+                     headers: list[tuple[str, bytes]] | None) -> None:
+        """Store an event in the spool for ``record()``; raises (and tells) when it cannot."""
+        spool, drainer = self._spool, self._drainer
+        assert spool is not None and drainer is not None  # only called in the spool modes
+        try:
+            spool.append(event_id, payload, headers)
+        except SpoolError as exc:
+            self._count(refused=1)
+            logger.error("audit event %s not accepted: %s", event_id, exc)
+            self._tell(event_id, str(exc))
+            raise
+        self._count(queued=1, spooled=1)
+        drainer.wake()
+
     def _produce(self, event_id: uuid.UUID, payload: bytes,
                  headers: list[tuple[str, bytes]] | None) -> None:
         producer = self._current_producer()
-        on_delivery = functools.partial(self._on_delivery, event_id)
+        on_delivery = functools.partial(self._on_delivery, event_id, payload, headers)
         deadline = time.monotonic() + self._max_block_ms / 1000
         while True:
             try:
@@ -365,30 +544,116 @@ class AuditTrail:
     def _count(self, **deltas: int) -> None:
         with self._lock:
             current = self._stats
-            self._stats = TrailStats(**{name: getattr(current, name) + deltas.get(name, 0)
-                                        for name in ("queued", "delivered", "failed",
-                                                     "refused")})
+            self._stats = TrailStats(**{item.name: getattr(current, item.name)
+                                        + deltas.get(item.name, 0)
+                                        for item in dataclasses.fields(TrailStats)})
+
+    def _describe(self, error: confluent_kafka.KafkaError) -> str:
+        return f"{error.name()}: {scrub_settings(error.str(), self._settings)}"
+
+    def _tell(self, event_id: uuid.UUID, text: str) -> None:
+        if self._on_failure is None:
+            return
+        try:
+            self._on_failure(event_id, text)
+        except Exception:  # a host callback must not break delivery reporting
+            logger.exception("on_failure callback raised for audit event %s", event_id)
+
+    def _broker_up(self) -> None:
+        if self._down:
+            self._down = False
+            if self._spool is not None and self._stats.spooled:
+                logger.info("kafka acknowledges audit events again")
+        self._purge_armed = True
+
+    def _housekeeping(self) -> None:
+        """Drainer tick: after an outage began, move the memory queue into the spool."""
+        if not self._purge_due:
+            return
+        with self._order:
+            self._purge_due = False
+            producer = self._producer
+            if producer is None:
+                return
+            # Only what waits in the queue: in-flight requests may still be acknowledged.
+            producer.purge(in_queue=True, in_flight=False)
+            producer.poll(0)  # the purge reports put the events into the spool, in order
 
     def _on_error(self, error: confluent_kafka.KafkaError) -> None:
         text = scrub_settings(error.str(), self._settings)
+        if error.code() in _UNREACHABLE and self._spool is not None:
+            if not self._down:
+                logger.warning("kafka unreachable (%s): audit events go to the spool %s",
+                               error.name(), self._spool.directory.parent)
+            self._down = True
+            if (error.code() == confluent_kafka.KafkaError._ALL_BROKERS_DOWN
+                    and self._purge_armed):
+                self._purge_armed = False
+                self._purge_due = True
+                if self._drainer is not None:
+                    self._drainer.wake()
         if error.fatal():
             self._fatal = True  # the next record() builds a new producer
             logger.error("kafka producer fatal error %s: %s; it will be recreated",
                          error.name(), text)
-        else:
+        elif self._spool is None:
             logger.warning("kafka producer error %s: %s", error.name(), text)
+        else:
+            logger.info("kafka producer error %s: %s", error.name(), text)
 
-    def _on_delivery(self, event_id: uuid.UUID, error: confluent_kafka.KafkaError | None,
-                     message: object) -> None:
+    def _on_delivery(self, event_id: uuid.UUID, payload: bytes,
+                     headers: list[tuple[str, bytes]] | None,
+                     error: confluent_kafka.KafkaError | None, message: object) -> None:
         if error is None:
             self._count(delivered=1)
+            self._broker_up()
             return
+        text = self._describe(error)
+        if self._spool is not None and not is_permanent(error):
+            if error.code() == confluent_kafka.KafkaError._MSG_TIMED_OUT:
+                self._down = True
+            try:
+                with self._order:
+                    self._spool.append(event_id, payload, headers)
+            except SpoolError as exc:
+                text = f"{text}; and the spool refused it: {exc}"
+            else:
+                self._count(spooled=1)
+                logger.info("audit event %s not delivered (%s); kept in the spool", event_id,
+                            text)
+                if self._drainer is not None:
+                    self._drainer.wake()
+                return
         self._count(failed=1)
-        text = f"{error.name()}: {scrub_settings(error.str(), self._settings)}"
         logger.error("audit event %s was not delivered to %s (%s); it may still have been "
                      "written", event_id, self._topic, text)
-        if self._on_failure is not None:
-            try:
-                self._on_failure(event_id, text)
-            except Exception:  # a host callback must not break delivery reporting
-                logger.exception("on_failure callback raised for audit event %s", event_id)
+        self._tell(event_id, text)
+
+
+class _Hooks:
+    """The drainer's view of its trail."""
+
+    def __init__(self, trail: AuditTrail) -> None:
+        self._trail = trail
+
+    def current_producer(self) -> KafkaProducerPort:
+        return self._trail._current_producer()
+
+    def housekeeping(self) -> None:
+        self._trail._housekeeping()
+
+    def delivered(self, count: int) -> None:
+        self._trail._count(delivered=count)
+
+    def failed(self, event_id: uuid.UUID, text: str) -> None:
+        trail = self._trail
+        trail._count(failed=1)
+        logger.error("spooled audit event %s cannot be delivered to %s (%s); it is dropped "
+                     "from the spool", event_id, trail._topic, text)
+        trail._tell(event_id, text)
+
+    def broker_up(self) -> None:
+        self._trail._broker_up()
+
+    def describe(self, error: confluent_kafka.KafkaError) -> str:
+        return self._trail._describe(error)

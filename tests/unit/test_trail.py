@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import confluent_kafka
@@ -26,11 +28,13 @@ from baldur_audit.producers import (
     DeliveryBacklog,
     InvalidEvent,
     Redactor,
+    SpoolFull,
     TrailClosed,
 )
 from baldur_audit.producers.kafka_producer import scrub_settings
 from baldur_audit.schemas.codec import KNOWN_SCHEMAS, decode_event
 from baldur_audit.schemas.event import ChangeEvent
+from tests.unit.fake_kafka import FakeBroker
 
 UNREACHABLE = "127.0.0.1:1"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -161,13 +165,17 @@ def test_disabled_trail_sends_nothing(capture: Capture) -> None:
 
 
 @pytest.mark.parametrize("value", ["true", "TRUE", "1", "yes", "on", " On "])
-def test_from_env_enabled(capture: Capture, value: str) -> None:
-    trail = AuditTrail.from_env({"BALDUR_AUDIT_ENABLED": value}, producer_factory=capture)
+def test_from_env_enabled(capture: Capture, value: str, tmp_path: Path) -> None:
+    trail = AuditTrail.from_env({"BALDUR_AUDIT_ENABLED": value,
+                                 "BALDUR_STATE_DIR": str(tmp_path)}, producer_factory=capture)
     try:
         assert trail.enabled
         assert capture.producers[0].config["bootstrap.servers"] == "127.0.0.1:29092"
+        # A spool by default, in the state folder: <state>/spool/<topic>/<slot>.
+        assert (tmp_path / "spool" / "baldur.audit.events" / "0" / "lock").exists()
     finally:
         trail.close(0)
+    assert not (tmp_path / "spool" / "baldur.audit.events").exists()  # closed empty
 
 
 @pytest.mark.parametrize("value", ["false", "0", "no", "off", ""])
@@ -188,7 +196,7 @@ def test_from_env_refuses_an_unclear_flag() -> None:
 def test_from_env_settings(capture: Capture, key_text: str, key: bytes) -> None:
     environ = {"BALDUR_AUDIT_ENABLED": "1", "BALDUR_KAFKA_BOOTSTRAP": UNREACHABLE,
                "BALDUR_AUDIT_TOPIC": "audit.test", "BALDUR_REDACTION_KEY": key_text,
-               "BALDUR_SERVICE_NAME": "billing"}
+               "BALDUR_SERVICE_NAME": "billing", "BALDUR_AUDIT_DURABILITY": "memory"}
     with AuditTrail.from_env(environ, producer_factory=capture) as trail:
         trail.record(actor="a", action="update", target="t", after={"password": "pw"})
         trail.close(0)
@@ -388,3 +396,290 @@ def test_prepare_checks_without_sending_then_publish_sends(
     with pytest.raises(InvalidEvent) as caught:
         trail.publish({"actor": "x"})  # type: ignore[arg-type]
     assert caught.value.field == "event"
+
+
+# -- the disk spool (durability="spool"/"always") over a fake broker ------------------------
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def topic_ids(broker: FakeBroker) -> list[uuid.UUID]:
+    return [decode_event(value, KNOWN_SCHEMAS).event_id for value in broker.values()]
+
+
+@pytest.fixture
+def spooled(tmp_path: Path) -> Iterator[Callable[..., AuditTrail]]:
+    trails: list[AuditTrail] = []
+
+    def make(broker: FakeBroker, **options: Any) -> AuditTrail:
+        options.setdefault("spool_dir", tmp_path / "spool")
+        trail = AuditTrail(bootstrap="fake:9092", topic="audit.t",
+                           producer_factory=broker.factory, **options)
+        trails.append(trail)
+        return trail
+
+    yield make
+    for trail in trails:
+        trail.close(0)
+
+
+def spool_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "spool").rglob("*.seg"))
+
+
+def test_broker_down_spools_durably_then_drains_in_order(
+        spooled: Callable[..., AuditTrail], tmp_path: Path) -> None:
+    broker = FakeBroker("down")
+    trail = spooled(broker)
+    ids = [trail.record(actor="a", action="update", target=f"t{i}") for i in range(30)]
+    assert trail.stats.spooled == 30 and trail.stats.queued == 30
+    assert spool_files(tmp_path)  # on disk before record() returned
+    time.sleep(0.3)
+    assert broker.values() == [] and trail.stats.pending == 30
+    broker.mode = "up"
+    assert trail.flush(10) == 0
+    assert topic_ids(broker) == ids
+    ids += [trail.record(actor="a", action="update", target="after") for _ in range(5)]
+    assert trail.flush(10) == 0
+    assert topic_ids(broker) == ids and trail.stats.spooled == 30  # direct again once drained
+    assert trail.stats.delivered == 35 and trail.close(1) == 0
+    assert not (tmp_path / "spool" / "audit.t").exists()
+
+
+def test_record_spools_promptly_with_the_broker_down(
+        spooled: Callable[..., AuditTrail]) -> None:
+    trail = spooled(FakeBroker("down"))
+    timings = []
+    for _ in range(200):
+        started = time.perf_counter()
+        trail.record(actor="a", action="update", target="t")
+        timings.append(time.perf_counter() - started)
+    timings.sort()
+    assert timings[len(timings) // 2] < 0.05 and timings[-1] < 1.0, timings[-5:]
+
+
+def test_a_full_memory_queue_spools_and_later_events_keep_their_place(
+        spooled: Callable[..., AuditTrail]) -> None:
+    broker = FakeBroker("up")
+    trail = spooled(broker)
+    trail.record(actor="a", action="update", target="warm-up")
+    assert trail.flush(5) == 0  # the broker answered: direct sends from here on
+    broker.mode = "stalled"
+    broker.queue_limit = 5
+    ids = [trail.record(actor="a", action="update", target=f"t{i}") for i in range(20)]
+    assert trail.stats.spooled == 1 + 15 and trail.stats.refused == 0  # warm-up: spooled
+    broker.mode = "up"
+    assert trail.flush(10) == 0
+    assert topic_ids(broker)[1:] == ids
+
+
+def test_a_timed_out_delivery_goes_back_to_the_spool_not_to_on_failure(
+        spooled: Callable[..., AuditTrail]) -> None:
+    failures: list[uuid.UUID] = []
+    broker = FakeBroker("up")
+    trail = spooled(broker, on_failure=lambda event_id, _text: failures.append(event_id))
+    trail.record(actor="a", action="update", target="warm-up")
+    assert trail.flush(5) == 0
+    broker.fail_next(confluent_kafka.KafkaError._MSG_TIMED_OUT, 2)
+    ids = [trail.record(actor="a", action="update", target=f"t{i}") for i in range(4)]
+    assert trail.flush(10) == 0
+    assert failures == [] and trail.stats.failed == 0 and trail.stats.spooled == 1 + 2
+    assert sorted(topic_ids(broker)[1:]) == sorted(ids)  # the two timed out came later
+
+
+def test_a_permanent_error_fails_the_event_and_tells_on_failure(
+        spooled: Callable[..., AuditTrail]) -> None:
+    failures: list[tuple[uuid.UUID, str]] = []
+    broker = FakeBroker("down")
+    trail = spooled(broker, on_failure=lambda event_id, text: failures.append((event_id, text)))
+    spooled_id = trail.record(actor="a", action="update", target="spooled")
+    broker.fail_next(confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE)
+    broker.mode = "up"
+    assert trail.flush(10) == 0  # the spooled one: passed over, not retried forever
+    broker.fail_next(confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE)
+    live_id = trail.record(actor="a", action="update", target="live")
+    assert trail.flush(10) == 0
+    assert [event_id for event_id, _ in failures] == [spooled_id, live_id]
+    assert all("MSG_SIZE_TOO_LARGE" in text for _, text in failures)
+    assert trail.stats.failed == 2 and broker.values() == []
+
+
+def test_all_brokers_down_moves_the_memory_queue_into_the_spool(
+        spooled: Callable[..., AuditTrail], tmp_path: Path) -> None:
+    broker = FakeBroker("up")
+    trail = spooled(broker)
+    trail.record(actor="a", action="update", target="warm-up")
+    assert trail.flush(5) == 0
+    broker.mode = "stalled"
+    ids = [trail.record(actor="a", action="update", target=f"t{i}") for i in range(10)]
+    assert trail.stats.spooled == 1  # the warm-up; these are in memory: not durable yet
+    broker.mode = "down"  # error_cb: _TRANSPORT, _ALL_BROKERS_DOWN -> purge into the spool
+    wait_until(lambda: trail.stats.spooled == 11)
+    later = trail.record(actor="a", action="update", target="later")
+    assert trail.stats.spooled == 12
+    from baldur_audit.producers.spool import DiskSpool
+
+    trail._drainer.stop()  # type: ignore[union-attr]  # freeze: read the spool as it is
+    spool = trail._spool
+    assert isinstance(spool, DiskSpool)
+    records, _ = spool.read(spool.start(), max_records=100)
+    assert [r.event_id for r in records] == [*ids, later]  # purged in order, before later
+
+
+def test_close_keeps_undelivered_events_and_the_next_trail_sends_them(
+        spooled: Callable[..., AuditTrail]) -> None:
+    failures: list[uuid.UUID] = []
+    broker = FakeBroker("down")
+    first = spooled(broker, on_failure=lambda event_id, _text: failures.append(event_id))
+    ids = [first.record(actor="a", action="update", target=f"t{i}") for i in range(12)]
+    assert first.close(0.2) == 12
+    assert failures == [] and first.stats.failed == 0
+    broker.mode = "up"
+    second = spooled(broker)
+    assert second.stats.recovered == 12 and second.stats.queued == 12
+    assert second.flush(10) == 0
+    assert topic_ids(broker) == ids
+    assert second.stats.delivered == 12 and second.stats.pending == 0
+
+
+def test_a_live_event_in_memory_at_close_goes_to_the_spool(
+        spooled: Callable[..., AuditTrail]) -> None:
+    broker = FakeBroker("up")
+    first = spooled(broker)
+    first.record(actor="a", action="update", target="warm-up")
+    assert first.flush(5) == 0
+    broker.mode = "stalled"
+    event_id = first.record(actor="a", action="update", target="in memory")
+    assert first.stats.spooled == 1  # the warm-up only: the broker was not known up yet
+    assert first.close(0.1) == 1  # purged into the spool, not failed
+    broker.mode = "up"
+    second = spooled(broker)
+    assert second.flush(10) == 0
+    assert topic_ids(broker)[-1] == event_id
+
+
+def test_a_full_spool_refuses_and_tells_on_failure(spooled: Callable[..., AuditTrail]) -> None:
+    failures: list[tuple[uuid.UUID, str]] = []
+    trail = spooled(FakeBroker("down"), spool_max_bytes=2000,
+                    on_failure=lambda event_id, text: failures.append((event_id, text)))
+    accepted = 0
+    with pytest.raises(SpoolFull) as caught:
+        for _ in range(100):
+            trail.record(actor="a", action="update", target="t")
+            accepted += 1
+    assert 0 < accepted < 100
+    assert trail.stats.refused == 1 and trail.stats.queued == accepted
+    assert len(failures) == 1 and "is full" in failures[0][1]
+    assert failures[0][1] == str(caught.value)
+
+
+def test_always_mode_writes_every_event_to_the_spool_first(
+        spooled: Callable[..., AuditTrail], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = FakeBroker("up")
+    trail = spooled(broker, durability="always")
+    trail.record(actor="a", action="update", target="warm-up")
+    assert trail.flush(5) == 0
+    seen_on_disk: list[bool] = []
+    original = broker.producers[0].produce
+
+    def produce(topic: str, value: bytes | None = None, *args: Any, **kwargs: Any) -> None:
+        assert value is not None
+        seen_on_disk.append(any(value in path.read_bytes() for path in spool_files(tmp_path)))
+        original(topic, value, *args, **kwargs)
+
+    monkeypatch.setattr(broker.producers[0], "produce", produce)
+    ids = [trail.record(actor="a", action="update", target=f"t{i}") for i in range(10)]
+    assert trail.flush(10) == 0
+    assert topic_ids(broker)[1:] == ids
+    assert seen_on_disk == [True] * 10 and trail.stats.spooled == 11
+
+
+def test_a_spooled_event_that_fails_is_sent_again(spooled: Callable[..., AuditTrail]) -> None:
+    broker = FakeBroker("down")
+    trail = spooled(broker)
+    ids = [trail.record(actor="a", action="update", target=f"t{i}") for i in range(5)]
+    broker.fail_next(confluent_kafka.KafkaError._MSG_TIMED_OUT)
+    broker.mode = "up"
+    assert trail.flush(15) == 0
+    delivered = topic_ids(broker)
+    assert set(delivered) == set(ids)  # the failed one again, maybe with repeats after it
+    assert [i for i in delivered if i in ids][-5:] == ids[-5:] or delivered[-4:] == ids[1:]
+    assert trail.stats.delivered == 5 and trail.stats.failed == 0
+
+
+def test_the_spool_holds_only_redacted_encoded_events(
+        spooled: Callable[..., AuditTrail], tmp_path: Path) -> None:
+    trail = spooled(FakeBroker("down"), redaction_key=KEY)
+    planted = ["hunter2-PASSWORD-value", "AKIAIOSFODNN7EXAMPLE", "203.0.113.77"]
+    trail.record(actor="alice", action="update", target="db",
+                 before={"password": planted[0]}, after={"aws": planted[1]},
+                 client_ip=planted[2])
+    data = b"".join(path.read_bytes() for path in spool_files(tmp_path))
+    assert data
+    for secret in [*planted, "113.77"]:
+        assert secret.encode() not in data
+    assert b"203.0.***.***" in data
+
+
+def test_records_from_threads_with_a_flapping_broker_lose_nothing(
+        spooled: Callable[..., AuditTrail]) -> None:
+    broker = FakeBroker("up")
+    trail = spooled(broker)
+    recorded: dict[int, list[uuid.UUID]] = {n: [] for n in range(4)}
+
+    def work(n: int) -> None:
+        for i in range(60):
+            recorded[n].append(trail.record(actor=f"w{n}", action="update", target=f"t{i}"))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for mode in ["down", "up", "stalled", "down", "up"] * 3:
+        broker.mode = mode
+        time.sleep(0.02)
+    for thread in threads:
+        thread.join()
+    broker.mode = "up"
+    assert trail.flush(20) == 0
+    delivered = topic_ids(broker)
+    everything = [event_id for ids in recorded.values() for event_id in ids]
+    assert set(delivered) == set(everything)
+    assert trail.stats.delivered == 240 and trail.stats.pending == 0
+    first_seen = list(dict.fromkeys(delivered))
+    for ids in recorded.values():  # each thread's events in its order, but for re-spooled ones
+        positions = [first_seen.index(event_id) for event_id in ids]
+        assert sum(1 for a, b in zip(positions, positions[1:], strict=False) if b < a) <= 10
+
+
+def test_durability_settings_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="durability"):
+        AuditTrail(bootstrap=UNREACHABLE, durability="disk")
+    with pytest.raises(ConfigError, match="BALDUR_AUDIT_SPOOL_MAX_BYTES"):
+        AuditTrail.from_env({"BALDUR_AUDIT_ENABLED": "1", "BALDUR_AUDIT_SPOOL_MAX_BYTES": "1G"})
+    environ = {"BALDUR_AUDIT_ENABLED": "1", "BALDUR_AUDIT_SPOOL_DIR": str(tmp_path / "sp"),
+               "BALDUR_AUDIT_DURABILITY": "always", "BALDUR_AUDIT_TOPIC": "x"}
+    broker = FakeBroker("down")
+    trail = AuditTrail.from_env(environ, producer_factory=broker.factory)
+    trail.record(actor="a", action="update", target="t")
+    assert trail.stats.spooled == 1 and (tmp_path / "sp" / "x" / "0").is_dir()
+    assert trail.close(0) == 1
+    trail = AuditTrail.from_env({**environ, "BALDUR_AUDIT_DURABILITY": "memory"},
+                                producer_factory=broker.factory)
+    trail.record(actor="a", action="update", target="t")
+    assert trail.stats.spooled == 0
+    trail.close(0)
+
+
+def test_a_spool_directory_of_another_process_is_not_shared(
+        spooled: Callable[..., AuditTrail], tmp_path: Path) -> None:
+    broker = FakeBroker("down")
+    first = spooled(broker)
+    second = spooled(broker)
+    first.record(actor="a", action="update", target="t")
+    second.record(actor="a", action="update", target="t")
+    assert sorted(p.parent.name for p in spool_files(tmp_path)) == ["0", "1"]
