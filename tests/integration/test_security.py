@@ -679,7 +679,13 @@ def _pid_file(path: Path) -> int:
     return pid
 
 
-def test_address_decoding() -> None:
+def test_socket_listing_sees_a_listener_and_decodes_addresses() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert ("tcp", "127.0.0.1", port) in bound_sockets(os.getpid())
+    assert ("tcp", "127.0.0.1", port) not in bound_sockets(os.getpid())
     assert _address("0100007F:7251") == ("127.0.0.1", 29265)
     assert _address("00000000:0016") == ("0.0.0.0", 22)  # noqa: S104 (decoded, not bound)
     assert _address("00000000000000000000000000000000:0050") == ("::", 80)
