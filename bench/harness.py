@@ -285,6 +285,26 @@ class CliRun:
     max_rss_mb: float
 
 
+#: A small process between the benchmark and each CLI process. Linux records the high-water
+#: RSS of the forked copy of the parent in the child's ``ru_maxrss`` at exec, so a child
+#: forked straight from the (large) benchmark would report the benchmark's size; forked from
+#: this launcher, it reports its own peak. The launcher forwards SIGTERM/SIGINT and writes
+#: the child's rusage ("utime stime maxrss_kb") to the file named by its first argument.
+LAUNCHER = """
+import os, signal, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+for signum in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(signum, lambda n, _f: os.kill(pid, n))
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(f"{usage.ru_utime} {usage.ru_stime} {usage.ru_maxrss}")
+code = os.waitstatus_to_exitcode(status)
+sys.exit(128 - code if code < 0 else code)
+"""
+
+
 def cli_command(*args: str, profile: Path | None = None) -> list[str]:
     """The argv of ``baldur-audit ARGS --json``, optionally under ``py-spy record``."""
     argv = [sys.executable, "-m", "baldur_audit.consumers", *args, "--json"]
@@ -293,55 +313,77 @@ def cli_command(*args: str, profile: Path | None = None) -> list[str]:
     from shutil import which
 
     spy = which("py-spy") or "/tmp/prof-venv/bin/py-spy"  # noqa: S108 (a developer's install)
-    return [spy, "record", "--nonblocking", "--rate", "250", "--format", "raw",
+    return [spy, "record", "--nonblocking", "--idle", "--rate", "250", "--format", "raw",
             "--output", str(profile), "--", *argv]
 
 
 @dataclass
 class Child:
-    """A running ``baldur-audit`` process; stderr goes to a temporary file (a pipe could
-    fill up and stall the child)."""
+    """A running ``baldur-audit`` process (under the launcher); stderr goes to a temporary
+    file (a pipe could fill up and stall the child)."""
 
     what: str
     proc: subprocess.Popen[bytes]
     errors: Any
+    usage_file: Path
     started: float
 
     def terminate(self) -> None:
-        """SIGTERM: the chainer stops after its current batch."""
+        """SIGTERM (forwarded by the launcher): the chainer stops after its current batch."""
         if self.proc.returncode is None:
             self.proc.terminate()
 
 
+def start_process(what: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Child:
+    """Start ``argv`` under the launcher (stdout piped)."""
+    errors = tempfile.TemporaryFile()
+    handle, usage_name = tempfile.mkstemp(prefix="bench-rusage-")
+    os.close(handle)
+    proc = subprocess.Popen([sys.executable, "-S", "-c", LAUNCHER, usage_name, *argv],
+                            env=env, stdout=subprocess.PIPE, stderr=errors)
+    return Child(what=what, proc=proc, errors=errors, usage_file=Path(usage_name),
+                 started=time.monotonic())
+
+
 def start_cli(led: Ledger, *args: str, profile: Path | None = None) -> Child:
     """Start ``baldur-audit ARGS --json`` for ``led``."""
-    errors = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cli_command(*args, profile=profile), env=led.env,
-                            stdout=subprocess.PIPE, stderr=errors)
-    return Child(what=args[0], proc=proc, errors=errors, started=time.monotonic())
+    return start_process(args[0], cli_command(*args, profile=profile), led.env)
+
+
+def _last_json(stdout: bytes) -> dict[str, Any] | None:
+    """The last line of ``stdout`` that is a JSON object (py-spy adds lines of its own)."""
+    for line in reversed(stdout.decode("utf-8", "replace").splitlines()):
+        if line.startswith("{"):
+            try:
+                found = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(found, dict):
+                return found
+    return None
 
 
 def finish_cli(child: Child, expect: Sequence[int] = (0,)) -> CliRun:
-    """Reap the child with ``wait4``: its own rusage, not the sum of all children."""
-    proc = child.proc
-    stdout = proc.stdout.read() if proc.stdout else b""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    """Wait for the child; its CPU time and peak RSS come from the launcher's wait4."""
+    stdout = child.proc.communicate()[0] or b""
     wall = time.monotonic() - child.started
     child.errors.seek(0)
     stderr = child.errors.read()
     child.errors.close()
-    if proc.returncode not in expect:
-        last = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["(no message)"]
-        raise BenchError(f"{child.what} exited {proc.returncode}: {last[0][:300]}")
     try:
-        lines = stdout.decode("utf-8").strip().splitlines()
-        result = json.loads(lines[-1]) if lines else {}
-    except ValueError as exc:
-        raise BenchError(f"{child.what} printed no JSON result ({type(exc).__name__})") from None
-    return CliRun(result=result, wall_seconds=wall,
-                  cpu_seconds=usage.ru_utime + usage.ru_stime,
-                  max_rss_mb=usage.ru_maxrss / 1024)
+        utime, stime, maxrss_kb = (float(v) for v in child.usage_file.read_text().split())
+    except (OSError, ValueError):
+        utime = stime = maxrss_kb = float("nan")
+    finally:
+        child.usage_file.unlink(missing_ok=True)
+    if child.proc.returncode not in expect:
+        last = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["(no message)"]
+        raise BenchError(f"{child.what} exited {child.proc.returncode}: {last[0][:300]}")
+    result = _last_json(stdout)
+    if result is None:
+        raise BenchError(f"{child.what} printed no JSON result")
+    return CliRun(result=result, wall_seconds=wall, cpu_seconds=utime + stime,
+                  max_rss_mb=maxrss_kb / 1024)
 
 
 def run_cli(led: Ledger, *args: str, profile: Path | None = None) -> CliRun:

@@ -173,7 +173,7 @@ def live_run(led: Ledger, loads: Sequence[tuple[float, Sequence[bytes]]], warmup
         stop.set()
         chainer.terminate()
         try:
-            finish_cli(chainer, expect=(0, -15))
+            finish_cli(chainer, expect=(0, 143))  # 143: killed by SIGTERM
         finally:
             times = seqs = b""
             if receive.poll(30):

@@ -213,3 +213,25 @@ def test_arguments_quick_overrides_and_refusals(capsys: pytest.CaptureFixture[st
             pipeline.parse_args(bad)
         assert exit_info.value.code == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def test_child_rusage_is_the_childs_own_not_the_benchmarks() -> None:
+    ballast = bytearray(256 * 1024 * 1024)  # the benchmark holding its payloads
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page: resident
+    child = harness.start_process("child", [sys.executable, "-c",
+                                            "import json; b = bytearray(64 << 20); "
+                                            "b[::4096] = b'y' * len(b[::4096]); "
+                                            "print(json.dumps({'ok': True}))"])
+    run = harness.finish_cli(child)
+    del ballast
+    assert run.result == {"ok": True}
+    assert 64 <= run.max_rss_mb < 200  # its own 64 MB, not the parent's 256 MB
+    assert run.cpu_seconds > 0
+    failing = harness.start_process("fails", [sys.executable, "-c", "raise SystemExit('bad')"])
+    with pytest.raises(harness.BenchError, match="fails exited 1: bad"):
+        harness.finish_cli(failing)
+
+
+def test_last_json_skips_lines_other_tools_print() -> None:
+    assert harness._last_json(b'{"a": 1}\npy-spy> Wrote raw data. Samples: 9\n') == {"a": 1}
+    assert harness._last_json(b"nothing here\n{broken\n") is None
