@@ -128,7 +128,8 @@ class Bench:
             "steady_per_s": steady,
             "cli_reported_per_s": n / max(run.result["seconds"] - IDLE, 1e-9),
             "cpu_us_per_event": run.cpu_seconds / n * 1e6,
-            "max_rss_mb": run.max_rss_mb, "wall_s": run.wall_seconds})
+            "max_rss_mb": run.max_rss_mb, "wall_s": run.wall_seconds,
+            "records_per_batch": n / max(int(run.result.get("batches") or 0), 1)})
 
     def phase_drain(self) -> None:
         self.main_ledger()
@@ -417,6 +418,7 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("drain", "end_to_end_per_s", "Drain: from process start to last row visible", "events/s"),
     ("drain", "cpu_us_per_event", "Drain: chainer CPU time per event", "µs"),
     ("drain", "max_rss_mb", "Drain: chainer peak RSS", "MB"),
+    ("drain", "records_per_batch", "Drain: records per chainer transaction", "records"),
     ("live_1000", "p50_ms", "Live 1k/s: latency p50", "ms"),
     ("live_1000", "p99_ms", "Live 1k/s: latency p99", "ms"),
     ("live_1000", "max_ms", "Live 1k/s: latency max", "ms"),
@@ -511,6 +513,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
     parser.add_argument("--events", type=int, help="events in the drained ledger (500000)")
     parser.add_argument("--runs", type=int, help="repetitions per figure (3)")
     parser.add_argument("--live-seconds", type=float, help="seconds per offered load (30)")
+    parser.add_argument("--producer-events", type=int, help="events per producer-library run (100000)")
+    parser.add_argument("--scale", help="ledger sizes of the scale phase, SMALL,LARGE (100000,1000000)")
     parser.add_argument("--phases", default=",".join(PHASES),
                         help=f"comma-separated subset of {','.join(PHASES)}")
     parser.add_argument("--profile", type=Path, metavar="DIR",
@@ -524,8 +528,17 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
         cfg.runs = args.runs
     if args.live_seconds is not None:
         cfg.live_seconds = args.live_seconds
+    if args.producer_events is not None:
+        cfg.producer_events = args.producer_events
+    if args.scale is not None:
+        try:
+            small, large = (int(size) for size in args.scale.split(","))
+        except ValueError:
+            parser.error("--scale: expected SMALL,LARGE, e.g. 100000,1000000")
+        cfg.scale = (small, large)
     unknown = set(args.phases.split(",")) - set(PHASES)
-    if unknown or cfg.events < 1 or cfg.runs < 1 or cfg.live_seconds <= 0:
+    if unknown or min(cfg.events, cfg.runs, cfg.producer_events) < 1 or cfg.live_seconds <= 0 \
+            or not 0 < cfg.scale[0] < cfg.scale[1]:
         parser.error(f"bad sizes or unknown phases {sorted(unknown)}")
     return cfg, args
 

@@ -208,7 +208,10 @@ def test_arguments_quick_overrides_and_refusals(capsys: pytest.CaptureFixture[st
     assert cfg.runs == 2 and cfg.events < pipeline.Config().events
     cfg, args = pipeline.parse_args(["--events", "1000", "--phases", "drain,verify"])
     assert cfg.events == 1000 and cfg.runs == 3 and args.phases == "drain,verify"
-    for bad in (["--phases", "drain,nonsense"], ["--events", "0"], ["--runs", "x"]):
+    cfg, _ = pipeline.parse_args(["--scale", "10,20", "--producer-events", "5"])
+    assert cfg.scale == (10, 20) and cfg.producer_events == 5
+    for bad in (["--phases", "drain,nonsense"], ["--events", "0"], ["--runs", "x"],
+                ["--scale", "20,10"], ["--scale", "ten"]):
         with pytest.raises(SystemExit) as exit_info:
             pipeline.parse_args(bad)
         assert exit_info.value.code == 2
