@@ -24,11 +24,11 @@ from baldur_audit.schemas.chain import (
     genesis_link,
 )
 from baldur_audit.schemas.codec import KNOWN_SCHEMAS, WriterSchema
-from baldur_audit.schemas.errors import ChainBreak, ConfigError
+from baldur_audit.schemas.errors import ConfigError
+from baldur_audit.schemas.view import view_digest
 
 from .source import KafkaTopicReader
-from .store import PostgresLedgerStore, ms_to_datetime, schemas_to_store
-from .verify import check_columns, use_exact_json
+from .store import PostgresLedgerStore, SealedRow, schemas_to_store
 
 Progress = Callable[[int], None]
 
@@ -86,30 +86,29 @@ class _EventIndex:
 
     def add(self, entries: list[SealedEntry]) -> None:
         for entry in entries:
-            if entry.kind is EntryKind.EVENT and entry.event is not None:
-                self._first.setdefault(entry.event.event_id.bytes, entry.seq)
+            if entry.kind is EntryKind.EVENT and entry.event_id is not None:
+                self._first.setdefault(entry.event_id.bytes, entry.seq)
 
 
-def _compare(entry: SealedEntry, row: Mapping[str, Any]) -> str | None:
+def _compare(entry: SealedEntry, row: SealedRow) -> str | None:
     """Why ``row`` is not ``entry`` (None when it is)."""
-    if int(row["kafka_offset"]) != entry.record.offset:
-        return (f"ledger entry holds offset {row['kafka_offset']}, the topic's record "
-                f"{entry.seq} is at offset {entry.record.offset}")
-    payload = row["payload"]
-    if (None if payload is None else bytes(payload)) != entry.record.value:
+    (_seq, offset, kind, duplicate_of, value_null, payload_sha, digest, key_id, link,
+     view_sha, _timestamp_ms, has_reason) = row
+    if offset != entry.record.offset:
+        return (f"ledger entry holds offset {offset}, the topic's record {entry.seq} is at "
+                f"offset {entry.record.offset}")
+    if payload_sha != entry.digest or value_null != (entry.record.value is None):
         return "payload differs from the topic record's bytes"
-    if row["kind"] != entry.kind.label or int(row["duplicate_of"] or 0) != (entry.duplicate_of or 0):
-        return f"sealed as {row['kind']}, the topic says {entry.kind.label}"
-    if row["kafka_timestamp"] != ms_to_datetime(entry.record.timestamp_ms):
-        return "kafka timestamp differs from the topic record's"
-    if bytes(row["digest"]) != entry.digest:
+    if kind != entry.kind.label or duplicate_of != (entry.duplicate_of or 0):
+        return f"sealed as {kind}, the topic says {entry.kind.label}"
+    if digest != entry.digest:
         return "digest differs from the topic record's"
-    if row["key_id"] != entry.key_id or not hmac.compare_digest(bytes(row["link"]), entry.link):
+    if view_sha != view_digest(entry.view):
+        return "visible columns differ from what the topic record says"
+    if key_id != entry.key_id or not hmac.compare_digest(link, entry.link):
         return "link differs from the chain rebuilt from the topic"
-    try:
-        check_columns(row, entry.kind, entry.event, entry.reject_reason)
-    except ChainBreak as exc:
-        return exc.detail
+    if has_reason != (entry.kind is EntryKind.REJECTED):
+        return "reject_reason presence does not match the entry's kind"
     return None
 
 
@@ -145,14 +144,13 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
     # before the snapshot can never be ahead of what the snapshot holds.
     witness = committed_offset()
     with store.snapshot() as conn:
-        use_exact_json(conn)
         # Snapshot first, then the topic's end: every sealed entry is then below the end.
         low, high = reader.watermarks()
         if low > 0:
             raise ConfigError(f"topic {meta.topic} starts at offset {low}: records before it "
                               "were deleted, so the chain cannot be rebuilt from genesis")
         ledger_entries = store.count_entries(conn)
-        rows: Iterator[dict[str, Any]] = store.iter_entry_rows(conn)
+        rows: Iterator[SealedRow] = store.iter_sealed_rows(conn)
         row = next(rows, None)
         for batch in reader.read(high):
             if found is not None:
@@ -169,10 +167,10 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
                 if row is None:
                     first_unsealed = first_unsealed or entry
                     continue
-                if int(row["seq"]) != entry.seq:
+                if row[0] != entry.seq:
                     found = Divergence(entry.seq, entry.record.offset, "missing",
                                        f"the ledger has no entry for seq {entry.seq}; "
-                                       f"next is seq {row['seq']}")
+                                       f"next is seq {row[0]}")
                     break
                 why = _compare(entry, row)
                 if why is not None:
@@ -180,8 +178,8 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
                     break
                 row = next(rows, None)
         if found is None and row is not None:
-            found = Divergence(int(row["seq"]), int(row["kafka_offset"]), "extra",
-                               f"entry seq {row['seq']} has no record in the topic")
+            found = Divergence(row[0], row[1], "extra",
+                               f"entry seq {row[0]} has no record in the topic")
     missing_tail = topic_records - ledger_entries if found is None else 0
     if found is None and missing_tail > 0 and first_unsealed is not None:
         oldest = first_unsealed

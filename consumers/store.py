@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
 import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -20,10 +21,8 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
-from baldur_audit.schemas.chain import ChainHead, SealedEntry, SigningKey, genesis_link
+from baldur_audit.schemas.chain import ChainHead, EntryKind, SealedEntry, SigningKey, genesis_link
 from baldur_audit.schemas.codec import WriterSchema
 from baldur_audit.schemas.errors import (
     AuditError,
@@ -34,6 +33,7 @@ from baldur_audit.schemas.errors import (
     StoreUnavailable,
     ValueMismatch,
 )
+from baldur_audit.schemas.view import NULL, VIEW_COLUMNS, bytes_field, text_field
 
 from .config import UNPARSABLE_DSN, dsn_password, redact_dsn, scrub
 
@@ -42,23 +42,70 @@ log = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MIGRATION_LOCK = 0x6261_6C64_7572  # "baldur": serializes concurrent `init`s
 
+#: ``audit_entries`` columns in the order the sealer writes them: the sealed view
+#: (schemas/view.py) is one contiguous run in the middle.
 ENTRY_COLUMNS = (
-    "seq", "kafka_offset", "kafka_timestamp", "kind", "duplicate_of", "reject_reason",
-    "event_id", "occurred_at", "actor", "actor_type", "action", "target", "before", "after",
-    "reason", "source", "trace_id", "client_ip", "attributes", "schema_fingerprint",
+    "seq", "kafka_offset", "kind", "duplicate_of", "reject_reason",
+    *(name for name, _ in VIEW_COLUMNS),
     "payload", "digest", "key_id", "link",
 )
-ENTRY_TYPES = (
-    "int8", "int8", "timestamptz", "text", "int8", "text",
-    "uuid", "timestamptz", "text", "text", "text", "text", "jsonb", "jsonb",
-    "text", "text", "text", "text", "jsonb", "bytea",
-    "bytea", "bytea", "text", "bytea",
-)
+
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags 0, no extension
+_COPY_TRAILER = b"\xff\xff"
+_TUPLE_HEAD = struct.Struct(">hiqiq").pack  # field count, seq, kafka_offset (int8 each)
+_INT8 = struct.Struct(">iq").pack
+_KIND_FIELDS = {kind: text_field(kind.label) for kind in EntryKind}
+
+_COPY_ENTRIES = sql.SQL("COPY audit_entries ({}) FROM STDIN (FORMAT BINARY)").format(
+    sql.SQL(", ").join(sql.Identifier(c) for c in ENTRY_COLUMNS))
+
+#: SQL computing an entry's view from its stored columns, byte for byte as the sealer built
+#: it (schemas/view.py): each column as int4 length + value, NULL as length -1.
+_VIEW_VALUE = {
+    "timestamptz": "timestamptz_send({})",
+    "uuid": "uuid_send({})",
+    "text": "convert_to({}, 'UTF8')",
+    "json": "convert_to({}::text, 'UTF8')",
+    "bytea": "{}",
+}
+VIEW_SQL = " || ".join(
+    "coalesce(int4send(octet_length({v})) || {v}, '\\xffffffff'::bytea)".format(
+        v=_VIEW_VALUE[kind].format(name)) for name, kind in VIEW_COLUMNS)
 
 
-def _raw_json(text: str | None) -> Jsonb | None:
-    """JSON text passed to ``jsonb`` verbatim (it was validated when decoded)."""
-    return None if text is None else Jsonb(text, dumps=lambda value: value)
+_TIMESTAMP_MS = ("CASE WHEN isfinite(kafka_timestamp) THEN "
+                 "floor(extract(epoch FROM kafka_timestamp) * 1000)::int8 END")
+
+#: What verify and replay read per entry: the stored link fields, and SHA-256 digests of the
+#: payload and of the view computed by the database. Positions: 0 seq, 1 kafka_offset,
+#: 2 kind, 3 duplicate_of (0 when NULL), 4 payload IS NULL, 5 SHA-256(payload),
+#: 6 digest, 7 key_id, 8 link, 9 SHA-256(view), 10 kafka_timestamp in ms (None when not
+#: finite), 11 whether reject_reason is set.
+SealedRow = tuple[int, int, str, int, bool, bytes, bytes, str, bytes, bytes, int | None, bool]
+_SEALED_ROWS = (
+    "SELECT seq, kafka_offset, kind, coalesce(duplicate_of, 0), payload IS NULL,"
+    " sha256(coalesce(payload, ''::bytea)), digest, key_id, link, sha256(" + VIEW_SQL + "), "
+    + _TIMESTAMP_MS + ", coalesce(reject_reason, '') <> '' FROM audit_entries ORDER BY seq")
+
+
+def entry_tuple(entry: SealedEntry) -> bytes:
+    """One ``audit_entries`` row in PostgreSQL's binary ``COPY`` format (ENTRY_COLUMNS)."""
+    return b"".join((
+        _TUPLE_HEAD(len(ENTRY_COLUMNS), 8, entry.seq, 8, entry.record.offset),
+        _KIND_FIELDS[entry.kind],
+        NULL if entry.duplicate_of is None else _INT8(8, entry.duplicate_of),
+        text_field(entry.reject_reason),
+        entry.view,
+        bytes_field(entry.record.value),
+        bytes_field(entry.digest),
+        text_field(entry.key_id),
+        bytes_field(entry.link),
+    ))
+
+
+def copy_data(entries: Sequence[SealedEntry]) -> bytes:
+    """A whole binary ``COPY`` stream (header, rows, trailer) for ``entries``."""
+    return b"".join((_COPY_SIGNATURE, *map(entry_tuple, entries), _COPY_TRAILER))
 
 
 def ms_to_datetime(timestamp_ms: int) -> datetime:
@@ -70,31 +117,6 @@ def datetime_to_ms(moment: datetime) -> int:
     """An aware datetime as whole milliseconds since the epoch (exact for ms values)."""
     delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
-
-
-def entry_row(entry: SealedEntry) -> tuple[Any, ...]:
-    """The ``audit_entries`` row of a sealed entry, in ``ENTRY_COLUMNS`` order."""
-    event = entry.event
-    return (
-        entry.seq, entry.record.offset, ms_to_datetime(entry.record.timestamp_ms),
-        entry.kind.label, entry.duplicate_of, entry.reject_reason,
-        event.event_id if event else None,
-        event.occurred_at if event else None,
-        event.actor.id if event else None,
-        event.actor.type if event else None,
-        event.action if event else None,
-        event.target if event else None,
-        _raw_json(event.before) if event else None,
-        _raw_json(event.after) if event else None,
-        event.reason if event else None,
-        event.source if event else None,
-        event.trace_id if event else None,
-        event.client_ip if event else None,
-        Jsonb(dict(event.attributes)) if event else None,
-        entry.schema_fingerprint,
-        entry.record.value,
-        entry.digest, entry.key_id, entry.link,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +173,9 @@ class PostgresLedgerStore:
                 application_name: str = "baldur-audit") -> PostgresLedgerStore:
         """Open a connection; raises :class:`StoreUnavailable` (password never shown)."""
         try:
+            # The sealed view holds UTF-8 text: the session must not transcode it.
             conn = psycopg.connect(dsn, connect_timeout=connect_timeout,
-                                   application_name=application_name)
+                                   application_name=application_name, client_encoding="UTF8")
         except psycopg.Error as exc:
             if redact_dsn(dsn) == UNPARSABLE_DSN:  # the driver's text may quote it whole
                 raise StoreUnavailable("cannot connect to PostgreSQL: the DSN is not a valid "
@@ -349,13 +372,8 @@ class PostgresLedgerStore:
                 raise Fenced(mine=epoch, current=head[0]) if head[1] > first.seq - 1 else \
                     StoreUnavailable(f"chain head is at seq {head[1]}, batch starts at {first.seq}")
             with self._conn.cursor() as cur:
-                columns = sql.SQL(", ").join(sql.Identifier(c) for c in ENTRY_COLUMNS)
-                copy_sql = sql.SQL("COPY audit_entries ({}) FROM STDIN (FORMAT BINARY)").format(
-                    columns)
-                with cur.copy(copy_sql) as copy:
-                    copy.set_types(list(ENTRY_TYPES))
-                    for entry in entries:
-                        copy.write_row(entry_row(entry))
+                with cur.copy(_COPY_ENTRIES) as copy:
+                    copy.write(copy_data(entries))
                 for schema, seq in new_schemas:
                     cur.execute(
                         "INSERT INTO writer_schemas (fingerprint, schema_json, first_seq)"
@@ -385,16 +403,26 @@ class PostgresLedgerStore:
                     self._conn.isolation_level = None
                     self._conn.read_only = None
 
-    def iter_entry_rows(self, conn: psycopg.Connection[Any], *, from_seq: int = 1,
-                        batch: int = 5000) -> Iterator[dict[str, Any]]:
-        """Entries in seq order as dicts, streamed by a server-side cursor (flat memory)."""
+    def iter_sealed_rows(self, conn: psycopg.Connection[Any], *,
+                         batch: int = 10_000) -> Iterator[SealedRow]:
+        """Every entry as a :data:`SealedRow`, in seq order, streamed by a server-side
+        cursor in binary (flat memory; the hashing happens in the database)."""
         with self._translated("read entries"), conn.cursor(
-                name=f"baldur_entries_{uuid.uuid4().hex[:8]}", row_factory=dict_row) as cur:
+                name=f"baldur_entries_{uuid.uuid4().hex[:8]}", binary=True) as cur:
             cur.itersize = batch
-            columns = sql.SQL(", ").join(sql.Identifier(c) for c in ENTRY_COLUMNS)
-            cur.execute(sql.SQL("SELECT {} FROM audit_entries WHERE seq >= %s ORDER BY seq")
-                        .format(columns), (from_seq,))
+            cur.execute(_SEALED_ROWS)
             yield from cur
+
+    def entry_view(self, conn: psycopg.Connection[Any],
+                   seq: int) -> tuple[bytes, bytes | None, int] | None:
+        """Entry ``seq``'s stored view bytes, payload and Kafka timestamp (ms), if any."""
+        with self._translated("read entry"):
+            row = conn.execute(
+                "SELECT " + VIEW_SQL + ", payload, " + _TIMESTAMP_MS +
+                " FROM audit_entries WHERE seq = %s", (seq,), binary=True).fetchone()
+        if row is None or row[2] is None:
+            return None
+        return row[0], row[1], row[2]
 
     def count_entries(self, conn: psycopg.Connection[Any]) -> int:
         """Number of entries in the current snapshot."""
@@ -412,7 +440,7 @@ def schemas_to_store(entries: Sequence[SealedEntry], known: set[bytes],
     found = []
     for entry in entries:
         fingerprint = entry.schema_fingerprint
-        if entry.event is not None and fingerprint is not None and fingerprint not in known:
+        if entry.event_id is not None and fingerprint is not None and fingerprint not in known:
             found.append((catalog[fingerprint], entry.seq))
             known.add(fingerprint)
     return found

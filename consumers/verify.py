@@ -1,28 +1,25 @@
 """``verify``: walk the ledger in seq order, recompute every link, and check that
-every visible column is what the sealed bytes say.
+every visible column is what was sealed.
 
-Reads one repeatable-read snapshot with a server-side cursor, so memory stays
-flat and a running chainer does not disturb the result. Reports ``intact`` or
-the first break (seq, kind, detail); never repairs anything.
+The database computes, per entry, the SHA-256 of the payload and of the entry's view
+(its visible columns, CHAIN.md §6.1); Python recomputes the link over them. No payload is
+decoded unless a link breaks (then only to name the changed column). One repeatable-read
+snapshot, read by a server-side cursor: memory stays flat and a running chainer does not
+disturb the result. Reports ``intact`` or the first break; never repairs anything.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
+import struct
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
-
-from psycopg.types.json import set_json_loads
 
 from baldur_audit.schemas.chain import (
     EntryKind,
-    Linker,
-    LinkInput,
+    LedgerLinker,
     SigningKey,
     classify,
     genesis_link,
@@ -37,16 +34,11 @@ from baldur_audit.schemas.errors import (
     UnknownKey,
     ValueMismatch,
 )
-from baldur_audit.schemas.event import ChangeEvent
+from baldur_audit.schemas.view import VIEW_COLUMNS, entry_view
 
-from .store import HeadRow, LedgerMeta, PostgresLedgerStore, datetime_to_ms, ms_to_datetime
+from .store import HeadRow, LedgerMeta, PostgresLedgerStore, SealedRow
 
 Progress = Callable[[int], None]
-
-JSON_COLUMNS = frozenset({"before", "after", "attributes"})
-VISIBLE_EVENT_COLUMNS = ("event_id", "occurred_at", "actor", "actor_type", "action", "target",
-                         "before", "after", "reason", "source", "trace_id", "client_ip",
-                         "attributes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,131 +85,71 @@ class VerifyReport:
         }
 
 
-def event_values(event: ChangeEvent) -> dict[str, Any]:
-    """The visible column values an event should show, as the database returns them."""
-    return {
-        "event_id": event.event_id,
-        "occurred_at": event.occurred_at,
-        "actor": event.actor.id,
-        "actor_type": event.actor.type,
-        "action": event.action,
-        "target": event.target,
-        "before": None if event.before is None else exact_json_loads(event.before),
-        "after": None if event.after is None else exact_json_loads(event.after),
-        "reason": event.reason,
-        "source": event.source,
-        "trace_id": event.trace_id,
-        "client_ip": event.client_ip,
-        "attributes": dict(event.attributes),
-    }
+KINDS = {kind.label: kind for kind in EntryKind}
 
 
-_EXACT = json.JSONDecoder(parse_float=Decimal, parse_int=Decimal)
-
-
-def exact_json_loads(text: str | bytes) -> Any:
-    """JSON with every number as a ``Decimal``: ``jsonb`` keeps numbers exactly (``1e23``
-    comes back as ``100000000000000000000000``), so floats would compare falsely."""
-    return _EXACT.decode(text if isinstance(text, str) else text.decode("utf-8"))
-
-
-def use_exact_json(conn: Any) -> None:
-    """Make ``conn`` load ``json``/``jsonb`` columns with :func:`exact_json_loads`."""
-    set_json_loads(exact_json_loads, conn)
-
-
-def json_equal(stored: Any, expected: Any) -> bool:
-    """Equality of JSON values that does not confuse ``true`` with ``1``."""
-    if isinstance(stored, bool) or isinstance(expected, bool):
-        return type(stored) is type(expected) and stored == expected
-    if isinstance(stored, dict):
-        return isinstance(expected, dict) and stored.keys() == expected.keys() and all(
-            json_equal(stored[key], expected[key]) for key in stored)
-    if isinstance(stored, list):
-        return isinstance(expected, list) and len(stored) == len(expected) and all(
-            json_equal(a, b) for a, b in zip(stored, expected, strict=True))
-    if isinstance(stored, Decimal) or isinstance(expected, Decimal):
-        return isinstance(stored, Decimal) and isinstance(expected, Decimal) and stored == expected
-    return type(stored) is type(expected) and stored == expected
-
-
-def check_columns(row: Mapping[str, Any], kind: EntryKind, event: ChangeEvent | None,
-                  reject_reason: str | None) -> None:
-    """Raise :class:`ValueMismatch` naming the first visible column that the sealed
-    payload does not support; ``reject_reason`` is the decoder's, shown when a payload
-    sealed as an event does not decode."""
-    seq = int(row["seq"])
-    if kind is EntryKind.REJECTED:
-        for column in VISIBLE_EVENT_COLUMNS:
-            if row[column] is not None:
-                raise ValueMismatch(seq, f"column {column} is set on a rejected entry")
-        # The reason's wording is the decoder's, not sealed: an upgrade may phrase it
-        # differently, so only its presence is checked (the kind itself is sealed).
-        if not row["reject_reason"]:
-            raise ValueMismatch(seq, "rejected entry has no reject_reason")
-        return
-    if event is None:
-        raise ValueMismatch(seq, f"payload sealed as {kind.label} does not decode: "
-                                 f"{reject_reason}")
-    for column, expected in event_values(event).items():
-        stored = row[column]
-        if expected is None and stored is None:
+def split_view(view: bytes) -> list[bytes | None] | None:
+    """A view's column values (None for NULL), or None if it is not well framed."""
+    values: list[bytes | None] = []
+    pos = 0
+    while pos < len(view):
+        if pos + 4 > len(view):
+            return None
+        (size,) = struct.unpack_from(">i", view, pos)
+        pos += 4
+        if size < 0:
+            values.append(None)
             continue
-        if expected is None or stored is None:
-            raise ValueMismatch(seq, f"column {column} differs from the sealed payload")
-        same = json_equal(stored, expected) if column in JSON_COLUMNS else \
-            type(stored) is type(expected) and stored == expected
-        if not same:
-            raise ValueMismatch(seq, f"column {column} differs from the sealed payload")
-    if row["reject_reason"] is not None:
-        raise ValueMismatch(seq, "column reject_reason is set on a sealed event")
+        values.append(view[pos:pos + size])
+        pos += size
+    return values if pos == len(view) and len(values) == len(VIEW_COLUMNS) else None
 
 
-def row_link_input(row: Mapping[str, Any], meta: LedgerMeta, *, seq: int | None = None,
-                   kind: EntryKind | None = None) -> LinkInput:
-    """The link input a stored row claims (``seq`` may be overridden for look-ahead)."""
-    return LinkInput(
-        seq=int(row["seq"]) if seq is None else seq,
-        topic=meta.topic, partition=meta.partition,
-        offset=int(row["kafka_offset"]),
-        timestamp_ms=datetime_to_ms(row["kafka_timestamp"]),
-        kind=kind or EntryKind.from_label(row["kind"]),
-        duplicate_of=int(row["duplicate_of"] or 0),
-        value_null=row["payload"] is None,
-        digest=bytes(row["digest"]),
-    )
+def changed_column(stored_view: bytes, payload: bytes | None, timestamp_ms: int,
+                   schemas: Mapping[bytes, WriterSchema]) -> str | None:
+    """The first visible column whose stored value is not what the payload says, if the
+    payload decodes (used only to explain a break, never to decide one)."""
+    expected = entry_view(timestamp_ms, classify(payload, schemas).view_body)
+    stored, derived = split_view(stored_view), split_view(expected)
+    if stored is None or derived is None:
+        return None
+    for (name, _), have, want in zip(VIEW_COLUMNS, stored, derived, strict=True):
+        if have != want:
+            return name
+    return None
 
 
 class _Peekable:
-    def __init__(self, rows: Iterator[dict[str, Any]]) -> None:
+    def __init__(self, rows: Iterator[SealedRow]) -> None:
         self._rows = rows
-        self._next: dict[str, Any] | None = None
+        self._next: SealedRow | None = None
 
     def __iter__(self) -> _Peekable:
         return self
 
-    def __next__(self) -> dict[str, Any]:
+    def __next__(self) -> SealedRow:
         if self._next is not None:
             row, self._next = self._next, None
             return row
         return next(self._rows)
 
-    def peek(self) -> dict[str, Any] | None:
+    def peek(self) -> SealedRow | None:
         if self._next is None:
             self._next = next(self._rows, None)
         return self._next
 
 
 class LedgerWalk:
-    """Checks rows one by one against the chain; raises :class:`ChainBreak` at the first break."""
+    """Checks rows (:data:`SealedRow`) one by one against the chain; raises
+    :class:`ChainBreak` at the first break."""
 
-    def __init__(self, *, meta: LedgerMeta, keys: Mapping[str, SigningKey],
-                 schemas: Mapping[bytes, WriterSchema], head: HeadRow) -> None:
+    def __init__(self, *, meta: LedgerMeta, keys: Mapping[str, SigningKey], head: HeadRow,
+                 explain: Callable[[int], str | None] = lambda seq: None) -> None:
         self.meta = meta
         self.head = head
         self._keys = keys
-        self._linkers: dict[str, Linker] = {}
-        self._schemas = schemas
+        self._linkers: dict[str, LedgerLinker] = {}
+        self._explain = explain
         self.kinds = {kind.label: 0 for kind in EntryKind}
         genesis_key = keys.get(meta.genesis_key_id)
         if genesis_key is None:
@@ -231,70 +163,76 @@ class LedgerWalk:
         self.prev_offset = -1
         self.next_seq = 1
 
-    def _linker(self, seq: int, key_id: str) -> Linker:
+    def _linker(self, seq: int, key_id: str) -> LedgerLinker:
         linker = self._linkers.get(key_id)
         if linker is None:
             key = self._keys.get(key_id)
             if key is None:
                 raise UnknownKey(seq, f"key id {key_id} is not configured")
-            linker = self._linkers[key_id] = Linker(key)
+            linker = self._linkers[key_id] = LedgerLinker(key, topic=self.meta.topic,
+                                                          partition=self.meta.partition)
         return linker
 
-    def check(self, row: Mapping[str, Any], upcoming: _Peekable) -> None:
+    def _link_of(self, row: SealedRow, *, seq: int | None = None) -> bytes:
+        """The link ``row``'s stored fields give after the current predecessor."""
+        (row_seq, offset, kind_label, duplicate_of, value_null, _payload_sha, digest, key_id,
+         _link, view_sha, timestamp_ms, _has_reason) = row
+        kind = KINDS.get(kind_label)
+        if kind is None:
+            raise ValueMismatch(row_seq, "column kind holds an unknown kind")
+        if timestamp_ms is None:
+            raise ValueMismatch(row_seq, "column kafka_timestamp is not a finite time")
+        return self._linker(row_seq, key_id).link(
+            self.prev_link, row_seq if seq is None else seq, offset, timestamp_ms, kind.code,
+            duplicate_of, value_null, digest, view_sha)
+
+    def check(self, row: SealedRow, upcoming: _Peekable) -> None:
         """Check the next row; on success it becomes the predecessor of the one after."""
-        seq = int(row["seq"])
+        seq, offset, kind_label, duplicate_of, _null, payload_sha, digest = row[:7]
         if seq != self.next_seq:
             raise SequenceGap(self.next_seq, seq,
                               f"seq {self.next_seq}..{seq - 1} missing (next entry found is {seq})")
         if seq > self.head.seq:
             raise InsertedEntry(seq, f"entry beyond the chain head (head is at seq {self.head.seq})")
-        payload = row["payload"]
-        digest = hashlib.sha256(bytes(payload) if payload is not None else b"").digest()
-        if not hmac.compare_digest(digest, bytes(row["digest"])):
+        if not hmac.compare_digest(payload_sha, digest):
             raise ValueMismatch(seq, "payload bytes differ from the sealed digest")
-        linker = self._linker(seq, str(row["key_id"]))
-        try:
-            kind = EntryKind.from_label(str(row["kind"]))
-        except ValueError:
-            raise ValueMismatch(seq, "column kind holds an unknown kind") from None
-        computed = linker.link(self.prev_link, row_link_input(row, self.meta, kind=kind))
-        stored = bytes(row["link"])
+        stored = row[8]
+        computed = self._link_of(row)
         if not hmac.compare_digest(computed, stored):
             self._explain_link_break(row, upcoming, stored, computed)
-        stamp = row["kafka_timestamp"]
-        if ms_to_datetime(datetime_to_ms(stamp)) != stamp:
-            raise ValueMismatch(seq, "column kafka_timestamp is not the sealed millisecond")
-        offset = int(row["kafka_offset"])
         if offset <= self.prev_offset:
             raise ReorderedEntry(seq, f"offset {offset} does not follow offset {self.prev_offset}")
-        outcome = classify(bytes(payload) if payload is not None else None, self._schemas)
-        if kind is EntryKind.REJECTED and outcome.event is not None and \
-                not (row["reject_reason"] or "").startswith("unknown writer schema"):
-            raise ValueMismatch(seq, "entry sealed as rejected decodes as a valid event")
-        check_columns(row, kind, outcome.event, outcome.reject_reason)
-        if kind is EntryKind.DUPLICATE and not row["duplicate_of"]:
+        rejected = kind_label == "rejected"
+        if rejected != row[11]:
+            # The reason's wording is the decoder's and is not sealed (CHAIN.md §6.1): only
+            # its presence is checked.
+            raise ValueMismatch(seq, "rejected entry has no reject_reason" if rejected else
+                                "column reject_reason is set on a sealed event")
+        if kind_label == "duplicate" and not duplicate_of:
             raise ValueMismatch(seq, "duplicate entry does not name its first occurrence")
-        self.kinds[kind.label] += 1
+        self.kinds[kind_label] += 1
         self.prev_link = stored
         self.prev_offset = offset
         self.next_seq = seq + 1
 
-    def _explain_link_break(self, row: Mapping[str, Any], upcoming: _Peekable, stored: bytes,
+    def _explain_link_break(self, row: SealedRow, upcoming: _Peekable, stored: bytes,
                             computed: bytes) -> None:
-        seq = int(row["seq"])
+        seq, offset = row[0], row[1]
         nxt = upcoming.peek()
         if nxt is not None:
-            if int(nxt["kafka_offset"]) < int(row["kafka_offset"]):
-                raise ReorderedEntry(seq, f"entry holds offset {row['kafka_offset']}, which "
-                                          f"follows offset {nxt['kafka_offset']} of seq {nxt['seq']}")
+            if nxt[1] < offset:
+                raise ReorderedEntry(seq, f"entry holds offset {offset}, which follows offset "
+                                          f"{nxt[1]} of seq {nxt[0]}")
             try:
-                linker = self._linker(seq, str(nxt["key_id"]))
-                shifted = linker.link(self.prev_link, row_link_input(nxt, self.meta, seq=seq))
-            except (UnknownKey, ValueError):
+                shifted = self._link_of(nxt, seq=seq)
+            except ChainBreak:
                 shifted = b""
-            if hmac.compare_digest(shifted, bytes(nxt["link"])):
+            if hmac.compare_digest(shifted, nxt[8]):
                 raise InsertedEntry(seq, "an entry that was never sealed was inserted here "
                                          "(the following entries were renumbered)")
+        column = self._explain(seq)
+        if column is not None:
+            raise ValueMismatch(seq, f"column {column} differs from the sealed payload")
         raise LinkMismatch(seq, stored, computed)
 
     def finish(self) -> None:
@@ -334,7 +272,6 @@ def verify_ledger(store: PostgresLedgerStore, keys: Mapping[str, SigningKey], *,
     started = time.monotonic()
     store.require_schema()
     with store.snapshot() as conn:
-        use_exact_json(conn)
         meta = store.read_meta()
         head = store.read_head()
         head_info = {"seq": head.seq, "offset": head.offset, "link": head.link.hex(),
@@ -345,12 +282,17 @@ def verify_ledger(store: PostgresLedgerStore, keys: Mapping[str, SigningKey], *,
         except ChainBreak as exc:
             return VerifyReport(entries=store.count_entries(conn), head=head_info,
                                 first_break=Break.of(exc), seconds=time.monotonic() - started)
+
+        def explain(seq: int) -> str | None:
+            stored = store.entry_view(conn, seq)
+            return None if stored is None else changed_column(*stored, catalog)
+
         checked = 0
         found: ChainBreak | None = None
         walk: LedgerWalk | None = None
         try:
-            walk = LedgerWalk(meta=meta, keys=keys, schemas=catalog, head=head)
-            rows = _Peekable(store.iter_entry_rows(conn))
+            walk = LedgerWalk(meta=meta, keys=keys, head=head, explain=explain)
+            rows = _Peekable(store.iter_sealed_rows(conn))
             for row in rows:
                 walk.check(row, rows)
                 checked += 1

@@ -38,7 +38,9 @@ required_files = [
     "baldur_audit/schemas/py.typed",
     "baldur_audit/consumers/py.typed",
     "baldur_audit/schemas/CHAIN.md",
-    "baldur_audit/schemas/vectors/chain-v1.json",
+    "baldur_audit/schemas/vectors/chain-v2.json",
+    "baldur_audit/schemas/vectors/merkle-v1.json",
+    "baldur_audit/schemas/vectors/checkpoint-v1.json",
 ]
 required_prefixes = {
     # wheels have no directory entries: require at least one SQL file in it

@@ -2,7 +2,7 @@
 
 Pure: the signing key, records and look-ups are passed in. ``CHAIN.md`` beside
 this module is the normative specification of every byte hashed here; the test
-vectors in ``vectors/chain-v1.json`` are generated from and checked against it.
+vectors in ``vectors/chain-v2.json`` are generated from and checked against it.
 
 A link is ``HMAC-SHA256(key, message)`` where ``message`` is a domain tag
 followed by length-prefixed, named fields (see :func:`frame`). The genesis link
@@ -19,12 +19,13 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
+from . import fastpath
 from .codec import WriterSchema, decode_event, read_fingerprint
 from .errors import ConfigError, DecodeError
-from .event import ChangeEvent
+from .view import entry_view, event_view_body, rejected_view_body, view_digest
 
 GENESIS_TAG = b"baldur-audit/genesis/v1"
-LINK_TAG = b"baldur-audit/link/v1"
+LINK_TAG = b"baldur-audit/link/v2"
 KEY_ID_TAG = b"baldur-audit/key-id/v1"
 MIN_KEY_BYTES = 32
 LINK_BYTES = 32
@@ -111,6 +112,7 @@ class LinkInput:
     duplicate_of: int
     value_null: bool
     digest: bytes
+    view_digest: bytes
 
 
 def _fixed(name: bytes, size: int) -> bytes:
@@ -145,6 +147,7 @@ def link_message(key_id: str, prev_link: bytes, link_input: LinkInput) -> bytes:
         _H_DUPLICATE, _NUMBERS.pack(link_input.duplicate_of),
         _H_NULL, b"\x01" if link_input.value_null else b"\x00",
         field(b"digest", link_input.digest),
+        field(b"view", link_input.view_digest),
     ))
 
 
@@ -162,6 +165,7 @@ def link_message_framed(key_id: str, prev_link: bytes, link_input: LinkInput) ->
         (b"duplicate_of", struct.pack(">Q", link_input.duplicate_of)),
         (b"value_null", b"\x01" if link_input.value_null else b"\x00"),
         (b"digest", link_input.digest),
+        (b"view", link_input.view_digest),
     ])
 
 
@@ -178,6 +182,42 @@ class Linker:
         """The link of an entry whose predecessor's link is ``prev_link``."""
         mac = self._base.copy()
         mac.update(link_message(self.key_id, prev_link, link_input))
+        return mac.digest()
+
+
+_H_PREV = _fixed(b"prev", LINK_BYTES)
+_U8 = struct.Struct(">B").pack
+_I64 = struct.Struct(">q").pack
+
+
+class LedgerLinker:
+    """:class:`Linker` for one ledger's topic and partition, taking the link fields as plain
+    values: the per-entry work of ``verify`` and ``replay`` (equal to :func:`link_message`,
+    which ``tests/unit/test_chain.py`` checks)."""
+
+    __slots__ = ("key_id", "_base", "_key_field", "_topic_partition")
+
+    def __init__(self, key: SigningKey, *, topic: str, partition: int) -> None:
+        self.key_id = key.key_id
+        self._base = hmac.new(key.secret, digestmod=hashlib.sha256)
+        self._key_field = field(b"key_id", key.key_id.encode("utf-8"))
+        self._topic_partition = field(b"topic", topic.encode("utf-8")) + _H_PARTITION + \
+            struct.pack(">i", partition)
+
+    def link(self, prev_link: bytes, seq: int, offset: int, timestamp_ms: int, kind_code: int,
+             duplicate_of: int, value_null: bool, digest: bytes, view_digest: bytes) -> bytes:
+        """The link of entry ``seq`` whose predecessor's link is ``prev_link``."""
+        mac = self._base.copy()
+        mac.update(b"".join((
+            _LINK_DOMAIN,
+            _H_PREV if len(prev_link) == LINK_BYTES else _fixed(b"prev", len(prev_link)),
+            prev_link, self._key_field,
+            _H_SEQ, _NUMBERS.pack(seq), self._topic_partition,
+            _H_OFFSET, _I64(offset), _H_TIMESTAMP, _I64(timestamp_ms),
+            _H_KIND, _U8(kind_code), _H_DUPLICATE, _NUMBERS.pack(duplicate_of),
+            _H_NULL, b"\x01" if value_null else b"\x00",
+            field(b"digest", digest), field(b"view", view_digest),
+        )))
         return mac.digest()
 
 
@@ -205,10 +245,11 @@ class SealedEntry:
     record: TopicRecord
     kind: EntryKind
     duplicate_of: int | None
-    event: ChangeEvent | None
+    event_id: uuid.UUID | None
     reject_reason: str | None
     schema_fingerprint: bytes | None
     digest: bytes
+    view: bytes
     key_id: str
     link: bytes
 
@@ -217,20 +258,38 @@ class SealedEntry:
         return LinkInput(seq=self.seq, topic=self.record.topic, partition=self.record.partition,
                          offset=self.record.offset, timestamp_ms=self.record.timestamp_ms,
                          kind=self.kind, duplicate_of=self.duplicate_of or NO_DUPLICATE,
-                         value_null=self.record.value is None, digest=self.digest)
+                         value_null=self.record.value is None, digest=self.digest,
+                         view_digest=view_digest(self.view))
 
 
 @dataclass(frozen=True, slots=True)
 class Classified:
-    """The outcome of decoding one record: an event, or the reason it is rejected."""
+    """The outcome of decoding one record: an event (its id and the view its payload
+    gives, after the Kafka timestamp: schemas/view.py), or the reason it is rejected."""
 
-    event: ChangeEvent | None
+    event_id: uuid.UUID | None
+    view_body: bytes
     reject_reason: str | None
     schema_fingerprint: bytes | None
 
 
 def classify(value: bytes | None, schemas: Mapping[bytes, WriterSchema]) -> Classified:
-    """Decode ``value`` into an event, or say why it must be sealed as rejected."""
+    """Decode ``value`` into an event, or say why it must be sealed as rejected.
+
+    Records of the current schema go through :mod:`fastpath`, which returns the same
+    outcome as :func:`classify_reference` or defers to it.
+    """
+    if value is not None and fastpath.FINGERPRINT in schemas:
+        fast = fastpath.decode_view(value)
+        if fast is not None:
+            return Classified(event_id=fast[0], view_body=fast[1], reject_reason=None,
+                              schema_fingerprint=fastpath.FINGERPRINT)
+    return classify_reference(value, schemas)
+
+
+def classify_reference(value: bytes | None,
+                       schemas: Mapping[bytes, WriterSchema]) -> Classified:
+    """:func:`classify` by the generic decoder (codec.decode_event) and validator."""
     try:
         event = decode_event(value, schemas)
     except DecodeError as exc:
@@ -240,9 +299,12 @@ def classify(value: bytes | None, schemas: Mapping[bytes, WriterSchema]) -> Clas
                 fingerprint = read_fingerprint(value)
             except DecodeError:
                 pass
-        return Classified(event=None, reject_reason=exc.reason, schema_fingerprint=fingerprint)
+        return Classified(event_id=None, view_body=rejected_view_body(fingerprint),
+                          reject_reason=exc.reason, schema_fingerprint=fingerprint)
     assert value is not None
-    return Classified(event=event, reject_reason=None, schema_fingerprint=read_fingerprint(value))
+    fingerprint = read_fingerprint(value)
+    return Classified(event_id=event.event_id, view_body=event_view_body(event, fingerprint),
+                      reject_reason=None, schema_fingerprint=fingerprint)
 
 
 #: Given event ids, return the seq of the first sealed entry of each one already in the ledger.
@@ -282,7 +344,7 @@ class Sealer:
         it is left unchanged.
         """
         classified = [(record, classify(record.value, self._schemas)) for record in records]
-        ids = [c.event.event_id for _, c in classified if c.event is not None]
+        ids = [c.event_id for _, c in classified if c.event_id is not None]
         known = dict(first_seq_of(ids)) if ids else {}
         head = ChainHead(self.head.seq, self.head.offset, self.head.link)
         entries: list[SealedEntry] = []
@@ -291,26 +353,28 @@ class Sealer:
                 raise ValueError(f"offset {record.offset} does not follow head offset {head.offset}")
             seq = head.seq + 1
             duplicate_of: int | None = None
-            if outcome.event is None:
+            if outcome.event_id is None:
                 kind = EntryKind.REJECTED
             else:
-                first = known.get(outcome.event.event_id)
+                first = known.get(outcome.event_id)
                 if first is None:
                     kind = EntryKind.EVENT
-                    known[outcome.event.event_id] = seq
+                    known[outcome.event_id] = seq
                 else:
                     kind = EntryKind.DUPLICATE
                     duplicate_of = first
             digest = payload_digest(record.value)
+            view = entry_view(record.timestamp_ms, outcome.view_body)
             link_input = LinkInput(seq=seq, topic=record.topic, partition=record.partition,
                                    offset=record.offset, timestamp_ms=record.timestamp_ms,
                                    kind=kind, duplicate_of=duplicate_of or NO_DUPLICATE,
-                                   value_null=record.value is None, digest=digest)
+                                   value_null=record.value is None, digest=digest,
+                                   view_digest=view_digest(view))
             link = self._linker.link(head.link, link_input)
             entries.append(SealedEntry(
                 seq=seq, record=record, kind=kind, duplicate_of=duplicate_of,
-                event=outcome.event, reject_reason=outcome.reject_reason,
-                schema_fingerprint=outcome.schema_fingerprint, digest=digest,
+                event_id=outcome.event_id, reject_reason=outcome.reject_reason,
+                schema_fingerprint=outcome.schema_fingerprint, digest=digest, view=view,
                 key_id=self._linker.key_id, link=link))
             head = ChainHead(seq, record.offset, link)
         self.head = head

@@ -111,7 +111,8 @@ def _swap_rows(a: int, b: int) -> str:
     rest = ", ".join(ENTRY_COLUMNS[1:])
     return (f"CREATE TEMP TABLE swapped AS SELECT * FROM audit_entries WHERE seq IN ({a}, {b});"
             f"DELETE FROM audit_entries WHERE seq IN ({a}, {b});"
-            f"INSERT INTO audit_entries SELECT CASE seq WHEN {a} THEN {b} ELSE {a} END, {rest}"
+            f"INSERT INTO audit_entries (seq, {rest})"
+            f" SELECT CASE seq WHEN {a} THEN {b} ELSE {a} END, {rest}"
             " FROM swapped")
 
 
@@ -125,7 +126,7 @@ TAMPERING = [
      (MID, "modified"), (MID, "modified")),
     ("before", f"UPDATE audit_entries SET before = '{{\"timeout_ms\": 1}}' WHERE seq = {MID}",
      (MID, "modified"), (MID, "modified")),
-    ("after", f"UPDATE audit_entries SET after = 'null'::jsonb WHERE seq = {MID}",
+    ("after", f"UPDATE audit_entries SET after = 'null'::json WHERE seq = {MID}",
      (MID, "modified"), (MID, "modified")),
     ("reason", f"UPDATE audit_entries SET reason = NULL WHERE seq = {MID}",
      (MID, "modified"), (MID, "modified")),
@@ -290,9 +291,10 @@ def test_production_without_key_refuses_to_start(ledger: Ledger) -> None:
     assert "BALDUR_SECRETS_AUDIT_SIGNING_KEY is not set" in done.stderr
 
 
-def test_exact_numbers_and_booleans_survive_jsonb(ledger: Ledger) -> None:
-    """jsonb keeps numbers exactly (1e23 comes back as 100000000000000000000000): an intact
-    ledger must verify, and turning `true` into `1` must still be caught."""
+def test_json_columns_keep_the_sealed_text(ledger: Ledger) -> None:
+    """The JSON columns are `json`, which keeps the text as sealed (numbers like 1e23 and
+    1.0 included): an intact ledger verifies, and turning `true` into `1` is caught and
+    named."""
     from dataclasses import replace
 
     from baldur_audit.schemas.codec import encode_event
@@ -303,7 +305,7 @@ def test_exact_numbers_and_booleans_survive_jsonb(ledger: Ledger) -> None:
     chain(ledger)
     assert ledger.cli_json("verify")["intact"] is True
     with ledger.admin() as conn:
-        conn.execute("""UPDATE audit_entries SET after = jsonb_set(after, '{flag}', '1')""")
+        conn.execute("""UPDATE audit_entries SET after = replace(after::text, 'true', '1')::json""")
     done = ledger.cli("verify", "--json")
     assert done.returncode == 1
     assert json.loads(done.stdout)["first_break"]["detail"] == \

@@ -1,6 +1,6 @@
-"""Builds the chain test vectors (``schemas/vectors/chain-v1.json``).
+"""Builds the chain test vectors (``schemas/vectors/chain-v2.json``).
 
-Run ``python -m tests.unit.chain_vectors > schemas/vectors/chain-v1.json`` only
+Run ``python -m tests.unit.chain_vectors > schemas/vectors/chain-v2.json`` only
 when the spec changes on purpose; ``test_chain.py`` checks the committed file
 against the code and against an independent re-implementation of CHAIN.md.
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from baldur_audit.schemas.chain import (
@@ -22,6 +24,8 @@ from baldur_audit.schemas.chain import (
     link_message,
     payload_digest,
 )
+from baldur_audit.schemas.event import Actor, ChangeEvent
+from baldur_audit.schemas.view import event_view, rejected_view, view_digest
 
 KEY = bytes(range(32))
 LEDGER_ID = "baldur-audit:baldur.audit.events"
@@ -41,6 +45,24 @@ CASES: list[dict[str, Any]] = [
 ]
 
 
+#: The decoded content the event and duplicate cases show (their views are built from it).
+EVENT = ChangeEvent(
+    event_id=uuid.UUID("019ad0c2-5e00-7abc-8def-0123456789ab"),
+    occurred_at=datetime(2026, 11, 29, 12, 0, 0, 123456, tzinfo=UTC),
+    actor=Actor("alice", "user"), action="update", target="payments.timeout_ms",
+    source="api", before='{"timeout_ms":1000}', after='{"timeout_ms":2500}',
+    reason="p99 latency \u2192 SLO", trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+    client_ip="10.1.***.***", attributes={"ticket": "OPS-7", "région": "eu-west-1"})
+FINGERPRINT = bytes.fromhex("0102030405060708")
+
+
+def view_of(case: dict[str, Any]) -> bytes:
+    if case["kind"] == "rejected":
+        framed = case["value_hex"] is not None and case["value_hex"].startswith("c301")
+        return rejected_view(case["timestamp_ms"], FINGERPRINT if framed else None)
+    return event_view(case["timestamp_ms"], EVENT, FINGERPRINT)
+
+
 def build() -> dict[str, Any]:
     """The vectors document."""
     key = SigningKey.derive(KEY)
@@ -54,14 +76,17 @@ def build() -> dict[str, Any]:
                                timestamp_ms=case["timestamp_ms"],
                                kind=EntryKind.from_label(case["kind"]),
                                duplicate_of=case["duplicate_of"], value_null=value is None,
-                               digest=payload_digest(value))
+                               digest=payload_digest(value),
+                               view_digest=view_digest(view_of(case)))
         message = link_message(key.key_id, prev, link_input)
         link = linker.link(prev, link_input)
-        entries.append({"seq": seq, **case, "digest_hex": link_input.digest.hex(),
+        entries.append({"seq": seq, **case, "view_hex": view_of(case).hex(),
+                        "view_digest_hex": link_input.view_digest.hex(),
+                        "digest_hex": link_input.digest.hex(),
                         "message_hex": message.hex(), "link_hex": link.hex()})
         prev = link
     return {
-        "spec": "baldur-audit chain v1 (schemas/CHAIN.md)",
+        "spec": "baldur-audit chain v2 (schemas/CHAIN.md)",
         "key_hex": KEY.hex(),
         "key_id": key.key_id,
         "key_id_rule": "hk1- + first 16 hex digits of SHA-256('baldur-audit/key-id/v1' || key)",

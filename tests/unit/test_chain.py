@@ -43,7 +43,7 @@ from baldur_audit.schemas.errors import ConfigError
 from baldur_audit.schemas.event import Actor, ChangeEvent
 from tests.unit import chain_vectors
 
-VECTORS_PATH = Path(__file__).resolve().parents[2] / "schemas" / "vectors" / "chain-v1.json"
+VECTORS_PATH = Path(__file__).resolve().parents[2] / "schemas" / "vectors" / "chain-v2.json"
 PROPS = settings(max_examples=60, deadline=None)
 
 
@@ -59,7 +59,7 @@ def test_committed_vectors_equal_the_generator() -> None:
 
 
 def test_vectors_ship_with_the_package() -> None:
-    shipped = resources.files("baldur_audit.schemas").joinpath("vectors/chain-v1.json")
+    shipped = resources.files("baldur_audit.schemas").joinpath("vectors/chain-v2.json")
     assert json.loads(shipped.read_text(encoding="utf-8")) == load_vectors()
 
 
@@ -102,18 +102,19 @@ def spec_genesis_message(ledger_id: str, topic: str, partition: int) -> bytes:
 
 def spec_link_message(*, prev: bytes, key_id: str, seq: int, topic: str, partition: int,
                       offset: int, timestamp_ms: int, kind: int, duplicate_of: int,
-                      value: bytes | None) -> bytes:
+                      value: bytes | None, view: bytes) -> bytes:
     digest = hashlib.sha256(value if value is not None else b"").digest()
     return spec_link_message_of_digest(
         prev=prev, key_id=key_id, seq=seq, topic=topic, partition=partition, offset=offset,
         timestamp_ms=timestamp_ms, kind=kind, duplicate_of=duplicate_of,
-        value_null=value is None, digest=digest)
+        value_null=value is None, digest=digest, view_digest=hashlib.sha256(view).digest())
 
 
 def spec_link_message_of_digest(*, prev: bytes, key_id: str, seq: int, topic: str,
                                 partition: int, offset: int, timestamp_ms: int, kind: int,
-                                duplicate_of: int, value_null: bool, digest: bytes) -> bytes:
-    return spec_frame("baldur-audit/link/v1", [
+                                duplicate_of: int, value_null: bool, digest: bytes,
+                                view_digest: bytes) -> bytes:
+    return spec_frame("baldur-audit/link/v2", [
         ("prev", prev),
         ("key_id", key_id.encode("utf-8")),
         ("seq", struct.pack(">Q", seq)),
@@ -125,6 +126,7 @@ def spec_link_message_of_digest(*, prev: bytes, key_id: str, seq: int, topic: st
         ("duplicate_of", struct.pack(">Q", duplicate_of)),
         ("value_null", b"\x01" if value_null else b"\x00"),
         ("digest", digest),
+        ("view", view_digest),
     ])
 
 
@@ -174,7 +176,7 @@ def test_independent_entry_links_match_vectors() -> None:
             prev=prev, key_id=vectors["key_id"], seq=entry["seq"], topic=vectors["topic"],
             partition=vectors["partition"], offset=entry["offset"],
             timestamp_ms=entry["timestamp_ms"], kind=KIND_CODES[entry["kind"]],
-            duplicate_of=entry["duplicate_of"], value=value)
+            duplicate_of=entry["duplicate_of"], value=value, view=bytes.fromhex(entry["view_hex"]))
         assert message.hex() == entry["message_hex"], f"message of seq {entry['seq']}"
         link = spec_mac(key, message)
         assert link.hex() == entry["link_hex"], f"link of seq {entry['seq']}"
@@ -184,7 +186,7 @@ def test_independent_entry_links_match_vectors() -> None:
 def test_vector_messages_parse_into_the_documented_fields() -> None:
     vectors = load_vectors()
     names = [b"domain", b"prev", b"key_id", b"seq", b"topic", b"partition", b"offset",
-             b"timestamp", b"kind", b"duplicate_of", b"value_null", b"digest"]
+             b"timestamp", b"kind", b"duplicate_of", b"value_null", b"digest", b"view"]
     for entry in vectors["entries"]:
         fields = parse_frame(bytes.fromhex(entry["message_hex"]))
         assert [name for name, _ in fields] == names
@@ -255,7 +257,8 @@ def independent_link(prev: bytes, entry: chain.SealedEntry) -> bytes:
     message = spec_link_message(prev=prev, key_id=KEY.key_id, seq=entry.seq, topic=rec.topic,
                                 partition=rec.partition, offset=rec.offset,
                                 timestamp_ms=rec.timestamp_ms, kind=entry.kind.code,
-                                duplicate_of=entry.duplicate_of or 0, value=rec.value)
+                                duplicate_of=entry.duplicate_of or 0, value=rec.value,
+                                view=entry.view)
     return spec_mac(KEY.secret, message)
 
 
@@ -297,7 +300,8 @@ def test_sealer_duplicates_within_a_batch_point_at_the_first_occurrence() -> Non
     assert [e.kind for e in entries] == [EntryKind.EVENT, EntryKind.DUPLICATE,
                                          EntryKind.DUPLICATE]
     assert [e.duplicate_of for e in entries] == [None, 1, 1]
-    assert entries[2].event is not None and entries[2].event.target == "other"
+    assert entries[2].event_id == entries[0].event_id
+    assert b"\x00\x00\x00\x05other" in entries[2].view  # its own columns, not the first's
     assert lookup.calls and set(lookup.calls[0]) == {event.event_id}
     prev = GENESIS
     for entry in entries:
@@ -343,7 +347,7 @@ def test_sealer_rejects_undecodable_values(value: bytes | None, null: bool) -> N
     entries = fresh_sealer().seal_batch([record(0, value)], Lookup())
     (entry,) = entries
     assert entry.kind is EntryKind.REJECTED and entry.duplicate_of is None
-    assert entry.event is None and entry.reject_reason
+    assert entry.event_id is None and entry.reject_reason
     assert entry.link_input().value_null is null
     assert entry.digest == hashlib.sha256(value or b"").digest()
     assert entry.link == independent_link(GENESIS, entry)
@@ -404,9 +408,10 @@ link_inputs = st.builds(
     duplicate_of=st.integers(min_value=0, max_value=2**64 - 1),
     value_null=st.booleans(),
     digest=st.binary(min_size=32, max_size=32),
+    view_digest=st.binary(min_size=32, max_size=32),
 )
 LINK_FIELDS = ["seq", "offset", "timestamp_ms", "kind", "duplicate_of", "value_null",
-               "digest", "topic", "partition", "prev", "key_id"]
+               "digest", "view_digest", "topic", "partition", "prev", "key_id"]
 
 
 def _replace(link_input: LinkInput, **changes: Any) -> LinkInput:
@@ -425,6 +430,7 @@ def _changed(name: str, link_input: LinkInput, data: st.DataObject) -> dict[str,
         "duplicate_of": st.integers(min_value=0, max_value=2**64 - 1),
         "value_null": st.booleans(),
         "digest": st.binary(min_size=32, max_size=32),
+        "view_digest": st.binary(min_size=32, max_size=32),
         "topic": st.text(alphabet=utf8_text, max_size=30),
         "partition": st.integers(min_value=0, max_value=2**31 - 1),
     }
@@ -460,7 +466,7 @@ def test_link_message_parses_back_into_exactly_its_inputs(link_input: LinkInput,
     message = link_message(key_id, prev, link_input)
     fields = parse_frame(message)
     assert fields == [
-        (b"domain", b"baldur-audit/link/v1"),
+        (b"domain", b"baldur-audit/link/v2"),
         (b"prev", prev),
         (b"key_id", key_id.encode("utf-8")),
         (b"seq", link_input.seq.to_bytes(8, "big")),
@@ -472,13 +478,14 @@ def test_link_message_parses_back_into_exactly_its_inputs(link_input: LinkInput,
         (b"duplicate_of", link_input.duplicate_of.to_bytes(8, "big")),
         (b"value_null", b"\x01" if link_input.value_null else b"\x00"),
         (b"digest", link_input.digest),
+        (b"view", link_input.view_digest),
     ]
     assert message == spec_link_message_of_digest(
         prev=prev, key_id=key_id, seq=link_input.seq, topic=link_input.topic,
         partition=link_input.partition, offset=link_input.offset,
         timestamp_ms=link_input.timestamp_ms, kind=link_input.kind.code,
         duplicate_of=link_input.duplicate_of, value_null=link_input.value_null,
-        digest=link_input.digest)
+        digest=link_input.digest, view_digest=link_input.view_digest)
 
 
 safe_text = st.text(alphabet=utf8_text, max_size=12)
@@ -508,14 +515,16 @@ def test_genesis_framing_tricky_cases(first: tuple[str, str], second: tuple[str,
 
 def test_key_id_and_topic_boundary_is_unambiguous() -> None:
     li = LinkInput(seq=1, topic="x", partition=0, offset=0, timestamp_ms=0,
-                   kind=EntryKind.EVENT, duplicate_of=0, value_null=False, digest=bytes(32))
+                   kind=EntryKind.EVENT, duplicate_of=0, value_null=False, digest=bytes(32),
+                   view_digest=bytes(32))
     li2 = _replace(li, topic="")
     assert link_message("hk1-", GENESIS, li) != link_message("hk1-x", GENESIS, li2)
 
 
 def test_genesis_and_link_messages_are_domain_separated() -> None:
     li = LinkInput(seq=1, topic=TOPIC, partition=0, offset=0, timestamp_ms=0,
-                   kind=EntryKind.EVENT, duplicate_of=0, value_null=False, digest=bytes(32))
+                   kind=EntryKind.EVENT, duplicate_of=0, value_null=False, digest=bytes(32),
+                   view_digest=bytes(32))
     genesis = parse_frame(genesis_message(ledger_id="l", topic=TOPIC, partition=0))
     entry = parse_frame(link_message(KEY.key_id, GENESIS, li))
     assert genesis[0][0] == entry[0][0] == b"domain"
@@ -578,6 +587,18 @@ def test_spelled_out_link_message_equals_the_generic_framing() -> None:
     for digest in (bytes(32), b"short", bytes(40)):
         link_input = LinkInput(seq=7, topic="t\u00e9", partition=3, offset=2**40, timestamp_ms=-5,
                                kind=EntryKind.DUPLICATE, duplicate_of=2, value_null=True,
-                               digest=digest)
+                               digest=digest, view_digest=digest[::-1])
         assert link_message("hk1-x", b"p" * 32, link_input) == \
             link_message_framed("hk1-x", b"p" * 32, link_input)
+
+
+@PROPS
+@given(link_input=link_inputs, prev=st.binary(min_size=0, max_size=40))
+def test_ledger_linker_equals_the_linker(link_input: LinkInput, prev: bytes) -> None:
+    """verify's and replay's per-entry form computes the very same link."""
+    from baldur_audit.schemas.chain import LedgerLinker
+
+    fast = LedgerLinker(KEY, topic=link_input.topic, partition=link_input.partition)
+    assert fast.link(prev, link_input.seq, link_input.offset, link_input.timestamp_ms,
+                     link_input.kind.code, link_input.duplicate_of, link_input.value_null,
+                     link_input.digest, link_input.view_digest) == Linker(KEY).link(prev, link_input)

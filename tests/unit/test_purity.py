@@ -129,7 +129,7 @@ def test_classification_does_not_depend_on_the_interpreter_environment() -> None
         body = io.BytesIO()
         fastavro.schemaless_writer(body, CURRENT_SCHEMA.parsed, record)
         outcome = classify(MAGIC + CURRENT_SCHEMA.fingerprint + body.getvalue(), KNOWN_SCHEMAS)
-        print(json.dumps(outcome.event is None))
+        print(json.dumps(outcome.event_id is None))
     """
     default = run_python(probe)
     limited = run_python(probe, {"PYTHONINTMAXSTRDIGITS": "640"})
