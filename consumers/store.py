@@ -85,7 +85,8 @@ SealedRow = tuple[int, int, str, int, bool, bytes, bytes, str, bytes, bytes, int
 _SEALED_ROWS = (
     "SELECT seq, kafka_offset, kind, coalesce(duplicate_of, 0), payload IS NULL,"
     " sha256(coalesce(payload, ''::bytea)), digest, key_id, link, sha256(" + VIEW_SQL + "), "
-    + _TIMESTAMP_MS + ", coalesce(reject_reason, '') <> '' FROM audit_entries ORDER BY seq")
+    + _TIMESTAMP_MS + ", coalesce(reject_reason, '') <> '' FROM audit_entries"
+    " WHERE seq >= %s ORDER BY seq")
 
 
 def entry_tuple(entry: SealedEntry) -> bytes:
@@ -403,14 +404,14 @@ class PostgresLedgerStore:
                     self._conn.isolation_level = None
                     self._conn.read_only = None
 
-    def iter_sealed_rows(self, conn: psycopg.Connection[Any], *,
+    def iter_sealed_rows(self, conn: psycopg.Connection[Any], *, from_seq: int = 1,
                          batch: int = 10_000) -> Iterator[SealedRow]:
-        """Every entry as a :data:`SealedRow`, in seq order, streamed by a server-side
-        cursor in binary (flat memory; the hashing happens in the database)."""
+        """Entries from ``from_seq`` as :data:`SealedRow`, in seq order, streamed by a
+        server-side cursor in binary (flat memory; the hashing happens in the database)."""
         with self._translated("read entries"), conn.cursor(
                 name=f"baldur_entries_{uuid.uuid4().hex[:8]}", binary=True) as cur:
             cur.itersize = batch
-            cur.execute(_SEALED_ROWS)
+            cur.execute(_SEALED_ROWS, (from_seq,))
             yield from cur
 
     def entry_view(self, conn: psycopg.Connection[Any],
