@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2317  # on_signal is reached only through the traps
+# `make faults`: the whole fault campaign at full scale, then the soak.
+#
+#   deploy/run-faults.sh [pytest args]     e.g. deploy/run-faults.sh -k kill9
+#
+# Set-up: the venv, Kafka's jars (with the kafka-consumer-groups tool) and the PostgreSQL
+# binaries, and kcat (Debian's package) when it is missing. The scenarios and the soak run on
+# the campaign's PRIVATE broker and cluster (127.0.0.1:39092 / 35432, see tests/faults/conftest.py),
+# which pytest and bench/soak.py start and stop themselves; the shared stack (make up) is neither
+# needed nor touched. Results: .local/results/faults.jsonl (one row per scenario run),
+# .local/results/soak.json, and a table in .local/results/faults-summary.md.
+#
+# Environment: BALDUR_FAULTS_SCALE (default full), BALDUR_FAULTS_SEED (random choices),
+#   BALDUR_SOAK_EVENTS (default 1000000), BALDUR_SOAK_TIME_LIMIT (s, default 3600),
+#   BALDUR_SOAK=0 to skip the soak.
+# Exits non-zero when a scenario or the soak failed (or the set-up did).
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT" || exit 1
+D="$ROOT/deploy"
+RESULTS="$ROOT/.local/results"
+PY="$ROOT/.venv/bin/python"
+
+log() { echo "run-faults: $*" >&2; }
+
+on_signal() {
+    log "interrupted; pytest and the soak stop the services they started"
+    exit "$1"
+}
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
+
+"$D/venv.sh" || exit 1
+"$D/kafka.sh" install || { log "Kafka classpath could not be materialised"; exit 1; }
+"$D/postgres.sh" install || { log "PostgreSQL binaries missing"; exit 1; }
+if ! command -v kcat >/dev/null 2>&1; then
+    [[ $EUID -eq 0 ]] || { log "kcat is missing and installing it needs root (apt-get install kcat)"; exit 1; }
+    log "installing kcat with apt-get (the poison scenario's foreign client)"
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat; } >&2 \
+        || { log "apt-get install kcat failed"; exit 1; }
+fi
+
+mkdir -p "$RESULTS"
+# One campaign, one results file: the previous one is kept beside it.
+[[ -f "$RESULTS/faults.jsonl" ]] && mv -f "$RESULTS/faults.jsonl" "$RESULTS/faults.jsonl.prev"
+[[ -f "$RESULTS/soak.json" ]] && mv -f "$RESULTS/soak.json" "$RESULTS/soak.json.prev"
+
+export BALDUR_FAULTS_SCALE="${BALDUR_FAULTS_SCALE:-full}"
+t0=$SECONDS
+log "scenarios at scale $BALDUR_FAULTS_SCALE: $PY -m pytest -q -p no:cacheprovider tests/faults $*"
+"$PY" -m pytest -q -p no:cacheprovider tests/faults "$@"
+scenarios_rc=$?
+log "scenarios: exit $scenarios_rc after $((SECONDS - t0)) s"
+
+soak_rc=0
+if [[ "${BALDUR_SOAK:-1}" != 0 ]]; then
+    t1=$SECONDS
+    log "soak: ${BALDUR_SOAK_EVENTS:-1000000} events"
+    "$PY" bench/soak.py --private --events "${BALDUR_SOAK_EVENTS:-1000000}" \
+        --time-limit "${BALDUR_SOAK_TIME_LIMIT:-3600}" --out "$RESULTS/soak.json"
+    soak_rc=$?
+    log "soak: exit $soak_rc after $((SECONDS - t1)) s"
+fi
+
+"$PY" - "$RESULTS" <<'EOF' | tee "$RESULTS/faults-summary.md"
+import json, sys
+from pathlib import Path
+
+results = Path(sys.argv[1])
+print("| scenario | scale | runs | events | topic records | entries | lost | duplicated | verify | replay "
+      "| detected / located | wall s | ok |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+rows = results / "faults.jsonl"
+for line in rows.read_text().splitlines() if rows.exists() else []:
+    r = json.loads(line)
+    def mark(value):
+        return "-" if value is None else ("intact" if value is True else "FAILED")
+    print(f"| {r['scenario']} | {r['scale']} | {r['runs']} | {r['events']} | {r['topic_records']} "
+          f"| {r['entries']} | {r['lost']} | {r['duplicated']} | {mark(r['verify_intact'])} "
+          f"| {mark(r['replay_consistent'])} | {r['detected']} | {r['wall_s']} | {'yes' if r['ok'] else 'NO'} |")
+soak = results / "soak.json"
+if soak.exists():
+    s = json.loads(soak.read_text())
+    rss = s.get("rss", {})
+    print(f"\nsoak: {s['events']} events in {s.get('total_s')} s ({s.get('sealed_per_s')} sealed/s); chainer RSS "
+          f"max {rss.get('rss_max_mb')} MB, {rss.get('rss_warm_start_mb')} -> {rss.get('rss_end_mb')} MB "
+          f"(growth {rss.get('rss_growth_mb')} MB); problems: {s.get('problems') or 'none'}")
+EOF
+
+if [[ $scenarios_rc -ne 0 || $soak_rc -ne 0 ]]; then
+    log "FAILED (scenarios exit $scenarios_rc, soak exit $soak_rc); results in ${RESULTS#"$ROOT"/}"
+    exit 1
+fi
+log "campaign passed in $((SECONDS - t0)) s; results in ${RESULTS#"$ROOT"/}"
