@@ -465,6 +465,15 @@ def sentinel_session(tmp_path: Path) -> Session:
             for line in lines:
                 trail.record(**line)
             assert trail.flush(30) == 0
+        # With Kafka down and durability "always", the events stay in the disk spool (in the
+        # state folder, searched below): what reaches the disk must be redacted too.
+        unreachable = {**led.env, "BALDUR_AUDIT_ENABLED": "true", "BALDUR_AUDIT_DURABILITY": "always",
+                       "BALDUR_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+                       "BALDUR_AUDIT_TOPIC": f"{led.topic}.unreachable"}
+        stranded = AuditTrail.from_env(unreachable)
+        for line in lines:
+            stranded.record(**line)
+        assert stranded.close(timeout=0.5) == len(lines)
         led.produce_raw([b"not an avro record"])  # a rejected entry, logged by the chainer
 
         batch(Run("chain", (*VERBOSE, "chain", "--until-idle", "1", "--session-timeout", "3"),
@@ -551,6 +560,8 @@ def test_sentinel_run_leaks_no_secret_anywhere(tmp_path: Path) -> None:
     assert session.sentinels.leaks({"probe": b"<" + password + b">"}) != []
     assert b"password=***" in session.artifacts["stderr of wrong password (env)"]
     assert sum(len(blob) for blob in session.artifacts.values()) > 50_000
+    spooled = [name for name in session.artifacts if name.endswith(".seg")]
+    assert spooled and all(session.artifacts[name] for name in spooled), spooled
 
     leaks = session.sentinels.leaks(session.artifacts)
     assert not leaks, "\n".join(leaks)
