@@ -92,18 +92,19 @@ class _EventIndex:
 
 def _compare(entry: SealedEntry, row: SealedRow) -> str | None:
     """Why ``row`` is not ``entry`` (None when it is)."""
-    (_seq, offset, kind, duplicate_of, value_null, payload_sha, digest, key_id, link,
-     view_sha, _timestamp_ms, has_reason) = row
+    offset, kind, duplicate_of, value_null, payload_sha, digest, key_id, link, view_sha = row[1:10]
+    has_reason, stored_view_digest = row[11], row[13]
     if offset != entry.record.offset:
         return (f"ledger entry holds offset {offset}, the topic's record {entry.seq} is at "
                 f"offset {entry.record.offset}")
-    if payload_sha != entry.digest or value_null != (entry.record.value is None):
+    if payload_sha != entry.digest or value_null != (entry.record.value is None) or \
+            row[12] != (entry.record.value is None):
         return "payload differs from the topic record's bytes"
     if kind != entry.kind.label or duplicate_of != (entry.duplicate_of or 0):
         return f"sealed as {kind}, the topic says {entry.kind.label}"
     if digest != entry.digest:
         return "digest differs from the topic record's"
-    if view_sha != view_digest(entry.view):
+    if view_sha != view_digest(entry.view) or stored_view_digest != view_sha:
         return "visible columns differ from what the topic record says"
     if key_id != entry.key_id or not hmac.compare_digest(link, entry.link):
         return "link differs from the chain rebuilt from the topic"

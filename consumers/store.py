@@ -33,7 +33,7 @@ from baldur_audit.schemas.errors import (
     StoreUnavailable,
     ValueMismatch,
 )
-from baldur_audit.schemas.view import NULL, VIEW_COLUMNS, bytes_field, text_field
+from baldur_audit.schemas.view import NULL, VIEW_COLUMNS, bytes_field, text_field, view_digest
 
 from .config import UNPARSABLE_DSN, dsn_password, redact_dsn, scrub
 
@@ -47,13 +47,15 @@ _MIGRATION_LOCK = 0x6261_6C64_7572  # "baldur": serializes concurrent `init`s
 ENTRY_COLUMNS = (
     "seq", "kafka_offset", "kind", "duplicate_of", "reject_reason",
     *(name for name, _ in VIEW_COLUMNS),
-    "payload", "digest", "key_id", "link",
+    "payload", "digest", "key_id", "link", "value_null", "view_digest",
 )
 
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags 0, no extension
 _COPY_TRAILER = b"\xff\xff"
 _TUPLE_HEAD = struct.Struct(">hiqiq").pack  # field count, seq, kafka_offset (int8 each)
 _INT8 = struct.Struct(">iq").pack
+_TRUE, _FALSE = b"\x00\x00\x00\x01\x01", b"\x00\x00\x00\x01\x00"  # bool fields
+_DIGEST_HEADER = struct.pack(">i", 32)
 _KIND_FIELDS = {kind: text_field(kind.label) for kind in EntryKind}
 
 _COPY_ENTRIES = sql.SQL("COPY audit_entries ({}) FROM STDIN (FORMAT BINARY)").format(
@@ -78,15 +80,16 @@ _TIMESTAMP_MS = ("CASE WHEN isfinite(kafka_timestamp) THEN "
 
 #: What verify and replay read per entry: the stored link fields, and SHA-256 digests of the
 #: payload and of the view computed by the database. Positions: 0 seq, 1 kafka_offset,
-#: 2 kind, 3 duplicate_of (0 when NULL), 4 payload IS NULL, 5 SHA-256(payload),
+#: 2 kind, 3 duplicate_of (0 when NULL), 4 value_null, 5 SHA-256(payload),
 #: 6 digest, 7 key_id, 8 link, 9 SHA-256(view), 10 kafka_timestamp in ms (None when not
-#: finite), 11 whether reject_reason is set.
-SealedRow = tuple[int, int, str, int, bool, bytes, bytes, str, bytes, bytes, int | None, bool]
+#: finite), 11 whether reject_reason is set, 12 payload IS NULL, 13 the stored view_digest.
+SealedRow = tuple[int, int, str, int, bool, bytes, bytes, str, bytes, bytes, int | None, bool,
+                  bool, bytes]
 _SEALED_ROWS = (
-    "SELECT seq, kafka_offset, kind, coalesce(duplicate_of, 0), payload IS NULL,"
+    "SELECT seq, kafka_offset, kind, coalesce(duplicate_of, 0), value_null,"
     " sha256(coalesce(payload, ''::bytea)), digest, key_id, link, sha256(" + VIEW_SQL + "), "
-    + _TIMESTAMP_MS + ", coalesce(reject_reason, '') <> '' FROM audit_entries"
-    " WHERE seq >= %s ORDER BY seq")
+    + _TIMESTAMP_MS + ", coalesce(reject_reason, '') <> '', payload IS NULL, view_digest"
+    " FROM audit_entries WHERE seq >= %s ORDER BY seq")
 
 
 def entry_tuple(entry: SealedEntry) -> bytes:
@@ -101,6 +104,8 @@ def entry_tuple(entry: SealedEntry) -> bytes:
         bytes_field(entry.digest),
         text_field(entry.key_id),
         bytes_field(entry.link),
+        _TRUE if entry.record.value is None else _FALSE,
+        _DIGEST_HEADER, view_digest(entry.view),
     ))
 
 

@@ -15,7 +15,7 @@ import struct
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from baldur_audit.schemas.chain import (
     EntryKind,
@@ -37,6 +37,9 @@ from baldur_audit.schemas.errors import (
 from baldur_audit.schemas.view import VIEW_COLUMNS, entry_view
 
 from .store import HeadRow, LedgerMeta, PostgresLedgerStore, SealedRow
+
+if TYPE_CHECKING:
+    from .witness import WitnessCheck
 
 Progress = Callable[[int], None]
 
@@ -64,6 +67,7 @@ class VerifyReport:
     first_break: Break | None
     seconds: float
     kinds: dict[str, int] = field(default_factory=dict)
+    witness: dict[str, Any] | None = None  # the witness check (witness.py), when asked for
 
     @property
     def intact(self) -> bool:
@@ -82,6 +86,7 @@ class VerifyReport:
             "kinds": self.kinds,
             "seconds": round(self.seconds, 3),
             "entries_per_second": round(self.entries / self.seconds, 1) if self.seconds else None,
+            "witness": self.witness,
         }
 
 
@@ -175,8 +180,8 @@ class LedgerWalk:
 
     def _link_of(self, row: SealedRow, *, seq: int | None = None) -> bytes:
         """The link ``row``'s stored fields give after the current predecessor."""
-        (row_seq, offset, kind_label, duplicate_of, value_null, _payload_sha, digest, key_id,
-         _link, view_sha, timestamp_ms, _has_reason) = row
+        row_seq, offset, kind_label, duplicate_of, value_null = row[:5]
+        digest, key_id, view_sha, timestamp_ms = row[6], row[7], row[9], row[10]
         kind = KINDS.get(kind_label)
         if kind is None:
             raise ValueMismatch(row_seq, "column kind holds an unknown kind")
@@ -188,13 +193,13 @@ class LedgerWalk:
 
     def check(self, row: SealedRow, upcoming: _Peekable) -> None:
         """Check the next row; on success it becomes the predecessor of the one after."""
-        seq, offset, kind_label, duplicate_of, _null, payload_sha, digest = row[:7]
+        seq, offset, kind_label, duplicate_of, value_null, payload_sha, digest = row[:7]
         if seq != self.next_seq:
             raise SequenceGap(self.next_seq, seq,
                               f"seq {self.next_seq}..{seq - 1} missing (next entry found is {seq})")
         if seq > self.head.seq:
             raise InsertedEntry(seq, f"entry beyond the chain head (head is at seq {self.head.seq})")
-        if not hmac.compare_digest(payload_sha, digest):
+        if not hmac.compare_digest(payload_sha, digest) or (value_null and not row[12]):
             raise ValueMismatch(seq, "payload bytes differ from the sealed digest")
         stored = row[8]
         computed = self._link_of(row)
@@ -202,6 +207,8 @@ class LedgerWalk:
             self._explain_link_break(row, upcoming, stored, computed)
         if offset <= self.prev_offset:
             raise ReorderedEntry(seq, f"offset {offset} does not follow offset {self.prev_offset}")
+        if row[13] != row[9]:
+            raise ValueMismatch(seq, "column view_digest is not the digest of the visible columns")
         rejected = kind_label == "rejected"
         if rejected != row[11]:
             # The reason's wording is the decoder's and is not sealed (CHAIN.md §6.1): only
@@ -264,12 +271,16 @@ def _duplicate_break(conn: Any) -> ChainBreak | None:
 
 def verify_ledger(store: PostgresLedgerStore, keys: Mapping[str, SigningKey], *,
                   progress: Progress | None = None,
-                  schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS) -> VerifyReport:
-    """Walk the whole ledger; returns a report (intact, or the first break).
+                  schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS,
+                  witness: WitnessCheck | None = None) -> VerifyReport:
+    """Walk the whole ledger; returns a report (intact, or the first break), cross-checked
+    with the newest witnessed checkpoints when ``witness`` is given.
 
     Raises :class:`StoreUnavailable` or :class:`ConfigError` when it cannot check.
     """
     started = time.monotonic()
+    if witness is not None:
+        witness.prepare()  # before the snapshot: every checkpoint read covers entries it holds
     store.require_schema()
     with store.snapshot() as conn:
         meta = store.read_meta()
@@ -307,7 +318,11 @@ def verify_ledger(store: PostgresLedgerStore, keys: Mapping[str, SigningKey], *,
         if progress is not None:
             progress(checked % 10_000)
         entries = store.count_entries(conn)
+        witnessed = None
+        if witness is not None:
+            witnessed, witness_break = witness.check(conn, meta=meta, first_break=found)
+            found = found or witness_break
     return VerifyReport(entries=entries, head=head_info,
                         first_break=None if found is None else Break.of(found),
                         seconds=time.monotonic() - started,
-                        kinds=walk.kinds if walk is not None else {})
+                        kinds=walk.kinds if walk is not None else {}, witness=witnessed)

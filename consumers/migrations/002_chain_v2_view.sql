@@ -15,4 +15,10 @@ ALTER TABLE audit_entries
     ALTER COLUMN after TYPE json USING after::json,
     ALTER COLUMN attributes TYPE json USING attributes::json;
 
+-- Stored beside what they are derived from, so that a pruned entry (payload or personal
+-- columns dropped by the retention function) still has every link input.
+ALTER TABLE audit_entries
+    ADD COLUMN value_null boolean NOT NULL,
+    ADD COLUMN view_digest bytea NOT NULL;
+
 ALTER TABLE ledger_meta ADD COLUMN chain_format smallint NOT NULL DEFAULT 2 CHECK (chain_format = 2);

@@ -158,7 +158,7 @@ TAMPERING = [
                           " duplicate_of, reject_reason, gen_random_uuid(), occurred_at, actor,"
                           " actor_type, action, target, before, after, reason, source, trace_id,"
                           " client_ip, attributes, schema_fingerprint, payload, digest, key_id,"
-                          f" link FROM audit_entries WHERE seq = {MID}",
+                          f" link, value_null, view_digest FROM audit_entries WHERE seq = {MID}",
      (N + 1, "inserted"), (N + 1, "extra")),
     ("swap", SWAP, (MID, "reordered"), (MID, "modified")),
     ("delete-tail", f"DELETE FROM audit_entries WHERE seq > {N - 5}",
