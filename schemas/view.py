@@ -77,10 +77,15 @@ def unix_us(moment: datetime) -> int:
     return (moment - _UNIX_EPOCH) // _ONE_US
 
 
+_ATTRIBUTES_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def attributes_json(attributes: Mapping[str, str]) -> str:
     """The ``attributes`` column: a JSON object in the payload's key order, no spaces,
     non-ASCII characters as themselves (CHAIN.md §6.1)."""
-    return json.dumps(dict(attributes), ensure_ascii=False, separators=(",", ":"))
+    if not attributes:
+        return "{}"
+    return _ATTRIBUTES_ENCODER.encode(dict(attributes))
 
 
 def entry_view(timestamp_ms: int, body: bytes) -> bytes:
