@@ -264,6 +264,35 @@ def base_ledger(tmp_path: Path, *, seed: int, records: int = BASE_RECORDS) -> It
 # -- tampering ------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
+class Gap:
+    """Damage a tool that should see it does not see today."""
+
+    missed_by: frozenset[str]
+    why: str
+    regression_test: str  # in tests/integration/test_tamper_random.py (strict xfail)
+
+
+#: Known gaps by variant name (variant names of gaps are unique across the catalogue). The
+#: regression test pins each one: it starts failing, as it should, the day the gap is closed,
+#: and then this entry goes.
+KNOWN_GAPS: dict[str, Gap] = {
+    "zero-for-null": Gap(
+        BOTH, "duplicate_of 0 instead of NULL on an entry that is not a duplicate: the link "
+              "frames NULL as 0, the view omits the column, replay compares coalesce(…, 0)",
+        "test_duplicate_of_zero_on_a_non_duplicate_is_seen"),
+    "reworded": Gap(
+        BOTH, "a rejected entry's reject_reason reworded: only its presence is checked "
+              "(CHAIN.md §6.1 leaves the wording unsealed), yet `log --rejected` shows it",
+        "test_reworded_reject_reason_is_seen"),
+    "empty-to-null": Gap(
+        frozenset({VERIFY}), "the payload of an entry sealed with an empty value set to NULL: "
+              "verify checks that value_null implies a NULL payload but not the converse "
+              "(CHAIN.md §9: the null flag follows the payload)",
+        "test_empty_payload_set_to_null_is_seen_by_verify"),
+}
+
+
+@dataclass(frozen=True, slots=True)
 class Damage:
     """What a tamper did, and what the tools must therefore report."""
 
@@ -274,8 +303,8 @@ class Damage:
     #: False when the tools in ``seen_by`` must refuse to vouch for the ledger (not report
     #: intact) but cannot name an entry: the row they would start from is gone.
     exact: bool = True
-    #: Set when this is damage neither tool sees today (``KNOWN_GAPS``): names the gap.
-    gap: str | None = None
+    #: A known gap this damage falls into (``KNOWN_GAPS``), attached by the runner.
+    gap: Gap | None = None
 
 
 @dataclass(frozen=True, slots=True)

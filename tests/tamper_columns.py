@@ -17,18 +17,6 @@ from typing import Any
 
 from tests.tamper_base import ACTOR_TYPES, JSON_COLUMNS, NOBODY, SOURCES, Damage, Expr, Tampering, random_json
 
-#: Damage that neither verify nor replay sees today, by (column, variant), with the
-#: regression test in tests/integration/test_tamper_random.py that pins it (strict xfail:
-#: it starts failing, as it should, the day the gap is closed).
-KNOWN_GAPS: dict[tuple[str, str], str] = {
-    ("duplicate_of", "zero"):
-        "duplicate_of 0 instead of NULL on a non-duplicate: the link frames NULL as 0 and the "
-        "view omits the column (test_duplicate_of_zero_on_a_non_duplicate_is_seen)",
-    ("reject_reason", "reworded"):
-        "a rejected entry's reason reworded: only its presence is checked, CHAIN.md §6.1 "
-        "(test_reworded_reject_reason_is_seen)",
-}
-
 
 def _other(rng: random.Random, pool: Sequence[Any], current: Any) -> Any:
     choices = [value for value in pool if value != current]
@@ -124,7 +112,7 @@ def _column_variants(t: Tampering, column: str, row: dict[str, Any]) -> list[tup
                   "client_ip"):
         return _text_variants(t, column, current)
     if column == "event_id":
-        found = [("new", uuid.uuid4())]
+        found = [("new", uuid.UUID(int=rng.getrandbits(128)))]
         return found + [("null", None)] if current is not None else found
     if column == "occurred_at":
         if current is None:
@@ -147,7 +135,7 @@ def _column_variants(t: Tampering, column: str, row: dict[str, Any]) -> list[tup
         if kind == "duplicate":
             return [("other-first", rng.choice(others)), ("null", None), ("zero", 0),
                     ("later", min(row["seq"] + rng.randint(1, 5), t.n))]
-        return [("set", rng.choice(others)), ("zero", 0)]
+        return [("set", rng.choice(others)), ("zero-for-null", 0)]
     if column == "reject_reason":
         if kind == "rejected":
             return [("null", None), ("empty", ""), ("reworded", "rejected by operator request")]
@@ -159,6 +147,11 @@ def _column_variants(t: Tampering, column: str, row: dict[str, Any]) -> list[tup
             flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
             found += [("null", None), ("bitflip", bytes(flipped))]
         return found
+    if column == "value_null":
+        return [("flip", not current)]
+    if column == "view_digest":
+        other = bytes(rng.choice([r for r in t.base.rows if r["seq"] != row["seq"]])[column])
+        return [("random", rng.randbytes(32)), ("other-row", other), ("zero", bytes(32))]
     raise AssertionError(f"no variants for column {column}")
 
 
@@ -175,7 +168,7 @@ def tamper_column(column: str, kinds: Sequence[str] = ("event", "duplicate", "re
         what = f"seq {seq} ({row['kind']}): {column} {_short(row[column])} -> {_short(shown)}"
         if t.row_text(seq) == before:
             return Damage(variant, what + " (stored row unchanged)", None, NOBODY)
-        return Damage(variant, what, seq, gap=KNOWN_GAPS.get((column, variant)))
+        return Damage(variant, what, seq)
     return apply
 
 

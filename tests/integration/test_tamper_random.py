@@ -37,7 +37,7 @@ from tests.tamper import (
     trial_rng,
     trials_from_env,
 )
-from tests.tamper_columns import KNOWN_GAPS
+from tests.tamper_base import KNOWN_GAPS, Gap
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -130,17 +130,19 @@ def test_the_checker_flags_every_way_a_tool_can_fall_short() -> None:
     vague = Damage("v", "what", 7, frozenset({VERIFY}), exact=False)
     assert result(vague, Finding("error", detail="no head"), Finding("intact")).problems() == []
     assert result(vague, Finding("intact"), Finding("intact")).problems()
-    gap = Damage("v", "what", 7, gap="known")
-    assert result(gap, Finding("intact"), Finding("intact")).problems() == []
-    assert result(gap, Finding("broken", 9, "modified"), hit).problems()  # seen, but mislocated
+    both_miss = Damage("v", "what", 7, gap=Gap(frozenset({VERIFY, REPLAY}), "why", "test"))
+    assert result(both_miss, Finding("intact"), Finding("intact")).problems() == []
+    assert result(both_miss, Finding("broken", 9, "modified"), hit).problems()  # mislocated
+    verify_misses = Damage("v", "what", 7, gap=Gap(frozenset({VERIFY}), "why", "test"))
+    assert result(verify_misses, Finding("intact"), hit).problems() == []
+    assert result(verify_misses, Finding("intact"), Finding("intact")).problems()  # replay too
 
 
-# -- regression tests of the gaps the matrix found (tests/tamper_columns.py KNOWN_GAPS) -------
+# -- regression tests of the gaps the matrix found (tests/tamper_base.py KNOWN_GAPS) ----------
 # Strict xfail: they fail today, as the gap is real; the day verify/replay close it they pass,
 # which fails the run until the marker and the KNOWN_GAPS entry are removed.
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason=KNOWN_GAPS[("duplicate_of", "zero")])
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=KNOWN_GAPS["zero-for-null"].why)
 def test_duplicate_of_zero_on_a_non_duplicate_is_seen(base: BaseLedger) -> None:
     seq = next(row["seq"] for row in base.rows if row["kind"] == "event")
     found = _tools_on_copy(base, 90_001, [
@@ -149,8 +151,7 @@ def test_duplicate_of_zero_on_a_non_duplicate_is_seen(base: BaseLedger) -> None:
     assert found[REPLAY].status == "broken" and found[REPLAY].seq == seq, found
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason=KNOWN_GAPS[("reject_reason", "reworded")])
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=KNOWN_GAPS["reworded"].why)
 def test_reworded_reject_reason_is_seen(base: BaseLedger) -> None:
     seq = next(row["seq"] for row in base.rows if row["kind"] == "rejected")
     found = _tools_on_copy(base, 90_002, [
@@ -160,8 +161,29 @@ def test_reworded_reject_reason_is_seen(base: BaseLedger) -> None:
     assert found[REPLAY].status == "broken" and found[REPLAY].seq == seq, found
 
 
+def _empty_payload_nulled(base: BaseLedger, index: int) -> tuple[int, dict[str, Finding]]:
+    seq = next(row["seq"] for row in base.rows
+               if row["payload"] is not None and not row["payload"])
+    return seq, _tools_on_copy(base, index, [
+        ("UPDATE audit_entries SET payload = NULL WHERE seq = %s", (seq,))])
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=KNOWN_GAPS["empty-to-null"].why)
+def test_empty_payload_set_to_null_is_seen_by_verify(base: BaseLedger) -> None:
+    seq, found = _empty_payload_nulled(base, 90_003)
+    assert found[VERIFY].status == "broken" and found[VERIFY].seq == seq, found
+
+
+def test_empty_payload_set_to_null_is_seen_by_replay(base: BaseLedger) -> None:
+    """The control of the gap above: the topic still says the value was empty, not null."""
+    seq, found = _empty_payload_nulled(base, 90_004)
+    assert found[REPLAY].status == "broken" and found[REPLAY].seq == seq, found
+
+
 def test_the_regression_tests_start_from_real_rows(base: BaseLedger) -> None:
     """The gap tests above must fail for the gap, not for a missing row or a broken copy."""
     event = next(row for row in base.rows if row["kind"] == "event")
     rejected = next(row for row in base.rows if row["kind"] == "rejected")
     assert event["duplicate_of"] is None and rejected["reject_reason"]
+    assert any(row["payload"] is not None and not row["payload"] for row in base.rows)
+    assert set(KNOWN_GAPS) == {"zero-for-null", "reworded", "empty-to-null"}
