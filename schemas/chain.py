@@ -328,11 +328,28 @@ class Sealer:
     batch; ids within the batch are tracked here.
     """
 
-    def __init__(self, *, key: SigningKey, head: ChainHead,
-                 schemas: Mapping[bytes, WriterSchema]) -> None:
-        self._linker = Linker(key)
+    def __init__(self, *, key: SigningKey | None = None, head: ChainHead,
+                 schemas: Mapping[bytes, WriterSchema],
+                 key_for: Callable[[int], SigningKey] | None = None) -> None:
+        # ``key_for(seq)`` picks the key per entry (rotation, forward-secure epochs:
+        # schemas/keys.py); without it every entry is sealed with ``key``.
+        if (key is None) == (key_for is None):
+            raise ValueError("a Sealer needs exactly one of key= and key_for=")
+        self._key_for = key_for
+        self._linker = Linker(key) if key is not None else None
+        self._last: Linker | None = None
         self.head = ChainHead(head.seq, head.offset, head.link)
         self._schemas = schemas
+
+    def _linker_for(self, seq: int) -> Linker:
+        if self._linker is not None:
+            return self._linker
+        assert self._key_for is not None
+        key = self._key_for(seq)
+        # One linker only: a forward-secure sealer must not keep an old epoch's keyed state.
+        if self._last is None or self._last.key_id != key.key_id:
+            self._last = Linker(key)
+        return self._last
 
     def seal_batch(self, records: Iterable[TopicRecord],
                    first_seq_of: FirstSeqLookup) -> list[SealedEntry]:
@@ -341,7 +358,7 @@ class Sealer:
         Raises ``ValueError`` if an offset does not follow the head: sealing out
         of order would break invariant 1, so it is refused rather than repaired.
         The head advances only as far as the returned entries; on an exception
-        it is left unchanged.
+        (including ``UnknownKey``/``ConfigError`` from ``key_for``) it is left unchanged.
         """
         classified = [(record, classify(record.value, self._schemas)) for record in records]
         ids = [c.event_id for _, c in classified if c.event_id is not None]
@@ -370,12 +387,13 @@ class Sealer:
                                    kind=kind, duplicate_of=duplicate_of or NO_DUPLICATE,
                                    value_null=record.value is None, digest=digest,
                                    view_digest=view_digest(view))
-            link = self._linker.link(head.link, link_input)
+            linker = self._linker_for(seq)
+            link = linker.link(head.link, link_input)
             entries.append(SealedEntry(
                 seq=seq, record=record, kind=kind, duplicate_of=duplicate_of,
                 event_id=outcome.event_id, reject_reason=outcome.reject_reason,
                 schema_fingerprint=outcome.schema_fingerprint, digest=digest, view=view,
-                key_id=self._linker.key_id, link=link))
+                key_id=linker.key_id, link=link))
             head = ChainHead(seq, record.offset, link)
         self.head = head
         return entries
