@@ -14,18 +14,26 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from baldur_audit.schemas.chain import Sealer, SigningKey, TopicRecord
 from baldur_audit.schemas.codec import KNOWN_SCHEMAS, WriterSchema
-from baldur_audit.schemas.errors import ConfigError, StoreRefused, StoreUnavailable
+from baldur_audit.schemas.errors import ConfigError, Fenced, StoreRefused, StoreUnavailable
 
 from .source import KafkaEventSource
 from .store import LedgerMeta, PostgresLedgerStore, schemas_to_store
+
+if TYPE_CHECKING:
+    from .checkpoints import Checkpointer
+    from .keyring import ChainKeys
 
 log = logging.getLogger(__name__)
 
 #: How long ``--until-idle`` waits for Kafka to assign the partition before it gives up.
 JOIN_GRACE = 30.0
+#: A chainer session idle inside a transaction this long is ended by the server, releasing
+#: the head row for a successor (a batch never waits on the client between statements).
+STALLED_TRANSACTION = 10.0
 
 
 class _Backoff:
@@ -87,8 +95,12 @@ class Chainer:
                  source_factory: Callable[..., KafkaEventSource], key: SigningKey,
                  batch_size: int = 2000, batch_wait: float = 0.2,
                  until_idle: float | None = None, max_store_outage: float = 300.0,
-                 schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS) -> None:
+                 schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS,
+                 checkpointer: Checkpointer | None = None,
+                 chain_keys: ChainKeys | None = None) -> None:
         self._store_factory = store_factory
+        self._chain_keys = chain_keys  # rotation / forward security (keyring.py); else key=
+        self._checkpointer = checkpointer
         self._key = key
         self._batch_size = batch_size
         self._batch_wait = batch_wait
@@ -99,6 +111,7 @@ class Chainer:
         self._store: PostgresLedgerStore | None = None
         self._sealer: Sealer | None = None
         self._epoch = 0
+        self._revoked_epoch: int | None = None
         self._stored_schemas: set[bytes] = set()
         self.stats = ChainerStats()
         self._source = source_factory(on_assigned=self._on_assigned, on_revoked=self._on_revoked)
@@ -111,14 +124,25 @@ class Chainer:
 
     def _connect(self) -> PostgresLedgerStore:
         if self._store is None:
-            self._store = self._store_factory()
+            store = self._store_factory()
+            try:
+                store.act_as_writer(stalled_transaction_s=STALLED_TRANSACTION)
+            except BaseException:
+                store.close()
+                raise
+            self._store = store
         return self._store
 
     def _check_meta(self, meta: LedgerMeta) -> None:
         if meta.topic != self._source.topic:
             raise ConfigError(f"the ledger belongs to topic {meta.topic!r}, "
                               f"not {self._source.topic!r}")
-        meta.require_key(self._key)
+        if self._chain_keys is None:
+            meta.require_key(self._key)
+        else:
+            from .keyring import last_key_id
+            assert self._store is not None
+            self._chain_keys.check(meta, last_key_id(self._store))
 
     def _take_over(self) -> int:
         """Fence any previous writer and load the head; returns the next offset to read."""
@@ -126,7 +150,10 @@ class Chainer:
         self._check_meta(store.read_meta())
         head = store.take_over()
         self._epoch = head.epoch
-        self._sealer = Sealer(key=self._key, head=head.chain_head(), schemas=self._schemas)
+        self._revoked_epoch = None
+        self._sealer = Sealer(key=self._key if self._chain_keys is None else None,
+                              key_for=None if self._chain_keys is None else self._chain_keys.key_for,
+                              head=head.chain_head(), schemas=self._schemas)
         self._stored_schemas = store.known_schema_fingerprints()
         self.stats.takeovers += 1
         self.stats.head_seq, self.stats.head_offset = head.seq, head.offset
@@ -138,7 +165,20 @@ class Chainer:
         return self._with_store_retry(self._take_over)
 
     def _on_revoked(self) -> None:
+        if self._sealer is not None:
+            self._revoked_epoch = self._epoch  # checked by the loop: taken over meanwhile?
         self._sealer = None
+
+    def _fenced_while_away(self) -> None:
+        """After losing the partition (e.g. paused past the session timeout): if another
+        chainer has taken the head over meanwhile, this one was fenced — stop (exit 3)
+        rather than linger as a standby that never noticed."""
+        mine, self._revoked_epoch = self._revoked_epoch, None
+        if mine is None:
+            return
+        current = self._with_store_retry(lambda: self._connect().read_head().epoch)
+        if current != mine:
+            raise Fenced(mine=mine, current=current)
 
     def _with_store_retry(self, action: Callable[[], int]) -> int:
         """Run ``action``; on a database outage, reconnect with backoff (bounded in total)."""
@@ -164,6 +204,8 @@ class Chainer:
         entries = self._sealer.seal_batch(records, self._store.first_seqs)
         new_schemas = schemas_to_store(entries, self._stored_schemas, self._schemas)
         self._store.append(entries, epoch=self._epoch, new_schemas=new_schemas)
+        if self._chain_keys is not None:  # after the commit: only then may an epoch key go
+            self._chain_keys.committed(entries[-1].seq)
         self._source.commit(entries[-1].record.offset + 1)
         self.stats.batches += 1
         self.stats.sealed += len(entries)
@@ -179,9 +221,22 @@ class Chainer:
                 self.stats.duplicates += 1
         self.stats.head_seq, self.stats.head_offset = entries[-1].seq, entries[-1].record.offset
 
+    def _checkpoint(self) -> None:
+        """Let the checkpointer sign one if due (it logs and retries its own failures)."""
+        if self._checkpointer is not None and self._sealer is not None:
+            self._checkpointer.after_batch(self._sealer.head.seq)
+
     def _recover(self) -> None:
-        """After a failed write: reload the head from the database and re-read from there."""
-        next_offset = self._with_store_retry(self._take_over)
+        """After a failed write: reload the head from the database and re-read from there —
+        unless another chainer took the head over meanwhile (then :class:`Fenced`): a
+        process that was paused mid-batch must not take the head back from its successor."""
+        def reload() -> int:
+            current = self._connect().read_head().epoch
+            if current != self._epoch:
+                raise Fenced(mine=self._epoch, current=current)
+            return self._take_over()
+
+        next_offset = self._with_store_retry(reload)
         self._source.seek(next_offset)
 
     def _caught_up(self) -> bool:
@@ -206,16 +261,20 @@ class Chainer:
         try:
             while not self._stop.is_set():
                 records = self._source.poll_batch(self._batch_size, self._batch_wait)
+                if self._revoked_epoch is not None:
+                    self._fenced_while_away()
                 if records and self._sealer is not None:
                     try:
                         self._seal_and_write(records)
                         batch_backoff.reset()
+                        self._checkpoint()
                     except StoreUnavailable as exc:
                         batch_backoff.wait_or_raise(
                             exc, "batch not written, retrying from the stored head")
                         self._recover()
                     idle_since = time.monotonic()
                     continue
+                self._checkpoint()
                 if self._until_idle is not None and \
                         time.monotonic() - idle_since >= self._until_idle and self._caught_up():
                     log.info("caught up and idle for %.1f s: stopping", self._until_idle)
@@ -224,4 +283,6 @@ class Chainer:
             self._source.close()
             if self._store is not None:
                 self._store.close()
+            if self._checkpointer is not None:
+                self._checkpointer.close()
         return self.stats

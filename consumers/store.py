@@ -191,6 +191,17 @@ class PostgresLedgerStore:
                 f"{scrub(str(exc).strip(), dsn_password(dsn), dsn)}") from None
         return cls(conn, dsn)
 
+    def act_as_writer(self, *, stalled_transaction_s: float) -> None:
+        """Session settings of the chainer: the server ends this session when it sits idle
+        inside a transaction longer than ``stalled_transaction_s`` (a paused or cut-off
+        chainer would otherwise hold the head row's lock and stall its successor)."""
+        with self._translated("configure the writer session"), self._conn.transaction():
+            self._conn.execute("SELECT set_config('idle_in_transaction_session_timeout', %s,"
+                               " false)", (f"{int(stalled_transaction_s * 1000)}",))
+            # A statement (a COPY whose client stopped sending) gets three times as long.
+            self._conn.execute("SELECT set_config('statement_timeout', %s, false)",
+                               (f"{int(stalled_transaction_s * 3000)}",))
+
     def close(self) -> None:
         """Close the connection (idempotent)."""
         self._conn.close()
@@ -313,6 +324,9 @@ class PostgresLedgerStore:
         then fails with :class:`Fenced` instead of forking the chain.
         """
         with self._translated("take over the chain head"), self._conn.transaction():
+            # Behind a stalled writer, give up after a while and retry (with backoff) rather
+            # than wait forever: the server ends that writer's session (act_as_writer).
+            self._conn.execute("SET LOCAL lock_timeout = '2s'")
             row = self._conn.execute(
                 "UPDATE chain_head SET epoch = epoch + 1, updated_at = now() WHERE id = 1"
                 " RETURNING epoch, last_seq, last_offset, last_link").fetchone()
@@ -367,6 +381,7 @@ class PostgresLedgerStore:
         if not entries:
             return
         first, last = entries[0], entries[-1]
+        data = copy_data(entries)  # built before the transaction: it holds the head row's lock
         with self._translated(f"append seq {first.seq}..{last.seq}"), self._conn.transaction():
             head = self._conn.execute(
                 "SELECT epoch, last_seq FROM chain_head WHERE id = 1 FOR UPDATE").fetchone()
@@ -379,7 +394,7 @@ class PostgresLedgerStore:
                     StoreUnavailable(f"chain head is at seq {head[1]}, batch starts at {first.seq}")
             with self._conn.cursor() as cur:
                 with cur.copy(_COPY_ENTRIES) as copy:
-                    copy.write(copy_data(entries))
+                    copy.write(data)
                 for schema, seq in new_schemas:
                     cur.execute(
                         "INSERT INTO writer_schemas (fingerprint, schema_json, first_seq)"

@@ -199,7 +199,7 @@ class LedgerWalk:
                               f"seq {self.next_seq}..{seq - 1} missing (next entry found is {seq})")
         if seq > self.head.seq:
             raise InsertedEntry(seq, f"entry beyond the chain head (head is at seq {self.head.seq})")
-        if not hmac.compare_digest(payload_sha, digest) or (value_null and not row[12]):
+        if not hmac.compare_digest(payload_sha, digest) or value_null != row[12]:
             raise ValueMismatch(seq, "payload bytes differ from the sealed digest")
         stored = row[8]
         computed = self._link_of(row)
