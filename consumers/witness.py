@@ -1,0 +1,593 @@
+"""Witnesses of the checkpoints: a Kafka topic (``<topic>.checkpoints``, one partition, kept
+forever) and optionally a directory meant for write-once storage (``<size>.note``), and the
+check ``verify`` makes against them.
+
+The database's owner controls the ledger tables but not the witnesses, so a witnessed
+checkpoint shows what the ledger held: ``verify`` finds a truncated tail (the ledger ends
+before a witnessed size, even with the chain head rolled back to match) and a suffix
+rewritten by someone holding the HMAC key (the entry at a witnessed size no longer has the
+witnessed link), and locates it between two witnessed checkpoints with O(log c) reads of the
+c witnessed checkpoints — never by replaying the ledger topic. A verifier may keep the last
+checkpoint it accepted in a state file and refuse a ledger that is not a consistent
+extension of it (the rekor-cli model).
+
+Why comparing links suffices: ``verify``'s walk recomputes every link with the HMAC key,
+and the leaf (CHAIN.md §13) covers exactly what the link covers plus the link; so when the
+walk is intact, the entry at size s has the witnessed head link if and only if entries
+1..s are the witnessed ones — and so have the witnessed root. The stored tree is checked
+against the signed root too, since proofs are built from it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import psycopg
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from baldur_audit.schemas.chain import SigningKey
+from baldur_audit.schemas.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    InvalidCheckpoint,
+    UnverifiableCheckpoint,
+    VerifierKey,
+    open_checkpoint,
+)
+from baldur_audit.schemas.errors import (
+    AuditError,
+    BrokerUnavailable,
+    ChainBreak,
+    ConfigError,
+    SequenceGap,
+    ServiceUnavailable,
+    ValueMismatch,
+)
+from baldur_audit.schemas.merkle import MerkleError, ProofError, consistency_proof, root, verify_consistency
+
+from .checkpoints import (
+    DEFAULT_EVERY,
+    DEFAULT_INTERVAL,
+    EVERY_ENV,
+    INTERVAL_ENV,
+    Checkpointer,
+    PostgresMerkleNodes,
+    checkpoint_origin,
+    load_checkpoint_keys,
+    read_tree,
+    translated,
+)
+from .config import Settings
+from .source import close_quietly
+from .store import LedgerMeta
+from .topic import KafkaTopicAdmin
+
+log = logging.getLogger(__name__)
+
+WITNESS_TOPIC_ENV = "BALDUR_WITNESS_TOPIC"
+CHECKPOINT_DIR_ENV = "BALDUR_CHECKPOINT_DIR"
+_NOTE_FILE = re.compile(r"(0|[1-9][0-9]{0,19})\.note")
+#: Exit status a witness status leads to when the chain walk itself is intact.
+EXIT_OF_STATUS = {"matched": 0, "none": 0, "skipped": 0, "mismatch": 1, "invalid": 1,
+                  "unverifiable": 2, "unavailable": 2}
+
+
+def witness_topic(topic: str, environ: Mapping[str, str] | None = None) -> str:
+    """``$BALDUR_WITNESS_TOPIC``, else ``<ledger topic>.checkpoints``."""
+    environ = os.environ if environ is None else environ
+    return environ.get(WITNESS_TOPIC_ENV, "").strip() or f"{topic}.checkpoints"
+
+
+def witness_exit_code(witness: dict[str, Any] | None) -> int:
+    """The exit status ``verify`` owes the witness check (0 when there was none)."""
+    return 0 if witness is None else EXIT_OF_STATUS.get(witness.get("status", "none"), 2)
+
+
+class WitnessLog(Protocol):
+    """Where witnessed checkpoints can be read back, in the order they were written."""
+
+    name: str
+
+    def positions(self) -> Sequence[int]:
+        """Every position holding a checkpoint, oldest first. Raises ServiceUnavailable."""
+        ...
+
+    def read(self, position: int) -> bytes | None:
+        """The note at ``position`` (None if there is none). Raises ServiceUnavailable."""
+        ...
+
+
+# --- Kafka ------------------------------------------------------------------------------------
+
+class KafkaWitness:
+    """The witness topic: checkpoints are produced to it (idempotent, acks=all; created on
+    first use with one partition, no compaction, kept forever) and read back by offset."""
+
+    def __init__(self, *, bootstrap: str, topic: str, replication_factor: int = 1,
+                 timeout: float = 10.0) -> None:
+        self.topic = topic
+        self.name = f"topic {topic}"
+        self._bootstrap = bootstrap
+        self._replication_factor = replication_factor
+        self._timeout = timeout
+        self._producer: Producer | None = None
+        self._consumer: Consumer | None = None
+        self._ensured = False
+
+    def publish(self, checkpoint: Checkpoint, note: str) -> str:
+        """Produce the note (key: the tree size); raises BrokerUnavailable unless acknowledged."""
+        if not self._ensured:
+            KafkaTopicAdmin(self._bootstrap, timeout=self._timeout).ensure_topic(
+                self.topic, replication_factor=self._replication_factor)
+            self._ensured = True
+        if self._producer is None:
+            self._producer = Producer({"bootstrap.servers": self._bootstrap,
+                                       "enable.idempotence": True,
+                                       "message.timeout.ms": int(self._timeout * 3000),
+                                       "logger": log})
+        outcome: list[Any] = []
+        self._producer.produce(self.topic, key=str(checkpoint.size).encode("ascii"),
+                               value=note.encode("utf-8"),
+                               on_delivery=lambda err, msg: outcome.append((err, msg)))
+        remaining = self._producer.flush(self._timeout)
+        if remaining or not outcome:
+            raise BrokerUnavailable(f"witness topic {self.topic}: the checkpoint of size "
+                                    f"{checkpoint.size} was not acknowledged within "
+                                    f"{self._timeout:.0f} s")
+        error, message = outcome[0]
+        if error is not None:
+            raise BrokerUnavailable(f"witness topic {self.topic}: {error.str()}")
+        return f"topic {self.topic} offset {message.offset()}"
+
+    def _reader(self) -> Consumer:
+        if self._consumer is None:
+            self._consumer = Consumer({
+                "bootstrap.servers": self._bootstrap,
+                "group.id": "baldur-audit-witness-reader",
+                "enable.auto.commit": False, "enable.auto.offset.store": False,
+                "auto.offset.reset": "error", "isolation.level": "read_committed",
+                "allow.auto.create.topics": False, "logger": log})
+        return self._consumer
+
+    def positions(self) -> range:
+        """The topic's offsets (empty when the topic does not exist)."""
+        consumer = self._reader()
+        try:
+            metadata = consumer.list_topics(topic=self.topic, timeout=self._timeout)
+            found = metadata.topics.get(self.topic)
+            if found is None or (found.error is not None and
+                                 found.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+                return range(0)
+            if found.error is not None:
+                raise BrokerUnavailable(f"witness topic {self.topic}: {found.error.str()}")
+            low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, 0),
+                                                       timeout=self._timeout, cached=False)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"cannot read witness topic {self.topic}: "
+                                    f"{exc.args[0].str()}") from None
+        return range(int(low), int(high))
+
+    def read(self, position: int) -> bytes | None:
+        """The record value at offset ``position``."""
+        consumer = self._reader()
+        try:
+            consumer.assign([TopicPartition(self.topic, 0, position)])
+            for _ in range(max(1, int(self._timeout / 0.5))):
+                for message in consumer.consume(num_messages=1, timeout=0.5):
+                    error = message.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            return None
+                        raise BrokerUnavailable(f"witness topic {self.topic}: {error.str()}")
+                    value = message.value()
+                    return value if message.offset() == position else None
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"cannot read witness topic {self.topic}: "
+                                    f"{exc.args[0].str()}") from None
+        raise BrokerUnavailable(f"witness topic {self.topic}: no record at offset {position} "
+                                f"within {self._timeout:.0f} s")
+
+    def close(self) -> None:
+        """Flush nothing further; close the clients (bounded)."""
+        if self._consumer is not None:
+            close_quietly(self._consumer)
+            self._consumer = None
+        self._producer = None
+
+
+# --- a directory --------------------------------------------------------------------------------
+
+class DirectoryWitness:
+    """``<dir>/<size>.note``, each created once (O_EXCL, mode 0444, fsync'd): for a
+    write-once (WORM) mount or a bucket with object lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = f"directory {path}"
+
+    def publish(self, checkpoint: Checkpoint, note: str) -> str:
+        """Write ``<size>.note`` unless a checkpoint of that size is already there."""
+        target = self.path / f"{checkpoint.size}.note"
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+            except FileExistsError:  # write-once: the first checkpoint of this size stays
+                return f"{target} (kept the existing one)"
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(note.encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+            folder = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        except OSError as exc:
+            raise ConfigError(f"cannot write checkpoint {target}: {exc.strerror}") from None
+        return str(target)
+
+    def positions(self) -> list[int]:
+        """The sizes of the checkpoint files, smallest first."""
+        try:
+            names = os.listdir(self.path)
+        except OSError as exc:
+            raise ServiceUnavailable(f"cannot read checkpoint directory {self.path}: "
+                                     f"{exc.strerror}") from None
+        return sorted(int(match.group(1)) for name in names
+                      if (match := _NOTE_FILE.fullmatch(name)))
+
+    def read(self, position: int) -> bytes | None:
+        """The note of size ``position``."""
+        try:
+            return (self.path / f"{position}.note").read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ServiceUnavailable(f"cannot read {self.path}/{position}.note: "
+                                     f"{exc.strerror}") from None
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+# --- the check ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Witnessed:
+    """A checkpoint read from a witness (or the state file) whose signature verified."""
+
+    where: str
+    position: int
+    checkpoint: Checkpoint
+    signers: tuple[str, ...]
+    note: str
+
+    def describe(self) -> dict[str, Any]:
+        """What the report shows of it."""
+        cp = self.checkpoint
+        return {"size": cp.size, "root": cp.root_hash.hex(), "head_link": cp.head_link.hex(),
+                "time": cp.timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "source": self.where, "signed_by": list(self.signers)}
+
+
+class WitnessCheck:
+    """``verify``'s cross-check of the ledger against its newest witnessed checkpoints.
+
+    :meth:`prepare` reads the witnesses *before* ``verify`` takes its database snapshot
+    (so every checkpoint read was made over entries the snapshot holds); :meth:`check`
+    runs at the end of the walk and returns the ``witness`` report and a
+    :class:`ChainBreak` when the ledger is not what was witnessed.
+    """
+
+    def __init__(self, *, verifiers: Sequence[VerifierKey], origin: str,
+                 logs: Sequence[WitnessLog], state_path: Path | None = None) -> None:
+        self._verifiers = tuple(verifiers)
+        self._origin = origin
+        self._logs = tuple(logs)
+        self._state_path = state_path
+        self._positions: dict[str, Sequence[int]] = {}
+        self._newest: list[tuple[WitnessLog, Witnessed]] = []
+        self._state: Witnessed | None = None
+        self._problems: list[tuple[str, str]] = []
+        self._prepared = False
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _open(self, note: bytes | str | None, where: str, position: int) -> Witnessed:
+        if note is None:
+            raise InvalidCheckpoint("no checkpoint there")
+        checkpoint, signers = open_checkpoint(note, self._verifiers, self._origin)
+        text = note.decode("utf-8") if isinstance(note, bytes) else note
+        return Witnessed(where, position, checkpoint, tuple(signers), text)
+
+    def _problem(self, exc: BaseException, where: str) -> None:
+        if isinstance(exc, UnverifiableCheckpoint):
+            self._problems.append(("unverifiable", f"{where}: {exc} (configure its verifier "
+                                                   f"key in BALDUR_CHECKPOINT_PUBLIC_KEYS)"))
+        elif isinstance(exc, CheckpointError | ConfigError):
+            self._problems.append(("invalid", f"{where}: {exc}"))
+        else:
+            self._problems.append(("unavailable", f"{where}: {exc}"))
+
+    def prepare(self) -> None:
+        """Read the newest checkpoint of every witness and the state file (never raises:
+        what cannot be read is reported by :meth:`check`)."""
+        self._prepared = True
+        for witness in self._logs:
+            try:
+                positions = witness.positions()
+                self._positions[witness.name] = positions
+                if not positions:
+                    continue
+                where = f"{witness.name} at {positions[-1]}"
+                self._newest.append((witness, self._open(witness.read(positions[-1]), where,
+                                                         positions[-1])))
+            except (AuditError, OSError) as exc:
+                self._problem(exc, witness.name)
+        if self._state_path is not None and self._state_path.exists():
+            where = f"state file {self._state_path}"
+            try:
+                self._state = self._open(self._state_path.read_bytes(), where, -1)
+            except (AuditError, OSError) as exc:
+                self._problem(exc if not isinstance(exc, OSError) else
+                              ServiceUnavailable(exc.strerror or str(exc)), where)
+
+    def _read_open(self, witness: WitnessLog, position: int) -> Witnessed | None:
+        try:
+            return self._open(witness.read(position), f"{witness.name} at {position}", position)
+        except (AuditError, OSError) as exc:
+            log.warning("witnessed checkpoint at %s %d skipped: %s", witness.name, position, exc)
+            return None
+
+    # -- comparing -------------------------------------------------------------------------------
+
+    def _mismatch(self, conn: psycopg.Connection[Any], cp: Checkpoint, ctx: _Ledger) -> str | None:
+        """None when the ledger holds ``cp``; else "short", "link" or "tree"."""
+        if cp.size > ctx.end:
+            return "short"
+        if cp.size == 0:
+            link: bytes | None = ctx.meta.genesis_link
+        else:
+            with translated("read entry link", conn):
+                row = conn.execute("SELECT link FROM audit_entries WHERE seq = %s",
+                                   (cp.size,)).fetchone()
+            link = None if row is None else bytes(row[0])
+        if link is None or not hmac.compare_digest(link, cp.head_link):
+            return "link"
+        if cp.size and ctx.tree_size >= cp.size:
+            try:
+                stored = root(PostgresMerkleNodes(conn), cp.size)
+            except MerkleError:
+                return "tree"
+            if not hmac.compare_digest(stored, cp.root_hash):
+                return "tree"
+        return None
+
+    def _locate(self, conn: psycopg.Connection[Any], witness: WitnessLog, newest: Witnessed,
+                reason: str, ctx: _Ledger) -> ChainBreak:
+        """Binary search of the witness for the last checkpoint the ledger still holds."""
+        every = self._positions[witness.name]
+        positions = every[:every.index(newest.position) + 1]
+        lo, hi = -1, len(positions) - 1
+        matched: Witnessed | None = None
+        failed, failed_reason = newest, reason
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            probe, found = mid, self._read_open(witness, positions[mid])
+            while found is None and probe - 1 > lo:
+                probe -= 1
+                found = self._read_open(witness, positions[probe])
+            if found is None:
+                lo = mid
+                continue
+            why = self._mismatch(conn, found.checkpoint, ctx)
+            if why is None:
+                lo, matched = probe, found
+            else:
+                hi, failed, failed_reason = probe, found, why
+        return _describe_break(matched, failed, failed_reason, ctx)
+
+    def check(self, conn: psycopg.Connection[Any], *, meta: LedgerMeta,
+              first_break: ChainBreak | None) -> tuple[dict[str, Any], ChainBreak | None]:
+        """Compare the ledger (in ``verify``'s snapshot) with what :meth:`prepare` read.
+
+        Returns the ``witness`` report and the break it found (None when the ledger holds
+        every witnessed checkpoint). Saves the state file when everything matched.
+        Raises StoreUnavailable.
+        """
+        if not self._prepared:
+            self.prepare()
+        try:
+            return self._check(conn, meta=meta, first_break=first_break)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the witnesses' clients."""
+        for witness in self._logs:
+            closer = getattr(witness, "close", None)
+            if closer is not None:
+                closer()
+
+    def _check(self, conn: psycopg.Connection[Any], *, meta: LedgerMeta,
+               first_break: ChainBreak | None) -> tuple[dict[str, Any], ChainBreak | None]:
+        report: dict[str, Any] = {"checked": False, "skipped": None, "status": "none",
+                                  "detail": None, "checkpoint": None,
+                                  "sources": [w.name for w in self._logs], "state": None}
+        with translated("read ledger end", conn):
+            end = int(conn.execute("SELECT coalesce(max(seq), 0) FROM audit_entries").fetchone()[0])
+        try:
+            tree = read_tree(conn)
+        except MerkleError:
+            tree = None
+        ctx = _Ledger(meta=meta, end=end, tree_size=tree.size if tree else 0)
+        found: ChainBreak | None = None
+        checked: list[Witnessed] = []
+        for witness, newest in self._newest:
+            reason = self._mismatch(conn, newest.checkpoint, ctx)
+            checked.append(newest)
+            if reason is not None and found is None:
+                found = self._locate(conn, witness, newest, reason, ctx)
+        if self._state is not None:
+            report["state"] = {"path": str(self._state_path), "accepted_size": self._state.checkpoint.size,
+                               "saved_size": None}
+            reason = self._mismatch(conn, self._state.checkpoint, ctx)
+            checked.append(self._state)
+            if reason is not None and found is None:
+                found = _describe_break(None, self._state, reason, ctx, accepted=True)
+        elif self._state_path is not None:
+            report["state"] = {"path": str(self._state_path), "accepted_size": None,
+                               "saved_size": None}
+        if found is None and len(checked) > 1:
+            found = self._prove_consistent(conn, checked, ctx)
+        best = max(checked, key=lambda w: (w.checkpoint.size, w.checkpoint.timestamp), default=None)
+        report["checkpoint"] = best.describe() if best else None
+        report["checked"] = bool(checked)
+        if found is not None:
+            report["status"], report["detail"] = "mismatch", found.detail
+        elif self._problems:
+            worst = min(self._problems, key=lambda p: ("invalid", "unverifiable", "unavailable").index(p[0]))
+            report["status"] = worst[0]
+            report["detail"] = "; ".join(detail for _, detail in self._problems)
+        elif checked:
+            report["status"] = "matched"
+            report["detail"] = (f"the ledger holds the witnessed checkpoint of size "
+                                f"{best.checkpoint.size}" if best else None)
+        else:
+            report["skipped"] = "no witnessed checkpoint yet" if self._logs else "--no-witness"
+            report["status"] = "none" if self._logs else "skipped"
+        if report["status"] in ("matched", "none", "skipped") and first_break is None and \
+                best is not None and self._state_path is not None:
+            report["state"]["saved_size"] = self._save_state(best)
+        return report, found
+
+    def _prove_consistent(self, conn: psycopg.Connection[Any], checked: list[Witnessed],
+                          ctx: _Ledger) -> ChainBreak | None:
+        """Both ends held by the ledger: also prove it from the stored tree (RFC 9162)."""
+        old = min(checked, key=lambda w: w.checkpoint.size).checkpoint
+        new = max(checked, key=lambda w: w.checkpoint.size).checkpoint
+        if ctx.tree_size < new.size:
+            return None  # the links already showed both are prefixes of this ledger
+        try:
+            proof = consistency_proof(PostgresMerkleNodes(conn), old.size, new.size)
+            verify_consistency(old.size, new.size, old.root_hash, new.root_hash, proof)
+        except (MerkleError, ProofError) as exc:
+            return ValueMismatch(old.size + 1, f"the stored merkle tree does not prove the "
+                                               f"checkpoint of size {new.size} consistent with the "
+                                               f"one of size {old.size}: {exc}")
+        return None
+
+    def _save_state(self, best: Witnessed) -> int:
+        assert self._state_path is not None
+        if self._state is not None and self._state.checkpoint.size > best.checkpoint.size:
+            best = self._state
+        path = self._state_path
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(temporary, "w", encoding="utf-8") as handle:
+                handle.write(best.note)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the state file {path}: {exc.strerror}") from None
+        return best.checkpoint.size
+
+
+@dataclass(frozen=True, slots=True)
+class _Ledger:
+    meta: LedgerMeta
+    end: int
+    tree_size: int
+
+
+def _describe_break(matched: Witnessed | None, failed: Witnessed, reason: str, ctx: _Ledger,
+                    *, accepted: bool = False) -> ChainBreak:
+    m = matched.checkpoint.size if matched else 0
+    x = failed.checkpoint.size
+    when = failed.describe()["time"]
+    what = (f"the checkpoint accepted earlier ({failed.where}, size {x})" if accepted else
+            f"the checkpoint of size {x} witnessed in {failed.where} (signed {when})")
+    holds = f"; it holds the witnessed checkpoint of size {m}" if matched else ""
+    if reason == "short":
+        return SequenceGap(ctx.end + 1, None,
+                           f"the ledger ends at seq {ctx.end} but {what} covers {x} entries: "
+                           f"entries {ctx.end + 1}..{x} were deleted (with the chain head rolled "
+                           f"back to match){holds}")
+    if reason == "link":
+        return ValueMismatch(m + 1,
+                             f"the ledger is not what was witnessed: entry {x} does not have the "
+                             f"link {what} names{holds}, so entries within seq {m + 1}..{x} were "
+                             "rewritten (re-linked by a holder of the HMAC key, or the entry is "
+                             "gone): `baldur-audit replay` names the exact seq")
+    return ValueMismatch(m + 1,
+                         f"the stored merkle tree does not give the root of {what} although the "
+                         f"entries' links match it: merkle_nodes was changed within leaves "
+                         f"{m + 1}..{x} (proofs built from it will not verify)")
+
+
+# --- built from the environment (the CLI's edge) ------------------------------------------------
+
+def _number(environ: Mapping[str, str], name: str, default: float) -> float:
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, found {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be a finite number >= 0")
+    return value
+
+
+def witness_logs(settings: Settings, environ: Mapping[str, str] | None = None, *,
+                 replication_factor: int = 1) -> list[KafkaWitness | DirectoryWitness]:
+    """The witness topic, and the checkpoint directory when ``BALDUR_CHECKPOINT_DIR`` is set."""
+    environ = os.environ if environ is None else environ
+    logs: list[KafkaWitness | DirectoryWitness] = [KafkaWitness(
+        bootstrap=settings.bootstrap, topic=witness_topic(settings.topic, environ),
+        replication_factor=replication_factor)]
+    folder = environ.get(CHECKPOINT_DIR_ENV, "").strip()
+    if folder:
+        logs.append(DirectoryWitness(Path(folder)))
+    return logs
+
+
+def checkpointer_from_env(settings: Settings, chain_keys: Mapping[str, SigningKey],
+                          environ: Mapping[str, str] | None = None) -> Checkpointer | None:
+    """The chainer's checkpointer: every ``BALDUR_CHECKPOINT_EVERY`` entries (default
+    10000) or ``BALDUR_CHECKPOINT_INTERVAL`` seconds (default 30) with new entries; None
+    when both are 0. Raises :class:`ConfigError` (e.g. production without a signing key)."""
+    environ = os.environ if environ is None else environ
+    every = _number(environ, EVERY_ENV, DEFAULT_EVERY)
+    interval = _number(environ, INTERVAL_ENV, DEFAULT_INTERVAL)
+    if every != int(every):
+        raise ConfigError(f"{EVERY_ENV} must be a whole number of entries")
+    if every == 0 and interval == 0:
+        return None
+    keys = load_checkpoint_keys(origin=checkpoint_origin(settings.effective_ledger_id, environ),
+                                signing=True, environ=environ)
+    return Checkpointer(dsn=settings.dsn, keys=keys, chain_keys=chain_keys,
+                        witnesses=witness_logs(settings, environ), every=int(every),
+                        interval=interval)
+
+
+def witness_check_from_env(settings: Settings, *, state: Path | None, use_witness: bool,
+                           environ: Mapping[str, str] | None = None) -> WitnessCheck:
+    """``verify``'s witness check: the configured verifier keys (no key is generated), the
+    witness topic and directory unless ``use_witness`` is false, and the state file."""
+    environ = os.environ if environ is None else environ
+    keys = load_checkpoint_keys(origin=checkpoint_origin(settings.effective_ledger_id, environ),
+                                signing=False, environ=environ)
+    return WitnessCheck(verifiers=keys.verifiers, origin=keys.origin,
+                        logs=witness_logs(settings, environ) if use_witness else [],
+                        state_path=state)
