@@ -31,7 +31,7 @@ help:
 	@echo "make clean        down + remove .local and .venv"
 
 # Always delegated: deploy/venv.sh is a no-op (< 0.1 s) unless pyproject.toml or the set of
-# package files changed, which strict editable mode needs a reinstall for.
+# package files changed (see the script).
 venv:
 	@deploy/venv.sh
 

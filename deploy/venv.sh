@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Create/refresh the project venv (.venv) with an editable install of baldur-audit.
 #
-# The install uses setuptools' *strict* editable mode (a link tree under build/__editable__.*),
-# which exposes only the files that existed at install time: adding or removing a module or a
-# package-data file needs a reinstall. So instead of a plain timestamp, .venv/.stamp holds a hash of
+# The install uses setuptools' default (lenient) editable mode: a path finder maps the
+# baldur_audit.* packages to producers/, consumers/ and schemas/, so new modules are seen at
+# once (deploy/check-wheel.sh checks what a real wheel contains). .venv/.stamp holds a hash of
 #   - pyproject.toml (content),
 #   - the install command line (extras, options),
 #   - the *list* of package files (.py/.pyi/.avsc/.sql/.json/.md/py.typed) under producers/,
 #     consumers/ and schemas/, tracked or not.
-# Editing an existing file changes nothing (the link tree points at it); adding, removing or
-# renaming one triggers `pip install -e` again. A no-op run takes well under a second.
+# Editing a file changes nothing; adding, removing or renaming one re-runs `pip install -e`
+# (cheap, and it keeps package-data listings current). A no-op run takes well under a second.
 #
 # Environment: PYTHON (default python3), VENV_FORCE=1 to reinstall regardless of the stamp.
 set -euo pipefail
@@ -20,7 +20,7 @@ VENV="$ROOT/.venv"
 STAMP="$VENV/.stamp"
 PYTHON="${PYTHON:-python3}"
 EXTRAS='.[ledger,dev]'
-PIP_INSTALL=(install -e "$EXTRAS" --config-settings editable_mode=strict)
+PIP_INSTALL=(install -e "$EXTRAS")
 
 log() { echo "venv: $*" >&2; }
 
@@ -48,7 +48,7 @@ fi
 
 t0=$SECONDS
 log "pip ${PIP_INSTALL[*]}"
-# strict editable mode needs setuptools >= 64 and pip >= 21.3 (PEP 660 + --config-settings).
+# editable installs of a pyproject.toml project need setuptools >= 64 and pip >= 21.3 (PEP 660).
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check 'pip>=23.1'
 # Build without isolation so a reinstall after adding a module takes seconds, not a fresh
 # download of setuptools: the [build-system] requirements from pyproject.toml go into the venv.
