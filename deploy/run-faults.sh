@@ -3,6 +3,8 @@
 # `make faults`: the whole fault campaign at full scale, then the soak.
 #
 #   deploy/run-faults.sh [pytest args]     e.g. deploy/run-faults.sh -k kill9
+#   deploy/run-faults.sh --setup-only      only the set-up below (what the quick subset in
+#                                          `make test` needs too: kcat, the tools jar)
 #
 # Set-up: the venv, Kafka's jars (with the kafka-consumer-groups tool) and the PostgreSQL
 # binaries, and kcat (Debian's package) when it is missing. The scenarios and the soak run on
@@ -41,6 +43,11 @@ if ! command -v kcat >/dev/null 2>&1; then
     { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
         && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat; } >&2 \
         || { log "apt-get install kcat failed"; exit 1; }
+fi
+
+if [[ "${1:-}" == --setup-only ]]; then
+    log "set-up done (kcat $(command -v kcat), Kafka tools jar, PostgreSQL binaries)"
+    exit 0
 fi
 
 mkdir -p "$RESULTS"

@@ -51,6 +51,21 @@ def scaled(quick: T, full: T) -> T:
     return full if SCALE == "full" else quick
 
 
+def full_only(test: Callable[..., None]) -> Callable[..., None]:
+    """Run this test at full scale only (deselected, not skipped, in the quick subset)."""
+    test._faults_full_only = True  # type: ignore[attr-defined]
+    return test
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if SCALE == "full":
+        return
+    deselected = [item for item in items if getattr(getattr(item, "obj", None), "_faults_full_only", False)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if item not in deselected]
+
+
 def rng(scenario: str) -> random.Random:
     """A random source for one scenario, reproducible from ``BALDUR_FAULTS_SEED``."""
     return random.Random(f"{SEED}:{scenario}")
@@ -466,4 +481,4 @@ def record_result(scenario: str, *, runs: int, events: int, check: LedgerCheck |
 
 
 __all__ = ["SCALE", "ChainerProc", "Chainers", "EventStream", "LedgerCheck", "Services", "Watch",
-           "check_ledger", "record_result", "rng", "scaled", "wait_for"]
+           "check_ledger", "full_only", "record_result", "rng", "scaled", "wait_for"]

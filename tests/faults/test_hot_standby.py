@@ -22,6 +22,7 @@ from tests.faults.conftest import (
     EventStream,
     Watch,
     check_ledger,
+    full_only,
     record_result,
     rng,
     scaled,
@@ -63,6 +64,7 @@ def test_standby_takes_over_after_kill_9_within_a_bounded_time(led: Ledger, chai
     watch = Watch(led)
     procs = [start(chainers), start(chainers)]
     takeovers: list[float] = []
+    sealed_after: list[float] = []
     events = KILLS * scaled(2000, 4000)
     chunk = 50
     with EventStream(led, events, chunk=chunk, over=KILLS * scaled(10.0, 14.0)) as stream:
@@ -70,30 +72,38 @@ def test_standby_takes_over_after_kill_9_within_a_bounded_time(led: Ledger, chai
             victim = wait_for(lambda p=procs: active(led, p), 60, "an active chainer")
             sealing(watch)
             time.sleep(r.uniform(0.0, 1.0))
-            seq = watch.head()[0]
+            seq, _, epoch = watch.head()
             victim.kill9()
             killed_at = time.monotonic()
-            wait_for(lambda s=seq: watch.head()[0] > s, 90, "the standby to seal")  # type: ignore[misc]
+            # Taken over = the standby bumped the fencing epoch; then it must also seal.
+            wait_for(lambda e=epoch: watch.head()[2] > e, 90, "the standby to take over")  # type: ignore[misc]
             takeovers.append(time.monotonic() - killed_at)
-            assert not stream.done_producing, "the stream ended before the takeover was measured"
+            led.produce_events(10, start=10_000_000 + len(takeovers) * 10)
+            wait_for(lambda s=seq: watch.head()[0] > s, 60, "the standby to seal")  # type: ignore[misc]
+            sealed_after.append(time.monotonic() - killed_at)
             procs = [proc for proc in procs if proc.alive()] + [start(chainers)]
         stream.wait(300)
     wait_for(watch.caught_up, 120, "every record sealed")
+    # A chainer still importing has no SIGTERM handler yet: stop them once both joined the group.
+    wait_for(lambda: len(led.cli_json("status")["group"]["members"]) == len(procs), 60,
+             "both chainers in the group")
     for proc in procs:
         assert proc.alive(), proc.stderr
         assert proc.stop() == 0, proc.stderr
     watch.close()
     check = check_ledger(led, stream.acked)
-    record_result("hot standby: kill -9 of the active chainer", runs=KILLS, events=events,
+    record_result("hot standby: kill -9 of the active chainer", runs=KILLS, events=events + 10 * KILLS,
                   check=check, wall_s=time.monotonic() - started,
                   detected=f"takeover max {max(takeovers):.1f} s", session_timeout_s=SESSION,
                   takeover_s=[round(t, 1) for t in takeovers],
                   takeover_s_median=round(statistics.median(takeovers), 1),
-                  takeover_s_max=round(max(takeovers), 1))
+                  takeover_s_max=round(max(takeovers), 1),
+                  first_seal_after_kill_s=[round(t, 1) for t in sealed_after])
     assert not check.problems(), check.problems()
-    assert max(takeovers) <= TAKEOVER_BOUND, takeovers
+    assert max(sealed_after) <= TAKEOVER_BOUND, (takeovers, sealed_after)
 
 
+@full_only
 def test_paused_active_chainer_is_fenced_when_it_wakes_and_the_chain_does_not_fork(
         led: Ledger, chainers: Chainers) -> None:
     r = rng("standby-pause")
@@ -123,15 +133,13 @@ def test_paused_active_chainer_is_fenced_when_it_wakes_and_the_chain_does_not_fo
                 time.sleep(1.0)
                 stale.signal(signal.SIGCONT)
                 try:
-                    found["stale_exit"] = stale.wait(timeout=60)
+                    found["stale_exit"] = stale.wait(timeout=20)
                 except subprocess.TimeoutExpired:
-                    found["stale_state"] = "still running 60 s after SIGCONT"
+                    found["stale_state"] = "still running 20 s after SIGCONT"
                     found["stale_is_active"] = active(led, procs) is stale
                 lines = stale.stderr.strip().splitlines()
                 found["stale_message"] = lines[-1] if lines else ""
                 found["stale_log"] = lines[-8:]
-            if found["stale_exit"] != 3:
-                break
             procs = [proc for proc in procs if proc.alive()] + [start(chainers)]
         stream.wait(300)
     wait_for(watch.caught_up, 120, "every record sealed")
@@ -145,18 +153,19 @@ def test_paused_active_chainer_is_fenced_when_it_wakes_and_the_chain_does_not_fo
     assert not check.problems(), check.problems()
     for found in rounds:
         # Either it tried to write, was fenced and exited 3 with the message (what the issue
-        # and the README promise), or librdkafka noticed its expired session first and it went
-        # back to standby without writing (see the strict xfail below). Never a fork.
+        # and the README promise), or librdkafka noticed its expired session first and it
+        # rejoined the group without writing (see the strict xfail below) -- as a standby, or
+        # re-elected with a new epoch. Never a write under the stale epoch, never a fork.
         assert found["takeover_s"] is not None, found
         if found["stale_exit"] is not None:
             assert found["stale_exit"] == 3, found
             assert "another chainer took over" in str(found["stale_message"])
-        else:
-            assert found["stale_is_active"] is False, found
         assert not any("Traceback" in line for line in found["stale_log"])  # type: ignore[attr-defined]
+    procs = [proc for proc in procs if proc.alive()]
+    wait_for(lambda: len(led.cli_json("status")["group"]["members"]) == len(procs), 60,
+             "the running chainers in the group")
     for proc in procs:
-        if proc.alive():
-            assert proc.stop() == 0, proc.stderr
+        assert proc.stop() == 0, proc.stderr
 
 
 @pytest.mark.xfail(strict=True, reason="defect: a chainer paused while caught up wakes to an expired "
@@ -181,7 +190,7 @@ def test_woken_stale_chainer_exits_3_even_when_it_had_nothing_to_write(
         stale.signal(signal.SIGCONT)
     led.produce_events(10, start=100)
     try:
-        status = stale.wait(timeout=30)
+        status = stale.wait(timeout=15)
     except subprocess.TimeoutExpired:
         status = None
     wait_for(lambda: watch.head()[0] == 110, 60, "all 110 sealed")
@@ -227,7 +236,7 @@ def test_standby_takes_over_from_a_chainer_paused_inside_its_transaction(
     wait_for(watch.caught_up, 60, "the first 100 sealed")
     stale = wait_for(lambda: active(led, procs), 60, "an active chainer")
     _, _, epoch = watch.head()
-    with EventStream(led, scaled(8000, 40_000), chunk=2000, pause=0.0) as stream:
+    with EventStream(led, scaled(4000, 40_000), chunk=2000, pause=0.0) as stream:
         assert pause_inside_a_transaction(led, stale), "never caught the chainer inside a batch"
         paused_at = time.monotonic()
         try:

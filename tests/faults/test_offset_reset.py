@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 FIRST = scaled(300, 20_000)
 MORE = scaled(100, 5_000)
 SHIFT = scaled(50, 2_000)
-RESETS = scaled([["--to-earliest"], ["--to-latest"], ["--shift-by", f"-{SHIFT}"]],
+RESETS = scaled([["--to-earliest"], ["--to-latest"]],
                 [["--to-earliest"], ["--to-latest"], ["--shift-by", f"-{SHIFT}"],
                  ["--shift-by", str(SHIFT)], ["--to-offset", "0"]])
 #: Each run of the Java tool costs seconds: the quick run checks ``--describe`` only at the end.
@@ -56,7 +56,8 @@ def test_offset_resets_by_kafka_consumer_groups_change_nothing(led: Ledger, serv
     group = led.env["BALDUR_CHAINER_GROUP"]
     acked = list(led.produce_events(FIRST))
     assert chain(led)["sealed"] == FIRST
-    assert committed(services, led) == FIRST  # the chainer's commit makes the lag visible
+    if DESCRIBE_EACH:
+        assert committed(services, led) == FIRST  # the chainer's commit makes the lag visible
     rows = []
     for number, reset in enumerate(RESETS):
         acked += led.produce_events(MORE, start=FIRST + number * MORE)
@@ -68,8 +69,10 @@ def test_offset_resets_by_kafka_consumer_groups_change_nothing(led: Ledger, serv
         assert match, done.stdout
         reset_to = int(match.group(1))
         before = end - MORE  # where the chainer's commit left the group
-        assert reset_to == {"--to-earliest": 0, "--to-latest": end, "--to-offset": 0,
-                            "--shift-by": min(max(before + int(reset[-1]), 0), end)}[reset[0]], done.stdout
+        expected = {"--to-earliest": 0, "--to-latest": end, "--to-offset": 0}.get(reset[0])
+        if reset[0] == "--shift-by":
+            expected = min(max(before + int(reset[1]), 0), end)
+        assert reset_to == expected, done.stdout
         if DESCRIBE_EACH:
             assert committed(services, led) == reset_to
         stats = chain(led)
