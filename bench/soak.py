@@ -171,6 +171,7 @@ def soak(ledger: Ledger, args: argparse.Namespace, workdir: Path) -> dict[str, A
     sampler = Sampler(chainer.pid, ledger.dsn)
     sampler.start()
     result: dict[str, Any] = {"events": args.events, "completed": False}
+    end = 0
     try:
         result["producer"] = produce(ledger, args.events, deadline)
         end = end_offset(ledger)
@@ -195,7 +196,8 @@ def soak(ledger: Ledger, args: argparse.Namespace, workdir: Path) -> dict[str, A
             chainer.kill()
             chainer.wait(30)
         result["rss"] = rss_summary(sampler.samples, args.events)
-    result["check"] = ledger_check(ledger, end, args.verify)
+    result["check"] = ledger_check(ledger, end or end_offset(ledger),
+                                   args.verify and result["completed"])
     return result
 
 
