@@ -1,0 +1,368 @@
+"""Keys from configuration: the keyring for rotation, and the forward-secure ratchet state.
+
+Read at the edge (the CLI). Variables:
+
+- ``BALDUR_SECRETS_AUDIT_SIGNING_KEY``: the current key (rotation), or, with forward
+  security, the *initial* key ``K_0`` (escrowed; a chainer needs it only on its first
+  start, verifiers always);
+- ``BALDUR_SECRETS_AUDIT_OLD_KEYS``: comma-separated older keys (same ``hex:``/``base64:``/
+  raw forms) so that entries sealed before a rotation keep verifying;
+- ``BALDUR_AUDIT_RETIRED_KEY_IDS``: comma-separated key *ids* (public) the chain may have
+  been sealed with before the current key: lets a chainer take over after a rotation
+  without holding the old secret;
+- ``BALDUR_FORWARD_SECURE_EPOCH``: N entries per epoch; enables the ratchet (CHAIN.md §16).
+
+The chainer's ratchet state lives in ``<state dir>/ratchet-state.json`` (mode 0600). It is
+rewritten atomically (temporary file, fsync, rename, fsync of the folder) once a batch in
+a new epoch is committed, so the previous epoch's key is no longer on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from baldur_audit.schemas.chain import SigningKey
+from baldur_audit.schemas.errors import ChainBreak, ConfigError
+from baldur_audit.schemas.keys import EpochRatchet, EpochSchedule, Keyring, epoch_keys, epoch_of
+
+from . import config
+from .store import LedgerMeta, PostgresLedgerStore
+from .verify import Break, VerifyReport
+
+log = logging.getLogger(__name__)
+
+OLD_KEYS_ENV = "BALDUR_SECRETS_AUDIT_OLD_KEYS"
+RETIRED_IDS_ENV = "BALDUR_AUDIT_RETIRED_KEY_IDS"
+EPOCH_ENV = "BALDUR_FORWARD_SECURE_EPOCH"
+RATCHET_FILE = "ratchet-state.json"
+STATE_VERSION = 1
+
+
+def parse_old_keys(text: str) -> list[SigningKey]:
+    """The keys of ``BALDUR_SECRETS_AUDIT_OLD_KEYS`` (empty items ignored).
+
+    Raises :class:`ConfigError` naming the item's position, never its value.
+    """
+    keys = []
+    for position, item in enumerate(text.split(","), start=1):
+        if not item.strip():
+            continue
+        try:
+            keys.append(SigningKey.derive(config.parse_key(item)))
+        except ConfigError:
+            raise ConfigError(f"{OLD_KEYS_ENV}: item {position} is not a valid key (expected "
+                              f"hex:…, base64:… or raw text of at least 32 bytes)") from None
+    return keys
+
+
+def epoch_entries(environ: Mapping[str, str]) -> int | None:
+    """N of ``BALDUR_FORWARD_SECURE_EPOCH`` (None: forward security off).
+
+    Raises :class:`ConfigError` unless it is a whole number from 1 to 10**12.
+    """
+    text = environ.get(EPOCH_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= 10**12:
+        raise ConfigError(f"{EPOCH_ENV} must be a whole number of entries per epoch (1 or more)")
+    return int(text)
+
+
+def retired_key_ids(environ: Mapping[str, str]) -> set[str]:
+    """The key ids of ``BALDUR_AUDIT_RETIRED_KEY_IDS``."""
+    return {item.strip() for item in environ.get(RETIRED_IDS_ENV, "").split(",") if item.strip()}
+
+
+def load_keyring(environ: Mapping[str, str] | None = None) -> Keyring:
+    """The configured keyring: the signing key as current, plus the old keys.
+
+    Raises :class:`ConfigError` (production without a key, malformed keys).
+    """
+    environ = os.environ if environ is None else environ
+    return Keyring(config.load_signing_key(environ),
+                   parse_old_keys(environ.get(OLD_KEYS_ENV, "")))
+
+
+def verification_keys(ring: Keyring, *, epoch_n: int | None,
+                      last_seq: int) -> Mapping[str, SigningKey]:
+    """What ``verify`` takes: the ring, plus, with forward security, every epoch key up to
+    ``last_seq``'s derived from the ring's current key (the escrowed ``K_0``)."""
+    keys = dict(ring)
+    if epoch_n is not None:
+        keys.update({key.key_id: key for key in
+                     epoch_keys(ring.current, epoch_entries=epoch_n, last_seq=last_seq)})
+    return keys
+
+
+def last_key_id(store: PostgresLedgerStore) -> str | None:
+    """The key id of the newest entry (None for an empty ledger)."""
+    with store.snapshot() as conn:
+        row = conn.execute("SELECT key_id FROM audit_entries ORDER BY seq DESC LIMIT 1").fetchone()
+    return None if row is None else str(row[0])
+
+
+def key_changes(store: PostgresLedgerStore) -> tuple[list[tuple[int, str]], int]:
+    """``(first_seq, key_id)`` of each run of entries sealed under one key, and the last seq."""
+    with store.snapshot() as conn:
+        rows = conn.execute(
+            "SELECT seq, key_id FROM (SELECT seq, key_id, lag(key_id) OVER (ORDER BY seq) AS prev"
+            " FROM audit_entries) runs WHERE prev IS DISTINCT FROM key_id ORDER BY seq").fetchall()
+        last = conn.execute("SELECT coalesce(max(seq), 0) FROM audit_entries").fetchone()
+    return [(int(seq), str(key_id)) for seq, key_id in rows], int(last[0]) if last else 0
+
+
+def init_key(store: PostgresLedgerStore, ring: Keyring) -> SigningKey:
+    """The key ``init`` binds (a new ledger: the current key) or validates the ledger with
+    (an existing one: its genesis key, which may be an old key after a rotation).
+
+    Raises :class:`ConfigError` when the existing ledger's genesis key is not in the ring.
+    """
+    with store.snapshot() as conn:
+        row = conn.execute("SELECT genesis_key_id FROM ledger_meta WHERE id = 1").fetchone()
+    if row is None:
+        return ring.current
+    genesis_id = str(row[0])
+    if genesis_id not in ring:
+        raise ConfigError(f"this ledger's genesis key {genesis_id} is not configured: after a "
+                          f"rotation, `init` needs it in {OLD_KEYS_ENV}")
+    return ring[genesis_id]
+
+
+def with_epoch_check(store: PostgresLedgerStore, report: VerifyReport,
+                     schedule: EpochSchedule) -> VerifyReport:
+    """``report`` with the forward-secure epoch rule checked too: an entry sealed with any
+    key but its epoch's is a break (the earliest break wins)."""
+    off = first_off_schedule(store, schedule, int(report.head["seq"]))
+    if off is None or (report.first_break is not None and report.first_break.seq < off.seq):
+        return report
+    return replace(report, first_break=Break.of(off))
+
+
+def first_off_schedule(store: PostgresLedgerStore, schedule: EpochSchedule,
+                       last_seq: int) -> ChainBreak | None:
+    """The first entry not sealed with its epoch's key (forward security), as a break.
+
+    Its key may be a *later* epoch's key, which a thief of the current key holds: such an
+    entry is a forgery however well it links, so it is reported as modified.
+    """
+    if last_seq < 1:
+        return None
+    ids = [schedule.key_of_epoch(epoch).key_id
+           for epoch in range(epoch_of(last_seq, schedule.epoch_entries) + 1)]
+    with store.snapshot() as conn:
+        row = conn.execute(
+            "SELECT seq, key_id FROM audit_entries WHERE seq <= %s AND key_id IS DISTINCT FROM"
+            " (%s::text[])[((seq - 1) / %s) + 1] ORDER BY seq LIMIT 1",
+            (last_seq, ids, schedule.epoch_entries)).fetchone()
+    if row is None:
+        return None
+    seq, key_id = int(row[0]), str(row[1])
+    epoch = epoch_of(seq, schedule.epoch_entries)
+    return OffSchedule(seq, f"entry is sealed with key {key_id}, but epoch {epoch} "
+                            f"(forward security, N={schedule.epoch_entries}) uses "
+                            f"{schedule.key_of_epoch(epoch).key_id}")
+
+
+class OffSchedule(ChainBreak):
+    """An entry sealed with a key other than its epoch's: a forgery, not a missing key."""
+
+    kind = "modified"
+
+
+# -- the chainer's keys ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RotatingChainKeys:
+    """Rotation: every new entry is sealed with the current key."""
+
+    ring: Keyring
+    retired_ids: frozenset[str]
+
+    def check(self, meta: LedgerMeta, last_id: str | None) -> None:
+        """Refuse a key that neither continues the chain nor follows a declared rotation.
+
+        The chain continues from the newest entry's key (the genesis key before any entry):
+        the current key may be it, or replace it when that key is in the ring or its id is
+        listed in ``BALDUR_AUDIT_RETIRED_KEY_IDS``. Raises :class:`ConfigError`.
+        """
+        previous = last_id or meta.genesis_key_id
+        current = self.ring.current.key_id
+        if previous == current or previous in self.ring or previous in self.retired_ids:
+            return
+        raise ConfigError(f"the configured signing key {current} is not this ledger's key "
+                          f"{previous}; to rotate, list {previous} in {RETIRED_IDS_ENV} "
+                          f"(or its key in {OLD_KEYS_ENV})")
+
+    @property
+    def current(self) -> SigningKey:
+        """The key new entries are sealed with."""
+        return self.ring.current
+
+    def key_for(self, seq: int) -> SigningKey:
+        """The current key."""
+        return self.ring.current
+
+    def committed(self, head_seq: int) -> None:
+        """Nothing to persist."""
+
+
+class RatchetState:
+    """The chainer's forward-secure state file: one epoch key, and which ledger it serves."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> tuple[str, EpochRatchet] | None:
+        """``(initial key id, ratchet)``, or None if there is no state file yet.
+
+        Raises :class:`ConfigError` for an unreadable or inconsistent file (content never shown).
+        """
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ConfigError(f"cannot read the ratchet state {self.path}: {exc.strerror}") from None
+        try:
+            state: dict[str, Any] = json.loads(text)
+            if state.get("version") != STATE_VERSION:
+                raise ValueError("version")
+            key = SigningKey.derive(bytes.fromhex(state["key_hex"]))
+            if key.key_id != state["key_id"]:
+                raise ValueError("key id")
+            ratchet = EpochRatchet(key, epoch=int(state["epoch"]),
+                                   epoch_entries=int(state["epoch_entries"]))
+            return str(state["initial_key_id"]), ratchet
+        except (ValueError, KeyError, TypeError, ConfigError):
+            raise ConfigError(f"the ratchet state {self.path} is malformed") from None
+
+    def save(self, initial_key_id: str, ratchet: EpochRatchet) -> None:
+        """Replace the state atomically and durably (0600; the old epoch key is overwritten)."""
+        body = json.dumps({"version": STATE_VERSION, "initial_key_id": initial_key_id,
+                           "epoch_entries": ratchet.epoch_entries, "epoch": ratchet.epoch,
+                           "key_id": ratchet.key.key_id, "key_hex": ratchet.key.secret.hex()})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        try:
+            temporary.unlink(missing_ok=True)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(body)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+            folder = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the ratchet state {self.path}: {exc.strerror}") from None
+
+
+class ForwardSecureChainKeys:
+    """Forward security for the chainer: seals entry ``seq`` with its epoch's key.
+
+    ``committed(head_seq)`` (after each database commit) ratchets the persisted state to
+    the epoch of the next entry, so an uncommitted batch can always be resealed after a
+    crash, and no committed epoch's key stays on disk.
+    """
+
+    def __init__(self, state: RatchetState, *, initial_key_id: str, ratchet: EpochRatchet) -> None:
+        self._state = state
+        self.initial_key_id = initial_key_id
+        self._committed = ratchet
+        self._working = EpochRatchet(ratchet.key, epoch=ratchet.epoch,
+                                     epoch_entries=ratchet.epoch_entries)
+
+    @classmethod
+    def open(cls, state_path: Path, *, epoch_n: int,
+             initial: SigningKey | None) -> ForwardSecureChainKeys:
+        """The chainer's keys from its state file, created from ``initial`` (K_0) on the first
+        start. Raises :class:`ConfigError` when there is neither, or N differs from the file's."""
+        state = RatchetState(state_path)
+        loaded = state.load()
+        if loaded is None:
+            if initial is None:
+                raise ConfigError(f"forward security: no ratchet state at {state_path} and no "
+                                  f"initial key in {config.KEY_ENV}")
+            ratchet = EpochRatchet(initial, epoch=0, epoch_entries=epoch_n)
+            state.save(initial.key_id, ratchet)
+            log.warning("forward security: ratchet state created at %s (epoch 0, key %s); "
+                        "escrow the initial key and remove it from the chainer's environment",
+                        state_path, initial.key_id)
+            return cls(state, initial_key_id=initial.key_id, ratchet=ratchet)
+        initial_id, ratchet = loaded
+        if ratchet.epoch_entries != epoch_n:
+            raise ConfigError(f"{EPOCH_ENV}={epoch_n}, but the ratchet state was made with "
+                              f"{ratchet.epoch_entries} entries per epoch")
+        return cls(state, initial_key_id=initial_id, ratchet=ratchet)
+
+    @property
+    def current(self) -> SigningKey:
+        """The persisted epoch's key."""
+        return self._committed.key
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose key is persisted."""
+        return self._committed.epoch
+
+    def check(self, meta: LedgerMeta, last_id: str | None) -> None:
+        """Refuse a ratchet that did not start from this ledger's genesis key (ConfigError)."""
+        if meta.genesis_key_id != self.initial_key_id:
+            raise ConfigError(f"the ratchet state starts from key {self.initial_key_id}, not "
+                              f"this ledger's genesis key {meta.genesis_key_id}")
+
+    def key_for(self, seq: int) -> SigningKey:
+        """Entry ``seq``'s epoch key; ConfigError if that epoch's key is already erased."""
+        epoch = epoch_of(seq, self._committed.epoch_entries)
+        if epoch < self._working.epoch:  # a batch was resealed after a failed commit
+            self._working = EpochRatchet(self._committed.key, epoch=self._committed.epoch,
+                                         epoch_entries=self._committed.epoch_entries)
+        if epoch < self._committed.epoch:
+            raise ConfigError(f"entry {seq} belongs to epoch {epoch}, whose key this chainer "
+                              f"erased (its ratchet is at epoch {self._committed.epoch}); was "
+                              "the ledger restored from an older backup?")
+        return self._working.advance_to(epoch)
+
+    def committed(self, head_seq: int) -> None:
+        """Entries up to ``head_seq`` are committed: persist the next entry's epoch key."""
+        epoch = epoch_of(head_seq + 1, self._committed.epoch_entries)
+        if epoch <= self._committed.epoch:
+            return
+        self._committed.advance_to(epoch)
+        self._state.save(self.initial_key_id, self._committed)
+        log.info("forward security: ratchet advanced to epoch %d (key %s)", epoch,
+                 self._committed.key.key_id)
+
+
+ChainKeys = RotatingChainKeys | ForwardSecureChainKeys
+
+
+def chain_keys_from_env(environ: Mapping[str, str] | None = None) -> ChainKeys:
+    """The chainer's keys: the ratchet with ``BALDUR_FORWARD_SECURE_EPOCH``, else the ring.
+
+    Raises :class:`ConfigError`.
+    """
+    environ = os.environ if environ is None else environ
+    epoch_n = epoch_entries(environ)
+    if epoch_n is None:
+        return RotatingChainKeys(load_keyring(environ), frozenset(retired_key_ids(environ)))
+    path = config.state_dir(environ) / RATCHET_FILE
+    initial = None
+    if not RatchetState(path).path.exists():
+        initial = config.load_signing_key(environ)
+    return ForwardSecureChainKeys.open(path, epoch_n=epoch_n, initial=initial)
+
+
+def require_chain_keys(store: PostgresLedgerStore, keys: ChainKeys) -> None:
+    """Check the chainer's keys against the ledger (ConfigError if they do not fit)."""
+    keys.check(store.read_meta(), last_key_id(store))
