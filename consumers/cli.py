@@ -26,8 +26,10 @@ import click
 
 from baldur_audit.schemas.chain import SigningKey
 from baldur_audit.schemas.errors import AuditError, Fenced
+from baldur_audit.schemas.keys import EpochSchedule, Keyring, RecordedSchedule
 
 from . import config
+from . import keyring as keys_config
 from .chainer import Chainer
 from .query import LogFilter, parse_duration, parse_time, search_entries
 from .replay import rebuild_ledger, replay_compare
@@ -48,6 +50,7 @@ class Context:
     settings: config.Settings
     debug: bool
     _key: SigningKey | None = None
+    _ring: Keyring | None = None
 
     def key(self) -> SigningKey:
         """The chain signing key (loaded once; a missing one in production is fatal)."""
@@ -55,10 +58,12 @@ class Context:
             self._key = config.load_signing_key()
         return self._key
 
-    def keyring(self) -> dict[str, SigningKey]:
-        """Keys by key id, for verification."""
-        key = self.key()
-        return {key.key_id: key}
+    def keyring(self) -> Keyring:
+        """Keys by key id: the signing key (current) and ``BALDUR_SECRETS_AUDIT_OLD_KEYS``."""
+        if self._ring is None:
+            self._ring = Keyring(self.key(), keys_config.parse_old_keys(
+                os.environ.get(keys_config.OLD_KEYS_ENV, "")))
+        return self._ring
 
     def store(self) -> PostgresLedgerStore:
         """A connection to the ledger database."""
@@ -73,7 +78,36 @@ class Context:
         raw = os.environ.get(config.KEY_ENV)
         if raw:
             found.append(raw.strip())
+        raw_old = os.environ.get(keys_config.OLD_KEYS_ENV)
+        if raw_old:
+            found.extend([raw_old.strip(), *raw_old.replace(",", " ").split()])
+        if self._ring is not None:
+            found.extend(key.secret for key in self._ring.values())
         return found
+
+
+def _verification_keys(ctx: Context) -> tuple[dict[str, SigningKey], EpochSchedule | None]:
+    """The keys ``verify`` needs (all epoch keys with forward security) and the epoch rule."""
+    ring = ctx.keyring()
+    epoch_n = keys_config.epoch_entries(os.environ)
+    if epoch_n is None:
+        return dict(ring), None
+    with ctx.store() as store:
+        last_seq = store.read_head().seq
+    return dict(keys_config.verification_keys(ring, epoch_n=epoch_n, last_seq=last_seq)), \
+        EpochSchedule(ring.current, epoch_entries=epoch_n)
+
+
+def _replay_keys(ctx: Context, store: PostgresLedgerStore) -> dict[str, Any]:
+    """``replay_compare``'s key arguments: each entry rebuilt with the key it names (rotation)
+    or with its epoch's key (forward security)."""
+    ring = ctx.keyring()
+    epoch_n = keys_config.epoch_entries(os.environ)
+    if epoch_n is None:
+        changes, last_seq = keys_config.key_changes(store)
+        return {"ring": ring, "key_for": RecordedSchedule(changes, ring, last_seq=last_seq).key_for}
+    schedule = EpochSchedule(ring.current, epoch_entries=epoch_n)
+    return {"ring": {**ring, ring.current.key_id: ring.current}, "key_for": schedule.key_for}
 
 
 def _fail(ctx: Context | None, message: str, code: int = EXIT_UNCHECKED) -> NoReturn:
@@ -166,11 +200,13 @@ def init(ctx: Context, replication_factor: int, as_json: bool) -> None:
     """Create or upgrade the database schema and create or validate the topic."""
     with _guard(ctx):
         key = ctx.key()
+        ring = ctx.keyring()
         # The topic first: a ledger identity is never bound to a topic it cannot use.
         report = KafkaTopicAdmin(ctx.settings.bootstrap).ensure_topic(
             ctx.settings.topic, replication_factor=replication_factor)
         with ctx.store() as store:
             applied = store.migrate()
+            key = keys_config.init_key(store, ring)
             meta = store.ensure_ledger(ledger_id=ctx.settings.effective_ledger_id,
                                        topic=ctx.settings.topic, partition=0, key=key)
         result = {"migrations_applied": applied, "ledger_id": meta.ledger_id,
@@ -199,10 +235,14 @@ def chain(ctx: Context, batch_size: int, until_idle: float | None, session_timeo
           as_json: bool) -> None:
     """Run the chaining consumer: seal every topic record into the ledger."""
     with _guard(ctx):
-        key = ctx.key()
+        chain_keys = keys_config.chain_keys_from_env()
+        key = chain_keys.current
+        if isinstance(chain_keys, keys_config.ForwardSecureChainKeys):
+            ctx._ring = Keyring(key)  # the chainer holds the current epoch key only
         settings = ctx.settings
         with ctx.store() as probe:
             probe.read_meta()  # fail fast, in one line, if `init` has not run
+            keys_config.require_chain_keys(probe, chain_keys)
 
         def source_factory(**callbacks: Any) -> KafkaEventSource:
             return KafkaEventSource(bootstrap=settings.bootstrap, topic=settings.topic,
@@ -212,6 +252,7 @@ def chain(ctx: Context, batch_size: int, until_idle: float | None, session_timeo
                                               f"{os.getpid()}", **callbacks)
 
         chainer = Chainer(store_factory=ctx.store, source_factory=source_factory, key=key,
+                          chain_keys=chain_keys,
                           batch_size=batch_size, until_idle=until_idle)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: chainer.stop())
@@ -231,9 +272,12 @@ def chain(ctx: Context, batch_size: int, until_idle: float | None, session_timeo
 def verify(ctx: Context, as_json: bool) -> None:
     """Walk the ledger and recompute every link (exit 0 intact, 1 tampered, 2 could not check)."""
     with _guard(ctx):
-        keys = ctx.keyring()
+        keys, schedule = _verification_keys(ctx)
         with ctx.store() as store:
             report = verify_ledger(store, keys, progress=_progress("verifying", None))
+        if schedule is not None:
+            with ctx.store() as store:
+                report = keys_config.with_epoch_check(store, report, schedule)
         if as_json:
             _emit_json(report.as_dict())
         elif report.intact:
@@ -261,7 +305,7 @@ def replay(ctx: Context, rebuild: bool, max_lag: str, as_json: bool) -> None:
     """Rebuild the chain from the topic and compare it with the ledger (exit 0/1/2)."""
     with _guard(ctx):
         lag = parse_duration(max_lag)  # options first: a usage error needs no key
-        key = ctx.key()
+        key = ctx.keyring().current
         settings = ctx.settings
         reader = KafkaTopicReader(bootstrap=settings.bootstrap, topic=settings.topic)
         try:
@@ -282,6 +326,7 @@ def replay(ctx: Context, rebuild: bool, max_lag: str, as_json: bool) -> None:
                             return None
 
                     report = replay_compare(store, reader, key, committed_offset=committed,
+                                            **_replay_keys(ctx, store),
                                             max_lag_seconds=lag.total_seconds(),
                                             progress=_progress("replaying", None))
         finally:
@@ -299,7 +344,9 @@ def replay(ctx: Context, rebuild: bool, max_lag: str, as_json: bool) -> None:
             assert div is not None
             click.echo(f"DIVERGENT: first divergence at seq {div.seq} (offset {div.offset}): "
                        f"{div.kind}: {div.detail}")
-    sys.exit(EXIT_OK if report.consistent else EXIT_FAILED)
+    div = report.first_divergence
+    sys.exit(EXIT_OK if div is None else
+             EXIT_UNCHECKED if div.kind == "unverifiable" else EXIT_FAILED)
 
 
 def _render_value(value: Any, width: int = 72) -> str:

@@ -24,7 +24,7 @@ from baldur_audit.schemas.chain import (
     genesis_link,
 )
 from baldur_audit.schemas.codec import KNOWN_SCHEMAS, WriterSchema
-from baldur_audit.schemas.errors import ConfigError
+from baldur_audit.schemas.errors import ConfigError, UnknownKey
 from baldur_audit.schemas.view import view_digest
 
 from .source import KafkaTopicReader
@@ -121,8 +121,14 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
                    committed_offset: Callable[[], int | None] = lambda: None,
                    max_lag_seconds: float = 300.0, now_ms: Callable[[], int] | None = None,
                    progress: Progress | None = None,
-                   schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS) -> ReplayReport:
+                   schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS,
+                   ring: Mapping[str, SigningKey] | None = None,
+                   key_for: Callable[[int], SigningKey] | None = None) -> ReplayReport:
     """Rebuild the chain from the topic and compare it with the ledger.
+
+    With ``key_for`` (rotation, forward security: schemas/keys.py) each entry is rebuilt
+    with the key it picks and the genesis link with ``ring[genesis key id]``; an entry
+    whose key is not configured is reported as *unverifiable*, not divergent.
 
     A ledger that ends before the topic is *truncated* when the chainer group's
     committed offset (written only after a database commit) is beyond it, or
@@ -134,8 +140,18 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
     now_ms = now_ms or (lambda: int(time.time() * 1000))
     store.require_schema()
     meta = store.read_meta()
-    meta.require_key(key)
-    sealer = Sealer(key=key, head=_genesis_head(key, ledger_id=meta.ledger_id, topic=meta.topic),
+    if key_for is None:
+        meta.require_key(key)
+        genesis_key: SigningKey | None = key
+    else:
+        genesis_key = (ring or {key.key_id: key}).get(meta.genesis_key_id)
+        if genesis_key is None:
+            return ReplayReport(topic_records=0, ledger_entries=0, unsealed=0,
+                                seconds=time.monotonic() - started, first_divergence=Divergence(
+                                    1, None, "unverifiable",
+                                    f"the genesis key {meta.genesis_key_id} is not configured"))
+    head = _genesis_head(genesis_key, ledger_id=meta.ledger_id, topic=meta.topic)
+    sealer = Sealer(key=key if key_for is None else None, key_for=key_for, head=head,
                     schemas=schemas)
     index = _EventIndex()
     found: Divergence | None = None
@@ -157,7 +173,16 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
             if found is not None:
                 topic_records += len(batch)  # only counted: the answer is known
                 continue
-            entries = sealer.seal_batch(batch, index.lookup)
+            try:
+                entries = sealer.seal_batch(batch, index.lookup)
+            except UnknownKey as exc:
+                # Compare what precedes the entry without a key; then it is unverifiable.
+                position = exc.seq - sealer.head.seq - 1
+                entries = sealer.seal_batch(batch[:position], index.lookup)
+                unknown = Divergence(exc.seq, batch[position].offset, "unverifiable", exc.detail)
+                topic_records += len(batch) - len(entries)
+            else:
+                unknown = None
             index.add(entries)
             topic_records += len(entries)
             if progress is not None:
@@ -178,6 +203,8 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
                     found = Divergence(entry.seq, entry.record.offset, "modified", why)
                     break
                 row = next(rows, None)
+            if found is None and unknown is not None:
+                found = unknown
         if found is None and row is not None:
             found = Divergence(row[0], row[1], "extra",
                                f"entry seq {row[0]} has no record in the topic")
