@@ -154,6 +154,8 @@ class Chainer:
         self._sealer = Sealer(key=self._key if self._chain_keys is None else None,
                               key_for=None if self._chain_keys is None else self._chain_keys.key_for,
                               head=head.chain_head(), schemas=self._schemas)
+        if self._chain_keys is not None:  # a standby that takes over drops its stale epoch key
+            self._chain_keys.committed(head.seq)
         self._stored_schemas = store.known_schema_fingerprints()
         self.stats.takeovers += 1
         self.stats.head_seq, self.stats.head_offset = head.seq, head.offset

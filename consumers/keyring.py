@@ -42,6 +42,9 @@ RETIRED_IDS_ENV = "BALDUR_AUDIT_RETIRED_KEY_IDS"
 EPOCH_ENV = "BALDUR_FORWARD_SECURE_EPOCH"
 RATCHET_FILE = "ratchet-state.json"
 STATE_VERSION = 1
+#: Epoch keys derived for ``verify`` beyond the head it saw first, so that entries the
+#: chainer appends before verify's snapshot still find their key (HKDF is cheap).
+VERIFY_MARGIN_EPOCHS = 1000
 
 
 def parse_old_keys(text: str) -> list[SigningKey]:
@@ -92,11 +95,13 @@ def load_keyring(environ: Mapping[str, str] | None = None) -> Keyring:
 def verification_keys(ring: Keyring, *, epoch_n: int | None,
                       last_seq: int) -> Mapping[str, SigningKey]:
     """What ``verify`` takes: the ring, plus, with forward security, every epoch key up to
-    ``last_seq``'s derived from the ring's current key (the escrowed ``K_0``)."""
+    ``last_seq``'s (and :data:`VERIFY_MARGIN_EPOCHS` more) derived from the ring's current
+    key (the escrowed ``K_0``)."""
     keys = dict(ring)
     if epoch_n is not None:
+        reach = last_seq + VERIFY_MARGIN_EPOCHS * epoch_n
         keys.update({key.key_id: key for key in
-                     epoch_keys(ring.current, epoch_entries=epoch_n, last_seq=last_seq)})
+                     epoch_keys(ring.current, epoch_entries=epoch_n, last_seq=reach)})
     return keys
 
 
