@@ -50,6 +50,7 @@ Failure semantics (what the host service is promised):
   event re-spooled after a failed delivery lands after the events spooled meanwhile.
 - The message key is None: the ledger topic has one partition, which orders everything.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -180,6 +181,10 @@ class AuditTrail:
         if durability not in DURABILITIES:
             raise ConfigError(f"durability: expected one of {', '.join(DURABILITIES)}, "
                               f"found {str(durability)[:20]!r}")
+        for name, number in (("spool_max_bytes", spool_max_bytes),
+                             ("spool_segment_bytes", spool_segment_bytes)):
+            if isinstance(number, bool) or not isinstance(number, int) or number <= 0:
+                raise ConfigError(f"{name}: expected a positive number of bytes")
         self._topic = topic
         self._enabled = enabled
         self._service = service
@@ -196,8 +201,9 @@ class AuditTrail:
         self._durability = durability if enabled else "memory"
         self._spool: DiskSpool | None = None
         self._drainer: SpoolDrainer | None = None
-        # With a spool, the broker counts as unreachable until it acknowledges something.
-        self._down = True
+        # True once the broker acknowledged, False after it was found unreachable, None
+        # before either: with a spool, events are spooled unless it is True.
+        self._reachable: bool | None = None
         self._purge_armed = False  # set once the broker answered: the next outage purges
         self._purge_due = False
         if not enabled:
@@ -211,8 +217,8 @@ class AuditTrail:
         adopted: list[DiskSpool] = []
         if self._durability != "memory":
             root = Path(spool_dir) if spool_dir is not None else default_spool_dir(os.environ)
-            self._spool, adopted = open_slots(root, topic, max_bytes=int(spool_max_bytes),
-                                              segment_bytes=int(spool_segment_bytes))
+            self._spool, adopted = open_slots(root, topic, max_bytes=spool_max_bytes,
+                                              segment_bytes=spool_segment_bytes)
             recovered = self._spool.recovered + sum(spool.recovered for spool in adopted)
             self._count(queued=recovered, recovered=recovered)
         try:
@@ -242,6 +248,9 @@ class AuditTrail:
         env = os.environ if environ is None else environ
         key_text = env.get("BALDUR_REDACTION_KEY")
         durability = (env.get("BALDUR_AUDIT_DURABILITY") or "spool").strip().lower()
+        if durability not in DURABILITIES:
+            raise ConfigError(f"BALDUR_AUDIT_DURABILITY: expected one of "
+                              f"{', '.join(DURABILITIES)}, found {durability[:20]!r}")
         settings: dict[str, Any] = {
             "enabled": _env_flag(env, "BALDUR_AUDIT_ENABLED"),
             "bootstrap": env.get("BALDUR_KAFKA_BOOTSTRAP") or DEFAULT_BOOTSTRAP,
@@ -419,7 +428,15 @@ class AuditTrail:
         return remaining
 
     def _close_spooled(self, timeout: float) -> int:
-        self.flush(timeout)
+        deadline = time.monotonic() + max(0.0, timeout)
+        drainer = self._drainer
+        while self.stats.pending and time.monotonic() < deadline:
+            producer = self._producer
+            live = (len(producer) if producer is not None else 0) - (
+                drainer.in_flight() if drainer is not None else 0)
+            if self._reachable is False and live <= 0:
+                break  # kafka is down and all that is pending is on disk: no use waiting
+            time.sleep(0.02)
         drainer, spool = self._drainer, self._spool
         assert drainer is not None and spool is not None  # set together in __init__
         drainer.stop()
@@ -461,7 +478,8 @@ class AuditTrail:
             return
         with self._order:
             producer = self._current_producer()
-            if self._durability == "always" or self._down or self._spool.pending:
+            if (self._durability == "always" or self._reachable is not True
+                    or self._spool.pending):
                 self._spool_event(event_id, payload, headers)
                 return
             try:
@@ -499,7 +517,8 @@ class AuditTrail:
     def _produce(self, event_id: uuid.UUID, payload: bytes,
                  headers: list[tuple[str, bytes]] | None) -> None:
         producer = self._current_producer()
-        on_delivery = functools.partial(self._on_delivery, event_id, payload, headers)
+        # No spool to put it back into: the report needs the event id only.
+        on_delivery = functools.partial(self._on_delivery, event_id, b"", None)
         deadline = time.monotonic() + self._max_block_ms / 1000
         while True:
             try:
@@ -560,8 +579,8 @@ class AuditTrail:
             logger.exception("on_failure callback raised for audit event %s", event_id)
 
     def _broker_up(self) -> None:
-        if self._down:
-            self._down = False
+        if self._reachable is not True:
+            self._reachable = True
             if self._spool is not None and self._stats.spooled:
                 logger.info("kafka acknowledges audit events again")
         self._purge_armed = True
@@ -582,10 +601,12 @@ class AuditTrail:
     def _on_error(self, error: confluent_kafka.KafkaError) -> None:
         text = scrub_settings(error.str(), self._settings)
         if error.code() in _UNREACHABLE and self._spool is not None:
-            if not self._down:
-                logger.warning("kafka unreachable (%s): audit events go to the spool %s",
-                               error.name(), self._spool.directory.parent)
-            self._down = True
+            # Also after an idle disconnect (librdkafka #5142): then the next event takes
+            # one trip through the spool, and the first acknowledgement ends it.
+            if self._reachable is not False:
+                logger.info("kafka unreachable (%s): audit events go to the spool %s until "
+                            "it acknowledges again", error.name(), self._spool.directory.parent)
+            self._reachable = False
             if (error.code() == confluent_kafka.KafkaError._ALL_BROKERS_DOWN
                     and self._purge_armed):
                 self._purge_armed = False
@@ -611,7 +632,7 @@ class AuditTrail:
         text = self._describe(error)
         if self._spool is not None and not is_permanent(error):
             if error.code() == confluent_kafka.KafkaError._MSG_TIMED_OUT:
-                self._down = True
+                self._reachable = False
             try:
                 with self._order:
                     self._spool.append(event_id, payload, headers)

@@ -661,6 +661,13 @@ def test_durability_settings_are_checked(tmp_path: Path) -> None:
         AuditTrail(bootstrap=UNREACHABLE, durability="disk")
     with pytest.raises(ConfigError, match="BALDUR_AUDIT_SPOOL_MAX_BYTES"):
         AuditTrail.from_env({"BALDUR_AUDIT_ENABLED": "1", "BALDUR_AUDIT_SPOOL_MAX_BYTES": "1G"})
+    with pytest.raises(ConfigError, match="BALDUR_AUDIT_DURABILITY"):
+        AuditTrail.from_env({"BALDUR_AUDIT_ENABLED": "1", "BALDUR_AUDIT_DURABILITY": "disk"})
+    with pytest.raises(ConfigError, match="spool_max_bytes"):
+        AuditTrail(bootstrap=UNREACHABLE, spool_dir=tmp_path, spool_max_bytes="1G")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="(?i)not a directory"):
+        (tmp_path / "plain").write_text("x")
+        AuditTrail(bootstrap=UNREACHABLE, spool_dir=tmp_path / "plain")
     environ = {"BALDUR_AUDIT_ENABLED": "1", "BALDUR_AUDIT_SPOOL_DIR": str(tmp_path / "sp"),
                "BALDUR_AUDIT_DURABILITY": "always", "BALDUR_AUDIT_TOPIC": "x"}
     broker = FakeBroker("down")
@@ -683,3 +690,19 @@ def test_a_spool_directory_of_another_process_is_not_shared(
     first.record(actor="a", action="update", target="t")
     second.record(actor="a", action="update", target="t")
     assert sorted(p.parent.name for p in spool_files(tmp_path)) == ["0", "1"]
+
+
+def test_close_does_not_wait_for_a_broker_known_down_but_does_for_one_not_yet_heard(
+        spooled: Callable[..., AuditTrail], tmp_path: Path) -> None:
+    down = spooled(FakeBroker("down"))
+    down.record(actor="a", action="update", target="t")
+    wait_until(lambda: down._reachable is False)
+    started = time.monotonic()
+    assert down.close(10) == 1  # on disk already: nothing to wait for
+    assert time.monotonic() - started < 2
+    broker = FakeBroker("up")
+    short_lived = spooled(broker, spool_dir=tmp_path / "other")  # records one event and
+    # closes at once, like a CLI
+    event_id = short_lived.record(actor="a", action="update", target="t")
+    assert short_lived.close(10) == 0
+    assert topic_ids(broker) == [event_id]
