@@ -196,6 +196,9 @@ def soak(ledger: Ledger, args: argparse.Namespace, workdir: Path) -> dict[str, A
             chainer.kill()
             chainer.wait(30)
         result["rss"] = rss_summary(sampler.samples, args.events)
+    if args.out is not None:  # the figures so far, in case verify/replay outlive the caller
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({**result, "check": "running"}, indent=2) + "\n")
     result["check"] = ledger_check(ledger, end or end_offset(ledger),
                                    args.verify and result["completed"])
     return result
@@ -232,6 +235,9 @@ def main() -> int:
     parser.add_argument("--max-growth-mb", type=float, default=64.0)
     parser.add_argument("--private", action="store_true",
                         help="use (and start if needed) the fault campaign's private services")
+    parser.add_argument("--kafka-port", type=int, default=39092,
+                        help="with --private: the broker's port (controller: port + 1)")
+    parser.add_argument("--pg-port", type=int, default=35432, help="with --private")
     parser.add_argument("--no-verify", dest="verify", action="store_false")
     parser.add_argument("--out", type=Path, default=ROOT / ".local" / "results" / "soak.json")
     args = parser.parse_args()
@@ -240,13 +246,16 @@ def main() -> int:
     started: list[Any] = []
     if args.private:
         # The fault sessions' lock (tests/faults/conftest.py): never two users of these ports.
-        lock = open(Path(tempfile.gettempdir()) / "baldur-faults-39092-35432.lock", "a+")  # noqa: SIM115
+        lock = open(Path(tempfile.gettempdir()) /  # noqa: SIM115
+                    f"baldur-faults-{args.kafka_port}-{args.pg_port}.lock", "a+")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             print("soak: a fault session is using the private services; waiting for it", file=sys.stderr)
             fcntl.flock(lock, fcntl.LOCK_EX)
-        kafka, pg = DedicatedKafka("faults", 39092), DedicatedPostgres("faults", 35432)
+        name = "faults" if (args.kafka_port, args.pg_port) == (39092, 35432) else \
+            f"soak-{args.kafka_port}"
+        kafka, pg = DedicatedKafka(name, args.kafka_port), DedicatedPostgres(name, args.pg_port)
         for service in (kafka, pg):
             if service.pid() is None if isinstance(service, DedicatedKafka) else \
                     not (service.home / "data" / "postmaster.pid").exists():
