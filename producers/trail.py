@@ -76,14 +76,8 @@ from .drain import SpoolDrainer
 from .kafka_producer import KafkaProducerPort, build_producer, is_permanent, scrub_settings
 from .mask import mask_client_ip
 from .redact import Redactor
-from .spool import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_SEGMENT_BYTES,
-    DiskSpool,
-    SpoolError,
-    default_spool_dir,
-    open_slots,
-)
+from .slots import default_spool_dir, open_slots
+from .spool import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, DiskSpool, SpoolError
 from .trace import make_traceparent, resolve_trace_id
 
 logger = logging.getLogger(__name__)

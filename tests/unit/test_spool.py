@@ -18,14 +18,13 @@ from pathlib import Path
 import pytest
 
 from baldur_audit.producers.segment import FRAME_HEAD, encode_record
+from baldur_audit.producers.slots import default_spool_dir, open_slots
 from baldur_audit.producers.spool import (
     DiskSpool,
     SpoolError,
     SpoolFull,
     SpoolLocked,
     SpoolRecord,
-    default_spool_dir,
-    open_slots,
 )
 from baldur_audit.schemas.errors import ConfigError
 
