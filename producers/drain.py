@@ -27,7 +27,7 @@ from typing import Protocol
 import confluent_kafka
 
 from .kafka_producer import KafkaProducerPort, is_permanent
-from .spool import DiskSpool, SpoolPosition, SpoolRecord
+from .spool import DiskSpool, SpoolError, SpoolPosition, SpoolRecord
 
 logger = logging.getLogger(__name__)
 
@@ -234,9 +234,13 @@ class SpoolDrainer:
         now = time.monotonic()
         if self._dirty and (force or now - self._last_persist >= PERSIST_EVERY_S
                             or not self.in_flight()):
-            for spool in list(self._dirty.values()):
-                spool.persist()
-            self._dirty.clear()
+            for key, spool in list(self._dirty.items()):
+                try:
+                    spool.persist()
+                except SpoolError as exc:  # the old cursor stays: records repeat, none is lost
+                    logger.error("%s", exc)
+                    continue
+                del self._dirty[key]
             self._last_persist = now
         self._release_adopted()
 

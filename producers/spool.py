@@ -159,6 +159,7 @@ class DiskSpool:
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self._lock_fd = lock_fd
+        self._pid = os.getpid()  # the flock is shared with a forked child: see _check_usable
         self._lock = threading.Lock()  # segment table, counters, the write fd
         self._sync_lock = threading.Lock()  # fdatasync; taken before _lock when both are held
         self._sizes: dict[int, int] = {}  # segment number -> bytes written (whole frames)
@@ -401,6 +402,9 @@ class DiskSpool:
         return SpoolError(detail)
 
     def _check_usable(self) -> None:
+        if os.getpid() != self._pid:
+            raise SpoolError(f"spool {self.directory} was opened by process {self._pid}: a "
+                             "forked process must create its own trail")
         if self._broken is not None:
             raise SpoolError(f"spool {self.directory} is unusable: {self._broken}")
         if self._lock_fd < 0:
@@ -630,6 +634,7 @@ class DiskSpool:
                 self._segment_path(number).unlink(missing_ok=True)
             self._sizes.clear()
             (self.directory / _CURSOR_FILE).unlink(missing_ok=True)
+            (self.directory / (_CURSOR_FILE + ".tmp")).unlink(missing_ok=True)
             (self.directory / _LOCK).unlink(missing_ok=True)
         except OSError as exc:
             logger.warning("spool %s: could not remove drained files: %s", self.directory,

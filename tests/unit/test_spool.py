@@ -493,3 +493,22 @@ def test_kill_9_during_appends_loses_no_acknowledged_record(tmp_path: Path) -> N
     assert ids[:acknowledged + 1] == list(range(acknowledged + 1))
     assert len(ids) <= acknowledged + 2  # at most the one append the kill interrupted
     spool.close()
+
+
+def test_a_forked_child_cannot_write_its_parents_spool(tmp_path: Path) -> None:
+    """The flock is shared with a forked child: without this check both would append to
+    (and drain) the same files."""
+    spool = DiskSpool.open(tmp_path / "s")
+    fill(spool, 1)
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only when the append is refused
+        try:
+            spool.append(uuid.UUID(int=9), value(9), None)
+            code = 1
+        except SpoolError:
+            code = 0
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [r.event_id for r in read_all(spool)] == [uuid.UUID(int=1)]
+    spool.close()
