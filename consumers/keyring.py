@@ -134,8 +134,9 @@ def init_key(store: PostgresLedgerStore, ring: Keyring) -> SigningKey:
         return ring.current
     genesis_id = str(row[0])
     if genesis_id not in ring:
-        raise ConfigError(f"this ledger's genesis key {genesis_id} is not configured: after a "
-                          f"rotation, `init` needs it in {OLD_KEYS_ENV}")
+        raise ConfigError(f"the configured signing key {ring.current.key_id} is not this "
+                          f"ledger's key {genesis_id}; after a rotation, `init` needs the genesis "
+                          f"key in {OLD_KEYS_ENV}")
     return ring[genesis_id]
 
 
