@@ -283,7 +283,9 @@ def verify(ctx: Context, as_json: bool) -> None:
         elif report.intact:
             click.echo(f"intact: {report.entries} entries, head seq {report.head['seq']} "
                        f"offset {report.head['offset']} "
-                       f"({report.as_dict()['entries_per_second']} entries/s)")
+                       f"({report.as_dict()['entries_per_second']} entries/s)"
+                       + (f"; from the retention anchor at seq {report.retention['anchor']['seq']}"
+                          if report.retention and report.retention["anchor"] else ""))
         else:
             brk = report.first_break
             assert brk is not None
@@ -410,8 +412,12 @@ def log_command(ctx: Context, target: str | None, actor: str | None, action: str
                            f"{row['reject_reason']}")
                 continue
             dup = f" (duplicate of #{row['duplicate_of']})" if row["kind"] == "duplicate" else ""
+            if row.get("pruned"):  # retention dropped its payload and personal columns
+                click.echo(f"#{row['seq']:<6} {stamp}  [pruned] {row['kind']}{dup}")
+                continue
             reason = f"  — {row['reason']}" if row["reason"] else ""
-            click.echo(f"#{row['seq']:<6} {stamp}  {row['actor']} ({row['actor_type']}) "
+            who = "[erased]" if row.get("erased") else row.get("identity") or row["actor"]
+            click.echo(f"#{row['seq']:<6} {stamp}  {who} ({row['actor_type']}) "
                        f"{row['action']} {row['target']}: {_render_value(row['before'])} → "
                        f"{_render_value(row['after'])}{reason}{dup}")
 
@@ -447,9 +453,12 @@ def status(ctx: Context, as_json: bool) -> None:
                    f"committed {group['committed_offset']}, members: {members}")
 
 
+from .cli_retention import RETENTION_COMMANDS  # noqa: E402  (prune, erase, identities)
 from .emit import emit  # noqa: E402  (the command lives in its own module)
 
 cli.add_command(emit)
+for _command in RETENTION_COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

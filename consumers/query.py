@@ -83,14 +83,24 @@ def _match(column: str, pattern: str) -> sql.Composable:
     return sql.SQL("{} = {}").format(sql.Identifier(column), sql.Literal(pattern))
 
 
+#: Retention and erasure (004_retention.sql): ``pruned`` entries have no personal columns left;
+#: ``identity`` is the person behind a pseudonymous actor (``identities sync``), and
+#: ``erased`` says that mapping was deleted by ``baldur-audit erase``.
+_RETENTION_COLUMNS = (
+    "pruned_at IS NOT NULL AS pruned, identities.identity AS identity,"
+    " (left(audit_entries.actor, 5) = 'psn1-' AND identities.identity IS NULL AND EXISTS ("
+    "SELECT 1 FROM erasures WHERE erasures.pseudonym = audit_entries.actor)) AS erased")
+
+
 def search_entries(store: PostgresLedgerStore, query: LogFilter) -> list[dict[str, Any]]:
     """Entries matching ``query``, oldest first (the newest ``limit`` of them)."""
     conditions: list[sql.Composable] = [
         sql.SQL("kind = ANY({})").format(sql.Literal(list(query.kinds)))]
     if query.target:
         conditions.append(_match("target", query.target))
-    if query.actor:
-        conditions.append(_match("actor", query.actor))
+    if query.actor:  # the recorded actor, or the identity behind its pseudonym
+        conditions.append(sql.SQL("({} OR {})").format(_match("actor", query.actor),
+                                                       _match("identity", query.actor)))
     if query.action:
         conditions.append(sql.SQL("action = {}").format(sql.Literal(query.action)))
     if query.trace_id:
@@ -102,7 +112,9 @@ def search_entries(store: PostgresLedgerStore, query: LogFilter) -> list[dict[st
     if query.until:
         conditions.append(sql.SQL("{} < {}").format(when, sql.Literal(query.until)))
     statement = sql.SQL(
-        "SELECT * FROM (SELECT {columns} FROM audit_entries WHERE {where}"
+        "SELECT * FROM (SELECT {columns}, " + _RETENTION_COLUMNS +
+        " FROM audit_entries LEFT JOIN identities ON identities.pseudonym = audit_entries.actor"
+        " WHERE {where}"
         " ORDER BY {when} DESC, seq DESC LIMIT {limit}) newest ORDER BY {when2}, seq").format(
         columns=sql.SQL(", ").join(sql.Identifier(c) for c in LOG_COLUMNS),
         where=sql.SQL(" AND ").join(conditions), when=when,

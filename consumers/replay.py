@@ -24,9 +24,10 @@ from baldur_audit.schemas.chain import (
     genesis_link,
 )
 from baldur_audit.schemas.codec import KNOWN_SCHEMAS, WriterSchema
-from baldur_audit.schemas.errors import ConfigError, UnknownKey
+from baldur_audit.schemas.errors import ChainBreak, ConfigError, UnknownKey
 from baldur_audit.schemas.view import view_digest
 
+from .retention import walk_start
 from .source import KafkaTopicReader
 from .store import PostgresLedgerStore, SealedRow, schemas_to_store
 
@@ -163,13 +164,34 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
     with store.snapshot() as conn:
         # Snapshot first, then the topic's end: every sealed entry is then below the end.
         low, high = reader.watermarks()
-        if low > 0:
+        # Retention (retention.py): entries up to an anchor were dropped. With the whole topic,
+        # the chain is rebuilt from genesis and must meet the anchor's link; when the topic's
+        # own retention removed records up to the anchor, the rebuild starts at the anchor.
+        try:
+            anchor = walk_start(conn, meta, ring or {key.key_id: key}).anchor
+        except ChainBreak as exc:
+            return ReplayReport(topic_records=0, ledger_entries=store.count_entries(conn),
+                                unsealed=0, seconds=time.monotonic() - started,
+                                first_divergence=Divergence(exc.seq, None, exc.kind, exc.detail))
+        dropped, after_offset = 0, -1
+        if anchor is not None and low > 0 and low <= anchor.offset + 1:
+            after_offset = anchor.offset
+            sealer = Sealer(key=key if key_for is None else None, key_for=key_for,
+                            head=ChainHead(anchor.seq, anchor.offset, anchor.link),
+                            schemas=schemas)
+        elif low > 0:
             raise ConfigError(f"topic {meta.topic} starts at offset {low}: records before it "
-                              "were deleted, so the chain cannot be rebuilt from genesis")
+                              "were deleted, so the chain cannot be rebuilt from genesis"
+                              + ("" if anchor is None else
+                                 f" or from the retention anchor at seq {anchor.seq}"))
+        elif anchor is not None:
+            dropped = anchor.seq
         ledger_entries = store.count_entries(conn)
         rows: Iterator[SealedRow] = store.iter_sealed_rows(conn)
         row = next(rows, None)
         for batch in reader.read(high):
+            if after_offset >= 0:  # before the anchor: neither sealed nor counted
+                batch = [record for record in batch if record.offset > after_offset]
             if found is not None:
                 topic_records += len(batch)  # only counted: the answer is known
                 continue
@@ -190,6 +212,13 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
             for entry in entries:
                 if found is not None:
                     break
+                if entry.seq <= dropped:  # dropped behind the anchor: only its link is kept
+                    if entry.seq == dropped and anchor is not None and \
+                            not hmac.compare_digest(entry.link, anchor.link):
+                        found = Divergence(entry.seq, entry.record.offset, "modified",
+                                           "the retention anchor's link differs from the chain "
+                                           "rebuilt from the topic")
+                    continue
                 if row is None:
                     first_unsealed = first_unsealed or entry
                     continue
@@ -208,7 +237,7 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
         if found is None and row is not None:
             found = Divergence(row[0], row[1], "extra",
                                f"entry seq {row[0]} has no record in the topic")
-    missing_tail = topic_records - ledger_entries if found is None else 0
+    missing_tail = topic_records - dropped - ledger_entries if found is None else 0
     if found is None and missing_tail > 0 and first_unsealed is not None:
         oldest = first_unsealed
         if witness is not None and witness > oldest.record.offset:

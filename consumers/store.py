@@ -82,13 +82,20 @@ _TIMESTAMP_MS = ("CASE WHEN isfinite(kafka_timestamp) THEN "
 #: payload and of the view computed by the database. Positions: 0 seq, 1 kafka_offset,
 #: 2 kind, 3 duplicate_of (0 when NULL), 4 value_null, 5 SHA-256(payload),
 #: 6 digest, 7 key_id, 8 link, 9 SHA-256(view), 10 kafka_timestamp in ms (None when not
-#: finite), 11 whether reject_reason is set, 12 payload IS NULL, 13 the stored view_digest.
+#: finite), 11 whether reject_reason is set, 12 payload IS NULL, 13 the stored view_digest,
+#: 14 whether the entry was pruned (004_retention.sql). A pruned entry has no payload and no
+#: view columns left: 5, 9 and 12 then give the stored digest, view_digest and value_null,
+#: so its link is checked from what it keeps.
 SealedRow = tuple[int, int, str, int, bool, bytes, bytes, str, bytes, bytes, int | None, bool,
-                  bool, bytes]
+                  bool, bytes, bool]
 _SEALED_ROWS = (
     "SELECT seq, kafka_offset, kind, coalesce(duplicate_of, 0), value_null,"
-    " sha256(coalesce(payload, ''::bytea)), digest, key_id, link, sha256(" + VIEW_SQL + "), "
-    + _TIMESTAMP_MS + ", coalesce(reject_reason, '') <> '', payload IS NULL, view_digest"
+    " CASE WHEN pruned_at IS NULL THEN sha256(coalesce(payload, ''::bytea)) ELSE digest END,"
+    " digest, key_id, link,"
+    " CASE WHEN pruned_at IS NULL THEN sha256(" + VIEW_SQL + ") ELSE view_digest END, "
+    + _TIMESTAMP_MS + ", coalesce(reject_reason, '') <> '',"
+    " CASE WHEN pruned_at IS NULL THEN payload IS NULL ELSE value_null END, view_digest,"
+    " pruned_at IS NOT NULL"
     " FROM audit_entries WHERE seq >= %s ORDER BY seq")
 
 

@@ -36,6 +36,7 @@ from baldur_audit.schemas.errors import (
 )
 from baldur_audit.schemas.view import VIEW_COLUMNS, entry_view
 
+from .retention import WalkStart, walk_start
 from .store import HeadRow, LedgerMeta, PostgresLedgerStore, SealedRow
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ class VerifyReport:
     seconds: float
     kinds: dict[str, int] = field(default_factory=dict)
     witness: dict[str, Any] | None = None  # the witness check (witness.py), when asked for
+    retention: dict[str, Any] | None = None  # anchor started from, pruned entries (retention.py)
 
     @property
     def intact(self) -> bool:
@@ -87,6 +89,7 @@ class VerifyReport:
             "seconds": round(self.seconds, 3),
             "entries_per_second": round(self.entries / self.seconds, 1) if self.seconds else None,
             "witness": self.witness,
+            "retention": self.retention,
         }
 
 
@@ -149,7 +152,8 @@ class LedgerWalk:
     :class:`ChainBreak` at the first break."""
 
     def __init__(self, *, meta: LedgerMeta, keys: Mapping[str, SigningKey], head: HeadRow,
-                 explain: Callable[[int], str | None] = lambda seq: None) -> None:
+                 explain: Callable[[int], str | None] = lambda seq: None,
+                 start: WalkStart | None = None) -> None:
         self.meta = meta
         self.head = head
         self._keys = keys
@@ -167,6 +171,15 @@ class LedgerWalk:
         self.prev_link = computed
         self.prev_offset = -1
         self.next_seq = 1
+        # Retention (retention.py): entries up to an anchor were dropped, so the walk starts
+        # after it; a walk from further back must meet every anchor's link on its way.
+        self._anchor_links = start.anchor_links if start is not None else {}
+        if start is not None and start.anchor is not None:
+            self.prev_link = start.anchor.link
+            self.prev_offset = start.anchor.offset
+            self.next_seq = start.anchor.seq + 1
+        self.pruned = 0
+        self._unpruned_seen = False
 
     def _linker(self, seq: int, key_id: str) -> LedgerLinker:
         linker = self._linkers.get(key_id)
@@ -201,10 +214,20 @@ class LedgerWalk:
             raise InsertedEntry(seq, f"entry beyond the chain head (head is at seq {self.head.seq})")
         if not hmac.compare_digest(payload_sha, digest) or value_null != row[12]:
             raise ValueMismatch(seq, "payload bytes differ from the sealed digest")
+        if row[14]:
+            if self._unpruned_seen:  # baldur_prune only ever takes a prefix of the ledger
+                raise ValueMismatch(seq, "entry is marked pruned but follows an unpruned entry")
+            self.pruned += 1
+        else:
+            self._unpruned_seen = True
         stored = row[8]
         computed = self._link_of(row)
         if not hmac.compare_digest(computed, stored):
             self._explain_link_break(row, upcoming, stored, computed)
+        anchor_link = self._anchor_links.get(seq)
+        if anchor_link is not None and not hmac.compare_digest(anchor_link, stored):
+            raise ValueMismatch(seq, f"the retention anchor at seq {seq} does not hold this "
+                                     "entry's link")
         if offset <= self.prev_offset:
             raise ReorderedEntry(seq, f"offset {offset} does not follow offset {self.prev_offset}")
         if row[13] != row[9]:
@@ -237,7 +260,7 @@ class LedgerWalk:
             if hmac.compare_digest(shifted, nxt[8]):
                 raise InsertedEntry(seq, "an entry that was never sealed was inserted here "
                                          "(the following entries were renumbered)")
-        column = self._explain(seq)
+        column = None if row[14] else self._explain(seq)  # a pruned entry has no columns
         if column is not None:
             raise ValueMismatch(seq, f"column {column} differs from the sealed payload")
         raise LinkMismatch(seq, stored, computed)
@@ -257,10 +280,12 @@ class LedgerWalk:
 
 
 def _duplicate_break(conn: Any) -> ChainBreak | None:
-    """Duplicates must point at an earlier entry of the same event id (checked in SQL)."""
+    """Duplicates must point at an earlier entry of the same event id (checked in SQL); the
+    first occurrence may be gone behind a retention anchor."""
     row = conn.execute(
         "SELECT d.seq FROM audit_entries d LEFT JOIN audit_entries f ON f.seq = d.duplicate_of"
-        " WHERE d.kind = 'duplicate' AND (f.seq IS NULL OR f.kind <> 'event'"
+        " WHERE d.kind = 'duplicate' AND ((f.seq IS NULL AND d.duplicate_of >"
+        " (SELECT coalesce(max(seq), 0) FROM retention_anchors)) OR f.kind <> 'event'"
         " OR f.event_id IS DISTINCT FROM d.event_id OR f.seq >= d.seq)"
         " ORDER BY d.seq LIMIT 1").fetchone()
     if row is None:
@@ -301,9 +326,11 @@ def verify_ledger(store: PostgresLedgerStore, keys: Mapping[str, SigningKey], *,
         checked = 0
         found: ChainBreak | None = None
         walk: LedgerWalk | None = None
+        start: WalkStart | None = None
         try:
-            walk = LedgerWalk(meta=meta, keys=keys, head=head, explain=explain)
-            rows = _Peekable(store.iter_sealed_rows(conn))
+            start = walk_start(conn, meta, keys)
+            walk = LedgerWalk(meta=meta, keys=keys, head=head, explain=explain, start=start)
+            rows = _Peekable(store.iter_sealed_rows(conn, from_seq=walk.next_seq))
             for row in rows:
                 walk.check(row, rows)
                 checked += 1
@@ -322,7 +349,11 @@ def verify_ledger(store: PostgresLedgerStore, keys: Mapping[str, SigningKey], *,
         if witness is not None:
             witnessed, witness_break = witness.check(conn, meta=meta, first_break=found)
             found = found or witness_break
+    retention = None if start is None or walk is None else {
+        "anchor": None if start.anchor is None else start.anchor.as_dict(),
+        "anchors": start.anchors, "pruned": walk.pruned}
     return VerifyReport(entries=entries, head=head_info,
                         first_break=None if found is None else Break.of(found),
                         seconds=time.monotonic() - started,
-                        kinds=walk.kinds if walk is not None else {}, witness=witnessed)
+                        kinds=walk.kinds if walk is not None else {}, witness=witnessed,
+                        retention=retention)
