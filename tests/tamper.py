@@ -2,13 +2,15 @@
 can make to a sealed ledger, and a runner that applies one seeded change to a copy of a base
 ledger and asks ``verify`` and ``replay`` whether they see it and where.
 
-One base ledger per run (a fresh topic and database, ~300 records: events with varied
-values, duplicates, rejected records, transactional batches that leave offset gaps, an
-aborted transaction), sealed by the real chainer. Each trial copies its database
-(``CREATE DATABASE … TEMPLATE``), tampers with the copy as the superuser with the
-append-only triggers bypassed, runs verify and replay in-process with the same functions,
-keys and evidence the CLI uses (the topic and the chainer group's committed offset are
-shared and unchanged), and drops the copy.
+One base ledger per run (tests/tamper_base.py: a fresh topic and database, ~300 records:
+events with varied values, duplicates, rejected records, transactional batches that leave
+offset gaps, an aborted transaction), sealed by the real chainer. Each trial copies its
+database (``CREATE DATABASE … TEMPLATE``), tampers with the copy as the superuser with the
+append-only triggers bypassed (tests/tamper_columns.py, tests/tamper_catalogue.py), runs
+verify and replay in-process with the same functions, keys and evidence the CLI uses (the
+topic and the chainer group's committed offset are shared and unchanged), and drops the copy.
+Trial ``i`` of seed ``s`` draws from ``random.Random(f"{s}:{i}:{class}")``, and the base
+ledger's content from ``s``: a trial is reproduced by its seed and index alone.
 
 Every tamper computes the *first affected seq* itself, and names the tools that must
 locate it exactly (``Damage.seen_by``). A change that leaves the stored data as it was, or
@@ -26,7 +28,12 @@ What each tool can see, as this catalogue expects it:
   that differs from what the topic's records seal to, a missing or extra entry, and a
   truncated tail (with or without the head rolled back), including the key holder's
   rewrite. It does not read the head row, the stored writer schemas, or the stored
-  genesis link, so damage confined to those is verify's alone.
+  genesis link, key id and partition, so damage confined to those is verify's alone; and
+  a deleted tail is *truncated* to it only while the group's committed offset is beyond
+  the ledger (or the missing records are older than ``--max-lag``).
+* Neither sees the known gaps (``KNOWN_GAPS`` in tests/tamper_base.py, each pinned by a
+  strict-xfail regression test): a reworded reject reason, and ``duplicate_of`` 0 for
+  NULL on a non-duplicate.
 
 Usable from a script (``bench/tamper_matrix.py``) as well as from pytest.
 """
@@ -46,11 +53,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from baldur_audit.consumers import cli as baldur_cli
+from baldur_audit.consumers import config as baldur_config
+from baldur_audit.consumers import keyring as keyring_config
 from baldur_audit.consumers.replay import replay_compare
 from baldur_audit.consumers.source import KafkaTopicReader
-from baldur_audit.consumers.store import PostgresLedgerStore
 from baldur_audit.consumers.verify import verify_ledger
-from baldur_audit.schemas.chain import SigningKey
 from baldur_audit.schemas.errors import AuditError
 from tests.conftest import with_dbname
 from tests.tamper_base import (
@@ -103,11 +111,27 @@ class Finding:
         return {"status": self.status, "seq": self.seq, "kind": self.kind, "detail": self.detail}
 
 
-def run_verify(dsn: str, key: SigningKey) -> Finding:
-    """``baldur-audit verify`` in-process: the same keyring and function as the CLI."""
+def cli_context(base: BaseLedger, dsn: str) -> baldur_cli.Context:
+    """The context ``baldur-audit`` builds for this ledger, at the copy's DSN, with the test
+    key preset (this process's environment does not carry the ledger's key)."""
+    led = base.ledger
+    settings = baldur_config.Settings(bootstrap=led.bootstrap, topic=led.topic, dsn=dsn,
+                                      group=led.env["BALDUR_CHAINER_GROUP"])
+    return baldur_cli.Context(settings=settings, debug=False, _key=base.key)
+
+
+def run_verify(dsn: str, base: BaseLedger) -> Finding:
+    """``baldur-audit verify`` in-process: the CLI's keys and epoch check around the same
+    ``verify_ledger``. No checkpoint is ever witnessed for the base ledger, so the CLI's
+    witness check would report "none" and is left out: this is the chain walk alone."""
     try:
-        with PostgresLedgerStore.connect(dsn) as store:
-            report = verify_ledger(store, {key.key_id: key})
+        ctx = cli_context(base, dsn)
+        keys, schedule = baldur_cli._verification_keys(ctx)
+        with ctx.store() as store:
+            report = verify_ledger(store, keys)
+        if schedule is not None:
+            with ctx.store() as store:
+                report = keyring_config.with_epoch_check(store, report, schedule)
     except AuditError as exc:
         return Finding("error", detail=f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # a crash is a defect: recorded, never hidden
@@ -119,7 +143,8 @@ def run_verify(dsn: str, key: SigningKey) -> Finding:
 
 
 def run_replay(dsn: str, base: BaseLedger) -> Finding:
-    """``baldur-audit replay`` in-process: same reader, key, evidence and --max-lag as the CLI."""
+    """``baldur-audit replay`` in-process: the CLI's reader, keys (ring and per-entry key
+    schedule), committed-offset evidence and default --max-lag around ``replay_compare``."""
     led = base.ledger
     group = led.env["BALDUR_CHAINER_GROUP"]
 
@@ -130,10 +155,13 @@ def run_replay(dsn: str, base: BaseLedger) -> Finding:
             return None
 
     try:
+        ctx = cli_context(base, dsn)
         reader = KafkaTopicReader(bootstrap=led.bootstrap, topic=led.topic)
         try:
-            with PostgresLedgerStore.connect(dsn) as store:
-                report = replay_compare(store, reader, base.key, committed_offset=committed,
+            with ctx.store() as store:
+                report = replay_compare(store, reader, ctx.keyring().current,
+                                        committed_offset=committed,
+                                        **baldur_cli._replay_keys(ctx, store),
                                         max_lag_seconds=MAX_LAG_SECONDS)
         finally:
             reader.close()
@@ -270,7 +298,7 @@ def run_on_copy(base: BaseLedger, dbname: str, index: int, tamper: TamperClass, 
     # Both only read the copy: replay (which mostly waits on Kafka) runs beside verify.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tamper-replay") as side:
         replayed = side.submit(run_replay, dsn, base)
-        findings = {VERIFY: run_verify(dsn, base.key)}
+        findings = {VERIFY: run_verify(dsn, base)}
         findings[REPLAY] = replayed.result()
     return TrialResult(index=index, seed=seed, tamper=tamper.name, damage=damage,
                        findings=findings, seconds=time.monotonic() - started)

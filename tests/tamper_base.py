@@ -284,11 +284,6 @@ KNOWN_GAPS: dict[str, Gap] = {
         BOTH, "a rejected entry's reject_reason reworded: only its presence is checked "
               "(CHAIN.md §6.1 leaves the wording unsealed), yet `log --rejected` shows it",
         "test_reworded_reject_reason_is_seen"),
-    "empty-to-null": Gap(
-        frozenset({VERIFY}), "the payload of an entry sealed with an empty value set to NULL: "
-              "verify checks that value_null implies a NULL payload but not the converse "
-              "(CHAIN.md §9: the null flag follows the payload)",
-        "test_empty_payload_set_to_null_is_seen_by_verify"),
 }
 
 

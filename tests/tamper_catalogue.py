@@ -47,7 +47,7 @@ def _flip(value: bytes, rng: random.Random) -> bytes:
 
 
 def tamper_payload(t: Tampering) -> Damage:
-    """Flip one bit of a stored payload (the digest is left as sealed)."""
+    """Flip one bit of a stored payload, or set it NULL (the digest is left as sealed)."""
     row = t.pick(where=lambda r: bool(r["payload"]))
     seq = row["seq"]
     variant = t.rng.choice(["bitflip", "bitflip", "null"])
