@@ -373,6 +373,29 @@ def tamper_rewrite(t: Tampering) -> Damage:
     return Damage(variant, what, first, frozenset({REPLAY}))
 
 
+#: What ``baldur_prune`` drops from an entry (004_retention.sql, audit_entries_pruned_is_empty).
+PRUNABLE = ("payload", "occurred_at", "actor", "actor_type", "action", "target", "before",
+            "after", "reason", "source", "trace_id", "client_ip", "attributes",
+            "schema_fingerprint")
+
+
+def tamper_prune_by_hand(t: Tampering) -> Damage:
+    """Imitate retention as the superuser: drop entries' prunable columns and mark them
+    pruned, without ``baldur_prune``."""
+    variant = t.rng.choice(["prefix-by-hand", "middle", "pruned_at-only"])
+    dropped = ", ".join(f"{column} = NULL" for column in PRUNABLE)
+    if variant == "pruned_at-only":  # the CHECK constraint refuses it, triggers or not
+        t.exec("UPDATE audit_entries SET pruned_at = now() WHERE seq = %s", (t.rng.randint(1, t.n),))
+        return Damage(variant, "pruned_at set, columns kept", None, NOBODY)
+    if variant == "prefix-by-hand":
+        last = t.rng.randint(1, 30)
+        t.exec(f"UPDATE audit_entries SET {dropped}, pruned_at = now() WHERE seq <= %s", (last,))
+        return Damage(variant, f"entries 1..{last} pruned by hand", 1, NOBODY)
+    seq = t.rng.randint(2, t.n)
+    t.exec(f"UPDATE audit_entries SET {dropped}, pruned_at = now() WHERE seq = %s", (seq,))
+    return Damage(variant, f"entry {seq} pruned by hand (not a prefix)", seq, frozenset({VERIFY}))
+
+
 #: Columns the combination tamper draws from (changes local to one row, no renumbering).
 COMBO_COLUMNS = ("kafka_timestamp", "event_id", "occurred_at", "actor", "target", "before",
                  "after", "reason", "attributes", "duplicate_of", "reject_reason",
@@ -442,6 +465,9 @@ CATALOGUE: tuple[TamperClass, ...] = (
     TamperClass("keyholder:rewrite", tamper_rewrite,
                 "verify cannot see it (every link recomputed with the key); replay: first "
                 "entry that differs from the topic"),
+    TamperClass("retention:by-hand", tamper_prune_by_hand,
+                "a pruned prefix looks like retention to both (a stated residual risk); a pruned "
+                "entry after an unpruned one is verify's; pruned_at alone is refused by a CHECK"),
     TamperClass("combo", tamper_combo, "verify and replay name the lowest damaged seq"),
 )
 CLASSES = {tamper.name: tamper for tamper in CATALOGUE}
