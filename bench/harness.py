@@ -115,7 +115,8 @@ def machine_info(dsn: str = DSN) -> dict[str, Any]:
         "cpu": _cpu_model(), "cores": os.cpu_count(), "memory_gib": _memory_gib(),
         "load_average_1m_at_start": round(os.getloadavg()[0], 2),
         "kernel": platform.release(), "python": platform.python_version(),
-        "confluent_kafka": confluent_kafka.version()[0],
+        "confluent_kafka": confluent_kafka.version() if isinstance(confluent_kafka.version(), str)
+        else confluent_kafka.version()[0],
         "librdkafka": confluent_kafka.libversion()[0],
         "fastavro": fastavro.__version__, "psycopg": psycopg.__version__,
         "kafka": _kafka_version(), "started_at": datetime.now(UTC).isoformat(timespec="seconds"),

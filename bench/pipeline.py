@@ -48,7 +48,7 @@ class Config:
     producer_events: int = 100_000
     scale: tuple[int, int] = (100_000, 1_000_000)
     alt_seconds: float = 10.0
-    alt_batch: int = 5_000
+    alt_batch: int = 1_000
     batched_events: int = 100_000
     copy_batch: int = 5_000
 
