@@ -8,7 +8,9 @@ leaves the producing process (design invariant 6). The masked forms are:
   ``2001:db8:85a3:8d3:1319:8a2e:370:7348`` -> ``2001:db8:85a3::/48``. The result is
   a valid network in canonical (RFC 5952) form, so forensic queries can group by it,
   and it cannot be mistaken for a full address.
-- An IPv4-mapped IPv6 address (``::ffff:10.1.2.3``) is masked as the IPv4 it carries.
+- An IPv6 address that carries a whole IPv4 address within its first 48 bits is masked as
+  that IPv4: IPv4-mapped (``::ffff:10.1.2.3``) and 6to4 (``2002:c0a8:0107::1`` carries
+  192.168.1.7, so its /48 would reveal it) -> ``192.168.***.***``.
 - Ports (``1.2.3.4:8080``, ``[::1]:443``), brackets and zone ids (``fe80::1%eth0``)
   are stripped.
 - Anything that does not parse becomes the fixed marker ``<invalid-ip>``: the input
@@ -50,9 +52,9 @@ def _mask_ipv4(address: ipaddress.IPv4Address) -> str:
 
 
 def _mask_ipv6(address: ipaddress.IPv6Address) -> str:
-    mapped = address.ipv4_mapped
-    if mapped is not None:
-        return _mask_ipv4(mapped)
+    carried = address.ipv4_mapped or address.sixtofour
+    if carried is not None:
+        return _mask_ipv4(carried)
     network = ipaddress.IPv6Network((int(address) >> 80 << 80, 48))
     return network.compressed
 
@@ -69,6 +71,8 @@ def _already_masked(text: str) -> str | None:
             network = ipaddress.IPv6Network(text, strict=True)
         except ValueError:
             return None
+        if network.network_address.sixtofour is not None:  # 2002:c0a8:107::/48 is no mask
+            return _mask_ipv4(network.network_address.sixtofour)
         return network.compressed
     return None
 

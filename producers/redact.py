@@ -30,12 +30,24 @@ HMAC-SHA256(key, ``b"baldur-audit/redaction/v1"`` + the secret's canonical bytes
 text, compact sorted JSON otherwise), so "did the secret change?" can be answered without
 storing it. Existing markers are kept, so redaction is idempotent.
 
+**In argument lists.** In a list, the item after a command-line flag whose name is
+sensitive (``["--password", "hunter2"]``, ``["-token", "..."]``) is replaced whole, unless
+it is itself a ``--flag``; so is the second item of a two-item *tuple* whose first item is a
+sensitive name (a header as an ``("X-Api-Key", "...")`` pair; a JSON-like list of two words
+is left to the other rules). In text, the word after such a flag
+(``mysql --password hunter2 db``) is replaced.
+
 Structure: dicts (any ``Mapping``), lists and tuples (which become lists) are walked
 iteratively, so no nesting depth raises ``RecursionError``. A node deeper than
 ``MAX_JSON_DEPTH`` is replaced by ``[REDACTED:too-deep]``: nothing unredacted is returned,
-and the event validation still refuses the value as too deep. Other values (sets, bytes,
-objects, NaN) are returned unchanged for :func:`~baldur_audit.schemas.event.to_json_text`
-to refuse with :class:`~baldur_audit.schemas.errors.InvalidEvent` naming the field.
+and the event validation still refuses the value as too deep. The walk is bounded: once the
+nodes and string characters seen exceed what any event field can hold (``MAX_JSON_BYTES``;
+strings count at their length before redaction), it stops and returns
+:data:`~baldur_audit.schemas.event.OVERSIZED`, which validation refuses as too large — so a
+structure that shares itself (``x = [x, x]``) or a string of megabytes costs little.
+Other values (sets, bytes, objects, NaN) are returned unchanged for
+:func:`~baldur_audit.schemas.event.to_json_text` to refuse with
+:class:`~baldur_audit.schemas.errors.InvalidEvent` naming the field.
 """
 
 from __future__ import annotations
@@ -49,7 +61,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from baldur_audit.schemas.errors import ConfigError
-from baldur_audit.schemas.event import MAX_JSON_DEPTH
+from baldur_audit.schemas.event import MAX_JSON_BYTES, MAX_JSON_DEPTH, OVERSIZED
 
 REDACTED = "[REDACTED]"
 TOO_DEEP = "[REDACTED:too-deep]"
@@ -97,6 +109,12 @@ _BARE_END = {
     ":": re.compile(r"[\r\n]"),  # YAML, headers, log lines: the rest of the line
 }
 _LITERALS = frozenset({"true", "false", "null", "True", "False", "None"})
+#: Values copied as they are, without a visit: nothing in them can be a secret.
+_ATOMS = frozenset({int, float, bool, type(None)})
+#: A command-line flag as one list item: ``--db-password``, ``-token``.
+_FLAG = re.compile(r"--?([A-Za-z][A-Za-z0-9_.-]{0,127})")
+#: A flag and the word after it inside text: ``mysql --password hunter2 db``.
+_FLAG_WORD = re.compile(r"(?<![^\s\"'])--?([A-Za-z][A-Za-z0-9_.-]*)[ \t]+(?!--)(?=\S)")
 _JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
 _AUTH_SCHEME = re.compile(r"(?i)(?<![A-Za-z0-9_-])(bearer|basic)([ \t]+)([A-Za-z0-9._~+/-]+=*)")
 _TOKEN_SHAPES = re.compile(
@@ -131,10 +149,39 @@ def _looks_like_credential(word: str) -> bool:
     )
 
 
+def _fits(value: Any, budget: int) -> bool:
+    """Whether ``value`` has at most ``budget`` nodes and string characters in all."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        budget -= 1 + (len(node) if isinstance(node, str) else 0)
+        if isinstance(node, Mapping):
+            children: Any = list(node.values())
+            budget -= sum(len(key) for key in node if isinstance(key, str))
+        elif isinstance(node, list | tuple):
+            children = node
+        else:
+            children = ()
+        if budget - len(children) < 0:
+            return False
+        stack.extend(children)
+    return True
+
+
+def _is_secret_flag(item: Any) -> bool:
+    """Whether a list item is a command-line flag that takes a secret (``--password``)."""
+    if not isinstance(item, str):
+        return False
+    flag = _FLAG.fullmatch(item)
+    return flag is not None and is_sensitive_key(flag.group(1))
+
+
 def _canonical(value: Any) -> bytes | None:
     """The bytes a fingerprint covers, or None when ``value`` has no stable form."""
     if isinstance(value, str):
         return value.encode("utf-8", "surrogatepass")
+    if not _fits(value, MAX_JSON_BYTES):  # json.dumps would expand a shared structure
+        return None
     try:
         text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError, RecursionError):
@@ -162,16 +209,31 @@ class Redactor:
         return f"[REDACTED:hmac-sha256:{digest[:16]}]"
 
     def redact(self, value: Any) -> Any:
-        """A copy of ``value`` with secrets replaced (see the module docstring); never raises."""
+        """A copy of ``value`` with secrets replaced (see the module docstring); never raises.
+
+        Returns :data:`~baldur_audit.schemas.event.OVERSIZED` instead of a copy when
+        ``value`` is larger than any event field can hold.
+        """
         root: list[Any] = [None]
         stack: list[tuple[Any, Any, Any, int]] = [(value, root, 0, 1)]
+        # What is left of the JSON text's size limit, counting the least text each node can
+        # take: a scalar 1 byte (paid by its container, or here for the root), a string its
+        # length and quotes, a container its brackets, commas, colons and quoted keys. Past
+        # the limit validation refuses the value anyway, so the walk stops.
+        budget = MAX_JSON_BYTES - 1
         while stack:
             node, parent, slot, depth = stack.pop()
             if depth > MAX_JSON_DEPTH:
                 parent[slot] = TOO_DEEP
             elif isinstance(node, str):
+                budget -= len(node) + 1
+                if budget < 0:
+                    return OVERSIZED
                 parent[slot] = self.redact_text(node)
             elif isinstance(node, Mapping):
+                budget -= 2 * len(node) + sum(len(key) + 3 for key in node if isinstance(key, str))
+                if budget < 0:
+                    return OVERSIZED
                 copy: dict[Any, Any] = {}
                 parent[slot] = copy
                 # {"name": "DB_PASSWORD", "value": "..."}: Kubernetes env vars, headers lists.
@@ -180,25 +242,49 @@ class Redactor:
                 for key, child in node.items():
                     sensitive = isinstance(key, str) and (
                         is_sensitive_key(key) or (secret_value and key in _VALUE_KEYS))
-                    if (sensitive and child is not None and not isinstance(child, bool)):
-                        keep = isinstance(child, str) and _MARKER.fullmatch(child)
-                        copy[key] = child if keep else self.marker(child)
+                    if sensitive:
+                        copy[key] = self._replace(child)
+                    elif type(child) in _ATOMS:
+                        copy[key] = child
                     else:
                         copy[key] = None  # keeps the key order; filled when popped
                         stack.append((child, copy, key, depth + 1))
             elif isinstance(node, list | tuple):
-                items: list[Any] = [None] * len(node)
+                budget -= 2 * len(node)
+                if budget < 0:
+                    return OVERSIZED
+                items: list[Any] = list(node)  # atoms stay; the rest is replaced below
                 parent[slot] = items
-                stack.extend((child, items, index, depth + 1) for index, child in enumerate(node))
+                # ("Authorization", "Basic ...") as a pair; ["--password", "hunter2"] as argv.
+                pair = (isinstance(node, tuple) and len(node) == 2 and isinstance(node[0], str)
+                        and is_sensitive_key(node[0]))
+                after_flag = False
+                for index, child in enumerate(node):
+                    is_text = isinstance(child, str)
+                    if (after_flag and not (is_text and child.startswith("--"))) or (
+                            pair and index == 1):
+                        items[index] = self._replace(child)
+                    elif type(child) not in _ATOMS:
+                        stack.append((child, items, index, depth + 1))
+                    after_flag = is_text and child.startswith("-") and _is_secret_flag(child)
             else:
                 parent[slot] = node
         return root[0]
+
+    def _replace(self, secret: Any) -> Any:
+        """The marker for a value under a sensitive name; booleans, None and markers are kept."""
+        if secret is None or isinstance(secret, bool):
+            return secret
+        if isinstance(secret, str) and _MARKER.fullmatch(secret):
+            return secret
+        return self.marker(secret)
 
     def redact_text(self, text: str) -> str:
         """``text`` with every secret found by the value-shape rules replaced."""
         text = _PEM.sub(lambda m: self.marker(m.group(0)), text)
         text = _URL_CREDENTIALS.sub(self._url_password, text)
         text = self._redact_pairs(text)
+        text = self._redact_flag_words(text)
         text = _JWT.sub(lambda m: self.marker(m.group(0)), text)
         text = _AUTH_SCHEME.sub(self._scheme_credential, text)
         return _TOKEN_SHAPES.sub(lambda m: self.marker(m.group(0)), text)
@@ -214,6 +300,27 @@ class Redactor:
         if not _looks_like_credential(credential):
             return match.group(0)
         return f"{scheme}{space}{self.marker(credential)}"
+
+    def _redact_flag_words(self, text: str) -> str:
+        """Replace the word after every ``--flag`` whose name is sensitive."""
+        if "-" not in text:
+            return text
+        pieces: list[str] = []
+        done = 0
+        for match in _FLAG_WORD.finditer(text):
+            if match.start() < done or not is_sensitive_key(match.group(1)):
+                continue
+            span = _secret_span(text, match.end(), "", "=", "")
+            if span is None:
+                continue
+            begin, end, _ = span
+            pieces.append(text[done:begin])
+            pieces.append(self.marker(text[begin:end]))
+            done = end
+        if not pieces:
+            return text
+        pieces.append(text[done:])
+        return "".join(pieces)
 
     def _redact_pairs(self, text: str) -> str:
         """Replace the value of every ``key=value``-like pair whose key is sensitive."""

@@ -41,6 +41,26 @@ MAX_ATTRIBUTE_CHARS = 1024
 MAX_JSON_INT_DIGITS = 4300
 #: PostgreSQL ``numeric`` (inside ``jsonb``) holds at most this many digits after the point.
 MAX_JSON_FRACTION_DIGITS = 16383
+#: A bad enum-like value is quoted in an error message only when it is a short plain word:
+#: anything else could be a secret passed in the wrong argument.
+_QUOTABLE = re.compile(r"[A-Za-z0-9_.-]{1,24}")
+
+
+class OversizedValue:
+    """Stands for a value too large for any event field.
+
+    The producer's redactor returns it instead of walking and copying megabytes (or an
+    endlessly shared structure) that validation would refuse anyway; every check here
+    refuses it as too large, naming the field.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<oversized value>"
+
+
+OVERSIZED = OversizedValue()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +92,20 @@ class ChangeEvent:
         validate_event(self)
 
 
+def _found(value: object) -> str:
+    """How an error message shows a bad value: a short plain word, else its length or type."""
+    if isinstance(value, str):
+        return repr(value) if _QUOTABLE.fullmatch(value) else f"a string of {len(value)} characters"
+    return type(value).__name__
+
+
 def _check_text(name: str, value: object, *, limit: int, required: bool) -> None:
     if value is None:
         if required:
             raise InvalidEvent(name, "is required")
         return
+    if isinstance(value, OversizedValue):
+        raise InvalidEvent(name, f"longer than {limit} characters")
     if not isinstance(value, str):
         raise InvalidEvent(name, f"expected a string, found {type(value).__name__}")
     if required and not value.strip():
@@ -95,7 +124,13 @@ def validate_event(event: ChangeEvent) -> None:
     """Check every field of ``event``; raises :class:`InvalidEvent` naming the first bad one."""
     if not isinstance(event.event_id, uuid.UUID):
         raise InvalidEvent("event_id", "expected a UUID")
-    if not isinstance(event.occurred_at, datetime) or event.occurred_at.utcoffset() is None:
+    if not isinstance(event.occurred_at, datetime):
+        raise InvalidEvent("occurred_at", "expected a timezone-aware datetime")
+    try:
+        offset = event.occurred_at.utcoffset()  # a tzinfo is user code: it may raise
+    except (TypeError, ValueError, ArithmeticError):
+        raise InvalidEvent("occurred_at", "its tzinfo gives no valid UTC offset") from None
+    if offset is None:
         raise InvalidEvent("occurred_at", "expected a timezone-aware datetime")
     try:
         event.occurred_at.astimezone(UTC)
@@ -104,16 +139,17 @@ def validate_event(event: ChangeEvent) -> None:
     if not isinstance(event.actor, Actor):
         raise InvalidEvent("actor", "expected an Actor")
     _check_text("actor.id", event.actor.id, limit=MAX_ID_CHARS, required=True)
-    if event.actor.type not in ACTOR_TYPES:
+    # isinstance first: the comparison would run a foreign object's __eq__.
+    if not isinstance(event.actor.type, str) or event.actor.type not in ACTOR_TYPES:
         raise InvalidEvent("actor.type", f"expected one of {', '.join(ACTOR_TYPES)}, "
-                           f"found {str(event.actor.type)[:40]!r}")
+                           f"found {_found(event.actor.type)}")
     if not isinstance(event.action, str) or not ACTION_PATTERN.fullmatch(event.action):
         raise InvalidEvent("action", "expected a lowercase word such as 'update' or 'restart' "
                            "(letters, digits, '_', '.', '-'; at most 64)")
     _check_text("target", event.target, limit=MAX_TARGET_CHARS, required=True)
-    if event.source not in SOURCES:
+    if not isinstance(event.source, str) or event.source not in SOURCES:
         raise InvalidEvent("source", f"expected one of {', '.join(SOURCES)}, "
-                           f"found {str(event.source)[:40]!r}")
+                           f"found {_found(event.source)}")
     for name in ("before", "after"):
         text = getattr(event, name)
         _check_text(name, text, limit=MAX_JSON_BYTES, required=False)
@@ -127,6 +163,9 @@ def validate_event(event: ChangeEvent) -> None:
     ):
         raise InvalidEvent("trace_id", "expected 32 lowercase hex digits, not all zero")
     _check_text("client_ip", event.client_ip, limit=MAX_ID_CHARS, required=False)
+    if isinstance(event.attributes, OversizedValue):
+        raise InvalidEvent("attributes", f"too large (at most {MAX_ATTRIBUTES} entries of at "
+                                         f"most {MAX_ATTRIBUTE_CHARS} characters)")
     if not isinstance(event.attributes, Mapping):
         raise InvalidEvent("attributes", "expected a mapping of strings to strings")
     if len(event.attributes) > MAX_ATTRIBUTES:
@@ -155,30 +194,46 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
-def _has_non_string_key(value: Any) -> bool:
-    stack = [value]
+def _check_shape(name: str, value: Any) -> None:
+    """Refuse a value nested too deep, with a non-string key, or too large to serialize.
+
+    One iterative walk that stops as soon as the value cannot fit: a structure that
+    contains or shares itself (``x = [x, x]``) would otherwise be expanded without end.
+    Every node is at least one byte of JSON text, and a string at least its length.
+    """
+    if isinstance(value, OversizedValue):
+        raise InvalidEvent(name, f"JSON text larger than {MAX_JSON_BYTES} bytes")
+    budget = MAX_JSON_BYTES
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
-        node = stack.pop()
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidEvent(name, f"nested deeper than {MAX_JSON_DEPTH} levels")
+        budget -= 1 + (len(node) if isinstance(node, str) else 0)
         if isinstance(node, dict):
             if not all(isinstance(key, str) for key in node):
-                return True
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return False
+                # json.dumps would stringify them and sort by the original keys: not
+                # deterministic
+                raise InvalidEvent(name, "object keys must be strings")
+            budget -= sum(map(len, node))
+            children: Any = node.values()
+        elif isinstance(node, list | tuple):
+            children = node
+        else:
+            children = ()
+        if budget - len(children) < 0:
+            raise InvalidEvent(name, f"JSON text larger than {MAX_JSON_BYTES} bytes")
+        stack.extend((child, depth + 1) for child in children)
 
 
 def to_json_text(name: str, value: Any) -> str:
     """Serialize a JSON value deterministically; raises :class:`InvalidEvent` naming ``name``.
 
     Keys are sorted, separators compact, non-ASCII kept, NaN and Infinity refused
-    (they are not JSON), as are non-string keys and objects JSON cannot represent.
+    (they are not JSON), as are non-string keys, objects JSON cannot represent, and
+    values too deep or too large for the ledger (refused before serializing).
     """
-    if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-        raise InvalidEvent(name, f"nested deeper than {MAX_JSON_DEPTH} levels")
-    if _has_non_string_key(value):
-        # json.dumps would stringify them and sort by the original keys: not deterministic
-        raise InvalidEvent(name, "object keys must be strings")
+    _check_shape(name, value)
     try:
         text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False)
