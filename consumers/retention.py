@@ -211,11 +211,34 @@ def prune(store: PostgresLedgerStore, *, older_than: timedelta, mode: str, key: 
 # -- identities and erasure --------------------------------------------------------------------
 
 
+def ensure_identities_topic(bootstrap: str, topic: str, *, replication_factor: int = 1,
+                            timeout: float = 15.0) -> bool:
+    """Create ``<topic>.identities`` (compacted, one partition) unless it exists; returns
+    whether it was created. Raises :class:`BrokerUnavailable`."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    name = identities_topic(topic)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        if name in admin.list_topics(timeout=timeout).topics:
+            return False
+        new = NewTopic(name, num_partitions=1, replication_factor=replication_factor,
+                       config={"cleanup.policy": "compact"})
+        admin.create_topics([new])[name].result(timeout)
+    except confluent_kafka.KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        if getattr(error, "code", lambda: None)() == confluent_kafka.KafkaError.TOPIC_ALREADY_EXISTS:
+            return False
+        raise BrokerUnavailable(f"cannot create {name}: {error}") from None
+    return True
+
+
 def sync_identities(store: PostgresLedgerStore, *, bootstrap: str, topic: str,
                     timeout: float = 10.0) -> dict[str, int]:
     """Load every mapping of ``<topic>.identities`` into ``identities`` (erased pseudonyms are
     skipped by the database). Raises :class:`BrokerUnavailable` / store errors."""
     name = identities_topic(topic)
+    created = ensure_identities_topic(bootstrap, topic, timeout=timeout)
     consumer = confluent_kafka.Consumer({
         "bootstrap.servers": bootstrap, "group.id": f"baldur-identities-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False, "auto.offset.reset": "earliest",
@@ -228,7 +251,7 @@ def sync_identities(store: PostgresLedgerStore, *, bootstrap: str, topic: str,
             raise BrokerUnavailable(f"cannot read {name}: {exc}") from None
         described = meta.topics.get(name)
         if described is None or described.error is not None or not described.partitions:
-            return {"read": 0, "loaded": 0}
+            raise BrokerUnavailable(f"topic {name} is not readable")
         parts = [confluent_kafka.TopicPartition(name, p, confluent_kafka.OFFSET_BEGINNING)
                  for p in described.partitions]
         ends = {}
@@ -263,7 +286,8 @@ def sync_identities(store: PostgresLedgerStore, *, bootstrap: str, topic: str,
         cur.executemany("INSERT INTO identities (pseudonym, identity) VALUES (%s, %s)"
                         " ON CONFLICT (pseudonym) DO NOTHING", list(mappings.items()))
         loaded = conn.execute("SELECT count(*) FROM identities").fetchone()
-    return {"read": len(mappings), "identities": int(loaded[0]) if loaded else 0}
+    return {"read": len(mappings), "identities": int(loaded[0]) if loaded else 0,
+            "topic_created": created}
 
 
 @dataclass(frozen=True, slots=True)

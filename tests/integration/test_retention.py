@@ -3,6 +3,7 @@ verify from genesis or from the signed anchor; erase a pseudonymized actor."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from datetime import UTC, datetime
@@ -182,3 +183,47 @@ def test_tampering_with_pruned_entries_is_detected(ledger: Ledger) -> None:
         with pytest.raises(psycopg.errors.CheckViolation):
             admin.execute("UPDATE audit_entries SET actor = 'mallory' WHERE seq = 1")
 
+
+
+def test_erase_a_pseudonymized_actor_keeps_topic_chain_and_proofs(ledger: Ledger) -> None:
+    import os
+
+    from baldur_audit.producers.pseudonym import KafkaIdentityPublisher, Pseudonymizer
+
+    assert ledger.cli_json("identities", "sync")["topic_created"] is True
+    publisher = KafkaIdentityPublisher(bootstrap=ledger.bootstrap, topic=ledger.topic)
+    pseudonymize = Pseudonymizer(os.urandom(32), publish=publisher)
+    alice = pseudonymize("alice@example.com")
+    assert publisher.flush(30) == 0 and publisher.failed == 0
+    ledger.produce_events(2, actor=alice)
+    ledger.produce_events(1, actor="bob", start=2)
+    assert chain(ledger)["sealed"] == 3
+    synced = ledger.cli_json("identities", "sync")
+    assert (synced["read"], synced["identities"]) == (1, 1)
+    rows = [json.loads(line) for line in ledger.cli("log", "--json").stdout.splitlines()]
+    assert [(r["actor"], r["identity"], r["erased"]) for r in rows] == \
+        [(alice, "alice@example.com", False)] * 2 + [("bob", None, False)]
+    assert ledger.cli("log", "--actor", "alice@example.com").stdout.count("alice@example.com") == 2
+
+    done = ledger.cli_json("erase", alice, "--who", "dpo@example.com", "--why", "GDPR art. 17, request 42")
+    assert done["mapping_deleted"] is True
+    assert chain(ledger)["sealed"] == 1  # the erasure itself is an entry
+    with ledger.app() as conn:
+        assert conn.execute("SELECT count(*) FROM identities").fetchone()[0] == 0
+        assert conn.execute("SELECT who, why, event_id::text FROM erasures").fetchall() == \
+            [("dpo@example.com", "GDPR art. 17, request 42", done["event_id"])]
+        # a later load (or a stale copy of the mapping) does not bring the person back
+        conn.execute("INSERT INTO identities (pseudonym, identity) VALUES (%s, 'alice@example.com')",
+                     (alice,))
+        assert conn.execute("SELECT count(*) FROM identities").fetchone()[0] == 0
+    assert ledger.cli_json("identities", "sync")["identities"] == 0
+    text = ledger.cli("log", "--all").stdout
+    assert text.count("[erased]") == 2 and "alice@example.com" not in text
+    erasure = [json.loads(line) for line in
+               ledger.cli("log", "--action", "erase", "--json").stdout.splitlines()]
+    assert [(e["actor"], e["target"], e["reason"], str(e["event_id"])) for e in erasure] == \
+        [("dpo@example.com", alice, "GDPR art. 17, request 42", done["event_id"])]
+    assert verify(ledger)["intact"]
+    assert ledger.cli_json("replay")["first_divergence"] is None
+    bad = ledger.cli("erase", "alice@example.com", "--who", "x", "--why", "y")
+    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1
