@@ -159,7 +159,8 @@ class AuditTrail:
                  spool_dir: str | os.PathLike[str] | None = None,
                  spool_max_bytes: int = DEFAULT_MAX_BYTES,
                  spool_segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-                 producer_factory: ProducerFactory | None = None) -> None:
+                 producer_factory: ProducerFactory | None = None,
+                 pseudonymize_actors: Callable[[str], str] | None = None) -> None:
         """Raises :class:`ConfigError` on a bad setting, a producer librdkafka refuses or an
         unusable spool directory; :class:`SpoolError` when the spool cannot be recovered.
 
@@ -183,6 +184,9 @@ class AuditTrail:
         self._enabled = enabled
         self._service = service
         self._redactor = Redactor(redaction_key)
+        # Opt-in (right to erasure): actor ids become keyed pseudonyms, e.g. a
+        # producers.pseudonym.Pseudonymizer that publishes each mapping to <topic>.identities.
+        self._pseudonymize = pseudonymize_actors
         self._on_failure = on_failure
         self._max_block_ms = max(0, int(max_block_ms))
         self._lock = threading.Lock()
@@ -317,7 +321,7 @@ class AuditTrail:
             event_id=uuid7(time.time_ns() // 1_000_000, os.urandom(10)) if event_id is None
             else event_id,
             occurred_at=occurred_at or datetime.now(UTC),
-            actor=actor if isinstance(actor, Actor) else Actor(id=actor, type=actor_type),
+            actor=self._actor(actor, actor_type),
             action=action,
             target=target,
             source=source,
@@ -328,6 +332,12 @@ class AuditTrail:
             client_ip=mask_client_ip(client_ip),
             attributes=self._redactor.redact(extra),
         )
+
+    def _actor(self, actor: str | Actor, actor_type: str) -> Actor:
+        found = actor if isinstance(actor, Actor) else Actor(id=actor, type=actor_type)
+        if self._pseudonymize is None:
+            return found
+        return Actor(id=self._pseudonymize(found.id), type=found.type)
 
     def publish(self, event: ChangeEvent) -> uuid.UUID:
         """Send an event built by :meth:`prepare`; returns its id (nil when disabled).

@@ -87,3 +87,24 @@ def test_a_failing_publisher_leaves_the_mapping_unpublished() -> None:
 
 def test_identities_topic_name() -> None:
     assert identities_topic("baldur.audit") == "baldur.audit.identities"
+
+
+def test_the_trail_records_pseudonyms_when_asked_to() -> None:
+    from baldur_audit.producers import Actor, AuditTrail
+
+    sent: list[tuple[str, str]] = []
+    pseudonymize = Pseudonymizer(KEY, publish=lambda name, who: sent.append((name, who)))
+    trail = AuditTrail(bootstrap="127.0.0.1:1", topic="t", pseudonymize_actors=pseudonymize)
+    plain = AuditTrail(bootstrap="127.0.0.1:1", topic="t")
+    try:
+        event = trail.prepare(actor="alice", action="update", target="svc.timeout")
+        typed = trail.prepare(actor=Actor("healer", "system"), action="restart", target="svc")
+        assert event.actor.id == pseudonym(KEY, "alice") and event.actor.type == "user"
+        assert (typed.actor.id, typed.actor.type) == (pseudonym(KEY, "healer"), "system")
+        assert sent == [(event.actor.id, "alice"), (typed.actor.id, "healer")]
+        assert plain.prepare(actor="alice", action="update", target="svc").actor.id == "alice"
+        with pytest.raises(InvalidEvent):
+            trail.prepare(actor=" ", action="update", target="svc")
+    finally:
+        trail.close(0)
+        plain.close(0)
