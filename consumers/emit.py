@@ -2,27 +2,95 @@
 or many from a JSON-lines file — through the same producer library services use
 (redaction, IP masking and trace ids included).
 
-Every line is checked before anything is sent, so bad input sends nothing.
+Every line is checked before anything is sent, so bad input sends nothing; lines are
+checked in order (parsed, then validated as an event), so the error names the first bad
+line. A line is strict JSON: no ``NaN``/``Infinity``, no duplicate keys (which one would
+the ledger show?), numbers that fit (integers of at most 4300 digits, finite floats), no
+byte-order mark. Error messages name the line and quote a key only when it is a short
+plain word, never a value.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import click
 
 from baldur_audit.producers.trail import AuditTrail
 from baldur_audit.schemas.errors import AuditError, InvalidEvent
+from baldur_audit.schemas.event import MAX_JSON_INT_DIGITS
 
 LINE_KEYS = {"actor", "actor_type", "action", "target", "before", "after", "reason", "source",
              "client_ip", "trace_id", "attributes"}
 REQUIRED_KEYS = ("actor", "action", "target")
 MAX_LINES = 100_000
+#: Options that describe one event (parameter: flag): with --file they would be ignored.
+EVENT_OPTIONS = {"actor": "--actor", "action": "--action", "target": "--target",
+                 "before": "--before", "after": "--after", "reason": "--reason",
+                 "client_ip": "--client-ip", "trace_id": "--trace-id",
+                 "attributes": "--attribute"}
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 
 
 def _not_json(token: str) -> Any:
     raise ValueError(f"{token} is not JSON")
+
+
+def _quoted(text: str) -> str:
+    """A key for an error message: quoted when a short plain word, else only its length."""
+    return repr(text) if _PLAIN_WORD.fullmatch(text) else f"of {len(text)} characters"
+
+
+class _LineError(ValueError):
+    """A JSON line that parses but that the ledger must not take as it is."""
+
+
+def _int(token: str) -> int:
+    # The ledger's limit (CHAIN.md), said plainly; a host limit below it (PYTHONINTMAXSTRDIGITS)
+    # still makes int() refuse, with Python's words.
+    if len(token.lstrip("-")) > MAX_JSON_INT_DIGITS:
+        raise _LineError(f"an integer of more than {MAX_JSON_INT_DIGITS} digits")
+    return int(token)
+
+
+def _float(token: str) -> float:
+    number = float(token)
+    if not math.isfinite(number):
+        raise _LineError("a number too large for a 64-bit float")
+    return number
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    item = dict(pairs)
+    if len(item) != len(pairs):  # rare: only then look for the first repeated key
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _LineError(f"duplicate key {_quoted(key)}")
+            seen.add(key)
+    return item
+
+
+class _Choice(click.Choice):  # type: ignore[type-arg]
+    """click.Choice whose error does not quote the value (it may be a misplaced secret)."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if value in self.choices:
+            return value
+        found = (repr(value) if isinstance(value, str) and _PLAIN_WORD.fullmatch(value)
+                 else f"a value of {len(str(value))} characters")
+        self.fail(f"expected one of {', '.join(map(str, self.choices))}, found {found}",
+                  param, ctx)
+
+
+#: Strict JSON for lines, built once.
+_LINE_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_not_json,
+                                 parse_int=_int, parse_float=_float)
 
 
 def _json_option(text: str | None) -> Any:
@@ -36,8 +104,16 @@ def _json_option(text: str | None) -> Any:
 
 
 def parse_lines(stream: BinaryIO) -> list[dict[str, Any]]:
-    """Events from JSON lines (blank lines skipped); raises ``click.UsageError`` naming the line."""
-    events = []
+    """Events from JSON lines (blank lines skipped); raises ``click.UsageError`` naming the line.
+
+    Each event carries its line number under ``_line``.
+    """
+    return [{**item, "_line": number} for number, item in iter_lines(stream)]
+
+
+def iter_lines(stream: BinaryIO) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, event keys) of each non-blank line, in order; raises ``click.UsageError``
+    naming the line as soon as one is not a JSON object of event keys."""
     for number, raw in enumerate(stream, start=1):
         try:
             line = raw.decode("utf-8")
@@ -47,10 +123,15 @@ def parse_lines(stream: BinaryIO) -> list[dict[str, Any]]:
             raise click.UsageError(f"more than {MAX_LINES} lines: split the file")
         if not line.strip():
             continue
+        if line.startswith("\ufeff"):
+            raise click.UsageError(f"line {number}: starts with a byte-order mark (U+FEFF): "
+                                   "save the file as UTF-8 without BOM")
         try:
-            item = json.loads(line)
-        except ValueError as exc:  # JSONDecodeError, or a number too long to convert
-            why = getattr(exc, "msg", "bad value")
+            item = _LINE_DECODER.decode(line)
+        except _LineError as exc:
+            raise click.UsageError(f"line {number}: {exc}") from None
+        except ValueError as exc:  # JSONDecodeError, NaN/Infinity
+            why = getattr(exc, "msg", None) or str(exc)
             raise click.UsageError(f"line {number}: not valid JSON ({why})") from None
         except RecursionError:
             raise click.UsageError(f"line {number}: JSON nested too deeply") from None
@@ -58,27 +139,25 @@ def parse_lines(stream: BinaryIO) -> list[dict[str, Any]]:
             raise click.UsageError(f"line {number}: expected a JSON object")
         unknown = sorted(set(item) - LINE_KEYS)
         if unknown:
-            raise click.UsageError(f"line {number}: unknown key {unknown[0]!r} "
+            raise click.UsageError(f"line {number}: unknown key {_quoted(unknown[0])} "
                                    f"(allowed: {', '.join(sorted(LINE_KEYS))})")
         missing = [key for key in REQUIRED_KEYS if not item.get(key)]
         if missing:
             raise click.UsageError(f"line {number}: missing {missing[0]!r}")
-        item["_line"] = number
-        events.append(item)
-    return events
+        yield number, item
 
 
 @click.command()
 @click.option("--actor", help="Who made the change.")
 @click.option("--actor-type", default="user", show_default=True,
-              type=click.Choice(["user", "service", "system"]))
+              type=_Choice(["user", "service", "system"]))
 @click.option("--action", help="create, update, delete, apply, rollback, trip, restart, ...")
 @click.option("--target", help="The configuration key or resource that changed.")
 @click.option("--before", help="Value before, as JSON (a bare word is taken as a string).")
 @click.option("--after", help="Value after, as JSON (a bare word is taken as a string).")
 @click.option("--reason", help="Why.")
 @click.option("--source", default="cli", show_default=True,
-              type=click.Choice(["api", "cli", "scheduler", "framework"]))
+              type=_Choice(["api", "cli", "scheduler", "framework"]))
 @click.option("--client-ip", help="Client IP (masked before sending).")
 @click.option("--trace-id", help="W3C trace id, 32 hex digits.")
 @click.option("--attribute", "attributes", multiple=True, metavar="KEY=VALUE",
@@ -97,9 +176,14 @@ def emit(ctx: Any, actor: str | None, actor_type: str, action: str | None, targe
 
     with _guard(ctx):
         if file_ is not None:
-            if actor or action or target:
-                raise click.UsageError("use either --file or --actor/--action/--target")
-            items = parse_lines(file_)
+            given = {"actor": actor, "action": action, "target": target, "before": before,
+                     "after": after, "reason": reason, "client_ip": client_ip,
+                     "trace_id": trace_id, "attributes": attributes}
+            named = [flag for name, flag in EVENT_OPTIONS.items() if given[name]]
+            if named:
+                raise click.UsageError(f"use either --file or event options "
+                                       f"({named[0]} given with --file)")
+            lines: Iterator[tuple[int | None, dict[str, Any]]] = iter_lines(file_)
         else:
             if not (actor and action and target):
                 raise click.UsageError("--actor, --action and --target are required "
@@ -107,14 +191,16 @@ def emit(ctx: Any, actor: str | None, actor_type: str, action: str | None, targe
             attrs = {}
             for pair in attributes:
                 key, sep, value = pair.partition("=")
-                if not sep or not key:
-                    raise click.UsageError(f"--attribute expects KEY=VALUE, found {pair[:40]!r}")
+                if not sep or not key:  # the text is not quoted: it may be a misplaced secret
+                    raise click.UsageError(f"--attribute expects KEY=VALUE, found an argument "
+                                           f"of {len(pair)} characters without "
+                                           f"{'a key' if sep else '='}")
                 attrs[key] = value
-            items = [{"actor": actor, "actor_type": actor_type, "action": action,
-                      "target": target, "before": _json_option(before),
-                      "after": _json_option(after), "reason": reason,
-                      "source": source, "client_ip": client_ip, "trace_id": trace_id,
-                      "attributes": attrs, "_line": None}]
+            lines = iter([(None, {"actor": actor, "actor_type": actor_type, "action": action,
+                                  "target": target, "before": _json_option(before),
+                                  "after": _json_option(after), "reason": reason,
+                                  "source": source, "client_ip": client_ip,
+                                  "trace_id": trace_id, "attributes": attrs})])
         settings = ctx.settings
         failed_ids: set[str] = set()
         # A large file may fill the producer's queue: wait for room (up to --timeout) rather
@@ -123,11 +209,10 @@ def emit(ctx: Any, actor: str | None, actor_type: str, action: str | None, targe
                            max_block_ms=int(timeout * 1000),
                            on_failure=lambda event_id, _error: failed_ids.add(str(event_id)))
         ids: list[Any] = []
+        prepared = []
         refused = ""
         try:
-            prepared = []
-            for item in items:
-                line = item.pop("_line")
+            for line, item in lines:  # each line parsed, then validated: the first bad one fails
                 item.setdefault("source", "cli")
                 try:
                     prepared.append(trail.prepare(**item))
@@ -146,12 +231,12 @@ def emit(ctx: Any, actor: str | None, actor_type: str, action: str | None, targe
         delivered = [str(event_id) for event_id in ids if str(event_id) not in failed_ids]
         for event_id in delivered:  # what Kafka acknowledged is printed even on failure
             click.echo(event_id)
-        if len(delivered) < len(items):
-            _fail(ctx, f"error: {len(items) - len(delivered)} of {len(items)} events not "
+        if len(delivered) < len(prepared):
+            _fail(ctx, f"error: {len(prepared) - len(delivered)} of {len(prepared)} events not "
                        f"acknowledged by Kafka at {settings.bootstrap} within {timeout:.0f} s"
                        + (f" ({refused})" if refused else ""))
         if len(ids) > 1:
             click.echo(f"recorded {len(ids)} events", err=True)
 
 
-__all__ = ["emit", "parse_lines"]
+__all__ = ["emit", "iter_lines", "parse_lines"]

@@ -1,5 +1,5 @@
-"""What the fuzz tests share: their settings, a time limit, hostile values, planted secrets
-and an in-memory producer.
+"""What the fuzz tests share: their settings, a time limit, hostile values, planted secrets,
+JSON lines for ``emit --file`` (good ones, and bad ones by kind) and an in-memory producer.
 
 ``HYPOTHESIS_PROFILE=faults`` runs every fuzz test with :data:`FAULTS_SCALE` times more
 examples (the ``faults`` profile registered here also applies to the other hypothesis
@@ -8,21 +8,25 @@ tests of the run); without it the fuzz files of ``tests/unit`` stay within about
 
 from __future__ import annotations
 
-import datetime as dt
 import decimal
 import enum
+import json
 import math
 import os
 import signal
 import string
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+
+from baldur_audit.producers.mask import mask_client_ip
+from baldur_audit.producers.redact import Redactor
+from baldur_audit.schemas.codec import KNOWN_SCHEMAS, decode_event
+from baldur_audit.schemas.event import ACTOR_TYPES, SOURCES, to_json_text
 
 FAULTS = os.environ.get("HYPOTHESIS_PROFILE") == "faults"
 FAULTS_SCALE = 25
@@ -126,7 +130,7 @@ def _self_dict() -> dict[str, Any]:
     return cycle
 
 
-def _shared(depth: int) -> list[Any]:
+def self_shared(depth: int) -> list[Any]:
     """``[x, x]`` nested ``depth`` times: 2**depth leaves, few objects."""
     node: list[Any] = [0]
     for _ in range(depth):
@@ -134,7 +138,7 @@ def _shared(depth: int) -> list[Any]:
     return node
 
 
-def _double_cycle() -> list[Any]:
+def double_cycle() -> list[Any]:
     cycle: list[Any] = []
     cycle.extend([cycle, cycle])
     return cycle
@@ -158,8 +162,8 @@ SCALARS = st.one_of(
 )
 #: Values that cannot be built by a strategy's recursion (they contain themselves, or are huge).
 SPECIAL = st.one_of(
-    st.builds(_self_list), st.builds(_self_dict), st.builds(_double_cycle),
-    st.integers(20, 64).map(_shared),
+    st.builds(_self_list), st.builds(_self_dict), st.builds(double_cycle),
+    st.integers(20, 64).map(self_shared),
     st.integers(1, 200).flatmap(lambda depth: st.booleans().map(
         lambda as_dict: nest(depth, as_dict=as_dict))),
     huge_text(), st.integers(10_000, 300_000).map(lambda n: list(range(n))),
@@ -246,6 +250,159 @@ def planted(draw: st.DrawFn, secret: str) -> Any:
     return node
 
 
+# ---- JSON lines for `emit --file` ----------------------------------------------------------
+
+SAFE_CHAR = st.characters(codec="utf-8", exclude_characters="\x00")
+_TEXT = st.text(SAFE_CHAR, max_size=30)
+NON_BLANK = st.text(SAFE_CHAR, min_size=1, max_size=30).filter(lambda text: text.strip() != "")
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | _TEXT,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(_TEXT, children,
+                                                                       max_size=3),
+    max_leaves=10,
+)
+
+
+@st.composite
+def good_item(draw: st.DrawFn) -> dict[str, Any]:
+    """The keys of a line the ledger takes, with a secret planted now and then."""
+    item: dict[str, Any] = {"actor": draw(NON_BLANK),
+                            "action": draw(st.from_regex(r"[a-z][a-z0-9_.-]{0,20}",
+                                                         fullmatch=True)),
+                            "target": draw(NON_BLANK)}
+    optional = {
+        "actor_type": st.sampled_from(ACTOR_TYPES),
+        "source": st.sampled_from(SOURCES),
+        "before": _JSON,
+        "after": _JSON | SECRET.flatmap(lambda secret: st.just({"password": secret})),
+        "reason": _TEXT | SECRET.flatmap(lambda s: secret_carrier(s, text_only=True).filter(
+            lambda text: "\x00" not in text and len(text) < 4000 and _encodable(text))),
+        "client_ip": st.ip_addresses().map(str) | st.lists(st.ip_addresses().map(str),
+                                                           max_size=4).map(", ".join),
+        "trace_id": st.from_regex(r"[0-9a-f]{32}", fullmatch=True).filter(
+            lambda text: text != "0" * 32),
+        "attributes": st.dictionaries(NON_BLANK, _TEXT, max_size=3),
+    }
+    for key in draw(st.lists(st.sampled_from(sorted(optional)), unique=True)):
+        item[key] = draw(optional[key])
+    return item
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def dumps(item: Any) -> bytes:
+    return json.dumps(item, ensure_ascii=False).encode("utf-8")
+
+
+def _with_raw(item: dict[str, Any], key: str, raw: str) -> bytes:
+    """``item`` as a JSON line, with ``key`` set to raw JSON text (a literal json.dumps refuses)."""
+    rest = {k: v for k, v in item.items() if k != key}
+    return dumps(rest)[:-1] + f', "{key}": {raw}}}'.encode()
+
+
+#: Ways a line is certainly bad, each from a good item: (label, bytes of the line).
+BAD_LINE_MAKERS: dict[str, Callable[[dict[str, Any], st.DrawFn], bytes]] = {
+    "invalid utf-8": lambda item, draw: dumps(item)[:-1] + b', "reason": "a' + draw(
+        st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80"])) + b'"}',
+    "bom": lambda item, draw: b"\xef\xbb\xbf" + dumps(item),
+    "NaN": lambda item, draw: _with_raw(item, "after", draw(st.sampled_from(
+        ["NaN", "-Infinity", "Infinity", "[NaN]", '{"a": Infinity}']))),
+    "duplicate key": lambda item, draw: b'{"actor": "x", ' + dumps(item)[1:],
+    "nested duplicate": lambda item, draw: _with_raw(item, "before", '{"a": 1, "a": 2}'),
+    "huge integer": lambda item, draw: _with_raw(item, "after", "9" * 4301),
+    "huge float": lambda item, draw: _with_raw(item, "after", draw(st.sampled_from(
+        ["1e999", "-1e400", "[1.5e309]"]))),
+    "deep nesting": lambda item, draw: _with_raw(item, "after", "[" * 100_000 + "]" * 100_000),
+    "too deep": lambda item, draw: _with_raw(item, "after", "[" * 65 + "]" * 65),
+    "not an object": lambda item, draw: draw(st.sampled_from(
+        [b"[]", b"[1, 2]", b'"actor"', b"42", b"null", b"true"])),
+    "truncated": lambda item, draw: dumps(item)[:-1],
+    "trailing text": lambda item, draw: dumps(item) + b" x",
+    "unknown key": lambda item, draw: dumps({**item, draw(st.sampled_from(
+        ["colour", "_line", "Actor", "password=hunter2", "event_id"])): 1}),
+    "missing": lambda item, draw: dumps({**item, draw(st.sampled_from(
+        ["actor", "action", "target"])): draw(st.sampled_from([None, "", 0, [], {}]))}),
+    "bad action": lambda item, draw: dumps({**item, "action": draw(st.sampled_from(
+        ["Update", "not an action", "x" * 65, "ü"]))}),
+    "NUL": lambda item, draw: _with_raw(item, draw(st.sampled_from(["actor", "target"])),
+                                        '"a\\u0000b"'),
+    "lone surrogate": lambda item, draw: _with_raw(item, draw(st.sampled_from(
+        ["actor", "target", "reason", "after"])), '"\\ud800"'),
+    "attribute type": lambda item, draw: dumps({**item, "attributes": draw(st.sampled_from(
+        [{"k": 1}, {"k": None}, [], "k=v", {"": "v"}]))}),
+    "trace id": lambda item, draw: dumps({**item, "trace_id": draw(st.sampled_from(
+        ["xyz", "0" * 32, "4bf92f3577b34da6a3ce929d0e0e473", 12]))}),
+    "source": lambda item, draw: dumps({**item, "source": draw(st.sampled_from(
+        ["carrier-pigeon", None, "API"]))}),
+    "actor type": lambda item, draw: dumps({**item, "actor_type": draw(st.sampled_from(
+        ["admin", None, "password=hunter2"]))}),
+    "wrong type": lambda item, draw: dumps({**item, draw(st.sampled_from(
+        ["actor", "target", "reason"])): draw(st.sampled_from([1, 1.5, ["a"], {"a": "b"}, True]))}),
+}
+BLANK_LINES = [b"", b"  ", b"\t", b"\r", b" \r"]
+
+
+@st.composite
+def jsonl_file(draw: st.DrawFn) -> tuple[bytes, list[dict[str, Any] | None], int | None]:
+    """A JSON-lines file, the good item of each line (None for blank and bad lines) and the
+    number of the first bad line (None when every line is good)."""
+    lines: list[bytes] = []
+    items: list[dict[str, Any] | None] = []
+    first_bad = None
+    for _ in range(draw(st.integers(1, 12))):
+        kind = draw(st.sampled_from(["good", "good", "good", "blank", "bad"]))
+        if kind == "blank":
+            lines.append(draw(st.sampled_from(BLANK_LINES)))
+            items.append(None)
+        elif kind == "good":
+            item = draw(good_item())
+            lines.append(dumps(item))
+            items.append(item)
+        else:
+            label = draw(st.sampled_from(sorted(BAD_LINE_MAKERS)))
+            lines.append(BAD_LINE_MAKERS[label](draw(good_item()), draw))
+            items.append(None)
+            first_bad = first_bad or len(lines)
+    crlf = draw(st.booleans())
+    content = b"\n".join(line + b"\r" if crlf and line else line for line in lines)
+    if draw(st.booleans()):
+        content += b"\n"
+    return content, items, first_bad
+
+
+def expected_fields(item: dict[str, Any]) -> dict[str, Any]:
+    """What the ledger must show for a good line: its values after redaction and masking."""
+    redactor = Redactor()
+    return {
+        "actor": item["actor"], "action": item["action"], "target": item["target"],
+        "actor_type": item.get("actor_type", "user"), "source": item.get("source", "cli"),
+        "before": None if item.get("before") is None else to_json_text(
+            "before", redactor.redact(item["before"])),
+        "after": None if item.get("after") is None else to_json_text(
+            "after", redactor.redact(item["after"])),
+        "reason": redactor.redact(item.get("reason")),
+        "client_ip": mask_client_ip(item.get("client_ip")),
+        "trace_id": item.get("trace_id"),
+        "attributes": redactor.redact(item.get("attributes") or {}),
+    }
+
+
+def sealed_fields(payload: bytes) -> dict[str, Any]:
+    event = decode_event(payload, KNOWN_SCHEMAS)
+    return {"actor": event.actor.id, "action": event.action, "target": event.target,
+            "actor_type": event.actor.type, "source": event.source, "before": event.before,
+            "after": event.after, "reason": event.reason, "client_ip": event.client_ip,
+            "trace_id": event.trace_id, "attributes": dict(event.attributes)}
+
+
+
 # ---- an in-memory producer ----------------------------------------------------------------
 
 class MemoryProducer:
@@ -290,7 +447,3 @@ class MemoryProducers:
         """Every byte sent after ``mark``: values and header values."""
         return b"".join(value + b"".join(v for _, v in headers or [])
                         for value, headers in self.log[mark:])
-
-
-AWARE = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
-NIL = uuid.UUID(int=0)
