@@ -14,7 +14,8 @@
 # .local/results/soak.json, and a table in .local/results/faults-summary.md.
 #
 # Environment: BALDUR_FAULTS_SCALE (default full), BALDUR_FAULTS_SEED (random choices),
-#   BALDUR_SOAK_EVENTS (default 1000000), BALDUR_SOAK_TIME_LIMIT (s, default 3600),
+#   BALDUR_SOAK_EVENTS (default 1000000), BALDUR_SOAK_PRODUCERS (producer processes, default 2),
+#   BALDUR_SOAK_TIME_LIMIT (s, default 3600),
 #   BALDUR_SOAK=0 to skip the soak.
 # Exits non-zero when a scenario or the soak failed (or the set-up did).
 set -uo pipefail
@@ -66,7 +67,7 @@ soak_rc=0
 if [[ "${BALDUR_SOAK:-1}" != 0 ]]; then
     t1=$SECONDS
     log "soak: ${BALDUR_SOAK_EVENTS:-1000000} events"
-    "$PY" bench/soak.py --private --events "${BALDUR_SOAK_EVENTS:-1000000}" \
+    "$PY" bench/soak.py --private --events "${BALDUR_SOAK_EVENTS:-1000000}" --producers "${BALDUR_SOAK_PRODUCERS:-2}" \
         --time-limit "${BALDUR_SOAK_TIME_LIMIT:-3600}" --out "$RESULTS/soak.json"
     soak_rc=$?
     log "soak: exit $soak_rc after $((SECONDS - t1)) s"
@@ -92,7 +93,7 @@ soak = results / "soak.json"
 if soak.exists():
     s = json.loads(soak.read_text())
     rss = s.get("rss", {})
-    print(f"\nsoak: {s['events']} events in {s.get('total_s')} s ({s.get('sealed_per_s')} sealed/s); chainer RSS "
+    print(f"\nsoak: {s.get('sealed')} of {s['events']} events in {s.get('total_s')} s ({s.get('sealed_per_s')} sealed/s); chainer RSS "
           f"max {rss.get('rss_max_mb')} MB, {rss.get('rss_warm_start_mb')} -> {rss.get('rss_end_mb')} MB "
           f"(growth {rss.get('rss_growth_mb')} MB); problems: {s.get('problems') or 'none'}")
 EOF
