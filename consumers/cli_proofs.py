@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import psycopg
@@ -28,7 +28,6 @@ from .checkpoints import (
     read_verifier_keys,
     stored_checkpoint,
 )
-from .cli import EXIT_FAILED, EXIT_OK, EXIT_UNCHECKED, Context, _emit_json, _fail, _guard, pass_context
 from .proofs import (
     BundleInvalid,
     ProofUnavailable,
@@ -38,6 +37,32 @@ from .proofs import (
     render,
 )
 from .witness import witness_logs
+
+if TYPE_CHECKING:
+    from .cli import Context
+
+EXIT_OK, EXIT_FAILED, EXIT_UNCHECKED = 0, 1, 2  # as cli.py: valid, invalid, could not check
+#: ``cli.py`` imports this module to register its commands, so the CLI's one place of error
+#: handling (``_guard``, ``_fail``) and its JSON output are looked up when a command runs.
+pass_context = click.pass_obj
+
+
+def _guard(ctx: Context) -> Any:
+    from .cli import _guard as guard
+
+    return guard(ctx)
+
+
+def _fail(ctx: Context, message: str, code: int = EXIT_UNCHECKED) -> NoReturn:
+    from .cli import _fail as fail
+
+    fail(ctx, message, code)
+
+
+def _emit_json(value: Any) -> None:
+    from .cli import _emit_json as emit_json
+
+    emit_json(value)
 
 
 def _keys(ctx: Context, *, signing: bool) -> CheckpointKeys:

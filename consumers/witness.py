@@ -61,7 +61,6 @@ from .checkpoints import (
     PostgresMerkleNodes,
     checkpoint_origin,
     load_checkpoint_keys,
-    read_tree,
     translated,
 )
 from .config import Settings
@@ -424,11 +423,11 @@ class WitnessCheck:
                                   "sources": [w.name for w in self._logs], "state": None}
         with translated("read ledger end", conn):
             end = int(conn.execute("SELECT coalesce(max(seq), 0) FROM audit_entries").fetchone()[0])
-        try:
-            tree = read_tree(conn)
-        except MerkleError:
-            tree = None
-        ctx = _Ledger(meta=meta, end=end, tree_size=tree.size if tree else 0)
+        with translated("read merkle tree size", conn):
+            row = conn.execute("SELECT size FROM merkle_tree WHERE id = 1").fetchone()
+        # The stored size as it is, unchecked: the roots at the witnessed sizes are what show
+        # whether its nodes (frontier included) are still the witnessed ones.
+        ctx = _Ledger(meta=meta, end=end, tree_size=int(row[0]) if row else 0)
         found: ChainBreak | None = None
         checked: list[Witnessed] = []
         for witness, newest in self._newest:
