@@ -17,6 +17,7 @@ import signal
 import string
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -349,32 +350,48 @@ BAD_LINE_MAKERS: dict[str, Callable[[dict[str, Any], st.DrawFn], bytes]] = {
 BLANK_LINES = [b"", b"  ", b"\t", b"\r", b" \r"]
 
 
+@dataclass
+class JsonlFile:
+    """A JSON-lines file as ``emit`` reads it: its lines (without the newline), the good item
+    of each line (None for blank and bad lines), and the kind of each bad line by number."""
+
+    lines: list[bytes]
+    items: list[dict[str, Any] | None]
+    bad: dict[int, str]
+    final_newline: bool
+
+    @property
+    def content(self) -> bytes:
+        return b"\n".join(self.lines) + (b"\n" if self.final_newline else b"")
+
+    @property
+    def first_bad(self) -> int | None:
+        return min(self.bad, default=None)
+
+    @property
+    def good(self) -> list[dict[str, Any]]:
+        return [item for item in self.items if item is not None]
+
+
 @st.composite
-def jsonl_file(draw: st.DrawFn) -> tuple[bytes, list[dict[str, Any] | None], int | None]:
-    """A JSON-lines file, the good item of each line (None for blank and bad lines) and the
-    number of the first bad line (None when every line is good)."""
-    lines: list[bytes] = []
-    items: list[dict[str, Any] | None] = []
-    first_bad = None
-    for _ in range(draw(st.integers(1, 12))):
-        kind = draw(st.sampled_from(["good", "good", "good", "blank", "bad"]))
-        if kind == "blank":
-            lines.append(draw(st.sampled_from(BLANK_LINES)))
-            items.append(None)
-        elif kind == "good":
-            item = draw(good_item())
-            lines.append(dumps(item))
-            items.append(item)
-        else:
-            label = draw(st.sampled_from(sorted(BAD_LINE_MAKERS)))
-            lines.append(BAD_LINE_MAKERS[label](draw(good_item()), draw))
-            items.append(None)
-            first_bad = first_bad or len(lines)
+def jsonl_file(draw: st.DrawFn, min_lines: int = 1, max_lines: int = 12,
+               kinds: tuple[str, ...] = ("good", "good", "good", "blank", "bad")) -> JsonlFile:
+    """Good, blank and bad lines (bad ones of every kind in BAD_LINE_MAKERS), LF or CRLF."""
     crlf = draw(st.booleans())
-    content = b"\n".join(line + b"\r" if crlf and line else line for line in lines)
-    if draw(st.booleans()):
-        content += b"\n"
-    return content, items, first_bad
+    file = JsonlFile(lines=[], items=[], bad={}, final_newline=draw(st.booleans()))
+    for number in range(1, draw(st.integers(min_lines, max_lines)) + 1):
+        kind = draw(st.sampled_from(kinds))
+        item = draw(good_item())
+        if kind == "blank":
+            line = draw(st.sampled_from(BLANK_LINES))
+        elif kind == "good":
+            line = dumps(item)
+        else:
+            file.bad[number] = draw(st.sampled_from(sorted(BAD_LINE_MAKERS)))
+            line = BAD_LINE_MAKERS[file.bad[number]](item, draw)
+        file.lines.append(line + b"\r" if crlf and line else line)
+        file.items.append(item if kind == "good" else None)
+    return file
 
 
 def expected_fields(item: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from tests.unit.fuzz_support import (
     BAD_LINE_MAKERS,
     NON_BLANK,
     SECRET,
+    JsonlFile,
     MemoryProducers,
     dumps,
     expected_fields,
@@ -84,22 +85,19 @@ def assert_one_line_error(done: Run) -> str:
 # ---- lines ----------------------------------------------------------------------------------
 
 @fuzz(150)
-@given(case=jsonl_file())
-def test_file_lines_are_all_sent_or_the_first_bad_one_is_named(
-        case: tuple[bytes, list[dict[str, Any] | None], int | None]) -> None:
-    content, items, first_bad = case
-    done = run_cli("emit", "--file", "-", stdin=content)
-    if first_bad is not None:
+@given(file=jsonl_file())
+def test_file_lines_are_all_sent_or_the_first_bad_one_is_named(file: JsonlFile) -> None:
+    done = run_cli("emit", "--file", "-", stdin=file.content)
+    if file.first_bad is not None:
         message = assert_one_line_error(done)
-        assert f"line {first_bad}:" in message, (message, content[:300])
+        assert f"line {file.first_bad}:" in message, (message, file.bad)
         return
-    good = [item for item in items if item is not None]
-    if not good:  # only blank lines: nothing to send, and that is no error
+    if not file.good:  # only blank lines: nothing to send, and that is no error
         assert done.code == 0 and done.sent == [], done
         return
     assert done.code == 0, done.stderr
-    assert len(done.stdout.split()) == len(good) == len(done.sent)
-    for item, payload in zip(good, done.sent, strict=True):
+    assert len(done.stdout.split()) == len(file.good) == len(done.sent)
+    for item, payload in zip(file.good, done.sent, strict=True):
         assert sealed_fields(payload) == expected_fields(item)
 
 
