@@ -6,9 +6,11 @@ alone, decoding alone. Alternatives: a naive chainer (one INSERT + head UPDATE +
 per event) and a chain built inside PostgreSQL (a plpgsql trigger with pgcrypto's
 ``hmac()`` that locks the head row per insert), single-row and batched.
 
-Links are computed here from ``schemas/CHAIN.md`` (the normative spec), not by the
-package's sealer, and checked against the sealed ledger: every alternative does the same
-work as the chainer, link for link. Decoding uses the public codec (``decode_event``).
+Links are computed here from ``schemas/CHAIN.md`` format 1 (payload digest + link; not the
+package's sealer), and every alternative must end on the same link as that reference chain.
+From chain format 2 on, the sealer also covers a digest of the entry's visible columns, so
+the alternatives do somewhat less work per entry than the chainer (which only flatters
+them). Decoding uses the public codec (``decode_event``).
 """
 
 from __future__ import annotations
@@ -188,7 +190,11 @@ def table_columns(conn: Any, table: str = "audit_entries") -> list[tuple[str, st
     return [(name, udt) for name, udt in rows]
 
 
-def _raw_jsonb(text: str | None) -> Any:
+JSON_TYPES = ("json", "jsonb")
+
+
+def _raw_json(text: str | None) -> Any:
+    """JSON text passed through verbatim (the dumper is chosen by the COPY's column types)."""
     from psycopg.types.json import Jsonb
 
     return None if text is None else Jsonb(text, dumps=lambda value: value)
@@ -197,7 +203,7 @@ def _raw_jsonb(text: str | None) -> Any:
 def ledger_rows(dsn: str, limit: int | None = None) -> tuple[list[str], list[str], list[tuple]]:
     """The ledger's rows as Python values, ready for a binary COPY: (columns, types, rows).
 
-    jsonb is read as text and written back verbatim, as the chainer writes it.
+    json/jsonb is read as text and written back verbatim, as the chainer writes it.
     """
     import psycopg
     from psycopg import sql
@@ -207,20 +213,20 @@ def ledger_rows(dsn: str, limit: int | None = None) -> tuple[list[str], list[str
         columns = [name for name, _ in spec]
         types = [udt for _, udt in spec]
         select = sql.SQL(", ").join(
-            sql.SQL("{}::text").format(sql.Identifier(name)) if udt == "jsonb"
+            sql.SQL("{}::text").format(sql.Identifier(name)) if udt in JSON_TYPES
             else sql.Identifier(name) for name, udt in spec)
         query = sql.SQL("COPY (SELECT {} FROM audit_entries ORDER BY seq {}) TO STDOUT "
                         "(FORMAT BINARY)").format(
             select, sql.SQL("LIMIT {}").format(sql.Literal(limit)) if limit else sql.SQL(""))
-        json_at = [i for i, udt in enumerate(types) if udt == "jsonb"]
+        json_at = [i for i, udt in enumerate(types) if udt in JSON_TYPES]
         rows = []
         with conn.cursor() as cur, cur.copy(query) as copy:
-            copy.set_types(["text" if udt == "jsonb" else udt for udt in types])
+            copy.set_types(["text" if udt in JSON_TYPES else udt for udt in types])
             for row in copy.rows():
                 if json_at:
                     values = list(row)
                     for i in json_at:
-                        values[i] = _raw_jsonb(values[i])
+                        values[i] = _raw_json(values[i])
                     row = tuple(values)
                 rows.append(row)
     return columns, types, rows
@@ -313,8 +319,9 @@ EVENT_COLUMNS = ("kafka_offset", "kafka_timestamp", "kind", "reject_reason", "ev
 
 
 def event_values(record: Record) -> tuple[str, tuple]:
-    """Decode ``record`` with the public codec: (kind, values in ``EVENT_COLUMNS`` order)."""
-    from psycopg.types.json import Jsonb
+    """Decode ``record`` with the public codec: (kind, values in ``EVENT_COLUMNS`` order);
+    JSON columns as text (the statements cast them to the column's type)."""
+    import json
 
     from baldur_audit.schemas.codec import KNOWN_SCHEMAS, decode_event
     from baldur_audit.schemas.errors import DecodeError
@@ -328,17 +335,38 @@ def event_values(record: Record) -> tuple[str, tuple]:
             fingerprint, record.value)
     return "event", (
         record.offset, stamp, "event", None, event.event_id, event.occurred_at, event.actor.id,
-        event.actor.type, event.action, event.target, _raw_jsonb(event.before),
-        _raw_jsonb(event.after), event.reason, event.source, event.trace_id, event.client_ip,
-        Jsonb(dict(event.attributes)), fingerprint, record.value)
+        event.actor.type, event.action, event.target, event.before, event.after, event.reason,
+        event.source, event.trace_id, event.client_ip,
+        json.dumps(dict(event.attributes), ensure_ascii=False), fingerprint, record.value)
 
 
-def _insert_sql(table: str, columns: Sequence[str]) -> Any:
+def _insert_sql(table: str, columns: Sequence[str], types: dict[str, str]) -> Any:
+    """INSERT with a cast to each JSON column's type (the values are JSON text)."""
     from psycopg import sql
 
     return sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
         sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-        sql.SQL(", ").join(sql.Placeholder() for _ in columns))
+        sql.SQL(", ").join(sql.SQL("%s::{}").format(sql.Identifier(types[c]))
+                           if types.get(c) in JSON_TYPES else sql.Placeholder() for c in columns))
+
+
+def copy_of_entries(conn: Any, table: str, filled: Sequence[str]) -> dict[str, str]:
+    """Create ``table`` like ``audit_entries`` (columns, constraints, indexes) and drop NOT NULL
+    from the columns this bench does not fill (the alternatives compute the CHAIN.md v1 link,
+    not the later ledger formats' extra columns); returns column -> type name."""
+    from psycopg import sql
+
+    conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (LIKE audit_entries INCLUDING ALL)").format(
+        sql.Identifier(table)))
+    spec = dict(table_columns(conn))
+    rows = conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema ="
+                        " current_schema() AND table_name = 'audit_entries' AND is_nullable = 'NO'"
+                        ).fetchall()
+    for (name,) in rows:
+        if name not in filled:
+            conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(
+                sql.Identifier(table), sql.Identifier(name)))
+    return spec
 
 
 @dataclass(frozen=True)
@@ -365,15 +393,14 @@ def naive_chainer(dsn: str, topic: str, secret: bytes, *, end: int, max_records:
     chain = PyChain(secret, topic=topic)
     columns = ("seq", *EVENT_COLUMNS, "digest", "key_id", "link")
     with psycopg.connect(dsn) as conn:
-        conn.execute(sql.SQL("CREATE TABLE {} (LIKE audit_entries INCLUDING ALL)").format(
-            sql.Identifier(table)))
+        types = copy_of_entries(conn, table, columns)
         conn.execute(sql.SQL("CREATE TABLE {} (id smallint PRIMARY KEY, last_seq bigint NOT NULL,"
                              " last_offset bigint NOT NULL, last_link bytea NOT NULL)").format(
             sql.Identifier(head)))
         conn.execute(sql.SQL("INSERT INTO {} VALUES (1, 0, -1, %s)").format(sql.Identifier(head)),
                      (chain.prev,))
         conn.commit()
-        insert = _insert_sql(table, columns)
+        insert = _insert_sql(table, columns, types)
         update = sql.SQL("UPDATE {} SET last_seq = %s, last_offset = %s, last_link = %s"
                          " WHERE id = 1").format(sql.Identifier(head))
         count = 0
@@ -402,7 +429,6 @@ def naive_chainer(dsn: str, topic: str, secret: bytes, *, end: int, max_records:
 #: live in the database for this (one of the design's costs besides speed).
 TRIGGER_SQL = """
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
-CREATE TABLE {entries} (LIKE audit_entries INCLUDING ALL);
 CREATE TABLE {head} (id smallint PRIMARY KEY CHECK (id = 1), last_seq bigint NOT NULL,
                      last_offset bigint NOT NULL, last_link bytea NOT NULL);
 CREATE TABLE {key} (id smallint PRIMARY KEY CHECK (id = 1), key_id text NOT NULL,
@@ -461,13 +487,15 @@ def trigger_chain(dsn: str, topic: str, secret: bytes, *, end: int, max_records:
                                                     "trigger")}
     genesis = genesis_link(secret, ledger_id=f"baldur-audit:{topic}", topic=topic)
     with psycopg.connect(dsn) as conn:
+        types = copy_of_entries(conn, names["entries"],
+                                ("seq", *EVENT_COLUMNS, "digest", "key_id", "link"))
         conn.execute(TRIGGER_SQL.format(**names).encode())
         conn.execute(sql.SQL("INSERT INTO {} VALUES (1, 0, -1, %s)").format(
             sql.Identifier(names["head"])), (genesis,))
         conn.execute(sql.SQL("INSERT INTO {} VALUES (1, %s, %s, %s, 0)").format(
             sql.Identifier(names["key"])), (key_id_of(secret), secret, topic))
         conn.commit()
-        insert = _insert_sql(names["entries"], EVENT_COLUMNS)
+        insert = _insert_sql(names["entries"], EVENT_COLUMNS, types)
         copy_statement = _copy_sql(names["entries"], EVENT_COLUMNS, binary=False)
         count = 0
         try:
