@@ -85,6 +85,11 @@ class _EventIndex:
         return {event_id: self._first[event_id.bytes] for event_id in ids
                 if event_id.bytes in self._first}
 
+    def add_retired(self, conn: Any) -> None:
+        """The event ids of entries dropped behind a retention anchor (retired_events)."""
+        for event_id, seq in conn.execute("SELECT event_id, seq FROM retired_events"):
+            self._first.setdefault(event_id.bytes, seq)
+
     def add(self, entries: list[SealedEntry]) -> None:
         for entry in entries:
             if entry.kind is EntryKind.EVENT and entry.event_id is not None:
@@ -176,6 +181,7 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
         dropped, after_offset = 0, -1
         if anchor is not None and low > 0 and low <= anchor.offset + 1:
             after_offset = anchor.offset
+            index.add_retired(conn)
             sealer = Sealer(key=key if key_for is None else None, key_for=key_for,
                             head=ChainHead(anchor.seq, anchor.offset, anchor.link),
                             schemas=schemas)

@@ -146,7 +146,9 @@ class LedgerMeta:
         """Raise :class:`ConfigError` unless ``key`` is the key this ledger was sealed with."""
         if key.key_id != self.genesis_key_id:
             raise ConfigError(f"the configured signing key {key.key_id} is not this ledger's "
-                              f"key {self.genesis_key_id} (key rotation is not supported yet)")
+                              f"key {self.genesis_key_id}; to rotate, list the old key id in "
+                              "BALDUR_AUDIT_RETIRED_KEY_IDS (or the old key in "
+                              "BALDUR_SECRETS_AUDIT_OLD_KEYS)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,9 +350,11 @@ class PostgresLedgerStore:
         if not event_ids:
             return {}
         with self._translated("look up event ids"):
+            # retired_events: event entries dropped behind a retention anchor (004_retention.sql)
             rows = self._conn.execute(
                 "SELECT event_id, seq FROM audit_entries WHERE kind = 'event'"
-                " AND event_id = ANY(%s)", (list(event_ids),)).fetchall()
+                " AND event_id = ANY(%s) UNION ALL SELECT event_id, seq FROM retired_events"
+                " WHERE event_id = ANY(%s)", (list(event_ids), list(event_ids))).fetchall()
             self._conn.rollback()  # end the read transaction; the append opens its own
         return {row[0]: row[1] for row in rows}
 

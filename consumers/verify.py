@@ -284,9 +284,10 @@ def _duplicate_break(conn: Any) -> ChainBreak | None:
     first occurrence may be gone behind a retention anchor."""
     row = conn.execute(
         "SELECT d.seq FROM audit_entries d LEFT JOIN audit_entries f ON f.seq = d.duplicate_of"
-        " WHERE d.kind = 'duplicate' AND ((f.seq IS NULL AND d.duplicate_of >"
-        " (SELECT coalesce(max(seq), 0) FROM retention_anchors)) OR f.kind <> 'event'"
-        " OR f.event_id IS DISTINCT FROM d.event_id OR f.seq >= d.seq)"
+        " WHERE d.kind = 'duplicate' AND CASE WHEN f.seq IS NULL THEN NOT EXISTS ("
+        "SELECT 1 FROM retired_events r WHERE r.seq = d.duplicate_of AND r.event_id = d.event_id"
+        " AND r.seq <= (SELECT coalesce(max(seq), 0) FROM retention_anchors))"
+        " ELSE f.kind <> 'event' OR f.event_id IS DISTINCT FROM d.event_id OR f.seq >= d.seq END"
         " ORDER BY d.seq LIMIT 1").fetchone()
     if row is None:
         return None
