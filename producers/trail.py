@@ -320,10 +320,10 @@ class AuditTrail:
         return ChangeEvent(
             event_id=uuid7(time.time_ns() // 1_000_000, os.urandom(10)) if event_id is None
             else event_id,
-            occurred_at=occurred_at or datetime.now(UTC),
+            occurred_at=datetime.now(UTC) if occurred_at is None else occurred_at,
             actor=self._actor(actor, actor_type),
             action=action,
-            target=target,
+            target=self._redactor.redact(target) if isinstance(target, str) else target,
             source=source,
             before=self._json("before", before),
             after=self._json("after", after),
@@ -335,6 +335,8 @@ class AuditTrail:
 
     def _actor(self, actor: str | Actor, actor_type: str) -> Actor:
         found = actor if isinstance(actor, Actor) else Actor(id=actor, type=actor_type)
+        # A credential pasted into an actor id (a DSN, a bearer token) is redacted too.
+        found = Actor(id=self._redactor.redact(found.id), type=found.type)
         if self._pseudonymize is None:
             return found
         return Actor(id=self._pseudonymize(found.id), type=found.type)

@@ -610,8 +610,6 @@ def test_invalid_input_carrying_a_secret_is_not_echoed(args: tuple[str, ...],
     assert TOKEN not in done.stdout + done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="finding: actor and target are not redacted, so a "
-                                       "credential in them reaches the topic; see the report")
 @pytest.mark.parametrize("field_name,value", [
     ("target", f"postgresql://app:{TOKEN}@db.internal/app"),
     ("actor", f"deploy-bot Bearer {TOKEN}"),
