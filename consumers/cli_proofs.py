@@ -20,22 +20,11 @@ import psycopg
 from baldur_audit.schemas.checkpoint import Checkpoint, UnverifiableCheckpoint, open_checkpoint
 from baldur_audit.schemas.errors import ChainBreak, ConfigError
 
-from .checkpoints import (
-    Checkpointer,
-    CheckpointKeys,
-    checkpoint_origin,
-    load_checkpoint_keys,
-    read_verifier_keys,
-    stored_checkpoint,
-)
-from .proofs import (
-    BundleInvalid,
-    ProofUnavailable,
-    build_consistency_bundle,
-    build_inclusion_bundle,
-    check_bundle,
-    render,
-)
+from .bundle_check import check_bundle
+from .bundles import BundleInvalid, render
+from .checkpoint_keys import CheckpointKeys, checkpoint_origin, load_checkpoint_keys, read_verifier_keys
+from .checkpoints import Checkpointer, stored_checkpoint
+from .proofs import ProofUnavailable, build_consistency_bundle, build_inclusion_bundle
 from .witness import witness_logs
 
 if TYPE_CHECKING:
@@ -214,8 +203,9 @@ def check_proof(ctx: Context, bundle: str, public_keys: tuple[str, ...], as_json
             _emit_json(result)
         elif report.kind == "inclusion":
             cp = result["checkpoint"]
-            what = (f"{result['actor']} {result['action']} {result['target']}"
-                    if result["entry_kind"] != "rejected" else "a rejected record")
+            what = ("a rejected record" if result["entry_kind"] == "rejected" else
+                    f"a {result['entry_kind']} whose fields were pruned" if result["actor"] is None
+                    else f"{result['actor']} {result['action']} {result['target']}")
             click.echo(f"valid: entry {result['seq']} ({what}) is in the ledger {result['origin']} "
                        f"of checkpoint size {cp['size']} signed {cp['time']} by "
                        f"{', '.join(cp['signed_by'])}"

@@ -224,3 +224,24 @@ def test_checkpoint_failures_never_stop_sealing_and_unknown_keys_are_unverifiabl
     bad_key = led.cli("checkpoint", extra_env={"BALDUR_SECRETS_CHECKPOINT_KEY": "hex:abcd-secret"})
     assert bad_key.returncode == 2 and "abcd-secret" not in bad_key.stderr
     assert len(bad_key.stderr.strip().splitlines()) == 1
+
+
+def test_checkpoints_and_bundles_outlive_retention(witnessed: Ledger, tmp_path: Path) -> None:
+    led = witnessed
+    led.produce_events(10)
+    chain(led)  # a checkpoint at 10
+    (tmp_path / "ledger.pub").write_text(led.cli("keys", "public").stdout)
+    assert led.cli_json("prune", "--older-than", "0s", "--mode", "payload")["changed"] == 10
+    proved = led.cli("prove", "3")
+    assert proved.returncode == 0, proved.stderr
+    (tmp_path / "pruned.json").write_text(proved.stdout)
+    done = offline("check-proof", "pruned.json", "--public-key", "ledger.pub", cwd=tmp_path)
+    assert done.returncode == 0 and "fields were pruned" in done.stdout, done.stdout
+    assert led.cli_json("prune", "--older-than", "0s", "--mode", "entries")["anchor"]["seq"] == 10
+    assert verify(led)["witness"]["status"] == "matched"  # size 10: the anchor holds its link
+    dropped = led.cli("prove", "3")
+    assert dropped.returncode == 2 and "dropped by retention" in dropped.stderr
+    led.produce_events(10, start=10)
+    chain(led)
+    report = verify(led)
+    assert report["witness"]["checkpoint"]["size"] == 20 and report["entries"] == 10

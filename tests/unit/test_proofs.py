@@ -18,21 +18,23 @@ from typing import Any
 
 import pytest
 
-from baldur_audit.consumers.checkpoints import (
-    CHECKPOINT_KEY_ENV,
-    PUBLIC_KEYS_ENV,
-    Checkpointer,
-    load_checkpoint_keys,
-    read_verifier_keys,
-)
-from baldur_audit.consumers.proofs import (
+from baldur_audit.consumers.bundle_check import check_bundle
+from baldur_audit.consumers.bundles import (
     BundleInvalid,
-    check_bundle,
     consistency_bundle,
     entry_document,
+    entry_leaf,
+    fields_view_body,
     inclusion_bundle,
     render,
 )
+from baldur_audit.consumers.checkpoint_keys import (
+    CHECKPOINT_KEY_ENV,
+    PUBLIC_KEYS_ENV,
+    load_checkpoint_keys,
+    read_verifier_keys,
+)
+from baldur_audit.consumers.checkpoints import Checkpointer
 from baldur_audit.consumers.witness import DirectoryWitness, witness_exit_code
 from baldur_audit.schemas.chain import ChainHead, SealedEntry, Sealer, SigningKey, TopicRecord, genesis_link
 from baldur_audit.schemas.checkpoint import (
@@ -51,6 +53,7 @@ from baldur_audit.schemas.merkle import (
     inclusion_proof,
     nodes_of,
 )
+from baldur_audit.schemas.view import entry_view, view_digest
 from tests.conftest import make_event
 
 ORIGIN = "baldur-audit/baldur-audit:unit"
@@ -129,6 +132,23 @@ def test_every_entry_of_every_kind_proves_with_and_without_its_payload(seq: int)
     assert {e.kind.label for e in LEDGER.entries} == {"event", "rejected", "duplicate"}
 
 
+def test_an_entry_pruned_by_retention_proves_its_digests_only() -> None:
+    entry = LEDGER.entries[2]
+    document = entry_document(
+        seq=3, topic=TOPIC, partition=0, offset=entry.record.offset,
+        timestamp_ms=entry.record.timestamp_ms, kind="event", duplicate_of=0, value_null=False,
+        digest=entry.digest, view=None, key_id=entry.key_id, link=entry.link, payload=None,
+        include_payload=False, sealed_view_digest=hashlib.sha256(entry.view).digest())
+    bundle = inclusion_bundle(document, LEDGER.note(15), inclusion_proof(nodes_of(LEDGER.nodes), 2, 15), 15)
+    report = check(bundle)
+    assert report["actor"] is None and "only the sealed digests are proven" in report["checks"][1]
+    with pytest.raises(BundleInvalid, match="cannot include a payload"):
+        check({**bundle, "entry": {**bundle["entry"], "payload_included": True}})
+    forged = {**bundle, "entry": {**bundle["entry"], "view_digest": "00" * 32}}
+    with pytest.raises(BundleInvalid, match="leaf_hash is not the hash of the entry"):
+        check(forged)
+
+
 def test_a_bundle_under_an_older_checkpoint_and_at_the_checkpoint_head() -> None:
     assert check(LEDGER.bundle(3, size=3))["checkpoint"]["size"] == 3
     assert check(LEDGER.bundle(5, size=9))["seq"] == 5
@@ -203,9 +223,6 @@ def _resealed(bundle: dict[str, Any], **fields: Any) -> dict[str, Any]:
     only the payload (and the signed root) can still tell."""
     entry = dict(bundle["entry"])
     entry["fields"] = {**entry["fields"], **fields}
-    from baldur_audit.consumers.proofs import fields_view_body
-    from baldur_audit.schemas.view import entry_view, view_digest
-
     entry["view_digest"] = view_digest(entry_view(entry["kafka_timestamp_ms"],
                                                   fields_view_body(entry["fields"]))).hex()
     return {**bundle, "entry": entry}
@@ -213,9 +230,7 @@ def _resealed(bundle: dict[str, Any], **fields: Any) -> dict[str, Any]:
 
 def test_fields_that_are_not_the_payload_are_named_and_a_forged_leaf_is_not_included() -> None:
     forged = _resealed(LEDGER.bundle(3), actor="mallory")
-    forged["leaf_hash"] = base64.b64encode(
-        __import__("baldur_audit.consumers.proofs", fromlist=["_entry_leaf"])._entry_leaf(
-            forged["entry"])).decode("ascii")
+    forged["leaf_hash"] = base64.b64encode(entry_leaf(forged["entry"])).decode("ascii")
     with pytest.raises(BundleInvalid, match=r"entry.fields.actor is not what the payload says"):
         check(forged)
     without_payload = {**forged, "entry": {**forged["entry"], "payload": None,
@@ -225,7 +240,8 @@ def test_fields_that_are_not_the_payload_are_named_and_a_forged_leaf_is_not_incl
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"fields": None}, "entry.fields must hold exactly"),
+    ({"fields": {}}, "entry.fields must hold exactly"),
+    ({"fields": None}, "without fields \\(pruned\\) cannot include a payload"),
     ({"seq": True}, "entry.seq must be an integer"),
     ({"kind": ["event"]}, "entry.kind must be"),
     ({"duplicate_of": 1}, "duplicate_of must name an earlier entry"),
