@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -37,6 +38,7 @@ from .source import KafkaEventSource, KafkaTopicReader
 from .store import PostgresLedgerStore
 from .topic import KafkaTopicAdmin
 from .verify import verify_ledger
+from .witness import checkpointer_from_env, witness_check_from_env, witness_exit_code
 
 log = logging.getLogger("baldur_audit")
 
@@ -75,9 +77,10 @@ class Context:
                                            self.settings.dsn]
         if self._key is not None:
             found.append(self._key.secret)
-        raw = os.environ.get(config.KEY_ENV)
-        if raw:
-            found.append(raw.strip())
+        for env in (config.KEY_ENV, "BALDUR_SECRETS_CHECKPOINT_KEY"):
+            raw = os.environ.get(env)
+            if raw:
+                found.extend([raw.strip(), *raw.replace(",", " ").split()])
         raw_old = os.environ.get(keys_config.OLD_KEYS_ENV)
         if raw_old:
             found.extend([raw_old.strip(), *raw_old.replace(",", " ").split()])
@@ -253,7 +256,8 @@ def chain(ctx: Context, batch_size: int, until_idle: float | None, session_timeo
 
         chainer = Chainer(store_factory=ctx.store, source_factory=source_factory, key=key,
                           chain_keys=chain_keys,
-                          batch_size=batch_size, until_idle=until_idle)
+                          batch_size=batch_size, until_idle=until_idle,
+                          checkpointer=checkpointer_from_env(settings, ctx.keyring()))
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: chainer.stop())
         stats = chainer.run()
@@ -267,14 +271,20 @@ def chain(ctx: Context, batch_size: int, until_idle: float | None, session_timeo
 
 
 @cli.command()
+@click.option("--state", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Keep the last accepted checkpoint here; refuse a ledger that does not extend it.")
+@click.option("--no-witness", is_flag=True, help="Do not read the witnessed checkpoints.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_context
-def verify(ctx: Context, as_json: bool) -> None:
+def verify(ctx: Context, state: Path | None, no_witness: bool, as_json: bool) -> None:
     """Walk the ledger and recompute every link (exit 0 intact, 1 tampered, 2 could not check)."""
     with _guard(ctx):
         keys, schedule = _verification_keys(ctx)
+        witness = None if no_witness and state is None else \
+            witness_check_from_env(ctx.settings, state=state, use_witness=not no_witness)
         with ctx.store() as store:
-            report = verify_ledger(store, keys, progress=_progress("verifying", None))
+            report = verify_ledger(store, keys, progress=_progress("verifying", None),
+                                   witness=witness)
         if schedule is not None:
             with ctx.store() as store:
                 report = keys_config.with_epoch_check(store, report, schedule)
@@ -284,6 +294,9 @@ def verify(ctx: Context, as_json: bool) -> None:
             click.echo(f"intact: {report.entries} entries, head seq {report.head['seq']} "
                        f"offset {report.head['offset']} "
                        f"({report.as_dict()['entries_per_second']} entries/s)"
+                       + (f"; witness: {report.witness['status']}: "
+                          f"{report.witness['detail'] or report.witness['skipped']}"
+                          if report.witness else "")
                        + (f"; from the retention anchor at seq {report.retention['anchor']['seq']}"
                           if report.retention and report.retention["anchor"] else ""))
         else:
@@ -292,7 +305,7 @@ def verify(ctx: Context, as_json: bool) -> None:
             click.echo(f"TAMPERED: first break at seq {brk.seq}: {brk.kind}: {brk.detail}")
     brk = report.first_break
     if brk is None:
-        sys.exit(EXIT_OK)
+        sys.exit(witness_exit_code(report.witness))
     sys.exit(EXIT_UNCHECKED if brk.kind == "unverifiable" else EXIT_FAILED)
 
 
@@ -453,11 +466,12 @@ def status(ctx: Context, as_json: bool) -> None:
                    f"committed {group['committed_offset']}, members: {members}")
 
 
+from .cli_proofs import PROOF_COMMANDS  # noqa: E402  (checkpoints and evidence bundles)
 from .cli_retention import RETENTION_COMMANDS  # noqa: E402  (prune, erase, identities)
 from .emit import emit  # noqa: E402  (the command lives in its own module)
 
 cli.add_command(emit)
-for _command in RETENTION_COMMANDS:
+for _command in (*PROOF_COMMANDS, *RETENTION_COMMANDS):
     cli.add_command(_command)
 
 
