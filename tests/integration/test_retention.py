@@ -142,6 +142,16 @@ def test_prune_entries_behind_a_signed_anchor_then_tampering(ledger: Ledger) -> 
     assert verify(ledger)["entries"] == NEW + 3
     replayed = ledger.cli_json("replay")
     assert replayed["first_divergence"] is None, replayed
+    # The topic's own retention removes the records behind the anchor: replay starts there.
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    kafka_admin = AdminClient({"bootstrap.servers": ledger.bootstrap})  # kept while it answers
+    deleted = kafka_admin.delete_records([TopicPartition(ledger.topic, 0, OLD)])
+    for future in deleted.values():
+        assert future.result(30).low_watermark == OLD
+    replayed = ledger.cli_json("replay")
+    assert replayed["first_divergence"] is None and replayed["topic_records"] == NEW + 3, replayed
 
     with ledger.admin() as admin:  # the anchor's position is MACed
         admin.execute("UPDATE retention_anchors SET kafka_offset = kafka_offset + 1")
