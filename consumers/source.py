@@ -70,6 +70,9 @@ class KafkaEventSource:
             "partition.assignment.strategy": "range",
             "fetch.wait.max.ms": 100,
             "max.partition.fetch.bytes": 8 * 1024 * 1024,
+            # Prefetch at most 16 MB (librdkafka's default is 64 MB): memory stays flat however
+            # long the backlog, and a batch of thousands of records is still always ready.
+            "queued.max.messages.kbytes": 16 * 1024,
             "logger": log,
         })
         self._consumer.subscribe([topic], on_assign=self._assign, on_revoke=self._revoke,
@@ -168,6 +171,7 @@ class KafkaTopicReader:
             "isolation.level": "read_committed",
             "max.partition.fetch.bytes": 16 * 1024 * 1024,
             "fetch.wait.max.ms": 100,
+            "queued.max.messages.kbytes": 32 * 1024,  # flat memory on long topics
             "logger": log,
         })
 
