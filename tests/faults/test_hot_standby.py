@@ -114,6 +114,7 @@ def test_paused_active_chainer_is_fenced_when_it_wakes_and_the_chain_does_not_fo
     watch = Watch(led)
     procs = [start(chainers), start(chainers)]
     rounds: list[dict[str, object]] = []
+    extra = 0
     events = PAUSES * scaled(2000, 4000)
     chunk = 50
     with EventStream(led, events, chunk=chunk, over=PAUSES * scaled(12.0, 20.0)) as stream:
@@ -131,6 +132,9 @@ def test_paused_active_chainer_is_fenced_when_it_wakes_and_the_chain_does_not_fo
                          "the standby to take the head over from the paused chainer")
                 found["takeover_s"] = round(time.monotonic() - paused_at, 1)
                 seq = watch.head()[0]
+                # Something to seal even if the paced stream has already ended.
+                led.produce_events(10, start=10_000_000 + len(rounds) * 10)
+                extra += 10
                 wait_for(lambda s=seq: watch.head()[0] > s, 60, "the new active chainer to seal")
             finally:
                 time.sleep(1.0)
@@ -150,7 +154,7 @@ def test_paused_active_chainer_is_fenced_when_it_wakes_and_the_chain_does_not_fo
     check = check_ledger(led, stream.acked)
     fenced = sum(1 for x in rounds if x["stale_exit"] == 3)
     record_result("hot standby: SIGSTOP/SIGCONT of the active chainer", runs=len(rounds),
-                  events=events, check=check, wall_s=time.monotonic() - started,
+                  events=events + extra, check=check, wall_s=time.monotonic() - started,
                   detected=f"{fenced} of {len(rounds)} stale chainers fenced (exit 3)",
                   ok=not check.problems() and fenced == len(rounds) == PAUSES, rounds=rounds)
     assert not check.problems(), check.problems()
