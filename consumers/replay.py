@@ -116,6 +116,11 @@ def _compare(entry: SealedEntry, row: SealedRow) -> str | None:
         return "link differs from the chain rebuilt from the topic"
     if has_reason != (entry.kind is EntryKind.REJECTED):
         return "reject_reason presence does not match the entry's kind"
+    if row[15] != (entry.duplicate_of is not None):
+        return "column duplicate_of is set on an entry that is not a duplicate"
+    if entry.reject_reason is not None and row[16] != entry.reject_reason:
+        # Not sealed (CHAIN.md §6.1), but shown by `log`: replay words it as the decoder does.
+        return "reject_reason differs from the decoder's wording for this record"
     return None
 
 

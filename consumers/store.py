@@ -85,9 +85,9 @@ _TIMESTAMP_MS = ("CASE WHEN isfinite(kafka_timestamp) THEN "
 #: finite), 11 whether reject_reason is set, 12 payload IS NULL, 13 the stored view_digest,
 #: 14 whether the entry was pruned (004_retention.sql). A pruned entry has no payload and no
 #: view columns left: 5, 9 and 12 then give the stored digest, view_digest and value_null,
-#: so its link is checked from what it keeps.
+#: so its link is checked from what it keeps. 15 duplicate_of IS NOT NULL, 16 reject_reason.
 SealedRow = tuple[int, int, str, int, bool, bytes, bytes, str, bytes, bytes, int | None, bool,
-                  bool, bytes, bool]
+                  bool, bytes, bool, bool, str | None]
 _SEALED_ROWS = (
     "SELECT seq, kafka_offset, kind, coalesce(duplicate_of, 0), value_null,"
     " CASE WHEN pruned_at IS NULL THEN sha256(coalesce(payload, ''::bytea)) ELSE digest END,"
@@ -95,7 +95,7 @@ _SEALED_ROWS = (
     " CASE WHEN pruned_at IS NULL THEN sha256(" + VIEW_SQL + ") ELSE view_digest END, "
     + _TIMESTAMP_MS + ", coalesce(reject_reason, '') <> '',"
     " CASE WHEN pruned_at IS NULL THEN payload IS NULL ELSE value_null END, view_digest,"
-    " pruned_at IS NOT NULL"
+    " pruned_at IS NOT NULL, duplicate_of IS NOT NULL, reject_reason"
     " FROM audit_entries WHERE seq >= %s ORDER BY seq")
 
 

@@ -238,8 +238,10 @@ class LedgerWalk:
             # its presence is checked.
             raise ValueMismatch(seq, "rejected entry has no reject_reason" if rejected else
                                 "column reject_reason is set on a sealed event")
-        if kind_label == "duplicate" and not duplicate_of:
-            raise ValueMismatch(seq, "duplicate entry does not name its first occurrence")
+        if (kind_label == "duplicate") != row[15] or (row[15] and not duplicate_of):
+            raise ValueMismatch(seq, "duplicate entry does not name its first occurrence"
+                                if kind_label == "duplicate" else
+                                "column duplicate_of is set on an entry that is not a duplicate")
         self.kinds[kind_label] += 1
         self.prev_link = stored
         self.prev_offset = offset

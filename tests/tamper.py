@@ -31,9 +31,9 @@ What each tool can see, as this catalogue expects it:
   genesis link, key id and partition, so damage confined to those is verify's alone; and
   a deleted tail is *truncated* to it only while the group's committed offset is beyond
   the ledger (or the missing records are older than ``--max-lag``).
-* Neither sees the known gaps (``KNOWN_GAPS`` in tests/tamper_base.py, each pinned by a
-  strict-xfail regression test): a reworded reject reason, and ``duplicate_of`` 0 for
-  NULL on a non-duplicate.
+* The known gaps (``KNOWN_GAPS`` in tests/tamper_base.py, each pinned by a strict-xfail
+  regression test): verify does not see a reworded reject reason (replay does), and
+  neither sees a prefix pruned by hand (content hidden, never changed).
 
 Usable from a script (``bench/tamper_matrix.py``) as well as from pytest.
 """
