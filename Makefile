@@ -60,7 +60,7 @@ unit: venv
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check producers consumers schemas tests
+	$(VENV)/bin/ruff check producers consumers schemas tests bench deploy
 
 demo: venv up
 	@eval "$$(deploy/stack.sh env)" && $(PY) deploy/demo.py

@@ -79,7 +79,9 @@ def one_run(events: int) -> dict[str, float]:
                 "replay_records_per_s": replay["records_per_second"],
                 "replay_process_wall_s": replay_seconds}
     finally:
-        AdminClient({"bootstrap.servers": BOOTSTRAP}).delete_topics([topic])
+        admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+        for future in admin.delete_topics([topic]).values():
+            future.result(30)
         with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
 

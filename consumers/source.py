@@ -69,10 +69,10 @@ class KafkaEventSource:
             "heartbeat.interval.ms": max(250, session_timeout_ms // 5),
             "partition.assignment.strategy": "range",
             "fetch.wait.max.ms": 100,
-            "max.partition.fetch.bytes": 8 * 1024 * 1024,
-            # Prefetch at most 16 MB (librdkafka's default is 64 MB): memory stays flat however
+            "max.partition.fetch.bytes": 2 * 1024 * 1024,
+            # Prefetch at most 4 MB (librdkafka's default is 64 MB): memory stays flat however
             # long the backlog, and a batch of thousands of records is still always ready.
-            "queued.max.messages.kbytes": 16 * 1024,
+            "queued.max.messages.kbytes": 4 * 1024,
             "logger": log,
         })
         self._consumer.subscribe([topic], on_assign=self._assign, on_revoke=self._revoke,
