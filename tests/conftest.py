@@ -15,7 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -171,7 +171,10 @@ def fresh_ledger(tmp_path: Path, *, bootstrap: str = BOOTSTRAP, dsn: str = DSN,
     env = {**os.environ, "BALDUR_KAFKA_BOOTSTRAP": bootstrap, "BALDUR_AUDIT_TOPIC": topic,
            "BALDUR_SQL_DSN": with_dbname(dsn, dbname),
            "BALDUR_SECRETS_AUDIT_SIGNING_KEY": TEST_KEY, "BALDUR_STATE_DIR": str(state_dir),
-           "BALDUR_CHAINER_GROUP": f"baldur-test-chainer-{suffix}"}
+           "BALDUR_CHAINER_GROUP": f"baldur-test-chainer-{suffix}",
+           # No automatic checkpoints unless a test asks (tests/integration/test_checkpoints.py):
+           # many tests show what the chain walk alone can and cannot see.
+           "BALDUR_CHECKPOINT_EVERY": "0", "BALDUR_CHECKPOINT_INTERVAL": "0"}
     env.pop("BALDUR_ENV", None)
     led = Ledger(topic=topic, dbname=dbname, dsn=with_dbname(dsn, dbname),
                  admin_dsn=with_dbname(admin_dsn, dbname), env=env, state_dir=state_dir,
@@ -183,7 +186,10 @@ def fresh_ledger(tmp_path: Path, *, bootstrap: str = BOOTSTRAP, dsn: str = DSN,
         yield led
     finally:
         try:
-            AdminClient({"bootstrap.servers": bootstrap}).delete_topics([topic])
+            admin = AdminClient({"bootstrap.servers": bootstrap})
+            for future in admin.delete_topics([topic, f"{topic}.checkpoints"]).values():
+                with suppress(Exception):  # the witness topic exists only if checkpoints were made
+                    future.result(30)
             with psycopg.connect(admin_dsn, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         except Exception:  # a fault test may leave a service down; its stack is discarded
