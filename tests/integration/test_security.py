@@ -131,6 +131,8 @@ def test_the_owner_role_cannot_update_delete_or_truncate_the_ledger(ledger: Ledg
             "SELECT tableowner FROM pg_tables WHERE schemaname = 'public'")}
         assert owners == {owner}, "the application role is expected to own every table"
         for table, _op, statement in REFUSED:
+            if table == "audit_entries" and _op in ("UPDATE", "DELETE"):
+                continue  # 004_retention gives these back for baldur_prune: the trigger refuses
             assert refusal(conn, statement) == ("42501", f"permission denied for table {table}"), \
                 statement
         # The one mutable row stays writable: the chainer moves the head and its epoch.
@@ -177,11 +179,13 @@ def test_non_owner_roles_are_refused_even_when_granted_too_much(ledger: Ledger) 
                     expected = (f"baldur-audit: {op} on {table} is refused: the ledger is "
                                 "append-only") if role == careless \
                         else f"permission denied for table {table}"
-                    assert refusal(conn, statement) == ("42501", expected), (role, statement)
+                    state, message = refusal(conn, statement)
+                    # audit_entries' guard adds where retention goes (004_retention.sql)
+                    assert state == "42501" and message.startswith(expected), (role, statement)
                 for statement, message in [
                     ("ALTER TABLE audit_entries DISABLE TRIGGER USER",
                      "must be owner of table audit_entries"),
-                    ("DROP TRIGGER audit_entries_append_only ON audit_entries",
+                    ("DROP TRIGGER audit_entries_retention_only ON audit_entries",
                      "must be owner of relation audit_entries"),
                     ("CREATE OR REPLACE FUNCTION baldur_refuse_change() RETURNS trigger "
                      "LANGUAGE plpgsql AS $$ BEGIN RETURN OLD; END $$",
@@ -212,13 +216,14 @@ def test_the_owner_can_lift_the_protection_and_only_replay_sees_a_cut_tail(ledge
         for statement in (
                 "CREATE OR REPLACE FUNCTION baldur_refuse_change() RETURNS trigger "
                 "LANGUAGE plpgsql AS $$ BEGIN RETURN OLD; END $$",
-                "DROP TRIGGER audit_entries_append_only ON audit_entries",
+                "DROP TRIGGER audit_entries_retention_only ON audit_entries",
                 "DROP TABLE writer_schemas"):
             assert attempt(conn, statement) is None, statement  # rolled back by attempt()
         conn.execute("GRANT UPDATE, DELETE ON audit_entries TO CURRENT_USER")
         # Granted, but the trigger still refuses ...
-        assert refusal(conn, "UPDATE audit_entries SET actor = 'mallory' WHERE seq = 2") == (
-            "42501", "baldur-audit: UPDATE on audit_entries is refused: the ledger is append-only")
+        state, message = refusal(conn, "UPDATE audit_entries SET actor = 'mallory' WHERE seq = 2")
+        assert state == "42501" and message.startswith(
+            "baldur-audit: UPDATE on audit_entries is refused: the ledger is append-only")
         # ... until the owner disables it.
         conn.execute("ALTER TABLE audit_entries DISABLE TRIGGER USER")
         conn.execute("UPDATE audit_entries SET actor = 'mallory' WHERE seq = 2")
@@ -582,20 +587,18 @@ TOKEN = "S3ntinel.Echo-" + secrets.token_hex(8)
 BASE = {"actor": "ops", "action": "update", "target": "t"}
 
 
-ECHOED = pytest.mark.xfail(strict=True, reason="finding: invalid input is echoed (up to 40 "
-                                              "characters) in the one-line error; see the report")
-
-
+# Invalid input was echoed (up to 40 characters) in the one-line error: fixed; these are
+# regression tests now.
 @pytest.mark.parametrize("args,input_text", [
     pytest.param(("--actor", "ops", "--action", "update", "--target", "t",
-                  "--attribute", f"token:{TOKEN}"), None, marks=ECHOED,
+                  "--attribute", f"token:{TOKEN}"), None,
                  id="emit --attribute without '=' (consumers/emit.py)"),
     pytest.param(("--file", "-"), json.dumps({**BASE, "actor_type": f"token={TOKEN}"}) + "\n",
-                 marks=ECHOED, id="actor_type in a line (schemas/event.py)"),
+                 id="actor_type in a line (schemas/event.py)"),
     pytest.param(("--file", "-"), json.dumps({**BASE, "source": f"Bearer {TOKEN}"}) + "\n",
-                 marks=ECHOED, id="source in a line (schemas/event.py)"),
+                 id="source in a line (schemas/event.py)"),
     pytest.param(("--actor", "ops", "--action", "update", "--target", "t", "--source",
-                  f"Bearer {TOKEN}"), None, marks=ECHOED,
+                  f"Bearer {TOKEN}"), None,
                  id="--source choice (click.Choice in consumers/emit.py)"),
     pytest.param(("--file", "-"), json.dumps({**BASE, "trace_id": f"Bearer {TOKEN}"}) + "\n",
                  id="trace_id in a line"),
