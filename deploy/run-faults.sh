@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2317  # on_signal is reached only through the traps
-# `make faults`: the whole fault campaign at full scale, then the soak.
+# `make faults`: the whole fault campaign at full scale, then the soak and the tamper matrix
+# (BALDUR_TAMPER=0 skips it; BALDUR_TAMPER_TRIALS, BALDUR_TAMPER_SEED).
 #
 #   deploy/run-faults.sh [pytest args]     e.g. deploy/run-faults.sh -k kill9
 #   deploy/run-faults.sh --setup-only      only the set-up below (what the quick subset in
@@ -73,6 +74,28 @@ if [[ "${BALDUR_SOAK:-1}" != 0 ]]; then
     log "soak: exit $soak_rc after $((SECONDS - t1)) s"
 fi
 
+# The randomized tamper matrix runs on the shared stack (started here if it is not running,
+# and then stopped again): one base ledger, 250 seeded trials on template copies.
+tamper_rc=0
+if [[ "${BALDUR_TAMPER:-1}" != 0 ]]; then
+    t2=$SECONDS
+    rm -f "$ROOT/.local/started-by-up"
+    if "$D/stack.sh" up >&2; then
+        started_here=()
+        [[ -f "$ROOT/.local/started-by-up" ]] && mapfile -t started_here <"$ROOT/.local/started-by-up"
+        ( eval "$("$D/stack.sh" env)" && "$PY" bench/tamper_matrix.py \
+            --trials "${BALDUR_TAMPER_TRIALS:-250}" --seed "${BALDUR_TAMPER_SEED:-1}" \
+            --out "$RESULTS/tamper.json" )
+        tamper_rc=$?
+        for service in "${started_here[@]}"; do
+            [[ -n "$service" ]] && "$D/$service.sh" stop >&2
+        done
+    else
+        tamper_rc=1
+    fi
+    log "tamper matrix: exit $tamper_rc after $((SECONDS - t2)) s"
+fi
+
 "$PY" - "$RESULTS" <<'EOF' | tee "$RESULTS/faults-summary.md"
 import json, sys
 from pathlib import Path
@@ -98,8 +121,9 @@ if soak.exists():
           f"(growth {rss.get('rss_growth_mb')} MB); problems: {s.get('problems') or 'none'}")
 EOF
 
-if [[ $scenarios_rc -ne 0 || $soak_rc -ne 0 ]]; then
-    log "FAILED (scenarios exit $scenarios_rc, soak exit $soak_rc); results in ${RESULTS#"$ROOT"/}"
+if [[ $scenarios_rc -ne 0 || $soak_rc -ne 0 || $tamper_rc -ne 0 ]]; then
+    log "FAILED (scenarios exit $scenarios_rc, soak exit $soak_rc, tamper matrix exit $tamper_rc);" \
+        "results in ${RESULTS#"$ROOT"/}"
     exit 1
 fi
 log "campaign passed in $((SECONDS - t0)) s; results in ${RESULTS#"$ROOT"/}"
