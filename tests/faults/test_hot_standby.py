@@ -55,9 +55,15 @@ def active(ledger: Ledger, procs: list[ChainerProc]) -> ChainerProc | None:
     return None
 
 
+def standby_log(procs: list[ChainerProc], stale: ChainerProc) -> str:
+    return " | ".join(proc.stderr[-800:] for proc in procs if proc is not stale)
+
+
 def sealing(watch: Watch, timeout: float = 60) -> int:
-    """Wait until the head moves; returns the new seq."""
+    """Produce a few records (the paced stream may be over) and wait until the head moves past
+    them; returns the new seq."""
     seq = watch.head()[0]
+    watch.ledger.produce_events(5, start=20_000_000 + seq)
     return wait_for(lambda: watch.head()[0] > seq and watch.head()[0], timeout, "sealing progress")
 
 
@@ -183,7 +189,8 @@ def test_woken_stale_chainer_exits_3_even_when_it_had_nothing_to_write(
     _, _, epoch = watch.head()
     stale.signal(signal.SIGSTOP)
     try:
-        wait_for(lambda: watch.head()[2] > epoch, TAKEOVER_BOUND + 30, "the standby to take over")
+        wait_for(lambda: watch.head()[2] > epoch, TAKEOVER_BOUND + 30,
+                 f"the standby to take over; its log: {standby_log(procs, stale)}")
         led.produce_events(50, start=50)
         wait_for(lambda: watch.head()[0] == 100, 60, "the standby to seal 50 more")
     finally:
