@@ -42,6 +42,9 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 "$D/venv.sh" || exit 1
+# The fault scenarios' set-up: Kafka's tools jar (kafka-consumer-groups) and kcat (the foreign
+# client of the poison scenario, from Debian's packages).
+"$D/run-faults.sh" --setup-only || { echo "run-tests: fault-scenario set-up failed" >&2; exit 1; }
 
 rm -f "$STARTED"
 up_ran=1
