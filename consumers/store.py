@@ -207,9 +207,9 @@ class PostgresLedgerStore:
         with self._translated("configure the writer session"), self._conn.transaction():
             self._conn.execute("SELECT set_config('idle_in_transaction_session_timeout', %s,"
                                " false)", (f"{int(stalled_transaction_s * 1000)}",))
-            # A statement (a COPY whose client stopped sending) gets three times as long.
+            # A statement (a COPY whose client stopped sending) gets twice as long.
             self._conn.execute("SELECT set_config('statement_timeout', %s, false)",
-                               (f"{int(stalled_transaction_s * 3000)}",))
+                               (f"{int(stalled_transaction_s * 2000)}",))
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
