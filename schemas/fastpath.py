@@ -101,6 +101,15 @@ def _optional_string(buf: bytes, pos: int) -> tuple[bytes | None, str | None, in
     return _string(buf, pos + 1)
 
 
+def _enum(buf: bytes, pos: int, symbols: tuple[str, ...],
+          allowed: tuple[str, ...]) -> tuple[bytes, int]:
+    """An Avro enum whose symbol the validator allows: (its UTF-8 bytes, next position)."""
+    index, pos = _long(buf, pos)
+    if not 0 <= index < len(symbols) or symbols[index] not in allowed:
+        raise _Slow
+    return symbols[index].encode(), pos
+
+
 def _text(name: str, text: str | None, limit: int, required: bool) -> None:
     try:
         _check_text(name, text, limit=limit, required=required)
@@ -134,10 +143,7 @@ def _decode(buf: bytes) -> tuple[uuid.UUID, bytes]:
         raise _Slow
     actor_raw, actor, pos = _string(buf, pos)
     _text("actor.id", actor, MAX_ID_CHARS, True)
-    actor_index, pos = _long(buf, pos)
-    if not 0 <= actor_index < len(_ACTOR_SYMBOLS) or \
-            _ACTOR_SYMBOLS[actor_index] not in ACTOR_TYPES:
-        raise _Slow
+    actor_type, pos = _enum(buf, pos, _ACTOR_SYMBOLS, ACTOR_TYPES)
     action_raw, action, pos = _string(buf, pos)
     if not ACTION_PATTERN.fullmatch(action):
         raise _Slow
@@ -155,10 +161,7 @@ def _decode(buf: bytes) -> tuple[uuid.UUID, bytes]:
         json_fields.append(raw)
     reason_raw, reason, pos = _optional_string(buf, pos)
     _text("reason", reason, MAX_REASON_CHARS, False)
-    source_index, pos = _long(buf, pos)
-    if not 0 <= source_index < len(_SOURCE_SYMBOLS) or \
-            _SOURCE_SYMBOLS[source_index] not in SOURCES:
-        raise _Slow
+    source, pos = _enum(buf, pos, _SOURCE_SYMBOLS, SOURCES)
     trace_raw, trace_id, pos = _optional_string(buf, pos)
     if trace_id is not None and (not TRACE_ID_PATTERN.fullmatch(trace_id)
                                  or trace_id == _ZERO_TRACE):
@@ -183,8 +186,6 @@ def _decode(buf: bytes) -> tuple[uuid.UUID, bytes]:
         pos += 1
     if pos != len(buf):
         raise _Slow
-    actor_type = _ACTOR_SYMBOLS[actor_index].encode()
-    source = _SOURCE_SYMBOLS[source_index].encode()
     view = b"".join((
         _UUID_HEADER, event_id.bytes,
         _TIMESTAMP(8, occurred_us - PG_EPOCH_US),
