@@ -148,7 +148,7 @@ class Chainer:
         """Fence any previous writer and load the head; returns the next offset to read."""
         store = self._connect()
         self._check_meta(store.read_meta())
-        head = store.take_over()
+        head = store.take_over(stalled_after_s=STALLED_TRANSACTION)
         self._epoch = head.epoch
         self._revoked_epoch = None
         self._sealer = Sealer(key=self._key if self._chain_keys is None else None,
@@ -166,9 +166,12 @@ class Chainer:
     def _on_assigned(self) -> int:
         return self._with_store_retry(self._take_over)
 
-    def _on_revoked(self) -> None:
-        if self._sealer is not None:
-            self._revoked_epoch = self._epoch  # checked by the loop: taken over meanwhile?
+    def _on_revoked(self, lost: bool) -> None:
+        # Lost (expelled from the group, e.g. paused past the session timeout): the loop checks
+        # whether another chainer took the head over meanwhile. Handed over in an orderly
+        # rebalance (a standby joined): just stand by; the successor's epoch fences any write.
+        if lost and self._sealer is not None:
+            self._revoked_epoch = self._epoch
         self._sealer = None
 
     def _fenced_while_away(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -224,6 +225,15 @@ def init(ctx: Context, replication_factor: int, as_json: bool) -> None:
                        f"{'created' if report.created else 'validated'}; key {meta.genesis_key_id}")
 
 
+def _client_id(value: str | None) -> str | None:
+    if value is not None and not _CLIENT_ID.fullmatch(value):
+        raise click.BadParameter("use 1-200 letters, digits, '.', '_' or '-'")
+    return value
+
+
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
+
+
 @cli.command()
 @click.option("--batch-size", default=2000, show_default=True, type=click.IntRange(1, 100_000),
               help="Records sealed per database transaction at most.")
@@ -232,10 +242,14 @@ def init(ctx: Context, replication_factor: int, as_json: bool) -> None:
 @click.option("--session-timeout", default=10.0, show_default=True,
               type=click.FloatRange(1.0, 300.0), metavar="SECONDS",
               help="Consumer-group session timeout: how soon a standby takes over a dead chainer.")
+@click.option("--client-id", default=None, metavar="NAME", type=click.STRING,
+              callback=lambda _ctx, _param, value: _client_id(value),
+              help="This chainer's Kafka client id, as `status` and kafka-consumer-groups show it "
+                   "(default: baldur-chainer-HOST-PID).")
 @click.option("--json", "as_json", is_flag=True, help="Print run statistics as JSON at the end.")
 @pass_context
 def chain(ctx: Context, batch_size: int, until_idle: float | None, session_timeout: float,
-          as_json: bool) -> None:
+          client_id: str | None, as_json: bool) -> None:
     """Run the chaining consumer: seal every topic record into the ledger."""
     with _guard(ctx):
         chain_keys = keys_config.chain_keys_from_env()
@@ -251,8 +265,8 @@ def chain(ctx: Context, batch_size: int, until_idle: float | None, session_timeo
             return KafkaEventSource(bootstrap=settings.bootstrap, topic=settings.topic,
                                     group=settings.group,
                                     session_timeout_ms=int(session_timeout * 1000),
-                                    client_id=f"baldur-chainer-{socket.gethostname()}-"
-                                              f"{os.getpid()}", **callbacks)
+                                    client_id=client_id or f"baldur-chainer-"
+                                    f"{socket.gethostname()}-{os.getpid()}", **callbacks)
 
         chainer = Chainer(store_factory=ctx.store, source_factory=source_factory, key=key,
                           chain_keys=chain_keys,

@@ -46,11 +46,15 @@ class KafkaEventSource:
 
     ``on_assigned`` is called when this member is given the partition and
     returns the offset to start from (the ledger head's offset + 1);
-    ``on_revoked`` when it loses it. Both run inside :meth:`poll_batch`.
+    ``on_revoked(lost)`` when it loses it: ``lost=False`` when the group handed it to
+    another member in an orderly rebalance (a standby joined or left), ``lost=True`` when
+    this member was expelled (its session expired, e.g. the process was paused), so that
+    another chainer may have taken the head over meanwhile. Both run inside
+    :meth:`poll_batch`.
     """
 
     def __init__(self, *, bootstrap: str, topic: str, group: str,
-                 on_assigned: Callable[[], int], on_revoked: Callable[[], None],
+                 on_assigned: Callable[[], int], on_revoked: Callable[[bool], None],
                  session_timeout_ms: int = 10000, client_id: str | None = None) -> None:
         self.topic = topic
         self._on_assigned = on_assigned
@@ -76,7 +80,7 @@ class KafkaEventSource:
             "logger": log,
         })
         self._consumer.subscribe([topic], on_assign=self._assign, on_revoke=self._revoke,
-                                 on_lost=self._revoke)
+                                 on_lost=self._lost)
 
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         mine = [tp for tp in partitions if tp.topic == self.topic and tp.partition == PARTITION]
@@ -90,10 +94,17 @@ class KafkaEventSource:
                  self.topic, PARTITION, start)
 
     def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._give_up(consumer, lost=False)
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._give_up(consumer, lost=True)
+
+    def _give_up(self, consumer: Consumer, *, lost: bool) -> None:
         if self._assigned:
-            log.info("partition %s[%d] revoked: standing by", self.topic, PARTITION)
+            log.info("partition %s[%d] %s: standing by", self.topic, PARTITION,
+                     "lost (session expired)" if lost else "handed to another member")
         self._assigned = False
-        self._on_revoked()
+        self._on_revoked(lost)
         consumer.unassign()
 
     def poll_batch(self, max_records: int, timeout: float) -> list[TopicRecord]:

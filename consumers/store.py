@@ -39,6 +39,10 @@ from .config import UNPARSABLE_DSN, dsn_password, redact_dsn, scrub
 
 log = logging.getLogger(__name__)
 
+#: take_over's tries behind a held head row (2 s lock timeout each) before it reports the
+#: database unavailable (the caller then retries with backoff).
+TAKE_OVER_ATTEMPTS = 15
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MIGRATION_LOCK = 0x6261_6C64_7572  # "baldur": serializes concurrent `init`s
 
@@ -207,7 +211,8 @@ class PostgresLedgerStore:
         with self._translated("configure the writer session"), self._conn.transaction():
             self._conn.execute("SELECT set_config('idle_in_transaction_session_timeout', %s,"
                                " false)", (f"{int(stalled_transaction_s * 1000)}",))
-            # A statement (a COPY whose client stopped sending) gets twice as long.
+            # A statement gets twice as long. (Not a COPY waiting for a paused client's data:
+            # PostgreSQL does not cancel that one; a successor's take_over ends its session.)
             self._conn.execute("SELECT set_config('statement_timeout', %s, false)",
                                (f"{int(stalled_transaction_s * 2000)}",))
 
@@ -326,22 +331,53 @@ class PostgresLedgerStore:
             raise ConfigError("the ledger has no chain head: run `baldur-audit init`")
         return HeadRow(row[0], row[1], row[2], bytes(row[3]))
 
-    def take_over(self) -> HeadRow:
+    def take_over(self, *, stalled_after_s: float | None = None) -> HeadRow:
         """Become the only writer: bump the fencing epoch and return the head.
 
         Waits behind a running batch of a previous writer, whose next batch
         then fails with :class:`Fenced` instead of forking the chain.
+
+        Behind a stalled writer (a paused or cut-off chainer inside its batch transaction),
+        it retries every 2 s and, with ``stalled_after_s``, ends that writer's session once
+        its transaction has been open that long: the server's own timeouts cannot end a COPY
+        that waits for data from a paused client (PostgreSQL processes only a terminate
+        while blocked reading COPY data, not a statement timeout).
         """
-        with self._translated("take over the chain head"), self._conn.transaction():
-            # Behind a stalled writer, give up after a while and retry (with backoff) rather
-            # than wait forever: the server ends that writer's session (act_as_writer).
-            self._conn.execute("SET LOCAL lock_timeout = '2s'")
-            row = self._conn.execute(
-                "UPDATE chain_head SET epoch = epoch + 1, updated_at = now() WHERE id = 1"
-                " RETURNING epoch, last_seq, last_offset, last_link").fetchone()
+        with self._translated("take over the chain head"):
+            for attempt in range(TAKE_OVER_ATTEMPTS):
+                try:
+                    with self._conn.transaction():
+                        self._conn.execute("SET LOCAL lock_timeout = '2s'")
+                        row = self._conn.execute(
+                            "UPDATE chain_head SET epoch = epoch + 1, updated_at = now() WHERE id = 1"
+                            " RETURNING epoch, last_seq, last_offset, last_link").fetchone()
+                    break
+                except psycopg.errors.LockNotAvailable:
+                    if stalled_after_s is None or attempt == TAKE_OVER_ATTEMPTS - 1:
+                        raise
+                    self._end_stalled_writers(stalled_after_s)
         if row is None:
             raise ConfigError("the ledger has no chain head: run `baldur-audit init`")
         return HeadRow(row[0], row[1], row[2], bytes(row[3]))
+
+    def _end_stalled_writers(self, stalled_after_s: float) -> None:
+        """Terminate the sessions of this role that hold the head row's lock inside a
+        transaction open longer than ``stalled_after_s`` (never this session, never readers)."""
+        with self._conn.transaction():
+            stalled = self._conn.execute(
+                "SELECT a.pid, a.state, coalesce(a.wait_event, ''),"
+                " extract(epoch FROM now() - a.xact_start)::float8"
+                " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE l.locktype = 'relation' AND l.relation = 'chain_head'::regclass"
+                " AND l.granted AND l.mode IN ('RowShareLock', 'RowExclusiveLock')"
+                " AND l.pid <> pg_backend_pid() AND a.usename = current_user"
+                " AND a.xact_start < now() - make_interval(secs => %s)",
+                (stalled_after_s,)).fetchall()
+            for pid, state, wait_event, age in stalled:
+                ended = self._conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()
+                log.warning("ended the stalled writer session %d (%s%s, transaction open %.0f s)"
+                            "%s", pid, state, f", waiting for {wait_event}" if wait_event else "",
+                            age, "" if ended and ended[0] else ": it had already gone")
 
     # -- sealing --------------------------------------------------------------
 

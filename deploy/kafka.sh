@@ -61,6 +61,24 @@ running_pid() {
     echo "$pid"
 }
 
+# alive PID: the process exists and is not a zombie.
+alive() {
+    local state
+    state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
+    [[ -n "$state" && "$state" != Z ]]
+}
+
+# find_broker_jvm: the pid of a live process whose command line runs kafka.Kafka on our $CONF.
+find_broker_jvm() {
+    local f p
+    for f in /proc/[0-9]*/cmdline; do
+        p="${f#/proc/}"; p="${p%/cmdline}"
+        tr '\0' ' ' <"$f" 2>/dev/null | grep -qF "kafka.Kafka $CONF " || continue
+        alive "$p" && { echo "$p"; return 0; }
+    done
+    return 1
+}
+
 # Health = a real client round trip (metadata request), not log scraping.
 # Falls back to a TCP connect only when the project venv does not exist yet.
 healthy() {
@@ -359,14 +377,24 @@ cmd_start() {
         -cp "$LIBS/*" kafka.Kafka "$CONF" >>"$LOG" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$PIDFILE"
-    local i
-    for ((i = 0; i < 50; i++)); do  # until nohup/setsid have exec'd the JVM (or it died)
+    # Until nohup/setsid have exec'd the JVM (or it died): up to 30 s, since a loaded machine can
+    # be slow to get there. Should setsid have forked after all, adopt the JVM that runs our
+    # config (its cmdline names $CONF, so it cannot be another broker).
+    local i jvm
+    for ((i = 0; i < 300; i++)); do
         running_pid >/dev/null && break
-        kill -0 "$pid" 2>/dev/null || break
+        if jvm="$(find_broker_jvm)"; then
+            echo "$jvm" >"$PIDFILE"
+            log "tracking broker JVM pid $jvm (started via pid $pid)"
+            pid="$jvm"
+            break
+        fi
+        alive "$pid" || break
         sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null && ! running_pid >/dev/null; then
-        die "pid $pid is not the broker JVM (setsid forked?); cannot track it"
+    if alive "$pid" && ! running_pid >/dev/null; then
+        log "pid $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-200)"
+        die "pid $pid is not the broker JVM after 30 s; cannot track it"
     fi
     if ! wait_healthy "$pid"; then
         cmd_stop || true

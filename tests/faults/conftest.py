@@ -159,6 +159,7 @@ class ChainerProc:
                 [sys.executable, "-m", "baldur_audit.consumers", "chain", *args],
                 env=ledger.env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         self.pid = self.proc.pid
+        self.client_id = args[args.index("--client-id") + 1] if "--client-id" in args else None
 
     def alive(self) -> bool:
         return self.proc.poll() is None

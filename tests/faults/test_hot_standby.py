@@ -47,11 +47,14 @@ def start(chainers: Chainers) -> ChainerProc:
 
 
 def active(ledger: Ledger, procs: list[ChainerProc]) -> ChainerProc | None:
-    """The chainer Kafka assigned the partition to (its client id ends in its pid)."""
+    """The chainer Kafka assigned the partition to (its ``--client-id``, or by default a client
+    id that ends in its pid)."""
     for member in ledger.cli_json("status")["group"]["members"]:
         if member["assignment"]:
-            pid = int(member["client_id"].rsplit("-", 1)[1])
-            return next((proc for proc in procs if proc.pid == pid and proc.alive()), None)
+            client_id = member["client_id"]
+            return next((proc for proc in procs if proc.alive() and (
+                proc.client_id == client_id if proc.client_id is not None
+                else client_id.rsplit("-", 1)[1] == str(proc.pid))), None)
     return None
 
 
@@ -65,6 +68,35 @@ def sealing(watch: Watch, timeout: float = 60) -> int:
     seq = watch.head()[0]
     watch.ledger.produce_events(5, start=20_000_000 + seq)
     return wait_for(lambda: watch.head()[0] > seq and watch.head()[0], timeout, "sealing progress")
+
+
+def test_a_standby_that_joins_never_stops_the_active_chainer(led: Ledger, chainers: Chainers) -> None:
+    """Regression (seen in CI): when a standby joined and Kafka's range assignor handed *it* the
+    partition (members are ordered by member id, which starts with the client id), the chainer
+    that had held it took the orderly hand-over for being fenced and exited 3, leaving no
+    standby. Only a lost session means "fenced while away"; a hand-over means "stand by"."""
+    watch = Watch(led)
+    first = chainers.start("--session-timeout", str(SESSION), "--client-id", "baldur-chainer-z-first")
+    led.produce_events(50)
+    wait_for(watch.caught_up, 60, "the first 50 sealed")
+    assert wait_for(lambda: active(led, [first]), 60, "the first chainer active") is first
+    _, _, epoch = watch.head()
+    second = chainers.start("--session-timeout", str(SESSION), "--client-id", "baldur-chainer-a-second")
+    wait_for(lambda: watch.head()[2] > epoch, 90, "the joining chainer to be handed the head")
+    assert wait_for(lambda: active(led, [first, second]), 30, "an active chainer") is second
+    led.produce_events(50, start=50)
+    wait_for(lambda: watch.head()[0] == 100, 60, "the second chainer to seal 50 more")
+    time.sleep(2.0)  # the first one would have exited at its next poll
+    assert first.alive(), f"the chainer that handed over exited: {first.stderr[-800:]}"
+    # ... and it is a working standby.
+    _, _, epoch = watch.head()
+    second.kill9()
+    wait_for(lambda: watch.head()[2] > epoch, TAKEOVER_BOUND + 30, "the first chainer to take over again")
+    led.produce_events(10, start=100)
+    wait_for(lambda: watch.head()[0] == 110, 60, "all 110 sealed")
+    assert first.stop() == 0, first.stderr[-800:]
+    watch.close()
+    assert check_ledger(led).problems() == []
 
 
 def test_standby_takes_over_after_kill_9_within_a_bounded_time(led: Ledger, chainers: Chainers) -> None:
@@ -85,7 +117,10 @@ def test_standby_takes_over_after_kill_9_within_a_bounded_time(led: Ledger, chai
             victim.kill9()
             killed_at = time.monotonic()
             # Taken over = the standby bumped the fencing epoch; then it must also seal.
-            wait_for(lambda e=epoch: watch.head()[2] > e, 90, "the standby to take over")  # type: ignore[misc]
+            try:
+                wait_for(lambda e=epoch: watch.head()[2] > e, 90, "the standby to take over")  # type: ignore[misc]
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; the others' logs: {standby_log(procs, victim)}") from None
             takeovers.append(time.monotonic() - killed_at)
             led.produce_events(10, start=10_000_000 + len(takeovers) * 10)
             wait_for(lambda s=seq: watch.head()[0] > s, 60, "the standby to seal")  # type: ignore[misc]
@@ -207,11 +242,13 @@ def test_woken_stale_chainer_exits_3_even_when_it_had_nothing_to_write(
     assert "another chainer took over" in stale.stderr
 
 
-def pause_inside_a_transaction(led: Ledger, proc: ChainerProc, tries: int = 400) -> bool:
+def pause_inside_a_transaction(led: Ledger, proc: ChainerProc, within: float = 60.0) -> bool:
     """SIGSTOP ``proc`` while its database session is inside a batch transaction (holding the
-    head row's lock); True once that happened, False if it never could be caught there."""
+    head row's lock); True once that happened, False if it was never caught there ``within``
+    seconds (a fast machine spends little time per batch: the stream must keep batches coming)."""
+    deadline = time.monotonic() + within
     with led.admin() as admin:
-        for _ in range(tries):
+        while time.monotonic() < deadline:
             busy = admin.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
                 " AND application_name = 'baldur-audit' AND xact_start IS NOT NULL"
@@ -233,7 +270,7 @@ def test_standby_takes_over_from_a_chainer_paused_inside_its_transaction(
         led: Ledger, chainers: Chainers) -> None:
     """Regression: a chainer paused (or cut off) inside its batch transaction held the head
     row's lock and the standby's take-over waited for it without limit. Writer sessions now end
-    when stalled (idle in transaction 10 s, statement 30 s; 61967a3): bounded by STALLED_BOUND."""
+    when stalled (idle in transaction 10 s, statement 20 s): bounded by STALLED_BOUND."""
     watch = Watch(led)
     procs = [chainers.start("--session-timeout", str(SESSION), "--batch-size", "5000"),
              chainers.start("--session-timeout", str(SESSION), "--batch-size", "5000")]
@@ -241,7 +278,8 @@ def test_standby_takes_over_from_a_chainer_paused_inside_its_transaction(
     wait_for(watch.caught_up, 60, "the first 100 sealed")
     stale = wait_for(lambda: active(led, procs), 60, "an active chainer")
     _, _, epoch = watch.head()
-    with EventStream(led, scaled(4000, 40_000), chunk=2000, pause=0.0) as stream:
+    # Paced, so that batches keep coming while we try to catch one in its transaction.
+    with EventStream(led, scaled(6000, 40_000), chunk=200, over=scaled(30.0, 60.0)) as stream:
         assert pause_inside_a_transaction(led, stale), "never caught the chainer inside a batch"
         paused_at = time.monotonic()
         try:
@@ -263,4 +301,5 @@ def test_standby_takes_over_from_a_chainer_paused_inside_its_transaction(
                   detected=f"standby {'took over' if took_over else 'did NOT take over'} within "
                            f"{waited:.1f} s (bound {STALLED_BOUND:.0f} s)")
     assert not check.problems(), check.problems()
-    assert took_over, f"failover stalled for {waited:.0f} s behind the paused chainer's row lock"
+    assert took_over, (f"failover stalled for {waited:.0f} s behind the paused chainer's row lock; "
+                       f"the standby's log: {standby_log(procs, stale)}")

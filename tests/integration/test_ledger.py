@@ -250,6 +250,46 @@ def test_stale_chainer_is_fenced_and_cannot_fork(ledger: Ledger) -> None:
     assert ledger.cli_json("verify")["entries"] == 5
 
 
+def test_take_over_ends_a_writer_stuck_inside_a_copy(ledger: Ledger) -> None:
+    """Regression (seen in CI): a chainer paused after sending part of its COPY data held the
+    head row's lock, and neither statement_timeout nor idle_in_transaction_session_timeout ends
+    a COPY that waits for its client. take_over now ends that session once its transaction has
+    been open longer than ``stalled_after_s``; readers and younger transactions are left alone."""
+    import threading
+    import time
+
+    import psycopg
+
+    from baldur_audit.consumers.store import PostgresLedgerStore
+
+    sealed(ledger, 3)
+    stuck = psycopg.connect(ledger.dsn)
+    stuck.execute("SET statement_timeout = '60s'")  # the server alone would wait this long
+    stuck.execute("SELECT epoch FROM chain_head WHERE id = 1 FOR UPDATE")
+    copying = stuck.cursor().copy("COPY audit_entries (seq) FROM STDIN")
+    copying.__enter__()  # the COPY is open; its client sends nothing more
+    reader = psycopg.connect(ledger.dsn)
+    reader.execute("SELECT count(*) FROM chain_head")  # a reader inside a transaction: spared
+    with ledger.admin() as admin:
+        state = admin.execute("SELECT state, wait_event FROM pg_stat_activity WHERE pid = %s",
+                              (stuck.info.backend_pid,)).fetchone()
+    assert state == ("active", "ClientRead")
+    time.sleep(3)
+    started = time.monotonic()
+    with PostgresLedgerStore.connect(ledger.dsn) as newer:
+        head = newer.take_over(stalled_after_s=2.0)
+    took = time.monotonic() - started
+    assert head.seq == 3 and took < 10, took
+    with ledger.admin() as admin:
+        alive = {row[0] for row in admin.execute("SELECT pid FROM pg_stat_activity")}
+    assert stuck.info.backend_pid not in alive and reader.info.backend_pid in alive
+    done = threading.Event()  # closing the broken connection must not hang the test either
+    threading.Thread(target=lambda: (stuck.close(), done.set()), daemon=True).start()
+    assert done.wait(10)
+    reader.close()
+    assert ledger.cli_json("verify")["entries"] == 3
+
+
 def test_log_status_and_cli_errors(ledger: Ledger) -> None:
     ledger.produce_events(3, target="db.pool.size", actor="bob")
     ledger.produce_events(2, target="svc.timeout", actor="alice", start=10)
