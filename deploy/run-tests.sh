@@ -55,6 +55,6 @@ eval "$("$D/stack.sh" env)"
 # PYTEST_ARGS is split like a shell command line, so quoting works: PYTEST_ARGS='-k "a and b"'.
 extra=()
 eval "extra=(${PYTEST_ARGS:-})"
-echo "run-tests: .venv/bin/python -m pytest -q tests ${extra[*]} $*" >&2
-.venv/bin/python -m pytest -q tests "${extra[@]}" "$@"
+echo "run-tests: .venv/bin/python -m pytest -q --durations=15 --durations-min=15 tests ${extra[*]} $*" >&2
+.venv/bin/python -m pytest -q --durations=15 --durations-min=15 tests "${extra[@]}" "$@"
 exit $?
