@@ -41,6 +41,38 @@ def close_quietly(consumer: Consumer, timeout: float = 10.0) -> None:
         log.warning("kafka consumer did not close within %.0f s; leaving it", timeout)
 
 
+class PauseDetector:
+    """Notices that this process did not run for a while (SIGSTOP, a frozen VM, a host that
+    starved it): a daemon thread ticks every ``tick`` seconds, and :meth:`take` reports the
+    longest time the process stood still since the previous call, the current standstill
+    included (the thread may not have run yet after the process resumed)."""
+
+    def __init__(self, tick: float = 0.2) -> None:
+        self._tick = tick
+        self._lock = threading.Lock()
+        self._last = time.monotonic()
+        self._longest = 0.0
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True, name="pause-detector").start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._tick):
+            with self._lock:
+                now = time.monotonic()
+                self._longest = max(self._longest, now - self._last - self._tick)
+                self._last = now
+
+    def take(self) -> float:
+        """Seconds of the longest standstill since the last call (0 if none)."""
+        with self._lock:
+            current = time.monotonic() - self._last - self._tick
+            longest, self._longest = max(self._longest, current, 0.0), 0.0
+            return longest
+
+    def close(self) -> None:
+        self._stop.set()
+
+
 class KafkaEventSource:
     """The chainer's view of the topic, as a member of the chainer group.
 
@@ -48,9 +80,10 @@ class KafkaEventSource:
     returns the offset to start from (the ledger head's offset + 1);
     ``on_revoked(lost)`` when it loses it: ``lost=False`` when the group handed it to
     another member in an orderly rebalance (a standby joined or left), ``lost=True`` when
-    this member was expelled (its session expired, e.g. the process was paused), so that
-    another chainer may have taken the head over meanwhile. Both run inside
-    :meth:`poll_batch`.
+    this member was expelled or stood still longer than the session timeout (the process was
+    paused), so that another chainer may have taken the head over meanwhile. (librdkafka
+    alone does not tell: a paused member that wakes up during a rebalance gets an orderly
+    revocation.) Both run inside :meth:`poll_batch`.
     """
 
     def __init__(self, *, bootstrap: str, topic: str, group: str,
@@ -60,6 +93,8 @@ class KafkaEventSource:
         self._on_assigned = on_assigned
         self._on_revoked = on_revoked
         self._assigned = False
+        self._session_timeout_s = session_timeout_ms / 1000
+        self._pauses = PauseDetector()
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap,
             "group.id": group,
@@ -87,6 +122,7 @@ class KafkaEventSource:
         if not mine:
             consumer.assign([])
             return
+        self._pauses.take()  # a standstill before this assignment is no concern of it
         start = self._on_assigned()
         consumer.assign([TopicPartition(self.topic, PARTITION, start)])
         self._assigned = True
@@ -100,6 +136,10 @@ class KafkaEventSource:
         self._give_up(consumer, lost=True)
 
     def _give_up(self, consumer: Consumer, *, lost: bool) -> None:
+        paused = self._pauses.take()
+        if paused > self._session_timeout_s and not lost:
+            log.info("this process stood still for %.1f s (over the session timeout)", paused)
+            lost = True
         if self._assigned:
             log.info("partition %s[%d] %s: standing by", self.topic, PARTITION,
                      "lost (session expired)" if lost else "handed to another member")
@@ -164,6 +204,7 @@ class KafkaEventSource:
 
     def close(self) -> None:
         """Leave the group and close (bounded: never hangs on a dead broker)."""
+        self._pauses.close()
         close_quietly(self._consumer)
 
 

@@ -31,6 +31,21 @@ ADMIN_DSN = os.environ.get("BALDUR_TEST_ADMIN_DSN",
 TEST_KEY = "hex:" + "5e" * 32  # a test-only signing key
 
 
+#: Under pytest-xdist (``make test`` runs 2 workers with ``--dist loadgroup``), the tests that
+#: share a private restartable service or an expensive module fixture run on one worker.
+XDIST_GROUPS = {"faults": "faults", "test_spool_kafka.py": "spool-broker",
+                "test_tamper_random.py": "tamper-template"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = item.path.parts
+        group = XDIST_GROUPS.get(item.path.name) or ("faults" if "faults" in parts else None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 def _reachable(hostport: str) -> bool:
     host, _, port = hostport.split(",")[0].rpartition(":")
     try:

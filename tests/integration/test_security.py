@@ -614,8 +614,8 @@ def test_invalid_input_carrying_a_secret_is_not_echoed(args: tuple[str, ...],
 
 
 @pytest.mark.parametrize("field_name,value", [
-    ("target", f"postgresql://app:{TOKEN}@db.internal/app"),
-    ("actor", f"deploy-bot Bearer {TOKEN}"),
+    pytest.param("target", f"postgresql://app:{TOKEN}@db.internal/app", id="target-dsn"),
+    pytest.param("actor", f"deploy-bot Bearer {TOKEN}", id="actor-bearer"),
 ])
 def test_a_credential_in_actor_or_target_does_not_leave_the_producer(field_name: str,
                                                                      value: str) -> None:
