@@ -55,6 +55,9 @@ eval "$("$D/stack.sh" env)"
 # PYTEST_ARGS is split like a shell command line, so quoting works: PYTEST_ARGS='-k "a and b"'.
 extra=()
 eval "extra=(${PYTEST_ARGS:-})"
-echo "run-tests: .venv/bin/python -m pytest -q --durations=15 --durations-min=15 tests ${extra[*]} $*" >&2
-.venv/bin/python -m pytest -q --durations=15 --durations-min=15 tests "${extra[@]}" "$@"
+# Two pytest-xdist workers (BALDUR_TEST_WORKERS=0: one process); tests/conftest.py keeps the
+# tests that share a private service on one worker.
+workers=(-n "${BALDUR_TEST_WORKERS:-2}")
+echo "run-tests: .venv/bin/python -m pytest -q ${workers[*]} --durations=15 --durations-min=15 tests ${extra[*]} $*" >&2
+.venv/bin/python -m pytest -q "${workers[@]}" --durations=15 --durations-min=15 tests "${extra[@]}" "$@"
 exit $?

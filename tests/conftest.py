@@ -8,6 +8,7 @@ missing service fails them, so CI can never pass by skipping.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -31,19 +32,30 @@ ADMIN_DSN = os.environ.get("BALDUR_TEST_ADMIN_DSN",
 TEST_KEY = "hex:" + "5e" * 32  # a test-only signing key
 
 
-#: Under pytest-xdist (``make test`` runs 2 workers with ``--dist loadgroup``), the tests that
-#: share a private restartable service or an expensive module fixture run on one worker.
-XDIST_GROUPS = {"faults": "faults", "test_spool_kafka.py": "spool-broker",
-                "test_tamper_random.py": "tamper-template"}
+#: ``make test`` runs the suite on 2 pytest-xdist workers. Tests that share a private
+#: restartable service or an expensive module fixture must run on one worker, in one unit:
+#: the fault scenarios (one session-wide private broker and cluster, ports 39092/35432), the
+#: spool's private broker (39192) and the tamper matrix's template ledger.
+XDIST_UNITS = {"tests/faults/": "faults", "tests/integration/test_spool_kafka.py": "spool-broker",
+               "tests/integration/test_tamper_random.py": "tamper-template"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        parts = item.path.parts
-        group = XDIST_GROUPS.get(item.path.name) or ("faults" if "faults" in parts else None)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+def xdist_unit(nodeid: str) -> str:
+    """The scheduling unit of a test: its group, or the test itself."""
+    return next((unit for prefix, unit in XDIST_UNITS.items() if nodeid.startswith(prefix)), nodeid)
+
+
+if importlib.util.find_spec("xdist") is not None:
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+        """Load-balance test by test, except for the units above. (Not ``--dist loadgroup``:
+        its ``xdist_group`` mark rewrites ``item._nodeid``, which pytest 9 no longer reads.)"""
+        from xdist.scheduler import LoadScopeScheduling
+
+        class Units(LoadScopeScheduling):  # biggest units first (loadscopereorder, default)
+            def _split_scope(self, nodeid: str) -> str:
+                return xdist_unit(nodeid)
+
+        return Units(config, log)
 
 
 def _reachable(hostport: str) -> bool:
