@@ -156,7 +156,7 @@ class ChainerProc:
         self.err_path = workdir / f"{name}.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "baldur_audit.consumers", "chain", *args],
+                [sys.executable, "-m", "baldur_audit.consumers", "-v", "chain", *args],
                 env=ledger.env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         self.pid = self.proc.pid
         self.client_id = args[args.index("--client-id") + 1] if "--client-id" in args else None

@@ -48,11 +48,16 @@ def start(chainers: Chainers) -> ChainerProc:
 
 def active(ledger: Ledger, procs: list[ChainerProc]) -> ChainerProc | None:
     """The chainer Kafka assigned the partition to (its ``--client-id``, or by default a client
-    id that ends in its pid)."""
-    for member in ledger.cli_json("status")["group"]["members"]:
+    id that ends in its pid) -- once the group is stable with every live chainer of ``procs``
+    in it: before that, a joining chainer can still be handed the partition."""
+    group = ledger.cli_json("status")["group"]
+    alive = [proc for proc in procs if proc.alive()]
+    if group["state"] != "stable" or len(group["members"]) != len(alive):
+        return None
+    for member in group["members"]:
         if member["assignment"]:
             client_id = member["client_id"]
-            return next((proc for proc in procs if proc.alive() and (
+            return next((proc for proc in alive if (
                 proc.client_id == client_id if proc.client_id is not None
                 else client_id.rsplit("-", 1)[1] == str(proc.pid))), None)
     return None
@@ -238,7 +243,7 @@ def test_woken_stale_chainer_exits_3_even_when_it_had_nothing_to_write(
     wait_for(lambda: watch.head()[0] == 110, 60, "all 110 sealed")
     watch.close()
     assert check_ledger(led).problems() == []
-    assert status == 3, f"the stale chainer is still running: {stale.stderr[-600:]}"
+    assert status == 3, f"the stale chainer is still running: {stale.stderr[-3000:]}"
     assert "another chainer took over" in stale.stderr
 
 

@@ -37,8 +37,12 @@ def wait_for(predicate, timeout: float, what: str):  # noqa: ANN001, ANN201
 
 
 def active_pid(ledger: Ledger) -> int | None:
-    """The pid of the chainer Kafka assigned the partition to (from its client id)."""
-    for member in ledger.cli_json("status")["group"]["members"]:
+    """The pid of the chainer Kafka assigned the partition to (from its client id), once the
+    group is stable with both chainers in it (before that, the partition may still move)."""
+    group = ledger.cli_json("status")["group"]
+    if group["state"] != "stable" or len(group["members"]) != 2:
+        return None
+    for member in group["members"]:
         if member["assignment"]:
             return int(member["client_id"].rsplit("-", 1)[1])
     return None
