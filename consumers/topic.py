@@ -4,10 +4,11 @@ and describe the chainer's consumer group."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from baldur_audit.schemas.errors import BrokerUnavailable, TopicMisconfigured
@@ -82,7 +83,7 @@ class KafkaTopicAdmin:
                     raise BrokerUnavailable(f"cannot create topic {topic}: "
                                             f"{_kafka_error(exc)}") from None
             partitions = self._partitions(topic) or 1
-        config = self.topic_config(topic)
+        config = self._config_once_visible(topic) if created else self.topic_config(topic)
         if partitions != 1:
             raise TopicMisconfigured(
                 f"topic {topic} has {partitions} partitions; the ledger needs exactly 1 "
@@ -103,14 +104,31 @@ class KafkaTopicAdmin:
         return TopicReport(topic=topic, created=created, partitions=partitions, config=config,
                            warnings=warnings)
 
+    def _config_once_visible(self, topic: str) -> dict[str, str]:
+        """The new topic's configuration, once the broker knows the topic: in KRaft the
+        controller commits a creation before the broker's metadata has it, so a describe
+        right after ``create_topics`` can answer "unknown topic" (bounded retry)."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                return self._describe_config(topic)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART \
+                        or time.monotonic() > deadline:
+                    raise BrokerUnavailable(f"cannot describe topic {topic}: "
+                                            f"{_kafka_error(exc)}") from None
+                time.sleep(0.1)
+
     def topic_config(self, topic: str) -> dict[str, str]:
         """The topic's effective configuration values that matter to the ledger."""
-        resource = ConfigResource(ResourceType.TOPIC, topic)
         try:
-            result = self._admin.describe_configs([resource])[resource].result(
-                timeout=self._timeout)
+            return self._describe_config(topic)
         except KafkaException as exc:
             raise BrokerUnavailable(f"cannot describe topic {topic}: {_kafka_error(exc)}") from None
+
+    def _describe_config(self, topic: str) -> dict[str, str]:
+        resource = ConfigResource(ResourceType.TOPIC, topic)
+        result = self._admin.describe_configs([resource])[resource].result(timeout=self._timeout)
         wanted = set(REQUIRED_CONFIG) | {"min.insync.replicas"}
         return {name: str(entry.value) for name, entry in result.items() if name in wanted}
 

@@ -53,6 +53,32 @@ def test_init_is_idempotent_and_creates_the_topic_as_specified(ledger: Ledger) -
     assert result["topic_config"]["message.timestamp.type"] == "LogAppendTime"
 
 
+def test_topics_created_back_to_back_are_validated_right_away() -> None:
+    """Regression (seen in CI, two test workers creating topics at once): ``init`` describes
+    the topic right after creating it, and in KRaft the broker may not know the new topic yet
+    ("unknown topic or partition"). ensure_topic now waits for it, bounded. (The race does not
+    show on every run; this exercises the path 16 times, 4 at a time.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from baldur_audit.consumers.topic import KafkaTopicAdmin
+
+    admin = KafkaTopicAdmin(BOOTSTRAP)
+    topics = [f"baldur.test.create-{uuid.uuid4().hex[:10]}" for _ in range(16)]
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            reports = list(pool.map(admin.ensure_topic, topics))
+        assert [(r.created, r.partitions, r.config["cleanup.policy"]) for r in reports] == \
+            [(True, 1, "delete")] * len(topics)
+    finally:
+        from contextlib import suppress
+
+        from baldur_audit.schemas.errors import BrokerUnavailable
+
+        for topic in topics:
+            with suppress(BrokerUnavailable):  # best effort; never hide the test's own failure
+                admin.delete_topic(topic)
+
+
 def test_entries_sealed_with_an_unknown_key_are_unverifiable(ledger: Ledger) -> None:
     ledger.produce_events(3)
     assert ledger.cli_json("chain", "--until-idle", "1")["sealed"] == 3
