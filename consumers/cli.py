@@ -225,7 +225,7 @@ def init(ctx: Context, replication_factor: int, as_json: bool) -> None:
                        f"{'created' if report.created else 'validated'}; key {meta.genesis_key_id}")
 
 
-def _client_id(value: str | None) -> str | None:
+def _client_id(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     if value is not None and not _CLIENT_ID.fullmatch(value):
         raise click.BadParameter("use 1-200 letters, digits, '.', '_' or '-'")
     return value
@@ -243,7 +243,7 @@ _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
               type=click.FloatRange(1.0, 300.0), metavar="SECONDS",
               help="Consumer-group session timeout: how soon a standby takes over a dead chainer.")
 @click.option("--client-id", default=None, metavar="NAME", type=click.STRING,
-              callback=lambda _ctx, _param, value: _client_id(value),
+              callback=_client_id,
               help="This chainer's Kafka client id, as `status` and kafka-consumer-groups show it "
                    "(default: baldur-chainer-HOST-PID).")
 @click.option("--json", "as_json", is_flag=True, help="Print run statistics as JSON at the end.")

@@ -83,7 +83,7 @@ class KafkaTopicAdmin:
                     raise BrokerUnavailable(f"cannot create topic {topic}: "
                                             f"{_kafka_error(exc)}") from None
             partitions = self._partitions(topic) or 1
-        config = self._config_once_visible(topic) if created else self.topic_config(topic)
+        config = self.topic_config(topic, new=created)
         if partitions != 1:
             raise TopicMisconfigured(
                 f"topic {topic} has {partitions} partitions; the ledger needs exactly 1 "
@@ -104,31 +104,25 @@ class KafkaTopicAdmin:
         return TopicReport(topic=topic, created=created, partitions=partitions, config=config,
                            warnings=warnings)
 
-    def _config_once_visible(self, topic: str) -> dict[str, str]:
-        """The new topic's configuration, once the broker knows the topic: in KRaft the
-        controller commits a creation before the broker's metadata has it, so a describe
-        right after ``create_topics`` can answer "unknown topic" (bounded retry)."""
-        deadline = time.monotonic() + self._timeout
+    def topic_config(self, topic: str, *, new: bool = False) -> dict[str, str]:
+        """The topic's effective configuration values that matter to the ledger.
+
+        ``new``: the topic was just created. In KRaft the controller commits a creation before
+        the broker's metadata has it, so a describe right after ``create_topics`` can answer
+        "unknown topic": retry that, bounded by the client timeout."""
+        resource = ConfigResource(ResourceType.TOPIC, topic)
+        deadline = time.monotonic() + (self._timeout if new else 0.0)
         while True:
             try:
-                return self._describe_config(topic)
+                result = self._admin.describe_configs([resource])[resource].result(
+                    timeout=self._timeout)
+                break
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART \
-                        or time.monotonic() > deadline:
+                        or time.monotonic() >= deadline:
                     raise BrokerUnavailable(f"cannot describe topic {topic}: "
                                             f"{_kafka_error(exc)}") from None
                 time.sleep(0.1)
-
-    def topic_config(self, topic: str) -> dict[str, str]:
-        """The topic's effective configuration values that matter to the ledger."""
-        try:
-            return self._describe_config(topic)
-        except KafkaException as exc:
-            raise BrokerUnavailable(f"cannot describe topic {topic}: {_kafka_error(exc)}") from None
-
-    def _describe_config(self, topic: str) -> dict[str, str]:
-        resource = ConfigResource(ResourceType.TOPIC, topic)
-        result = self._admin.describe_configs([resource])[resource].result(timeout=self._timeout)
         wanted = set(REQUIRED_CONFIG) | {"min.insync.replicas"}
         return {name: str(entry.value) for name, entry in result.items() if name in wanted}
 

@@ -49,32 +49,37 @@ die() { log "ERROR: $*"; exit 1; }
 
 # ---------------------------------------------------------------- helpers
 
+# alive PID: the process exists and is not a zombie. Bash builtins only, like runs_our_broker:
+# find_broker_jvm calls both for every process on the machine.
+alive() {
+    local stat
+    { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
+    stat="${stat##*) }"  # the fields after "PID (COMM) "
+    [[ -n "$stat" && "${stat%% *}" != Z ]]
+}
+
+# runs_our_broker PID: PID is alive and runs kafka.Kafka with our config (guards against pid reuse).
+runs_our_broker() {
+    local args
+    alive "$1" || return 1
+    { mapfile -d '' args <"/proc/$1/cmdline"; } 2>/dev/null || return 1
+    [[ " ${args[*]} " == *" kafka.Kafka $CONF "* ]]
+}
+
 # The pid from the pidfile, if that process is alive and is our broker.
 running_pid() {
     local pid
     [[ -s "$PIDFILE" ]] || return 1
     pid="$(<"$PIDFILE")"
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
-    # Guard against pid reuse: the process must be a JVM running kafka.Kafka with our config.
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "kafka.Kafka $CONF" || return 1
+    [[ "$pid" =~ ^[0-9]+$ ]] && runs_our_broker "$pid" || return 1
     echo "$pid"
 }
 
-# alive PID: the process exists and is not a zombie.
-alive() {
-    local state
-    state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
-    [[ -n "$state" && "$state" != Z ]]
-}
-
-# find_broker_jvm: the pid of a live process whose command line runs kafka.Kafka on our $CONF.
+# find_broker_jvm: the pid of a live process that runs kafka.Kafka with our config.
 find_broker_jvm() {
-    local f p
-    for f in /proc/[0-9]*/cmdline; do
-        p="${f#/proc/}"; p="${p%/cmdline}"
-        tr '\0' ' ' <"$f" 2>/dev/null | grep -qF "kafka.Kafka $CONF " || continue
-        alive "$p" && { echo "$p"; return 0; }
+    local dir
+    for dir in /proc/[0-9]*; do
+        runs_our_broker "${dir#/proc/}" && { echo "${dir#/proc/}"; return 0; }
     done
     return 1
 }
