@@ -4,7 +4,7 @@
     .venv/bin/python bench/soak.py [--events 1000000] [--time-limit 3600] [--private]
 
 Services: ``--private`` starts the fault campaign's own broker and cluster
-(127.0.0.1:39092 / 35432, tests/dedicated.py) and stops them afterwards unless they were
+(127.0.0.1:19092 / 15432, tests/dedicated.py) and stops them afterwards unless they were
 already running; otherwise ``BALDUR_KAFKA_BOOTSTRAP`` / ``BALDUR_SQL_DSN`` /
 ``BALDUR_TEST_ADMIN_DSN`` say where (``eval "$(make -s env)"``). A fresh topic and database.
 
@@ -262,9 +262,9 @@ def main() -> int:
     parser.add_argument("--max-growth-mb", type=float, default=64.0)
     parser.add_argument("--private", action="store_true",
                         help="use (and start if needed) the fault campaign's private services")
-    parser.add_argument("--kafka-port", type=int, default=39092,
+    parser.add_argument("--kafka-port", type=int, default=19092,
                         help="with --private: the broker's port (controller: port + 1)")
-    parser.add_argument("--pg-port", type=int, default=35432, help="with --private")
+    parser.add_argument("--pg-port", type=int, default=15432, help="with --private")
     parser.add_argument("--no-verify", dest="verify", action="store_false")
     parser.add_argument("--out", type=Path, default=ROOT / ".local" / "results" / "soak.json")
     args = parser.parse_args()
@@ -280,7 +280,7 @@ def main() -> int:
         except BlockingIOError:
             print("soak: a fault session is using the private services; waiting for it", file=sys.stderr)
             fcntl.flock(lock, fcntl.LOCK_EX)
-        name = "faults" if (args.kafka_port, args.pg_port) == (39092, 35432) else \
+        name = "faults" if (args.kafka_port, args.pg_port) == (19092, 15432) else \
             f"soak-{args.kafka_port}"
         kafka, pg = DedicatedKafka(name, args.kafka_port), DedicatedPostgres(name, args.pg_port)
         for service in (kafka, pg):

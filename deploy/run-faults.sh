@@ -9,7 +9,7 @@
 #
 # Set-up: the venv, Kafka's jars (with the kafka-consumer-groups tool) and the PostgreSQL
 # binaries, and kcat (Debian's package) when it is missing. The scenarios and the soak run on
-# the campaign's PRIVATE broker and cluster (127.0.0.1:39092 / 35432, see tests/faults/conftest.py),
+# the campaign's PRIVATE broker and cluster (127.0.0.1:19092 / 15432, see tests/faults/conftest.py),
 # which pytest and bench/soak.py start and stop themselves; the shared stack (make up) is neither
 # needed nor touched. Results: .local/results/faults.jsonl (one row per scenario run),
 # .local/results/soak.json, and a table in .local/results/faults-summary.md.

@@ -34,8 +34,8 @@ TEST_KEY = "hex:" + "5e" * 32  # a test-only signing key
 
 #: ``make test`` runs the suite on 2 pytest-xdist workers. Tests that share a private
 #: restartable service or an expensive module fixture must run on one worker, in one unit:
-#: the fault scenarios (one session-wide private broker and cluster, ports 39092/35432), the
-#: spool's private broker (39192) and the tamper matrix's template ledger.
+#: the fault scenarios (one session-wide private broker and cluster, ports 19092/15432), the
+#: spool's private broker (19192) and the tamper matrix's template ledger.
 XDIST_UNITS = {"tests/faults/": "faults", "tests/integration/test_spool_kafka.py": "spool-broker",
                "tests/integration/test_tamper_random.py": "tamper-template"}
 

@@ -1,7 +1,7 @@
 """The fault campaign's services, chainer processes, event streams and after-checks.
 
-Every scenario runs on a PRIVATE Kafka broker (127.0.0.1:39092, controller 39093) and a
-PRIVATE PostgreSQL cluster (127.0.0.1:35432), started once per session and stopped at its
+Every scenario runs on a PRIVATE Kafka broker (127.0.0.1:19092, controller 19093) and a
+PRIVATE PostgreSQL cluster (127.0.0.1:15432), started once per session and stopped at its
 end (also on failure), so that a scenario may stop, kill and restart them without touching
 the shared stack on 29092/25432. Each scenario gets a fresh topic and database.
 
@@ -38,8 +38,10 @@ SCALE = os.environ.get("BALDUR_FAULTS_SCALE", "quick")
 if SCALE not in ("quick", "full"):
     raise pytest.UsageError(f"BALDUR_FAULTS_SCALE: expected quick or full, found {SCALE!r}")
 RESULTS = Path(os.environ.get("BALDUR_FAULTS_RESULTS", ROOT / ".local" / "results" / "faults.jsonl"))
-KAFKA_PORT = 39092
-PG_PORT = 35432
+#: Below Linux's ephemeral range (32768-60999), so no client's outgoing connection can hold them
+#: (seen once: the spool broker's 39192 "already in use" while two test workers ran).
+KAFKA_PORT = 19092
+PG_PORT = 15432
 #: Every scenario's random choices come from this seed (printed, recorded, and settable).
 SEED = int(os.environ.get("BALDUR_FAULTS_SEED", str(int(time.time()))))
 

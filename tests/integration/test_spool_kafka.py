@@ -1,5 +1,5 @@
 """The producer's disk spool against a real broker that goes away: a private KRaft broker
-(127.0.0.1:39192, controller 39193) this module kills and restarts; the ledger's database is
+(127.0.0.1:19192, controller 19193) this module kills and restarts; the ledger's database is
 a fresh one on the shared PostgreSQL. One ledger and one broker restart (they dominate the
 time), in this order:
 
@@ -41,7 +41,7 @@ from tests.dedicated import DedicatedKafka
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
-PORT = 39192
+PORT = 19192
 
 # A producing process: records events until it is killed, one JSON line per event that
 # record() returned for: {"id": ..., "ms": latency}.
