@@ -69,6 +69,7 @@ from typing import Any
 import confluent_kafka
 
 from baldur_audit.schemas.codec import encode_event
+from baldur_audit.schemas.defaults import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC
 from baldur_audit.schemas.errors import AuditError, BrokerUnavailable, ConfigError, InvalidEvent
 from baldur_audit.schemas.event import Actor, ChangeEvent, to_json_text, uuid7
 
@@ -82,8 +83,6 @@ from .trace import make_traceparent, resolve_trace_id
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:29092"
-DEFAULT_TOPIC = "baldur.audit.events"
 #: What ``record()`` returns on a disabled trail: no event was recorded.
 NIL_EVENT_ID = uuid.UUID(int=0)
 _TRUE = frozenset({"true", "1", "yes", "on"})

@@ -11,7 +11,7 @@ framing of a field in PostgreSQL's binary ``COPY`` format:
 
 The sealer writes these very bytes with binary ``COPY`` and seals their SHA-256 in the link;
 ``verify`` has the database compute the same encoding from the stored columns
-(``consumers/store.py``, ``VIEW_SQL``) and hashes it, so a changed column breaks the link
+(``consumers/postgres/rows.py``, ``VIEW_SQL``) and hashes it, so a changed column breaks the link
 without decoding any payload.
 """
 
@@ -133,3 +133,21 @@ def rejected_view(timestamp_ms: int, fingerprint: bytes | None) -> bytes:
 def view_digest(view: bytes) -> bytes:
     """SHA-256 of a view: what the link covers."""
     return hashlib.sha256(view).digest()
+
+
+def split_view(view: bytes) -> list[bytes | None] | None:
+    """A view's column values (None for NULL), the inverse of :func:`entry_view`; None if
+    ``view`` is not well framed or does not hold exactly the :data:`VIEW_COLUMNS`."""
+    values: list[bytes | None] = []
+    pos = 0
+    while pos < len(view):
+        if pos + 4 > len(view):
+            return None
+        (size,) = struct.unpack_from(">i", view, pos)
+        pos += 4
+        if size < 0:
+            values.append(None)
+            continue
+        values.append(view[pos:pos + size])
+        pos += size
+    return values if pos == len(view) and len(values) == len(VIEW_COLUMNS) else None

@@ -1,0 +1,20 @@
+"""The local stack's addresses and the product's default names, written once.
+
+``make up`` (deploy/) starts Kafka and PostgreSQL on these addresses; the producer library,
+the CLI, the tests, the benchmarks and the demo take them as defaults, and every one of them
+is overridden by its ``BALDUR_*`` variable or CLI flag. Pure constants: nothing is read here.
+"""
+
+from __future__ import annotations
+
+#: Kafka bootstrap servers of the local stack (``BALDUR_KAFKA_BOOTSTRAP``).
+DEFAULT_BOOTSTRAP = "127.0.0.1:29092"
+#: The ledger topic (``BALDUR_AUDIT_TOPIC``).
+DEFAULT_TOPIC = "baldur.audit.events"
+#: The ledger database of the local stack (``BALDUR_SQL_DSN``); a development-only password.
+DEFAULT_DSN = "postgresql://baldur:baldur-local@127.0.0.1:25432/baldur_audit"
+#: The chainers' consumer group (``BALDUR_CHAINER_GROUP``).
+DEFAULT_GROUP = "baldur-audit-chainer"
+#: The local stack's database superuser: for tests, benchmarks and the demo, which create and
+#: drop scratch databases and play the tamperer; the product itself never uses it.
+LOCAL_ADMIN_DSN = "postgresql://postgres:baldur-local-admin@127.0.0.1:25432/postgres"
