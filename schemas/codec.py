@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -143,7 +143,9 @@ def decode_event(value: bytes | None, schemas: Mapping[bytes, WriterSchema]) -> 
     if stream.tell() != len(value):
         raise DecodeError(f"{len(value) - stream.tell()} trailing bytes after the avro body")
     _require_canonical(value[HEADER_LEN:], schema, record if reader is None else None)
-    return record_to_event(record)
+    # The reader schema (or, when it is None, the writer schema with the current schema's
+    # fingerprint) is the change_event record schema, and fastavro decodes a record as a dict.
+    return record_to_event(cast(dict[str, Any], record))
 
 
 def _require_canonical(body: bytes, schema: WriterSchema, written: Any = None) -> None:

@@ -85,7 +85,7 @@ class EpochRatchet:
     """The forward-secure key of one epoch, able to move forward only.
 
     Holds exactly one epoch key: advancing replaces it, so the object can no longer
-    produce an earlier one (the caller persists it; see ``consumers/keyring.py``).
+    produce an earlier one (the caller persists it; see ``consumers/chain_keys.py``).
     """
 
     __slots__ = ("epoch", "key", "epoch_entries")
