@@ -35,6 +35,8 @@ LOG4J="$ROOT/deploy/kafka/log4j2.properties"
 TOOLS_LOG4J="$ROOT/deploy/kafka/tools-log4j2.properties"
 LIBS_LOCK="$LOCAL/kafka-libs.lock"
 VENV_PY="$ROOT/.venv/bin/python"
+# The client-side readiness checks (healthy, wait_healthy), run with $VENV_PY.
+KAFKA_READY="$ROOT/deploy/tools/kafka_ready.py"
 
 HOST=127.0.0.1
 PORT="${BALDUR_KAFKA_PORT:-29092}"
@@ -88,11 +90,7 @@ find_broker_jvm() {
 # Falls back to a TCP connect only when the project venv does not exist yet.
 healthy() {
     if [[ -x "$VENV_PY" ]] && "$VENV_PY" -c 'import confluent_kafka' 2>/dev/null; then
-        "$VENV_PY" -c '
-import sys
-from confluent_kafka.admin import AdminClient
-AdminClient({"bootstrap.servers": sys.argv[1], "log_level": 0}).list_topics(timeout=1)
-' "$BOOTSTRAP" >/dev/null 2>&1
+        "$VENV_PY" "$KAFKA_READY" probe "$BOOTSTRAP" >/dev/null 2>&1
     else
         (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null
     fi
@@ -274,55 +272,7 @@ wait_healthy() {
         # One client polled every 0.2 s (short reconnect backoff): sub-second readiness detection
         # without paying a Python start-up per attempt. Ready = metadata answered AND the group
         # coordinator is available.
-        took="$("$VENV_PY" -c '
-import os, sys, time
-from confluent_kafka.admin import AdminClient
-bootstrap, pid, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-t0, nxt = time.monotonic(), 5.0
-admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0,
-                     "error_cb": lambda err: None,
-                     "reconnect.backoff.ms": 100, "reconnect.backoff.max.ms": 250})
-def alive():
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-def coordinator_ready():
-    # The first group request on a fresh cluster creates __consumer_offsets; until its leader is
-    # up, consumers get COORDINATOR_NOT_AVAILABLE and a short-lived consumer may see nothing.
-    # Count the broker as ready only once a group coordinator answers (~1 s, first start only).
-    from confluent_kafka import Consumer, TopicPartition
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "baldur-deploy-healthcheck",
-                  "log_level": 0, "error_cb": lambda err: None})
-    try:
-        c.committed([TopicPartition("baldur-deploy-healthcheck", 0)], timeout=2)
-        return True
-    except Exception:
-        return False
-    finally:
-        c.close()
-metadata_ok = False
-while True:
-    try:
-        if not metadata_ok:
-            admin.list_topics(timeout=1)
-            metadata_ok = True
-        if coordinator_ready():
-            print(f"{time.monotonic() - t0:.1f}")
-            sys.exit(0)
-    except Exception:
-        pass
-    if not alive():
-        sys.exit(2)
-    elapsed = time.monotonic() - t0
-    if elapsed >= timeout:
-        sys.exit(3)
-    if elapsed >= nxt:
-        print(f"kafka: waiting for {bootstrap} ... {elapsed:.0f} s", file=sys.stderr, flush=True)
-        nxt += 5
-    time.sleep(0.2)
-' "$BOOTSTRAP" "$pid" "$START_TIMEOUT")" || rc=$?
+        took="$("$VENV_PY" "$KAFKA_READY" wait "$BOOTSTRAP" "$pid" "$START_TIMEOUT")" || rc=$?
     else
         log "no project venv yet: readiness = TCP port $PORT open (no client check)"
         local t0=$SECONDS next=5

@@ -96,30 +96,7 @@ if [[ "${BALDUR_TAMPER:-1}" != 0 ]]; then
     log "tamper matrix: exit $tamper_rc after $((SECONDS - t2)) s"
 fi
 
-"$PY" - "$RESULTS" <<'EOF' | tee "$RESULTS/faults-summary.md"
-import json, sys
-from pathlib import Path
-
-results = Path(sys.argv[1])
-print("| scenario | scale | runs | events | topic records | entries | lost | duplicated | verify | replay "
-      "| detected / located | wall s | ok |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-rows = results / "faults.jsonl"
-for line in rows.read_text().splitlines() if rows.exists() else []:
-    r = json.loads(line)
-    def mark(value):
-        return "-" if value is None else ("intact" if value is True else "FAILED")
-    print(f"| {r['scenario']} | {r['scale']} | {r['runs']} | {r['events']} | {r['topic_records']} "
-          f"| {r['entries']} | {r['lost']} | {r['duplicated']} | {mark(r['verify_intact'])} "
-          f"| {mark(r['replay_consistent'])} | {r['detected']} | {r['wall_s']} | {'yes' if r['ok'] else 'NO'} |")
-soak = results / "soak.json"
-if soak.exists():
-    s = json.loads(soak.read_text())
-    rss = s.get("rss", {})
-    print(f"\nsoak: {s.get('sealed')} of {s['events']} events in {s.get('total_s')} s ({s.get('sealed_per_s')} sealed/s); chainer RSS "
-          f"max {rss.get('rss_max_mb')} MB, {rss.get('rss_warm_start_mb')} -> {rss.get('rss_end_mb')} MB "
-          f"(growth {rss.get('rss_growth_mb')} MB); problems: {s.get('problems') or 'none'}")
-EOF
+"$PY" "$D/tools/faults_summary.py" "$RESULTS" | tee "$RESULTS/faults-summary.md"
 
 if [[ $scenarios_rc -ne 0 || $soak_rc -ne 0 || $tamper_rc -ne 0 ]]; then
     log "FAILED (scenarios exit $scenarios_rc, soak exit $soak_rc, tamper matrix exit $tamper_rc);" \
