@@ -10,7 +10,7 @@ Durability (``durability=``):
 - ``"spool"`` (the default of :meth:`AuditTrail.from_env`, and of the constructor when
   ``spool_dir`` is given): events the broker cannot take *now* go to a durable disk spool
   (:mod:`.spool`), fsync'd before ``record()`` returns, and a background thread
-  (:mod:`.drain`) sends them when the broker is back — also after a restart or a
+  (:mod:`.spool.drain`) sends them when the broker is back — also after a restart or a
   ``kill -9`` of the process. An event is spooled when the broker is not known to be
   reachable (from start-up until the first acknowledgement, and after ``_ALL_BROKERS_DOWN``,
   ``_TRANSPORT`` or a ``_MSG_TIMED_OUT`` delivery), when the producer's memory queue is
@@ -73,12 +73,12 @@ from baldur_audit.schemas.defaults import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC
 from baldur_audit.schemas.errors import AuditError, BrokerUnavailable, ConfigError, InvalidEvent
 from baldur_audit.schemas.event import Actor, ChangeEvent, to_json_text, uuid7
 
-from .drain import SpoolDrainer
 from .kafka_producer import KafkaProducerPort, build_producer, is_permanent, scrub_settings
 from .mask import mask_client_ip
 from .redact import Redactor
-from .slots import default_spool_dir, open_slots
-from .spool import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, DiskSpool, SpoolError
+from .spool.disk import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, DiskSpool, SpoolError
+from .spool.drain import SpoolDrainer
+from .spool.slots import default_spool_dir, open_slots
 from .trace import make_traceparent, resolve_trace_id
 
 logger = logging.getLogger(__name__)

@@ -17,15 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from baldur_audit.producers.segment import FRAME_HEAD, encode_record
-from baldur_audit.producers.slots import default_spool_dir, open_slots
-from baldur_audit.producers.spool import (
-    DiskSpool,
-    SpoolError,
-    SpoolFull,
-    SpoolLocked,
-    SpoolRecord,
-)
+from baldur_audit.producers.spool import DiskSpool, SpoolError, SpoolFull, SpoolLocked
+from baldur_audit.producers.spool.disk import SpoolRecord
+from baldur_audit.producers.spool.segment import FRAME_HEAD, encode_record
+from baldur_audit.producers.spool.slots import default_spool_dir, open_slots
 from baldur_audit.schemas.errors import ConfigError
 
 TRACE = [("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]

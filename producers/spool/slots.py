@@ -1,6 +1,6 @@
 """Where a trail's spool lives: ``<spool dir>/<topic>/<slot>``, one slot per process.
 
-Each process takes the lowest slot whose lock is free (:class:`.spool.DiskSpool` holds an
+Each process takes the lowest slot whose lock is free (:class:`.disk.DiskSpool` holds an
 exclusive ``flock``), so the workers of one service on one host never share files. A slot
 that is not locked but holds records belonged to a process that is gone: the next process
 to start adopts it (locks it, drains it, removes it) — so records survive a restart even
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from baldur_audit.schemas.errors import ConfigError
 
-from .spool import (
+from .disk import (
     DEFAULT_MAX_BYTES,
     DEFAULT_SEGMENT_BYTES,
     DiskSpool,

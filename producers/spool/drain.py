@@ -26,8 +26,8 @@ from typing import Protocol
 
 import confluent_kafka
 
-from .kafka_producer import KafkaProducerPort, is_permanent
-from .spool import DiskSpool, SpoolError, SpoolPosition, SpoolRecord
+from ..kafka_producer import KafkaProducerPort, is_permanent
+from .disk import DiskSpool, SpoolError, SpoolPosition, SpoolRecord
 
 logger = logging.getLogger(__name__)
 
