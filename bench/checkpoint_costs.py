@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import tempfile
@@ -31,15 +30,18 @@ def main() -> None:
 
     from confluent_kafka.admin import AdminClient
 
-    from baldur_audit.consumers.bundle_check import check_bundle
-    from baldur_audit.consumers.bundles import render
+    from baldur_audit.consumers.chain_keys import parse_key
     from baldur_audit.consumers.checkpoint_keys import load_checkpoint_keys
-    from baldur_audit.consumers.checkpoints import Checkpointer, connect, extend_tree
-    from baldur_audit.consumers.config import Settings, parse_key
-    from baldur_audit.consumers.proofs import build_inclusion_bundle
-    from baldur_audit.consumers.store import PostgresLedgerStore
-    from baldur_audit.consumers.verify import verify_ledger
-    from baldur_audit.consumers.witness import KafkaWitness, WitnessCheck
+    from baldur_audit.consumers.checkpointer import Checkpointer, extend_tree
+    from baldur_audit.consumers.evidence.build import build_inclusion_bundle
+    from baldur_audit.consumers.evidence.bundle import render
+    from baldur_audit.consumers.evidence.check import check_bundle
+    from baldur_audit.consumers.kafka.witness import KafkaWitness
+    from baldur_audit.consumers.postgres import connect
+    from baldur_audit.consumers.postgres.ledger import PostgresLedgerStore
+    from baldur_audit.consumers.settings import Settings
+    from baldur_audit.consumers.verification.verify import verify_ledger
+    from baldur_audit.consumers.verification.witness_check import WitnessCheck
     from baldur_audit.schemas.chain import SigningKey
     from tests.conftest import TEST_KEY, fresh_ledger
 
@@ -54,12 +56,11 @@ def main() -> None:
             assert done.returncode == 0, done.stderr
             key = SigningKey.derive(parse_key(TEST_KEY))
             chain_keys = {key.key_id: key}
-            settings = Settings(bootstrap=led.bootstrap, topic=led.topic, dsn=led.dsn)
-            os.environ["BALDUR_STATE_DIR"] = str(led.state_dir)
-            keys = load_checkpoint_keys(origin=f"baldur-audit/{settings.effective_ledger_id}",
-                                        signing=True)
+            settings = Settings.from_env({"BALDUR_STATE_DIR": str(led.state_dir)},
+                                         bootstrap=led.bootstrap, topic=led.topic, dsn=led.dsn)
+            keys = load_checkpoint_keys(settings, signing=True)
 
-            conn = connect(led.dsn)
+            conn = connect(led.dsn, autocommit=True)
             per_batch = []
             for size in range(args.batch, args.entries + 1, args.batch):
                 started = time.perf_counter()

@@ -14,18 +14,16 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from baldur_audit.schemas.chain import Sealer, SigningKey, TopicRecord
 from baldur_audit.schemas.codec import KNOWN_SCHEMAS, WriterSchema
 from baldur_audit.schemas.errors import ConfigError, Fenced, StoreRefused, StoreUnavailable
 
-from .source import KafkaEventSource
-from .store import LedgerMeta, PostgresLedgerStore, schemas_to_store
-
-if TYPE_CHECKING:
-    from .checkpoints import Checkpointer
-    from .keyring import ChainKeys
+from .chain_keys import ChainKeys
+from .checkpointer import Checkpointer
+from .kafka.source import KafkaEventSource
+from .postgres.ledger import PostgresLedgerStore, schemas_to_store
+from .postgres.rows import LedgerMeta
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +32,13 @@ JOIN_GRACE = 30.0
 #: A chainer session idle inside a transaction this long is ended by the server, releasing
 #: the head row for a successor (a batch never waits on the client between statements).
 STALLED_TRANSACTION = 10.0
+
+
+def require_chain_keys(store: PostgresLedgerStore, keys: ChainKeys,
+                       meta: LedgerMeta | None = None) -> None:
+    """Check the chainer's keys against the ledger (ConfigError if they do not fit)."""
+    genesis_key_id = (meta or store.read_meta()).genesis_key_id
+    keys.check(genesis_key_id=genesis_key_id, last_key_id=store.last_key_id())
 
 
 class _Backoff:
@@ -99,7 +104,7 @@ class Chainer:
                  checkpointer: Checkpointer | None = None,
                  chain_keys: ChainKeys | None = None) -> None:
         self._store_factory = store_factory
-        self._chain_keys = chain_keys  # rotation / forward security (keyring.py); else key=
+        self._chain_keys = chain_keys  # rotation / forward security (chain_keys.py); else key=
         self._checkpointer = checkpointer
         self._key = key
         self._batch_size = batch_size
@@ -140,9 +145,8 @@ class Chainer:
         if self._chain_keys is None:
             meta.require_key(self._key)
         else:
-            from .keyring import last_key_id
             assert self._store is not None
-            self._chain_keys.check(meta, last_key_id(self._store))
+            require_chain_keys(self._store, self._chain_keys, meta)
 
     def _take_over(self) -> int:
         """Fence any previous writer and load the head; returns the next offset to read."""

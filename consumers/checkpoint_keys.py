@@ -1,4 +1,4 @@
-"""Checkpoint signing and verifier keys from the environment (never echoed, never logged).
+"""Checkpoint signing and verifier keys from the settings (never echoed, never logged).
 
 ``BALDUR_SECRETS_CHECKPOINT_KEY`` holds one or more Ed25519 keys that sign (a 32-byte seed
 written ``hex:``/``base64:``, named by the checkpoint origin, or a sumdb ``PRIVATE+KEY+…``
@@ -10,30 +10,22 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from baldur_audit.schemas.checkpoint import (
     CheckpointSigner,
     VerifierKey,
-    default_origin,
-    is_valid_name,
     load_seed,
     parse_verifier_key,
 )
 from baldur_audit.schemas.errors import ConfigError
 
-from .config import state_dir
+from .settings import CHECKPOINT_KEY_ENV, PUBLIC_KEYS_ENV, Settings, split_keys
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_KEY_ENV = "BALDUR_SECRETS_CHECKPOINT_KEY"
-PUBLIC_KEYS_ENV = "BALDUR_CHECKPOINT_PUBLIC_KEYS"
-ORIGIN_ENV = "BALDUR_CHECKPOINT_ORIGIN"
 DEV_CHECKPOINT_KEY_FILE = "dev-checkpoint-key"
-_SEPARATORS = re.compile(r"[\s,]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,22 +43,6 @@ class CheckpointKeys:
             raise ConfigError(f"{CHECKPOINT_KEY_ENV} is not set: no checkpoint signing key")
 
 
-def checkpoint_origin(ledger_id: str, environ: Mapping[str, str] | None = None) -> str:
-    """``$BALDUR_CHECKPOINT_ORIGIN``, else ``baldur-audit/<ledger id>``; raises ConfigError."""
-    environ = os.environ if environ is None else environ
-    configured = environ.get(ORIGIN_ENV, "").strip()
-    if not configured:
-        return default_origin(ledger_id)
-    if not is_valid_name(configured):
-        raise ConfigError(f"{ORIGIN_ENV} must be non-empty, without spaces, '+' or control "
-                          "characters")
-    return configured
-
-
-def _split_keys(text: str) -> list[str]:
-    return [part for part in _SEPARATORS.split(text.strip()) if part]
-
-
 def _signer(text: str, origin: str) -> CheckpointSigner:
     try:
         if text.startswith("PRIVATE+KEY+"):
@@ -76,34 +52,31 @@ def _signer(text: str, origin: str) -> CheckpointSigner:
         raise ConfigError(f"{CHECKPOINT_KEY_ENV}: {exc}") from None
 
 
-def load_checkpoint_keys(*, origin: str, signing: bool,
-                         environ: Mapping[str, str] | None = None) -> CheckpointKeys:
-    """The checkpoint keys from ``BALDUR_SECRETS_CHECKPOINT_KEY`` (one or more ``hex:``/
-    ``base64:`` Ed25519 seeds or ``PRIVATE+KEY+…`` note keys, comma-separated: all sign) and
-    ``BALDUR_CHECKPOINT_PUBLIC_KEYS`` (verifier keys of earlier or other signers).
+def load_checkpoint_keys(settings: Settings, *, signing: bool) -> CheckpointKeys:
+    """The checkpoint keys of the ledger's origin from ``BALDUR_SECRETS_CHECKPOINT_KEY`` (one or
+    more ``hex:``/``base64:`` Ed25519 seeds or ``PRIVATE+KEY+…`` note keys, comma-separated:
+    all sign) and ``BALDUR_CHECKPOINT_PUBLIC_KEYS`` (verifier keys of earlier or other signers).
 
     Without a configured key: with ``BALDUR_ENV=production`` and ``signing`` a
     :class:`ConfigError`; otherwise the development key of the state folder, generated
     (mode 0600) only when ``signing``. Never logs or echoes key material.
     """
-    environ = os.environ if environ is None else environ
-    configured = environ.get(CHECKPOINT_KEY_ENV, "")
-    signers: list[CheckpointSigner] = [_signer(part, origin) for part in _split_keys(configured)]
+    origin = settings.checkpoint_origin
+    signers: list[CheckpointSigner] = [_signer(part, origin) for part in settings.checkpoint_keys]
     if not signers:
-        production = environ.get("BALDUR_ENV", "").strip().lower() == "production"
-        if production and signing:
+        if settings.production and signing:
             raise ConfigError(f"{CHECKPOINT_KEY_ENV} is not set: refusing to sign checkpoints "
                               "in production without the checkpoint signing key")
-        if not production:
-            dev = _dev_signer(state_dir(environ) / DEV_CHECKPOINT_KEY_FILE, origin, create=signing)
+        if not settings.production:
+            dev = _dev_signer(settings.state_dir / DEV_CHECKPOINT_KEY_FILE, origin, create=signing)
             if dev is not None:
                 signers.append(dev)
                 if signing:
                     log.warning("%s is not set: using the development checkpoint key %s from %s "
                                 "(never do this in production)", CHECKPOINT_KEY_ENV,
-                                dev.verifier().label, state_dir(environ))
+                                dev.verifier().label, settings.state_dir)
     verifiers: list[VerifierKey] = [signer.verifier() for signer in signers]
-    for text in _split_keys(environ.get(PUBLIC_KEYS_ENV, "")):
+    for text in settings.checkpoint_public_keys:
         try:
             key = parse_verifier_key(text)
         except ConfigError as exc:
@@ -136,7 +109,7 @@ def read_verifier_keys(text: str, where: str) -> list[VerifierKey]:
     and blank lines ignored. Raises :class:`ConfigError` naming ``where``."""
     keys: list[VerifierKey] = []
     for number, line in enumerate(text.splitlines(), start=1):
-        for part in _split_keys(line.split("#", 1)[0]):
+        for part in split_keys(line.split("#", 1)[0]):
             try:
                 keys.append(parse_verifier_key(part))
             except ConfigError as exc:

@@ -53,12 +53,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from baldur_audit.consumers import cli as baldur_cli
-from baldur_audit.consumers import config as baldur_config
-from baldur_audit.consumers import keyring as keyring_config
-from baldur_audit.consumers.replay import replay_compare
-from baldur_audit.consumers.source import KafkaTopicReader
-from baldur_audit.consumers.verify import verify_ledger
+from baldur_audit.consumers.cli.app import App
+from baldur_audit.consumers.kafka.source import KafkaTopicReader
+from baldur_audit.consumers.settings import Settings
+from baldur_audit.consumers.verification.epochs import with_epoch_check
+from baldur_audit.consumers.verification.replay import replay_compare
+from baldur_audit.consumers.verification.verify import verify_ledger
 from baldur_audit.schemas.errors import AuditError
 from tests.conftest import with_dbname
 from tests.tamper_base import (
@@ -111,13 +111,13 @@ class Finding:
         return {"status": self.status, "seq": self.seq, "kind": self.kind, "detail": self.detail}
 
 
-def cli_context(base: BaseLedger, dsn: str) -> baldur_cli.Context:
-    """The context ``baldur-audit`` builds for this ledger, at the copy's DSN, with the test
+def cli_app(base: BaseLedger, dsn: str) -> App:
+    """The app ``baldur-audit`` builds for this ledger, at the copy's DSN, with the test
     key preset (this process's environment does not carry the ledger's key)."""
     led = base.ledger
-    settings = baldur_config.Settings(bootstrap=led.bootstrap, topic=led.topic, dsn=dsn,
-                                      group=led.env["BALDUR_CHAINER_GROUP"])
-    return baldur_cli.Context(settings=settings, debug=False, _key=base.key)
+    settings = Settings.from_env(os.environ, bootstrap=led.bootstrap, topic=led.topic, dsn=dsn,
+                                 group=led.env["BALDUR_CHAINER_GROUP"])
+    return App(settings=settings, debug=False, _key=base.key)
 
 
 def run_verify(dsn: str, base: BaseLedger) -> Finding:
@@ -125,13 +125,13 @@ def run_verify(dsn: str, base: BaseLedger) -> Finding:
     ``verify_ledger``. No checkpoint is ever witnessed for the base ledger, so the CLI's
     witness check would report "none" and is left out: this is the chain walk alone."""
     try:
-        ctx = cli_context(base, dsn)
-        keys, schedule = baldur_cli._verification_keys(ctx)
-        with ctx.store() as store:
+        app = cli_app(base, dsn)
+        keys, schedule = app.verification_keys()
+        with app.store() as store:
             report = verify_ledger(store, keys)
         if schedule is not None:
-            with ctx.store() as store:
-                report = keyring_config.with_epoch_check(store, report, schedule)
+            with app.store() as store:
+                report = with_epoch_check(store, report, schedule)
     except AuditError as exc:
         return Finding("error", detail=f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # a crash is a defect: recorded, never hidden
@@ -155,13 +155,13 @@ def run_replay(dsn: str, base: BaseLedger) -> Finding:
             return None
 
     try:
-        ctx = cli_context(base, dsn)
+        app = cli_app(base, dsn)
         reader = KafkaTopicReader(bootstrap=led.bootstrap, topic=led.topic)
         try:
-            with ctx.store() as store:
-                report = replay_compare(store, reader, ctx.keyring().current,
+            with app.store() as store:
+                report = replay_compare(store, reader, app.keyring().current,
                                         committed_offset=committed,
-                                        **baldur_cli._replay_keys(ctx, store),
+                                        **app.replay_keys(store),
                                         max_lag_seconds=MAX_LAG_SECONDS)
         finally:
             reader.close()

@@ -22,9 +22,9 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from baldur_audit.consumers.config import parse_key
-from baldur_audit.consumers.store import ENTRY_COLUMNS
-from baldur_audit.consumers.topic import KafkaTopicAdmin
+from baldur_audit.consumers.chain_keys import parse_key
+from baldur_audit.consumers.kafka.admin import KafkaTopicAdmin
+from baldur_audit.consumers.postgres.rows import ENTRY_COLUMNS
 from baldur_audit.schemas.chain import SigningKey, genesis_link
 from baldur_audit.schemas.codec import (
     CURRENT_SCHEMA,

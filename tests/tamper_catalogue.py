@@ -17,7 +17,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from baldur_audit.consumers.store import ENTRY_COLUMNS, PostgresLedgerStore, datetime_to_ms
+from baldur_audit.consumers.postgres.ledger import PostgresLedgerStore
+from baldur_audit.consumers.postgres.rows import ENTRY_COLUMNS, datetime_to_ms
 from baldur_audit.schemas.chain import ChainHead, Sealer, TopicRecord
 from baldur_audit.schemas.codec import (
     KNOWN_SCHEMAS,

@@ -24,10 +24,18 @@ REQUIRED_FILES = [
     "baldur_audit/schemas/vectors/chain-v2.json",
     "baldur_audit/schemas/vectors/merkle-v1.json",
     "baldur_audit/schemas/vectors/checkpoint-v1.json",
+    "baldur_audit/schemas/vectors/ratchet-v1.json",
+    # every subpackage (a package missing from pyproject's list would be left out)
+    "baldur_audit/producers/spool/__init__.py",
+    "baldur_audit/consumers/cli/__init__.py",
+    "baldur_audit/consumers/evidence/__init__.py",
+    "baldur_audit/consumers/kafka/__init__.py",
+    "baldur_audit/consumers/postgres/__init__.py",
+    "baldur_audit/consumers/verification/__init__.py",
 ]
 REQUIRED_PREFIXES = {
     # wheels have no directory entries: require at least one SQL file in it
-    "baldur_audit/consumers/migrations/": ".sql",
+    "baldur_audit/consumers/postgres/migrations/": ".sql",
 }
 CORE_DEPENDENCIES = ["confluent-kafka", "fastavro"]
 

@@ -137,8 +137,8 @@ def test_a_truncated_tail_with_the_head_rolled_back_is_found_by_the_witness(
 
 def test_a_suffix_relinked_by_a_key_holder_is_located_between_witnessed_checkpoints(
         witnessed: Ledger, tmp_path: Path) -> None:
-    from baldur_audit.consumers.config import parse_key
-    from baldur_audit.consumers.store import ENTRY_COLUMNS, copy_data
+    from baldur_audit.consumers.chain_keys import parse_key
+    from baldur_audit.consumers.postgres.rows import ENTRY_COLUMNS, copy_data
     from baldur_audit.schemas.chain import ChainHead, Sealer, SigningKey, TopicRecord
     from baldur_audit.schemas.codec import KNOWN_SCHEMAS, encode_event
     from tests.conftest import TEST_KEY, make_event

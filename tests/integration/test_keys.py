@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 
-from baldur_audit.consumers import keyring as keys_config
-from baldur_audit.consumers.store import PostgresLedgerStore
-from baldur_audit.consumers.verify import verify_ledger
+from baldur_audit.consumers import chain_keys as keys_config
+from baldur_audit.consumers import settings as keys_settings
+from baldur_audit.consumers.postgres.ledger import PostgresLedgerStore
+from baldur_audit.consumers.verification.verify import verify_ledger
 from baldur_audit.schemas.chain import EntryKind, LedgerLinker, SigningKey
 from baldur_audit.schemas.keys import EpochRatchet, epoch_keys
 
@@ -52,10 +53,10 @@ def test_rotation_old_entries_verify_with_old_keys_and_are_unverifiable_without(
     done = ledger.cli("chain", "--until-idle", "1", extra_env={**NO_CHECKPOINTS, **only_b})
     assert done.returncode == 2 and A.key_id in done.stderr and "Traceback" not in done.stderr
     # the rotation: the chainer gets B and only A's public id, not A's secret
-    assert chain(ledger, {**only_b, keys_config.RETIRED_IDS_ENV: A.key_id})["sealed"] == 2
+    assert chain(ledger, {**only_b, keys_settings.RETIRED_IDS_ENV: A.key_id})["sealed"] == 2
     assert key_ids(ledger) == [A.key_id] * 3 + [B.key_id] * 2
 
-    both = {**only_b, keys_config.OLD_KEYS_ENV: TEST_KEY}
+    both = {**only_b, keys_settings.OLD_KEYS_ENV: TEST_KEY}
     report = run(ledger, "verify", env=both)
     assert report["intact"] is True and report["entries"] == 5
     assert run(ledger, "replay", env=both)["consistent"] is True
@@ -100,7 +101,7 @@ def _forge_from(ledger: Ledger, first_seq: int, key: SigningKey) -> None:
 
 def test_forward_security_ratchets_and_detects_old_epoch_forged_with_current_key(
         ledger: Ledger) -> None:
-    fs = {keys_config.EPOCH_ENV: "2"}
+    fs = {keys_settings.EPOCH_ENV: "2"}
     state = ledger.state_dir / keys_config.RATCHET_FILE
     ledger.produce_events(5)
     assert chain(ledger, fs)["sealed"] == 5  # epochs 0, 0, 1, 1, 2
@@ -141,6 +142,6 @@ def test_forward_security_chainer_refuses_a_ratchet_of_another_ledger(ledger: Le
     state.parent.mkdir(parents=True, exist_ok=True)
     keys_config.RatchetState(state).save(B.key_id, EpochRatchet(B, epoch=0, epoch_entries=2))
     done = ledger.cli("chain", "--until-idle", "1",
-                      extra_env={**NO_CHECKPOINTS, keys_config.EPOCH_ENV: "2"})
+                      extra_env={**NO_CHECKPOINTS, keys_settings.EPOCH_ENV: "2"})
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "genesis key" in done.stderr and "Traceback" not in done.stderr

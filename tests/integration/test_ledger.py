@@ -106,7 +106,7 @@ def test_database_refuses_update_delete_truncate_for_the_application_role(ledger
 
 def _swap_rows(a: int, b: int) -> str:
     """SQL that exchanges two entries' contents, keeping their seqs."""
-    from baldur_audit.consumers.store import ENTRY_COLUMNS
+    from baldur_audit.consumers.postgres.rows import ENTRY_COLUMNS
 
     rest = ", ".join(ENTRY_COLUMNS[1:])
     return (f"CREATE TEMP TABLE swapped AS SELECT * FROM audit_entries WHERE seq IN ({a}, {b});"
@@ -228,8 +228,8 @@ def test_rebuild_writes_an_identical_ledger_into_an_empty_database(ledger: Ledge
 
 
 def test_stale_chainer_is_fenced_and_cannot_fork(ledger: Ledger) -> None:
-    from baldur_audit.consumers.config import parse_key
-    from baldur_audit.consumers.store import PostgresLedgerStore
+    from baldur_audit.consumers.chain_keys import parse_key
+    from baldur_audit.consumers.postgres.ledger import PostgresLedgerStore
     from baldur_audit.schemas.chain import Sealer, SigningKey, TopicRecord
     from baldur_audit.schemas.codec import KNOWN_SCHEMAS, encode_event
     from baldur_audit.schemas.errors import Fenced
@@ -260,7 +260,7 @@ def test_take_over_ends_a_writer_stuck_inside_a_copy(ledger: Ledger) -> None:
 
     import psycopg
 
-    from baldur_audit.consumers.store import PostgresLedgerStore
+    from baldur_audit.consumers.postgres.ledger import PostgresLedgerStore
 
     sealed(ledger, 3)
     stuck = psycopg.connect(ledger.dsn)

@@ -60,7 +60,7 @@ def test_topics_created_back_to_back_are_validated_right_away() -> None:
     show on every run; this exercises the path 16 times, 4 at a time.)"""
     from concurrent.futures import ThreadPoolExecutor
 
-    from baldur_audit.consumers.topic import KafkaTopicAdmin
+    from baldur_audit.consumers.kafka.admin import KafkaTopicAdmin
 
     admin = KafkaTopicAdmin(BOOTSTRAP)
     topics = [f"baldur.test.create-{uuid.uuid4().hex[:10]}" for _ in range(16)]

@@ -208,7 +208,7 @@ def test_chain_md_worked_example_matches_vectors() -> None:
 
 
 def test_key_forms_documented_in_chain_md_are_one_key() -> None:
-    config = pytest.importorskip("baldur_audit.consumers.config")
+    config = pytest.importorskip("baldur_audit.consumers.chain_keys")
     key = bytes(range(32))
     forms = ["hex:" + key.hex(), "base64:" + base64.b64encode(key).decode(),
              "  hex:" + key.hex() + "\n"]

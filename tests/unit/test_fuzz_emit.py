@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from baldur_audit.consumers import cli
-from baldur_audit.consumers import emit as emit_module
+from baldur_audit.consumers.cli import emit as emit_module
 from baldur_audit.producers import AuditTrail
 from baldur_audit.schemas.codec import KNOWN_SCHEMAS, decode_event
 from tests.unit.fuzz_support import (

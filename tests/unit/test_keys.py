@@ -1,4 +1,4 @@
-"""Key rotation and the forward-secure ratchet: schemas/keys.py, consumers/keyring.py (no services)."""
+"""Key rotation and the forward-secure ratchet: schemas/keys.py, consumers/chain_keys.py (no services)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from baldur_audit.consumers import keyring as keys_config
+from baldur_audit.consumers import chain_keys as keys_config
+from baldur_audit.consumers.settings import EPOCH_ENV, Settings
 from baldur_audit.schemas.chain import ChainHead, Sealer, SigningKey, TopicRecord
 from baldur_audit.schemas.codec import KNOWN_SCHEMAS
 from baldur_audit.schemas.errors import ConfigError, UnknownKey
@@ -155,11 +156,11 @@ def test_old_keys_parse_without_echoing() -> None:
     with pytest.raises(ConfigError) as caught:
         keys_config.parse_old_keys("hex:" + "61" * 32 + ",hex:zz-secret-zz")
     assert "zz-secret-zz" not in str(caught.value) and "item 2" in str(caught.value)
-    assert keys_config.epoch_entries({}) is None
-    assert keys_config.epoch_entries({keys_config.EPOCH_ENV: " 100 "}) == 100
+    assert Settings().epoch_entries is None
+    assert Settings(environ={EPOCH_ENV: " 100 "}).epoch_entries == 100
     for bad in ("0", "-1", "1e3", "x"):
         with pytest.raises(ConfigError):
-            keys_config.epoch_entries({keys_config.EPOCH_ENV: bad})
+            _ = Settings(environ={EPOCH_ENV: bad}).epoch_entries
 
 
 def test_ratchet_state_file_holds_only_the_committed_epoch_key(tmp_path: Path) -> None:
@@ -173,7 +174,7 @@ def test_ratchet_state_file_holds_only_the_committed_epoch_key(tmp_path: Path) -
     chain_keys.committed(2)  # entries 1-2 committed: the next entry (3) is in epoch 1
     text = path.read_text()
     assert KEY_A.secret.hex() not in text and k1.secret.hex() in text
-    assert json.loads(text)["epoch"] == 1 and not path.with_name(path.name + ".tmp").exists()
+    assert json.loads(text)["epoch"] == 1 and not list(path.parent.glob("*.tmp"))
     with pytest.raises(ConfigError, match="erased"):
         chain_keys.key_for(2)
     # a restarted chainer (no initial key any more) resumes from the file alone

@@ -11,7 +11,7 @@ import time
 
 CHILD = """
 import sys
-from baldur_audit.consumers.source import PauseDetector
+from baldur_audit.consumers.kafka.source import PauseDetector
 detector = PauseDetector(tick=0.05)
 detector.take()
 print("ready", flush=True)

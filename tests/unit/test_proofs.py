@@ -1,4 +1,4 @@
-"""Evidence bundles checked offline (consumers/proofs.py): valid bundles of every entry kind,
+"""Evidence bundles checked offline (consumers/evidence/): valid bundles of every entry kind,
 every single flipped byte refused, fields that are not what the payload says, key rotation and
 unknown keys; plus the checkpoint keys, the directory witness and the checkpointer's guard.
 No services: the ledger is sealed in memory with the real Sealer and Merkle code."""
@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 
-from baldur_audit.consumers.bundle_check import check_bundle
-from baldur_audit.consumers.bundles import (
+from baldur_audit.consumers.checkpoint_keys import load_checkpoint_keys, read_verifier_keys
+from baldur_audit.consumers.checkpointer import Checkpointer
+from baldur_audit.consumers.cli.checks import witness_exit_code
+from baldur_audit.consumers.evidence.bundle import (
     BundleInvalid,
     consistency_bundle,
     entry_document,
@@ -28,14 +30,9 @@ from baldur_audit.consumers.bundles import (
     inclusion_bundle,
     render,
 )
-from baldur_audit.consumers.checkpoint_keys import (
-    CHECKPOINT_KEY_ENV,
-    PUBLIC_KEYS_ENV,
-    load_checkpoint_keys,
-    read_verifier_keys,
-)
-from baldur_audit.consumers.checkpoints import Checkpointer
-from baldur_audit.consumers.witness import DirectoryWitness, witness_exit_code
+from baldur_audit.consumers.evidence.check import check_bundle
+from baldur_audit.consumers.settings import CHECKPOINT_KEY_ENV, ORIGIN_ENV, PUBLIC_KEYS_ENV, Settings
+from baldur_audit.consumers.witnesses import DirectoryWitness
 from baldur_audit.schemas.chain import ChainHead, SealedEntry, Sealer, SigningKey, TopicRecord, genesis_link
 from baldur_audit.schemas.checkpoint import (
     Checkpoint,
@@ -61,6 +58,11 @@ TOPIC = "baldur.unit"
 KEY = SigningKey.derive(b"unit-test hmac key, 32 bytes long!")
 SIGNER = CheckpointSigner.from_seed(ORIGIN, hashlib.sha256(b"unit checkpoint key 1").digest())
 OTHER = CheckpointSigner.from_seed(ORIGIN, hashlib.sha256(b"unit checkpoint key 2").digest())
+
+
+def checkpoint_keys(*, signing: bool, environ: dict[str, str]) -> Any:
+    """The checkpoint keys of the settings that ``environ`` gives, for the origin ORIGIN."""
+    return load_checkpoint_keys(Settings(environ={ORIGIN_ENV: ORIGIN, **environ}), signing=signing)
 WHEN = datetime(2026, 11, 29, 12, 0, 5, 250000, tzinfo=UTC)
 
 
@@ -278,8 +280,7 @@ def test_reformatted_json_and_claimed_keys_are_refused() -> None:
 
 def test_checkpoint_keys_from_the_environment_never_echo_a_secret(tmp_path: Path) -> None:
     seed, zeros = "hex:" + "11" * 32, "base64:" + base64.b64encode(bytes(32)).decode()
-    keys = load_checkpoint_keys(origin=ORIGIN, signing=True,
-                                environ={CHECKPOINT_KEY_ENV: f" {seed} , {zeros}",
+    keys = checkpoint_keys(signing=True, environ={CHECKPOINT_KEY_ENV: f" {seed} , {zeros}",
                                          PUBLIC_KEYS_ENV: str(OTHER.verifier()),
                                          "BALDUR_STATE_DIR": str(tmp_path)})
     assert len(keys.signers) == 2 and keys.verifiers[2] == OTHER.verifier()
@@ -287,19 +288,18 @@ def test_checkpoint_keys_from_the_environment_never_echo_a_secret(tmp_path: Path
     assert keys.signers[0].verifier() == expected
     for bad in ("hex:1234", "11" * 32, "base64:!!!!", "PRIVATE+KEY+x+00000000+AAAA"):
         with pytest.raises(ConfigError) as caught:
-            load_checkpoint_keys(origin=ORIGIN, signing=True, environ={CHECKPOINT_KEY_ENV: bad})
+            checkpoint_keys(signing=True, environ={CHECKPOINT_KEY_ENV: bad})
         assert bad not in str(caught.value) and CHECKPOINT_KEY_ENV in str(caught.value)
     with pytest.raises(ConfigError, match="refusing to sign checkpoints in production"):
-        load_checkpoint_keys(origin=ORIGIN, signing=True, environ={"BALDUR_ENV": "production"})
-    assert load_checkpoint_keys(origin=ORIGIN, signing=False,
-                                environ={"BALDUR_ENV": "production"}).verifiers == ()
+        checkpoint_keys(signing=True, environ={"BALDUR_ENV": "production"})
+    assert checkpoint_keys(signing=False, environ={"BALDUR_ENV": "production"}).verifiers == ()
 
 
 def test_the_development_key_is_made_once_with_mode_0600(tmp_path: Path) -> None:
     environ = {"BALDUR_STATE_DIR": str(tmp_path)}
-    assert load_checkpoint_keys(origin=ORIGIN, signing=False, environ=environ).signers == ()
-    made = load_checkpoint_keys(origin=ORIGIN, signing=True, environ=environ)
-    again = load_checkpoint_keys(origin=ORIGIN, signing=False, environ=environ)
+    assert checkpoint_keys(signing=False, environ=environ).signers == ()
+    made = checkpoint_keys(signing=True, environ=environ)
+    again = checkpoint_keys(signing=False, environ=environ)
     assert made.verifiers == again.verifiers and len(made.signers) == 1
     assert stat.S_IMODE(os.stat(tmp_path / "dev-checkpoint-key").st_mode) == 0o600
 
@@ -329,8 +329,7 @@ def test_the_directory_witness_writes_each_size_once(tmp_path: Path) -> None:
 def test_a_failing_checkpoint_is_logged_retried_later_and_never_raised(
         caplog: pytest.LogCaptureFixture) -> None:
     now = [1000.0]
-    keys = load_checkpoint_keys(origin=ORIGIN, signing=False,
-                                environ={CHECKPOINT_KEY_ENV: "hex:" + "22" * 32})
+    keys = checkpoint_keys(signing=False, environ={CHECKPOINT_KEY_ENV: "hex:" + "22" * 32})
     checkpointer = Checkpointer(dsn="postgresql://baldur:s3cret-pw@127.0.0.1:1/nowhere", keys=keys,
                                 chain_keys=None, witnesses=[], every=1, interval=0,
                                 clock=lambda: now[0])

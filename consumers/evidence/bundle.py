@@ -3,8 +3,8 @@ and the signed checkpoint) and a consistency bundle (two checkpoints and the pro
 ledger only grew), built from their parts; one canonical JSON spelling (:func:`render`).
 
 An entry shows its link fields, its visible columns (decoded from its view, and encoded back
-exactly by :func:`fields_view_body`) and optionally its payload. ``bundle_check.py`` checks a
-bundle offline; ``proofs.py`` builds one from the database. Pure: no I/O.
+exactly by :func:`fields_view_body`) and optionally its payload. ``check.py`` checks a
+bundle offline; ``build.py`` builds one from the database. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -22,9 +22,15 @@ from typing import Any
 from baldur_audit.schemas.chain import EntryKind, LinkInput
 from baldur_audit.schemas.errors import AuditError, ValueMismatch
 from baldur_audit.schemas.merkle import entry_leaf_hash, proof_to_json
-from baldur_audit.schemas.view import NULL, PG_EPOCH_US, VIEW_COLUMNS, bytes_field, text_field, view_digest
-
-from .verify import split_view
+from baldur_audit.schemas.view import (
+    NULL,
+    PG_EPOCH_US,
+    VIEW_COLUMNS,
+    bytes_field,
+    split_view,
+    text_field,
+    view_digest,
+)
 
 INCLUSION_FORMAT = "baldur-audit/inclusion-bundle/v1"
 CONSISTENCY_FORMAT = "baldur-audit/consistency-bundle/v1"

@@ -1,4 +1,5 @@
-"""``verify``'s cross-check of the ledger against its witnessed checkpoints (``witness.py``).
+"""``verify``'s cross-check of the ledger against its witnessed checkpoints (``witnesses.py``,
+``kafka/witness.py``).
 
 The database's owner controls the ledger tables but not the witnesses, so a witnessed
 checkpoint shows what the ledger held: the check finds a truncated tail (the ledger ends
@@ -20,13 +21,10 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-import psycopg
+from typing import Any
 
 from baldur_audit.schemas.checkpoint import (
     Checkpoint,
@@ -46,33 +44,14 @@ from baldur_audit.schemas.errors import (
 )
 from baldur_audit.schemas.merkle import MerkleError, ProofError, consistency_proof, root, verify_consistency
 
-from .checkpoints import PostgresMerkleNodes, translated
-from .store import LedgerMeta
+from ..files import durable_write
+from ..postgres import Connection
+from ..postgres.ledger import ledger_end, link_at
+from ..postgres.merkle import PostgresMerkleNodes, tree_size
+from ..postgres.rows import LedgerMeta
+from ..witnesses import WitnessLog
 
 log = logging.getLogger(__name__)
-
-#: Exit status a witness status leads to when the chain walk itself is intact.
-EXIT_OF_STATUS = {"matched": 0, "none": 0, "skipped": 0, "mismatch": 1, "invalid": 1,
-                  "unverifiable": 2, "unavailable": 2}
-
-
-def witness_exit_code(witness: dict[str, Any] | None) -> int:
-    """The exit status ``verify`` owes the witness check (0 when there was none)."""
-    return 0 if witness is None else EXIT_OF_STATUS.get(witness.get("status", "none"), 2)
-
-
-class WitnessLog(Protocol):
-    """Where witnessed checkpoints can be read back, in the order they were written."""
-
-    name: str
-
-    def positions(self) -> Sequence[int]:
-        """Every position holding a checkpoint, oldest first. Raises ServiceUnavailable."""
-        ...
-
-    def read(self, position: int) -> bytes | None:
-        """The note at ``position`` (None if there is none). Raises ServiceUnavailable."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,18 +143,14 @@ class WitnessCheck:
 
     # -- comparing -------------------------------------------------------------------------------
 
-    def _mismatch(self, conn: psycopg.Connection[Any], cp: Checkpoint, ctx: _Ledger) -> str | None:
+    def _mismatch(self, conn: Connection, cp: Checkpoint, ctx: _Ledger) -> str | None:
         """None when the ledger holds ``cp``; else "short", "link" or "tree"."""
         if cp.size > ctx.end:
             return "short"
         if cp.size == 0:
             link: bytes | None = ctx.meta.genesis_link
         else:
-            with translated("read entry link", conn):
-                row = conn.execute("SELECT link FROM audit_entries WHERE seq = %s UNION ALL"
-                                   " SELECT link FROM retention_anchors WHERE seq = %s",
-                                   (cp.size, cp.size)).fetchone()
-            link = None if row is None else bytes(row[0])
+            link = link_at(conn, cp.size)
         if link is None and cp.size <= ctx.anchored:
             pass  # dropped behind a retention anchor: only the stored tree can still tell
         elif link is None or not hmac.compare_digest(link, cp.head_link):
@@ -189,7 +164,7 @@ class WitnessCheck:
                 return "tree"
         return None
 
-    def _locate(self, conn: psycopg.Connection[Any], witness: WitnessLog, newest: Witnessed,
+    def _locate(self, conn: Connection, witness: WitnessLog, newest: Witnessed,
                 reason: str, ctx: _Ledger) -> ChainBreak:
         """Binary search of the witness for the last checkpoint the ledger still holds."""
         every = self._positions[witness.name]
@@ -213,7 +188,7 @@ class WitnessCheck:
                 hi, failed, failed_reason = probe, found, why
         return _describe_break(matched, failed, failed_reason, ctx)
 
-    def check(self, conn: psycopg.Connection[Any], *, meta: LedgerMeta,
+    def check(self, conn: Connection, *, meta: LedgerMeta,
               first_break: ChainBreak | None) -> tuple[dict[str, Any], ChainBreak | None]:
         """Compare the ledger (in ``verify``'s snapshot) with what :meth:`prepare` read.
 
@@ -235,21 +210,16 @@ class WitnessCheck:
             if closer is not None:
                 closer()
 
-    def _check(self, conn: psycopg.Connection[Any], *, meta: LedgerMeta,
+    def _check(self, conn: Connection, *, meta: LedgerMeta,
                first_break: ChainBreak | None) -> tuple[dict[str, Any], ChainBreak | None]:
         report: dict[str, Any] = {"checked": False, "skipped": None, "status": "none",
                                   "detail": None, "checkpoint": None,
                                   "sources": [w.name for w in self._logs], "state": None}
-        with translated("read ledger end", conn):
-            end, anchored = conn.execute(
-                "SELECT (SELECT coalesce(max(seq), 0) FROM audit_entries),"
-                " (SELECT coalesce(max(seq), 0) FROM retention_anchors)").fetchone()
-        with translated("read merkle tree size", conn):
-            row = conn.execute("SELECT size FROM merkle_tree WHERE id = 1").fetchone()
+        end, anchored = ledger_end(conn)
         # The stored size as it is, unchecked: the roots at the witnessed sizes are what show
         # whether its nodes (frontier included) are still the witnessed ones.
-        ctx = _Ledger(meta=meta, end=max(int(end), int(anchored)), anchored=int(anchored),
-                      tree_size=int(row[0]) if row else 0)
+        ctx = _Ledger(meta=meta, end=max(end, anchored), anchored=anchored,
+                      tree_size=tree_size(conn))
         found: ChainBreak | None = None
         checked: list[Witnessed] = []
         for witness, newest in self._newest:
@@ -290,7 +260,7 @@ class WitnessCheck:
             report["state"]["saved_size"] = self._save_state(best)
         return report, found
 
-    def _prove_consistent(self, conn: psycopg.Connection[Any], checked: list[Witnessed],
+    def _prove_consistent(self, conn: Connection, checked: list[Witnessed],
                           ctx: _Ledger) -> ChainBreak | None:
         """Both ends held by the ledger: also prove it from the stored tree (RFC 9162)."""
         old = min(checked, key=lambda w: w.checkpoint.size).checkpoint
@@ -311,13 +281,8 @@ class WitnessCheck:
         if self._state is not None and self._state.checkpoint.size > best.checkpoint.size:
             best = self._state
         path = self._state_path
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            with open(temporary, "w", encoding="utf-8") as handle:
-                handle.write(best.note)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
+            durable_write(path, best.note.encode("utf-8"), mode=0o644, replace=True)
         except OSError as exc:
             raise ConfigError(f"cannot write the state file {path}: {exc.strerror}") from None
         return best.checkpoint.size
@@ -327,7 +292,7 @@ class WitnessCheck:
 class _Ledger:
     meta: LedgerMeta
     end: int  # the last seq: of the entries, or of the newest retention anchor
-    anchored: int  # entries up to here may be gone behind a retention anchor (retention.py)
+    anchored: int  # entries up to here may be gone behind a retention anchor (anchors.py)
     tree_size: int
 
 

@@ -1,5 +1,5 @@
-"""Kafka adapter for the ledger topic: create or validate it, read watermarks,
-and describe the chainer's consumer group."""
+"""Kafka administration: create or validate the ledger topic (and the witness and identities
+topics), and describe the chainer's consumer group."""
 
 from __future__ import annotations
 
@@ -157,3 +157,22 @@ class KafkaTopicAdmin:
             future.result(timeout=self._timeout)
         except KafkaException as exc:
             raise BrokerUnavailable(f"cannot delete topic {topic}: {_kafka_error(exc)}") from None
+
+
+def ensure_identities_topic(bootstrap: str, name: str, *, replication_factor: int = 1,
+                            timeout: float = 15.0) -> bool:
+    """Create the identities topic ``name`` (compacted, one partition) unless it exists;
+    returns whether it was created. Raises :class:`BrokerUnavailable`."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        if name in admin.list_topics(timeout=timeout).topics:
+            return False
+        new = NewTopic(name, num_partitions=1, replication_factor=replication_factor,
+                       config={"cleanup.policy": "compact"})
+        admin.create_topics([new])[name].result(timeout)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        if getattr(error, "code", lambda: None)() == KafkaError.TOPIC_ALREADY_EXISTS:
+            return False
+        raise BrokerUnavailable(f"cannot create {name}: {error}") from None
+    return True

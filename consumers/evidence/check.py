@@ -1,5 +1,5 @@
-"""Checking an evidence bundle offline (``bundles.py``): no database, no Kafka, no HMAC key —
-only the checkpoint verifier keys.
+"""Checking an evidence bundle offline (``bundle.py``): no database, no Kafka, no HMAC key —
+only the checkpoint verifier keys. Imports the pure core and ``bundle.py`` only.
 
 It checks the note's signature, the bundle's own spelling (one canonical JSON text, so no
 byte of it can change unnoticed), the entry's visible fields against its view digest and,
@@ -36,9 +36,9 @@ from baldur_audit.schemas.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from baldur_audit.schemas.view import entry_view, rejected_view_body, view_digest
+from baldur_audit.schemas.view import entry_view, rejected_view_body, split_view, view_digest
 
-from .bundles import (
+from .bundle import (
     CONSISTENCY_FORMAT,
     ENTRY_KEYS,
     FIELD_COLUMNS,
@@ -51,7 +51,6 @@ from .bundles import (
     note_key_ids,
     render,
 )
-from .verify import split_view
 
 _HEX32 = re.compile(r"[0-9a-f]{64}")
 _DUMMY_TIMESTAMP = b"\x00\x00\x00\x08" + bytes(8)  # frames a view body as a whole view

@@ -24,6 +24,8 @@ from baldur_audit.producers.trail import AuditTrail
 from baldur_audit.schemas.errors import AuditError, InvalidEvent
 from baldur_audit.schemas.event import MAX_JSON_INT_DIGITS
 
+from .app import App, pass_app
+
 LINE_KEYS = {"actor", "actor_type", "action", "target", "before", "after", "reason", "source",
              "client_ip", "trace_id", "attributes"}
 REQUIRED_KEYS = ("actor", "action", "target")
@@ -166,15 +168,13 @@ def iter_lines(stream: BinaryIO) -> Iterator[tuple[int, dict[str, Any]]]:
               help="JSON-lines file of events ('-' for stdin).")
 @click.option("--timeout", default=15.0, show_default=True, type=click.FloatRange(0.1, 600),
               help="Seconds to wait for Kafka to acknowledge.")
-@click.pass_obj
-def emit(ctx: Any, actor: str | None, actor_type: str, action: str | None, target: str | None,
+@pass_app
+def emit(app: App, actor: str | None, actor_type: str, action: str | None, target: str | None,
          before: str | None, after: str | None, reason: str | None, source: str,
          client_ip: str | None, trace_id: str | None, attributes: tuple[str, ...],
          file_: BinaryIO | None, timeout: float) -> None:
     """Record events: one from options, or many from --file; prints their event ids."""
-    from .cli import _fail, _guard  # the CLI's one error boundary
-
-    with _guard(ctx):
+    with app.guard():
         if file_ is not None:
             given = {"actor": actor, "action": action, "target": target, "before": before,
                      "after": after, "reason": reason, "client_ip": client_ip,
@@ -201,7 +201,7 @@ def emit(ctx: Any, actor: str | None, actor_type: str, action: str | None, targe
                                   "after": _json_option(after), "reason": reason,
                                   "source": source, "client_ip": client_ip,
                                   "trace_id": trace_id, "attributes": attrs})])
-        settings = ctx.settings
+        settings = app.settings
         failed_ids: set[str] = set()
         # A large file may fill the producer's queue: wait for room (up to --timeout) rather
         # than stop half-way.
@@ -232,9 +232,9 @@ def emit(ctx: Any, actor: str | None, actor_type: str, action: str | None, targe
         for event_id in delivered:  # what Kafka acknowledged is printed even on failure
             click.echo(event_id)
         if len(delivered) < len(prepared):
-            _fail(ctx, f"error: {len(prepared) - len(delivered)} of {len(prepared)} events not "
-                       f"acknowledged by Kafka at {settings.bootstrap} within {timeout:.0f} s"
-                       + (f" ({refused})" if refused else ""))
+            app.fail(f"error: {len(prepared) - len(delivered)} of {len(prepared)} events not "
+                     f"acknowledged by Kafka at {settings.bootstrap} within {timeout:.0f} s"
+                     + (f" ({refused})" if refused else ""))
         if len(ids) > 1:
             click.echo(f"recorded {len(ids)} events", err=True)
 

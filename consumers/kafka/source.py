@@ -1,10 +1,11 @@
-"""Kafka adapters that read the ledger topic.
+"""Kafka adapters that read topics: the ledger topic, and the identities topic.
 
 ``KafkaEventSource`` is the chainer's reader: a member of the chainer group (so
 Kafka decides which chainer is active and its tools show the group and its
 lag), which nonetheless starts from the offset stored in PostgreSQL, never from
 the group's committed offset. ``KafkaTopicReader`` is replay's reader: no group
-membership, no commits, from offset 0 to the end.
+membership, no commits, from offset 0 to the end. :func:`read_identity_mappings` reads the
+pseudonym mappings of the identities topic.
 """
 
 from __future__ import annotations
@@ -282,3 +283,51 @@ class KafkaTopicReader:
     def close(self) -> None:
         """Close the reader (bounded)."""
         close_quietly(self._consumer)
+
+
+def read_identity_mappings(bootstrap: str, name: str, *, timeout: float = 10.0,
+                           accept: Callable[[str], bool] = lambda key: True) -> dict[str, str]:
+    """Every mapping (key → value) of the compacted topic ``name`` whose key ``accept`` takes,
+    tombstones applied, read from the beginning to the end seen at the start.
+    Raises :class:`BrokerUnavailable`."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": f"baldur-identities-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False, "auto.offset.reset": "earliest",
+        "enable.partition.eof": True})
+    mappings: dict[str, str] = {}
+    try:
+        try:
+            meta = consumer.list_topics(name, timeout=timeout)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"cannot read {name}: {exc}") from None
+        described = meta.topics.get(name)
+        if described is None or described.error is not None or not described.partitions:
+            raise BrokerUnavailable(f"topic {name} is not readable")
+        parts = [TopicPartition(name, p, OFFSET_BEGINNING) for p in described.partitions]
+        ends = {}
+        for tp in parts:
+            _, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+            ends[tp.partition] = high
+        consumer.assign(parts)
+        remaining = {p for p, end in ends.items() if end > 0}
+        while remaining:
+            message = consumer.poll(timeout)
+            if message is None:
+                raise BrokerUnavailable(f"timed out reading {name}")
+            if message.error() is not None:
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    remaining.discard(message.partition())
+                    continue
+                raise BrokerUnavailable(f"cannot read {name}: {message.error()}")
+            key, value = message.key(), message.value()
+            pseudonym = key.decode("ascii", "replace") if key else ""
+            if accept(pseudonym):
+                if value is None:
+                    mappings.pop(pseudonym, None)  # a tombstone written by an erasure
+                else:
+                    mappings[pseudonym] = value.decode("utf-8", "replace")
+            if message.offset() + 1 >= ends[message.partition()]:
+                remaining.discard(message.partition())
+    finally:
+        consumer.close()
+    return mappings

@@ -27,9 +27,12 @@ from baldur_audit.schemas.codec import KNOWN_SCHEMAS, WriterSchema
 from baldur_audit.schemas.errors import ChainBreak, ConfigError, UnknownKey
 from baldur_audit.schemas.view import view_digest
 
-from .retention import walk_start
-from .source import KafkaTopicReader
-from .store import PostgresLedgerStore, SealedRow, schemas_to_store
+from ..kafka.source import KafkaTopicReader
+from ..postgres import Connection
+from ..postgres.ledger import PostgresLedgerStore, schemas_to_store
+from ..postgres.retention import retired_events
+from ..postgres.rows import SealedRow
+from .anchors import walk_start
 
 Progress = Callable[[int], None]
 
@@ -85,10 +88,10 @@ class _EventIndex:
         return {event_id: self._first[event_id.bytes] for event_id in ids
                 if event_id.bytes in self._first}
 
-    def add_retired(self, conn: Any) -> None:
+    def add_retired(self, conn: Connection) -> None:
         """The event ids of entries dropped behind a retention anchor (retired_events)."""
-        for event_id, seq in conn.execute("SELECT event_id, seq FROM retired_events"):
-            self._first.setdefault(event_id.bytes, seq)
+        for event_id, seq in retired_events(conn):
+            self._first.setdefault(event_id, seq)
 
     def add(self, entries: list[SealedEntry]) -> None:
         for entry in entries:
@@ -98,27 +101,25 @@ class _EventIndex:
 
 def _compare(entry: SealedEntry, row: SealedRow) -> str | None:
     """Why ``row`` is not ``entry`` (None when it is)."""
-    offset, kind, duplicate_of, value_null, payload_sha, digest, key_id, link, view_sha = row[1:10]
-    has_reason, stored_view_digest = row[11], row[13]
-    if offset != entry.record.offset:
-        return (f"ledger entry holds offset {offset}, the topic's record {entry.seq} is at "
-                f"offset {entry.record.offset}")
-    if payload_sha != entry.digest or value_null != (entry.record.value is None) or \
-            row[12] != (entry.record.value is None):
+    if row.kafka_offset != entry.record.offset:
+        return (f"ledger entry holds offset {row.kafka_offset}, the topic's record {entry.seq} is "
+                f"at offset {entry.record.offset}")
+    if row.payload_sha != entry.digest or row.value_null != (entry.record.value is None) or \
+            row.payload_null != (entry.record.value is None):
         return "payload differs from the topic record's bytes"
-    if kind != entry.kind.label or duplicate_of != (entry.duplicate_of or 0):
-        return f"sealed as {kind}, the topic says {entry.kind.label}"
-    if digest != entry.digest:
+    if row.kind != entry.kind.label or row.duplicate_of != (entry.duplicate_of or 0):
+        return f"sealed as {row.kind}, the topic says {entry.kind.label}"
+    if row.digest != entry.digest:
         return "digest differs from the topic record's"
-    if view_sha != view_digest(entry.view) or stored_view_digest != view_sha:
+    if row.view_sha != view_digest(entry.view) or row.view_digest != row.view_sha:
         return "visible columns differ from what the topic record says"
-    if key_id != entry.key_id or not hmac.compare_digest(link, entry.link):
+    if row.key_id != entry.key_id or not hmac.compare_digest(row.link, entry.link):
         return "link differs from the chain rebuilt from the topic"
-    if has_reason != (entry.kind is EntryKind.REJECTED):
+    if row.has_reason != (entry.kind is EntryKind.REJECTED):
         return "reject_reason presence does not match the entry's kind"
-    if row[15] != (entry.duplicate_of is not None):
+    if row.has_duplicate_of != (entry.duplicate_of is not None):
         return "column duplicate_of is set on an entry that is not a duplicate"
-    if entry.reject_reason is not None and row[16] != entry.reject_reason:
+    if entry.reject_reason is not None and row.reject_reason != entry.reject_reason:
         # Not sealed (CHAIN.md §6.1), but shown by `log`: replay words it as the decoder does.
         return "reject_reason differs from the decoder's wording for this record"
     return None
@@ -174,7 +175,7 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
     with store.snapshot() as conn:
         # Snapshot first, then the topic's end: every sealed entry is then below the end.
         low, high = reader.watermarks()
-        # Retention (retention.py): entries up to an anchor were dropped. With the whole topic,
+        # Retention (anchors.py): entries up to an anchor were dropped. With the whole topic,
         # the chain is rebuilt from genesis and must meet the anchor's link; when the topic's
         # own retention removed records up to the anchor, the rebuild starts at the anchor.
         try:
@@ -233,10 +234,10 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
                 if row is None:
                     first_unsealed = first_unsealed or entry
                     continue
-                if row[0] != entry.seq:
+                if row.seq != entry.seq:
                     found = Divergence(entry.seq, entry.record.offset, "missing",
                                        f"the ledger has no entry for seq {entry.seq}; "
-                                       f"next is seq {row[0]}")
+                                       f"next is seq {row.seq}")
                     break
                 why = _compare(entry, row)
                 if why is not None:
@@ -246,8 +247,8 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
             if found is None and unknown is not None:
                 found = unknown
         if found is None and row is not None:
-            found = Divergence(row[0], row[1], "extra",
-                               f"entry seq {row[0]} has no record in the topic")
+            found = Divergence(row.seq, row.kafka_offset, "extra",
+                               f"entry seq {row.seq} has no record in the topic")
     missing_tail = topic_records - dropped - ledger_entries if found is None else 0
     if found is None and missing_tail > 0 and first_unsealed is not None:
         oldest = first_unsealed

@@ -11,7 +11,6 @@ disturb the result. Reports ``intact`` or the first break; never repairs anythin
 from __future__ import annotations
 
 import hmac
-import struct
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -34,13 +33,14 @@ from baldur_audit.schemas.errors import (
     UnknownKey,
     ValueMismatch,
 )
-from baldur_audit.schemas.view import VIEW_COLUMNS, entry_view
+from baldur_audit.schemas.view import VIEW_COLUMNS, entry_view, split_view
 
-from .retention import WalkStart, walk_start
-from .store import HeadRow, LedgerMeta, PostgresLedgerStore, SealedRow
+from ..postgres.ledger import PostgresLedgerStore, first_bad_duplicate
+from ..postgres.rows import HeadRow, LedgerMeta, SealedRow
+from .anchors import WalkStart, walk_start
 
 if TYPE_CHECKING:
-    from .witness import WitnessCheck
+    from .witness_check import WitnessCheck
 
 Progress = Callable[[int], None]
 
@@ -68,8 +68,8 @@ class VerifyReport:
     first_break: Break | None
     seconds: float
     kinds: dict[str, int] = field(default_factory=dict)
-    witness: dict[str, Any] | None = None  # the witness check (witness.py), when asked for
-    retention: dict[str, Any] | None = None  # anchor started from, pruned entries (retention.py)
+    witness: dict[str, Any] | None = None  # the witness check (witness_check.py), when asked for
+    retention: dict[str, Any] | None = None  # anchor started from, pruned entries (anchors.py)
 
     @property
     def intact(self) -> bool:
@@ -94,23 +94,6 @@ class VerifyReport:
 
 
 KINDS = {kind.label: kind for kind in EntryKind}
-
-
-def split_view(view: bytes) -> list[bytes | None] | None:
-    """A view's column values (None for NULL), or None if it is not well framed."""
-    values: list[bytes | None] = []
-    pos = 0
-    while pos < len(view):
-        if pos + 4 > len(view):
-            return None
-        (size,) = struct.unpack_from(">i", view, pos)
-        pos += 4
-        if size < 0:
-            values.append(None)
-            continue
-        values.append(view[pos:pos + size])
-        pos += size
-    return values if pos == len(view) and len(values) == len(VIEW_COLUMNS) else None
 
 
 def changed_column(stored_view: bytes, payload: bytes | None, timestamp_ms: int,
@@ -193,34 +176,32 @@ class LedgerWalk:
 
     def _link_of(self, row: SealedRow, *, seq: int | None = None) -> bytes:
         """The link ``row``'s stored fields give after the current predecessor."""
-        row_seq, offset, kind_label, duplicate_of, value_null = row[:5]
-        digest, key_id, view_sha, timestamp_ms = row[6], row[7], row[9], row[10]
-        kind = KINDS.get(kind_label)
+        kind = KINDS.get(row.kind)
         if kind is None:
-            raise ValueMismatch(row_seq, "column kind holds an unknown kind")
-        if timestamp_ms is None:
-            raise ValueMismatch(row_seq, "column kafka_timestamp is not a finite time")
-        return self._linker(row_seq, key_id).link(
-            self.prev_link, row_seq if seq is None else seq, offset, timestamp_ms, kind.code,
-            duplicate_of, value_null, digest, view_sha)
+            raise ValueMismatch(row.seq, "column kind holds an unknown kind")
+        if row.timestamp_ms is None:
+            raise ValueMismatch(row.seq, "column kafka_timestamp is not a finite time")
+        return self._linker(row.seq, row.key_id).link(
+            self.prev_link, row.seq if seq is None else seq, row.kafka_offset, row.timestamp_ms,
+            kind.code, row.duplicate_of, row.value_null, row.digest, row.view_sha)
 
     def check(self, row: SealedRow, upcoming: _Peekable) -> None:
         """Check the next row; on success it becomes the predecessor of the one after."""
-        seq, offset, kind_label, duplicate_of, value_null, payload_sha, digest = row[:7]
+        seq, offset, kind_label = row.seq, row.kafka_offset, row.kind
         if seq != self.next_seq:
             raise SequenceGap(self.next_seq, seq,
                               f"seq {self.next_seq}..{seq - 1} missing (next entry found is {seq})")
         if seq > self.head.seq:
             raise InsertedEntry(seq, f"entry beyond the chain head (head is at seq {self.head.seq})")
-        if not hmac.compare_digest(payload_sha, digest) or value_null != row[12]:
+        if not hmac.compare_digest(row.payload_sha, row.digest) or row.value_null != row.payload_null:
             raise ValueMismatch(seq, "payload bytes differ from the sealed digest")
-        if row[14]:
+        if row.pruned:
             if self._unpruned_seen:  # baldur_prune only ever takes a prefix of the ledger
                 raise ValueMismatch(seq, "entry is marked pruned but follows an unpruned entry")
             self.pruned += 1
         else:
             self._unpruned_seen = True
-        stored = row[8]
+        stored = row.link
         computed = self._link_of(row)
         if not hmac.compare_digest(computed, stored):
             self._explain_link_break(row, upcoming, stored, computed)
@@ -230,15 +211,16 @@ class LedgerWalk:
                                      "entry's link")
         if offset <= self.prev_offset:
             raise ReorderedEntry(seq, f"offset {offset} does not follow offset {self.prev_offset}")
-        if row[13] != row[9]:
+        if row.view_digest != row.view_sha:
             raise ValueMismatch(seq, "column view_digest is not the digest of the visible columns")
         rejected = kind_label == "rejected"
-        if rejected != row[11]:
+        if rejected != row.has_reason:
             # The reason's wording is the decoder's and is not sealed (CHAIN.md §6.1): only
             # its presence is checked.
             raise ValueMismatch(seq, "rejected entry has no reject_reason" if rejected else
                                 "column reject_reason is set on a sealed event")
-        if (kind_label == "duplicate") != row[15] or (row[15] and not duplicate_of):
+        if (kind_label == "duplicate") != row.has_duplicate_of or \
+                (row.has_duplicate_of and not row.duplicate_of):
             raise ValueMismatch(seq, "duplicate entry does not name its first occurrence"
                                 if kind_label == "duplicate" else
                                 "column duplicate_of is set on an entry that is not a duplicate")
@@ -249,20 +231,20 @@ class LedgerWalk:
 
     def _explain_link_break(self, row: SealedRow, upcoming: _Peekable, stored: bytes,
                             computed: bytes) -> None:
-        seq, offset = row[0], row[1]
+        seq, offset = row.seq, row.kafka_offset
         nxt = upcoming.peek()
         if nxt is not None:
-            if nxt[1] < offset:
+            if nxt.kafka_offset < offset:
                 raise ReorderedEntry(seq, f"entry holds offset {offset}, which follows offset "
-                                          f"{nxt[1]} of seq {nxt[0]}")
+                                          f"{nxt.kafka_offset} of seq {nxt.seq}")
             try:
                 shifted = self._link_of(nxt, seq=seq)
             except ChainBreak:
                 shifted = b""
-            if hmac.compare_digest(shifted, nxt[8]):
+            if hmac.compare_digest(shifted, nxt.link):
                 raise InsertedEntry(seq, "an entry that was never sealed was inserted here "
                                          "(the following entries were renumbered)")
-        column = None if row[14] else self._explain(seq)  # a pruned entry has no columns
+        column = None if row.pruned else self._explain(seq)  # a pruned entry has no columns
         if column is not None:
             raise ValueMismatch(seq, f"column {column} differs from the sealed payload")
         raise LinkMismatch(seq, stored, computed)
@@ -279,22 +261,6 @@ class LedgerWalk:
         if self.head.offset != self.prev_offset:
             raise ValueMismatch(max(last_seq, 1), "the chain head's offset is not the last "
                                                   "entry's offset")
-
-
-def _duplicate_break(conn: Any) -> ChainBreak | None:
-    """Duplicates must point at an earlier entry of the same event id (checked in SQL); the
-    first occurrence may be gone behind a retention anchor."""
-    row = conn.execute(
-        "SELECT d.seq FROM audit_entries d LEFT JOIN audit_entries f ON f.seq = d.duplicate_of"
-        " WHERE d.kind = 'duplicate' AND CASE WHEN f.seq IS NULL THEN NOT EXISTS ("
-        "SELECT 1 FROM retired_events r WHERE r.seq = d.duplicate_of AND r.event_id = d.event_id"
-        " AND r.seq <= (SELECT coalesce(max(seq), 0) FROM retention_anchors))"
-        " ELSE f.kind <> 'event' OR f.event_id IS DISTINCT FROM d.event_id OR f.seq >= d.seq END"
-        " ORDER BY d.seq LIMIT 1").fetchone()
-    if row is None:
-        return None
-    return ValueMismatch(int(row[0]), "duplicate entry does not point at an earlier entry "
-                                      "of the same event id")
 
 
 def verify_ledger(store: PostgresLedgerStore, keys: Mapping[str, SigningKey], *,
@@ -342,9 +308,10 @@ def verify_ledger(store: PostgresLedgerStore, keys: Mapping[str, SigningKey], *,
             walk.finish()
         except ChainBreak as exc:
             found = exc
-        duplicate = _duplicate_break(conn)
-        if duplicate is not None and (found is None or duplicate.seq < found.seq):
-            found = duplicate
+        duplicate = first_bad_duplicate(conn)
+        if duplicate is not None and (found is None or duplicate < found.seq):
+            found = ValueMismatch(duplicate, "duplicate entry does not point at an earlier entry "
+                                             "of the same event id")
         if progress is not None:
             progress(checked % 10_000)
         entries = store.count_entries(conn)

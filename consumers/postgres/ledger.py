@@ -1,41 +1,46 @@
-"""PostgreSQL adapter: migrations, the chain head with its fencing epoch, and
-appending sealed entries with COPY in the same transaction as the head.
+"""The ledger in PostgreSQL: migrations, the ledger identity, the chain head with its
+fencing epoch, appending sealed entries with ``COPY`` in the same transaction as the head,
+and the reads of verify, replay and the key checks.
 
-Driver errors are translated here: connection and server failures become
-:class:`StoreUnavailable` (messages scrubbed of the DSN's password), a lost
-fencing epoch becomes :class:`Fenced`.
+Driver errors are translated (``postgres/__init__.py``): connection and server failures become
+:class:`StoreUnavailable` (messages scrubbed of the DSN's password), refused statements
+:class:`StoreRefused`, a lost fencing epoch :class:`Fenced`.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import struct
 import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from contextlib import AbstractContextManager, contextmanager
 from importlib import resources
-from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from baldur_audit.schemas.chain import ChainHead, EntryKind, SealedEntry, SigningKey, genesis_link
+from baldur_audit.schemas.chain import SealedEntry, SigningKey, genesis_link
 from baldur_audit.schemas.codec import WriterSchema
 from baldur_audit.schemas.errors import (
-    AuditError,
     ConfigError,
     DecodeError,
     Fenced,
-    StoreRefused,
     StoreUnavailable,
     ValueMismatch,
 )
-from baldur_audit.schemas.view import NULL, VIEW_COLUMNS, bytes_field, text_field, view_digest
 
-from .config import UNPARSABLE_DSN, dsn_password, redact_dsn, scrub
+from . import Connection, connect, translated
+from .rows import (
+    ENTRY_COLUMNS,
+    SEALED_ROWS,
+    TIMESTAMP_MS_SQL,
+    VIEW_SQL,
+    HeadRow,
+    LedgerMeta,
+    SealedRow,
+    copy_data,
+    sealed_row,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,135 +48,15 @@ log = logging.getLogger(__name__)
 #: database unavailable (the caller then retries with backoff).
 TAKE_OVER_ATTEMPTS = 15
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MIGRATION_LOCK = 0x6261_6C64_7572  # "baldur": serializes concurrent `init`s
-
-#: ``audit_entries`` columns in the order the sealer writes them: the sealed view
-#: (schemas/view.py) is one contiguous run in the middle.
-ENTRY_COLUMNS = (
-    "seq", "kafka_offset", "kind", "duplicate_of", "reject_reason",
-    *(name for name, _ in VIEW_COLUMNS),
-    "payload", "digest", "key_id", "link", "value_null", "view_digest",
-)
-
-_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags 0, no extension
-_COPY_TRAILER = b"\xff\xff"
-_TUPLE_HEAD = struct.Struct(">hiqiq").pack  # field count, seq, kafka_offset (int8 each)
-_INT8 = struct.Struct(">iq").pack
-_TRUE, _FALSE = b"\x00\x00\x00\x01\x01", b"\x00\x00\x00\x01\x00"  # bool fields
-_DIGEST_HEADER = struct.pack(">i", 32)
-_KIND_FIELDS = {kind: text_field(kind.label) for kind in EntryKind}
 
 _COPY_ENTRIES = sql.SQL("COPY audit_entries ({}) FROM STDIN (FORMAT BINARY)").format(
     sql.SQL(", ").join(sql.Identifier(c) for c in ENTRY_COLUMNS))
 
-#: SQL computing an entry's view from its stored columns, byte for byte as the sealer built
-#: it (schemas/view.py): each column as int4 length + value, NULL as length -1.
-_VIEW_VALUE = {
-    "timestamptz": "timestamptz_send({})",
-    "uuid": "uuid_send({})",
-    "text": "convert_to({}, 'UTF8')",
-    "json": "convert_to({}::text, 'UTF8')",
-    "bytea": "{}",
-}
-VIEW_SQL = " || ".join(
-    "coalesce(int4send(octet_length({v})) || {v}, '\\xffffffff'::bytea)".format(
-        v=_VIEW_VALUE[kind].format(name)) for name, kind in VIEW_COLUMNS)
-
-
-_TIMESTAMP_MS = ("CASE WHEN isfinite(kafka_timestamp) THEN "
-                 "floor(extract(epoch FROM kafka_timestamp) * 1000)::int8 END")
-
-#: What verify and replay read per entry: the stored link fields, and SHA-256 digests of the
-#: payload and of the view computed by the database. Positions: 0 seq, 1 kafka_offset,
-#: 2 kind, 3 duplicate_of (0 when NULL), 4 value_null, 5 SHA-256(payload),
-#: 6 digest, 7 key_id, 8 link, 9 SHA-256(view), 10 kafka_timestamp in ms (None when not
-#: finite), 11 whether reject_reason is set, 12 payload IS NULL, 13 the stored view_digest,
-#: 14 whether the entry was pruned (004_retention.sql). A pruned entry has no payload and no
-#: view columns left: 5, 9 and 12 then give the stored digest, view_digest and value_null,
-#: so its link is checked from what it keeps. 15 duplicate_of IS NOT NULL, 16 reject_reason.
-SealedRow = tuple[int, int, str, int, bool, bytes, bytes, str, bytes, bytes, int | None, bool,
-                  bool, bytes, bool, bool, str | None]
-_SEALED_ROWS = (
-    "SELECT seq, kafka_offset, kind, coalesce(duplicate_of, 0), value_null,"
-    " CASE WHEN pruned_at IS NULL THEN sha256(coalesce(payload, ''::bytea)) ELSE digest END,"
-    " digest, key_id, link,"
-    " CASE WHEN pruned_at IS NULL THEN sha256(" + VIEW_SQL + ") ELSE view_digest END, "
-    + _TIMESTAMP_MS + ", coalesce(reject_reason, '') <> '',"
-    " CASE WHEN pruned_at IS NULL THEN payload IS NULL ELSE value_null END, view_digest,"
-    " pruned_at IS NOT NULL, duplicate_of IS NOT NULL, reject_reason"
-    " FROM audit_entries WHERE seq >= %s ORDER BY seq")
-
-
-def entry_tuple(entry: SealedEntry) -> bytes:
-    """One ``audit_entries`` row in PostgreSQL's binary ``COPY`` format (ENTRY_COLUMNS)."""
-    return b"".join((
-        _TUPLE_HEAD(len(ENTRY_COLUMNS), 8, entry.seq, 8, entry.record.offset),
-        _KIND_FIELDS[entry.kind],
-        NULL if entry.duplicate_of is None else _INT8(8, entry.duplicate_of),
-        text_field(entry.reject_reason),
-        entry.view,
-        bytes_field(entry.record.value),
-        bytes_field(entry.digest),
-        text_field(entry.key_id),
-        bytes_field(entry.link),
-        _TRUE if entry.record.value is None else _FALSE,
-        _DIGEST_HEADER, view_digest(entry.view),
-    ))
-
-
-def copy_data(entries: Sequence[SealedEntry]) -> bytes:
-    """A whole binary ``COPY`` stream (header, rows, trailer) for ``entries``."""
-    return b"".join((_COPY_SIGNATURE, *map(entry_tuple, entries), _COPY_TRAILER))
-
-
-def ms_to_datetime(timestamp_ms: int) -> datetime:
-    """A Kafka millisecond timestamp as an aware UTC datetime (exact)."""
-    return _EPOCH + timedelta(milliseconds=timestamp_ms)
-
-
-def datetime_to_ms(moment: datetime) -> int:
-    """An aware datetime as whole milliseconds since the epoch (exact for ms values)."""
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerMeta:
-    """The ledger's identity as bound by its genesis link."""
-
-    ledger_id: str
-    topic: str
-    partition: int
-    genesis_key_id: str
-    genesis_link: bytes
-
-    def require_key(self, key: SigningKey) -> None:
-        """Raise :class:`ConfigError` unless ``key`` is the key this ledger was sealed with."""
-        if key.key_id != self.genesis_key_id:
-            raise ConfigError(f"the configured signing key {key.key_id} is not this ledger's "
-                              f"key {self.genesis_key_id}; to rotate, list the old key id in "
-                              "BALDUR_AUDIT_RETIRED_KEY_IDS (or the old key in "
-                              "BALDUR_SECRETS_AUDIT_OLD_KEYS)")
-
-
-@dataclass(frozen=True, slots=True)
-class HeadRow:
-    """The chain head row, as stored."""
-
-    epoch: int
-    seq: int
-    offset: int
-    link: bytes
-
-    def chain_head(self) -> ChainHead:
-        """The head as the sealer uses it."""
-        return ChainHead(self.seq, self.offset, self.link)
-
 
 def migration_files() -> list[tuple[int, str, str]]:
     """Shipped migrations as (version, name, sql), in version order."""
-    folder = resources.files("baldur_audit.consumers.migrations")
+    folder = resources.files("baldur_audit.consumers.postgres.migrations")
     found = []
     for item in folder.iterdir():
         match = re.fullmatch(r"(\d{3})_[a-z0-9_]+\.sql", item.name)
@@ -183,7 +68,7 @@ def migration_files() -> list[tuple[int, str, str]]:
 class PostgresLedgerStore:
     """The ledger in PostgreSQL. One connection; not shared between threads."""
 
-    def __init__(self, conn: psycopg.Connection[Any], dsn: str) -> None:
+    def __init__(self, conn: Connection, dsn: str = "") -> None:
         self._conn = conn
         self._dsn = dsn
 
@@ -191,18 +76,8 @@ class PostgresLedgerStore:
     def connect(cls, dsn: str, *, connect_timeout: int = 10,
                 application_name: str = "baldur-audit") -> PostgresLedgerStore:
         """Open a connection; raises :class:`StoreUnavailable` (password never shown)."""
-        try:
-            # The sealed view holds UTF-8 text: the session must not transcode it.
-            conn = psycopg.connect(dsn, connect_timeout=connect_timeout,
-                                   application_name=application_name, client_encoding="UTF8")
-        except psycopg.Error as exc:
-            if redact_dsn(dsn) == UNPARSABLE_DSN:  # the driver's text may quote it whole
-                raise StoreUnavailable("cannot connect to PostgreSQL: the DSN is not a valid "
-                                       "connection string or URI") from None
-            raise StoreUnavailable(
-                f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: "
-                f"{scrub(str(exc).strip(), dsn_password(dsn), dsn)}") from None
-        return cls(conn, dsn)
+        return cls(connect(dsn, connect_timeout=connect_timeout,
+                           application_name=application_name), dsn)
 
     def act_as_writer(self, *, stalled_transaction_s: float) -> None:
         """Session settings of the chainer: the server ends this session when it sits idle
@@ -226,18 +101,15 @@ class PostgresLedgerStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _translated(self, what: str) -> AbstractContextManager[None]:
+        return translated(what, self._conn, self._dsn)
+
     @contextmanager
-    def _translated(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except AuditError:  # already translated (Fenced, ConfigError, ...)
-            raise
-        except psycopg.Error as exc:
-            detail = scrub(str(exc).strip(), dsn_password(self._dsn), self._dsn)
-            if self._conn.closed or isinstance(exc, psycopg.OperationalError):
-                raise StoreUnavailable(f"{what}: PostgreSQL failed: {detail}") from None
-            # Refused by the server (privileges, constraints, bad data): retrying won't help.
-            raise StoreRefused(f"{what}: {type(exc).__name__}: {detail}") from None
+    def transaction(self, what: str) -> Iterator[Connection]:
+        """One transaction on this store's connection, driver errors translated (``what``
+        names the work in messages): for the named queries of ``retention``."""
+        with self._translated(what), self._conn.transaction():
+            yield self._conn
 
     # -- schema -------------------------------------------------------------
 
@@ -454,10 +326,44 @@ class PostgresLedgerStore:
                 if cur.rowcount != 1:
                     raise Fenced(mine=epoch, current=-1)
 
+    # -- keys --------------------------------------------------------------------
+
+    def stored_genesis_key_id(self) -> str | None:
+        """The genesis key id of the ledger in this database (None before ``init``)."""
+        with self.snapshot() as conn:
+            row = conn.execute("SELECT genesis_key_id FROM ledger_meta WHERE id = 1").fetchone()
+        return None if row is None else str(row[0])
+
+    def last_key_id(self) -> str | None:
+        """The key id of the newest entry (None for an empty ledger)."""
+        with self.snapshot() as conn:
+            row = conn.execute("SELECT key_id FROM audit_entries ORDER BY seq DESC LIMIT 1").fetchone()
+        return None if row is None else str(row[0])
+
+    def key_changes(self) -> tuple[list[tuple[int, str]], int]:
+        """``(first_seq, key_id)`` of each run of entries sealed under one key, and the last seq."""
+        with self.snapshot() as conn:
+            rows = conn.execute(
+                "SELECT seq, key_id FROM (SELECT seq, key_id, lag(key_id) OVER (ORDER BY seq) AS prev"
+                " FROM audit_entries) runs WHERE prev IS DISTINCT FROM key_id ORDER BY seq").fetchall()
+            last = conn.execute("SELECT coalesce(max(seq), 0) FROM audit_entries").fetchone()
+        return [(int(seq), str(key_id)) for seq, key_id in rows], int(last[0]) if last else 0
+
+    def first_off_schedule(self, *, last_seq: int, key_ids: Sequence[str],
+                           epoch_entries: int) -> tuple[int, str] | None:
+        """``(seq, key_id)`` of the first entry up to ``last_seq`` not sealed with its epoch's
+        key (``key_ids[epoch]``, epochs of ``epoch_entries`` entries), if any."""
+        with self.snapshot() as conn:
+            row = conn.execute(
+                "SELECT seq, key_id FROM audit_entries WHERE seq <= %s AND key_id IS DISTINCT FROM"
+                " (%s::text[])[((seq - 1) / %s) + 1] ORDER BY seq LIMIT 1",
+                (last_seq, list(key_ids), epoch_entries)).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
     # -- reading for verify / replay --------------------------------------------
 
     @contextmanager
-    def snapshot(self) -> Iterator[psycopg.Connection[Any]]:
+    def snapshot(self) -> Iterator[Connection]:
         """A read-only, repeatable-read transaction: one consistent view of entries and head."""
         with self._translated("read ledger snapshot"):
             self._conn.rollback()
@@ -471,32 +377,64 @@ class PostgresLedgerStore:
                     self._conn.isolation_level = None
                     self._conn.read_only = None
 
-    def iter_sealed_rows(self, conn: psycopg.Connection[Any], *, from_seq: int = 1,
+    def iter_sealed_rows(self, conn: Connection, *, from_seq: int = 1,
                          batch: int = 10_000) -> Iterator[SealedRow]:
         """Entries from ``from_seq`` as :data:`SealedRow`, in seq order, streamed by a
         server-side cursor in binary (flat memory; the hashing happens in the database)."""
         with self._translated("read entries"), conn.cursor(
-                name=f"baldur_entries_{uuid.uuid4().hex[:8]}", binary=True) as cur:
+                name=f"baldur_entries_{uuid.uuid4().hex[:8]}", binary=True,
+                row_factory=sealed_row) as cur:
             cur.itersize = batch
-            cur.execute(_SEALED_ROWS, (from_seq,))
+            cur.execute(SEALED_ROWS, (from_seq,))
             yield from cur
 
-    def entry_view(self, conn: psycopg.Connection[Any],
-                   seq: int) -> tuple[bytes, bytes | None, int] | None:
+    def entry_view(self, conn: Connection, seq: int) -> tuple[bytes, bytes | None, int] | None:
         """Entry ``seq``'s stored view bytes, payload and Kafka timestamp (ms), if any."""
         with self._translated("read entry"):
             row = conn.execute(
-                "SELECT " + VIEW_SQL + ", payload, " + _TIMESTAMP_MS +
+                "SELECT " + VIEW_SQL + ", payload, " + TIMESTAMP_MS_SQL +
                 " FROM audit_entries WHERE seq = %s", (seq,), binary=True).fetchone()
         if row is None or row[2] is None:
             return None
         return row[0], row[1], row[2]
 
-    def count_entries(self, conn: psycopg.Connection[Any]) -> int:
+    def count_entries(self, conn: Connection) -> int:
         """Number of entries in the current snapshot."""
         with self._translated("count entries"):
             row = conn.execute("SELECT count(*) FROM audit_entries").fetchone()
         return int(row[0]) if row else 0
+
+
+def first_bad_duplicate(conn: Connection) -> int | None:
+    """The seq of the first duplicate that does not point at an earlier entry of the same
+    event id (its first occurrence may be gone behind a retention anchor), if any."""
+    with translated("check duplicates", conn):
+        row = conn.execute(
+            "SELECT d.seq FROM audit_entries d LEFT JOIN audit_entries f ON f.seq = d.duplicate_of"
+            " WHERE d.kind = 'duplicate' AND CASE WHEN f.seq IS NULL THEN NOT EXISTS ("
+            "SELECT 1 FROM retired_events r WHERE r.seq = d.duplicate_of AND r.event_id = d.event_id"
+            " AND r.seq <= (SELECT coalesce(max(seq), 0) FROM retention_anchors))"
+            " ELSE f.kind <> 'event' OR f.event_id IS DISTINCT FROM d.event_id OR f.seq >= d.seq END"
+            " ORDER BY d.seq LIMIT 1").fetchone()
+    return None if row is None else int(row[0])
+
+
+def link_at(conn: Connection, seq: int) -> bytes | None:
+    """The link of entry ``seq``, or of the retention anchor at ``seq`` (None: neither)."""
+    with translated("read entry link", conn):
+        row = conn.execute("SELECT link FROM audit_entries WHERE seq = %s UNION ALL"
+                           " SELECT link FROM retention_anchors WHERE seq = %s",
+                           (seq, seq)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def ledger_end(conn: Connection) -> tuple[int, int]:
+    """The last entry's seq and the newest retention anchor's seq (0 when there is none)."""
+    with translated("read ledger end", conn):
+        row = conn.execute(
+            "SELECT (SELECT coalesce(max(seq), 0) FROM audit_entries),"
+            " (SELECT coalesce(max(seq), 0) FROM retention_anchors)").fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def schemas_to_store(entries: Sequence[SealedEntry], known: set[bytes],

@@ -1,5 +1,5 @@
-"""Building evidence bundles (``bundles.py``) from the ledger database: O(log n) stored tree
-nodes read in one query (``checkpoints.PostgresMerkleNodes``), never a rehash of the ledger.
+"""Building evidence bundles (``bundle.py``) from the ledger database: O(log n) stored tree
+nodes read in one query (``postgres/merkle.py``), never a rehash of the ledger.
 """
 
 from __future__ import annotations
@@ -7,23 +7,23 @@ from __future__ import annotations
 from contextlib import closing
 from typing import Any
 
-import psycopg
-
 from baldur_audit.schemas.checkpoint import Checkpoint
 from baldur_audit.schemas.codec import KNOWN_SCHEMAS
 from baldur_audit.schemas.errors import AuditError, SequenceGap
 from baldur_audit.schemas.merkle import consistency_proof, inclusion_proof
 
-from .bundles import consistency_bundle, entry_document, fingerprint_of, inclusion_bundle
-from .checkpoints import PostgresMerkleNodes, StoredCheckpoint, read_tree, stored_checkpoint
-from .store import PostgresLedgerStore
+from ..postgres import Connection
+from ..postgres.ledger import PostgresLedgerStore
+from ..postgres.merkle import PostgresMerkleNodes, StoredCheckpoint, read_tree, stored_checkpoint
+from ..postgres.retention import newest_anchor_seq
+from .bundle import consistency_bundle, entry_document, fingerprint_of, inclusion_bundle
 
 
 class ProofUnavailable(AuditError):
     """No proof can be built (yet): no checkpoint covers the entry, or the tree is behind."""
 
 
-def build_inclusion_bundle(conn: psycopg.Connection[Any], seq: int, *, size: int | None = None,
+def build_inclusion_bundle(conn: Connection, seq: int, *, size: int | None = None,
                            include_payload: bool = True) -> dict[str, Any]:
     """The evidence bundle of entry ``seq`` under the newest stored checkpoint covering it
     (or the one of ``size`` leaves): O(log n) node reads.
@@ -31,7 +31,7 @@ def build_inclusion_bundle(conn: psycopg.Connection[Any], seq: int, *, size: int
     Raises :class:`ProofUnavailable` (no such checkpoint, tree behind), :class:`SequenceGap`
     (a covered entry is missing), StoreUnavailable.
     """
-    ledger = PostgresLedgerStore(conn, "")
+    ledger = PostgresLedgerStore(conn)
     meta = ledger.read_meta()
     stored: StoredCheckpoint | None = stored_checkpoint(conn, size=size) if size is not None \
         else stored_checkpoint(conn, min_size=seq)
@@ -48,17 +48,16 @@ def build_inclusion_bundle(conn: psycopg.Connection[Any], seq: int, *, size: int
         raise ProofUnavailable(f"the stored merkle tree does not reach size {stored.tree_size}")
     with closing(ledger.iter_sealed_rows(conn, from_seq=seq, batch=1)) as rows:  # type: ignore[type-var]
         row = next(iter(rows), None)
-    if row is None or row[0] != seq:
-        anchored = conn.execute("SELECT coalesce(max(seq), 0) FROM retention_anchors").fetchone()
-        if anchored and seq <= anchored[0]:
+    if row is None or row.seq != seq:
+        anchored = newest_anchor_seq(conn)
+        if seq <= anchored:
             raise ProofUnavailable(f"entry {seq} was dropped by retention (anchor at seq "
-                                   f"{anchored[0]}): no bundle can show it")
+                                   f"{anchored}): no bundle can show it")
         raise SequenceGap(seq, None, f"entry {seq} is missing although the checkpoint of size "
                                      f"{stored.tree_size} covers it")
-    pruned = len(row) > 14 and bool(row[14])
-    stored_view = None if pruned else ledger.entry_view(conn, seq)
+    stored_view = None if row.pruned else ledger.entry_view(conn, seq)
     if stored_view is None:  # pruned by retention: its visible columns and payload are gone
-        view, payload, timestamp_ms = None, None, row[10]
+        view, payload, timestamp_ms = None, None, row.timestamp_ms
     else:
         view, payload, timestamp_ms = stored_view
     fingerprint = fingerprint_of(view)
@@ -67,16 +66,16 @@ def build_inclusion_bundle(conn: psycopg.Connection[Any], seq: int, *, size: int
         known = ledger.writer_schemas()
         writer_schema = known[fingerprint].schema_json if fingerprint in known else None
     entry = entry_document(
-        seq=seq, topic=meta.topic, partition=meta.partition, offset=row[1],
-        timestamp_ms=timestamp_ms, kind=row[2], duplicate_of=row[3], value_null=bool(row[4]),
-        digest=bytes(row[6]), view=view, key_id=row[7], link=bytes(row[8]), payload=payload,
-        include_payload=include_payload and view is not None, writer_schema=writer_schema,
-        sealed_view_digest=bytes(row[9]))
+        seq=seq, topic=meta.topic, partition=meta.partition, offset=row.kafka_offset,
+        timestamp_ms=timestamp_ms, kind=row.kind, duplicate_of=row.duplicate_of,
+        value_null=bool(row.value_null), digest=bytes(row.digest), view=view, key_id=row.key_id,
+        link=bytes(row.link), payload=payload, include_payload=include_payload and view is not None,
+        writer_schema=writer_schema, sealed_view_digest=bytes(row.view_sha))
     proof = inclusion_proof(PostgresMerkleNodes(conn), seq - 1, stored.tree_size)
     return inclusion_bundle(entry, stored.note, proof, stored.tree_size)
 
 
-def build_consistency_bundle(conn: psycopg.Connection[Any], old: tuple[Checkpoint, str],
+def build_consistency_bundle(conn: Connection, old: tuple[Checkpoint, str],
                              new: tuple[Checkpoint, str]) -> dict[str, Any]:
     """The consistency bundle between two checkpoints (O(log n) node reads).
 

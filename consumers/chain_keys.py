@@ -1,6 +1,7 @@
-"""Keys from configuration: the keyring for rotation, and the forward-secure ratchet state.
+"""The chain's HMAC keys from the settings: the signing key, the keyring for rotation, and
+the forward-secure ratchet state of the chainer.
 
-Read at the edge (the CLI). Variables:
+Variables (``settings.py``):
 
 - ``BALDUR_SECRETS_AUDIT_SIGNING_KEY``: the current key (rotation), or, with forward
   security, the *initial* key ``K_0`` (escrowed; a chainer needs it only on its first
@@ -12,39 +13,88 @@ Read at the edge (the CLI). Variables:
   without holding the old secret;
 - ``BALDUR_FORWARD_SECURE_EPOCH``: N entries per epoch; enables the ratchet (CHAIN.md §16).
 
-The chainer's ratchet state lives in ``<state dir>/ratchet-state.json`` (mode 0600). It is
-rewritten atomically (temporary file, fsync, rename, fsync of the folder) once a batch in
-a new epoch is committed, so the previous epoch's key is no longer on disk.
+The signing key is held in a ``SigningKey`` whose ``repr`` hides the secret. Without a
+configured key (and not in production) a development key is generated once into the state
+folder. The chainer's ratchet state lives in ``<state dir>/ratchet-state.json`` (mode 0600).
+It is rewritten atomically (temporary file, fsync, rename, fsync of the folder) once a batch
+in a new epoch is committed, so the previous epoch's key is no longer on disk.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import os
+import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from baldur_audit.schemas.chain import SigningKey
-from baldur_audit.schemas.errors import ChainBreak, ConfigError
-from baldur_audit.schemas.keys import EpochRatchet, EpochSchedule, Keyring, epoch_keys, epoch_of
+from baldur_audit.schemas.chain import MIN_KEY_BYTES, SigningKey
+from baldur_audit.schemas.errors import ConfigError
+from baldur_audit.schemas.keys import EpochRatchet, Keyring, epoch_keys, epoch_of
 
-from . import config
-from .store import LedgerMeta, PostgresLedgerStore
-from .verify import Break, VerifyReport
+from .files import durable_write
+from .settings import EPOCH_ENV, OLD_KEYS_ENV, RETIRED_IDS_ENV, SIGNING_KEY_ENV, Settings
 
 log = logging.getLogger(__name__)
 
-OLD_KEYS_ENV = "BALDUR_SECRETS_AUDIT_OLD_KEYS"
-RETIRED_IDS_ENV = "BALDUR_AUDIT_RETIRED_KEY_IDS"
-EPOCH_ENV = "BALDUR_FORWARD_SECURE_EPOCH"
+DEV_KEY_FILE = "dev-signing-key"
 RATCHET_FILE = "ratchet-state.json"
 STATE_VERSION = 1
 #: Epoch keys derived for ``verify`` beyond the head it saw first, so that entries the
 #: chainer appends before verify's snapshot still find their key (HKDF is cheap).
 VERIFY_MARGIN_EPOCHS = 1000
+
+
+def parse_key(text: str) -> bytes:
+    """Key material from its configured form: ``hex:…``, ``base64:…``, or the raw text.
+
+    Raises :class:`ConfigError` (never echoing the value) if it is malformed or
+    shorter than 32 bytes.
+    """
+    text = text.strip()
+    try:
+        if text.startswith("hex:"):
+            secret = bytes.fromhex(text[4:])
+        elif text.startswith("base64:"):
+            secret = base64.b64decode(text[7:], validate=True)
+        else:
+            secret = text.encode("utf-8")
+    except (ValueError, binascii.Error):
+        raise ConfigError(f"{SIGNING_KEY_ENV} is malformed (expected hex:…, base64:… or raw "
+                          "text)") from None
+    if len(secret) < MIN_KEY_BYTES:
+        raise ConfigError(f"{SIGNING_KEY_ENV} must hold at least {MIN_KEY_BYTES} bytes of key "
+                          f"material, found {len(secret)}")
+    return secret
+
+
+def load_signing_key(settings: Settings) -> SigningKey:
+    """The chain's signing key from ``BALDUR_SECRETS_AUDIT_SIGNING_KEY``.
+
+    With ``BALDUR_ENV=production`` a missing key is a :class:`ConfigError`;
+    otherwise a development key is generated once into the state folder (mode
+    0600) and a warning says so. Never logs key material.
+    """
+    if settings.signing_key:
+        return SigningKey.derive(parse_key(settings.signing_key))
+    if settings.production:
+        raise ConfigError(f"{SIGNING_KEY_ENV} is not set: refusing to start in production "
+                          "without the chain signing key")
+    path = settings.state_dir / DEV_KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("hex:" + secrets.token_hex(32) + "\n")
+    key = SigningKey.derive(parse_key(path.read_text(encoding="utf-8")))
+    log.warning("%s is not set: using the development signing key %s from %s "
+                "(never do this in production)", SIGNING_KEY_ENV, key.key_id, path)
+    return key
 
 
 def parse_old_keys(text: str) -> list[SigningKey]:
@@ -57,39 +107,19 @@ def parse_old_keys(text: str) -> list[SigningKey]:
         if not item.strip():
             continue
         try:
-            keys.append(SigningKey.derive(config.parse_key(item)))
+            keys.append(SigningKey.derive(parse_key(item)))
         except ConfigError:
             raise ConfigError(f"{OLD_KEYS_ENV}: item {position} is not a valid key (expected "
                               f"hex:…, base64:… or raw text of at least 32 bytes)") from None
     return keys
 
 
-def epoch_entries(environ: Mapping[str, str]) -> int | None:
-    """N of ``BALDUR_FORWARD_SECURE_EPOCH`` (None: forward security off).
-
-    Raises :class:`ConfigError` unless it is a whole number from 1 to 10**12.
-    """
-    text = environ.get(EPOCH_ENV, "").strip()
-    if not text:
-        return None
-    if not text.isdigit() or not 1 <= int(text) <= 10**12:
-        raise ConfigError(f"{EPOCH_ENV} must be a whole number of entries per epoch (1 or more)")
-    return int(text)
-
-
-def retired_key_ids(environ: Mapping[str, str]) -> set[str]:
-    """The key ids of ``BALDUR_AUDIT_RETIRED_KEY_IDS``."""
-    return {item.strip() for item in environ.get(RETIRED_IDS_ENV, "").split(",") if item.strip()}
-
-
-def load_keyring(environ: Mapping[str, str] | None = None) -> Keyring:
+def load_keyring(settings: Settings) -> Keyring:
     """The configured keyring: the signing key as current, plus the old keys.
 
     Raises :class:`ConfigError` (production without a key, malformed keys).
     """
-    environ = os.environ if environ is None else environ
-    return Keyring(config.load_signing_key(environ),
-                   parse_old_keys(environ.get(OLD_KEYS_ENV, "")))
+    return Keyring(load_signing_key(settings), parse_old_keys(settings.old_keys))
 
 
 def verification_keys(ring: Keyring, *, epoch_n: int | None,
@@ -105,80 +135,20 @@ def verification_keys(ring: Keyring, *, epoch_n: int | None,
     return keys
 
 
-def last_key_id(store: PostgresLedgerStore) -> str | None:
-    """The key id of the newest entry (None for an empty ledger)."""
-    with store.snapshot() as conn:
-        row = conn.execute("SELECT key_id FROM audit_entries ORDER BY seq DESC LIMIT 1").fetchone()
-    return None if row is None else str(row[0])
-
-
-def key_changes(store: PostgresLedgerStore) -> tuple[list[tuple[int, str]], int]:
-    """``(first_seq, key_id)`` of each run of entries sealed under one key, and the last seq."""
-    with store.snapshot() as conn:
-        rows = conn.execute(
-            "SELECT seq, key_id FROM (SELECT seq, key_id, lag(key_id) OVER (ORDER BY seq) AS prev"
-            " FROM audit_entries) runs WHERE prev IS DISTINCT FROM key_id ORDER BY seq").fetchall()
-        last = conn.execute("SELECT coalesce(max(seq), 0) FROM audit_entries").fetchone()
-    return [(int(seq), str(key_id)) for seq, key_id in rows], int(last[0]) if last else 0
-
-
-def init_key(store: PostgresLedgerStore, ring: Keyring) -> SigningKey:
-    """The key ``init`` binds (a new ledger: the current key) or validates the ledger with
-    (an existing one: its genesis key, which may be an old key after a rotation).
+def genesis_key(ring: Keyring, genesis_key_id: str | None) -> SigningKey:
+    """The key ``init`` binds (a new ledger, ``genesis_key_id`` None: the current key) or
+    validates the ledger with (an existing one: its genesis key, which may be an old key
+    after a rotation).
 
     Raises :class:`ConfigError` when the existing ledger's genesis key is not in the ring.
     """
-    with store.snapshot() as conn:
-        row = conn.execute("SELECT genesis_key_id FROM ledger_meta WHERE id = 1").fetchone()
-    if row is None:
+    if genesis_key_id is None:
         return ring.current
-    genesis_id = str(row[0])
-    if genesis_id not in ring:
+    if genesis_key_id not in ring:
         raise ConfigError(f"the configured signing key {ring.current.key_id} is not this "
-                          f"ledger's key {genesis_id}; after a rotation, `init` needs the genesis "
-                          f"key in {OLD_KEYS_ENV}")
-    return ring[genesis_id]
-
-
-def with_epoch_check(store: PostgresLedgerStore, report: VerifyReport,
-                     schedule: EpochSchedule) -> VerifyReport:
-    """``report`` with the forward-secure epoch rule checked too: an entry sealed with any
-    key but its epoch's is a break (the earliest break wins)."""
-    off = first_off_schedule(store, schedule, int(report.head["seq"]))
-    if off is None or (report.first_break is not None and report.first_break.seq < off.seq):
-        return report
-    return replace(report, first_break=Break.of(off))
-
-
-def first_off_schedule(store: PostgresLedgerStore, schedule: EpochSchedule,
-                       last_seq: int) -> ChainBreak | None:
-    """The first entry not sealed with its epoch's key (forward security), as a break.
-
-    Its key may be a *later* epoch's key, which a thief of the current key holds: such an
-    entry is a forgery however well it links, so it is reported as modified.
-    """
-    if last_seq < 1:
-        return None
-    ids = [schedule.key_of_epoch(epoch).key_id
-           for epoch in range(epoch_of(last_seq, schedule.epoch_entries) + 1)]
-    with store.snapshot() as conn:
-        row = conn.execute(
-            "SELECT seq, key_id FROM audit_entries WHERE seq <= %s AND key_id IS DISTINCT FROM"
-            " (%s::text[])[((seq - 1) / %s) + 1] ORDER BY seq LIMIT 1",
-            (last_seq, ids, schedule.epoch_entries)).fetchone()
-    if row is None:
-        return None
-    seq, key_id = int(row[0]), str(row[1])
-    epoch = epoch_of(seq, schedule.epoch_entries)
-    return OffSchedule(seq, f"entry is sealed with key {key_id}, but epoch {epoch} "
-                            f"(forward security, N={schedule.epoch_entries}) uses "
-                            f"{schedule.key_of_epoch(epoch).key_id}")
-
-
-class OffSchedule(ChainBreak):
-    """An entry sealed with a key other than its epoch's: a forgery, not a missing key."""
-
-    kind = "modified"
+                          f"ledger's key {genesis_key_id}; after a rotation, `init` needs the "
+                          f"genesis key in {OLD_KEYS_ENV}")
+    return ring[genesis_key_id]
 
 
 # -- the chainer's keys ---------------------------------------------------------------
@@ -191,14 +161,14 @@ class RotatingChainKeys:
     ring: Keyring
     retired_ids: frozenset[str]
 
-    def check(self, meta: LedgerMeta, last_id: str | None) -> None:
+    def check(self, *, genesis_key_id: str, last_key_id: str | None) -> None:
         """Refuse a key that neither continues the chain nor follows a declared rotation.
 
         The chain continues from the newest entry's key (the genesis key before any entry):
         the current key may be it, or replace it when that key is in the ring or its id is
         listed in ``BALDUR_AUDIT_RETIRED_KEY_IDS``. Raises :class:`ConfigError`.
         """
-        previous = last_id or meta.genesis_key_id
+        previous = last_key_id or genesis_key_id
         current = self.ring.current.key_id
         if previous == current or previous in self.ring or previous in self.retired_ids:
             return
@@ -254,21 +224,9 @@ class RatchetState:
         body = json.dumps({"version": STATE_VERSION, "initial_key_id": initial_key_id,
                            "epoch_entries": ratchet.epoch_entries, "epoch": ratchet.epoch,
                            "key_id": ratchet.key.key_id, "key_hex": ratchet.key.secret.hex()})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
         try:
-            temporary.unlink(missing_ok=True)
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(body)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-            folder = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(folder)
-            finally:
-                os.close(folder)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            durable_write(self.path, body.encode("utf-8"), mode=0o600, replace=True)
         except OSError as exc:
             raise ConfigError(f"cannot write the ratchet state {self.path}: {exc.strerror}") from None
 
@@ -298,7 +256,7 @@ class ForwardSecureChainKeys:
         if loaded is None:
             if initial is None:
                 raise ConfigError(f"forward security: no ratchet state at {state_path} and no "
-                                  f"initial key in {config.KEY_ENV}")
+                                  f"initial key in {SIGNING_KEY_ENV}")
             ratchet = EpochRatchet(initial, epoch=0, epoch_entries=epoch_n)
             state.save(initial.key_id, ratchet)
             log.warning("forward security: ratchet state created at %s (epoch 0, key %s); "
@@ -321,11 +279,11 @@ class ForwardSecureChainKeys:
         """The epoch whose key is persisted."""
         return self._committed.epoch
 
-    def check(self, meta: LedgerMeta, last_id: str | None) -> None:
+    def check(self, *, genesis_key_id: str, last_key_id: str | None) -> None:
         """Refuse a ratchet that did not start from this ledger's genesis key (ConfigError)."""
-        if meta.genesis_key_id != self.initial_key_id:
+        if genesis_key_id != self.initial_key_id:
             raise ConfigError(f"the ratchet state starts from key {self.initial_key_id}, not "
-                              f"this ledger's genesis key {meta.genesis_key_id}")
+                              f"this ledger's genesis key {genesis_key_id}")
 
     def key_for(self, seq: int) -> SigningKey:
         """Entry ``seq``'s epoch key; ConfigError if that epoch's key is already erased."""
@@ -353,22 +311,16 @@ class ForwardSecureChainKeys:
 ChainKeys = RotatingChainKeys | ForwardSecureChainKeys
 
 
-def chain_keys_from_env(environ: Mapping[str, str] | None = None) -> ChainKeys:
+def load_chain_keys(settings: Settings) -> ChainKeys:
     """The chainer's keys: the ratchet with ``BALDUR_FORWARD_SECURE_EPOCH``, else the ring.
 
     Raises :class:`ConfigError`.
     """
-    environ = os.environ if environ is None else environ
-    epoch_n = epoch_entries(environ)
+    epoch_n = settings.epoch_entries
     if epoch_n is None:
-        return RotatingChainKeys(load_keyring(environ), frozenset(retired_key_ids(environ)))
-    path = config.state_dir(environ) / RATCHET_FILE
+        return RotatingChainKeys(load_keyring(settings), settings.retired_key_ids)
+    path = settings.state_dir / RATCHET_FILE
     initial = None
     if not RatchetState(path).path.exists():
-        initial = config.load_signing_key(environ)
+        initial = load_signing_key(settings)
     return ForwardSecureChainKeys.open(path, epoch_n=epoch_n, initial=initial)
-
-
-def require_chain_keys(store: PostgresLedgerStore, keys: ChainKeys) -> None:
-    """Check the chainer's keys against the ledger (ConfigError if they do not fit)."""
-    keys.check(store.read_meta(), last_key_id(store))

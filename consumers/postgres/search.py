@@ -1,64 +1,20 @@
-"""Forensic queries over the ledger: what changed, who did it, in which trace,
+"""Forensic queries over the ledger (``log``): what changed, who did it, in which trace,
 in the hour before an incident."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from baldur_audit.schemas.errors import ConfigError
-
-from .store import PostgresLedgerStore
-
-_DURATION = re.compile(r"(\d+)\s*(s|m|h|d|w)")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+from .ledger import PostgresLedgerStore
 
 LOG_COLUMNS = ("seq", "kafka_offset", "kafka_timestamp", "kind", "duplicate_of", "reject_reason",
                "event_id", "occurred_at", "actor", "actor_type", "action", "target", "before",
                "after", "reason", "source", "trace_id", "client_ip", "attributes")
-
-
-def parse_duration(text: str) -> timedelta:
-    """``90s``, ``15m``, ``1h``, ``2d``, ``1w`` or combinations like ``1h30m``;
-    raises :class:`ConfigError`."""
-    compact = text.strip().lower().replace(" ", "")
-    parts = _DURATION.findall(compact)
-    if not compact or "".join(n + u for n, u in parts) != compact:
-        raise ConfigError(f"not a duration: {text[:40]!r} (use e.g. 30m, 1h, 2d)")
-    total = timedelta()
-    try:
-        for number, unit in parts:
-            total += timedelta(**{_UNITS[unit]: int(number)})
-    except (OverflowError, ValueError):
-        raise ConfigError(f"duration too large: {text[:40]!r}") from None
-    return total
-
-
-def parse_time(text: str, *, now: datetime) -> datetime:
-    """An ISO 8601 time (naive means UTC), ``now``, or a duration ago such as ``2h``;
-    raises :class:`ConfigError`."""
-    value = text.strip()
-    if value.lower() == "now":
-        return now
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        try:
-            return now - parse_duration(value)
-        except (ConfigError, OverflowError):
-            raise ConfigError(f"not a time: {text[:40]!r} (use ISO 8601 like "
-                              "2026-11-29T14:00:00Z, or a duration ago like 2h)") from None
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    try:
-        moment.astimezone(UTC)
-    except OverflowError:
-        raise ConfigError(f"time out of range: {text[:40]!r}") from None
-    return moment
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,88 @@
+"""The ``baldur-audit`` command line: the edge of the ledger side.
+
+Each command parses options, builds the adapters through :class:`~.app.App`, calls one library
+function and renders the result: one readable line (or a table) on stdout, or ``--json``.
+Logs and progress go to stderr. Exit codes (:class:`~.app.ExitCode`), for cron jobs:
+0 intact/consistent, 1 tampered/divergent, 2 could not check (usage, configuration,
+unreachable service, unexpected error — one line, no traceback unless ``--debug``);
+``chain`` exits 3 when another chainer has fenced it off.
+
+One module per command group; this one holds the group, its global options and ``main``.
+Nothing imports this package but ``__main__`` and the console script.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from ..settings import (
+    BOOTSTRAP_ENV,
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_DSN,
+    DEFAULT_GROUP,
+    DEFAULT_TOPIC,
+    DSN_ENV,
+    GROUP_ENV,
+    LEDGER_ID_ENV,
+    TOPIC_ENV,
+    Settings,
+)
+from . import checks, emit, evidence, ledger, log, retention
+from .app import App, ExitCode, fail
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--bootstrap", envvar=BOOTSTRAP_ENV, default=DEFAULT_BOOTSTRAP,
+              show_default=True, help=f"Kafka bootstrap servers [env {BOOTSTRAP_ENV}].")
+@click.option("--topic", envvar=TOPIC_ENV, default=DEFAULT_TOPIC,
+              show_default=True, help=f"Ledger topic [env {TOPIC_ENV}].")
+@click.option("--dsn", envvar=DSN_ENV, default=DEFAULT_DSN,
+              show_default=False, help=f"PostgreSQL DSN [env {DSN_ENV}; default: the local "
+                                       "stack's, postgresql://baldur@127.0.0.1:25432/baldur_audit].")
+@click.option("--group", envvar=GROUP_ENV, default=DEFAULT_GROUP,
+              show_default=True, help=f"Chainer consumer group [env {GROUP_ENV}].")
+@click.option("--ledger-id", envvar=LEDGER_ID_ENV, default=None,
+              help=f"Ledger identity bound by the genesis link [env {LEDGER_ID_ENV}; "
+                   "default baldur-audit:<topic>].")
+@click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
+@click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
+@click.pass_context
+def cli(click_ctx: click.Context, bootstrap: str, topic: str, dsn: str, group: str,
+        ledger_id: str | None, verbose: int, debug: bool) -> None:
+    """baldur-audit: a tamper-evident audit trail on Kafka and PostgreSQL."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=logging.DEBUG if debug else level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    click_ctx.obj = App(settings=Settings.from_env(os.environ, bootstrap=bootstrap, topic=topic,
+                                                   dsn=dsn, group=group, ledger_id=ledger_id),
+                        debug=debug)
+
+
+for _command in (*ledger.COMMANDS, *checks.COMMANDS, log.log_command, emit.emit,
+                 *evidence.COMMANDS, *retention.COMMANDS):
+    cli.add_command(_command)
+
+
+def main() -> None:
+    """Entry point of the ``baldur-audit`` console script."""
+    secrets = Settings.from_env(os.environ).secrets()
+    try:
+        cli.main(standalone_mode=False, prog_name="baldur-audit")
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        fail("aborted", secrets=secrets)
+    except click.ClickException as exc:
+        fail(exc.format_message().splitlines()[0] if exc.format_message() else str(exc),
+             secrets=secrets)
+    except SystemExit:
+        raise
+    except Exception as exc:
+        fail(f"unexpected error: {type(exc).__name__}", secrets=secrets)
+    sys.exit(ExitCode.OK)

@@ -1,0 +1,134 @@
+"""The checks a scheduled job runs: ``verify`` (walk the ledger, cross-check the witnesses)
+and ``replay`` (rebuild the chain from the topic and compare, or rebuild a ledger), with their
+exit policy: 0 intact/consistent, 1 tampered/divergent, 2 could not check."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from baldur_audit.schemas.errors import AuditError
+
+from ..kafka.admin import KafkaTopicAdmin
+from ..kafka.source import KafkaTopicReader
+from ..verification.epochs import with_epoch_check
+from ..verification.replay import rebuild_ledger, replay_compare
+from ..verification.verify import verify_ledger
+from .app import App, ExitCode, emit_json, pass_app, progress
+from .options import json_option, parse_duration
+
+#: The exit status a witness status leads to when the chain walk itself is intact.
+EXIT_OF_WITNESS = {"matched": ExitCode.OK, "none": ExitCode.OK, "skipped": ExitCode.OK,
+                   "mismatch": ExitCode.FAILED, "invalid": ExitCode.FAILED,
+                   "unverifiable": ExitCode.UNCHECKED, "unavailable": ExitCode.UNCHECKED}
+
+
+def witness_exit_code(witness: dict[str, Any] | None) -> ExitCode:
+    """The exit status ``verify`` owes the witness check (0 when there was none)."""
+    if witness is None:
+        return ExitCode.OK
+    return EXIT_OF_WITNESS.get(witness.get("status", "none"), ExitCode.UNCHECKED)
+
+
+def break_exit_code(kind: str | None) -> ExitCode:
+    """The exit status of a first break or divergence of this kind (None: there is none)."""
+    if kind is None:
+        return ExitCode.OK
+    return ExitCode.UNCHECKED if kind == "unverifiable" else ExitCode.FAILED
+
+
+@click.command()
+@click.option("--state", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Keep the last accepted checkpoint here; refuse a ledger that does not extend it.")
+@click.option("--no-witness", is_flag=True, help="Do not read the witnessed checkpoints.")
+@json_option("Print the report as JSON.")
+@pass_app
+def verify(app: App, state: Path | None, no_witness: bool, as_json: bool) -> None:
+    """Walk the ledger and recompute every link (exit 0 intact, 1 tampered, 2 could not check)."""
+    with app.guard():
+        keys, schedule = app.verification_keys()
+        witness = None if no_witness and state is None else \
+            app.witness_check(state=state, use_witness=not no_witness)
+        with app.store() as store:
+            report = verify_ledger(store, keys, progress=progress("verifying", None),
+                                   witness=witness)
+        if schedule is not None:
+            with app.store() as store:
+                report = with_epoch_check(store, report, schedule)
+        if as_json:
+            emit_json(report.as_dict())
+        elif report.intact:
+            click.echo(f"intact: {report.entries} entries, head seq {report.head['seq']} "
+                       f"offset {report.head['offset']} "
+                       f"({report.as_dict()['entries_per_second']} entries/s)"
+                       + (f"; witness: {report.witness['status']}: "
+                          f"{report.witness['detail'] or report.witness['skipped']}"
+                          if report.witness else "")
+                       + (f"; from the retention anchor at seq {report.retention['anchor']['seq']}"
+                          if report.retention and report.retention["anchor"] else ""))
+        else:
+            brk = report.first_break
+            assert brk is not None
+            click.echo(f"TAMPERED: first break at seq {brk.seq}: {brk.kind}: {brk.detail}")
+    brk = report.first_break
+    sys.exit(witness_exit_code(report.witness) if brk is None else break_exit_code(brk.kind))
+
+
+@click.command()
+@click.option("--rebuild", is_flag=True,
+              help="Write a fresh ledger from the topic into the (empty) database at --dsn.")
+@click.option("--max-lag", default="5m", show_default=True, metavar="DURATION",
+              help="Unsealed records older than this count as a truncated tail.")
+@json_option("Print the report as JSON.")
+@pass_app
+def replay(app: App, rebuild: bool, max_lag: str, as_json: bool) -> None:
+    """Rebuild the chain from the topic and compare it with the ledger (exit 0/1/2)."""
+    with app.guard():
+        lag = parse_duration(max_lag)  # options first: a usage error needs no key
+        key = app.keyring().current
+        settings = app.settings
+        reader = KafkaTopicReader(bootstrap=settings.bootstrap, topic=settings.topic)
+        try:
+            with app.store() as store:
+                if rebuild:
+                    report = rebuild_ledger(store, reader, key,
+                                            ledger_id=settings.effective_ledger_id,
+                                            topic=settings.topic,
+                                            progress=progress("rebuilding", None))
+                else:
+                    admin = KafkaTopicAdmin(settings.bootstrap)
+
+                    def committed() -> int | None:
+                        try:
+                            return admin.group_state(settings.group, settings.topic)[
+                                "committed_offset"]
+                        except AuditError:
+                            return None
+
+                    report = replay_compare(store, reader, key, committed_offset=committed,
+                                            **app.replay_keys(store),
+                                            max_lag_seconds=lag.total_seconds(),
+                                            progress=progress("replaying", None))
+        finally:
+            reader.close()
+        if as_json:
+            emit_json(report.as_dict())
+        elif rebuild:
+            click.echo(f"rebuilt: sealed {report.topic_records} topic records into a fresh ledger")
+        elif report.consistent:
+            click.echo(f"consistent: {report.topic_records} topic records, "
+                       f"{report.ledger_entries} ledger entries"
+                       + (f", {report.unsealed} not sealed yet" if report.unsealed else ""))
+        else:
+            div = report.first_divergence
+            assert div is not None
+            click.echo(f"DIVERGENT: first divergence at seq {div.seq} (offset {div.offset}): "
+                       f"{div.kind}: {div.detail}")
+    div = report.first_divergence
+    sys.exit(break_exit_code(None if div is None else div.kind))
+
+
+COMMANDS = (verify, replay)

@@ -1,0 +1,6 @@
+"""Offline evidence for auditors: the bundle formats (``bundle``), building bundles from the
+ledger database (``build``), and checking a bundle with public keys only (``check``, which
+imports the pure core and ``bundle`` alone: no database, no Kafka, no HMAC key).
+
+Nothing is imported here, so that importing ``check`` loads no driver.
+"""

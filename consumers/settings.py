@@ -1,0 +1,257 @@
+"""Settings of the ledger side: every ``BALDUR_*`` variable it reads, its default and its
+parsing — the README's configuration table, in code.
+
+Read once, at the edge: the CLI builds one :class:`Settings` from its options and the
+environment (:meth:`Settings.from_env`); everything below it is handed values. A value is
+parsed when it is first asked for, so a malformed variable fails only the commands that need
+it, with a :class:`ConfigError` that names the variable and never echoes a secret. Secrets
+(keys) stay out of ``repr`` and are listed by :meth:`Settings.secrets` for scrubbing.
+The producer library reads its own variables (``producers/trail.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from baldur_audit.schemas.checkpoint import default_origin, is_valid_name
+from baldur_audit.schemas.defaults import DEFAULT_BOOTSTRAP, DEFAULT_DSN, DEFAULT_GROUP, DEFAULT_TOPIC
+from baldur_audit.schemas.errors import ConfigError
+
+__all__ = ["DEFAULT_BOOTSTRAP", "DEFAULT_DSN", "DEFAULT_GROUP", "DEFAULT_TOPIC", "VARIABLES",
+           "Settings", "Variable", "scrub"]
+
+# -- the variables ------------------------------------------------------------------------------
+
+BOOTSTRAP_ENV = "BALDUR_KAFKA_BOOTSTRAP"
+TOPIC_ENV = "BALDUR_AUDIT_TOPIC"
+DSN_ENV = "BALDUR_SQL_DSN"
+GROUP_ENV = "BALDUR_CHAINER_GROUP"
+LEDGER_ID_ENV = "BALDUR_LEDGER_ID"
+ENV_ENV = "BALDUR_ENV"
+STATE_DIR_ENV = "BALDUR_STATE_DIR"
+SIGNING_KEY_ENV = "BALDUR_SECRETS_AUDIT_SIGNING_KEY"
+OLD_KEYS_ENV = "BALDUR_SECRETS_AUDIT_OLD_KEYS"
+RETIRED_IDS_ENV = "BALDUR_AUDIT_RETIRED_KEY_IDS"
+EPOCH_ENV = "BALDUR_FORWARD_SECURE_EPOCH"
+CHECKPOINT_KEY_ENV = "BALDUR_SECRETS_CHECKPOINT_KEY"
+PUBLIC_KEYS_ENV = "BALDUR_CHECKPOINT_PUBLIC_KEYS"
+EVERY_ENV = "BALDUR_CHECKPOINT_EVERY"
+INTERVAL_ENV = "BALDUR_CHECKPOINT_INTERVAL"
+WITNESS_TOPIC_ENV = "BALDUR_WITNESS_TOPIC"
+CHECKPOINT_DIR_ENV = "BALDUR_CHECKPOINT_DIR"
+ORIGIN_ENV = "BALDUR_CHECKPOINT_ORIGIN"
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """One environment variable of the ledger side, as the README's configuration table lists it."""
+
+    name: str
+    flag: str | None = None
+    secret: bool = False
+
+
+#: Every variable the ledger side reads (the CLI flag that overrides it, if any).
+VARIABLES: tuple[Variable, ...] = (
+    Variable(BOOTSTRAP_ENV, "--bootstrap"),
+    Variable(TOPIC_ENV, "--topic"),
+    Variable(DSN_ENV, "--dsn", secret=True),  # its password is
+    Variable(GROUP_ENV, "--group"),
+    Variable(LEDGER_ID_ENV, "--ledger-id"),
+    Variable(ENV_ENV),
+    Variable(STATE_DIR_ENV),
+    Variable(SIGNING_KEY_ENV, secret=True),
+    Variable(OLD_KEYS_ENV, secret=True),
+    Variable(RETIRED_IDS_ENV),
+    Variable(EPOCH_ENV),
+    Variable(CHECKPOINT_KEY_ENV, secret=True),
+    Variable(PUBLIC_KEYS_ENV),
+    Variable(EVERY_ENV),
+    Variable(INTERVAL_ENV),
+    Variable(WITNESS_TOPIC_ENV),
+    Variable(CHECKPOINT_DIR_ENV),
+    Variable(ORIGIN_ENV),
+)
+#: Besides its own variables, the state folder's default follows the XDG base directories.
+_ALSO_READ = ("XDG_STATE_HOME",)
+
+DEFAULT_CHECKPOINT_EVERY = 10_000
+DEFAULT_CHECKPOINT_INTERVAL = 30.0
+_SEPARATORS = re.compile(r"[\s,]+")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Where the services are, which ledger this is, and the rest of the configuration.
+
+    The service fields come from CLI options (which fall back to their variables); every
+    other value is parsed from ``environ`` when asked for.
+    """
+
+    bootstrap: str = DEFAULT_BOOTSTRAP
+    topic: str = DEFAULT_TOPIC
+    dsn: str = field(default=DEFAULT_DSN, repr=False)
+    group: str = DEFAULT_GROUP
+    ledger_id: str | None = None
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], *, bootstrap: str = DEFAULT_BOOTSTRAP,
+                 topic: str = DEFAULT_TOPIC, dsn: str = DEFAULT_DSN, group: str = DEFAULT_GROUP,
+                 ledger_id: str | None = None) -> Settings:
+        """Settings from an environment (e.g. ``os.environ``) and the service fields (the CLI's
+        options); only the variables of :data:`VARIABLES` are kept from ``environ``."""
+        names = {variable.name for variable in VARIABLES} | set(_ALSO_READ)
+        return cls(bootstrap=bootstrap, topic=topic, dsn=dsn, group=group, ledger_id=ledger_id,
+                   environ={name: value for name, value in environ.items() if name in names})
+
+    def _text(self, name: str) -> str:
+        return self.environ.get(name, "").strip()
+
+    # -- identity -----------------------------------------------------------------------------
+
+    @property
+    def effective_ledger_id(self) -> str:
+        """The ledger identity bound by the genesis link (defaults to one derived from the topic)."""
+        return self.ledger_id or f"baldur-audit:{self.topic}"
+
+    @property
+    def production(self) -> bool:
+        """``BALDUR_ENV=production``: missing keys abort instead of falling back to dev keys."""
+        return self._text(ENV_ENV).lower() == "production"
+
+    @property
+    def state_dir(self) -> Path:
+        """The local state folder: ``$BALDUR_STATE_DIR``, else ``$XDG_STATE_HOME/baldur-audit``."""
+        if self.environ.get(STATE_DIR_ENV):
+            return Path(self.environ[STATE_DIR_ENV])
+        base = self.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(base) / "baldur-audit"
+
+    # -- the chain's keys (chain_keys.py loads them) ---------------------------------------------
+
+    @property
+    def signing_key(self) -> str:
+        """The configured chain signing key's text (secret; empty when unset)."""
+        return self._text(SIGNING_KEY_ENV)
+
+    @property
+    def old_keys(self) -> str:
+        """``BALDUR_SECRETS_AUDIT_OLD_KEYS``: older keys, comma-separated (secret)."""
+        return self.environ.get(OLD_KEYS_ENV, "")
+
+    @property
+    def retired_key_ids(self) -> frozenset[str]:
+        """The key ids of ``BALDUR_AUDIT_RETIRED_KEY_IDS``."""
+        return frozenset(item.strip() for item in self.environ.get(RETIRED_IDS_ENV, "").split(",")
+                         if item.strip())
+
+    @property
+    def epoch_entries(self) -> int | None:
+        """N of ``BALDUR_FORWARD_SECURE_EPOCH`` (None: forward security off).
+
+        Raises :class:`ConfigError` unless it is a whole number from 1 to 10**12.
+        """
+        text = self._text(EPOCH_ENV)
+        if not text:
+            return None
+        if not text.isdigit() or not 1 <= int(text) <= 10**12:
+            raise ConfigError(f"{EPOCH_ENV} must be a whole number of entries per epoch (1 or more)")
+        return int(text)
+
+    # -- checkpoints (checkpoint_keys.py loads the keys) -----------------------------------------
+
+    @property
+    def checkpoint_keys(self) -> list[str]:
+        """The items of ``BALDUR_SECRETS_CHECKPOINT_KEY`` (secret)."""
+        return split_keys(self.environ.get(CHECKPOINT_KEY_ENV, ""))
+
+    @property
+    def checkpoint_public_keys(self) -> list[str]:
+        """The items of ``BALDUR_CHECKPOINT_PUBLIC_KEYS``."""
+        return split_keys(self.environ.get(PUBLIC_KEYS_ENV, ""))
+
+    @property
+    def checkpoint_origin(self) -> str:
+        """``$BALDUR_CHECKPOINT_ORIGIN``, else ``baldur-audit/<ledger id>``; raises ConfigError."""
+        configured = self._text(ORIGIN_ENV)
+        if not configured:
+            return default_origin(self.effective_ledger_id)
+        if not is_valid_name(configured):
+            raise ConfigError(f"{ORIGIN_ENV} must be non-empty, without spaces, '+' or control "
+                              "characters")
+        return configured
+
+    @property
+    def checkpoint_every(self) -> int:
+        """Checkpoint after this many new entries (0: by time only); raises ConfigError."""
+        every = _number(self.environ, EVERY_ENV, DEFAULT_CHECKPOINT_EVERY)
+        if every != int(every):
+            raise ConfigError(f"{EVERY_ENV} must be a whole number of entries")
+        return int(every)
+
+    @property
+    def checkpoint_interval(self) -> float:
+        """Checkpoint after this many seconds with new entries (0: by count only)."""
+        return _number(self.environ, INTERVAL_ENV, DEFAULT_CHECKPOINT_INTERVAL)
+
+    @property
+    def witness_topic(self) -> str:
+        """``$BALDUR_WITNESS_TOPIC``, else ``<ledger topic>.checkpoints``."""
+        return self._text(WITNESS_TOPIC_ENV) or f"{self.topic}.checkpoints"
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        """``$BALDUR_CHECKPOINT_DIR``: also write each checkpoint there (None: unset)."""
+        folder = self._text(CHECKPOINT_DIR_ENV)
+        return Path(folder) if folder else None
+
+    # -- what must never be shown -----------------------------------------------------------------
+
+    def secrets(self) -> list[str]:
+        """Every configured key text, whole and item by item, for scrubbing messages."""
+        found: list[str] = []
+        for variable in VARIABLES:
+            raw = self.environ.get(variable.name)
+            if variable.secret and variable.name != DSN_ENV and raw:
+                found.extend([raw.strip(), *split_keys(raw)])
+        return found
+
+
+def split_keys(text: str) -> list[str]:
+    """The items of a list of keys separated by commas or white space."""
+    return [part for part in _SEPARATORS.split(text.strip()) if part]
+
+
+def _number(environ: Mapping[str, str], name: str, default: float) -> float:
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, found {text!r}") from None
+    if not value >= 0 or math.isinf(value):
+        raise ConfigError(f"{name} must be a finite number >= 0")
+    return value
+
+
+def scrub(text: str, *secrets_: str | bytes | None) -> str:
+    """``text`` with every given secret (and its hex form) replaced by ``***``."""
+    for secret in secrets_:
+        if not secret:
+            continue
+        forms = [secret] if isinstance(secret, str) else [secret.hex()]
+        if isinstance(secret, bytes):
+            try:
+                forms.append(secret.decode("utf-8"))
+            except UnicodeDecodeError:
+                pass
+        for form in forms:
+            if len(form) >= 4:
+                text = text.replace(form, "***")
+    return text

@@ -1,0 +1,85 @@
+"""Retention anchors: where verification starts after entries 1..N were pruned.
+
+An anchor is entry N's seq, Kafka position and link, MACed with the chain key (framed like a
+link, CHAIN.md §2). ``verify`` checks the newest anchor's MAC, then starts at N + 1 with the
+anchor's link as the predecessor; a walk from further back must meet every anchor's link.
+"""
+
+from __future__ import annotations
+
+import hmac
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from baldur_audit.schemas.chain import SigningKey, frame
+from baldur_audit.schemas.errors import SequenceGap, UnknownKey, ValueMismatch
+
+from ..postgres import Connection
+from ..postgres.retention import first_entry_seq, read_anchors
+from ..postgres.rows import Anchor, LedgerMeta
+
+ANCHOR_TAG = b"baldur-audit/anchor/v1"
+
+
+def anchor_message(*, ledger_id: str, seq: int, offset: int, timestamp_ms: int, link: bytes,
+                   key_id: str) -> bytes:
+    """The bytes an anchor's MAC covers (framed like a link, CHAIN.md §2)."""
+    return frame(ANCHOR_TAG, [
+        (b"ledger", ledger_id.encode("utf-8")),
+        (b"key_id", key_id.encode("utf-8")),
+        (b"seq", struct.pack(">Q", seq)),
+        (b"offset", struct.pack(">q", offset)),
+        (b"timestamp", struct.pack(">q", timestamp_ms)),
+        (b"link", link),
+    ])
+
+
+def sign_anchor(key: SigningKey, *, ledger_id: str, seq: int, offset: int, timestamp_ms: int,
+                link: bytes) -> bytes:
+    """The anchor's MAC under ``key``."""
+    message = anchor_message(ledger_id=ledger_id, seq=seq, offset=offset,
+                             timestamp_ms=timestamp_ms, link=link, key_id=key.key_id)
+    return hmac.new(key.secret, message, "sha256").digest()
+
+
+def check_anchor(anchor: Anchor, meta: LedgerMeta, keys: Mapping[str, SigningKey]) -> None:
+    """Raise :class:`UnknownKey` or :class:`ValueMismatch` unless the anchor's MAC holds."""
+    key = keys.get(anchor.key_id)
+    if key is None:
+        raise UnknownKey(anchor.seq, f"retention anchor at seq {anchor.seq}: key id "
+                                     f"{anchor.key_id} is not configured")
+    expected = sign_anchor(key, ledger_id=meta.ledger_id, seq=anchor.seq, offset=anchor.offset,
+                           timestamp_ms=anchor.timestamp_ms, link=anchor.link)
+    if not hmac.compare_digest(expected, anchor.signature):
+        raise ValueMismatch(anchor.seq, f"retention anchor at seq {anchor.seq} is not what was "
+                                        "signed")
+
+
+@dataclass(frozen=True, slots=True)
+class WalkStart:
+    """Where ``verify`` starts: the anchor (None: genesis) and every anchor's link by seq,
+    which a walk from further back must meet."""
+
+    anchor: Anchor | None
+    anchor_links: dict[int, bytes]
+    anchors: int
+
+
+def walk_start(conn: Connection, meta: LedgerMeta, keys: Mapping[str, SigningKey]) -> WalkStart:
+    """The start of the walk; raises :class:`ChainBreak` when entries are missing at the
+    start with no anchor for them, or the anchor does not verify."""
+    anchors = read_anchors(conn)
+    links = {a.seq: a.link for a in anchors}
+    if not anchors:
+        return WalkStart(None, links, 0)
+    first = first_entry_seq(conn)
+    newest = anchors[-1]
+    if first == 1:
+        return WalkStart(None, links, len(anchors))  # nothing dropped yet: from genesis
+    if first is not None and first != newest.seq + 1:
+        raise SequenceGap(newest.seq + 1, first,
+                          f"seq {newest.seq + 1}..{first - 1} missing after the retention "
+                          f"anchor at seq {newest.seq}")
+    check_anchor(newest, meta, keys)
+    return WalkStart(newest, links, len(anchors))
