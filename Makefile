@@ -54,7 +54,7 @@ faults: venv
 	@deploy/run-faults.sh
 
 bench: venv up
-	@eval "$$(deploy/stack.sh env)" && $(PY) bench/pipeline.py
+	@eval "$$(deploy/stack.sh env)" && $(PY) -m bench.pipeline
 
 unit: venv
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)

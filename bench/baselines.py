@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from harness import BOOTSTRAP, BenchError, chunks
+from .harness import BOOTSTRAP, BenchError, chunks
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

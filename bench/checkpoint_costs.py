@@ -1,4 +1,4 @@
-"""What checkpoints cost (issue 5): tree extension per chainer batch, signing, publishing to the
+"""What checkpoints cost: tree extension per chainer batch, signing, publishing to the
 witness topic and storing; `prove` latency (in process and through the CLI); and what the witness
 check adds to `verify`. Runs on the local stack in a fresh topic and database, removed afterwards.
 
@@ -11,10 +11,13 @@ import argparse
 import json
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
+
+from . import harness
 
 
 def _median_ms(samples: list[float]) -> float:
@@ -27,8 +30,6 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2000, help="leaves per tree extension")
     parser.add_argument("--proofs", type=int, default=200)
     args = parser.parse_args()
-
-    from confluent_kafka.admin import AdminClient
 
     from baldur_audit.consumers.chain_keys import parse_key
     from baldur_audit.consumers.checkpoint_keys import load_checkpoint_keys
@@ -43,21 +44,22 @@ def main() -> None:
     from baldur_audit.consumers.verification.verify import verify_ledger
     from baldur_audit.consumers.verification.witness_check import WitnessCheck
     from baldur_audit.schemas.chain import SigningKey
-    from tests.conftest import TEST_KEY, fresh_ledger
 
     result: dict[str, Any] = {"entries": args.entries, "batch": args.batch}
-    with tempfile.TemporaryDirectory() as tmp, fresh_ledger(Path(tmp)) as led:
+    res = harness.Resources()
+    with tempfile.TemporaryDirectory() as state_dir:
+        led = harness.open_ledger(res, "checkpoints")
         witness_topic = f"{led.topic}.checkpoints"
+        res.topics.append(witness_topic)
         try:
-            led.env.update({"BALDUR_CHECKPOINT_EVERY": "0", "BALDUR_CHECKPOINT_INTERVAL": "0"})
-            for start in range(0, args.entries, 5000):
-                led.produce_events(min(5000, args.entries - start), start=start)
-            done = led.cli("chain", "--until-idle", "2", "--json", timeout=1800)
-            assert done.returncode == 0, done.stderr
-            key = SigningKey.derive(parse_key(TEST_KEY))
+            led.env.update({"BALDUR_CHECKPOINT_EVERY": "0", "BALDUR_CHECKPOINT_INTERVAL": "0",
+                            "BALDUR_STATE_DIR": state_dir})
+            harness.produce_values(led.topic, harness.encode_events(args.entries))
+            harness.run_cli(led, "chain", "--until-idle", "2")
+            key = SigningKey.derive(parse_key(harness.KEY_SETTING))
             chain_keys = {key.key_id: key}
-            settings = Settings.from_env({"BALDUR_STATE_DIR": str(led.state_dir)},
-                                         bootstrap=led.bootstrap, topic=led.topic, dsn=led.dsn)
+            settings = Settings.from_env(led.env, bootstrap=harness.BOOTSTRAP, topic=led.topic,
+                                         dsn=led.dsn)
             keys = load_checkpoint_keys(settings, signing=True)
 
             conn = connect(led.dsn, autocommit=True)
@@ -69,7 +71,7 @@ def main() -> None:
             result["tree_extend_per_batch_ms"] = _median_ms(per_batch)
             result["tree_leaves_per_second"] = round(args.batch / statistics.median(per_batch))
 
-            witness = KafkaWitness(bootstrap=led.bootstrap, topic=witness_topic)
+            witness = KafkaWitness(bootstrap=harness.BOOTSTRAP, topic=witness_topic)
             checkpointer = Checkpointer(dsn=led.dsn, keys=keys, chain_keys=chain_keys,
                                         witnesses=[witness], every=0, interval=0)
             made = [checkpointer.checkpoint() for _ in range(12)][2:]  # topic creation aside
@@ -94,7 +96,8 @@ def main() -> None:
             cli_times = []
             for seq in seqs[:5]:
                 started = time.perf_counter()
-                assert led.cli("prove", str(seq)).returncode == 0
+                subprocess.run([sys.executable, "-m", "baldur_audit.consumers", "prove", str(seq)],
+                               env=led.env, capture_output=True, check=True, timeout=120)
                 cli_times.append(time.perf_counter() - started)
             result["prove_cli_ms"] = _median_ms(cli_times)
 
@@ -104,13 +107,15 @@ def main() -> None:
                 report = verify_ledger(store, chain_keys)
                 plain.append(time.perf_counter() - started)
                 check = WitnessCheck(verifiers=keys.verifiers, origin=keys.origin,
-                                     logs=[KafkaWitness(bootstrap=led.bootstrap, topic=witness_topic)])
+                                     logs=[KafkaWitness(bootstrap=harness.BOOTSTRAP,
+                                                       topic=witness_topic)])
                 started = time.perf_counter()
                 report = verify_ledger(store, chain_keys, witness=check)
                 witnessed.append(time.perf_counter() - started)
                 assert report.intact and report.witness["status"] == "matched", report.witness
                 check = WitnessCheck(verifiers=keys.verifiers, origin=keys.origin,
-                                     logs=[KafkaWitness(bootstrap=led.bootstrap, topic=witness_topic)])
+                                     logs=[KafkaWitness(bootstrap=harness.BOOTSTRAP,
+                                                       topic=witness_topic)])
                 started = time.perf_counter()
                 check.prepare()
                 with store.snapshot() as snap:
@@ -122,7 +127,7 @@ def main() -> None:
             store.close()
             conn.close()
         finally:
-            AdminClient({"bootstrap.servers": led.bootstrap}).delete_topics([witness_topic])
+            res.cleanup()
     print(json.dumps(result, indent=1))
 
 

@@ -27,12 +27,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from baldur_audit.schemas.defaults import DEFAULT_BOOTSTRAP, DEFAULT_DSN, LOCAL_ADMIN_DSN
+
 ROOT = Path(__file__).resolve().parent.parent
-BOOTSTRAP = os.environ.get("BALDUR_KAFKA_BOOTSTRAP", "127.0.0.1:29092")
-DSN = os.environ.get("BALDUR_SQL_DSN",
-                     "postgresql://baldur:baldur-local@127.0.0.1:25432/baldur_audit")
-ADMIN_DSN = os.environ.get("BALDUR_TEST_ADMIN_DSN",
-                           "postgresql://postgres:baldur-local-admin@127.0.0.1:25432/postgres")
+BOOTSTRAP = os.environ.get("BALDUR_KAFKA_BOOTSTRAP", DEFAULT_BOOTSTRAP)
+DSN = os.environ.get("BALDUR_SQL_DSN", DEFAULT_DSN)
+ADMIN_DSN = os.environ.get("BALDUR_TEST_ADMIN_DSN", LOCAL_ADMIN_DSN)
 #: A benchmark-only signing key (never a real one): 32 bytes of 0x42.
 KEY_SECRET = bytes([0x42]) * 32
 KEY_SETTING = "hex:" + KEY_SECRET.hex()

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness import (
+from .harness import (
     BOOTSTRAP,
     LIBRARY_PRODUCER,
     BenchError,

@@ -1,7 +1,7 @@
-"""The pipeline benchmark (`make bench`, issue 4): baldur-audit against the limits of this
+"""The pipeline benchmark (`make bench`): baldur-audit against the limits of this
 machine and against the alternatives, in one run, as one table and one JSON file.
 
-    eval "$(deploy/stack.sh env)"; .venv/bin/python bench/pipeline.py [--quick] [--events N]
+    eval "$(deploy/stack.sh env)"; .venv/bin/python -m bench.pipeline [--quick] [--events N]
         [--runs R] [--phases drain,verify,...] [--profile DIR]
 
 Figures are medians of ``--runs`` repetitions (the scale phase runs once). The chainer,
@@ -26,12 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import baselines  # noqa: E402
-import harness  # noqa: E402
-import latency  # noqa: E402
-from harness import BenchError, Ledger, Resources, log, medians  # noqa: E402
+from . import baselines, harness, latency
+from .harness import BenchError, Ledger, Resources, log, medians
 
 PHASES = ("drain", "verify", "replay", "limits", "baselines", "producer", "live", "scale")
 IDLE = 1.0
@@ -384,7 +380,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def evaluate_targets(med: dict[str, dict[str, float]], scale: tuple[int, int]) -> list[Target]:
-    """The issue's targets, as ratios and bounds over the medians of this run."""
+    """The performance targets (docs/PERFORMANCE.md), as ratios and bounds over the medians of
+    this run."""
     drain = _get(med, "drain", "steady_per_s")
     limits, alt = med.get("limits", {}), med.get("baselines", {})
     batched = [v for k, v in alt.items() if k.startswith("trigger_batched_")]

@@ -1,7 +1,7 @@
 """How long ``AuditTrail.record()`` takes with the broker down and up, per durability mode,
-and how fast a spool drains once the broker is back (issue #3, item 7).
+and how fast a spool drains once the broker is back.
 
-    eval "$(make -s env)"; .venv/bin/python bench/producer_down.py [--calls 10000]
+    eval "$(make -s env)"; .venv/bin/python -m bench.producer_down [--calls 10000]
 
 Cases (each a fresh trail and, where the broker is up, a fresh one-partition topic on
 ``$BALDUR_KAFKA_BOOTSTRAP``; the spool is in a temporary folder on the project's disk):
@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -32,12 +31,11 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from baldur_audit.producers import AuditTrail
+from baldur_audit.schemas.defaults import DEFAULT_BOOTSTRAP
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from baldur_audit.producers import AuditTrail  # noqa: E402
-
-BOOTSTRAP = os.environ.get("BALDUR_KAFKA_BOOTSTRAP", "127.0.0.1:29092")
+BOOTSTRAP = os.environ.get("BALDUR_KAFKA_BOOTSTRAP", DEFAULT_BOOTSTRAP)
 DOWN = "127.0.0.1:1"
 
 

@@ -5,17 +5,10 @@ from __future__ import annotations
 
 import sys
 from array import array
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.insert(0, str(BENCH))
-
-import baselines  # noqa: E402
-import harness  # noqa: E402
-import latency  # noqa: E402
-import pipeline  # noqa: E402
+from bench import baselines, harness, latency, pipeline
 
 # CHAIN.md v1 test vectors (schemas/vectors/chain-v1.json as of commit 6d041a3), which the
 # bench's own chain (HMAC limit, naive chainer, trigger chain reference) implements.
