@@ -25,7 +25,7 @@ help:
 	@echo "make faults       the whole fault/tamper/soak campaign at full scale (docs/RELIABILITY.md)"
 	@echo "make bench        the pipeline benchmark, one table + JSON (docs/PERFORMANCE.md)"
 	@echo "make unit         pytest tests/unit only (no services)"
-	@echo "make lint         ruff check"
+	@echo "make lint         ruff check, ruff format --check, mypy (strict for schemas/)"
 	@echo "make demo         venv + up + deploy/demo.py; leaves the stack running"
 	@echo "make wheel-check  build the wheel into .local/dist and check its package data"
 	@echo "make clean        down + remove .local and .venv"
@@ -60,7 +60,7 @@ unit: venv
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check producers consumers schemas tests bench deploy
+	@deploy/lint.sh
 
 demo: venv up
 	@eval "$$(deploy/stack.sh env)" && $(PY) deploy/demo.py

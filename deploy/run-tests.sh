@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2317  # cleanup/load_started are reached only through the traps
-# `make test`: venv, start the services that are not already running, run pytest against them,
-# then stop exactly the services this run started -- also when pytest fails or is interrupted.
+# `make test`: venv, lint (deploy/lint.sh), start the services that are not already running, run
+# pytest against them, then stop exactly the services this run started -- also when pytest fails
+# or is interrupted.
 # Services that were already up (e.g. from `make up`) are left running.
 #
 #   PYTEST_ARGS='-k chain -x' deploy/run-tests.sh [more pytest args]
 #
-# Exits with pytest's status (or 1 if the stack could not be brought up).
+# Exits with pytest's status, or 1 if the lint failed (pytest still runs) or the stack could not
+# be brought up.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -42,6 +44,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 "$D/venv.sh" || exit 1
+lint_rc=0
+"$D/lint.sh" || { lint_rc=1; echo "run-tests: lint failed (deploy/lint.sh); running the tests anyway" >&2; }
 # The fault scenarios' set-up: Kafka's tools jar (kafka-consumer-groups) and kcat (the foreign
 # client of the poison scenario, from Debian's packages).
 "$D/run-faults.sh" --setup-only || { echo "run-tests: fault-scenario set-up failed" >&2; exit 1; }
@@ -60,4 +64,9 @@ eval "extra=(${PYTEST_ARGS:-})"
 workers=(-n "${BALDUR_TEST_WORKERS:-2}")
 echo "run-tests: .venv/bin/python -m pytest -q ${workers[*]} --durations=15 --durations-min=15 tests ${extra[*]} $*" >&2
 .venv/bin/python -m pytest -q "${workers[@]}" --durations=15 --durations-min=15 tests "${extra[@]}" "$@"
-exit $?
+rc=$?
+if [[ $rc -eq 0 && $lint_rc -ne 0 ]]; then
+    echo "run-tests: the tests passed but the lint failed" >&2
+    rc=1
+fi
+exit $rc

@@ -77,7 +77,7 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return item
 
 
-class _Choice(click.Choice):  # type: ignore[type-arg]
+class _Choice(click.Choice):
     """click.Choice whose error does not quote the value (it may be a misplaced secret)."""
 
     def convert(self, value: Any, param: click.Parameter | None,

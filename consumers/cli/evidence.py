@@ -31,9 +31,9 @@ from .options import json_option
 
 def _write_bundle(text: str) -> None:
     """The bundle, byte for byte (ASCII), whatever stdout's encoding."""
-    stream = click.get_binary_stream("stdout")
-    stream.write(text.encode("ascii"))
-    stream.flush()
+    sys.stdout.flush()
+    sys.stdout.buffer.write(text.encode("ascii"))
+    sys.stdout.buffer.flush()
 
 
 def _self_check(app: App, text: str, keys: CheckpointKeys, what: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from baldur_audit.schemas.checkpoint import Checkpoint
 from baldur_audit.schemas.codec import KNOWN_SCHEMAS
-from baldur_audit.schemas.errors import AuditError, SequenceGap
+from baldur_audit.schemas.errors import AuditError, SequenceGap, ValueMismatch
 from baldur_audit.schemas.merkle import consistency_proof, inclusion_proof
 
 from ..postgres import Connection
@@ -57,6 +57,8 @@ def build_inclusion_bundle(conn: Connection, seq: int, *, size: int | None = Non
                                      f"{stored.tree_size} covers it")
     stored_view = None if row.pruned else ledger.entry_view(conn, seq)
     if stored_view is None:  # pruned by retention: its visible columns and payload are gone
+        if row.timestamp_ms is None:
+            raise ValueMismatch(seq, "column kafka_timestamp is not a finite time")
         view, payload, timestamp_ms = None, None, row.timestamp_ms
     else:
         view, payload, timestamp_ms = stored_view

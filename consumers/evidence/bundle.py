@@ -82,7 +82,8 @@ def _parse_us(value: object, what: str) -> int:
     if match is None:
         raise BundleInvalid(f"{what} is not a time written YYYY-MM-DDTHH:MM:SS.ffffffZ")
     try:
-        moment = datetime(*(int(g) for g in match.groups()[:6]), int(match.group(7)), tzinfo=UTC)
+        year, month, day, hour, minute, second, micro = (int(g) for g in match.groups())
+        moment = datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
     except ValueError:
         raise BundleInvalid(f"{what} is not a valid time") from None
     return (moment - _UNIX_EPOCH) // timedelta(microseconds=1)

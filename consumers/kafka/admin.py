@@ -46,8 +46,9 @@ class KafkaTopicAdmin:
     """Admin operations on the ledger topic."""
 
     def __init__(self, bootstrap: str, *, timeout: float = 15.0) -> None:
+        # "logger" takes a logging.Logger (the client's stubs list scalar values only).
         self._admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000,
-                                   "logger": log})
+                                   "logger": log})  # type: ignore[dict-item]
         self._bootstrap = bootstrap
         self._timeout = timeout
 

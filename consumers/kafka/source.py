@@ -15,9 +15,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from baldur_audit.schemas.chain import TopicRecord
 from baldur_audit.schemas.errors import BrokerUnavailable
@@ -25,6 +25,12 @@ from baldur_audit.schemas.errors import BrokerUnavailable
 log = logging.getLogger(__name__)
 
 PARTITION = 0
+
+
+def _offset(message: Message) -> int:
+    """A consumed record's offset (the client types it ``int | None``: None is for a message
+    that was never written, which ``consume`` and ``poll`` do not return)."""
+    return cast(int, message.offset())
 
 
 def _to_record(message: Any) -> TopicRecord:
@@ -260,18 +266,18 @@ class KafkaTopicReader:
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
-                        if message.offset() >= end_offset:
+                        if _offset(message) >= end_offset:
                             position = end_offset - 1
                         continue
                     if error.fatal() or error.code() == KafkaError._AUTO_OFFSET_RESET:
                         raise BrokerUnavailable(f"kafka: {error.str()}")
                     log.warning("kafka: %s", error.str())
                     continue
-                if message.offset() >= end_offset:
+                if _offset(message) >= end_offset:
                     position = end_offset - 1
                     break
                 records.append(_to_record(message))
-                position = message.offset()
+                position = _offset(message)
             if records:
                 last_progress = time.monotonic()
                 yield records
@@ -314,11 +320,12 @@ def read_identity_mappings(bootstrap: str, name: str, *, timeout: float = 10.0,
             message = consumer.poll(timeout)
             if message is None:
                 raise BrokerUnavailable(f"timed out reading {name}")
-            if message.error() is not None:
-                if message.error().code() == KafkaError._PARTITION_EOF:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
                     remaining.discard(message.partition())
                     continue
-                raise BrokerUnavailable(f"cannot read {name}: {message.error()}")
+                raise BrokerUnavailable(f"cannot read {name}: {error}")
             key, value = message.key(), message.value()
             pseudonym = key.decode("ascii", "replace") if key else ""
             if accept(pseudonym):
@@ -326,8 +333,9 @@ def read_identity_mappings(bootstrap: str, name: str, *, timeout: float = 10.0,
                     mappings.pop(pseudonym, None)  # a tombstone written by an erasure
                 else:
                     mappings[pseudonym] = value.decode("utf-8", "replace")
-            if message.offset() + 1 >= ends[message.partition()]:
-                remaining.discard(message.partition())
+            partition = cast(int, message.partition())  # a consumed record's: never None
+            if _offset(message) + 1 >= ends[partition]:
+                remaining.discard(partition)
     finally:
         consumer.close()
     return mappings

@@ -157,11 +157,11 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
         genesis_key: SigningKey | None = key
     else:
         genesis_key = (ring or {key.key_id: key}).get(meta.genesis_key_id)
-        if genesis_key is None:
-            return ReplayReport(topic_records=0, ledger_entries=0, unsealed=0,
-                                seconds=time.monotonic() - started, first_divergence=Divergence(
-                                    1, None, "unverifiable",
-                                    f"the genesis key {meta.genesis_key_id} is not configured"))
+    if genesis_key is None:
+        return ReplayReport(topic_records=0, ledger_entries=0, unsealed=0,
+                            seconds=time.monotonic() - started, first_divergence=Divergence(
+                                1, None, "unverifiable",
+                                f"the genesis key {meta.genesis_key_id} is not configured"))
     head = _genesis_head(genesis_key, ledger_id=meta.ledger_id, topic=meta.topic)
     sealer = Sealer(key=key if key_for is None else None, key_for=key_for, head=head,
                     schemas=schemas)
@@ -207,6 +207,7 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
             if found is not None:
                 topic_records += len(batch)  # only counted: the answer is known
                 continue
+            unknown: Divergence | None = None
             try:
                 entries = sealer.seal_batch(batch, index.lookup)
             except UnknownKey as exc:
@@ -215,8 +216,6 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
                 entries = sealer.seal_batch(batch[:position], index.lookup)
                 unknown = Divergence(exc.seq, batch[position].offset, "unverifiable", exc.detail)
                 topic_records += len(batch) - len(entries)
-            else:
-                unknown = None
             index.add(entries)
             topic_records += len(entries)
             if progress is not None:

@@ -259,9 +259,9 @@ class DiskSpool:
         self._cursor = self._persisted = cursor
         if self._sizes:
             self._floor = max(self._floor, max(self._sizes))
-            last = max(self._sizes)
-            if self._sizes[last] < self.segment_bytes:
-                self._fd = os.open(self._segment_path(last),
+            newest = max(self._sizes)
+            if self._sizes[newest] < self.segment_bytes:
+                self._fd = os.open(self._segment_path(newest),
                                    os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         self.recovered = self._pending
         if self._pending:

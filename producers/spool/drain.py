@@ -216,10 +216,10 @@ class SpoolDrainer:
                 self._inflight.clear()
                 self._retry = False
         for spool in self._spools:
-            commit = commits.get(id(spool))
-            if commit is None:
+            done = commits.get(id(spool))
+            if done is None:
                 continue
-            spool.commit(commit.end, records=commit.records, nbytes=commit.nbytes)
+            spool.commit(done.end, records=done.records, nbytes=done.nbytes)
             self._dirty[id(spool)] = spool
         if delivered:
             self._delay = BACKOFF_FIRST_S
