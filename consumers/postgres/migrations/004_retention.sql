@@ -1,4 +1,4 @@
--- Retention and erasure (issue 5). The one sanctioned change to sealed entries is
+-- Retention and erasure. The one sanctioned change to sealed entries is
 -- `baldur_prune`; the one sanctioned deletion of an identity is `baldur_erase`.
 --
 -- How "only this function" is enforced. The application role owns these tables, so roles
