@@ -3,10 +3,10 @@
 Every scenario runs on a PRIVATE Kafka broker (127.0.0.1:19092, controller 19093) and a
 PRIVATE PostgreSQL cluster (127.0.0.1:15432), started once per session and stopped at its
 end (also on failure), so that a scenario may stop, kill and restart them without touching
-the shared stack on 29092/25432. Each scenario gets a fresh topic and database.
+the shared stack (``make up``). Each scenario gets a fresh topic and database.
 
 ``BALDUR_FAULTS_SCALE=quick`` (default, what ``make test`` runs) keeps the whole package
-within about three minutes; ``full`` runs the issue's numbers (``make faults``). Each
+within about three minutes; ``full`` runs the campaign's full numbers (``make faults``). Each
 scenario appends one JSON line to ``.local/results/faults.jsonl``.
 """
 
@@ -31,8 +31,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.conftest import Ledger, fresh_ledger, make_event
-from tests.dedicated import ROOT, DedicatedKafka, DedicatedPostgres
+from tests.support.dedicated import ROOT, DedicatedKafka, DedicatedPostgres
+from tests.support.stack import Ledger, fresh_ledger, make_event
 
 SCALE = os.environ.get("BALDUR_FAULTS_SCALE", "quick")
 if SCALE not in ("quick", "full"):

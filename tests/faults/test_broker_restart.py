@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from tests.conftest import Ledger
 from tests.faults.conftest import (
     Chainers,
     EventStream,
@@ -23,6 +22,7 @@ from tests.faults.conftest import (
     scaled,
     wait_for,
 )
+from tests.support.stack import Ledger
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -15,7 +15,6 @@ import time
 
 import pytest
 
-from tests.conftest import Ledger
 from tests.faults.conftest import (
     ChainerProc,
     Chainers,
@@ -28,6 +27,7 @@ from tests.faults.conftest import (
     scaled,
     wait_for,
 )
+from tests.support.stack import Ledger
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

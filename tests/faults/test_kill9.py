@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from tests.conftest import Ledger
 from tests.faults.conftest import Chainers, EventStream, Watch, check_ledger, record_result, rng, scaled
+from tests.support.stack import Ledger
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from tests.conftest import Ledger
-from tests.dedicated import ROOT
 from tests.faults.conftest import Services, check_ledger, record_result, scaled
+from tests.support.dedicated import ROOT
+from tests.support.stack import Ledger
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 from baldur_audit.schemas.codec import MAGIC, encode_event
-from tests.conftest import Ledger, make_event
 from tests.faults.conftest import (
     Chainers,
     EventStream,
@@ -33,6 +32,7 @@ from tests.faults.conftest import (
     scaled,
     wait_for,
 )
+from tests.support.stack import Ledger, make_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from tests.conftest import Ledger
 from tests.faults.conftest import (
     Chainers,
     EventStream,
@@ -22,6 +21,7 @@ from tests.faults.conftest import (
     scaled,
     wait_for,
 )
+from tests.support.stack import Ledger
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

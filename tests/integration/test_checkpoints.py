@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Ledger
+from tests.support.stack import Ledger
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +74,7 @@ def test_bundles_check_offline_after_the_database_and_topics_are_gone(witnessed:
     import psycopg
     from confluent_kafka.admin import AdminClient
 
-    from tests.conftest import ADMIN_DSN
+    from tests.support.stack import ADMIN_DSN
     with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE "{led.dbname}" WITH (FORCE)')
     AdminClient({"bootstrap.servers": led.bootstrap}).delete_topics([led.topic, f"{led.topic}.checkpoints"])
@@ -141,7 +141,7 @@ def test_a_suffix_relinked_by_a_key_holder_is_located_between_witnessed_checkpoi
     from baldur_audit.consumers.postgres.rows import ENTRY_COLUMNS, copy_data
     from baldur_audit.schemas.chain import ChainHead, Sealer, SigningKey, TopicRecord
     from baldur_audit.schemas.codec import KNOWN_SCHEMAS, encode_event
-    from tests.conftest import TEST_KEY, make_event
+    from tests.support.stack import TEST_KEY, make_event
 
     led = witnessed
     state = tmp_path / "verifier.state"

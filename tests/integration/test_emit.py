@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.conftest import BOOTSTRAP, Ledger
+from tests.support.stack import BOOTSTRAP, Ledger
 
 pytestmark = pytest.mark.integration
 

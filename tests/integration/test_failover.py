@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Ledger
+from tests.support.stack import Ledger
 
 pytestmark = pytest.mark.integration
 

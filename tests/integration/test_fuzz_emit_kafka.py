@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tests.conftest import Ledger
-from tests.unit.fuzz_support import (
+from tests.support.fuzz import (
     FAULTS,
     FAULTS_SCALE,
     JsonlFile,
@@ -29,10 +28,11 @@ from tests.unit.fuzz_support import (
     jsonl_file,
     sealed_fields,
 )
+from tests.support.stack import Ledger
 
 pytestmark = pytest.mark.integration
 
-#: Every planted secret starts so (tests/unit/fuzz_support.py SECRET).
+#: Every planted secret starts so (tests/support/fuzz.py SECRET).
 SECRET_PREFIX = b"S3cr"
 COLUMNS = ("event_id", "kind", "actor", "actor_type", "action", "target", "before", "after",
            "reason", "source", "trace_id", "client_ip", "attributes", "payload")

@@ -16,8 +16,7 @@ from baldur_audit.consumers.postgres.ledger import PostgresLedgerStore
 from baldur_audit.consumers.verification.verify import verify_ledger
 from baldur_audit.schemas.chain import EntryKind, LedgerLinker, SigningKey
 from baldur_audit.schemas.keys import EpochRatchet, epoch_keys
-
-from ..conftest import TEST_KEY, Ledger
+from tests.support.stack import TEST_KEY, Ledger
 
 KEY_B = "hex:" + "b7" * 32
 A = SigningKey.derive(bytes.fromhex(TEST_KEY[4:]))

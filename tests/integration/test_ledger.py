@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import Ledger
+from tests.support.stack import Ledger
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,7 @@ def test_resumes_from_postgres_not_from_kafka_committed_offset(ledger: Ledger) -
 
 def test_rejected_and_duplicate_entries_account_for_every_offset(ledger: Ledger) -> None:
     from baldur_audit.schemas.codec import encode_event
-    from tests.conftest import make_event
+    from tests.support.stack import make_event
 
     event = make_event(7)
     good = encode_event(event)
@@ -205,7 +205,7 @@ def test_truncated_tail_with_head_rolled_back_only_replay_sees_it(ledger: Ledger
 def test_rebuild_writes_an_identical_ledger_into_an_empty_database(ledger: Ledger) -> None:
     import psycopg
 
-    from tests.conftest import ADMIN_DSN, with_dbname
+    from tests.support.stack import ADMIN_DSN, with_dbname
 
     sealed(ledger, 12)
     ledger.produce_raw([b"junk"])
@@ -233,7 +233,7 @@ def test_stale_chainer_is_fenced_and_cannot_fork(ledger: Ledger) -> None:
     from baldur_audit.schemas.chain import Sealer, SigningKey, TopicRecord
     from baldur_audit.schemas.codec import KNOWN_SCHEMAS, encode_event
     from baldur_audit.schemas.errors import Fenced
-    from tests.conftest import TEST_KEY, make_event
+    from tests.support.stack import TEST_KEY, make_event
 
     sealed(ledger, 5)
     key = SigningKey.derive(parse_key(TEST_KEY))
@@ -338,7 +338,7 @@ def test_json_columns_keep_the_sealed_text(ledger: Ledger) -> None:
     from dataclasses import replace
 
     from baldur_audit.schemas.codec import encode_event
-    from tests.conftest import make_event
+    from tests.support.stack import make_event
 
     event = replace(make_event(1), after='{"big":1e23,"flag":true,"one":1.0,"tiny":1e-7}')
     ledger.produce_raw([encode_event(event)])

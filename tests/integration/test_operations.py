@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import BOOTSTRAP, TEST_KEY, Ledger
+from tests.support.stack import BOOTSTRAP, TEST_KEY, Ledger
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +100,7 @@ def test_development_key_is_generated_once_privately_and_never_printed(ledger: L
     ledger.env = {**env, "BALDUR_AUDIT_TOPIC": topic, "BALDUR_LEDGER_ID": topic}
     import psycopg
 
-    from tests.conftest import with_dbname
+    from tests.support.stack import with_dbname
     dbname = ledger.dbname + "_dk"
     with psycopg.connect(ledger.dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
@@ -120,7 +120,7 @@ def test_development_key_is_generated_once_privately_and_never_printed(ledger: L
     finally:
         from confluent_kafka.admin import AdminClient
 
-        from tests.conftest import ADMIN_DSN
+        from tests.support.stack import ADMIN_DSN
         AdminClient({"bootstrap.servers": BOOTSTRAP}).delete_topics([topic])
         with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')

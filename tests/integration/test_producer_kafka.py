@@ -1,6 +1,6 @@
 """The producer against a real broker: events arrive decodable, traced, and without secrets.
 
-The broker comes from ``BALDUR_KAFKA_BOOTSTRAP`` (default 127.0.0.1:29092, ``make up``).
+The broker comes from ``BALDUR_KAFKA_BOOTSTRAP`` (default: the local stack's, ``make up``).
 Locally an unreachable broker skips these tests; under ``CI=true`` it fails them.
 """
 
@@ -19,10 +19,10 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from baldur_audit.producers import AuditTrail
 from baldur_audit.schemas.codec import KNOWN_SCHEMAS, decode_event
+from tests.support.stack import BOOTSTRAP
 
 pytestmark = pytest.mark.integration
 
-BOOTSTRAP = os.environ.get("BALDUR_KAFKA_BOOTSTRAP", "127.0.0.1:29092")
 _client_logger = logging.getLogger("tests.integration.kafka")
 
 

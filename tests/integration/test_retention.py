@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from tests.conftest import Ledger
+from tests.support.stack import Ledger
 
 pytestmark = pytest.mark.integration
 

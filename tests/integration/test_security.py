@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN_DSN, DSN, Ledger, fresh_ledger, require_services
+from tests.support.stack import ADMIN_DSN, DSN, Ledger, fresh_ledger, require_services
 
 pytestmark = pytest.mark.integration
 

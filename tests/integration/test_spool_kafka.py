@@ -36,8 +36,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from baldur_audit.producers import AuditTrail
 from baldur_audit.schemas.codec import KNOWN_SCHEMAS, decode_event
-from tests.conftest import DSN, Ledger, _dsn_hostport, _reachable, fresh_ledger
-from tests.dedicated import DedicatedKafka
+from tests.support.dedicated import DedicatedKafka
+from tests.support.stack import DSN, Ledger, dsn_hostport, fresh_ledger, reachable
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -64,7 +64,7 @@ for i in itertools.count():
 
 @pytest.fixture(scope="module")
 def kafka() -> Iterator[DedicatedKafka]:
-    if not _reachable(_dsn_hostport(DSN)):
+    if not reachable(dsn_hostport(DSN)):
         message = "postgres not reachable (run `make up`)"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)

@@ -1,7 +1,7 @@
 """Issue 3, the tamper matrix: seeded random changes a database superuser (or a key holder)
 can make to a sealed ledger, each checked against verify and replay.
 
-One base ledger per module; each trial tampers with its own copy (see tests/tamper.py for the
+One base ledger per module; each trial tampers with its own copy (see tests/support/tamper/ for the
 catalogue and what each tool is expected to see). ``make test`` runs a quick subset
 (40 trials); ``BALDUR_TAMPER_TRIALS=250`` (``make faults``) the full set;
 ``BALDUR_TAMPER_SEED`` picks another reproducible run.
@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import require_services, with_dbname
-from tests.tamper import (
+from tests.support.stack import require_services, with_dbname
+from tests.support.tamper import (
     CATALOGUE,
     CLASSES,
     REPLAY,
@@ -37,7 +37,7 @@ from tests.tamper import (
     trial_rng,
     trials_from_env,
 )
-from tests.tamper_base import KNOWN_GAPS, Gap
+from tests.support.tamper.base import KNOWN_GAPS, Gap
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -138,7 +138,7 @@ def test_the_checker_flags_every_way_a_tool_can_fall_short() -> None:
     assert result(verify_misses, Finding("intact"), Finding("intact")).problems()  # replay too
 
 
-# -- regression tests of the gaps the matrix found (tests/tamper_base.py KNOWN_GAPS) ----------
+# -- regression tests of the gaps the matrix found (tests/support/tamper/base.py KNOWN_GAPS) ---
 # Strict xfail: they fail today, as the gap is real; the day verify/replay close it they pass,
 # which fails the run until the marker and the KNOWN_GAPS entry are removed.
 

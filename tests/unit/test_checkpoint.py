@@ -39,7 +39,7 @@ from baldur_audit.schemas.checkpoint import (
 )
 from baldur_audit.schemas.errors import AuditError, ConfigError
 from baldur_audit.schemas.merkle import EMPTY_ROOT
-from tests.unit import checkpoint_vectors
+from tests.vectors import checkpoint as checkpoint_vectors
 
 VECTORS_PATH = Path(__file__).resolve().parents[2] / "schemas" / "vectors" / "checkpoint-v1.json"
 VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))

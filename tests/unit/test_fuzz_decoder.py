@@ -44,7 +44,7 @@ from baldur_audit.schemas.event import (
     Actor,
     ChangeEvent,
 )
-from tests.unit.fuzz_support import ANY_TEXT, fuzz, time_limit
+from tests.support.fuzz import ANY_TEXT, fuzz, time_limit
 
 HEADER = MAGIC + CURRENT_SCHEMA.fingerprint
 _TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30)

@@ -27,7 +27,7 @@ from baldur_audit.consumers import cli
 from baldur_audit.consumers.cli import emit as emit_module
 from baldur_audit.producers import AuditTrail
 from baldur_audit.schemas.codec import KNOWN_SCHEMAS, decode_event
-from tests.unit.fuzz_support import (
+from tests.support.fuzz import (
     ANY_TEXT,
     BAD_LINE_MAKERS,
     NON_BLANK,

@@ -35,7 +35,7 @@ from baldur_audit.schemas.event import (
     ChangeEvent,
     to_json_text,
 )
-from tests.unit.fuzz_support import (
+from tests.support.fuzz import (
     ANY_TEXT,
     HOSTILE,
     JSON_VALUES,

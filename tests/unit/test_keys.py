@@ -27,8 +27,7 @@ from baldur_audit.schemas.keys import (
     epoch_of,
     ratchet_secret,
 )
-
-from . import ratchet_vectors
+from tests.vectors import ratchet as ratchet_vectors
 
 VECTORS = Path(__file__).resolve().parents[2] / "schemas" / "vectors" / "ratchet-v1.json"
 KEY_A = SigningKey.derive(b"a" * 32)

@@ -34,7 +34,7 @@ from baldur_audit.schemas.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from tests.unit import checkpoint_vectors
+from tests.vectors import checkpoint as checkpoint_vectors
 
 VECTORS = Path(__file__).resolve().parents[2] / "schemas" / "vectors"
 PROPS = settings(max_examples=40, deadline=None)

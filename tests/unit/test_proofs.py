@@ -51,7 +51,7 @@ from baldur_audit.schemas.merkle import (
     nodes_of,
 )
 from baldur_audit.schemas.view import entry_view, view_digest
-from tests.conftest import make_event
+from tests.support.stack import make_event
 
 ORIGIN = "baldur-audit/baldur-audit:unit"
 TOPIC = "baldur.unit"

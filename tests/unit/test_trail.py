@@ -34,7 +34,7 @@ from baldur_audit.producers import (
 from baldur_audit.producers.kafka_producer import scrub_settings
 from baldur_audit.schemas.codec import KNOWN_SCHEMAS, decode_event
 from baldur_audit.schemas.event import ChangeEvent
-from tests.unit.fake_kafka import FakeBroker
+from tests.support.fake_kafka import FakeBroker
 
 UNREACHABLE = "127.0.0.1:1"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -1,4 +1,4 @@
-"""The tamper matrix's base ledger (tests/tamper.py): one fresh topic and database with ~300
+"""The tamper matrix's base ledger (tests/support/tamper/): one fresh topic and database with ~300
 varied records sealed by the real chainer, which every trial copies; and the tamperer's
 handle on a copy (a superuser connection with the append-only triggers bypassed).
 """
@@ -33,7 +33,7 @@ from baldur_audit.schemas.codec import (
     event_to_record,
 )
 from baldur_audit.schemas.event import Actor, ChangeEvent, uuid7
-from tests.conftest import TEST_KEY, Ledger, fresh_ledger, with_dbname
+from tests.support.stack import TEST_KEY, Ledger, fresh_ledger, with_dbname
 
 BASE_RECORDS = 300
 VERIFY, REPLAY = "verify", "replay"

@@ -1,4 +1,4 @@
-"""The tamper matrix's column tampers (tests/tamper.py): change one visible column of one
+"""The tamper matrix's column tampers (tests/support/tamper/): change one visible column of one
 entry to another value, chosen for the column: a forged value, NULL, or one that differs
 only in a way a reader might miss (case, trailing space, Unicode normalization, a homoglyph,
 a JSON number's scale, JSON re-formatting).
@@ -15,7 +15,16 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.tamper_base import ACTOR_TYPES, JSON_COLUMNS, NOBODY, SOURCES, Damage, Expr, Tampering, random_json
+from tests.support.tamper.base import (
+    ACTOR_TYPES,
+    JSON_COLUMNS,
+    NOBODY,
+    SOURCES,
+    Damage,
+    Expr,
+    Tampering,
+    random_json,
+)
 
 
 def _other(rng: random.Random, pool: Sequence[Any], current: Any) -> Any:

@@ -1,12 +1,12 @@
-"""The randomized tamper matrix (issue 3): a catalogue of the changes a database superuser
+"""The randomized tamper matrix: a catalogue of the changes a database superuser
 can make to a sealed ledger, and a runner that applies one seeded change to a copy of a base
 ledger and asks ``verify`` and ``replay`` whether they see it and where.
 
-One base ledger per run (tests/tamper_base.py: a fresh topic and database, ~300 records:
+One base ledger per run (``base.py``: a fresh topic and database, ~300 records:
 events with varied values, duplicates, rejected records, transactional batches that leave
 offset gaps, an aborted transaction), sealed by the real chainer. Each trial copies its
 database (``CREATE DATABASE … TEMPLATE``), tampers with the copy as the superuser with the
-append-only triggers bypassed (tests/tamper_columns.py, tests/tamper_catalogue.py), runs
+append-only triggers bypassed (``columns.py``, ``catalogue.py``), runs
 verify and replay in-process with the same functions, keys and evidence the CLI uses (the
 topic and the chainer group's committed offset are shared and unchanged), and drops the copy.
 Trial ``i`` of seed ``s`` draws from ``random.Random(f"{s}:{i}:{class}")``, and the base
@@ -31,11 +31,11 @@ What each tool can see, as this catalogue expects it:
   genesis link, key id and partition, so damage confined to those is verify's alone; and
   a deleted tail is *truncated* to it only while the group's committed offset is beyond
   the ledger (or the missing records are older than ``--max-lag``).
-* The known gaps (``KNOWN_GAPS`` in tests/tamper_base.py, each pinned by a strict-xfail
+* The known gaps (``KNOWN_GAPS`` in ``base.py``, each pinned by a strict-xfail
   regression test): verify does not see a reworded reject reason (replay does), and
   neither sees a prefix pruned by hand (content hidden, never changed).
 
-Usable from a script (``bench/tamper_matrix.py``) as well as from pytest.
+Usable from a script (``python -m tests.campaigns.tamper_matrix``) as well as from pytest.
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ from baldur_audit.consumers.verification.epochs import with_epoch_check
 from baldur_audit.consumers.verification.replay import replay_compare
 from baldur_audit.consumers.verification.verify import verify_ledger
 from baldur_audit.schemas.errors import AuditError
-from tests.conftest import with_dbname
-from tests.tamper_base import (
+from tests.support.stack import with_dbname
+from tests.support.tamper.base import (
     BOTH,
     KNOWN_GAPS,
     NOBODY,
@@ -73,7 +73,7 @@ from tests.tamper_base import (
     Tampering,
     base_ledger,
 )
-from tests.tamper_catalogue import CATALOGUE, CLASSES, TamperClass
+from tests.support.tamper.catalogue import CATALOGUE, CLASSES, TamperClass
 
 __all__ = ["CATALOGUE", "CLASSES", "BaseLedger", "base_ledger", "run_trials", "summarize",
            "render_table"]
@@ -225,7 +225,7 @@ class TrialResult:
 
     def reproducer(self) -> str:
         """How to run this trial again."""
-        return (f"bench/tamper_matrix.py --seed {self.seed} --only {self.tamper} "
+        return (f"python -m tests.campaigns.tamper_matrix --seed {self.seed} --only {self.tamper} "
                 f"--index {self.index}")
 
     def as_dict(self) -> dict[str, Any]:

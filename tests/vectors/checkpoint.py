@@ -1,10 +1,10 @@
 """Builds the leaf, tree and checkpoint test vectors (``schemas/vectors/checkpoint-v1.json``).
 
-Run ``python -m tests.unit.checkpoint_vectors > schemas/vectors/checkpoint-v1.json`` only
+Run ``python -m tests.vectors.checkpoint > schemas/vectors/checkpoint-v1.json`` only
 when the spec changes on purpose; ``test_merkle.py`` and ``test_checkpoint.py`` check the
 committed file against the code and against independent re-implementations of CHAIN.md.
-Deterministic: the entries are those of ``chain_vectors.build()``, the keys come from fixed seeds
-and Ed25519 signatures are deterministic (RFC 8032).
+Deterministic: the entries are those of ``tests.vectors.chain.build()``, the keys come from
+fixed seeds and Ed25519 signatures are deterministic (RFC 8032).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from baldur_audit.schemas.merkle import (
     nodes_of,
     proof_to_json,
 )
-from tests.unit import chain_vectors
+from tests.vectors import chain as chain_vectors
 
 #: Seeds of the two vector keys: SHA-256 of these texts (public test keys, never for real use).
 SEED_TEXTS = ("baldur-audit checkpoint vector key 1", "baldur-audit checkpoint vector key 2")

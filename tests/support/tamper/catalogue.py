@@ -1,4 +1,4 @@
-"""The tamper matrix's catalogue (tests/tamper.py): every kind of change a database
+"""The tamper matrix's catalogue (tests/support/tamper/): every kind of change a database
 superuser (or, for the rewrite, a key holder) can make, each computing the first affected
 seq and which tools must locate it.
 """
@@ -28,7 +28,7 @@ from baldur_audit.schemas.codec import (
 )
 from baldur_audit.schemas.errors import DecodeError
 from baldur_audit.schemas.event import Actor
-from tests.tamper_base import (
+from tests.support.tamper.base import (
     BOTH,
     KNOWN_GAPS,
     NOBODY,
@@ -38,7 +38,7 @@ from tests.tamper_base import (
     Tampering,
     random_event,
 )
-from tests.tamper_columns import tamper_column, tamper_kind
+from tests.support.tamper.columns import tamper_column, tamper_kind
 
 
 def _flip(value: bytes, rng: random.Random) -> bytes:

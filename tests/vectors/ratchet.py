@@ -1,6 +1,6 @@
 """Builds the forward-secure ratchet vectors (``schemas/vectors/ratchet-v1.json``).
 
-Run ``python -m tests.unit.ratchet_vectors > schemas/vectors/ratchet-v1.json`` only when
+Run ``python -m tests.vectors.ratchet > schemas/vectors/ratchet-v1.json`` only when
 CHAIN.md §16 changes on purpose; ``test_keys.py`` checks the committed file against the
 code and against an independent HKDF written from RFC 5869 with ``hmac`` alone.
 """

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOCAL = ROOT / ".local" / "dedicated"
 PASSWORD = "baldur-local"
 ADMIN_PASSWORD = "baldur-local-admin"
