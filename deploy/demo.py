@@ -27,13 +27,12 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from baldur_audit.producers.trail import AuditTrail
+from baldur_audit.schemas.defaults import DEFAULT_BOOTSTRAP, DEFAULT_DSN, LOCAL_ADMIN_DSN
 
 ROOT = Path(__file__).resolve().parent.parent
-BOOTSTRAP = os.environ.get("BALDUR_KAFKA_BOOTSTRAP", "127.0.0.1:29092")
-DSN = os.environ.get("BALDUR_SQL_DSN",
-                     "postgresql://baldur:baldur-local@127.0.0.1:25432/baldur_audit")
-ADMIN_DSN = os.environ.get("BALDUR_TEST_ADMIN_DSN",
-                           "postgresql://postgres:baldur-local-admin@127.0.0.1:25432/postgres")
+BOOTSTRAP = os.environ.get("BALDUR_KAFKA_BOOTSTRAP", DEFAULT_BOOTSTRAP)
+DSN = os.environ.get("BALDUR_SQL_DSN", DEFAULT_DSN)
+ADMIN_DSN = os.environ.get("BALDUR_TEST_ADMIN_DSN", LOCAL_ADMIN_DSN)
 EVENTS = int(os.environ.get("DEMO_EVENTS", "20000"))
 SECRET = "hunter2-Sup3rS3cret-db-password"
 BOLD, DIM, RED, GREEN, RESET = ("\033[1m", "\033[2m", "\033[31m", "\033[32m", "\033[0m") \
