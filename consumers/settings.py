@@ -103,8 +103,8 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str], *, bootstrap: str = DEFAULT_BOOTSTRAP,
                  topic: str = DEFAULT_TOPIC, dsn: str = DEFAULT_DSN, group: str = DEFAULT_GROUP,
                  ledger_id: str | None = None) -> Settings:
-        """Settings from an environment (e.g. ``os.environ``) and the service fields (the CLI's
-        options); only the variables of :data:`VARIABLES` are kept from ``environ``."""
+        """Settings from an environment (the process's, at the CLI's edge) and the service
+        fields (the CLI's options); only the variables of :data:`VARIABLES` are kept."""
         names = {variable.name for variable in VARIABLES} | set(_ALSO_READ)
         return cls(bootstrap=bootstrap, topic=topic, dsn=dsn, group=group, ledger_id=ledger_id,
                    environ={name: value for name, value in environ.items() if name in names})
