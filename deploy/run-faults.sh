@@ -10,9 +10,9 @@
 # Set-up: the venv, Kafka's jars (with the kafka-consumer-groups tool) and the PostgreSQL
 # binaries, and kcat (Debian's package) when it is missing. The scenarios and the soak run on
 # the campaign's PRIVATE broker and cluster (127.0.0.1:19092 / 15432, see tests/faults/conftest.py),
-# which pytest and bench/soak.py start and stop themselves; the shared stack (make up) is neither
-# needed nor touched. Results: .local/results/faults.jsonl (one row per scenario run),
-# .local/results/soak.json, and a table in .local/results/faults-summary.md.
+# which pytest and the soak (tests/campaigns/soak.py) start and stop themselves; the shared stack
+# (make up) is neither needed nor touched. Results: .local/results/faults.jsonl (one row per
+# scenario run), .local/results/soak.json, and a table in .local/results/faults-summary.md.
 #
 # Environment: BALDUR_FAULTS_SCALE (default full), BALDUR_FAULTS_SEED (random choices),
 #   BALDUR_SOAK_EVENTS (default 1000000), BALDUR_SOAK_PRODUCERS (producer processes, default 2),
@@ -68,8 +68,9 @@ soak_rc=0
 if [[ "${BALDUR_SOAK:-1}" != 0 ]]; then
     t1=$SECONDS
     log "soak: ${BALDUR_SOAK_EVENTS:-1000000} events"
-    "$PY" bench/soak.py --private --events "${BALDUR_SOAK_EVENTS:-1000000}" --producers "${BALDUR_SOAK_PRODUCERS:-2}" \
-        --time-limit "${BALDUR_SOAK_TIME_LIMIT:-3600}" --out "$RESULTS/soak.json"
+    "$PY" -m tests.campaigns.soak --private --events "${BALDUR_SOAK_EVENTS:-1000000}" \
+        --producers "${BALDUR_SOAK_PRODUCERS:-2}" --time-limit "${BALDUR_SOAK_TIME_LIMIT:-3600}" \
+        --out "$RESULTS/soak.json"
     soak_rc=$?
     log "soak: exit $soak_rc after $((SECONDS - t1)) s"
 fi
@@ -83,7 +84,7 @@ if [[ "${BALDUR_TAMPER:-1}" != 0 ]]; then
     if "$D/stack.sh" up >&2; then
         started_here=()
         [[ -f "$ROOT/.local/started-by-up" ]] && mapfile -t started_here <"$ROOT/.local/started-by-up"
-        ( eval "$("$D/stack.sh" env)" && "$PY" bench/tamper_matrix.py \
+        ( eval "$("$D/stack.sh" env)" && "$PY" -m tests.campaigns.tamper_matrix \
             --trials "${BALDUR_TAMPER_TRIALS:-250}" --seed "${BALDUR_TAMPER_SEED:-1}" \
             --out "$RESULTS/tamper.json" )
         tamper_rc=$?

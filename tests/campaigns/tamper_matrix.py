@@ -1,9 +1,9 @@
-"""The randomized tamper matrix at full scale (issue 3): N seeded trials on copies of one base
+"""The randomized tamper matrix at full scale: N seeded trials on copies of one base
 ledger, a table per tamper class, and the whole record as JSON.
 
     eval "$(deploy/stack.sh env)"
-    .venv/bin/python bench/tamper_matrix.py --trials 250 --seed 1
-    .venv/bin/python bench/tamper_matrix.py --seed 1 --only combo --index 34   # one trial again
+    .venv/bin/python -m tests.campaigns.tamper_matrix --trials 250 --seed 1
+    .venv/bin/python -m tests.campaigns.tamper_matrix --seed 1 --only combo --index 34   # one trial again
 
 Prints, per tamper class: trials, damaging ones, how many verify and replay detected and
 located exactly (first affected seq), benign ones both stayed quiet on, known gaps, and
@@ -22,11 +22,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.conftest import require_services  # noqa: E402
-from tests.tamper import (  # noqa: E402
+from tests.support.stack import require_services
+from tests.support.tamper import (
     CATALOGUE,
     CLASSES,
     TrialResult,
@@ -37,6 +34,8 @@ from tests.tamper import (  # noqa: E402
     summarize,
     trials_from_env,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> int:

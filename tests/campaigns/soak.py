@@ -1,10 +1,10 @@
 """Soak: 1,000,000 events through the producer library (AuditTrail) → topic → a
 ``baldur-audit chain`` subprocess, with the chainer's resident memory sampled every second.
 
-    .venv/bin/python bench/soak.py [--events 1000000] [--time-limit 3600] [--private]
+    .venv/bin/python -m tests.campaigns.soak [--events 1000000] [--time-limit 3600] [--private]
 
 Services: ``--private`` starts the fault campaign's own broker and cluster
-(127.0.0.1:19092 / 15432, tests/dedicated.py) and stops them afterwards unless they were
+(127.0.0.1:19092 / 15432, tests/support/dedicated.py) and stops them afterwards unless they were
 already running; otherwise ``BALDUR_KAFKA_BOOTSTRAP`` / ``BALDUR_SQL_DSN`` /
 ``BALDUR_TEST_ADMIN_DSN`` say where (``eval "$(make -s env)"``). A fresh topic and database.
 
@@ -32,14 +32,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import psycopg
 
-import psycopg  # noqa: E402
-
-from baldur_audit.producers.trail import AuditTrail, DeliveryBacklog  # noqa: E402
-from tests.conftest import ADMIN_DSN, BOOTSTRAP, DSN, Ledger, fresh_ledger  # noqa: E402
-from tests.dedicated import DedicatedKafka, DedicatedPostgres  # noqa: E402
+from baldur_audit.producers.trail import AuditTrail, DeliveryBacklog
+from tests.support.dedicated import ROOT, DedicatedKafka, DedicatedPostgres
+from tests.support.stack import ADMIN_DSN, BOOTSTRAP, DSN, Ledger, fresh_ledger
 
 
 def rss_kb(pid: int) -> int | None:

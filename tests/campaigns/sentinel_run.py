@@ -5,21 +5,21 @@ the whole topic, every table, the state folder and the PostgreSQL server log for
 Prints what it searched (names and sizes, never the secrets) and every leak found, with the
 secret masked. Exit 0 when nothing leaked, 1 otherwise. Needs the local stack:
 
-    eval "$(deploy/stack.sh env)" && .venv/bin/python bench/sentinel_run.py
+    eval "$(deploy/stack.sh env)" && .venv/bin/python -m tests.campaigns.sentinel_run
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.integration.test_security import sentinel_session  # noqa: E402
+from tests.integration.test_security import sentinel_session
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     with tempfile.TemporaryDirectory(prefix="baldur-sentinel-") as tmp:
         session = sentinel_session(Path(tmp))
     print(f"session: {len(session.runs)} CLI runs, {session.topic_records} topic records, "
