@@ -132,7 +132,7 @@ def link_message(key_id: str, prev_link: bytes, link_input: LinkInput) -> bytes:
     """The bytes an entry's link covers (CHAIN.md, "Entry link").
 
     Spelled out field by field (rather than through :func:`frame`) because it runs once
-    per entry; ``tests/unit/test_chain.py`` checks it against :func:`frame` and the vectors.
+    per entry; ``tests/unit/schemas/test_chain.py`` checks it against :func:`frame` and the vectors.
     """
     return b"".join((
         _LINK_DOMAIN,
@@ -193,7 +193,7 @@ _I64 = struct.Struct(">q").pack
 class LedgerLinker:
     """:class:`Linker` for one ledger's topic and partition, taking the link fields as plain
     values: the per-entry work of ``verify`` and ``replay`` (equal to :func:`link_message`,
-    which ``tests/unit/test_chain.py`` checks)."""
+    which ``tests/unit/schemas/test_chain.py`` checks)."""
 
     __slots__ = ("key_id", "_base", "_key_field", "_topic_partition")
 

@@ -6,7 +6,7 @@ It accepts only what :func:`schemas.chain.classify_reference` accepts, with the 
 view, and it never rejects: anything unusual (another schema, a non-canonical encoding, an
 invalid field, truncation) returns ``None`` and the caller takes the reference path, which
 decides and words the reason. So the fast path can only change speed, never a
-classification. ``tests/unit/test_fastpath.py`` checks the equivalence on generated and
+classification. ``tests/unit/schemas/test_fastpath.py`` checks the equivalence on generated and
 mutated records.
 
 The canonical-encoding rules of the reference path (CHAIN.md §7) hold by construction:

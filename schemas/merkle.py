@@ -92,7 +92,7 @@ def leaf_data(link_input: LinkInput, *, key_id: str, link: bytes) -> bytes:
     The link message's fields without ``prev``, in the same order and encodings, then the
     entry's link: an auditor without the HMAC key can check an entry's digest against a
     signed root, and the tree is tied to the HMAC chain. Spelled out field by field (it
-    runs once per entry); ``tests/unit/test_merkle.py`` derives it from
+    runs once per entry); ``tests/unit/schemas/test_merkle.py`` derives it from
     ``chain.link_message_framed`` so the two cannot drift apart. Raises
     :class:`MerkleError` if ``link`` is not 32 bytes.
     """

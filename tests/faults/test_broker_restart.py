@@ -1,4 +1,4 @@
-"""Issue 3, fault 2: stop and restart the Kafka broker while producing and chaining.
+"""Fault: stop and restart the Kafka broker while producing and chaining.
 
 The producer (idempotent) queues and retries, the chainer's consumer reconnects and rejoins
 its group: no loss, no duplicates in the ledger's view, verify intact, replay consistent.

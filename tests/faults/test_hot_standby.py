@@ -1,4 +1,4 @@
-"""Issue 3, fault 4: hot standby.
+"""Fault: the active chainer of a hot-standby pair is killed or stopped.
 
 Two chainers run in one group. ``kill -9`` of the active one: the standby takes over within
 a bounded time (measured: from the kill to the first record the standby seals). ``SIGSTOP``

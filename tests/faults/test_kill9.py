@@ -1,4 +1,4 @@
-"""Issue 3, fault 1: ``kill -9`` the chainer at random moments while events stream in.
+"""Fault: ``kill -9`` the chainer at random moments while events stream in.
 
 Afterwards exactly one entry per topic record, verify intact, replay consistent, and every
 acknowledged event sealed exactly once. Each kill lands either at a random moment after the

@@ -1,4 +1,4 @@
-"""Issue 3, fault 5: an operator resets the chainer group's offsets with Kafka's own
+"""Fault: an operator resets the chainer group's offsets with Kafka's own
 ``kafka-consumer-groups`` tool (to-earliest, to-latest, shift-by) while the chainer is
 stopped. After the restart every record is still sealed exactly once: the chainer resumes
 from the head stored in PostgreSQL, and its commit puts the group's offset right again.

@@ -1,4 +1,4 @@
-"""Issue 3, fault 6: poison records written by a foreign client (kcat, Debian's package).
+"""Fault: poison records written by a foreign client (kcat, Debian's package).
 
 Garbage bytes, truncated Avro, an unknown schema fingerprint, an empty value, a null value,
 a 900 KB value and junk headers each become a rejected entry, interleaved with a stream of

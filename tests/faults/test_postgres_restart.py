@@ -1,4 +1,4 @@
-"""Issue 3, fault 3: restart PostgreSQL (fast and immediate shutdown) while chaining.
+"""Fault: restart PostgreSQL (fast and immediate shutdown) while chaining.
 
 The chainer retries with backoff, resumes from the head stored in PostgreSQL, and keeps
 running: no loss, no duplicates, verify intact, replay consistent.

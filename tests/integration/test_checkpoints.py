@@ -1,4 +1,4 @@
-"""Signed checkpoints on the real stack (issue 5): the chainer checkpoints every N entries and
+"""Signed checkpoints on the real stack: the chainer checkpoints every N entries and
 publishes to the witness topic (and a write-once directory); `verify` uses the witness to find
 what a chain walk cannot see — a truncated tail with the head rolled back to match, a suffix
 re-linked by a key holder, a changed stored tree — and a state file; evidence bundles check
@@ -87,7 +87,7 @@ def test_bundles_check_offline_after_the_database_and_topics_are_gone(witnessed:
 
     data = (tmp_path / "bundle.json").read_bytes()
     text = data.decode("ascii")
-    # Every byte is flipped in tests/unit/test_proofs.py; here a field, the signature, a proof hash.
+    # Every byte is flipped in tests/unit/consumers/test_proofs.py; here a field, the signature, a proof hash.
     places = [text.index('"actor"') + 10, text.index("\\u2014") + 60, text.index('"hashes"') + 20]
     for position in places:
         flipped = tmp_path / f"flipped-{position}.json"

@@ -1,4 +1,4 @@
-"""Key rotation and forward security against a real Kafka and PostgreSQL (issue 5).
+"""Key rotation and forward security against a real Kafka and PostgreSQL.
 
 Rotation: entries sealed under key A, then B; both verify with {A, B}; with B alone the
 first A entry is *unverifiable* (exit 2), never tampered. Forward security: the chainer's

@@ -1,4 +1,4 @@
-"""Security checks (issue 3) on the real stack.
+"""Security checks on the real stack.
 
 1. Append-only: the application role (which runs ``init`` and so owns the tables) and
    non-owner roles cannot UPDATE, DELETE or TRUNCATE entries, writer schemas or the ledger

@@ -1,4 +1,4 @@
-"""Issue 3, the tamper matrix: seeded random changes a database superuser (or a key holder)
+"""The tamper matrix: seeded random changes a database superuser (or a key holder)
 can make to a sealed ledger, each checked against verify and replay.
 
 One base ledger per module; each trial tampers with its own copy (see tests/support/tamper/ for the

@@ -1,8 +1,8 @@
 """Builds the chain test vectors (``schemas/vectors/chain-v2.json``).
 
 Run ``python -m tests.vectors.chain > schemas/vectors/chain-v2.json`` only
-when the spec changes on purpose; ``test_chain.py`` checks the committed file
-against the code and against an independent re-implementation of CHAIN.md.
+when the spec changes on purpose; tests/unit/schemas/test_chain.py checks the committed
+file against the code and against an independent re-implementation of CHAIN.md.
 """
 
 from __future__ import annotations

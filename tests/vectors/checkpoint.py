@@ -1,8 +1,9 @@
 """Builds the leaf, tree and checkpoint test vectors (``schemas/vectors/checkpoint-v1.json``).
 
 Run ``python -m tests.vectors.checkpoint > schemas/vectors/checkpoint-v1.json`` only
-when the spec changes on purpose; ``test_merkle.py`` and ``test_checkpoint.py`` check the
-committed file against the code and against independent re-implementations of CHAIN.md.
+when the spec changes on purpose; ``test_merkle.py`` and ``test_checkpoint.py`` (in
+tests/unit/schemas/) check the committed file against the code and against independent
+re-implementations of CHAIN.md.
 Deterministic: the entries are those of ``tests.vectors.chain.build()``, the keys come from
 fixed seeds and Ed25519 signatures are deterministic (RFC 8032).
 """

@@ -1,8 +1,8 @@
 """Builds the forward-secure ratchet vectors (``schemas/vectors/ratchet-v1.json``).
 
 Run ``python -m tests.vectors.ratchet > schemas/vectors/ratchet-v1.json`` only when
-CHAIN.md §16 changes on purpose; ``test_keys.py`` checks the committed file against the
-code and against an independent HKDF written from RFC 5869 with ``hmac`` alone.
+CHAIN.md §16 changes on purpose; tests/unit/schemas/test_keys.py checks the committed file
+against the code and against an independent HKDF written from RFC 5869 with ``hmac`` alone.
 """
 
 from __future__ import annotations

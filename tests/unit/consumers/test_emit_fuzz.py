@@ -1,4 +1,4 @@
-"""Fuzzing ``baldur-audit emit`` (issue 3, "Bad input"): its options and ``--file`` JSON lines,
+"""Fuzzing ``baldur-audit emit`` (bad input): its options and ``--file`` JSON lines,
 through the real entry point (``consumers.cli.main``) in click's CliRunner isolation, with
 the trail's Kafka producer replaced by an in-memory one — no services.
 

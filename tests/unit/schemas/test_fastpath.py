@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from baldur_audit.schemas import fastpath
 from baldur_audit.schemas.chain import classify, classify_reference
 from baldur_audit.schemas.codec import CURRENT_SCHEMA, KNOWN_SCHEMAS, MAGIC, encode_event, event_to_record
-from tests.unit.test_codec import base_event, events
+
+from .test_codec import base_event, events
 
 PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -1,4 +1,4 @@
-"""Fuzzing the message decoder (issue 3, "Bad input"): what a foreign or broken client, or
+"""Fuzzing the message decoder (bad input): what a foreign or broken client, or
 a flipped bit on disk, may put on the topic.
 
 The promise under test (CHAIN.md §7): ``decode_event`` returns an event or raises

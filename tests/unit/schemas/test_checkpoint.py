@@ -41,7 +41,7 @@ from baldur_audit.schemas.errors import AuditError, ConfigError
 from baldur_audit.schemas.merkle import EMPTY_ROOT
 from tests.vectors import checkpoint as checkpoint_vectors
 
-VECTORS_PATH = Path(__file__).resolve().parents[2] / "schemas" / "vectors" / "checkpoint-v1.json"
+VECTORS_PATH = Path(__file__).resolve().parents[3] / "schemas" / "vectors" / "checkpoint-v1.json"
 VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
 PROPS = settings(max_examples=40, deadline=None)
 

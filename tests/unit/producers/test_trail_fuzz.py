@@ -1,4 +1,4 @@
-"""Fuzzing the producer API (issue 3, "Bad input"): AuditTrail, the redactor, the IP masker
+"""Fuzzing the producer API (bad input): AuditTrail, the redactor, the IP masker
 and trace ids get arbitrary and hostile values.
 
 The promise under test: a valid event, or a typed error (an ``AuditError``) naming the
@@ -345,7 +345,7 @@ def test_redact_never_raises_and_is_bounded(value: Any, keyed: bool) -> None:
        as_text=st.booleans(), keyed=st.booleans())
 def test_secret_after_a_flag_is_redacted(secret: str, argv: list[str], flag: str,
                                          as_text: bool, keyed: bool) -> None:
-    # The known gap of issue 3: ["--password", "hunter2"] kept the secret.
+    # A gap these tests found: ["--password", "hunter2"] kept the secret.
     args = [*argv, flag, secret, *argv]
     value: Any = " ".join(args) if as_text else args
     redacted = Redactor(KEY if keyed else None).redact({"command": value})

@@ -43,7 +43,7 @@ from baldur_audit.schemas.errors import ConfigError
 from baldur_audit.schemas.event import Actor, ChangeEvent
 from tests.vectors import chain as chain_vectors
 
-VECTORS_PATH = Path(__file__).resolve().parents[2] / "schemas" / "vectors" / "chain-v2.json"
+VECTORS_PATH = Path(__file__).resolve().parents[3] / "schemas" / "vectors" / "chain-v2.json"
 PROPS = settings(max_examples=60, deadline=None)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # The sources that are actually imported (the package may be installed or symlinked).
 SCHEMAS = Path(importlib.import_module("baldur_audit.schemas").__file__ or "").resolve().parent
 CORE_MODULES = ["errors", "event", "codec", "chain"]

@@ -36,7 +36,7 @@ from baldur_audit.schemas.merkle import (
 )
 from tests.vectors import checkpoint as checkpoint_vectors
 
-VECTORS = Path(__file__).resolve().parents[2] / "schemas" / "vectors"
+VECTORS = Path(__file__).resolve().parents[3] / "schemas" / "vectors"
 PROPS = settings(max_examples=40, deadline=None)
 
 

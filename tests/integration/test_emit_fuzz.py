@@ -1,4 +1,4 @@
-"""Fuzzing ``baldur-audit emit --file`` end to end (issue 3, "Bad input"): generated good, blank
+"""Fuzzing ``baldur-audit emit --file`` end to end (bad input): generated good, blank
 and bad JSON lines through the real CLI into a fresh topic, then ``chain --until-idle``.
 
 Every line is accounted for: ``emit`` names the first bad line and sends nothing; the test
