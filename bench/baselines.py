@@ -49,8 +49,12 @@ def key_id_of(secret: bytes) -> str:
 
 def genesis_link(secret: bytes, *, ledger_id: str, topic: str, partition: int = 0) -> bytes:
     """Link 0: binds the ledger identity, topic and partition."""
-    message = field(b"domain", GENESIS_TAG) + field(b"ledger", ledger_id.encode()) + \
-        field(b"topic", topic.encode()) + field(b"partition", struct.pack(">i", partition))
+    message = (
+        field(b"domain", GENESIS_TAG)
+        + field(b"ledger", ledger_id.encode())
+        + field(b"topic", topic.encode())
+        + field(b"partition", struct.pack(">i", partition))
+    )
     return hmac.new(secret, message, hashlib.sha256).digest()
 
 
@@ -66,31 +70,52 @@ class Record:
 class PyChain:
     """A chain computed with hashlib/hmac exactly as CHAIN.md specifies (the HMAC limit)."""
 
-    def __init__(self, secret: bytes, *, topic: str, partition: int = 0,
-                 ledger_id: str | None = None, prev: bytes | None = None, seq: int = 0) -> None:
+    def __init__(
+        self,
+        secret: bytes,
+        *,
+        topic: str,
+        partition: int = 0,
+        ledger_id: str | None = None,
+        prev: bytes | None = None,
+        seq: int = 0,
+    ) -> None:
         self.key_id = key_id_of(secret)
         self._base = hmac.new(secret, digestmod=hashlib.sha256)
-        self.prev = prev if prev is not None else genesis_link(
-            secret, ledger_id=ledger_id or f"baldur-audit:{topic}", topic=topic,
-            partition=partition)
+        self.prev = (
+            prev
+            if prev is not None
+            else genesis_link(
+                secret, ledger_id=ledger_id or f"baldur-audit:{topic}", topic=topic, partition=partition
+            )
+        )
         self.seq = seq
-        self._fixed = (field(b"domain", LINK_TAG), field(b"key_id", self.key_id.encode()),
-                       field(b"topic", topic.encode()),
-                       field(b"partition", struct.pack(">i", partition)))
+        self._fixed = (
+            field(b"domain", LINK_TAG),
+            field(b"key_id", self.key_id.encode()),
+            field(b"topic", topic.encode()),
+            field(b"partition", struct.pack(">i", partition)),
+        )
 
-    def message(self, record: Record, digest: bytes, *, kind: int = 1,
-                duplicate_of: int = 0) -> bytes:
+    def message(self, record: Record, digest: bytes, *, kind: int = 1, duplicate_of: int = 0) -> bytes:
         """The link message of the next entry (seq = self.seq + 1)."""
         domain, key_id, topic, partition = self._fixed
-        return b"".join((
-            domain, field(b"prev", self.prev), key_id,
-            field(b"seq", struct.pack(">Q", self.seq + 1)), topic, partition,
-            field(b"offset", struct.pack(">q", record.offset)),
-            field(b"timestamp", struct.pack(">q", record.timestamp_ms)),
-            field(b"kind", struct.pack(">B", kind)),
-            field(b"duplicate_of", struct.pack(">Q", duplicate_of)),
-            field(b"value_null", b"\x01" if record.value is None else b"\x00"),
-            field(b"digest", digest)))
+        return b"".join(
+            (
+                domain,
+                field(b"prev", self.prev),
+                key_id,
+                field(b"seq", struct.pack(">Q", self.seq + 1)),
+                topic,
+                partition,
+                field(b"offset", struct.pack(">q", record.offset)),
+                field(b"timestamp", struct.pack(">q", record.timestamp_ms)),
+                field(b"kind", struct.pack(">B", kind)),
+                field(b"duplicate_of", struct.pack(">Q", duplicate_of)),
+                field(b"value_null", b"\x01" if record.value is None else b"\x00"),
+                field(b"digest", digest),
+            )
+        )
 
     def append(self, record: Record, *, kind: int = 1, duplicate_of: int = 0) -> tuple[bytes, bytes]:
         """Seal the next record; returns (digest, link) and advances the head."""
@@ -123,17 +148,27 @@ def decode_alone(records: Sequence[Record]) -> float:
 
 # -- the topic ---------------------------------------------------------------------------
 
+
 def _consumer(bootstrap: str) -> Any:
     from confluent_kafka import Consumer
 
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": f"baldur-bench-{uuid.uuid4().hex}",
-                     "enable.auto.commit": False, "enable.partition.eof": True,
-                     "auto.offset.reset": "error", "isolation.level": "read_committed",
-                     "max.partition.fetch.bytes": 16 * 1024 * 1024, "fetch.wait.max.ms": 100})
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"baldur-bench-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "error",
+            "isolation.level": "read_committed",
+            "max.partition.fetch.bytes": 16 * 1024 * 1024,
+            "fetch.wait.max.ms": 100,
+        }
+    )
 
 
-def topic_batches(topic: str, end: int, *, bootstrap: str = BOOTSTRAP, batch: int = 5000,
-                  idle_timeout: float = 30.0) -> Iterator[list[Any]]:
+def topic_batches(
+    topic: str, end: int, *, bootstrap: str = BOOTSTRAP, batch: int = 5000, idle_timeout: float = 30.0
+) -> Iterator[list[Any]]:
     """Raw messages from offset 0 up to ``end`` (exclusive), in consume() batches."""
     from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
@@ -179,12 +214,14 @@ def topic_records(topic: str, end: int, **options: Any) -> Iterator[Record]:
 
 # -- rows shaped like audit_entries --------------------------------------------------------
 
+
 def table_columns(conn: Any, table: str = "audit_entries") -> list[tuple[str, str]]:
     """(column, type name) of ``table`` in column order, from the catalog."""
     rows = conn.execute(
         "SELECT column_name, udt_name FROM information_schema.columns"
         " WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
-        (table,)).fetchall()
+        (table,),
+    ).fetchall()
     if not rows:
         raise BenchError(f"table {table} not found (was `baldur-audit init` run?)")
     return [(name, udt) for name, udt in rows]
@@ -213,11 +250,12 @@ def ledger_rows(dsn: str, limit: int | None = None) -> tuple[list[str], list[str
         columns = [name for name, _ in spec]
         types = [udt for _, udt in spec]
         select = sql.SQL(", ").join(
-            sql.SQL("{}::text").format(sql.Identifier(name)) if udt in JSON_TYPES
-            else sql.Identifier(name) for name, udt in spec)
-        query = sql.SQL("COPY (SELECT {} FROM audit_entries ORDER BY seq {}) TO STDOUT "
-                        "(FORMAT BINARY)").format(
-            select, sql.SQL("LIMIT {}").format(sql.Literal(limit)) if limit else sql.SQL(""))
+            sql.SQL("{}::text").format(sql.Identifier(name)) if udt in JSON_TYPES else sql.Identifier(name)
+            for name, udt in spec
+        )
+        query = sql.SQL(
+            "COPY (SELECT {} FROM audit_entries ORDER BY seq {}) TO STDOUT (FORMAT BINARY)"
+        ).format(select, sql.SQL("LIMIT {}").format(sql.Literal(limit)) if limit else sql.SQL(""))
         json_at = [i for i, udt in enumerate(types) if udt in JSON_TYPES]
         rows = []
         with conn.cursor() as cur, cur.copy(query) as copy:
@@ -236,12 +274,15 @@ def _copy_sql(table: str, columns: Sequence[str], binary: bool = True) -> Any:
     from psycopg import sql
 
     return sql.SQL("COPY {} ({}) FROM STDIN {}").format(
-        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-        sql.SQL("(FORMAT BINARY)" if binary else ""))
+        sql.Identifier(table),
+        sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        sql.SQL("(FORMAT BINARY)" if binary else ""),
+    )
 
 
-def copy_rows(dsn: str, columns: Sequence[str], types: Sequence[str], rows: Sequence[tuple], *,
-              batch: int = 5000) -> float:
+def copy_rows(
+    dsn: str, columns: Sequence[str], types: Sequence[str], rows: Sequence[tuple], *, batch: int = 5000
+) -> float:
     """Seconds to binary-COPY ``rows`` into a fresh copy of ``audit_entries`` (same columns,
     constraints and indexes), ``batch`` rows per transaction; the table is dropped after."""
     import psycopg
@@ -249,8 +290,9 @@ def copy_rows(dsn: str, columns: Sequence[str], types: Sequence[str], rows: Sequ
 
     table = f"bench_copy_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(dsn) as conn:
-        conn.execute(sql.SQL("CREATE TABLE {} (LIKE audit_entries INCLUDING ALL)").format(
-            sql.Identifier(table)))
+        conn.execute(
+            sql.SQL("CREATE TABLE {} (LIKE audit_entries INCLUDING ALL)").format(sql.Identifier(table))
+        )
         conn.commit()
         statement = _copy_sql(table, columns)
         try:
@@ -277,19 +319,20 @@ def copy_stream(source_dsn: str, target_dsn: str) -> tuple[float, int]:
         columns = [name for name, _ in table_columns(conn)]
         count_row = conn.execute("SELECT count(*) FROM audit_entries").fetchone()
         rows = int(count_row[0]) if count_row else 0
-        query = sql.SQL("COPY (SELECT {} FROM audit_entries ORDER BY seq) TO STDOUT (FORMAT BINARY)"
-                        ).format(sql.SQL(", ").join(sql.Identifier(c) for c in columns))
+        query = sql.SQL("COPY (SELECT {} FROM audit_entries ORDER BY seq) TO STDOUT (FORMAT BINARY)").format(
+            sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+        )
         with conn.cursor() as cur, cur.copy(query) as copy:
             blocks = [bytes(block) for block in copy]
     table = f"bench_stream_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(target_dsn) as conn:
-        conn.execute(sql.SQL("CREATE TABLE {} (LIKE audit_entries INCLUDING ALL)").format(
-            sql.Identifier(table)))
+        conn.execute(
+            sql.SQL("CREATE TABLE {} (LIKE audit_entries INCLUDING ALL)").format(sql.Identifier(table))
+        )
         conn.commit()
         try:
             started = time.perf_counter()
-            with conn.transaction(), conn.cursor() as cur, \
-                    cur.copy(_copy_sql(table, columns)) as copy:
+            with conn.transaction(), conn.cursor() as cur, cur.copy(_copy_sql(table, columns)) as copy:
                 for block in blocks:
                     copy.write(block)
             return time.perf_counter() - started, rows
@@ -312,10 +355,27 @@ def ledger_link(dsn: str, seq: int) -> bytes | None:
 
 #: The columns a chainer fills from the record and its decoded event (README, "The
 #: audit_entries table"); seq, digest, key_id and link come from the chain.
-EVENT_COLUMNS = ("kafka_offset", "kafka_timestamp", "kind", "reject_reason", "event_id",
-                 "occurred_at", "actor", "actor_type", "action", "target", "before", "after",
-                 "reason", "source", "trace_id", "client_ip", "attributes", "schema_fingerprint",
-                 "payload")
+EVENT_COLUMNS = (
+    "kafka_offset",
+    "kafka_timestamp",
+    "kind",
+    "reject_reason",
+    "event_id",
+    "occurred_at",
+    "actor",
+    "actor_type",
+    "action",
+    "target",
+    "before",
+    "after",
+    "reason",
+    "source",
+    "trace_id",
+    "client_ip",
+    "attributes",
+    "schema_fingerprint",
+    "payload",
+)
 
 
 def event_values(record: Record) -> tuple[str, tuple]:
@@ -332,12 +392,30 @@ def event_values(record: Record) -> tuple[str, tuple]:
         event = decode_event(record.value, KNOWN_SCHEMAS)
     except DecodeError as exc:
         return "rejected", (record.offset, stamp, "rejected", exc.reason) + (None,) * 13 + (
-            fingerprint, record.value)
+            fingerprint,
+            record.value,
+        )
     return "event", (
-        record.offset, stamp, "event", None, event.event_id, event.occurred_at, event.actor.id,
-        event.actor.type, event.action, event.target, event.before, event.after, event.reason,
-        event.source, event.trace_id, event.client_ip,
-        json.dumps(dict(event.attributes), ensure_ascii=False), fingerprint, record.value)
+        record.offset,
+        stamp,
+        "event",
+        None,
+        event.event_id,
+        event.occurred_at,
+        event.actor.id,
+        event.actor.type,
+        event.action,
+        event.target,
+        event.before,
+        event.after,
+        event.reason,
+        event.source,
+        event.trace_id,
+        event.client_ip,
+        json.dumps(dict(event.attributes), ensure_ascii=False),
+        fingerprint,
+        record.value,
+    )
 
 
 def _insert_sql(table: str, columns: Sequence[str], types: dict[str, str]) -> Any:
@@ -345,9 +423,15 @@ def _insert_sql(table: str, columns: Sequence[str], types: dict[str, str]) -> An
     from psycopg import sql
 
     return sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-        sql.SQL(", ").join(sql.SQL("%s::{}").format(sql.Identifier(types[c]))
-                           if types.get(c) in JSON_TYPES else sql.Placeholder() for c in columns))
+        sql.Identifier(table),
+        sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        sql.SQL(", ").join(
+            sql.SQL("%s::{}").format(sql.Identifier(types[c]))
+            if types.get(c) in JSON_TYPES
+            else sql.Placeholder()
+            for c in columns
+        ),
+    )
 
 
 def copy_of_entries(conn: Any, table: str, filled: Sequence[str]) -> dict[str, str]:
@@ -356,16 +440,23 @@ def copy_of_entries(conn: Any, table: str, filled: Sequence[str]) -> dict[str, s
     not the later ledger formats' extra columns); returns column -> type name."""
     from psycopg import sql
 
-    conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (LIKE audit_entries INCLUDING ALL)").format(
-        sql.Identifier(table)))
+    conn.execute(
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} (LIKE audit_entries INCLUDING ALL)").format(
+            sql.Identifier(table)
+        )
+    )
     spec = dict(table_columns(conn))
-    rows = conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema ="
-                        " current_schema() AND table_name = 'audit_entries' AND is_nullable = 'NO'"
-                        ).fetchall()
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema ="
+        " current_schema() AND table_name = 'audit_entries' AND is_nullable = 'NO'"
+    ).fetchall()
     for (name,) in rows:
         if name not in filled:
-            conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(
-                sql.Identifier(table), sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(
+                    sql.Identifier(table), sql.Identifier(name)
+                )
+            )
     return spec
 
 
@@ -382,8 +473,9 @@ class AlternativeRun:
         return self.records / self.seconds if self.seconds > 0 else 0.0
 
 
-def naive_chainer(dsn: str, topic: str, secret: bytes, *, end: int, max_records: int,
-                  max_seconds: float) -> AlternativeRun:
+def naive_chainer(
+    dsn: str, topic: str, secret: bytes, *, end: int, max_records: int, max_seconds: float
+) -> AlternativeRun:
     """Consume, decode, link in Python, then INSERT the entry, UPDATE the head and COMMIT,
     once per event; stops after ``max_records`` or ``max_seconds``."""
     import psycopg
@@ -394,15 +486,20 @@ def naive_chainer(dsn: str, topic: str, secret: bytes, *, end: int, max_records:
     columns = ("seq", *EVENT_COLUMNS, "digest", "key_id", "link")
     with psycopg.connect(dsn) as conn:
         types = copy_of_entries(conn, table, columns)
-        conn.execute(sql.SQL("CREATE TABLE {} (id smallint PRIMARY KEY, last_seq bigint NOT NULL,"
-                             " last_offset bigint NOT NULL, last_link bytea NOT NULL)").format(
-            sql.Identifier(head)))
-        conn.execute(sql.SQL("INSERT INTO {} VALUES (1, 0, -1, %s)").format(sql.Identifier(head)),
-                     (chain.prev,))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE {} (id smallint PRIMARY KEY, last_seq bigint NOT NULL,"
+                " last_offset bigint NOT NULL, last_link bytea NOT NULL)"
+            ).format(sql.Identifier(head))
+        )
+        conn.execute(
+            sql.SQL("INSERT INTO {} VALUES (1, 0, -1, %s)").format(sql.Identifier(head)), (chain.prev,)
+        )
         conn.commit()
         insert = _insert_sql(table, columns, types)
-        update = sql.SQL("UPDATE {} SET last_seq = %s, last_offset = %s, last_link = %s"
-                         " WHERE id = 1").format(sql.Identifier(head))
+        update = sql.SQL("UPDATE {} SET last_seq = %s, last_offset = %s, last_link = %s WHERE id = 1").format(
+            sql.Identifier(head)
+        )
         count = 0
         try:
             started = time.perf_counter()
@@ -418,8 +515,7 @@ def naive_chainer(dsn: str, topic: str, secret: bytes, *, end: int, max_records:
             seconds = time.perf_counter() - started
         finally:
             conn.rollback()
-            conn.execute(sql.SQL("DROP TABLE {}, {}").format(sql.Identifier(table),
-                                                            sql.Identifier(head)))
+            conn.execute(sql.SQL("DROP TABLE {}, {}").format(sql.Identifier(table), sql.Identifier(head)))
             conn.commit()
     return AlternativeRun(count, seconds, chain.prev)
 
@@ -472,8 +568,17 @@ CREATE TRIGGER {trigger} BEFORE INSERT ON {entries} FOR EACH ROW EXECUTE FUNCTIO
 """
 
 
-def trigger_chain(dsn: str, topic: str, secret: bytes, *, end: int, max_records: int,
-                  max_seconds: float, batch: int, mode: str) -> AlternativeRun:
+def trigger_chain(
+    dsn: str,
+    topic: str,
+    secret: bytes,
+    *,
+    end: int,
+    max_records: int,
+    max_seconds: float,
+    batch: int,
+    mode: str,
+) -> AlternativeRun:
     """The in-database chain: consume, decode, and INSERT; the trigger links. ``mode``:
     ``single`` (COMMIT per row), ``insert`` (``batch`` rows per transaction by executemany,
     pipelined) or ``copy`` (``batch`` rows per transaction by COPY, which fires the trigger)."""
@@ -483,17 +588,18 @@ def trigger_chain(dsn: str, topic: str, secret: bytes, *, end: int, max_records:
     if mode not in ("single", "insert", "copy"):
         raise BenchError(f"unknown trigger chain mode {mode!r}")
     tag = uuid.uuid4().hex[:6]
-    names = {name: f"trig_{name}_{tag}" for name in ("entries", "head", "key", "field", "fn",
-                                                    "trigger")}
+    names = {name: f"trig_{name}_{tag}" for name in ("entries", "head", "key", "field", "fn", "trigger")}
     genesis = genesis_link(secret, ledger_id=f"baldur-audit:{topic}", topic=topic)
     with psycopg.connect(dsn) as conn:
-        types = copy_of_entries(conn, names["entries"],
-                                ("seq", *EVENT_COLUMNS, "digest", "key_id", "link"))
+        types = copy_of_entries(conn, names["entries"], ("seq", *EVENT_COLUMNS, "digest", "key_id", "link"))
         conn.execute(TRIGGER_SQL.format(**names).encode())
-        conn.execute(sql.SQL("INSERT INTO {} VALUES (1, 0, -1, %s)").format(
-            sql.Identifier(names["head"])), (genesis,))
-        conn.execute(sql.SQL("INSERT INTO {} VALUES (1, %s, %s, %s, 0)").format(
-            sql.Identifier(names["key"])), (key_id_of(secret), secret, topic))
+        conn.execute(
+            sql.SQL("INSERT INTO {} VALUES (1, 0, -1, %s)").format(sql.Identifier(names["head"])), (genesis,)
+        )
+        conn.execute(
+            sql.SQL("INSERT INTO {} VALUES (1, %s, %s, %s, 0)").format(sql.Identifier(names["key"])),
+            (key_id_of(secret), secret, topic),
+        )
         conn.commit()
         insert = _insert_sql(names["entries"], EVENT_COLUMNS, types)
         copy_statement = _copy_sql(names["entries"], EVENT_COLUMNS, binary=False)
@@ -515,23 +621,29 @@ def trigger_chain(dsn: str, topic: str, secret: bytes, *, end: int, max_records:
                     break
             count += _flush_batch(conn, mode, insert, copy_statement, pending)
             seconds = time.perf_counter() - started
-            row = conn.execute(sql.SQL("SELECT last_seq, last_link FROM {}").format(
-                sql.Identifier(names["head"]))).fetchone()
+            row = conn.execute(
+                sql.SQL("SELECT last_seq, last_link FROM {}").format(sql.Identifier(names["head"]))
+            ).fetchone()
             conn.commit()
         finally:
             conn.rollback()
-            conn.execute(sql.SQL("DROP TABLE {}, {}, {}").format(
-                *(sql.Identifier(names[n]) for n in ("entries", "head", "key"))))
-            conn.execute(sql.SQL("DROP FUNCTION {}(), {}(text, bytea)").format(
-                sql.Identifier(names["fn"]), sql.Identifier(names["field"])))
+            conn.execute(
+                sql.SQL("DROP TABLE {}, {}, {}").format(
+                    *(sql.Identifier(names[n]) for n in ("entries", "head", "key"))
+                )
+            )
+            conn.execute(
+                sql.SQL("DROP FUNCTION {}(), {}(text, bytea)").format(
+                    sql.Identifier(names["fn"]), sql.Identifier(names["field"])
+                )
+            )
             conn.commit()
     if row is None or row[0] != count:
         raise BenchError(f"trigger chain ({mode}) head at {row and row[0]}, {count} inserted")
     return AlternativeRun(count, seconds, bytes(row[1]))
 
 
-def _flush_batch(conn: Any, mode: str, insert: Any, copy_statement: Any,
-                 pending: list[tuple]) -> int:
+def _flush_batch(conn: Any, mode: str, insert: Any, copy_statement: Any, pending: list[tuple]) -> int:
     if not pending:
         return 0
     with conn.transaction(), conn.cursor() as cur:

@@ -52,14 +52,18 @@ def main() -> None:
         witness_topic = f"{led.topic}.checkpoints"
         res.topics.append(witness_topic)
         try:
-            led.env.update({"BALDUR_CHECKPOINT_EVERY": "0", "BALDUR_CHECKPOINT_INTERVAL": "0",
-                            "BALDUR_STATE_DIR": state_dir})
+            led.env.update(
+                {
+                    "BALDUR_CHECKPOINT_EVERY": "0",
+                    "BALDUR_CHECKPOINT_INTERVAL": "0",
+                    "BALDUR_STATE_DIR": state_dir,
+                }
+            )
             harness.produce_values(led.topic, harness.encode_events(args.entries))
             harness.run_cli(led, "chain", "--until-idle", "2")
             key = SigningKey.derive(parse_key(harness.KEY_SETTING))
             chain_keys = {key.key_id: key}
-            settings = Settings.from_env(led.env, bootstrap=harness.BOOTSTRAP, topic=led.topic,
-                                         dsn=led.dsn)
+            settings = Settings.from_env(led.env, bootstrap=harness.BOOTSTRAP, topic=led.topic, dsn=led.dsn)
             keys = load_checkpoint_keys(settings, signing=True)
 
             conn = connect(led.dsn, autocommit=True)
@@ -72,8 +76,9 @@ def main() -> None:
             result["tree_leaves_per_second"] = round(args.batch / statistics.median(per_batch))
 
             witness = KafkaWitness(bootstrap=harness.BOOTSTRAP, topic=witness_topic)
-            checkpointer = Checkpointer(dsn=led.dsn, keys=keys, chain_keys=chain_keys,
-                                        witnesses=[witness], every=0, interval=0)
+            checkpointer = Checkpointer(
+                dsn=led.dsn, keys=keys, chain_keys=chain_keys, witnesses=[witness], every=0, interval=0
+            )
             made = [checkpointer.checkpoint() for _ in range(12)][2:]  # topic creation aside
             result["checkpoint_up_to_date_ms"] = _median_ms([m.seconds for m in made])
             checkpointer.close()
@@ -96,8 +101,13 @@ def main() -> None:
             cli_times = []
             for seq in seqs[:5]:
                 started = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "baldur_audit.consumers", "prove", str(seq)],
-                               env=led.env, capture_output=True, check=True, timeout=120)
+                subprocess.run(
+                    [sys.executable, "-m", "baldur_audit.consumers", "prove", str(seq)],
+                    env=led.env,
+                    capture_output=True,
+                    check=True,
+                    timeout=120,
+                )
                 cli_times.append(time.perf_counter() - started)
             result["prove_cli_ms"] = _median_ms(cli_times)
 
@@ -106,16 +116,20 @@ def main() -> None:
                 started = time.perf_counter()
                 report = verify_ledger(store, chain_keys)
                 plain.append(time.perf_counter() - started)
-                check = WitnessCheck(verifiers=keys.verifiers, origin=keys.origin,
-                                     logs=[KafkaWitness(bootstrap=harness.BOOTSTRAP,
-                                                       topic=witness_topic)])
+                check = WitnessCheck(
+                    verifiers=keys.verifiers,
+                    origin=keys.origin,
+                    logs=[KafkaWitness(bootstrap=harness.BOOTSTRAP, topic=witness_topic)],
+                )
                 started = time.perf_counter()
                 report = verify_ledger(store, chain_keys, witness=check)
                 witnessed.append(time.perf_counter() - started)
                 assert report.intact and report.witness["status"] == "matched", report.witness
-                check = WitnessCheck(verifiers=keys.verifiers, origin=keys.origin,
-                                     logs=[KafkaWitness(bootstrap=harness.BOOTSTRAP,
-                                                       topic=witness_topic)])
+                check = WitnessCheck(
+                    verifiers=keys.verifiers,
+                    origin=keys.origin,
+                    logs=[KafkaWitness(bootstrap=harness.BOOTSTRAP, topic=witness_topic)],
+                )
                 started = time.perf_counter()
                 check.prepare()
                 with store.snapshot() as snap:

@@ -38,8 +38,7 @@ KEY_SECRET = bytes([0x42]) * 32
 KEY_SETTING = "hex:" + KEY_SECRET.hex()
 #: Producer settings of the audit library (producers/kafka_producer.py): idempotent, so
 #: acks=all, a short linger and zstd. The raw producers of pre-encoded events use them too.
-LIBRARY_PRODUCER = {"enable.idempotence": True, "acks": "all", "linger.ms": 5,
-                    "compression.type": "zstd"}
+LIBRARY_PRODUCER = {"enable.idempotence": True, "acks": "all", "linger.ms": 5, "compression.type": "zstd"}
 
 
 class BenchError(Exception):
@@ -62,6 +61,7 @@ def with_dbname(dsn: str, dbname: str) -> str:
 
 # -- statistics ---------------------------------------------------------------------------
 
+
 def percentile(sorted_values: Sequence[float], fraction: float) -> float:
     """Nearest-rank percentile of already sorted values (``fraction`` in [0, 1])."""
     if not sorted_values:
@@ -79,6 +79,7 @@ def medians(runs: Sequence[dict[str, float]]) -> dict[str, float]:
 
 
 # -- the machine --------------------------------------------------------------------------
+
 
 def _cpu_model() -> str:
     try:
@@ -112,14 +113,20 @@ def machine_info(dsn: str = DSN) -> dict[str, Any]:
     import psycopg
 
     info: dict[str, Any] = {
-        "cpu": _cpu_model(), "cores": os.cpu_count(), "memory_gib": _memory_gib(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gib": _memory_gib(),
         "load_average_1m_at_start": round(os.getloadavg()[0], 2),
-        "kernel": platform.release(), "python": platform.python_version(),
-        "confluent_kafka": confluent_kafka.version() if isinstance(confluent_kafka.version(), str)
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "confluent_kafka": confluent_kafka.version()
+        if isinstance(confluent_kafka.version(), str)
         else confluent_kafka.version()[0],
         "librdkafka": confluent_kafka.libversion()[0],
-        "fastavro": fastavro.__version__, "psycopg": psycopg.__version__,
-        "kafka": _kafka_version(), "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "fastavro": fastavro.__version__,
+        "psycopg": psycopg.__version__,
+        "kafka": _kafka_version(),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     try:
         with psycopg.connect(dsn, connect_timeout=5) as conn:
@@ -132,9 +139,11 @@ def machine_info(dsn: str = DSN) -> dict[str, Any]:
 
 def describe_machine(info: dict[str, Any]) -> str:
     """One line for the table header."""
-    return (f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; "
-            f"PostgreSQL {info['postgresql']}, Kafka {info['kafka']} (librdkafka "
-            f"{info['librdkafka']}), Python {info['python']}; load {info['load_average_1m_at_start']}")
+    return (
+        f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; "
+        f"PostgreSQL {info['postgresql']}, Kafka {info['kafka']} (librdkafka "
+        f"{info['librdkafka']}), Python {info['python']}; load {info['load_average_1m_at_start']}"
+    )
 
 
 # -- events -------------------------------------------------------------------------------
@@ -149,12 +158,17 @@ def build_event(i: int, *, run: str = "bench") -> Any:
     return ChangeEvent(
         event_id=uuid7(_BASE_MS + i, os.urandom(10)),
         occurred_at=datetime(2026, 11, 29, 12, 0, tzinfo=UTC).replace(microsecond=i % 1_000_000),
-        actor=Actor(f"deployer-{i % 50}", "user"), action="update",
-        target=f"payments.svc-{i % 200}.timeout", source="api",
+        actor=Actor(f"deployer-{i % 50}", "user"),
+        action="update",
+        target=f"payments.svc-{i % 200}.timeout",
+        source="api",
         before=json.dumps({"timeout_ms": 1000 + i % 5000, "retries": 3}),
         after=json.dumps({"timeout_ms": 2500 + i % 5000, "retries": 5}),
-        reason=f"p99 above SLO after deploy {i}", trace_id=f"{i + 1:032x}",
-        client_ip="10.1.***.***", attributes={"ticket": f"OPS-{i}", "run": run})
+        reason=f"p99 above SLO after deploy {i}",
+        trace_id=f"{i + 1:032x}",
+        client_ip="10.1.***.***",
+        attributes={"ticket": f"OPS-{i}", "run": run},
+    )
 
 
 def encode_events(count: int, *, start: int = 0, run: str = "bench") -> list[bytes]:
@@ -164,13 +178,15 @@ def encode_events(count: int, *, start: int = 0, run: str = "bench") -> list[byt
     return [encode_event(build_event(i, run=run)) for i in range(start, start + count)]
 
 
-def produce_values(topic: str, values: Iterable[bytes], *, bootstrap: str = BOOTSTRAP,
-                   settings: dict[str, Any] | None = None) -> int:
+def produce_values(
+    topic: str, values: Iterable[bytes], *, bootstrap: str = BOOTSTRAP, settings: dict[str, Any] | None = None
+) -> int:
     """Write ``values`` to ``topic`` in order and wait for every acknowledgement."""
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": bootstrap, **LIBRARY_PRODUCER,
-                         "linger.ms": 20, **(settings or {})})
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, **LIBRARY_PRODUCER, "linger.ms": 20, **(settings or {})}
+    )
     failures: list[str] = []
 
     def report(error: Any, _message: Any) -> None:
@@ -188,12 +204,12 @@ def produce_values(topic: str, values: Iterable[bytes], *, bootstrap: str = BOOT
         count += 1
     left = producer.flush(120)
     if left or failures:
-        raise BenchError(f"producing to {topic}: {left} undelivered, {len(failures)} failed "
-                         f"({failures[:1]})")
+        raise BenchError(f"producing to {topic}: {left} undelivered, {len(failures)} failed ({failures[:1]})")
     return count
 
 
 # -- topics and databases -------------------------------------------------------------------
+
 
 @dataclass
 class Resources:
@@ -235,9 +251,10 @@ class Resources:
             except Exception as exc:  # cleanup must go on
                 log(f"cleanup: could not drop database {dbname}: {type(exc).__name__}")
         admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
-        for what, futures in (("group", admin.delete_consumer_groups(self.groups)
-                               if self.groups else {}),
-                              ("topic", admin.delete_topics(self.topics) if self.topics else {})):
+        for what, futures in (
+            ("group", admin.delete_consumer_groups(self.groups) if self.groups else {}),
+            ("topic", admin.delete_topics(self.topics) if self.topics else {}),
+        ):
             for name, future in futures.items():
                 try:
                     future.result(30)
@@ -264,9 +281,14 @@ def open_ledger(res: Resources, label: str, *, topic: str | None = None) -> Ledg
     dbname = res.new_database(label)
     group = f"baldur-bench-{label}-{uuid.uuid4().hex[:8]}"
     res.groups.append(group)
-    env = {**os.environ, "BALDUR_KAFKA_BOOTSTRAP": BOOTSTRAP, "BALDUR_AUDIT_TOPIC": topic,
-           "BALDUR_SQL_DSN": with_dbname(DSN, dbname), "BALDUR_SECRETS_AUDIT_SIGNING_KEY": KEY_SETTING,
-           "BALDUR_CHAINER_GROUP": group}
+    env = {
+        **os.environ,
+        "BALDUR_KAFKA_BOOTSTRAP": BOOTSTRAP,
+        "BALDUR_AUDIT_TOPIC": topic,
+        "BALDUR_SQL_DSN": with_dbname(DSN, dbname),
+        "BALDUR_SECRETS_AUDIT_SIGNING_KEY": KEY_SETTING,
+        "BALDUR_CHAINER_GROUP": group,
+    }
     env.pop("BALDUR_ENV", None)
     env.pop("BALDUR_LEDGER_ID", None)
     led = Ledger(topic=topic, dbname=dbname, dsn=with_dbname(DSN, dbname), env=env)
@@ -275,6 +297,7 @@ def open_ledger(res: Resources, label: str, *, topic: str | None = None) -> Ledg
 
 
 # -- the CLI as a measured child process ----------------------------------------------------
+
 
 @dataclass(frozen=True)
 class CliRun:
@@ -314,8 +337,20 @@ def cli_command(*args: str, profile: Path | None = None) -> list[str]:
     from shutil import which
 
     spy = which("py-spy") or "/tmp/prof-venv/bin/py-spy"  # noqa: S108 (a developer's install)
-    return [spy, "record", "--nonblocking", "--idle", "--rate", "250", "--format", "raw",
-            "--output", str(profile), "--", *argv]
+    return [
+        spy,
+        "record",
+        "--nonblocking",
+        "--idle",
+        "--rate",
+        "250",
+        "--format",
+        "raw",
+        "--output",
+        str(profile),
+        "--",
+        *argv,
+    ]
 
 
 @dataclass
@@ -340,10 +375,13 @@ def start_process(what: str, argv: Sequence[str], env: dict[str, str] | None = N
     errors = tempfile.TemporaryFile()
     handle, usage_name = tempfile.mkstemp(prefix="bench-rusage-")
     os.close(handle)
-    proc = subprocess.Popen([sys.executable, "-S", "-c", LAUNCHER, usage_name, *argv],
-                            env=env, stdout=subprocess.PIPE, stderr=errors)
-    return Child(what=what, proc=proc, errors=errors, usage_file=Path(usage_name),
-                 started=time.monotonic())
+    proc = subprocess.Popen(
+        [sys.executable, "-S", "-c", LAUNCHER, usage_name, *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=errors,
+    )
+    return Child(what=what, proc=proc, errors=errors, usage_file=Path(usage_name), started=time.monotonic())
 
 
 def start_cli(led: Ledger, *args: str, profile: Path | None = None) -> Child:
@@ -383,8 +421,7 @@ def finish_cli(child: Child, expect: Sequence[int] = (0,)) -> CliRun:
     result = _last_json(stdout)
     if result is None:
         raise BenchError(f"{child.what} printed no JSON result")
-    return CliRun(result=result, wall_seconds=wall, cpu_seconds=utime + stime,
-                  max_rss_mb=maxrss_kb / 1024)
+    return CliRun(result=result, wall_seconds=wall, cpu_seconds=utime + stime, max_rss_mb=maxrss_kb / 1024)
 
 
 def run_cli(led: Ledger, *args: str, profile: Path | None = None) -> CliRun:
@@ -399,6 +436,7 @@ def self_rusage() -> tuple[float, float]:
 
 
 # -- watching the chain head ----------------------------------------------------------------
+
 
 class HeadWatcher:
     """Polls ``chain_head.last_seq`` from its own connection every ``interval`` seconds and
@@ -447,4 +485,4 @@ class HeadWatcher:
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     """``items`` in consecutive slices of at most ``size``."""
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]

@@ -67,8 +67,9 @@ class Visibility:
         return self.times_ns[index] if index < len(self.seqs) else None
 
 
-def latency_summary(send_ns: Sequence[int], first_seq: int, seen: Visibility, offered: float,
-                    *, cutoff_ns: int) -> dict[str, float]:
+def latency_summary(
+    send_ns: Sequence[int], first_seq: int, seen: Visibility, offered: float, *, cutoff_ns: int
+) -> dict[str, float]:
     """p50/p99/max latency (ms) and the rates achieved for events ``first_seq..`` sent at
     ``send_ns``. An event not seen sealed by ``cutoff_ns`` (the end of the wait) counts with
     ``cutoff_ns`` as its visible time, a lower bound, and is counted as ``unsealed``."""
@@ -87,11 +88,16 @@ def latency_summary(send_ns: Sequence[int], first_seq: int, seen: Visibility, of
     latencies.sort()
     send_span = max(send_ns[-1] - send_ns[0], 1) / 1e9
     sealed = len(send_ns) - unsealed
-    return {"offered_per_s": offered, "events": len(send_ns), "unsealed": unsealed,
-            "sent_per_s": (len(send_ns) - 1) / send_span if len(send_ns) > 1 else 0.0,
-            "sealed_per_s": sealed / (max(last_visible - send_ns[0], 1) / 1e9),
-            "p50_ms": percentile(latencies, 0.50), "p99_ms": percentile(latencies, 0.99),
-            "max_ms": latencies[-1]}
+    return {
+        "offered_per_s": offered,
+        "events": len(send_ns),
+        "unsealed": unsealed,
+        "sent_per_s": (len(send_ns) - 1) / send_span if len(send_ns) > 1 else 0.0,
+        "sealed_per_s": sealed / (max(last_visible - send_ns[0], 1) / 1e9),
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "max_ms": latencies[-1],
+    }
 
 
 def paced_send(producer: Any, topic: str, payloads: Sequence[bytes], rate: float) -> array:
@@ -133,8 +139,15 @@ def wait_for_seq(dsn: str, seq: int, timeout: float) -> int:
             time.sleep(0.05)
 
 
-def live_run(led: Ledger, loads: Sequence[tuple[float, Sequence[bytes]]], warmup: bytes, *,
-             max_wait: float, poll_ms: float = 2.0, settle: float = 2.0) -> list[dict[str, float]]:
+def live_run(
+    led: Ledger,
+    loads: Sequence[tuple[float, Sequence[bytes]]],
+    warmup: bytes,
+    *,
+    max_wait: float,
+    poll_ms: float = 2.0,
+    settle: float = 2.0,
+) -> list[dict[str, float]]:
     """One live run on ``led`` (fresh): for each (rate, payloads), the latency summary.
 
     After each load the chainer gets at most ``max_wait`` seconds to catch up (an offered
@@ -144,8 +157,7 @@ def live_run(led: Ledger, loads: Sequence[tuple[float, Sequence[bytes]]], warmup
     context = multiprocessing.get_context("spawn")  # no librdkafka state in the child
     stop = context.Event()
     receive, send = context.Pipe(duplex=False)
-    poller = context.Process(target=poll_head, args=(led.dsn, poll_ms / 1000, stop, send),
-                             daemon=True)
+    poller = context.Process(target=poll_head, args=(led.dsn, poll_ms / 1000, stop, send), daemon=True)
     poller.start()
     chainer = start_cli(led, "chain")
     producer = Producer({"bootstrap.servers": BOOTSTRAP, **LIBRARY_PRODUCER})

@@ -51,8 +51,15 @@ class Config:
     @classmethod
     def quick(cls) -> Config:
         """The smoke version: about two minutes on an idle machine."""
-        return cls(events=20_000, runs=1, live_seconds=4.0, producer_events=10_000,
-                   scale=(5_000, 50_000), alt_seconds=3.0, batched_events=10_000)
+        return cls(
+            events=20_000,
+            runs=1,
+            live_seconds=4.0,
+            producer_events=10_000,
+            scale=(5_000, 50_000),
+            alt_seconds=3.0,
+            batched_events=10_000,
+        )
 
 
 class PayloadPool:
@@ -66,7 +73,7 @@ class PayloadPool:
             missing = start + count - len(self._values)
             log(f"encoding {missing} events")
             self._values.extend(harness.encode_events(missing, start=len(self._values)))
-        return self._values[start:start + count]
+        return self._values[start : start + count]
 
 
 @dataclass
@@ -119,13 +126,18 @@ class Bench:
         if first is None or last is None:
             raise BenchError("the head watcher never saw the chain move")
         steady = (n - first[1]) / (last - first[0]) if last > first[0] else float("nan")
-        self.record("drain", {
-            "end_to_end_per_s": n / (last - child.started),
-            "steady_per_s": steady,
-            "cli_reported_per_s": n / max(run.result["seconds"] - IDLE, 1e-9),
-            "cpu_us_per_event": run.cpu_seconds / n * 1e6,
-            "max_rss_mb": run.max_rss_mb, "wall_s": run.wall_seconds,
-            "records_per_batch": n / max(int(run.result.get("batches") or 0), 1)})
+        self.record(
+            "drain",
+            {
+                "end_to_end_per_s": n / (last - child.started),
+                "steady_per_s": steady,
+                "cli_reported_per_s": n / max(run.result["seconds"] - IDLE, 1e-9),
+                "cpu_us_per_event": run.cpu_seconds / n * 1e6,
+                "max_rss_mb": run.max_rss_mb,
+                "wall_s": run.wall_seconds,
+                "records_per_batch": n / max(int(run.result.get("batches") or 0), 1),
+            },
+        )
 
     def phase_drain(self) -> None:
         self.main_ledger()
@@ -144,10 +156,15 @@ class Bench:
             run = harness.run_cli(led, "verify")
             if not run.result.get("intact") or run.result.get("entries") != self.cfg.events:
                 raise BenchError(f"verify: not intact or wrong count: {run.result.get('entries')}")
-            self.record("verify", {"entries_per_s": run.result["entries_per_second"],
-                                   "process_per_s": self.cfg.events / run.wall_seconds,
-                                   "cpu_us_per_entry": run.cpu_seconds / self.cfg.events * 1e6,
-                                   "max_rss_mb": run.max_rss_mb})
+            self.record(
+                "verify",
+                {
+                    "entries_per_s": run.result["entries_per_second"],
+                    "process_per_s": self.cfg.events / run.wall_seconds,
+                    "cpu_us_per_entry": run.cpu_seconds / self.cfg.events * 1e6,
+                    "max_rss_mb": run.max_rss_mb,
+                },
+            )
 
     def phase_replay(self) -> None:
         led = self.main_ledger()
@@ -155,9 +172,14 @@ class Bench:
             run = harness.run_cli(led, "replay")
             if not run.result.get("consistent") or run.result.get("topic_records") != self.cfg.events:
                 raise BenchError(f"replay: not consistent: {run.result.get('first_divergence')}")
-            self.record("replay", {"records_per_s": run.result["records_per_second"],
-                                   "process_per_s": self.cfg.events / run.wall_seconds,
-                                   "max_rss_mb": run.max_rss_mb})
+            self.record(
+                "replay",
+                {
+                    "records_per_s": run.result["records_per_second"],
+                    "process_per_s": self.cfg.events / run.wall_seconds,
+                    "max_rss_mb": run.max_rss_mb,
+                },
+            )
 
     # -- limits ------------------------------------------------------------------------------
 
@@ -190,16 +212,20 @@ class Bench:
             consume_s, count = baselines.raw_consume(led.topic, n)
             hmac_s, last_link = baselines.hmac_alone(records, harness.KEY_SECRET, topic=led.topic)
             # Informational: true while the chainer seals CHAIN.md v1 links (no view digest).
-            self.checks["ledger_links_equal_chain_md_v1"] = \
-                last_link == baselines.ledger_link(led.dsn, n)
+            self.checks["ledger_links_equal_chain_md_v1"] = last_link == baselines.ledger_link(led.dsn, n)
             decode_s = baselines.decode_alone(records)
             copy_s = baselines.copy_rows(target.dsn, columns, types, rows, batch=self.cfg.copy_batch)
             stream_s, stream_rows = baselines.copy_stream(led.dsn, target.dsn)
-            self.record("limits", {"raw_consume_per_s": count / consume_s,
-                                   "hmac_chain_per_s": n / hmac_s,
-                                   "decode_per_s": n / decode_s,
-                                   "binary_copy_rows_per_s": len(rows) / copy_s,
-                                   "binary_copy_stream_per_s": stream_rows / stream_s})
+            self.record(
+                "limits",
+                {
+                    "raw_consume_per_s": count / consume_s,
+                    "hmac_chain_per_s": n / hmac_s,
+                    "decode_per_s": n / decode_s,
+                    "binary_copy_rows_per_s": len(rows) / copy_s,
+                    "binary_copy_stream_per_s": stream_rows / stream_s,
+                },
+            )
 
     # -- alternatives ------------------------------------------------------------------------
 
@@ -209,20 +235,33 @@ class Bench:
         common = {"end": cfg.events, "max_seconds": cfg.alt_seconds}
         for _ in range(cfg.runs):
             found = {}
-            naive = baselines.naive_chainer(target.dsn, led.topic, harness.KEY_SECRET,
-                                            max_records=cfg.events, **common)
+            naive = baselines.naive_chainer(
+                target.dsn, led.topic, harness.KEY_SECRET, max_records=cfg.events, **common
+            )
             self._check_link("naive", naive)
             found["naive_chainer_per_s"] = naive.rate
-            single = baselines.trigger_chain(target.dsn, led.topic, harness.KEY_SECRET,
-                                             max_records=cfg.events, batch=1, mode="single",
-                                             **common)
+            single = baselines.trigger_chain(
+                target.dsn,
+                led.topic,
+                harness.KEY_SECRET,
+                max_records=cfg.events,
+                batch=1,
+                mode="single",
+                **common,
+            )
             self._check_link("trigger_single", single)
             found["trigger_single_per_s"] = single.rate
             for mode in ("insert", "copy"):
                 batched = baselines.trigger_chain(
-                    target.dsn, led.topic, harness.KEY_SECRET, end=cfg.events,
-                    max_records=cfg.batched_events, max_seconds=cfg.alt_seconds * 3,
-                    batch=cfg.alt_batch, mode=mode)
+                    target.dsn,
+                    led.topic,
+                    harness.KEY_SECRET,
+                    end=cfg.events,
+                    max_records=cfg.batched_events,
+                    max_seconds=cfg.alt_seconds * 3,
+                    batch=cfg.alt_batch,
+                    mode=mode,
+                )
                 self._check_link(f"trigger_{mode}", batched)
                 found[f"trigger_batched_{mode}_per_s"] = batched.rate
             self.record("baselines", found)
@@ -244,20 +283,26 @@ class Bench:
             led = harness.open_ledger(self.res, "producer")
             self.res.drop_database(led.dbname)  # only the topic is needed
             backlogs = 0
-            with AuditTrail(bootstrap=harness.BOOTSTRAP, topic=led.topic,
-                            redaction_key=b"bench-redaction-key-0123456789abcdef",
-                            service="bench") as trail:
+            with AuditTrail(
+                bootstrap=harness.BOOTSTRAP,
+                topic=led.topic,
+                redaction_key=b"bench-redaction-key-0123456789abcdef",
+                service="bench",
+            ) as trail:
                 started = time.perf_counter()
                 for i in range(n):
                     while True:
                         try:
                             trail.record_change(
-                                actor=f"deployer-{i % 50}", target=f"payments.svc-{i % 200}.db",
+                                actor=f"deployer-{i % 50}",
+                                target=f"payments.svc-{i % 200}.db",
                                 before={"timeout_ms": 1000 + i, "db_password": "hunter2-old"},
                                 after={"timeout_ms": 2500 + i, "db_password": "hunter2-new"},
                                 reason=f"rotate credentials, token=abc{i}def",
-                                client_ip="192.168.17.42", trace_id=f"{i + 1:032x}",
-                                attributes={"ticket": f"OPS-{i}"})
+                                client_ip="192.168.17.42",
+                                trace_id=f"{i + 1:032x}",
+                                attributes={"ticket": f"OPS-{i}"},
+                            )
                             break
                         except DeliveryBacklog:
                             backlogs += 1
@@ -282,8 +327,7 @@ class Bench:
         for _ in range(cfg.runs):
             led = harness.open_ledger(self.res, "live")
             try:
-                for summary in latency.live_run(led, loads, warmup,
-                                                max_wait=max(10.0, 2 * cfg.live_seconds)):
+                for summary in latency.live_run(led, loads, warmup, max_wait=max(10.0, 2 * cfg.live_seconds)):
                     rate = int(summary.pop("offered_per_s"))
                     self.record(f"live_{rate}", summary)
             finally:
@@ -305,12 +349,17 @@ class Bench:
                 verified = harness.run_cli(led, "verify")
                 if not verified.result.get("intact") or verified.result.get("entries") != size:
                     raise BenchError("scale: verify not intact")
-                self.record(f"scale_{size}", {
-                    "chainer_sealed": size - done, "chainer_max_rss_mb": chained.max_rss_mb,
-                    "chainer_cpu_us_per_event": chained.cpu_seconds / (size - done) * 1e6,
-                    "verify_s": verified.wall_seconds,
-                    "verify_reported_s": verified.result.get("seconds", float("nan")),
-                    "verify_max_rss_mb": verified.max_rss_mb})
+                self.record(
+                    f"scale_{size}",
+                    {
+                        "chainer_sealed": size - done,
+                        "chainer_max_rss_mb": chained.max_rss_mb,
+                        "chainer_cpu_us_per_event": chained.cpu_seconds / (size - done) * 1e6,
+                        "verify_s": verified.wall_seconds,
+                        "verify_reported_s": verified.result.get("seconds", float("nan")),
+                        "verify_max_rss_mb": verified.max_rss_mb,
+                    },
+                )
                 done = size
         finally:
             self.res.drop_database(led.dbname)
@@ -355,6 +404,7 @@ def top_frames(raw: str, limit: int = 12) -> list[dict[str, Any]]:
 
 # -- targets, table, JSON --------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -387,26 +437,49 @@ def evaluate_targets(med: dict[str, dict[str, float]], scale: tuple[int, int]) -
     batched = [v for k, v in alt.items() if k.startswith("trigger_batched_")]
     small, large = (med.get(f"scale_{size}", {}) for size in scale)
     return [
-        Target("drain / raw binary COPY of the same rows", _ratio(drain, limits.get(
-            "binary_copy_rows_per_s")), 0.6, True, "x"),
+        Target(
+            "drain / raw binary COPY of the same rows",
+            _ratio(drain, limits.get("binary_copy_rows_per_s")),
+            0.6,
+            True,
+            "x",
+        ),
         Target("drain / naive chainer", _ratio(drain, alt.get("naive_chainer_per_s")), 15, True, "x"),
-        Target("drain / best batched trigger chain", _ratio(drain, max(batched) if batched else None),
-               2.5, True, "x"),
+        Target(
+            "drain / best batched trigger chain",
+            _ratio(drain, max(batched) if batched else None),
+            2.5,
+            True,
+            "x",
+        ),
         Target("verify entries/s", _get(med, "verify", "entries_per_s"), 200_000, True, "/s"),
         Target("replay records/s", _get(med, "replay", "records_per_s"), 100_000, True, "/s"),
         Target("live p99 at 1k/s", _get(med, "live_1000", "p99_ms"), 50, False, "ms"),
         Target("live p99 at 5k/s", _get(med, "live_5000", "p99_ms"), 250, False, "ms"),
-        Target(f"chainer RSS at {scale[1]:,} entries", large.get("chainer_max_rss_mb"), 150, False,
-               "MB"),
-        Target(f"chainer RSS growth {scale[0]:,} -> {scale[1]:,}",
-               _ratio(large.get("chainer_max_rss_mb"), small.get("chainer_max_rss_mb")), 1.25,
-               False, "x"),
-        Target(f"verify RSS growth {scale[0]:,} -> {scale[1]:,}",
-               _ratio(large.get("verify_max_rss_mb"), small.get("verify_max_rss_mb")), 1.25, False,
-               "x"),
-        Target(f"verify time growth / size growth {scale[0]:,} -> {scale[1]:,}",
-               _ratio(_ratio(large.get("verify_reported_s"), small.get("verify_reported_s")),
-                      scale[1] / scale[0]), 1.25, False, "x"),
+        Target(f"chainer RSS at {scale[1]:,} entries", large.get("chainer_max_rss_mb"), 150, False, "MB"),
+        Target(
+            f"chainer RSS growth {scale[0]:,} -> {scale[1]:,}",
+            _ratio(large.get("chainer_max_rss_mb"), small.get("chainer_max_rss_mb")),
+            1.25,
+            False,
+            "x",
+        ),
+        Target(
+            f"verify RSS growth {scale[0]:,} -> {scale[1]:,}",
+            _ratio(large.get("verify_max_rss_mb"), small.get("verify_max_rss_mb")),
+            1.25,
+            False,
+            "x",
+        ),
+        Target(
+            f"verify time growth / size growth {scale[0]:,} -> {scale[1]:,}",
+            _ratio(
+                _ratio(large.get("verify_reported_s"), small.get("verify_reported_s")), scale[1] / scale[0]
+            ),
+            1.25,
+            False,
+            "x",
+        ),
     ]
 
 
@@ -441,11 +514,9 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("limits", "binary_copy_stream_per_s", "Limit: binary COPY, pre-serialized stream", "rows/s"),
     ("limits", "hmac_chain_per_s", "Limit: HMAC chaining alone", "entries/s"),
     ("limits", "decode_per_s", "Limit: decode alone (codec.decode_event)", "records/s"),
-    ("baselines", "naive_chainer_per_s", "Baseline: naive chainer, INSERT+COMMIT/event",
-     "events/s"),
+    ("baselines", "naive_chainer_per_s", "Baseline: naive chainer, INSERT+COMMIT/event", "events/s"),
     ("baselines", "trigger_single_per_s", "Baseline: trigger chain, single-row", "events/s"),
-    ("baselines", "trigger_batched_insert_per_s", "Baseline: trigger chain, batched INSERT",
-     "events/s"),
+    ("baselines", "trigger_batched_insert_per_s", "Baseline: trigger chain, batched INSERT", "events/s"),
     ("baselines", "trigger_batched_copy_per_s", "Baseline: trigger chain, batched COPY", "events/s"),
 ]
 
@@ -459,15 +530,23 @@ def _fmt(value: float | None) -> str:
 def render_table(report: dict[str, Any]) -> str:
     """The one table: figures (median and each run), then the targets."""
     cfg, med, runs = report["config"], report["medians"], report["runs"]
-    lines = [f"baldur-audit pipeline benchmark — {harness.describe_machine(report['machine'])}",
-             f"{cfg['events']:,} events (avg {report['record_bytes']:.0f} B), median of "
-             f"{cfg['runs']} run(s); shared machine: figures are noisy", ""]
+    lines = [
+        f"baldur-audit pipeline benchmark — {harness.describe_machine(report['machine'])}",
+        f"{cfg['events']:,} events (avg {report['record_bytes']:.0f} B), median of "
+        f"{cfg['runs']} run(s); shared machine: figures are noisy",
+        "",
+    ]
     lines.append(f"{'figure':58} {'median':>12}  {'unit':10} runs")
-    scale_rows = [(f"scale_{s}", key, f"Scale {s:,}: {label}", unit) for s in cfg["scale"]
-                  for key, label, unit in (("chainer_max_rss_mb", "chainer peak RSS", "MB"),
-                                           ("chainer_cpu_us_per_event", "chainer CPU/event", "µs"),
-                                           ("verify_reported_s", "verify time", "s"),
-                                           ("verify_max_rss_mb", "verify peak RSS", "MB"))]
+    scale_rows = [
+        (f"scale_{s}", key, f"Scale {s:,}: {label}", unit)
+        for s in cfg["scale"]
+        for key, label, unit in (
+            ("chainer_max_rss_mb", "chainer peak RSS", "MB"),
+            ("chainer_cpu_us_per_event", "chainer CPU/event", "µs"),
+            ("verify_reported_s", "verify time", "s"),
+            ("verify_max_rss_mb", "verify peak RSS", "MB"),
+        )
+    ]
     for phase, key, label, unit in ROWS + scale_rows:
         value = med.get(phase, {}).get(key)
         each = " ".join(_fmt(run.get(key)) for run in runs.get(phase, []))
@@ -475,8 +554,7 @@ def render_table(report: dict[str, Any]) -> str:
     lines += ["", f"{'target':58} {'value':>12}  {'bound':10} result"]
     for target in report["targets"]:
         bound = ("≥ " if target["at_least"] else "≤ ") + _fmt(target["bound"]) + " " + target["unit"]
-        lines.append(f"{target['name']:58} {_fmt(target['value']):>12}  {bound:10} "
-                     f"{target['verdict']}")
+        lines.append(f"{target['name']:58} {_fmt(target['value']):>12}  {bound:10} {target['verdict']}")
     for name, passed in report["checks"].items():
         lines.append(f"check {name}: {'yes' if passed else 'NO'}")
     for phase, error in report["errors"].items():
@@ -489,17 +567,36 @@ def build_report(bench: Bench, machine: dict[str, Any], phases: Sequence[str]) -
     med = {phase: medians(runs) for phase, runs in bench.runs.items()}
     sample = bench.pool.take(0, min(cfg.events, 1000))
     return {
-        "machine": machine, "phases": list(phases),
-        "config": {"events": cfg.events, "runs": cfg.runs, "live_rates": list(cfg.live_rates),
-                   "live_seconds": cfg.live_seconds, "producer_events": cfg.producer_events,
-                   "scale": list(cfg.scale), "alt_seconds": cfg.alt_seconds,
-                   "alt_batch": cfg.alt_batch, "batched_events": cfg.batched_events,
-                   "copy_batch": cfg.copy_batch},
+        "machine": machine,
+        "phases": list(phases),
+        "config": {
+            "events": cfg.events,
+            "runs": cfg.runs,
+            "live_rates": list(cfg.live_rates),
+            "live_seconds": cfg.live_seconds,
+            "producer_events": cfg.producer_events,
+            "scale": list(cfg.scale),
+            "alt_seconds": cfg.alt_seconds,
+            "alt_batch": cfg.alt_batch,
+            "batched_events": cfg.batched_events,
+            "copy_batch": cfg.copy_batch,
+        },
         "record_bytes": statistics.fmean(len(v) for v in sample) if sample else 0.0,
-        "runs": bench.runs, "medians": med, "checks": bench.checks, "errors": bench.errors,
-        "targets": [{"name": t.name, "value": t.value, "bound": t.bound, "at_least": t.at_least,
-                     "unit": t.unit, "verdict": t.verdict}
-                    for t in evaluate_targets(med, cfg.scale)],
+        "runs": bench.runs,
+        "medians": med,
+        "checks": bench.checks,
+        "errors": bench.errors,
+        "targets": [
+            {
+                "name": t.name,
+                "value": t.value,
+                "bound": t.bound,
+                "at_least": t.at_least,
+                "unit": t.unit,
+                "verdict": t.verdict,
+            }
+            for t in evaluate_targets(med, cfg.scale)
+        ],
         "profiles": bench.profiles,
     }
 
@@ -512,10 +609,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
     parser.add_argument("--live-seconds", type=float, help="seconds per offered load (30)")
     parser.add_argument("--producer-events", type=int, help="events per producer-library run (100000)")
     parser.add_argument("--scale", help="ledger sizes of the scale phase, SMALL,LARGE (100000,1000000)")
-    parser.add_argument("--phases", default=",".join(PHASES),
-                        help=f"comma-separated subset of {','.join(PHASES)}")
-    parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="also profile chain/verify/replay with py-spy into DIR")
+    parser.add_argument(
+        "--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}"
+    )
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="also profile chain/verify/replay with py-spy into DIR"
+    )
     parser.add_argument("--out", type=Path, default=harness.ROOT / "bench" / "results" / "pipeline.json")
     args = parser.parse_args(argv)
     cfg = Config.quick() if args.quick else Config()
@@ -534,8 +633,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
             parser.error("--scale: expected SMALL,LARGE, e.g. 100000,1000000")
         cfg.scale = (small, large)
     unknown = set(args.phases.split(",")) - set(PHASES)
-    if unknown or min(cfg.events, cfg.runs, cfg.producer_events) < 1 or cfg.live_seconds <= 0 \
-            or not 0 < cfg.scale[0] < cfg.scale[1]:
+    if (
+        unknown
+        or min(cfg.events, cfg.runs, cfg.producer_events) < 1
+        or cfg.live_seconds <= 0
+        or not 0 < cfg.scale[0] < cfg.scale[1]
+    ):
         parser.error(f"bad sizes or unknown phases {sorted(unknown)}")
     return cfg, args
 

@@ -45,18 +45,28 @@ def figures(timings: list[float]) -> dict[str, float]:
     def pick(quantile: float) -> float:
         return ordered[min(len(ordered) - 1, int(len(ordered) * quantile))] * 1000
 
-    return {"calls": len(ordered), "p50_ms": round(pick(0.50), 3),
-            "p99_ms": round(pick(0.99), 3), "max_ms": round(ordered[-1] * 1000, 3),
-            "mean_ms": round(statistics.fmean(ordered) * 1000, 3)}
+    return {
+        "calls": len(ordered),
+        "p50_ms": round(pick(0.50), 3),
+        "p99_ms": round(pick(0.99), 3),
+        "max_ms": round(ordered[-1] * 1000, 3),
+        "mean_ms": round(statistics.fmean(ordered) * 1000, 3),
+    }
 
 
 def timed_calls(trail: AuditTrail, calls: int) -> list[float]:
     timings = []
     for i in range(calls):
         started = time.perf_counter()
-        trail.record(actor="bench", action="update", target=f"cfg/{i % 100}",
-                     before={"timeout_ms": i}, after={"timeout_ms": i + 1},
-                     reason="benchmark", client_ip="192.0.2.10")
+        trail.record(
+            actor="bench",
+            action="update",
+            target=f"cfg/{i % 100}",
+            before={"timeout_ms": i},
+            after={"timeout_ms": i + 1},
+            reason="benchmark",
+            client_ip="192.0.2.10",
+        )
         timings.append(time.perf_counter() - started)
     return timings
 
@@ -76,14 +86,16 @@ def run(calls: int, workdir: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
     down_spool = workdir / "down-spool"
 
-    trail = AuditTrail(bootstrap=DOWN, topic="bench.down", spool_dir=down_spool,
-                       producer_config={"log_level": 0})
+    trail = AuditTrail(
+        bootstrap=DOWN, topic="bench.down", spool_dir=down_spool, producer_config={"log_level": 0}
+    )
     results["down/spool"] = figures(timed_calls(trail, calls))
     results["down/spool"]["spooled"] = trail.stats.spooled
     trail.close(0)
 
-    trail = AuditTrail(bootstrap=DOWN, topic="bench.down", durability="memory",
-                       producer_config={"log_level": 0})
+    trail = AuditTrail(
+        bootstrap=DOWN, topic="bench.down", durability="memory", producer_config={"log_level": 0}
+    )
     results["down/memory"] = figures(timed_calls(trail, calls))
     trail.close(0)
 
@@ -93,8 +105,9 @@ def run(calls: int, workdir: Path) -> dict[str, Any]:
         for mode in ("memory", "spool", "always"):
             topic = fresh_topic(admin)
             topics.append(topic)
-            trail = AuditTrail(bootstrap=BOOTSTRAP, topic=topic, durability=mode,
-                               spool_dir=workdir / f"up-{mode}")
+            trail = AuditTrail(
+                bootstrap=BOOTSTRAP, topic=topic, durability=mode, spool_dir=workdir / f"up-{mode}"
+            )
             trail.record(actor="bench", action="update", target="warm-up")
             if trail.flush(30):
                 raise SystemExit(f"broker at {BOOTSTRAP} did not acknowledge the warm-up")
@@ -102,9 +115,12 @@ def run(calls: int, workdir: Path) -> dict[str, Any]:
             timings = timed_calls(trail, calls)
             left = trail.flush(120)
             elapsed = time.perf_counter() - started
-            results[f"up/{mode}"] = {**figures(timings), "spooled": trail.stats.spooled - (
-                0 if mode == "memory" else 1), "delivered_per_s": round(calls / elapsed),
-                "undelivered": left}
+            results[f"up/{mode}"] = {
+                **figures(timings),
+                "spooled": trail.stats.spooled - (0 if mode == "memory" else 1),
+                "delivered_per_s": round(calls / elapsed),
+                "undelivered": left,
+            }
             trail.close(10)
 
         # The spool left by down/spool, drained into a fresh topic once the broker is up.
@@ -117,8 +133,12 @@ def run(calls: int, workdir: Path) -> dict[str, Any]:
         left = trail.flush(300)
         elapsed = time.perf_counter() - started
         trail.close(10)
-        results["drain"] = {"events": recovered, "seconds": round(elapsed, 2),
-                            "events_per_s": round(recovered / elapsed), "undelivered": left}
+        results["drain"] = {
+            "events": recovered,
+            "seconds": round(elapsed, 2),
+            "events_per_s": round(recovered / elapsed),
+            "undelivered": left,
+        }
     finally:
         if topics:
             admin.delete_topics(topics)

@@ -65,11 +65,11 @@ def parse_key(text: str) -> bytes:
         else:
             secret = text.encode("utf-8")
     except (ValueError, binascii.Error):
-        raise ConfigError(f"{SIGNING_KEY_ENV} is malformed (expected hex:…, base64:… or raw "
-                          "text)") from None
+        raise ConfigError(f"{SIGNING_KEY_ENV} is malformed (expected hex:…, base64:… or raw text)") from None
     if len(secret) < MIN_KEY_BYTES:
-        raise ConfigError(f"{SIGNING_KEY_ENV} must hold at least {MIN_KEY_BYTES} bytes of key "
-                          f"material, found {len(secret)}")
+        raise ConfigError(
+            f"{SIGNING_KEY_ENV} must hold at least {MIN_KEY_BYTES} bytes of key material, found {len(secret)}"
+        )
     return secret
 
 
@@ -83,8 +83,9 @@ def load_signing_key(settings: Settings) -> SigningKey:
     if settings.signing_key:
         return SigningKey.derive(parse_key(settings.signing_key))
     if settings.production:
-        raise ConfigError(f"{SIGNING_KEY_ENV} is not set: refusing to start in production "
-                          "without the chain signing key")
+        raise ConfigError(
+            f"{SIGNING_KEY_ENV} is not set: refusing to start in production without the chain signing key"
+        )
     path = settings.state_dir / DEV_KEY_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,8 +93,12 @@ def load_signing_key(settings: Settings) -> SigningKey:
         with os.fdopen(fd, "w") as handle:
             handle.write("hex:" + secrets.token_hex(32) + "\n")
     key = SigningKey.derive(parse_key(path.read_text(encoding="utf-8")))
-    log.warning("%s is not set: using the development signing key %s from %s "
-                "(never do this in production)", SIGNING_KEY_ENV, key.key_id, path)
+    log.warning(
+        "%s is not set: using the development signing key %s from %s (never do this in production)",
+        SIGNING_KEY_ENV,
+        key.key_id,
+        path,
+    )
     return key
 
 
@@ -109,8 +114,10 @@ def parse_old_keys(text: str) -> list[SigningKey]:
         try:
             keys.append(SigningKey.derive(parse_key(item)))
         except ConfigError:
-            raise ConfigError(f"{OLD_KEYS_ENV}: item {position} is not a valid key (expected "
-                              f"hex:…, base64:… or raw text of at least 32 bytes)") from None
+            raise ConfigError(
+                f"{OLD_KEYS_ENV}: item {position} is not a valid key (expected "
+                f"hex:…, base64:… or raw text of at least 32 bytes)"
+            ) from None
     return keys
 
 
@@ -122,16 +129,16 @@ def load_keyring(settings: Settings) -> Keyring:
     return Keyring(load_signing_key(settings), parse_old_keys(settings.old_keys))
 
 
-def verification_keys(ring: Keyring, *, epoch_n: int | None,
-                      last_seq: int) -> Mapping[str, SigningKey]:
+def verification_keys(ring: Keyring, *, epoch_n: int | None, last_seq: int) -> Mapping[str, SigningKey]:
     """What ``verify`` takes: the ring, plus, with forward security, every epoch key up to
     ``last_seq``'s (and :data:`VERIFY_MARGIN_EPOCHS` more) derived from the ring's current
     key (the escrowed ``K_0``)."""
     keys = dict(ring)
     if epoch_n is not None:
         reach = last_seq + VERIFY_MARGIN_EPOCHS * epoch_n
-        keys.update({key.key_id: key for key in
-                     epoch_keys(ring.current, epoch_entries=epoch_n, last_seq=reach)})
+        keys.update(
+            {key.key_id: key for key in epoch_keys(ring.current, epoch_entries=epoch_n, last_seq=reach)}
+        )
     return keys
 
 
@@ -145,9 +152,11 @@ def genesis_key(ring: Keyring, genesis_key_id: str | None) -> SigningKey:
     if genesis_key_id is None:
         return ring.current
     if genesis_key_id not in ring:
-        raise ConfigError(f"the configured signing key {ring.current.key_id} is not this "
-                          f"ledger's key {genesis_key_id}; after a rotation, `init` needs the "
-                          f"genesis key in {OLD_KEYS_ENV}")
+        raise ConfigError(
+            f"the configured signing key {ring.current.key_id} is not this "
+            f"ledger's key {genesis_key_id}; after a rotation, `init` needs the "
+            f"genesis key in {OLD_KEYS_ENV}"
+        )
     return ring[genesis_key_id]
 
 
@@ -172,9 +181,11 @@ class RotatingChainKeys:
         current = self.ring.current.key_id
         if previous == current or previous in self.ring or previous in self.retired_ids:
             return
-        raise ConfigError(f"the configured signing key {current} is not this ledger's key "
-                          f"{previous}; to rotate, list {previous} in {RETIRED_IDS_ENV} "
-                          f"(or its key in {OLD_KEYS_ENV})")
+        raise ConfigError(
+            f"the configured signing key {current} is not this ledger's key "
+            f"{previous}; to rotate, list {previous} in {RETIRED_IDS_ENV} "
+            f"(or its key in {OLD_KEYS_ENV})"
+        )
 
     @property
     def current(self) -> SigningKey:
@@ -213,17 +224,23 @@ class RatchetState:
             key = SigningKey.derive(bytes.fromhex(state["key_hex"]))
             if key.key_id != state["key_id"]:
                 raise ValueError("key id")
-            ratchet = EpochRatchet(key, epoch=int(state["epoch"]),
-                                   epoch_entries=int(state["epoch_entries"]))
+            ratchet = EpochRatchet(key, epoch=int(state["epoch"]), epoch_entries=int(state["epoch_entries"]))
             return str(state["initial_key_id"]), ratchet
         except (ValueError, KeyError, TypeError, ConfigError):
             raise ConfigError(f"the ratchet state {self.path} is malformed") from None
 
     def save(self, initial_key_id: str, ratchet: EpochRatchet) -> None:
         """Replace the state atomically and durably (0600; the old epoch key is overwritten)."""
-        body = json.dumps({"version": STATE_VERSION, "initial_key_id": initial_key_id,
-                           "epoch_entries": ratchet.epoch_entries, "epoch": ratchet.epoch,
-                           "key_id": ratchet.key.key_id, "key_hex": ratchet.key.secret.hex()})
+        body = json.dumps(
+            {
+                "version": STATE_VERSION,
+                "initial_key_id": initial_key_id,
+                "epoch_entries": ratchet.epoch_entries,
+                "epoch": ratchet.epoch,
+                "key_id": ratchet.key.key_id,
+                "key_hex": ratchet.key.secret.hex(),
+            }
+        )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             durable_write(self.path, body.encode("utf-8"), mode=0o600, replace=True)
@@ -243,30 +260,35 @@ class ForwardSecureChainKeys:
         self._state = state
         self.initial_key_id = initial_key_id
         self._committed = ratchet
-        self._working = EpochRatchet(ratchet.key, epoch=ratchet.epoch,
-                                     epoch_entries=ratchet.epoch_entries)
+        self._working = EpochRatchet(ratchet.key, epoch=ratchet.epoch, epoch_entries=ratchet.epoch_entries)
 
     @classmethod
-    def open(cls, state_path: Path, *, epoch_n: int,
-             initial: SigningKey | None) -> ForwardSecureChainKeys:
+    def open(cls, state_path: Path, *, epoch_n: int, initial: SigningKey | None) -> ForwardSecureChainKeys:
         """The chainer's keys from its state file, created from ``initial`` (K_0) on the first
         start. Raises :class:`ConfigError` when there is neither, or N differs from the file's."""
         state = RatchetState(state_path)
         loaded = state.load()
         if loaded is None:
             if initial is None:
-                raise ConfigError(f"forward security: no ratchet state at {state_path} and no "
-                                  f"initial key in {SIGNING_KEY_ENV}")
+                raise ConfigError(
+                    f"forward security: no ratchet state at {state_path} and no "
+                    f"initial key in {SIGNING_KEY_ENV}"
+                )
             ratchet = EpochRatchet(initial, epoch=0, epoch_entries=epoch_n)
             state.save(initial.key_id, ratchet)
-            log.warning("forward security: ratchet state created at %s (epoch 0, key %s); "
-                        "escrow the initial key and remove it from the chainer's environment",
-                        state_path, initial.key_id)
+            log.warning(
+                "forward security: ratchet state created at %s (epoch 0, key %s); "
+                "escrow the initial key and remove it from the chainer's environment",
+                state_path,
+                initial.key_id,
+            )
             return cls(state, initial_key_id=initial.key_id, ratchet=ratchet)
         initial_id, ratchet = loaded
         if ratchet.epoch_entries != epoch_n:
-            raise ConfigError(f"{EPOCH_ENV}={epoch_n}, but the ratchet state was made with "
-                              f"{ratchet.epoch_entries} entries per epoch")
+            raise ConfigError(
+                f"{EPOCH_ENV}={epoch_n}, but the ratchet state was made with "
+                f"{ratchet.epoch_entries} entries per epoch"
+            )
         return cls(state, initial_key_id=initial_id, ratchet=ratchet)
 
     @property
@@ -282,19 +304,24 @@ class ForwardSecureChainKeys:
     def check(self, *, genesis_key_id: str, last_key_id: str | None) -> None:
         """Refuse a ratchet that did not start from this ledger's genesis key (ConfigError)."""
         if genesis_key_id != self.initial_key_id:
-            raise ConfigError(f"the ratchet state starts from key {self.initial_key_id}, not "
-                              f"this ledger's genesis key {genesis_key_id}")
+            raise ConfigError(
+                f"the ratchet state starts from key {self.initial_key_id}, not "
+                f"this ledger's genesis key {genesis_key_id}"
+            )
 
     def key_for(self, seq: int) -> SigningKey:
         """Entry ``seq``'s epoch key; ConfigError if that epoch's key is already erased."""
         epoch = epoch_of(seq, self._committed.epoch_entries)
         if epoch < self._working.epoch:  # a batch was resealed after a failed commit
-            self._working = EpochRatchet(self._committed.key, epoch=self._committed.epoch,
-                                         epoch_entries=self._committed.epoch_entries)
+            self._working = EpochRatchet(
+                self._committed.key, epoch=self._committed.epoch, epoch_entries=self._committed.epoch_entries
+            )
         if epoch < self._committed.epoch:
-            raise ConfigError(f"entry {seq} belongs to epoch {epoch}, whose key this chainer "
-                              f"erased (its ratchet is at epoch {self._committed.epoch}); was "
-                              "the ledger restored from an older backup?")
+            raise ConfigError(
+                f"entry {seq} belongs to epoch {epoch}, whose key this chainer "
+                f"erased (its ratchet is at epoch {self._committed.epoch}); was "
+                "the ledger restored from an older backup?"
+            )
         return self._working.advance_to(epoch)
 
     def committed(self, head_seq: int) -> None:
@@ -304,8 +331,7 @@ class ForwardSecureChainKeys:
             return
         self._committed.advance_to(epoch)
         self._state.save(self.initial_key_id, self._committed)
-        log.info("forward security: ratchet advanced to epoch %d (key %s)", epoch,
-                 self._committed.key.key_id)
+        log.info("forward security: ratchet advanced to epoch %d (key %s)", epoch, self._committed.key.key_id)
 
 
 ChainKeys = RotatingChainKeys | ForwardSecureChainKeys

@@ -34,8 +34,7 @@ JOIN_GRACE = 30.0
 STALLED_TRANSACTION = 10.0
 
 
-def require_chain_keys(store: PostgresLedgerStore, keys: ChainKeys,
-                       meta: LedgerMeta | None = None) -> None:
+def require_chain_keys(store: PostgresLedgerStore, keys: ChainKeys, meta: LedgerMeta | None = None) -> None:
     """Check the chainer's keys against the ledger (ConfigError if they do not fit)."""
     genesis_key_id = (meta or store.read_meta()).genesis_key_id
     keys.check(genesis_key_id=genesis_key_id, last_key_id=store.last_key_id())
@@ -59,8 +58,11 @@ class _Backoff:
         """Wait before the next try, or re-raise ``exc`` when no try is left."""
         now = time.monotonic()
         self._since = self._since or now
-        if isinstance(exc, StoreRefused) or self._stop.is_set() or \
-                now + self._delay - self._since > self._budget:
+        if (
+            isinstance(exc, StoreRefused)
+            or self._stop.is_set()
+            or now + self._delay - self._since > self._budget
+        ):
             raise exc
         log.warning("%s in %.1f s: %s", what, self._delay, exc)
         self._stop.wait(self._delay)
@@ -85,24 +87,39 @@ class ChainerStats:
     def as_dict(self) -> dict[str, float | int]:
         """Plain values, for ``--json``."""
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        return {"sealed": self.sealed, "events": self.events, "rejected": self.rejected,
-                "duplicates": self.duplicates, "batches": self.batches,
-                "store_retries": self.store_retries, "takeovers": self.takeovers,
-                "head_seq": self.head_seq, "head_offset": self.head_offset,
-                "seconds": round(elapsed, 3), "sealed_per_second": round(self.sealed / elapsed, 1)}
+        return {
+            "sealed": self.sealed,
+            "events": self.events,
+            "rejected": self.rejected,
+            "duplicates": self.duplicates,
+            "batches": self.batches,
+            "store_retries": self.store_retries,
+            "takeovers": self.takeovers,
+            "head_seq": self.head_seq,
+            "head_offset": self.head_offset,
+            "seconds": round(elapsed, 3),
+            "sealed_per_second": round(self.sealed / elapsed, 1),
+        }
 
 
 class Chainer:
     """One chaining consumer process. Hot standbys run the same loop and wait for
     Kafka to hand them the partition."""
 
-    def __init__(self, *, store_factory: Callable[[], PostgresLedgerStore],
-                 source_factory: Callable[..., KafkaEventSource], key: SigningKey,
-                 batch_size: int = 2000, batch_wait: float = 0.2,
-                 until_idle: float | None = None, max_store_outage: float = 300.0,
-                 schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS,
-                 checkpointer: Checkpointer | None = None,
-                 chain_keys: ChainKeys | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        store_factory: Callable[[], PostgresLedgerStore],
+        source_factory: Callable[..., KafkaEventSource],
+        key: SigningKey,
+        batch_size: int = 2000,
+        batch_wait: float = 0.2,
+        until_idle: float | None = None,
+        max_store_outage: float = 300.0,
+        schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS,
+        checkpointer: Checkpointer | None = None,
+        chain_keys: ChainKeys | None = None,
+    ) -> None:
         self._store_factory = store_factory
         self._chain_keys = chain_keys  # rotation / forward security (chain_keys.py); else key=
         self._checkpointer = checkpointer
@@ -140,8 +157,7 @@ class Chainer:
 
     def _check_meta(self, meta: LedgerMeta) -> None:
         if meta.topic != self._source.topic:
-            raise ConfigError(f"the ledger belongs to topic {meta.topic!r}, "
-                              f"not {self._source.topic!r}")
+            raise ConfigError(f"the ledger belongs to topic {meta.topic!r}, not {self._source.topic!r}")
         if self._chain_keys is None:
             meta.require_key(self._key)
         else:
@@ -155,16 +171,20 @@ class Chainer:
         head = store.take_over(stalled_after_s=STALLED_TRANSACTION)
         self._epoch = head.epoch
         self._revoked_epoch = None
-        self._sealer = Sealer(key=self._key if self._chain_keys is None else None,
-                              key_for=None if self._chain_keys is None else self._chain_keys.key_for,
-                              head=head.chain_head(), schemas=self._schemas)
+        self._sealer = Sealer(
+            key=self._key if self._chain_keys is None else None,
+            key_for=None if self._chain_keys is None else self._chain_keys.key_for,
+            head=head.chain_head(),
+            schemas=self._schemas,
+        )
         if self._chain_keys is not None:  # a standby that takes over drops its stale epoch key
             self._chain_keys.committed(head.seq)
         self._stored_schemas = store.known_schema_fingerprints()
         self.stats.takeovers += 1
         self.stats.head_seq, self.stats.head_offset = head.seq, head.offset
-        log.info("took over the chain head at seq %d, offset %d (epoch %d)",
-                 head.seq, head.offset, head.epoch)
+        log.info(
+            "took over the chain head at seq %d, offset %d (epoch %d)", head.seq, head.offset, head.epoch
+        )
         return head.offset + 1
 
     def _on_assigned(self) -> int:
@@ -224,8 +244,12 @@ class Chainer:
                 self.stats.events += 1
             elif label == "rejected":
                 self.stats.rejected += 1
-                log.warning("sealed offset %d as rejected (seq %d): %s",
-                            entry.record.offset, entry.seq, entry.reject_reason)
+                log.warning(
+                    "sealed offset %d as rejected (seq %d): %s",
+                    entry.record.offset,
+                    entry.seq,
+                    entry.reject_reason,
+                )
             else:
                 self.stats.duplicates += 1
         self.stats.head_seq, self.stats.head_offset = entries[-1].seq, entries[-1].record.offset
@@ -239,6 +263,7 @@ class Chainer:
         """After a failed write: reload the head from the database and re-read from there —
         unless another chainer took the head over meanwhile (then :class:`Fenced`): a
         process that was paused mid-batch must not take the head back from its successor."""
+
         def reload() -> int:
             current = self._connect().read_head().epoch
             if current != self._epoch:
@@ -278,14 +303,16 @@ class Chainer:
                         batch_backoff.reset()
                         self._checkpoint()
                     except StoreUnavailable as exc:
-                        batch_backoff.wait_or_raise(
-                            exc, "batch not written, retrying from the stored head")
+                        batch_backoff.wait_or_raise(exc, "batch not written, retrying from the stored head")
                         self._recover()
                     idle_since = time.monotonic()
                     continue
                 self._checkpoint()
-                if self._until_idle is not None and \
-                        time.monotonic() - idle_since >= self._until_idle and self._caught_up():
+                if (
+                    self._until_idle is not None
+                    and time.monotonic() - idle_since >= self._until_idle
+                    and self._caught_up()
+                ):
                     log.info("caught up and idle for %.1f s: stopping", self._until_idle)
                     break
         finally:

@@ -65,16 +65,22 @@ def load_checkpoint_keys(settings: Settings, *, signing: bool) -> CheckpointKeys
     signers: list[CheckpointSigner] = [_signer(part, origin) for part in settings.checkpoint_keys]
     if not signers:
         if settings.production and signing:
-            raise ConfigError(f"{CHECKPOINT_KEY_ENV} is not set: refusing to sign checkpoints "
-                              "in production without the checkpoint signing key")
+            raise ConfigError(
+                f"{CHECKPOINT_KEY_ENV} is not set: refusing to sign checkpoints "
+                "in production without the checkpoint signing key"
+            )
         if not settings.production:
             dev = _dev_signer(settings.state_dir / DEV_CHECKPOINT_KEY_FILE, origin, create=signing)
             if dev is not None:
                 signers.append(dev)
                 if signing:
-                    log.warning("%s is not set: using the development checkpoint key %s from %s "
-                                "(never do this in production)", CHECKPOINT_KEY_ENV,
-                                dev.verifier().label, settings.state_dir)
+                    log.warning(
+                        "%s is not set: using the development checkpoint key %s from %s "
+                        "(never do this in production)",
+                        CHECKPOINT_KEY_ENV,
+                        dev.verifier().label,
+                        settings.state_dir,
+                    )
     verifiers: list[VerifierKey] = [signer.verifier() for signer in signers]
     for text in settings.checkpoint_public_keys:
         try:

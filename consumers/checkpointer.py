@@ -52,8 +52,7 @@ _KINDS = {kind.label: kind for kind in EntryKind}
 class _LinkCheck:
     """Recomputes each appended entry's link from its stored fields (CHAIN.md §6)."""
 
-    def __init__(self, keys: Mapping[str, SigningKey], topic: str, partition: int,
-                 prev_link: bytes) -> None:
+    def __init__(self, keys: Mapping[str, SigningKey], topic: str, partition: int, prev_link: bytes) -> None:
         self._keys = keys
         self._topic, self._partition = topic, partition
         self._linkers: dict[str, LedgerLinker] = {}
@@ -73,10 +72,10 @@ class _LinkCheck:
                 self.unchecked += 1
                 self.prev_link = link
                 return
-            linker = self._linkers[key_id] = LedgerLinker(key, topic=self._topic,
-                                                          partition=self._partition)
-        computed = linker.link(self.prev_link, seq, offset, timestamp_ms, kind.code, duplicate_of,
-                               value_null, digest, view_sha)
+            linker = self._linkers[key_id] = LedgerLinker(key, topic=self._topic, partition=self._partition)
+        computed = linker.link(
+            self.prev_link, seq, offset, timestamp_ms, kind.code, duplicate_of, value_null, digest, view_sha
+        )
         if not hmac.compare_digest(computed, link):
             raise LinkMismatch(seq, link, computed)
         self.prev_link = link
@@ -93,15 +92,28 @@ def row_leaf(row: SealedRow, *, topic: str, partition: int) -> tuple[bytes, Entr
         raise ValueMismatch(seq, "column kind holds an unknown kind")
     if ts_ms is None:
         raise ValueMismatch(seq, "column kafka_timestamp is not a finite time")
-    link_input = LinkInput(seq=seq, topic=topic, partition=partition, offset=offset,
-                           timestamp_ms=ts_ms, kind=kind, duplicate_of=duplicate_of,
-                           value_null=bool(value_null), digest=bytes(digest),
-                           view_digest=bytes(view_sha))
+    link_input = LinkInput(
+        seq=seq,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp_ms=ts_ms,
+        kind=kind,
+        duplicate_of=duplicate_of,
+        value_null=bool(value_null),
+        digest=bytes(digest),
+        view_digest=bytes(view_sha),
+    )
     return entry_leaf_hash(link_input, key_id=key_id, link=bytes(link)), kind, ts_ms
 
 
-def extend_tree(conn: Connection, *, keys: Mapping[str, SigningKey] | None = None,
-                up_to: int | None = None, chunk: int = CHUNK) -> TreeHead:
+def extend_tree(
+    conn: Connection,
+    *,
+    keys: Mapping[str, SigningKey] | None = None,
+    up_to: int | None = None,
+    chunk: int = CHUNK,
+) -> TreeHead:
     """Append every sealed entry beyond the stored tree, up to the chain head (or ``up_to``),
     in transactions of ``chunk`` leaves; returns the tree reached.
 
@@ -119,21 +131,23 @@ def extend_tree(conn: Connection, *, keys: Mapping[str, SigningKey] | None = Non
             if frontier.size >= target:
                 return TreeHead(frontier.size, frontier.root(), tree.head_link)
             last = min(target, frontier.size + chunk)
-            check = None if keys is None else _LinkCheck(keys, meta.topic, meta.partition,
-                                                         tree.head_link)
+            check = None if keys is None else _LinkCheck(keys, meta.topic, meta.partition, tree.head_link)
             created: list[tuple[int, int, bytes]] = []
             link = tree.head_link
             expected = frontier.size + 1
             # Fetch exactly the rows wanted: the database hashes each row's view as it sends it.
-            rows = ledger.iter_sealed_rows(conn, from_seq=expected,
-                                           batch=max(1, min(last - frontier.size, 10_000)))
+            rows = ledger.iter_sealed_rows(
+                conn, from_seq=expected, batch=max(1, min(last - frontier.size, 10_000))
+            )
             with closing(rows):  # type: ignore[type-var]
                 for row in rows:
                     if row.seq != expected:
-                        raise SequenceGap(expected, row.seq, f"seq {expected} is missing from the "
-                                                             "ledger below the chain head")
-                    leaf, kind, timestamp_ms = row_leaf(row, topic=meta.topic,
-                                                        partition=meta.partition)
+                        raise SequenceGap(
+                            expected,
+                            row.seq,
+                            f"seq {expected} is missing from the ledger below the chain head",
+                        )
+                    leaf, kind, timestamp_ms = row_leaf(row, topic=meta.topic, partition=meta.partition)
                     if check is not None:
                         check.check(row, kind, timestamp_ms)
                     created.extend(frontier.append(leaf))
@@ -142,17 +156,24 @@ def extend_tree(conn: Connection, *, keys: Mapping[str, SigningKey] | None = Non
                         break
                     expected += 1
             if check is not None and check.unchecked:
-                log.info("%d entries appended to the merkle tree without a link check: their "
-                         "key is not configured here", check.unchecked)
+                log.info(
+                    "%d entries appended to the merkle tree without a link check: their "
+                    "key is not configured here",
+                    check.unchecked,
+                )
             if frontier.size != last:
-                raise SequenceGap(frontier.size + 1, None, f"the ledger ends at seq {frontier.size} "
-                                                           f"below the chain head at seq {target}")
+                raise SequenceGap(
+                    frontier.size + 1,
+                    None,
+                    f"the ledger ends at seq {frontier.size} below the chain head at seq {target}",
+                )
             tree.save(created, link)
         if frontier.size >= target:
             return TreeHead(frontier.size, frontier.root(), link)
 
 
 # --- the checkpointer ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class MadeCheckpoint:
@@ -167,12 +188,18 @@ class MadeCheckpoint:
     def as_dict(self) -> dict[str, Any]:
         """The ``--json`` shape."""
         cp = self.checkpoint
-        return {"origin": cp.origin, "size": cp.size, "root": cp.root_hash.hex(),
-                "head_seq": cp.head_seq, "head_link": cp.head_link.hex(),
-                "time": cp.timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                "published": list(self.published),
-                "leaves_appended": self.appended, "seconds": round(self.seconds, 4),
-                "note": self.note}
+        return {
+            "origin": cp.origin,
+            "size": cp.size,
+            "root": cp.root_hash.hex(),
+            "head_seq": cp.head_seq,
+            "head_link": cp.head_link.hex(),
+            "time": cp.timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "published": list(self.published),
+            "leaves_appended": self.appended,
+            "seconds": round(self.seconds, 4),
+            "note": self.note,
+        }
 
 
 @dataclass(slots=True)
@@ -195,10 +222,18 @@ class Checkpointer:
     can never stop the sealing of the audit trail.
     """
 
-    def __init__(self, *, dsn: str, keys: CheckpointKeys, chain_keys: Mapping[str, SigningKey] | None,
-                 witnesses: Sequence[WitnessSink], every: int = DEFAULT_CHECKPOINT_EVERY,
-                 interval: float = DEFAULT_CHECKPOINT_INTERVAL, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        keys: CheckpointKeys,
+        chain_keys: Mapping[str, SigningKey] | None,
+        witnesses: Sequence[WitnessSink],
+        every: int = DEFAULT_CHECKPOINT_EVERY,
+        interval: float = DEFAULT_CHECKPOINT_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         keys.require_signer()
         self._dsn = dsn
         self._keys = keys
@@ -217,8 +252,7 @@ class Checkpointer:
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = connect(self._dsn, application_name="baldur-audit-checkpointer",
-                                 autocommit=True)
+            self._conn = connect(self._dsn, application_name="baldur-audit-checkpointer", autocommit=True)
         return self._conn
 
     def checkpoint(self) -> MadeCheckpoint:
@@ -228,24 +262,37 @@ class Checkpointer:
         try:
             before = read_tree(conn)
             tree = extend_tree(conn, keys=self._chain_keys)
-            checkpoint = Checkpoint(origin=self._keys.origin, size=tree.size, root_hash=tree.root,
-                                    head_seq=tree.size, head_link=tree.head_link,
-                                    timestamp=checkpoint_time(self._wall()))
+            checkpoint = Checkpoint(
+                origin=self._keys.origin,
+                size=tree.size,
+                root_hash=tree.root,
+                head_seq=tree.size,
+                head_link=tree.head_link,
+                timestamp=checkpoint_time(self._wall()),
+            )
             note = sign_checkpoint(checkpoint, self._keys.signers)
             published = tuple(witness.publish(checkpoint, note) for witness in self._witnesses)
             store_checkpoint(conn, checkpoint, note)
         except StoreUnavailable:
             conn.close()
             raise
-        made = MadeCheckpoint(checkpoint=checkpoint, note=note, published=published,
-                              appended=tree.size - (before.size if before else 0),
-                              seconds=time.perf_counter() - started)
+        made = MadeCheckpoint(
+            checkpoint=checkpoint,
+            note=note,
+            published=published,
+            appended=tree.size - (before.size if before else 0),
+            seconds=time.perf_counter() - started,
+        )
         self._last_size, self._last_time = tree.size, self._clock()
         self.stats.made += 1
         self.stats.seconds += made.seconds
         self.stats.last_size = tree.size
-        log.info("checkpoint of size %d (root %s…) signed and witnessed in %.1f ms",
-                 tree.size, tree.root.hex()[:16], made.seconds * 1000)
+        log.info(
+            "checkpoint of size %d (root %s…) signed and witnessed in %.1f ms",
+            tree.size,
+            tree.root.hex()[:16],
+            made.seconds * 1000,
+        )
         return made
 
     def due(self, head_seq: int) -> bool:
@@ -257,8 +304,9 @@ class Checkpointer:
         grown = head_seq - self._last_size
         if grown <= 0:
             return False
-        return (self._every > 0 and grown >= self._every) or \
-            (self._interval > 0 and self._clock() - self._last_time >= self._interval)
+        return (self._every > 0 and grown >= self._every) or (
+            self._interval > 0 and self._clock() - self._last_time >= self._interval
+        )
 
     def after_batch(self, head_seq: int) -> None:
         """The chainer's hook (after each batch, and when idle): checkpoint if due."""
@@ -285,4 +333,3 @@ class Checkpointer:
             self._conn.close()
         for witness in self._witnesses:
             witness.close()
-

@@ -52,13 +52,18 @@ class PruneReport:
 
     def as_dict(self) -> dict[str, Any]:
         """The ``--json`` shape."""
-        return {"mode": self.mode, "cut_seq": self.cut_seq, "changed": self.changed,
-                "dry_run": self.dry_run,
-                "anchor": None if self.anchor is None else self.anchor.as_dict()}
+        return {
+            "mode": self.mode,
+            "cut_seq": self.cut_seq,
+            "changed": self.changed,
+            "dry_run": self.dry_run,
+            "anchor": None if self.anchor is None else self.anchor.as_dict(),
+        }
 
 
-def prune(store: PostgresLedgerStore, *, older_than: timedelta, mode: str, key: SigningKey,
-          dry_run: bool = False) -> PruneReport:
+def prune(
+    store: PostgresLedgerStore, *, older_than: timedelta, mode: str, key: SigningKey, dry_run: bool = False
+) -> PruneReport:
     """Prune entries older than ``older_than`` (``mode`` payload or entries).
 
     Raises :class:`ConfigError` for a bad mode or period, :class:`StoreUnavailable` /
@@ -73,8 +78,7 @@ def prune(store: PostgresLedgerStore, *, older_than: timedelta, mode: str, key: 
         cut = stored.retention_cut(conn, older_than)
         if mode == "payload":
             if dry_run:
-                return PruneReport(mode, cut, stored.count_entries_up_to(conn, cut,
-                                                                         unpruned_only=True), True)
+                return PruneReport(mode, cut, stored.count_entries_up_to(conn, cut, unpruned_only=True), True)
             cut_seq, changed = stored.prune_payloads(conn, older_than, cut)
             return PruneReport(mode, cut_seq, changed, False)
         if cut <= stored.newest_anchor_seq(conn):
@@ -84,23 +88,31 @@ def prune(store: PostgresLedgerStore, *, older_than: timedelta, mode: str, key: 
             raise ConfigError(f"entry {cut} is missing: run `baldur-audit verify`")
         offset, timestamp_ms, link = position
         meta = store.read_meta()
-        signature = sign_anchor(key, ledger_id=meta.ledger_id, seq=cut, offset=offset,
-                                timestamp_ms=timestamp_ms, link=link)
+        signature = sign_anchor(
+            key, ledger_id=meta.ledger_id, seq=cut, offset=offset, timestamp_ms=timestamp_ms, link=link
+        )
         deleted = stored.count_entries_up_to(conn, cut, unpruned_only=False)
         if dry_run:
             return PruneReport(mode, cut, deleted, True)
-        cut_seq, changed = stored.prune_entries(conn, older_than, cut, key_id=key.key_id,
-                                                signature=signature)
-        anchor = Anchor(seq=cut, offset=offset, timestamp_ms=timestamp_ms, link=link,
-                        key_id=key.key_id, signature=signature, entries_deleted=changed)
+        cut_seq, changed = stored.prune_entries(conn, older_than, cut, key_id=key.key_id, signature=signature)
+        anchor = Anchor(
+            seq=cut,
+            offset=offset,
+            timestamp_ms=timestamp_ms,
+            link=link,
+            key_id=key.key_id,
+            signature=signature,
+            entries_deleted=changed,
+        )
         return PruneReport(mode, cut_seq, changed, False, anchor)
 
 
 # -- identities and erasure --------------------------------------------------------------------
 
 
-def sync_identities(store: PostgresLedgerStore, *, bootstrap: str, topic: str,
-                    timeout: float = 10.0) -> dict[str, int]:
+def sync_identities(
+    store: PostgresLedgerStore, *, bootstrap: str, topic: str, timeout: float = 10.0
+) -> dict[str, int]:
     """Load every mapping of ``<topic>.identities`` into ``identities`` (erased pseudonyms are
     skipped by the database). Raises :class:`BrokerUnavailable` / store errors."""
     name = identities_topic(topic)
@@ -121,12 +133,23 @@ class ErasureReport:
 
     def as_dict(self) -> dict[str, Any]:
         """The ``--json`` shape."""
-        return {"pseudonym": self.pseudonym, "event_id": self.event_id,
-                "mapping_deleted": self.mapping_deleted}
+        return {
+            "pseudonym": self.pseudonym,
+            "event_id": self.event_id,
+            "mapping_deleted": self.mapping_deleted,
+        }
 
 
-def erase(store: PostgresLedgerStore, *, bootstrap: str, topic: str, pseudonym: str, who: str,
-          why: str, timeout: float = 15.0) -> ErasureReport:
+def erase(
+    store: PostgresLedgerStore,
+    *,
+    bootstrap: str,
+    topic: str,
+    pseudonym: str,
+    who: str,
+    why: str,
+    timeout: float = 15.0,
+) -> ErasureReport:
     """Erase one person: record the erasure on the ledger topic (action ``erase``, actor
     ``who``, target the pseudonym, reason ``why``), tombstone the mapping on the identities
     topic, then delete the mapping through ``baldur_erase``.
@@ -141,22 +164,26 @@ def erase(store: PostgresLedgerStore, *, bootstrap: str, topic: str, pseudonym: 
         raise ConfigError("--who and --why must not be blank")
     store.require_schema()
     failed: list[str] = []
-    trail = AuditTrail(bootstrap=bootstrap, topic=topic, service="baldur-audit-erase",
-                       on_failure=lambda event_id, error: failed.append(str(error)))
+    trail = AuditTrail(
+        bootstrap=bootstrap,
+        topic=topic,
+        service="baldur-audit-erase",
+        on_failure=lambda event_id, error: failed.append(str(error)),
+    )
     try:
-        event_id = trail.record(actor=who, actor_type="user", action="erase", target=pseudonym,
-                                reason=why, source="cli")
+        event_id = trail.record(
+            actor=who, actor_type="user", action="erase", target=pseudonym, reason=why, source="cli"
+        )
         undelivered = trail.flush(timeout)
     finally:
         trail.close(1.0)
     if undelivered or failed:
-        raise BrokerUnavailable(f"the erasure event was not delivered to {topic}; nothing was "
-                                "erased")
+        raise BrokerUnavailable(f"the erasure event was not delivered to {topic}; nothing was erased")
     publisher = KafkaIdentityPublisher(bootstrap=bootstrap, topic=topic)
     publisher(pseudonym, None)
     if publisher.flush(timeout) or publisher.failed:
-        log.warning("the tombstone for the erased mapping was not delivered to %s; rerun erase",
-                    publisher.topic)
-    deleted = stored.erase_mapping(store, pseudonym=pseudonym, who=who, why=why,
-                                   event_id=event_id)
+        log.warning(
+            "the tombstone for the erased mapping was not delivered to %s; rerun erase", publisher.topic
+        )
+    deleted = stored.erase_mapping(store, pseudonym=pseudonym, who=who, why=why, event_id=event_id)
     return ErasureReport(pseudonym, str(event_id), deleted)

@@ -21,8 +21,16 @@ from baldur_audit.schemas.checkpoint import default_origin, is_valid_name
 from baldur_audit.schemas.defaults import DEFAULT_BOOTSTRAP, DEFAULT_DSN, DEFAULT_GROUP, DEFAULT_TOPIC
 from baldur_audit.schemas.errors import ConfigError
 
-__all__ = ["DEFAULT_BOOTSTRAP", "DEFAULT_DSN", "DEFAULT_GROUP", "DEFAULT_TOPIC", "VARIABLES",
-           "Settings", "Variable", "scrub"]
+__all__ = [
+    "DEFAULT_BOOTSTRAP",
+    "DEFAULT_DSN",
+    "DEFAULT_GROUP",
+    "DEFAULT_TOPIC",
+    "VARIABLES",
+    "Settings",
+    "Variable",
+    "scrub",
+]
 
 # -- the variables ------------------------------------------------------------------------------
 
@@ -100,14 +108,27 @@ class Settings:
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], *, bootstrap: str = DEFAULT_BOOTSTRAP,
-                 topic: str = DEFAULT_TOPIC, dsn: str = DEFAULT_DSN, group: str = DEFAULT_GROUP,
-                 ledger_id: str | None = None) -> Settings:
+    def from_env(
+        cls,
+        environ: Mapping[str, str],
+        *,
+        bootstrap: str = DEFAULT_BOOTSTRAP,
+        topic: str = DEFAULT_TOPIC,
+        dsn: str = DEFAULT_DSN,
+        group: str = DEFAULT_GROUP,
+        ledger_id: str | None = None,
+    ) -> Settings:
         """Settings from an environment (the process's, at the CLI's edge) and the service
         fields (the CLI's options); only the variables of :data:`VARIABLES` are kept."""
         names = {variable.name for variable in VARIABLES} | set(_ALSO_READ)
-        return cls(bootstrap=bootstrap, topic=topic, dsn=dsn, group=group, ledger_id=ledger_id,
-                   environ={name: value for name, value in environ.items() if name in names})
+        return cls(
+            bootstrap=bootstrap,
+            topic=topic,
+            dsn=dsn,
+            group=group,
+            ledger_id=ledger_id,
+            environ={name: value for name, value in environ.items() if name in names},
+        )
 
     def _text(self, name: str) -> str:
         return self.environ.get(name, "").strip()
@@ -147,8 +168,9 @@ class Settings:
     @property
     def retired_key_ids(self) -> frozenset[str]:
         """The key ids of ``BALDUR_AUDIT_RETIRED_KEY_IDS``."""
-        return frozenset(item.strip() for item in self.environ.get(RETIRED_IDS_ENV, "").split(",")
-                         if item.strip())
+        return frozenset(
+            item.strip() for item in self.environ.get(RETIRED_IDS_ENV, "").split(",") if item.strip()
+        )
 
     @property
     def epoch_entries(self) -> int | None:
@@ -182,8 +204,7 @@ class Settings:
         if not configured:
             return default_origin(self.effective_ledger_id)
         if not is_valid_name(configured):
-            raise ConfigError(f"{ORIGIN_ENV} must be non-empty, without spaces, '+' or control "
-                              "characters")
+            raise ConfigError(f"{ORIGIN_ENV} must be non-empty, without spaces, '+' or control characters")
         return configured
 
     @property

@@ -74,10 +74,10 @@ class DirectoryWitness:
         try:
             names = os.listdir(self.path)
         except OSError as exc:
-            raise ServiceUnavailable(f"cannot read checkpoint directory {self.path}: "
-                                     f"{exc.strerror}") from None
-        return sorted(int(match.group(1)) for name in names
-                      if (match := _NOTE_FILE.fullmatch(name)))
+            raise ServiceUnavailable(
+                f"cannot read checkpoint directory {self.path}: {exc.strerror}"
+            ) from None
+        return sorted(int(match.group(1)) for name in names if (match := _NOTE_FILE.fullmatch(name)))
 
     def read(self, position: int) -> bytes | None:
         """The note of size ``position``."""
@@ -86,8 +86,7 @@ class DirectoryWitness:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise ServiceUnavailable(f"cannot read {self.path}/{position}.note: "
-                                     f"{exc.strerror}") from None
+            raise ServiceUnavailable(f"cannot read {self.path}/{position}.note: {exc.strerror}") from None
 
     def close(self) -> None:
         """Nothing to release."""

@@ -35,8 +35,9 @@ DSN = os.environ.get("BALDUR_SQL_DSN", DEFAULT_DSN)
 ADMIN_DSN = os.environ.get("BALDUR_TEST_ADMIN_DSN", LOCAL_ADMIN_DSN)
 EVENTS = int(os.environ.get("DEMO_EVENTS", "20000"))
 SECRET = "hunter2-Sup3rS3cret-db-password"
-BOLD, DIM, RED, GREEN, RESET = ("\033[1m", "\033[2m", "\033[31m", "\033[32m", "\033[0m") \
-    if sys.stdout.isatty() else ("", "", "", "", "")
+BOLD, DIM, RED, GREEN, RESET = (
+    ("\033[1m", "\033[2m", "\033[31m", "\033[32m", "\033[0m") if sys.stdout.isatty() else ("", "", "", "", "")
+)
 
 
 def with_db(dsn: str, dbname: str) -> str:
@@ -49,12 +50,18 @@ def step(title: str) -> None:
     print(f"\n{BOLD}== {title}{RESET}", flush=True)
 
 
-def cli(env: dict[str, str], *args: str, check: bool = True,
-        show: bool = True) -> subprocess.CompletedProcess[str]:
+def cli(
+    env: dict[str, str], *args: str, check: bool = True, show: bool = True
+) -> subprocess.CompletedProcess[str]:
     shown = " ".join(a if " " not in a else repr(a) for a in args)
     print(f"{DIM}$ baldur-audit {shown}{RESET}", flush=True)
-    done = subprocess.run([sys.executable, "-m", "baldur_audit.consumers", *args], env=env,
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "baldur_audit.consumers", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     out = done.stdout.rstrip()
     if out and show:
         print(out)
@@ -70,8 +77,14 @@ def simulate_service(trail: AuditTrail, incident: datetime) -> None:
     """A payments platform's day: config changes by people, healing by the platform."""
     rng = random.Random(42)
     people = ["alice", "bob", "carol", "dave"]
-    keys = ["payments.timeout_ms", "payments.retry.max", "checkout.feature.new_cart",
-            "ledger.pool.size", "fraud.threshold", "payments.rate_limit.rps"]
+    keys = [
+        "payments.timeout_ms",
+        "payments.retry.max",
+        "checkout.feature.new_cart",
+        "ledger.pool.size",
+        "fraud.threshold",
+        "payments.rate_limit.rps",
+    ]
     start = incident - timedelta(days=1)
     span = timedelta(days=1) - timedelta(minutes=20)  # a quiet spell before the incident
     for i in range(EVENTS):
@@ -80,29 +93,50 @@ def simulate_service(trail: AuditTrail, incident: datetime) -> None:
             trail.record_healing(
                 target=rng.choice(["payments-api", "fraud-scorer", "ledger-writer"]),
                 action=rng.choice(["trip", "recover", "restart", "scale"]),
-                reason="error rate above 5% for 60 s", before={"replicas": 3},
-                after={"replicas": 4}, occurred_at=at)
+                reason="error rate above 5% for 60 s",
+                before={"replicas": 3},
+                after={"replicas": 4},
+                occurred_at=at,
+            )
             continue
         key = rng.choice(keys)
         trail.record_change(
-            actor=rng.choice(people), target=key, before={"value": rng.randint(1, 500)},
-            after={"value": rng.randint(1, 500)}, reason="tuning after load test",
-            client_ip=f"203.0.{rng.randint(0, 255)}.{rng.randint(1, 254)}", occurred_at=at)
+            actor=rng.choice(people),
+            target=key,
+            before={"value": rng.randint(1, 500)},
+            after={"value": rng.randint(1, 500)},
+            reason="tuning after load test",
+            client_ip=f"203.0.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+            occurred_at=at,
+        )
     # The change that caused the incident, with a secret that must never be stored.
     trail.record_change(
-        actor="mallory", target="payments.db.dsn",
+        actor="mallory",
+        target="payments.db.dsn",
         before={"dsn": "postgresql://payments:old-password@db1/payments"},
         after={"dsn": f"postgresql://payments:{SECRET}@db2/payments", "password": SECRET},
-        reason="move to the new database", client_ip="198.51.100.23, 10.0.0.7",
+        reason="move to the new database",
+        client_ip="198.51.100.23, 10.0.0.7",
         traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        occurred_at=incident - timedelta(minutes=4))
+        occurred_at=incident - timedelta(minutes=4),
+    )
     # ... and what the platform's self-healing did about it.
-    trail.record_healing(target="payments-api", action="trip", reason="db errors 38% over 60 s",
-                         before={"breaker": "closed"}, after={"breaker": "open"},
-                         occurred_at=incident - timedelta(minutes=2))
-    trail.record_healing(target="payments-api", action="restart", reason="liveness probe failed",
-                         before={"replicas": 4}, after={"replicas": 4},
-                         occurred_at=incident - timedelta(minutes=1))
+    trail.record_healing(
+        target="payments-api",
+        action="trip",
+        reason="db errors 38% over 60 s",
+        before={"breaker": "closed"},
+        after={"breaker": "open"},
+        occurred_at=incident - timedelta(minutes=2),
+    )
+    trail.record_healing(
+        target="payments-api",
+        action="restart",
+        reason="liveness probe failed",
+        before={"replicas": 4},
+        after={"replicas": 4},
+        occurred_at=incident - timedelta(minutes=1),
+    )
 
 
 def main() -> None:
@@ -111,48 +145,55 @@ def main() -> None:
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     topic, dbname = f"baldur.demo.{stamp}", f"baldur_demo_{stamp}"
     with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        for (old,) in admin.execute("SELECT datname FROM pg_database"
-                                    " WHERE datname LIKE 'baldur\\_demo\\_%'").fetchall():
+        for (old,) in admin.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'baldur\\_demo\\_%'"
+        ).fetchall():
             admin.execute(f'DROP DATABASE "{old}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{dbname}" OWNER baldur')
     state = ROOT / ".local" / "demo-state"
-    env = {**os.environ, "BALDUR_KAFKA_BOOTSTRAP": BOOTSTRAP, "BALDUR_AUDIT_TOPIC": topic,
-           "BALDUR_SQL_DSN": with_db(DSN, dbname), "BALDUR_STATE_DIR": str(state),
-           "BALDUR_CHAINER_GROUP": f"baldur-demo-{stamp}"}
+    env = {
+        **os.environ,
+        "BALDUR_KAFKA_BOOTSTRAP": BOOTSTRAP,
+        "BALDUR_AUDIT_TOPIC": topic,
+        "BALDUR_SQL_DSN": with_db(DSN, dbname),
+        "BALDUR_STATE_DIR": str(state),
+        "BALDUR_CHAINER_GROUP": f"baldur-demo-{stamp}",
+    }
     env.setdefault("BALDUR_SECRETS_AUDIT_SIGNING_KEY", "")
 
     step("1. init: database schema (append-only) and the ledger topic")
     cli(env, "init")
 
-    step(f"2. a simulated payments service records {EVENTS + 3} events through the producer "
-         "library")
+    step(f"2. a simulated payments service records {EVENTS + 3} events through the producer library")
     incident = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
     trail = AuditTrail(bootstrap=BOOTSTRAP, topic=topic)
     started = time.monotonic()
     simulate_service(trail, incident)
     remaining = trail.flush(30)
     trail.close()
-    print(f"recorded {EVENTS + 3} events in {time.monotonic() - started:.1f} s; "
-          f"undelivered: {remaining}")
+    print(f"recorded {EVENTS + 3} events in {time.monotonic() - started:.1f} s; undelivered: {remaining}")
     from confluent_kafka import Producer
 
     poison = Producer({"bootstrap.servers": BOOTSTRAP})
-    poison.produce(topic, value=b"{\"not\": \"avro\"}")  # a foreign client's bad record
+    poison.produce(topic, value=b'{"not": "avro"}')  # a foreign client's bad record
     poison.flush(10)
     print("plus one foreign record that is not Avro")
 
-    step("3. the chaining consumer seals every record (HMAC chain, COPY, offset in the same "
-         "transaction)")
+    step("3. the chaining consumer seals every record (HMAC chain, COPY, offset in the same transaction)")
     stats = json.loads(cli(env, "chain", "--until-idle", "2", "--json", show=False).stdout)
     busy = max(stats["seconds"] - 2.0, 1e-3)  # less the 2 s idle wait that ends the run
-    print(f"{GREEN}sealed {stats['sealed']} records ({stats['events']} events, "
-          f"{stats['rejected']} rejected) in {busy:.1f} s: {stats['sealed'] / busy:.0f} records/s "
-          f"(start-up included){RESET}")
+    print(
+        f"{GREEN}sealed {stats['sealed']} records ({stats['events']} events, "
+        f"{stats['rejected']} rejected) in {busy:.1f} s: {stats['sealed'] / busy:.0f} records/s "
+        f"(start-up included){RESET}"
+    )
 
     step("4. verify: recompute every link and check every visible column")
     report = json.loads(cli(env, "verify", "--json", show=False).stdout)
-    print(f"{GREEN}intact={report['intact']}: {report['entries']} entries verified at "
-          f"{report['entries_per_second']:.0f} entries/s{RESET}")
+    print(
+        f"{GREEN}intact={report['intact']}: {report['entries']} entries verified at "
+        f"{report['entries_per_second']:.0f} entries/s{RESET}"
+    )
 
     step("5. forensics: what changed in the 10 minutes before the incident?")
     cli(env, "log", "--before", incident.isoformat(), "--window", "10m")
@@ -162,9 +203,11 @@ def main() -> None:
 
     step("6. privacy at the source: the database password never reached Kafka or PostgreSQL")
     with psycopg.connect(with_db(ADMIN_DSN, dbname)) as conn:
-        hits = conn.execute("SELECT count(*) FROM audit_entries WHERE position(%s::bytea in"
-                            " payload) > 0 OR after::text LIKE %s",
-                            (SECRET.encode(), f"%{SECRET}%")).fetchone()
+        hits = conn.execute(
+            "SELECT count(*) FROM audit_entries WHERE position(%s::bytea in"
+            " payload) > 0 OR after::text LIKE %s",
+            (SECRET.encode(), f"%{SECRET}%"),
+        ).fetchone()
         print(f"rows containing the secret: {hits[0] if hits else '?'}")
 
     step("7. tampering: a superuser quietly edits one old entry in a copy of the ledger")
@@ -183,25 +226,29 @@ def main() -> None:
     done = cli(tampered, "replay", check=False)
     print(f"{RED}replay exit status {done.returncode}{RESET}")
 
-    step("8. and a tail deleted with the chain head rolled back to match: only the topic "
-         "can tell")
+    step("8. and a tail deleted with the chain head rolled back to match: only the topic can tell")
     with psycopg.connect(with_db(ADMIN_DSN, copy), autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")
         conn.execute("UPDATE audit_entries SET actor = 'mallory' WHERE seq = %s", (seq,))
         conn.execute("DELETE FROM audit_entries WHERE seq > %s", (seq - 1,))
-        conn.execute("UPDATE chain_head SET last_seq = e.seq, last_offset = e.kafka_offset,"
-                     " last_link = e.link FROM audit_entries e WHERE e.seq = %s", (seq - 1,))
+        conn.execute(
+            "UPDATE chain_head SET last_seq = e.seq, last_offset = e.kafka_offset,"
+            " last_link = e.link FROM audit_entries e WHERE e.seq = %s",
+            (seq - 1,),
+        )
     done = cli(tampered, "verify", check=False)
     print(f"verify exit status {done.returncode} (a chain walk alone cannot see a clean cut)")
     done = cli(tampered, "replay", check=False)
     print(f"{RED}replay exit status {done.returncode}{RESET}")
 
     step("done")
-    print(f"topic {topic}, ledger database {dbname} (tampered copy: {copy}). Look around:\n"
-          f"  eval \"$(make -s env)\"; export BALDUR_AUDIT_TOPIC={topic} "
-          f"BALDUR_SQL_DSN=\"${{BALDUR_SQL_DSN%/*}}/{dbname}\"\n"
-          "  .venv/bin/baldur-audit status; .venv/bin/baldur-audit log --actor mallory\n"
-          "`make down` stops the local stack.")
+    print(
+        f"topic {topic}, ledger database {dbname} (tampered copy: {copy}). Look around:\n"
+        f'  eval "$(make -s env)"; export BALDUR_AUDIT_TOPIC={topic} '
+        f'BALDUR_SQL_DSN="${{BALDUR_SQL_DSN%/*}}/{dbname}"\n'
+        "  .venv/bin/baldur-audit status; .venv/bin/baldur-audit log --actor mallory\n"
+        "`make down` stops the local stack."
+    )
 
 
 if __name__ == "__main__":

@@ -27,35 +27,53 @@ logger = logging.getLogger(__name__)
 _librdkafka_logger = logging.getLogger(f"{__name__}.librdkafka")
 
 #: Settings the audit trail sets itself: a service may not override them.
-OWNED_SETTINGS = frozenset({
-    "bootstrap.servers", "metadata.broker.list", "enable.idempotence", "acks",
-    "request.required.acks", "error_cb", "logger", "on_delivery", "dr_cb", "dr_msg_cb",
-    "delivery.report.only.error", "transactional.id",
-})
+OWNED_SETTINGS = frozenset(
+    {
+        "bootstrap.servers",
+        "metadata.broker.list",
+        "enable.idempotence",
+        "acks",
+        "request.required.acks",
+        "error_cb",
+        "logger",
+        "on_delivery",
+        "dr_cb",
+        "dr_msg_cb",
+        "delivery.report.only.error",
+        "transactional.id",
+    }
+)
 # Setting names whose values are secret even though the key-name rule misses them.
 _SECRET_SETTING_PARTS = ("pem", "key", "oauthbearer", "jaas")
 # Delivery errors about the message itself: sending it again can never succeed. Every other
 # error (timeouts, purges, an unreachable or refusing cluster, a missing topic) may pass.
 _PERMANENT_ERRORS = frozenset(
-    getattr(confluent_kafka.KafkaError, name) for name in (
-        "MSG_SIZE_TOO_LARGE", "INVALID_MSG", "INVALID_MSG_SIZE", "INVALID_RECORD",
-        "RECORD_LIST_TOO_LARGE", "_BAD_MSG", "INVALID_TIMESTAMP",
-        "UNSUPPORTED_FOR_MESSAGE_FORMAT", "_INVALID_ARG")
-    if hasattr(confluent_kafka.KafkaError, name))
+    getattr(confluent_kafka.KafkaError, name)
+    for name in (
+        "MSG_SIZE_TOO_LARGE",
+        "INVALID_MSG",
+        "INVALID_MSG_SIZE",
+        "INVALID_RECORD",
+        "RECORD_LIST_TOO_LARGE",
+        "_BAD_MSG",
+        "INVALID_TIMESTAMP",
+        "UNSUPPORTED_FOR_MESSAGE_FORMAT",
+        "_INVALID_ARG",
+    )
+    if hasattr(confluent_kafka.KafkaError, name)
+)
 
 
 class KafkaProducerPort(Protocol):
     """The part of ``confluent_kafka.Producer`` the audit trail uses."""
 
-    def produce(self, topic: str, value: bytes | None = None, *args: Any,
-                **kwargs: Any) -> None: ...
+    def produce(self, topic: str, value: bytes | None = None, *args: Any, **kwargs: Any) -> None: ...
 
     def poll(self, timeout: float = ...) -> int: ...
 
     def flush(self, timeout: float = ...) -> int: ...
 
-    def purge(self, in_queue: bool = ..., in_flight: bool = ..., blocking: bool = ...
-              ) -> None: ...
+    def purge(self, in_queue: bool = ..., in_flight: bool = ..., blocking: bool = ...) -> None: ...
 
     def __len__(self) -> int: ...
 
@@ -78,9 +96,15 @@ def scrub_settings(text: str, settings: Mapping[str, Any]) -> str:
     return text
 
 
-def producer_settings(*, bootstrap: str, client_id: str, message_timeout_ms: int,
-                      queue_max_messages: int, extra: Mapping[str, Any],
-                      compression: str = "zstd") -> dict[str, Any]:
+def producer_settings(
+    *,
+    bootstrap: str,
+    client_id: str,
+    message_timeout_ms: int,
+    queue_max_messages: int,
+    extra: Mapping[str, Any],
+    compression: str = "zstd",
+) -> dict[str, Any]:
     """The librdkafka settings of the audit producer; raises :class:`ConfigError`."""
     if not isinstance(bootstrap, str) or not bootstrap.strip():
         raise ConfigError("bootstrap: expected host:port[,host:port...]")
@@ -102,18 +126,28 @@ def producer_settings(*, bootstrap: str, client_id: str, message_timeout_ms: int
     return settings
 
 
-def build_producer(factory: Callable[[dict[str, Any]], KafkaProducerPort], *,
-                   bootstrap: str, client_id: str, message_timeout_ms: int,
-                   queue_max_messages: int, extra: Mapping[str, Any],
-                   error_cb: Callable[[confluent_kafka.KafkaError], None]
-                   ) -> KafkaProducerPort:
+def build_producer(
+    factory: Callable[[dict[str, Any]], KafkaProducerPort],
+    *,
+    bootstrap: str,
+    client_id: str,
+    message_timeout_ms: int,
+    queue_max_messages: int,
+    extra: Mapping[str, Any],
+    error_cb: Callable[[confluent_kafka.KafkaError], None],
+) -> KafkaProducerPort:
     """Create the producer; raises :class:`ConfigError` when librdkafka refuses a setting."""
     given = extra.get("compression.type")
     compressions = ("zstd", "lz4") if given is None else (str(given),)
     for compression in compressions:
         settings = producer_settings(
-            bootstrap=bootstrap, client_id=client_id, message_timeout_ms=message_timeout_ms,
-            queue_max_messages=queue_max_messages, extra=extra, compression=compression)
+            bootstrap=bootstrap,
+            client_id=client_id,
+            message_timeout_ms=message_timeout_ms,
+            queue_max_messages=queue_max_messages,
+            extra=extra,
+            compression=compression,
+        )
         settings["error_cb"] = error_cb
         try:
             return factory(settings)

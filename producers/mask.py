@@ -150,8 +150,7 @@ def mask_client_ip(value: str | Sequence[str] | None) -> str | None:
     else:
         return INVALID_IP
     dropped = len(parts) > MAX_FORWARDED
-    masked = [mask_ip(part) if isinstance(part, str) else INVALID_IP
-              for part in parts[:MAX_FORWARDED]]
+    masked = [mask_ip(part) if isinstance(part, str) else INVALID_IP for part in parts[:MAX_FORWARDED]]
     if not masked:
         return INVALID_IP
     return _join_bounded(masked, dropped)

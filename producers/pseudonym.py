@@ -99,8 +99,9 @@ class Pseudonymizer:
         return "Pseudonymizer(key=<redacted>)"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, *,
-                 publish: Publish | None = None) -> Pseudonymizer:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, publish: Publish | None = None
+    ) -> Pseudonymizer:
         """From ``BALDUR_PSEUDONYM_KEY``; raises :class:`ConfigError` when it is missing."""
         env = os.environ if environ is None else environ
         raw = env.get(KEY_ENV, "")
@@ -122,14 +123,21 @@ class Pseudonymizer:
 class KafkaIdentityPublisher:
     """Publishes (pseudonym, identity) to ``<topic>.identities``, keyed by pseudonym."""
 
-    def __init__(self, *, bootstrap: str, topic: str,
-                 producer_config: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, *, bootstrap: str, topic: str, producer_config: Mapping[str, Any] | None = None
+    ) -> None:
         self.topic = identities_topic(topic)
         self.failed = 0
         try:
-            self._producer = confluent_kafka.Producer({
-                "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                "client.id": "baldur-audit-identities", **dict(producer_config or {})})
+            self._producer = confluent_kafka.Producer(
+                {
+                    "bootstrap.servers": bootstrap,
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "client.id": "baldur-audit-identities",
+                    **dict(producer_config or {}),
+                }
+            )
         except confluent_kafka.KafkaException as exc:
             raise ConfigError(f"identity publisher: {exc}") from None
 
@@ -140,9 +148,12 @@ class KafkaIdentityPublisher:
 
     def __call__(self, name: str, identity: str | None) -> None:
         """Send one mapping (``identity`` None: a tombstone, which erasure sends)."""
-        self._producer.produce(self.topic, key=name.encode("ascii"),
-                               value=None if identity is None else identity.encode("utf-8"),
-                               on_delivery=self._delivered)
+        self._producer.produce(
+            self.topic,
+            key=name.encode("ascii"),
+            value=None if identity is None else identity.encode("utf-8"),
+            on_delivery=self._delivered,
+        )
         self._producer.poll(0)
 
     def flush(self, timeout: float = 10.0) -> int:

@@ -70,9 +70,27 @@ _DOMAIN = b"baldur-audit/redaction/v1"
 _MARKER = re.compile(r"\[REDACTED(?::hmac-sha256:[0-9a-f]{16}|:too-deep)?\]")
 
 SENSITIVE_WORDS = (
-    "password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "privatekey",
-    "credential", "authoriz", "cookie", "sessionid", "sessionkey", "accesskey", "signature",
-    "encryptionkey", "signingkey", "masterkey", "hmackey", "sharedkey", "sshkey",
+    "password",
+    "passwd",
+    "passphrase",
+    "pwd",
+    "secret",
+    "token",
+    "apikey",
+    "privatekey",
+    "credential",
+    "authoriz",
+    "cookie",
+    "sessionid",
+    "sessionkey",
+    "accesskey",
+    "signature",
+    "encryptionkey",
+    "signingkey",
+    "masterkey",
+    "hmackey",
+    "sharedkey",
+    "sshkey",
 )
 SENSITIVE_KEYS = frozenset({"auth", "session", "pass", "pw", "jwt", "bearer"})
 _SENSITIVE = re.compile("|".join(SENSITIVE_WORDS) + "|auth(?:header|key|value|string)?$")
@@ -100,8 +118,10 @@ _URL_CREDENTIALS = re.compile(
     r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s:/?#@\[\]]*:)([^\s/?#]+)@"
 )
 # A key may follow '-' or '--' (command-line flags such as --db-password=...).
-_KEY_SEPARATOR = re.compile(r"(?<![A-Za-z0-9_.])([A-Za-z][A-Za-z0-9_.-]*)([\"']?)"
-                            r"[ \t]*([:=])[ \t]*")
+_KEY_SEPARATOR = re.compile(
+    r"(?<![A-Za-z0-9_.])([A-Za-z][A-Za-z0-9_.-]*)([\"']?)"
+    r"[ \t]*([:=])[ \t]*"
+)
 _SCHEME = re.compile(r"(?i:bearer|basic|digest|negotiate|ntlm|token)[ \t]+")
 _BARE_END = {
     "json": re.compile(r"[\s,}\]]"),  # after a quoted key: JSON text or a Python repr
@@ -241,7 +261,8 @@ class Redactor:
                 secret_value = named is not None and is_sensitive_key(named)
                 for key, child in node.items():
                     sensitive = isinstance(key, str) and (
-                        is_sensitive_key(key) or (secret_value and key in _VALUE_KEYS))
+                        is_sensitive_key(key) or (secret_value and key in _VALUE_KEYS)
+                    )
                     if sensitive:
                         copy[key] = self._replace(child)
                     elif type(child) in _ATOMS:
@@ -256,13 +277,16 @@ class Redactor:
                 items: list[Any] = list(node)  # atoms stay; the rest is replaced below
                 parent[slot] = items
                 # ("Authorization", "Basic ...") as a pair; ["--password", "hunter2"] as argv.
-                pair = (isinstance(node, tuple) and len(node) == 2 and isinstance(node[0], str)
-                        and is_sensitive_key(node[0]))
+                pair = (
+                    isinstance(node, tuple)
+                    and len(node) == 2
+                    and isinstance(node[0], str)
+                    and is_sensitive_key(node[0])
+                )
                 after_flag = False
                 for index, child in enumerate(node):
                     is_text = isinstance(child, str)
-                    if (after_flag and not (is_text and child.startswith("--"))) or (
-                            pair and index == 1):
+                    if (after_flag and not (is_text and child.startswith("--"))) or (pair and index == 1):
                         items[index] = self._replace(child)
                     elif type(child) not in _ATOMS:
                         stack.append((child, items, index, depth + 1))
@@ -336,8 +360,9 @@ class Redactor:
             if scheme:  # keep "Bearer " in "Authorization: Bearer <credential>"
                 start = scheme.end()
             opener = text[match.start() - 1] if match.start() else ""
-            span = _secret_span(text, start, match.group(2), match.group(3),
-                                opener if opener in ("'", '"') else "")
+            span = _secret_span(
+                text, start, match.group(2), match.group(3), opener if opener in ("'", '"') else ""
+            )
             if span is None:
                 continue
             begin, end, quote = span
@@ -350,8 +375,9 @@ class Redactor:
         return "".join(pieces)
 
 
-def _secret_span(text: str, start: int, key_quote: str, separator: str, opener: str
-                 ) -> tuple[int, int, str] | None:
+def _secret_span(
+    text: str, start: int, key_quote: str, separator: str, opener: str
+) -> tuple[int, int, str] | None:
     """Where the secret of a pair starts and ends, and the quote to wrap its marker in.
 
     ``opener`` is a quote standing right before the key (``'Authorization: Basic x'``

@@ -27,8 +27,9 @@ else:
 _HEX32 = re.compile(r"[0-9a-f]{32}", re.ASCII)
 _HEX16 = re.compile(r"[0-9a-f]{16}", re.ASCII)
 # version-traceid-parentid-flags; future versions may append "-..." fields (W3C Trace Context).
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?",
-                          re.ASCII | re.DOTALL)
+_TRACEPARENT = re.compile(
+    r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.ASCII | re.DOTALL
+)
 _MAX_TRACEPARENT_CHARS = 512
 _ZERO_TRACE_ID = "0" * 32
 _ZERO_SPAN_ID = "0" * 16
@@ -37,24 +38,26 @@ _ZERO_SPAN_ID = "0" * 16
 def _check_trace_id(trace_id: object) -> str:
     """``trace_id`` lowercased; raises :class:`InvalidEvent` unless it is 32 hex, not all zero."""
     if not isinstance(trace_id, str):
-        raise InvalidEvent("trace_id", f"expected a string of 32 hex digits, "
-                                        f"found {type(trace_id).__name__}")
+        raise InvalidEvent("trace_id", f"expected a string of 32 hex digits, found {type(trace_id).__name__}")
     lowered = trace_id.lower()
     if not _HEX32.fullmatch(lowered) or lowered == _ZERO_TRACE_ID:
-        raise InvalidEvent("trace_id", f"expected 32 hex digits, not all zero "
-                                        f"(found {len(trace_id)} characters)")
+        raise InvalidEvent(
+            "trace_id", f"expected 32 hex digits, not all zero (found {len(trace_id)} characters)"
+        )
     return lowered
 
 
 def parse_traceparent(traceparent: str) -> str:
     """The trace id in a W3C ``traceparent`` value; raises :class:`InvalidEvent` if invalid."""
     if not isinstance(traceparent, str) or len(traceparent) > _MAX_TRACEPARENT_CHARS:
-        raise InvalidEvent("traceparent", "expected a W3C traceparent of at most "
-                                          f"{_MAX_TRACEPARENT_CHARS} characters")
+        raise InvalidEvent(
+            "traceparent", f"expected a W3C traceparent of at most {_MAX_TRACEPARENT_CHARS} characters"
+        )
     match = _TRACEPARENT.fullmatch(traceparent.strip(" \t"))
     if match is None:
-        raise InvalidEvent("traceparent", "expected 'version-traceid-parentid-flags' "
-                                          "in lowercase hex (W3C Trace Context)")
+        raise InvalidEvent(
+            "traceparent", "expected 'version-traceid-parentid-flags' in lowercase hex (W3C Trace Context)"
+        )
     version, trace_id, parent_id, _flags, rest = match.groups()
     if version == "ff" or (version == "00" and rest is not None):
         raise InvalidEvent("traceparent", f"version {version} does not allow this format")
@@ -99,7 +102,6 @@ def make_traceparent(trace_id: str, span_id: str | None = None) -> str:
         span_id = _ZERO_SPAN_ID
         while span_id == _ZERO_SPAN_ID:
             span_id = os.urandom(8).hex()
-    elif (not isinstance(span_id, str) or not _HEX16.fullmatch(span_id.lower())
-          or span_id == _ZERO_SPAN_ID):
+    elif not isinstance(span_id, str) or not _HEX16.fullmatch(span_id.lower()) or span_id == _ZERO_SPAN_ID:
         raise InvalidEvent("span_id", "expected 16 hex digits, not all zero")
     return f"00-{checked}-{span_id.lower()}-01"

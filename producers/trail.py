@@ -88,8 +88,9 @@ NIL_EVENT_ID = uuid.UUID(int=0)
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
 DURABILITIES = ("memory", "spool", "always")
-_UNREACHABLE = frozenset({confluent_kafka.KafkaError._ALL_BROKERS_DOWN,
-                          confluent_kafka.KafkaError._TRANSPORT})
+_UNREACHABLE = frozenset(
+    {confluent_kafka.KafkaError._ALL_BROKERS_DOWN, confluent_kafka.KafkaError._TRANSPORT}
+)
 
 FailureCallback = Callable[[uuid.UUID, str], None]
 ProducerFactory = Callable[[dict[str, Any]], KafkaProducerPort]
@@ -101,8 +102,10 @@ class DeliveryBacklog(AuditError):
     def __init__(self, event_id: uuid.UUID, pending: int, waited_ms: int) -> None:
         self.event_id = event_id
         self.pending = pending
-        super().__init__(f"event {event_id} not accepted: {pending} events already wait for "
-                         f"kafka and the queue stayed full for {waited_ms} ms")
+        super().__init__(
+            f"event {event_id} not accepted: {pending} events already wait for "
+            f"kafka and the queue stayed full for {waited_ms} ms"
+        )
 
 
 class TrailClosed(AuditError):
@@ -131,8 +134,7 @@ def _env_flag(environ: Mapping[str, str], name: str) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise ConfigError(f"{name}: expected true/false, 1/0, yes/no or on/off, "
-                      f"found {value[:20]!r}")
+    raise ConfigError(f"{name}: expected true/false, 1/0, yes/no or on/off, found {value[:20]!r}")
 
 
 def _env_key(text: str) -> bytes:
@@ -149,17 +151,26 @@ def _env_key(text: str) -> bytes:
 class AuditTrail:
     """Records change events to the ledger topic; see the module docstring for guarantees."""
 
-    def __init__(self, *, bootstrap: str, topic: str = DEFAULT_TOPIC, enabled: bool = True,
-                 redaction_key: bytes | None = None,
-                 producer_config: Mapping[str, Any] | None = None,
-                 service: str | None = None, on_failure: FailureCallback | None = None,
-                 message_timeout_ms: int = 300_000, queue_max_messages: int = 100_000,
-                 max_block_ms: int = 50, durability: str | None = None,
-                 spool_dir: str | os.PathLike[str] | None = None,
-                 spool_max_bytes: int = DEFAULT_MAX_BYTES,
-                 spool_segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-                 producer_factory: ProducerFactory | None = None,
-                 pseudonymize_actors: Callable[[str], str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        topic: str = DEFAULT_TOPIC,
+        enabled: bool = True,
+        redaction_key: bytes | None = None,
+        producer_config: Mapping[str, Any] | None = None,
+        service: str | None = None,
+        on_failure: FailureCallback | None = None,
+        message_timeout_ms: int = 300_000,
+        queue_max_messages: int = 100_000,
+        max_block_ms: int = 50,
+        durability: str | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int = DEFAULT_MAX_BYTES,
+        spool_segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        producer_factory: ProducerFactory | None = None,
+        pseudonymize_actors: Callable[[str], str] | None = None,
+    ) -> None:
         """Raises :class:`ConfigError` on a bad setting, a producer librdkafka refuses or an
         unusable spool directory; :class:`SpoolError` when the spool cannot be recovered.
 
@@ -173,10 +184,13 @@ class AuditTrail:
         if durability is None:
             durability = "memory" if spool_dir is None else "spool"
         if durability not in DURABILITIES:
-            raise ConfigError(f"durability: expected one of {', '.join(DURABILITIES)}, "
-                              f"found {str(durability)[:20]!r}")
-        for name, number in (("spool_max_bytes", spool_max_bytes),
-                             ("spool_segment_bytes", spool_segment_bytes)):
+            raise ConfigError(
+                f"durability: expected one of {', '.join(DURABILITIES)}, found {str(durability)[:20]!r}"
+            )
+        for name, number in (
+            ("spool_max_bytes", spool_max_bytes),
+            ("spool_segment_bytes", spool_segment_bytes),
+        ):
             if isinstance(number, bool) or not isinstance(number, int) or number <= 0:
                 raise ConfigError(f"{name}: expected a positive number of bytes")
         self._topic = topic
@@ -208,14 +222,17 @@ class AuditTrail:
         self._factory: ProducerFactory = producer_factory or confluent_kafka.Producer
         self._settings = dict(producer_config or {})
         self._build_options: dict[str, Any] = {
-            "bootstrap": bootstrap, "client_id": service or "baldur-audit",
-            "message_timeout_ms": message_timeout_ms, "queue_max_messages": queue_max_messages,
+            "bootstrap": bootstrap,
+            "client_id": service or "baldur-audit",
+            "message_timeout_ms": message_timeout_ms,
+            "queue_max_messages": queue_max_messages,
         }
         adopted: list[DiskSpool] = []
         if self._durability != "memory":
             root = Path(spool_dir) if spool_dir is not None else default_spool_dir(os.environ)
-            self._spool, adopted = open_slots(root, topic, max_bytes=spool_max_bytes,
-                                              segment_bytes=spool_segment_bytes)
+            self._spool, adopted = open_slots(
+                root, topic, max_bytes=spool_max_bytes, segment_bytes=spool_segment_bytes
+            )
             recovered = self._spool.recovered + sum(spool.recovered for spool in adopted)
             self._count(queued=recovered, recovered=recovered)
         try:
@@ -225,8 +242,7 @@ class AuditTrail:
                 spool.close()
             raise
         if self._spool is not None:
-            self._drainer = SpoolDrainer(topic=topic, spools=[*adopted, self._spool],
-                                         hooks=_Hooks(self))
+            self._drainer = SpoolDrainer(topic=topic, spools=[*adopted, self._spool], hooks=_Hooks(self))
             self._drainer.start()
 
     @classmethod
@@ -246,8 +262,10 @@ class AuditTrail:
         key_text = env.get("BALDUR_REDACTION_KEY")
         durability = (env.get("BALDUR_AUDIT_DURABILITY") or "spool").strip().lower()
         if durability not in DURABILITIES:
-            raise ConfigError(f"BALDUR_AUDIT_DURABILITY: expected one of "
-                              f"{', '.join(DURABILITIES)}, found {durability[:20]!r}")
+            raise ConfigError(
+                f"BALDUR_AUDIT_DURABILITY: expected one of "
+                f"{', '.join(DURABILITIES)}, found {durability[:20]!r}"
+            )
         settings: dict[str, Any] = {
             "enabled": _env_flag(env, "BALDUR_AUDIT_ENABLED"),
             "bootstrap": env.get("BALDUR_KAFKA_BOOTSTRAP") or DEFAULT_BOOTSTRAP,
@@ -261,8 +279,10 @@ class AuditTrail:
         max_text = (env.get("BALDUR_AUDIT_SPOOL_MAX_BYTES") or "").strip()
         if max_text:
             if not max_text.isdigit() or int(max_text) <= 0:
-                raise ConfigError("BALDUR_AUDIT_SPOOL_MAX_BYTES: expected a positive number "
-                                  f"of bytes, found {max_text[:20]!r}")
+                raise ConfigError(
+                    "BALDUR_AUDIT_SPOOL_MAX_BYTES: expected a positive number "
+                    f"of bytes, found {max_text[:20]!r}"
+                )
             settings["spool_max_bytes"] = int(max_text)
         settings.update(options)
         return cls(**settings)
@@ -276,13 +296,24 @@ class AuditTrail:
         with self._lock:
             return self._stats
 
-    def record(self, *, actor: str | Actor, action: str, target: str, before: Any = None,
-               after: Any = None, reason: str | None = None, source: str = "api",
-               actor_type: str = "user", trace_id: str | None = None,
-               traceparent: str | None = None, client_ip: str | list[str] | None = None,
-               attributes: Mapping[str, str] | None = None,
-               occurred_at: datetime | None = None,
-               event_id: uuid.UUID | None = None) -> uuid.UUID:
+    def record(
+        self,
+        *,
+        actor: str | Actor,
+        action: str,
+        target: str,
+        before: Any = None,
+        after: Any = None,
+        reason: str | None = None,
+        source: str = "api",
+        actor_type: str = "user",
+        trace_id: str | None = None,
+        traceparent: str | None = None,
+        client_ip: str | list[str] | None = None,
+        attributes: Mapping[str, str] | None = None,
+        occurred_at: datetime | None = None,
+        event_id: uuid.UUID | None = None,
+    ) -> uuid.UUID:
         """Record one change and return its event id (:data:`NIL_EVENT_ID` when disabled).
 
         ``actor`` is a name (typed by ``actor_type``) or an :class:`Actor`. ``before`` and
@@ -293,19 +324,43 @@ class AuditTrail:
             return NIL_EVENT_ID
         if self._closed:
             raise TrailClosed("audit trail is closed")
-        return self.publish(self.prepare(
-            actor=actor, action=action, target=target, before=before, after=after,
-            reason=reason, source=source, actor_type=actor_type, trace_id=trace_id,
-            traceparent=traceparent, client_ip=client_ip, attributes=attributes,
-            occurred_at=occurred_at, event_id=event_id))
+        return self.publish(
+            self.prepare(
+                actor=actor,
+                action=action,
+                target=target,
+                before=before,
+                after=after,
+                reason=reason,
+                source=source,
+                actor_type=actor_type,
+                trace_id=trace_id,
+                traceparent=traceparent,
+                client_ip=client_ip,
+                attributes=attributes,
+                occurred_at=occurred_at,
+                event_id=event_id,
+            )
+        )
 
-    def prepare(self, *, actor: str | Actor, action: str, target: str, before: Any = None,
-                after: Any = None, reason: str | None = None, source: str = "api",
-                actor_type: str = "user", trace_id: str | None = None,
-                traceparent: str | None = None, client_ip: str | list[str] | None = None,
-                attributes: Mapping[str, str] | None = None,
-                occurred_at: datetime | None = None,
-                event_id: uuid.UUID | None = None) -> ChangeEvent:
+    def prepare(
+        self,
+        *,
+        actor: str | Actor,
+        action: str,
+        target: str,
+        before: Any = None,
+        after: Any = None,
+        reason: str | None = None,
+        source: str = "api",
+        actor_type: str = "user",
+        trace_id: str | None = None,
+        traceparent: str | None = None,
+        client_ip: str | list[str] | None = None,
+        attributes: Mapping[str, str] | None = None,
+        occurred_at: datetime | None = None,
+        event_id: uuid.UUID | None = None,
+    ) -> ChangeEvent:
         """The redacted, masked and validated event :meth:`record` would send; sends nothing.
 
         Lets a caller check a batch before sending any of it (then :meth:`publish` each).
@@ -317,8 +372,7 @@ class AuditTrail:
         if self._service is not None:
             extra.setdefault("service", self._service)
         return ChangeEvent(
-            event_id=uuid7(time.time_ns() // 1_000_000, os.urandom(10)) if event_id is None
-            else event_id,
+            event_id=uuid7(time.time_ns() // 1_000_000, os.urandom(10)) if event_id is None else event_id,
             occurred_at=datetime.now(UTC) if occurred_at is None else occurred_at,
             actor=self._actor(actor, actor_type),
             action=action,
@@ -362,17 +416,35 @@ class AuditTrail:
         self._send(event.event_id, encode_event(event), headers)
         return event.event_id
 
-    def record_change(self, *, actor: str | Actor, target: str, before: Any, after: Any,
-                      reason: str | None = None, action: str = "update",
-                      **options: Any) -> uuid.UUID:
+    def record_change(
+        self,
+        *,
+        actor: str | Actor,
+        target: str,
+        before: Any,
+        after: Any,
+        reason: str | None = None,
+        action: str = "update",
+        **options: Any,
+    ) -> uuid.UUID:
         """Record a configuration change (default action ``update``); see :meth:`record`."""
-        return self.record(actor=actor, action=action, target=target, before=before,
-                           after=after, reason=reason, **options)
+        return self.record(
+            actor=actor, action=action, target=target, before=before, after=after, reason=reason, **options
+        )
 
-    def record_healing(self, *, target: str, action: str, reason: str, before: Any = None,
-                       after: Any = None, actor: str | Actor = "baldur-healer",
-                       actor_type: str = "system", source: str = "framework",
-                       **options: Any) -> uuid.UUID:
+    def record_healing(
+        self,
+        *,
+        target: str,
+        action: str,
+        reason: str,
+        before: Any = None,
+        after: Any = None,
+        actor: str | Actor = "baldur-healer",
+        actor_type: str = "system",
+        source: str = "framework",
+        **options: Any,
+    ) -> uuid.UUID:
         """Record an automated healing decision (trip, recover, restart, scale, failover...).
 
         A healing decision must say why: raises :class:`InvalidEvent` naming ``reason``
@@ -380,9 +452,17 @@ class AuditTrail:
         """
         if not isinstance(reason, str) or not reason.strip():
             raise InvalidEvent("reason", "is required for a healing decision")
-        return self.record(actor=actor, actor_type=actor_type, action=action, target=target,
-                           before=before, after=after, reason=reason, source=source,
-                           **options)
+        return self.record(
+            actor=actor,
+            actor_type=actor_type,
+            action=action,
+            target=target,
+            before=before,
+            after=after,
+            reason=reason,
+            source=source,
+            **options,
+        )
 
     def flush(self, timeout: float = 10.0) -> int:
         """Wait up to ``timeout`` seconds for delivery; returns how many are still undelivered.
@@ -426,8 +506,11 @@ class AuditTrail:
             return 0
         remaining = int(producer.flush(timeout))
         if remaining:
-            logger.error("closing the audit trail with %d events undelivered to %s; "
-                         "they are reported as failed", remaining, self._topic)
+            logger.error(
+                "closing the audit trail with %d events undelivered to %s; they are reported as failed",
+                remaining,
+                self._topic,
+            )
             producer.purge()
             producer.poll(0)
         return remaining
@@ -438,7 +521,8 @@ class AuditTrail:
         while self.stats.pending and time.monotonic() < deadline:
             producer = self._producer
             live = (len(producer) if producer is not None else 0) - (
-                drainer.in_flight() if drainer is not None else 0)
+                drainer.in_flight() if drainer is not None else 0
+            )
             if self._reachable is False and live <= 0:
                 break  # kafka is down and all that is pending is on disk: no use waiting
             time.sleep(0.02)
@@ -460,9 +544,14 @@ class AuditTrail:
         except OSError:
             pass
         if left:
-            logger.warning("closing the audit trail with %d events not yet delivered to %s; "
-                           "they are kept in the spool %s and sent when a trail opens it "
-                           "again", left, self._topic, spool.directory.parent)
+            logger.warning(
+                "closing the audit trail with %d events not yet delivered to %s; "
+                "they are kept in the spool %s and sent when a trail opens it "
+                "again",
+                left,
+                self._topic,
+                spool.directory.parent,
+            )
         return left
 
     def __enter__(self) -> AuditTrail:
@@ -476,21 +565,22 @@ class AuditTrail:
             return None
         return to_json_text(name, self._redactor.redact(value))
 
-    def _send(self, event_id: uuid.UUID, payload: bytes,
-              headers: list[tuple[str, bytes]] | None) -> None:
+    def _send(self, event_id: uuid.UUID, payload: bytes, headers: list[tuple[str, bytes]] | None) -> None:
         if self._spool is None:
             self._produce(event_id, payload, headers)
             return
         with self._order:
             producer = self._current_producer()
-            if (self._durability == "always" or self._reachable is not True
-                    or self._spool.pending):
+            if self._durability == "always" or self._reachable is not True or self._spool.pending:
                 self._spool_event(event_id, payload, headers)
                 return
             try:
-                producer.produce(self._topic, value=payload, headers=headers,
-                                 on_delivery=functools.partial(self._on_delivery, event_id,
-                                                               payload, headers))
+                producer.produce(
+                    self._topic,
+                    value=payload,
+                    headers=headers,
+                    on_delivery=functools.partial(self._on_delivery, event_id, payload, headers),
+                )
             except BufferError:  # the memory queue is full: the spool takes it
                 self._spool_event(event_id, payload, headers)
                 return
@@ -500,12 +590,12 @@ class AuditTrail:
                     self._spool_event(event_id, payload, headers)
                     return
                 self._count(refused=1)
-                raise BrokerUnavailable(f"kafka producer refused event {event_id}: "
-                                        f"{error.name()}") from None
+                raise BrokerUnavailable(f"kafka producer refused event {event_id}: {error.name()}") from None
             self._count(queued=1)
 
-    def _spool_event(self, event_id: uuid.UUID, payload: bytes,
-                     headers: list[tuple[str, bytes]] | None) -> None:
+    def _spool_event(
+        self, event_id: uuid.UUID, payload: bytes, headers: list[tuple[str, bytes]] | None
+    ) -> None:
         """Store an event in the spool for ``record()``; raises (and tells) when it cannot."""
         spool, drainer = self._spool, self._drainer
         assert spool is not None and drainer is not None  # only called in the spool modes
@@ -519,16 +609,14 @@ class AuditTrail:
         self._count(queued=1, spooled=1)
         drainer.wake()
 
-    def _produce(self, event_id: uuid.UUID, payload: bytes,
-                 headers: list[tuple[str, bytes]] | None) -> None:
+    def _produce(self, event_id: uuid.UUID, payload: bytes, headers: list[tuple[str, bytes]] | None) -> None:
         producer = self._current_producer()
         # No spool to put it back into: the report needs the event id only.
         on_delivery = functools.partial(self._on_delivery, event_id, b"", None)
         deadline = time.monotonic() + self._max_block_ms / 1000
         while True:
             try:
-                producer.produce(self._topic, value=payload, headers=headers,
-                                 on_delivery=on_delivery)
+                producer.produce(self._topic, value=payload, headers=headers, on_delivery=on_delivery)
                 break
             except BufferError:
                 # The queue is full: serve delivery reports to make room, briefly.
@@ -541,8 +629,7 @@ class AuditTrail:
                 self._count(refused=1)
                 error = exc.args[0] if exc.args else None
                 name = error.name() if isinstance(error, confluent_kafka.KafkaError) else "?"
-                raise BrokerUnavailable(f"kafka producer refused event {event_id}: "
-                                        f"{name}") from None
+                raise BrokerUnavailable(f"kafka producer refused event {event_id}: {name}") from None
         self._count(queued=1)
         producer.poll(0)
 
@@ -568,9 +655,12 @@ class AuditTrail:
     def _count(self, **deltas: int) -> None:
         with self._lock:
             current = self._stats
-            self._stats = TrailStats(**{item.name: getattr(current, item.name)
-                                        + deltas.get(item.name, 0)
-                                        for item in dataclasses.fields(TrailStats)})
+            self._stats = TrailStats(
+                **{
+                    item.name: getattr(current, item.name) + deltas.get(item.name, 0)
+                    for item in dataclasses.fields(TrailStats)
+                }
+            )
 
     def _describe(self, error: confluent_kafka.KafkaError) -> str:
         return f"{error.name()}: {scrub_settings(error.str(), self._settings)}"
@@ -609,27 +699,33 @@ class AuditTrail:
             # Also after an idle disconnect (librdkafka #5142): then the next event takes
             # one trip through the spool, and the first acknowledgement ends it.
             if self._reachable is not False:
-                logger.info("kafka unreachable (%s): audit events go to the spool %s until "
-                            "it acknowledges again", error.name(), self._spool.directory.parent)
+                logger.info(
+                    "kafka unreachable (%s): audit events go to the spool %s until it acknowledges again",
+                    error.name(),
+                    self._spool.directory.parent,
+                )
             self._reachable = False
-            if (error.code() == confluent_kafka.KafkaError._ALL_BROKERS_DOWN
-                    and self._purge_armed):
+            if error.code() == confluent_kafka.KafkaError._ALL_BROKERS_DOWN and self._purge_armed:
                 self._purge_armed = False
                 self._purge_due = True
                 if self._drainer is not None:
                     self._drainer.wake()
         if error.fatal():
             self._fatal = True  # the next record() builds a new producer
-            logger.error("kafka producer fatal error %s: %s; it will be recreated",
-                         error.name(), text)
+            logger.error("kafka producer fatal error %s: %s; it will be recreated", error.name(), text)
         elif self._spool is None:
             logger.warning("kafka producer error %s: %s", error.name(), text)
         else:
             logger.info("kafka producer error %s: %s", error.name(), text)
 
-    def _on_delivery(self, event_id: uuid.UUID, payload: bytes,
-                     headers: list[tuple[str, bytes]] | None,
-                     error: confluent_kafka.KafkaError | None, message: object) -> None:
+    def _on_delivery(
+        self,
+        event_id: uuid.UUID,
+        payload: bytes,
+        headers: list[tuple[str, bytes]] | None,
+        error: confluent_kafka.KafkaError | None,
+        message: object,
+    ) -> None:
         if error is None:
             self._count(delivered=1)
             self._broker_up()
@@ -645,14 +741,17 @@ class AuditTrail:
                 text = f"{text}; and the spool refused it: {exc}"
             else:
                 self._count(spooled=1)
-                logger.info("audit event %s not delivered (%s); kept in the spool", event_id,
-                            text)
+                logger.info("audit event %s not delivered (%s); kept in the spool", event_id, text)
                 if self._drainer is not None:
                     self._drainer.wake()
                 return
         self._count(failed=1)
-        logger.error("audit event %s was not delivered to %s (%s); it may still have been "
-                     "written", event_id, self._topic, text)
+        logger.error(
+            "audit event %s was not delivered to %s (%s); it may still have been written",
+            event_id,
+            self._topic,
+            text,
+        )
         self._tell(event_id, text)
 
 
@@ -674,8 +773,12 @@ class _Hooks:
     def failed(self, event_id: uuid.UUID, text: str) -> None:
         trail = self._trail
         trail._count(failed=1)
-        logger.error("spooled audit event %s cannot be delivered to %s (%s); it is dropped "
-                     "from the spool", event_id, trail._topic, text)
+        logger.error(
+            "spooled audit event %s cannot be delivered to %s (%s); it is dropped from the spool",
+            event_id,
+            trail._topic,
+            text,
+        )
         trail._tell(event_id, text)
 
     def broker_up(self) -> None:

@@ -61,8 +61,7 @@ class SigningKey:
 
     def __post_init__(self) -> None:
         if len(self.secret) < MIN_KEY_BYTES:
-            raise ConfigError(f"signing key must be at least {MIN_KEY_BYTES} bytes, "
-                              f"found {len(self.secret)}")
+            raise ConfigError(f"signing key must be at least {MIN_KEY_BYTES} bytes, found {len(self.secret)}")
 
     def __repr__(self) -> str:  # never show the secret
         return f"SigningKey(key_id={self.key_id!r})"
@@ -86,11 +85,14 @@ def frame(tag: bytes, fields: Iterable[tuple[bytes, bytes]]) -> bytes:
 
 def genesis_message(*, ledger_id: str, topic: str, partition: int) -> bytes:
     """The bytes the genesis link covers (CHAIN.md, "Genesis")."""
-    return frame(GENESIS_TAG, [
-        (b"ledger", ledger_id.encode("utf-8")),
-        (b"topic", topic.encode("utf-8")),
-        (b"partition", struct.pack(">i", partition)),
-    ])
+    return frame(
+        GENESIS_TAG,
+        [
+            (b"ledger", ledger_id.encode("utf-8")),
+            (b"topic", topic.encode("utf-8")),
+            (b"partition", struct.pack(">i", partition)),
+        ],
+    )
 
 
 def genesis_link(key: SigningKey, *, ledger_id: str, topic: str, partition: int) -> bytes:
@@ -134,39 +136,51 @@ def link_message(key_id: str, prev_link: bytes, link_input: LinkInput) -> bytes:
     Spelled out field by field (rather than through :func:`frame`) because it runs once
     per entry; ``tests/unit/schemas/test_chain.py`` checks it against :func:`frame` and the vectors.
     """
-    return b"".join((
-        _LINK_DOMAIN,
-        field(b"prev", prev_link),
-        field(b"key_id", key_id.encode("utf-8")),
-        _H_SEQ, _NUMBERS.pack(link_input.seq),
-        field(b"topic", link_input.topic.encode("utf-8")),
-        _H_PARTITION, struct.pack(">i", link_input.partition),
-        _H_OFFSET, struct.pack(">q", link_input.offset),
-        _H_TIMESTAMP, struct.pack(">q", link_input.timestamp_ms),
-        _H_KIND, struct.pack(">B", link_input.kind.code),
-        _H_DUPLICATE, _NUMBERS.pack(link_input.duplicate_of),
-        _H_NULL, b"\x01" if link_input.value_null else b"\x00",
-        field(b"digest", link_input.digest),
-        field(b"view", link_input.view_digest),
-    ))
+    return b"".join(
+        (
+            _LINK_DOMAIN,
+            field(b"prev", prev_link),
+            field(b"key_id", key_id.encode("utf-8")),
+            _H_SEQ,
+            _NUMBERS.pack(link_input.seq),
+            field(b"topic", link_input.topic.encode("utf-8")),
+            _H_PARTITION,
+            struct.pack(">i", link_input.partition),
+            _H_OFFSET,
+            struct.pack(">q", link_input.offset),
+            _H_TIMESTAMP,
+            struct.pack(">q", link_input.timestamp_ms),
+            _H_KIND,
+            struct.pack(">B", link_input.kind.code),
+            _H_DUPLICATE,
+            _NUMBERS.pack(link_input.duplicate_of),
+            _H_NULL,
+            b"\x01" if link_input.value_null else b"\x00",
+            field(b"digest", link_input.digest),
+            field(b"view", link_input.view_digest),
+        )
+    )
 
 
 def link_message_framed(key_id: str, prev_link: bytes, link_input: LinkInput) -> bytes:
     """:func:`link_message` built with the generic :func:`frame` (the reference form)."""
-    return frame(LINK_TAG, [
-        (b"prev", prev_link),
-        (b"key_id", key_id.encode("utf-8")),
-        (b"seq", struct.pack(">Q", link_input.seq)),
-        (b"topic", link_input.topic.encode("utf-8")),
-        (b"partition", struct.pack(">i", link_input.partition)),
-        (b"offset", struct.pack(">q", link_input.offset)),
-        (b"timestamp", struct.pack(">q", link_input.timestamp_ms)),
-        (b"kind", struct.pack(">B", link_input.kind.code)),
-        (b"duplicate_of", struct.pack(">Q", link_input.duplicate_of)),
-        (b"value_null", b"\x01" if link_input.value_null else b"\x00"),
-        (b"digest", link_input.digest),
-        (b"view", link_input.view_digest),
-    ])
+    return frame(
+        LINK_TAG,
+        [
+            (b"prev", prev_link),
+            (b"key_id", key_id.encode("utf-8")),
+            (b"seq", struct.pack(">Q", link_input.seq)),
+            (b"topic", link_input.topic.encode("utf-8")),
+            (b"partition", struct.pack(">i", link_input.partition)),
+            (b"offset", struct.pack(">q", link_input.offset)),
+            (b"timestamp", struct.pack(">q", link_input.timestamp_ms)),
+            (b"kind", struct.pack(">B", link_input.kind.code)),
+            (b"duplicate_of", struct.pack(">Q", link_input.duplicate_of)),
+            (b"value_null", b"\x01" if link_input.value_null else b"\x00"),
+            (b"digest", link_input.digest),
+            (b"view", link_input.view_digest),
+        ],
+    )
 
 
 class Linker:
@@ -201,23 +215,49 @@ class LedgerLinker:
         self.key_id = key.key_id
         self._base = hmac.new(key.secret, digestmod=hashlib.sha256)
         self._key_field = field(b"key_id", key.key_id.encode("utf-8"))
-        self._topic_partition = field(b"topic", topic.encode("utf-8")) + _H_PARTITION + \
-            struct.pack(">i", partition)
+        self._topic_partition = (
+            field(b"topic", topic.encode("utf-8")) + _H_PARTITION + struct.pack(">i", partition)
+        )
 
-    def link(self, prev_link: bytes, seq: int, offset: int, timestamp_ms: int, kind_code: int,
-             duplicate_of: int, value_null: bool, digest: bytes, view_digest: bytes) -> bytes:
+    def link(
+        self,
+        prev_link: bytes,
+        seq: int,
+        offset: int,
+        timestamp_ms: int,
+        kind_code: int,
+        duplicate_of: int,
+        value_null: bool,
+        digest: bytes,
+        view_digest: bytes,
+    ) -> bytes:
         """The link of entry ``seq`` whose predecessor's link is ``prev_link``."""
         mac = self._base.copy()
-        mac.update(b"".join((
-            _LINK_DOMAIN,
-            _H_PREV if len(prev_link) == LINK_BYTES else _fixed(b"prev", len(prev_link)),
-            prev_link, self._key_field,
-            _H_SEQ, _NUMBERS.pack(seq), self._topic_partition,
-            _H_OFFSET, _I64(offset), _H_TIMESTAMP, _I64(timestamp_ms),
-            _H_KIND, _U8(kind_code), _H_DUPLICATE, _NUMBERS.pack(duplicate_of),
-            _H_NULL, b"\x01" if value_null else b"\x00",
-            field(b"digest", digest), field(b"view", view_digest),
-        )))
+        mac.update(
+            b"".join(
+                (
+                    _LINK_DOMAIN,
+                    _H_PREV if len(prev_link) == LINK_BYTES else _fixed(b"prev", len(prev_link)),
+                    prev_link,
+                    self._key_field,
+                    _H_SEQ,
+                    _NUMBERS.pack(seq),
+                    self._topic_partition,
+                    _H_OFFSET,
+                    _I64(offset),
+                    _H_TIMESTAMP,
+                    _I64(timestamp_ms),
+                    _H_KIND,
+                    _U8(kind_code),
+                    _H_DUPLICATE,
+                    _NUMBERS.pack(duplicate_of),
+                    _H_NULL,
+                    b"\x01" if value_null else b"\x00",
+                    field(b"digest", digest),
+                    field(b"view", view_digest),
+                )
+            )
+        )
         return mac.digest()
 
 
@@ -255,11 +295,18 @@ class SealedEntry:
 
     def link_input(self) -> LinkInput:
         """The link input this entry was sealed with."""
-        return LinkInput(seq=self.seq, topic=self.record.topic, partition=self.record.partition,
-                         offset=self.record.offset, timestamp_ms=self.record.timestamp_ms,
-                         kind=self.kind, duplicate_of=self.duplicate_of or NO_DUPLICATE,
-                         value_null=self.record.value is None, digest=self.digest,
-                         view_digest=view_digest(self.view))
+        return LinkInput(
+            seq=self.seq,
+            topic=self.record.topic,
+            partition=self.record.partition,
+            offset=self.record.offset,
+            timestamp_ms=self.record.timestamp_ms,
+            kind=self.kind,
+            duplicate_of=self.duplicate_of or NO_DUPLICATE,
+            value_null=self.record.value is None,
+            digest=self.digest,
+            view_digest=view_digest(self.view),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,13 +329,16 @@ def classify(value: bytes | None, schemas: Mapping[bytes, WriterSchema]) -> Clas
     if value is not None and fastpath.FINGERPRINT in schemas:
         fast = fastpath.decode_view(value)
         if fast is not None:
-            return Classified(event_id=fast[0], view_body=fast[1], reject_reason=None,
-                              schema_fingerprint=fastpath.FINGERPRINT)
+            return Classified(
+                event_id=fast[0],
+                view_body=fast[1],
+                reject_reason=None,
+                schema_fingerprint=fastpath.FINGERPRINT,
+            )
     return classify_reference(value, schemas)
 
 
-def classify_reference(value: bytes | None,
-                       schemas: Mapping[bytes, WriterSchema]) -> Classified:
+def classify_reference(value: bytes | None, schemas: Mapping[bytes, WriterSchema]) -> Classified:
     """:func:`classify` by the generic decoder (codec.decode_event) and validator."""
     try:
         event = decode_event(value, schemas)
@@ -299,12 +349,20 @@ def classify_reference(value: bytes | None,
                 fingerprint = read_fingerprint(value)
             except DecodeError:
                 pass
-        return Classified(event_id=None, view_body=rejected_view_body(fingerprint),
-                          reject_reason=exc.reason, schema_fingerprint=fingerprint)
+        return Classified(
+            event_id=None,
+            view_body=rejected_view_body(fingerprint),
+            reject_reason=exc.reason,
+            schema_fingerprint=fingerprint,
+        )
     assert value is not None
     fingerprint = read_fingerprint(value)
-    return Classified(event_id=event.event_id, view_body=event_view_body(event, fingerprint),
-                      reject_reason=None, schema_fingerprint=fingerprint)
+    return Classified(
+        event_id=event.event_id,
+        view_body=event_view_body(event, fingerprint),
+        reject_reason=None,
+        schema_fingerprint=fingerprint,
+    )
 
 
 #: Given event ids, return the seq of the first sealed entry of each one already in the ledger.
@@ -328,9 +386,14 @@ class Sealer:
     batch; ids within the batch are tracked here.
     """
 
-    def __init__(self, *, key: SigningKey | None = None, head: ChainHead,
-                 schemas: Mapping[bytes, WriterSchema],
-                 key_for: Callable[[int], SigningKey] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        key: SigningKey | None = None,
+        head: ChainHead,
+        schemas: Mapping[bytes, WriterSchema],
+        key_for: Callable[[int], SigningKey] | None = None,
+    ) -> None:
         # ``key_for(seq)`` picks the key per entry (rotation, forward-secure epochs:
         # schemas/keys.py); without it every entry is sealed with ``key``.
         if (key is None) == (key_for is None):
@@ -351,8 +414,7 @@ class Sealer:
             self._last = Linker(key)
         return self._last
 
-    def seal_batch(self, records: Iterable[TopicRecord],
-                   first_seq_of: FirstSeqLookup) -> list[SealedEntry]:
+    def seal_batch(self, records: Iterable[TopicRecord], first_seq_of: FirstSeqLookup) -> list[SealedEntry]:
         """Seal ``records`` (strictly increasing offsets after the head) into entries.
 
         Raises ``ValueError`` if an offset does not follow the head: sealing out
@@ -382,18 +444,35 @@ class Sealer:
                     duplicate_of = first
             digest = payload_digest(record.value)
             view = entry_view(record.timestamp_ms, outcome.view_body)
-            link_input = LinkInput(seq=seq, topic=record.topic, partition=record.partition,
-                                   offset=record.offset, timestamp_ms=record.timestamp_ms,
-                                   kind=kind, duplicate_of=duplicate_of or NO_DUPLICATE,
-                                   value_null=record.value is None, digest=digest,
-                                   view_digest=view_digest(view))
+            link_input = LinkInput(
+                seq=seq,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                timestamp_ms=record.timestamp_ms,
+                kind=kind,
+                duplicate_of=duplicate_of or NO_DUPLICATE,
+                value_null=record.value is None,
+                digest=digest,
+                view_digest=view_digest(view),
+            )
             linker = self._linker_for(seq)
             link = linker.link(head.link, link_input)
-            entries.append(SealedEntry(
-                seq=seq, record=record, kind=kind, duplicate_of=duplicate_of,
-                event_id=outcome.event_id, reject_reason=outcome.reject_reason,
-                schema_fingerprint=outcome.schema_fingerprint, digest=digest, view=view,
-                key_id=linker.key_id, link=link))
+            entries.append(
+                SealedEntry(
+                    seq=seq,
+                    record=record,
+                    kind=kind,
+                    duplicate_of=duplicate_of,
+                    event_id=outcome.event_id,
+                    reject_reason=outcome.reject_reason,
+                    schema_fingerprint=outcome.schema_fingerprint,
+                    digest=digest,
+                    view=view,
+                    key_id=linker.key_id,
+                    link=link,
+                )
+            )
             head = ChainHead(seq, record.offset, link)
         self.head = head
         return entries

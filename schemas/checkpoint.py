@@ -67,6 +67,7 @@ class UnverifiableCheckpoint(CheckpointError):
 
 # --- names and keys --------------------------------------------------------------------------
 
+
 def is_valid_name(name: str) -> bool:
     """A key name: non-empty, no Unicode whitespace, no ``+``, no control characters, and
     encodable as UTF-8 (C2SP signed-note; sumdb/note ``isValidName``)."""
@@ -141,12 +142,13 @@ def parse_verifier_key(text: str) -> VerifierKey:
     if not is_valid_name(name) or not _HEX8.fullmatch(hash_hex) or raw is None:
         raise ConfigError("malformed verifier key (expected <name>+<8 hex digits>+<base64 key>)")
     if len(raw) != 1 + PUBLIC_KEY_BYTES or raw[0] != ED25519:
-        raise ConfigError(f"verifier key {name}+{hash_hex} is not an Ed25519 key "
-                          f"(type byte 0x01 and {PUBLIC_KEY_BYTES} bytes)")
+        raise ConfigError(
+            f"verifier key {name}+{hash_hex} is not an Ed25519 key "
+            f"(type byte 0x01 and {PUBLIC_KEY_BYTES} bytes)"
+        )
     public_key = raw[1:]
     if key_hash(name, public_key) != bytes.fromhex(hash_hex):
-        raise ConfigError(f"verifier key {name}+{hash_hex}: the key hash does not match "
-                          f"the name and key")
+        raise ConfigError(f"verifier key {name}+{hash_hex}: the key hash does not match the name and key")
     try:
         Ed25519PublicKey.from_public_bytes(public_key)
     except ValueError:
@@ -168,8 +170,9 @@ def load_seed(text: str) -> bytes:
     except (ValueError, binascii.Error):
         raise ConfigError("checkpoint signing key is malformed (expected hex:… or base64:…)") from None
     if len(seed) != SEED_BYTES:
-        raise ConfigError(f"checkpoint signing key must be a {SEED_BYTES}-byte Ed25519 seed, "
-                          f"found {len(seed)} bytes")
+        raise ConfigError(
+            f"checkpoint signing key must be a {SEED_BYTES}-byte Ed25519 seed, found {len(seed)} bytes"
+        )
     return seed
 
 
@@ -181,8 +184,9 @@ class CheckpointSigner:
 
     def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
         if not is_valid_name(name):
-            raise ConfigError("a checkpoint key name must be non-empty, without spaces, "
-                              "'+' or control characters")
+            raise ConfigError(
+                "a checkpoint key name must be non-empty, without spaces, '+' or control characters"
+            )
         self.name = name
         self._private = private_key
         self.public_key = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -212,8 +216,13 @@ class CheckpointSigner:
             raise ConfigError("malformed note signer key (expected PRIVATE+KEY+<name>+<hash>+<key>)")
         _, _, name, hash_hex, key_b64 = parts
         raw = _unb64(key_b64)
-        if (not is_valid_name(name) or not _HEX8.fullmatch(hash_hex) or raw is None
-                or len(raw) != 1 + SEED_BYTES or raw[0] != ED25519):
+        if (
+            not is_valid_name(name)
+            or not _HEX8.fullmatch(hash_hex)
+            or raw is None
+            or len(raw) != 1 + SEED_BYTES
+            or raw[0] != ED25519
+        ):
             raise ConfigError("malformed note signer key (expected PRIVATE+KEY+<name>+<hash>+<key>)")
         signer = cls.from_seed(name, raw[1:])
         if signer.key_hash.hex() != hash_hex:
@@ -248,6 +257,7 @@ class CheckpointSigner:
 
 # --- signed notes ----------------------------------------------------------------------------
 
+
 def sign_note(text: str, signers: Sequence[CheckpointSigner]) -> str:
     """``text``, a blank line and one signature line per signer (in order).
 
@@ -271,8 +281,7 @@ def _check_note_chars(text: str, what: str) -> None:
         raise InvalidCheckpoint(f"{what} is larger than {MAX_NOTE_BYTES} bytes")
     for position, ch in enumerate(text):
         if ord(ch) < 0x20 and ch != "\n":
-            raise InvalidCheckpoint(f"{what} holds control character U+{ord(ch):04X} "
-                                    f"at character {position}")
+            raise InvalidCheckpoint(f"{what} holds control character U+{ord(ch):04X} at character {position}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +327,7 @@ def open_note(note: str | bytes, verifiers: Iterable[str | VerifierKey]) -> Open
     split = note.rfind("\n\n")
     if split < 0:
         raise InvalidCheckpoint("note has no blank line before its signatures")
-    text, block = note[:split + 1], note[split + 2:]
+    text, block = note[: split + 1], note[split + 2 :]
     if not block or not block.endswith("\n"):
         raise InvalidCheckpoint("note must end with a signature line and a newline")
     lines = block[:-1].split("\n")
@@ -331,7 +340,7 @@ def open_note(note: str | bytes, verifiers: Iterable[str | VerifierKey]) -> Open
     for number, line in enumerate(lines, start=1):
         if not line.startswith(_SIG_PREFIX):
             raise InvalidCheckpoint(f"signature line {number} does not start with an em dash and a space")
-        name, space, encoded = line[len(_SIG_PREFIX):].partition(" ")
+        name, space, encoded = line[len(_SIG_PREFIX) :].partition(" ")
         raw = _unb64(encoded) if space else None
         if not is_valid_name(name) or raw is None or len(raw) < 5:
             raise InvalidCheckpoint(f"signature line {number} is malformed")
@@ -355,6 +364,7 @@ def open_note(note: str | bytes, verifiers: Iterable[str | VerifierKey]) -> Open
 
 # --- checkpoints -----------------------------------------------------------------------------
 
+
 def default_origin(ledger_id: str) -> str:
     """``baldur-audit/<ledger_id>``, the origin (and key name) of a ledger's checkpoints.
 
@@ -363,9 +373,11 @@ def default_origin(ledger_id: str) -> str:
     """
     origin = ORIGIN_PREFIX + ledger_id
     if not ledger_id or not is_valid_name(origin):
-        raise ConfigError("the ledger id cannot be part of a checkpoint origin (it must be "
-                          "non-empty, without spaces, '+' or control characters): "
-                          "configure the origin explicitly")
+        raise ConfigError(
+            "the ledger id cannot be part of a checkpoint origin (it must be "
+            "non-empty, without spaces, '+' or control characters): "
+            "configure the origin explicitly"
+        )
     return origin
 
 
@@ -378,14 +390,17 @@ def checkpoint_time(moment: datetime) -> datetime:
 
 
 def _format_time(moment: datetime) -> str:
-    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
-            f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond // 1000:03d}Z")
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+        f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond // 1000:03d}Z"
+    )
 
 
 def _parse_decimal(text: str, what: str) -> int:
     if not _DECIMAL.fullmatch(text) or int(text) >= 1 << 64:
-        raise InvalidCheckpoint(f"checkpoint {what} is not a decimal number below 2**64 "
-                                f"without leading zeros")
+        raise InvalidCheckpoint(
+            f"checkpoint {what} is not a decimal number below 2**64 without leading zeros"
+        )
     return int(text)
 
 
@@ -408,29 +423,36 @@ class Checkpoint:
 
     def __post_init__(self) -> None:
         if not is_valid_name(self.origin):
-            raise InvalidCheckpoint("checkpoint origin must be non-empty, without spaces, "
-                                    "'+' or control characters")
+            raise InvalidCheckpoint(
+                "checkpoint origin must be non-empty, without spaces, '+' or control characters"
+            )
         for what, value in (("size", self.size), ("head seq", self.head_seq)):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 64:
                 raise InvalidCheckpoint(f"checkpoint {what} must be an integer in [0, 2**64)")
         if self.head_seq != self.size:
-            raise InvalidCheckpoint(f"checkpoint head seq {self.head_seq} differs from "
-                                    f"tree size {self.size}")
+            raise InvalidCheckpoint(f"checkpoint head seq {self.head_seq} differs from tree size {self.size}")
         for what, digest in (("root hash", self.root_hash), ("head link", self.head_link)):
             if not isinstance(digest, bytes) or len(digest) != HASH_BYTES:
                 raise InvalidCheckpoint(f"checkpoint {what} must be {HASH_BYTES} bytes")
         moment = self.timestamp
-        if (not isinstance(moment, datetime) or moment.tzinfo is None
-                or moment.utcoffset() != timedelta(0) or moment.microsecond % 1000):
-            raise InvalidCheckpoint("checkpoint time must be UTC with millisecond precision "
-                                    "(see checkpoint_time)")
+        if (
+            not isinstance(moment, datetime)
+            or moment.tzinfo is None
+            or moment.utcoffset() != timedelta(0)
+            or moment.microsecond % 1000
+        ):
+            raise InvalidCheckpoint(
+                "checkpoint time must be UTC with millisecond precision (see checkpoint_time)"
+            )
 
     def body(self) -> str:
         """The note text: origin, size, root, ``head <seq> <link>``, ``time <…Z>``, each
         followed by a newline."""
-        return (f"{self.origin}\n{self.size}\n{_b64(self.root_hash)}\n"
-                f"head {self.head_seq} {_b64(self.head_link)}\n"
-                f"time {_format_time(self.timestamp)}\n")
+        return (
+            f"{self.origin}\n{self.size}\n{_b64(self.root_hash)}\n"
+            f"head {self.head_seq} {_b64(self.head_link)}\n"
+            f"time {_format_time(self.timestamp)}\n"
+        )
 
     @property
     def timestamp_ms(self) -> int:
@@ -467,8 +489,14 @@ class Checkpoint:
             moment = datetime(year, month, day, hour, minute, second, milli * 1000, tzinfo=UTC)
         except ValueError:
             raise InvalidCheckpoint("checkpoint time is not a valid date and time") from None
-        checkpoint = cls(origin=origin, size=size, root_hash=root_hash, head_seq=head_seq,
-                         head_link=head_link, timestamp=moment)
+        checkpoint = cls(
+            origin=origin,
+            size=size,
+            root_hash=root_hash,
+            head_seq=head_seq,
+            head_link=head_link,
+            timestamp=moment,
+        )
         if checkpoint.body() != text:  # one text per checkpoint: no alternative spellings
             raise InvalidCheckpoint("checkpoint text is not in canonical form")
         return checkpoint
@@ -479,8 +507,9 @@ def sign_checkpoint(checkpoint: Checkpoint, signers: Sequence[CheckpointSigner])
     return sign_note(checkpoint.body(), signers)
 
 
-def open_checkpoint(note_text: str | bytes, verifiers: Iterable[str | VerifierKey],
-                    origin: str | None = None) -> tuple[Checkpoint, list[str]]:
+def open_checkpoint(
+    note_text: str | bytes, verifiers: Iterable[str | VerifierKey], origin: str | None = None
+) -> tuple[Checkpoint, list[str]]:
     """Verify a checkpoint note; returns the checkpoint and the names of the known keys
     that signed it.
 
@@ -492,6 +521,5 @@ def open_checkpoint(note_text: str | bytes, verifiers: Iterable[str | VerifierKe
     opened = open_note(note_text, verifiers)
     checkpoint = Checkpoint.parse(opened.text)
     if origin is not None and checkpoint.origin != origin:
-        raise InvalidCheckpoint(f"checkpoint origin {checkpoint.origin!r} is not the expected "
-                                f"{origin!r}")
+        raise InvalidCheckpoint(f"checkpoint origin {checkpoint.origin!r} is not the expected {origin!r}")
     return checkpoint, list(opened.signers)

@@ -49,22 +49,26 @@ class WriterSchema:
             canonical = to_parsing_canonical_form(parsed)
         except Exception as exc:  # fastavro raises several unrelated types
             raise DecodeError(f"invalid writer schema: {type(exc).__name__}") from None
-        return cls(fingerprint=bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")),
-                   schema_json=schema_json, parsed=parsed, plain=plain)
+        return cls(
+            fingerprint=bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")),
+            schema_json=schema_json,
+            parsed=parsed,
+            plain=plain,
+        )
 
 
 def _without_logical_types(node: Any) -> Any:
     if isinstance(node, dict):
-        return {key: _without_logical_types(value) for key, value in node.items()
-                if key != "logicalType"}
+        return {key: _without_logical_types(value) for key, value in node.items() if key != "logicalType"}
     if isinstance(node, list):
         return [_without_logical_types(value) for value in node]
     return node
 
 
 def _load_current() -> WriterSchema:
-    text = resources.files("baldur_audit.schemas.avro").joinpath("change_event.avsc").read_text(
-        encoding="utf-8")
+    text = (
+        resources.files("baldur_audit.schemas.avro").joinpath("change_event.avsc").read_text(encoding="utf-8")
+    )
     return WriterSchema.from_json(text)
 
 

@@ -83,8 +83,9 @@ class LinkMismatch(ChainBreak):
     def __init__(self, seq: int, expected: bytes, computed: bytes) -> None:
         self.expected = expected
         self.computed = computed
-        super().__init__(seq, f"link mismatch: stored {expected.hex()[:16]}…, "
-                              f"computed {computed.hex()[:16]}…")
+        super().__init__(
+            seq, f"link mismatch: stored {expected.hex()[:16]}…, computed {computed.hex()[:16]}…"
+        )
 
 
 class ValueMismatch(ChainBreak):

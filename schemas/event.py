@@ -23,8 +23,18 @@ ACTOR_TYPES = ("user", "service", "system")
 SOURCES = ("api", "cli", "scheduler", "framework")
 #: The documented open set of actions; any lowercase word matching ACTION_PATTERN is accepted.
 KNOWN_ACTIONS = (
-    "create", "update", "delete", "apply", "rollback",
-    "trip", "recover", "restart", "scale", "failover", "throttle", "quarantine",
+    "create",
+    "update",
+    "delete",
+    "apply",
+    "rollback",
+    "trip",
+    "recover",
+    "restart",
+    "scale",
+    "failover",
+    "throttle",
+    "quarantine",
 )
 ACTION_PATTERN = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 TRACE_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
@@ -141,15 +151,18 @@ def validate_event(event: ChangeEvent) -> None:
     _check_text("actor.id", event.actor.id, limit=MAX_ID_CHARS, required=True)
     # isinstance first: the comparison would run a foreign object's __eq__.
     if not isinstance(event.actor.type, str) or event.actor.type not in ACTOR_TYPES:
-        raise InvalidEvent("actor.type", f"expected one of {', '.join(ACTOR_TYPES)}, "
-                           f"found {_found(event.actor.type)}")
+        raise InvalidEvent(
+            "actor.type", f"expected one of {', '.join(ACTOR_TYPES)}, found {_found(event.actor.type)}"
+        )
     if not isinstance(event.action, str) or not ACTION_PATTERN.fullmatch(event.action):
-        raise InvalidEvent("action", "expected a lowercase word such as 'update' or 'restart' "
-                           "(letters, digits, '_', '.', '-'; at most 64)")
+        raise InvalidEvent(
+            "action",
+            "expected a lowercase word such as 'update' or 'restart' "
+            "(letters, digits, '_', '.', '-'; at most 64)",
+        )
     _check_text("target", event.target, limit=MAX_TARGET_CHARS, required=True)
     if not isinstance(event.source, str) or event.source not in SOURCES:
-        raise InvalidEvent("source", f"expected one of {', '.join(SOURCES)}, "
-                           f"found {_found(event.source)}")
+        raise InvalidEvent("source", f"expected one of {', '.join(SOURCES)}, found {_found(event.source)}")
     for name in ("before", "after"):
         text = getattr(event, name)
         _check_text(name, text, limit=MAX_JSON_BYTES, required=False)
@@ -164,16 +177,17 @@ def validate_event(event: ChangeEvent) -> None:
         raise InvalidEvent("trace_id", "expected 32 lowercase hex digits, not all zero")
     _check_text("client_ip", event.client_ip, limit=MAX_ID_CHARS, required=False)
     if isinstance(event.attributes, OversizedValue):
-        raise InvalidEvent("attributes", f"too large (at most {MAX_ATTRIBUTES} entries of at "
-                                         f"most {MAX_ATTRIBUTE_CHARS} characters)")
+        raise InvalidEvent(
+            "attributes",
+            f"too large (at most {MAX_ATTRIBUTES} entries of at most {MAX_ATTRIBUTE_CHARS} characters)",
+        )
     if not isinstance(event.attributes, Mapping):
         raise InvalidEvent("attributes", "expected a mapping of strings to strings")
     if len(event.attributes) > MAX_ATTRIBUTES:
         raise InvalidEvent("attributes", f"more than {MAX_ATTRIBUTES} entries")
     for key, value in event.attributes.items():
         _check_text("attributes key", key, limit=MAX_ATTRIBUTE_CHARS, required=True)
-        _check_text(f"attributes[{str(key)[:40]!r}]", value, limit=MAX_ATTRIBUTE_CHARS,
-                    required=False)
+        _check_text(f"attributes[{str(key)[:40]!r}]", value, limit=MAX_ATTRIBUTE_CHARS, required=False)
         if value is None:
             raise InvalidEvent(f"attributes[{str(key)[:40]!r}]", "expected a string")
 
@@ -235,8 +249,7 @@ def to_json_text(name: str, value: Any) -> str:
     """
     _check_shape(name, value)
     try:
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False)
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         # The message of TypeError names the Python type only, never the value.
         kind = "not JSON-serializable" if isinstance(exc, TypeError) else "not valid JSON"
@@ -271,8 +284,7 @@ def _parse_float(token: str) -> float:
 
 
 #: One decoder, built once: ``json.loads`` with hooks builds a new one per call.
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_int=_parse_int,
-                            parse_float=_parse_float)
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_int=_parse_int, parse_float=_parse_float)
 
 
 def _has_unstorable_string(value: Any) -> bool:
@@ -302,8 +314,7 @@ def check_json_text(name: str, text: str) -> Any:
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
-        raise InvalidEvent(name, "contains an unpaired surrogate, which the ledger cannot "
-                                 "store") from None
+        raise InvalidEvent(name, "contains an unpaired surrogate, which the ledger cannot store") from None
     if size > MAX_JSON_BYTES:
         raise InvalidEvent(name, f"JSON text larger than {MAX_JSON_BYTES} bytes")
     if "\\u0000" in text or "\x00" in text:
@@ -315,12 +326,10 @@ def check_json_text(name: str, text: str) -> Any:
     except (ValueError, RecursionError, decimal.InvalidOperation):
         raise InvalidEvent(name, "not valid JSON text") from None
     # The walks below are skipped when the text cannot hold what they look for.
-    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and \
-            _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise InvalidEvent(name, f"nested deeper than {MAX_JSON_DEPTH} levels")
     if "\\u" in text and _has_unstorable_string(value):
-        raise InvalidEvent(name, "contains an unpaired surrogate escape, which the ledger "
-                                 "cannot store")
+        raise InvalidEvent(name, "contains an unpaired surrogate escape, which the ledger cannot store")
     return value
 
 
@@ -335,4 +344,3 @@ def uuid7(unix_ms: int, random_bytes: bytes) -> uuid.UUID:
     value |= 0b10 << 62
     value |= rand & ((1 << 62) - 1)  # rand_b: 62 bits
     return uuid.UUID(int=value)
-

@@ -42,15 +42,30 @@ from .view import NULL, PG_EPOCH_US, attributes_json, text_field
 #: The writer schema this path reads: its field order is hard-coded below.
 FINGERPRINT = CURRENT_SCHEMA.fingerprint
 _FIELDS = tuple(f["name"] for f in CURRENT_SCHEMA.parsed["fields"])
-assert _FIELDS == ("event_id", "occurred_at", "actor", "action", "target", "before", "after",
-                   "reason", "source", "trace_id", "client_ip", "attributes"), _FIELDS
+assert _FIELDS == (
+    "event_id",
+    "occurred_at",
+    "actor",
+    "action",
+    "target",
+    "before",
+    "after",
+    "reason",
+    "source",
+    "trace_id",
+    "client_ip",
+    "attributes",
+), _FIELDS
 _ACTOR_SYMBOLS = ("user", "service", "system")
 _SOURCE_SYMBOLS = ("api", "cli", "scheduler", "framework")
 
 _UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _MIN_US = (datetime(1, 1, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)).days * 86_400_000_000
-_MAX_US = (datetime(9999, 12, 31, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)).days \
-    * 86_400_000_000 + 86_400_000_000 - 1
+_MAX_US = (
+    (datetime(9999, 12, 31, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)).days * 86_400_000_000
+    + 86_400_000_000
+    - 1
+)
 _LEN = struct.Struct(">i").pack
 _TIMESTAMP = struct.Struct(">iq").pack
 _UUID_HEADER = _LEN(16)
@@ -101,8 +116,7 @@ def _optional_string(buf: bytes, pos: int) -> tuple[bytes | None, str | None, in
     return _string(buf, pos + 1)
 
 
-def _enum(buf: bytes, pos: int, symbols: tuple[str, ...],
-          allowed: tuple[str, ...]) -> tuple[bytes, int]:
+def _enum(buf: bytes, pos: int, symbols: tuple[str, ...], allowed: tuple[str, ...]) -> tuple[bytes, int]:
     """An Avro enum whose symbol the validator allows: (its UTF-8 bytes, next position)."""
     index, pos = _long(buf, pos)
     if not 0 <= index < len(symbols) or symbols[index] not in allowed:
@@ -163,8 +177,7 @@ def _decode(buf: bytes) -> tuple[uuid.UUID, bytes]:
     _text("reason", reason, MAX_REASON_CHARS, False)
     source, pos = _enum(buf, pos, _SOURCE_SYMBOLS, SOURCES)
     trace_raw, trace_id, pos = _optional_string(buf, pos)
-    if trace_id is not None and (not TRACE_ID_PATTERN.fullmatch(trace_id)
-                                 or trace_id == _ZERO_TRACE):
+    if trace_id is not None and (not TRACE_ID_PATTERN.fullmatch(trace_id) or trace_id == _ZERO_TRACE):
         raise _Slow
     ip_raw, client_ip, pos = _optional_string(buf, pos)
     _text("client_ip", client_ip, MAX_ID_CHARS, False)
@@ -186,13 +199,24 @@ def _decode(buf: bytes) -> tuple[uuid.UUID, bytes]:
         pos += 1
     if pos != len(buf):
         raise _Slow
-    view = b"".join((
-        _UUID_HEADER, event_id.bytes,
-        _TIMESTAMP(8, occurred_us - PG_EPOCH_US),
-        _framed(actor_raw), _framed(actor_type), _framed(action_raw), _framed(target_raw),
-        _framed(json_fields[0]), _framed(json_fields[1]), _framed(reason_raw),
-        _framed(source), _framed(trace_raw), _framed(ip_raw),
-        text_field(attributes_json(attributes)),
-        _LEN(8), FINGERPRINT,
-    ))
+    view = b"".join(
+        (
+            _UUID_HEADER,
+            event_id.bytes,
+            _TIMESTAMP(8, occurred_us - PG_EPOCH_US),
+            _framed(actor_raw),
+            _framed(actor_type),
+            _framed(action_raw),
+            _framed(target_raw),
+            _framed(json_fields[0]),
+            _framed(json_fields[1]),
+            _framed(reason_raw),
+            _framed(source),
+            _framed(trace_raw),
+            _framed(ip_raw),
+            text_field(attributes_json(attributes)),
+            _LEN(8),
+            FINGERPRINT,
+        )
+    )
     return event_id, view

@@ -77,8 +77,12 @@ def ratchet_secret(secret: bytes, next_epoch: int) -> bytes:
     """``K_{e+1}`` from ``K_e``: HKDF-SHA256 (RFC 5869), no salt, info = tag ‖ u64(e+1), 32 bytes."""
     if next_epoch < 1:
         raise ValueError(f"the next epoch must be at least 1, found {next_epoch}")
-    return HKDF(algorithm=hashes.SHA256(), length=RATCHET_KEY_BYTES, salt=None,
-                info=RATCHET_TAG + struct.pack(">Q", next_epoch)).derive(secret)
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=RATCHET_KEY_BYTES,
+        salt=None,
+        info=RATCHET_TAG + struct.pack(">Q", next_epoch),
+    ).derive(secret)
 
 
 class EpochRatchet:
@@ -107,8 +111,10 @@ class EpochRatchet:
         Raises :class:`ConfigError` if ``epoch`` is earlier than the one held: its key is gone.
         """
         if epoch < self.epoch:
-            raise ConfigError(f"the key of epoch {epoch} is no longer held (the ratchet is at "
-                              f"epoch {self.epoch}): forward security forbids going back")
+            raise ConfigError(
+                f"the key of epoch {epoch} is no longer held (the ratchet is at "
+                f"epoch {self.epoch}): forward security forbids going back"
+            )
         if epoch - self.epoch > MAX_EPOCHS:
             raise ConfigError(f"refusing to ratchet {epoch - self.epoch} epochs forward")
         secret = self.key.secret
@@ -129,8 +135,9 @@ def epoch_keys(initial: SigningKey, *, epoch_entries: int, last_seq: int) -> lis
     (at least ``K_0``): what a verifier derives from the escrowed key."""
     last_epoch = epoch_of(max(last_seq, 1), epoch_entries)
     if last_epoch > MAX_EPOCHS:
-        raise ConfigError(f"{last_epoch + 1} epochs to derive: epoch length {epoch_entries} "
-                          "is too small for this ledger")
+        raise ConfigError(
+            f"{last_epoch + 1} epochs to derive: epoch length {epoch_entries} is too small for this ledger"
+        )
     keys = [initial]
     secret = initial.secret
     for epoch in range(1, last_epoch + 1):
@@ -155,8 +162,7 @@ class EpochSchedule:
         if epoch > MAX_EPOCHS:
             raise ConfigError(f"refusing to derive the key of epoch {epoch}")
         while len(self._keys) <= epoch:
-            self._keys.append(SigningKey.derive(
-                ratchet_secret(self._keys[-1].secret, len(self._keys))))
+            self._keys.append(SigningKey.derive(ratchet_secret(self._keys[-1].secret, len(self._keys))))
         return self._keys[epoch]
 
     def key_for(self, seq: int) -> SigningKey:

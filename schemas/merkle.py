@@ -56,11 +56,11 @@ class RootMismatch(ProofError):
     def __init__(self, what: str, expected: bytes, computed: bytes) -> None:
         self.expected = expected
         self.computed = computed
-        super().__init__(f"{what}: expected root {expected.hex()[:16]}…, "
-                         f"computed {computed.hex()[:16]}…")
+        super().__init__(f"{what}: expected root {expected.hex()[:16]}…, computed {computed.hex()[:16]}…")
 
 
 # --- hashing -------------------------------------------------------------------------------
+
 
 def leaf_hash(data: bytes) -> bytes:
     """RFC 9162 leaf hash: SHA-256(0x00 || data)."""
@@ -98,21 +98,31 @@ def leaf_data(link_input: LinkInput, *, key_id: str, link: bytes) -> bytes:
     """
     if len(link) != HASH_BYTES:
         raise MerkleError(f"link must be {HASH_BYTES} bytes, found {len(link)}")
-    return b"".join((
-        _LEAF_DOMAIN,
-        field(b"key_id", key_id.encode("utf-8")),
-        _H_SEQ, _U64.pack(link_input.seq),
-        field(b"topic", link_input.topic.encode("utf-8")),
-        _H_PARTITION, _I32(link_input.partition),
-        _H_OFFSET, _I64(link_input.offset),
-        _H_TIMESTAMP, _I64(link_input.timestamp_ms),
-        _H_KIND, _U8(link_input.kind.code),
-        _H_DUPLICATE, _U64.pack(link_input.duplicate_of),
-        _H_NULL, b"\x01" if link_input.value_null else b"\x00",
-        field(b"digest", link_input.digest),
-        field(b"view", link_input.view_digest),
-        _H_LINK, link,
-    ))
+    return b"".join(
+        (
+            _LEAF_DOMAIN,
+            field(b"key_id", key_id.encode("utf-8")),
+            _H_SEQ,
+            _U64.pack(link_input.seq),
+            field(b"topic", link_input.topic.encode("utf-8")),
+            _H_PARTITION,
+            _I32(link_input.partition),
+            _H_OFFSET,
+            _I64(link_input.offset),
+            _H_TIMESTAMP,
+            _I64(link_input.timestamp_ms),
+            _H_KIND,
+            _U8(link_input.kind.code),
+            _H_DUPLICATE,
+            _U64.pack(link_input.duplicate_of),
+            _H_NULL,
+            b"\x01" if link_input.value_null else b"\x00",
+            field(b"digest", link_input.digest),
+            field(b"view", link_input.view_digest),
+            _H_LINK,
+            link,
+        )
+    )
 
 
 def entry_leaf_hash(link_input: LinkInput, *, key_id: str, link: bytes) -> bytes:
@@ -123,6 +133,7 @@ def entry_leaf_hash(link_input: LinkInput, *, key_id: str, link: bytes) -> bytes
 
 
 # --- node stores ---------------------------------------------------------------------------
+
 
 @runtime_checkable
 class NodeStore(Protocol):
@@ -156,13 +167,15 @@ def _fetch(nodes: NodeStore, keys: Sequence[Node]) -> dict[Node, bytes]:
                 raise MerkleError(f"node (level {key[0]}, index {key[1]}) is not in the store") from None
     for key, value in found.items():
         if not isinstance(value, bytes | bytearray | memoryview) or len(value) != HASH_BYTES:
-            raise MerkleError(f"node (level {key[0]}, index {key[1]}) in the store is not a "
-                              f"{HASH_BYTES}-byte hash")
+            raise MerkleError(
+                f"node (level {key[0]}, index {key[1]}) in the store is not a {HASH_BYTES}-byte hash"
+            )
         found[key] = bytes(value)
     return found
 
 
 # --- subtree arithmetic ----------------------------------------------------------------------
+
 
 def _check_size(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value >= 1 << 64:
@@ -288,14 +301,14 @@ def consistency_proof(nodes: NodeStore, old_size: int, new_size: int) -> list[by
 
 # --- verification (RFC 9162 §2.1.3.2 and §2.1.4.2) ------------------------------------------
 
+
 def _check_hash(what: str, value: bytes) -> None:
     if not isinstance(value, bytes | bytearray) or len(value) != HASH_BYTES:
         size = len(value) if isinstance(value, bytes | bytearray) else type(value).__name__
         raise ProofError(f"{what} must be a {HASH_BYTES}-byte hash, found {size}")
 
 
-def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
-                     root_hash: bytes) -> None:
+def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root_hash: bytes) -> None:
     """Check that ``leaf`` (a leaf hash) is leaf ``index`` of the tree of ``size`` with
     ``root_hash`` (RFC 9162 §2.1.3.2). Returns nothing; raises :class:`ProofError`
     (:class:`RootMismatch` when the proof leads elsewhere)."""
@@ -314,8 +327,9 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
     # 4.
     for p in proof:
         if sn == 0:
-            raise ProofError(f"inclusion proof for leaf {index} of {size} is too long "
-                             f"({len(proof)} elements)")
+            raise ProofError(
+                f"inclusion proof for leaf {index} of {size} is too long ({len(proof)} elements)"
+            )
         if fn & 1 or fn == sn:
             r = node_hash(p, r)
             if not fn & 1:
@@ -328,14 +342,14 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
         sn >>= 1
     # 5.
     if sn != 0:
-        raise ProofError(f"inclusion proof for leaf {index} of {size} is too short "
-                         f"({len(proof)} elements)")
+        raise ProofError(f"inclusion proof for leaf {index} of {size} is too short ({len(proof)} elements)")
     if not hmac.compare_digest(r, root_hash):
         raise RootMismatch(f"inclusion of leaf {index} in tree of size {size}", root_hash, r)
 
 
-def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes,
-                       proof: Sequence[bytes]) -> None:
+def verify_consistency(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
+) -> None:
     """Check that the tree of ``old_size`` with ``old_root`` is a prefix of the tree of
     ``new_size`` with ``new_root`` (RFC 9162 §2.1.4.2). Returns nothing; raises
     :class:`ProofError` (:class:`RootMismatch` when the proof leads elsewhere).
@@ -403,6 +417,7 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
 
 # --- proof encoding ---------------------------------------------------------------------------
 
+
 def proof_to_json(proof: Iterable[bytes]) -> list[str]:
     """A proof as JSON: the list of its hashes in standard, padded base64."""
     return [base64.b64encode(element).decode("ascii") for element in proof]
@@ -412,8 +427,7 @@ def proof_from_json(encoded: object) -> list[bytes]:
     """The proof :func:`proof_to_json` wrote; raises :class:`MerkleError` for anything that
     is not a list of canonical base64 strings of 32-byte hashes."""
     if not isinstance(encoded, list):
-        raise MerkleError(f"a proof must be a JSON list of base64 hashes, found "
-                          f"{type(encoded).__name__}")
+        raise MerkleError(f"a proof must be a JSON list of base64 hashes, found {type(encoded).__name__}")
     proof = []
     for position, element in enumerate(encoded):
         if not isinstance(element, str):
@@ -436,6 +450,7 @@ def decode_hash(text: str, what: str = "hash") -> bytes:
 
 
 # --- the frontier ------------------------------------------------------------------------------
+
 
 class MerkleFrontier:
     """The compact range of the current tree: one perfect-subtree root per 1-bit of the
@@ -493,10 +508,11 @@ class MerkleFrontier:
         count = bin(size).count("1")
         expected = _FRONTIER_HEADER.size + count * HASH_BYTES
         if len(encoded) != expected:
-            raise MerkleError(f"merkle frontier of size {size} must be {expected} bytes, "
-                              f"found {len(encoded)}")
-        body = encoded[_FRONTIER_HEADER.size:]
-        return cls._of(size, [bytes(body[i:i + HASH_BYTES]) for i in range(0, len(body), HASH_BYTES)])
+            raise MerkleError(
+                f"merkle frontier of size {size} must be {expected} bytes, found {len(encoded)}"
+            )
+        body = encoded[_FRONTIER_HEADER.size :]
+        return cls._of(size, [bytes(body[i : i + HASH_BYTES]) for i in range(0, len(body), HASH_BYTES)])
 
     @classmethod
     def from_nodes(cls, nodes: NodeStore, size: int) -> MerkleFrontier:

@@ -95,22 +95,25 @@ def entry_view(timestamp_ms: int, body: bytes) -> bytes:
 
 def event_view_body(event: ChangeEvent, fingerprint: bytes | None) -> bytes:
     """The view of an event or duplicate entry, after the Kafka timestamp."""
-    return b"".join((
-        _UUID_HEADER, event.event_id.bytes,
-        timestamp_field_us(unix_us(event.occurred_at)),
-        text_field(event.actor.id),
-        text_field(event.actor.type),
-        text_field(event.action),
-        text_field(event.target),
-        text_field(event.before),
-        text_field(event.after),
-        text_field(event.reason),
-        text_field(event.source),
-        text_field(event.trace_id),
-        text_field(event.client_ip),
-        text_field(attributes_json(event.attributes)),
-        bytes_field(fingerprint),
-    ))
+    return b"".join(
+        (
+            _UUID_HEADER,
+            event.event_id.bytes,
+            timestamp_field_us(unix_us(event.occurred_at)),
+            text_field(event.actor.id),
+            text_field(event.actor.type),
+            text_field(event.action),
+            text_field(event.target),
+            text_field(event.before),
+            text_field(event.after),
+            text_field(event.reason),
+            text_field(event.source),
+            text_field(event.trace_id),
+            text_field(event.client_ip),
+            text_field(attributes_json(event.attributes)),
+            bytes_field(fingerprint),
+        )
+    )
 
 
 def rejected_view_body(fingerprint: bytes | None) -> bytes:
@@ -148,6 +151,6 @@ def split_view(view: bytes) -> list[bytes | None] | None:
         if size < 0:
             values.append(None)
             continue
-        values.append(view[pos:pos + size])
+        values.append(view[pos : pos + size])
         pos += size
     return values if pos == len(view) and len(values) == len(VIEW_COLUMNS) else None

@@ -21,11 +21,15 @@ from tests.support.stack import Ledger, fresh_ledger, require_services
 #: restartable service or an expensive module fixture must run on one worker, in one unit:
 #: the fault scenarios (one session-wide private broker and cluster, ports 19092/15432), the
 #: spool's private broker (19192) and the tamper matrix's template ledger.
-XDIST_UNITS = {"tests/faults/": "faults", "tests/integration/test_spool_kafka.py": "spool-broker",
-               "tests/integration/test_tamper_random.py": "tamper-template"}
+XDIST_UNITS = {
+    "tests/faults/": "faults",
+    "tests/integration/test_spool_kafka.py": "spool-broker",
+    "tests/integration/test_tamper_random.py": "tamper-template",
+}
 
 
 if importlib.util.find_spec("xdist") is not None:
+
     def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         """Load-balance test by test, except for the units above. (Not ``--dist loadgroup``:
         its ``xdist_group`` mark rewrites ``item._nodeid``, which pytest 9 no longer reads.)"""
@@ -34,8 +38,9 @@ if importlib.util.find_spec("xdist") is not None:
         class Units(LoadScopeScheduling):  # biggest units first (loadscopereorder, default)
             def _split_scope(self, nodeid: str) -> str:
                 """The scheduling unit of a test: its group, or the test itself."""
-                return next((unit for prefix, unit in XDIST_UNITS.items() if nodeid.startswith(prefix)),
-                            nodeid)
+                return next(
+                    (unit for prefix, unit in XDIST_UNITS.items() if nodeid.startswith(prefix)), nodeid
+                )
 
         return Units(config, log)
 

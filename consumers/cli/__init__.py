@@ -38,34 +38,77 @@ __all__ = ["cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--bootstrap", envvar=BOOTSTRAP_ENV, default=DEFAULT_BOOTSTRAP,
-              show_default=True, help=f"Kafka bootstrap servers [env {BOOTSTRAP_ENV}].")
-@click.option("--topic", envvar=TOPIC_ENV, default=DEFAULT_TOPIC,
-              show_default=True, help=f"Ledger topic [env {TOPIC_ENV}].")
-@click.option("--dsn", envvar=DSN_ENV, default=DEFAULT_DSN,
-              show_default=False, help=f"PostgreSQL DSN [env {DSN_ENV}; default: the local "
-                                       "stack's, postgresql://baldur@127.0.0.1:25432/baldur_audit].")
-@click.option("--group", envvar=GROUP_ENV, default=DEFAULT_GROUP,
-              show_default=True, help=f"Chainer consumer group [env {GROUP_ENV}].")
-@click.option("--ledger-id", envvar=LEDGER_ID_ENV, default=None,
-              help=f"Ledger identity bound by the genesis link [env {LEDGER_ID_ENV}; "
-                   "default baldur-audit:<topic>].")
+@click.option(
+    "--bootstrap",
+    envvar=BOOTSTRAP_ENV,
+    default=DEFAULT_BOOTSTRAP,
+    show_default=True,
+    help=f"Kafka bootstrap servers [env {BOOTSTRAP_ENV}].",
+)
+@click.option(
+    "--topic",
+    envvar=TOPIC_ENV,
+    default=DEFAULT_TOPIC,
+    show_default=True,
+    help=f"Ledger topic [env {TOPIC_ENV}].",
+)
+@click.option(
+    "--dsn",
+    envvar=DSN_ENV,
+    default=DEFAULT_DSN,
+    show_default=False,
+    help=f"PostgreSQL DSN [env {DSN_ENV}; default: the local "
+    "stack's, postgresql://baldur@127.0.0.1:25432/baldur_audit].",
+)
+@click.option(
+    "--group",
+    envvar=GROUP_ENV,
+    default=DEFAULT_GROUP,
+    show_default=True,
+    help=f"Chainer consumer group [env {GROUP_ENV}].",
+)
+@click.option(
+    "--ledger-id",
+    envvar=LEDGER_ID_ENV,
+    default=None,
+    help=f"Ledger identity bound by the genesis link [env {LEDGER_ID_ENV}; default baldur-audit:<topic>].",
+)
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
 @click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
 @click.pass_context
-def cli(click_ctx: click.Context, bootstrap: str, topic: str, dsn: str, group: str,
-        ledger_id: str | None, verbose: int, debug: bool) -> None:
+def cli(
+    click_ctx: click.Context,
+    bootstrap: str,
+    topic: str,
+    dsn: str,
+    group: str,
+    ledger_id: str | None,
+    verbose: int,
+    debug: bool,
+) -> None:
     """baldur-audit: a tamper-evident audit trail on Kafka and PostgreSQL."""
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=logging.DEBUG if debug else level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    click_ctx.obj = App(settings=Settings.from_env(os.environ, bootstrap=bootstrap, topic=topic,
-                                                   dsn=dsn, group=group, ledger_id=ledger_id),
-                        debug=debug)
+    logging.basicConfig(
+        level=logging.DEBUG if debug else level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    click_ctx.obj = App(
+        settings=Settings.from_env(
+            os.environ, bootstrap=bootstrap, topic=topic, dsn=dsn, group=group, ledger_id=ledger_id
+        ),
+        debug=debug,
+    )
 
 
-for _command in (*ledger.COMMANDS, *checks.COMMANDS, log.log_command, emit.emit,
-                 *evidence.COMMANDS, *retention.COMMANDS):
+for _command in (
+    *ledger.COMMANDS,
+    *checks.COMMANDS,
+    log.log_command,
+    emit.emit,
+    *evidence.COMMANDS,
+    *retention.COMMANDS,
+):
     cli.add_command(_command)
 
 
@@ -79,8 +122,7 @@ def main() -> None:
     except click.Abort:
         fail("aborted", secrets=secrets)
     except click.ClickException as exc:
-        fail(exc.format_message().splitlines()[0] if exc.format_message() else str(exc),
-             secrets=secrets)
+        fail(exc.format_message().splitlines()[0] if exc.format_message() else str(exc), secrets=secrets)
     except SystemExit:
         raise
     except Exception as exc:

@@ -47,8 +47,9 @@ class ExitCode(IntEnum):
     FENCED = 3  # ``chain`` only: another chainer took the chain over
 
 
-def fail(message: str, code: ExitCode = ExitCode.UNCHECKED, *,
-         secrets: Sequence[str | bytes | None] = ()) -> NoReturn:
+def fail(
+    message: str, code: ExitCode = ExitCode.UNCHECKED, *, secrets: Sequence[str | bytes | None] = ()
+) -> NoReturn:
     """Report ``message`` in one line on stderr, scrubbed of ``secrets``, and exit ``code``."""
     one_line = " ".join(scrub(message, *secrets).split())
     click.echo(f"baldur-audit: {one_line}", err=True)
@@ -94,8 +95,9 @@ class App:
             return dict(ring), None
         with self.store() as store:
             last_seq = store.read_head().seq
-        return dict(verification_keys(ring, epoch_n=epoch_n, last_seq=last_seq)), \
-            EpochSchedule(ring.current, epoch_entries=epoch_n)
+        return dict(verification_keys(ring, epoch_n=epoch_n, last_seq=last_seq)), EpochSchedule(
+            ring.current, epoch_entries=epoch_n
+        )
 
     def replay_keys(self, store: PostgresLedgerStore) -> dict[str, Any]:
         """``replay_compare``'s key arguments: each entry rebuilt with the key it names
@@ -116,9 +118,13 @@ class App:
 
     def witness_logs(self, *, replication_factor: int = 1) -> list[KafkaWitness | DirectoryWitness]:
         """The witness topic, and the checkpoint directory when ``BALDUR_CHECKPOINT_DIR`` is set."""
-        logs: list[KafkaWitness | DirectoryWitness] = [KafkaWitness(
-            bootstrap=self.settings.bootstrap, topic=self.settings.witness_topic,
-            replication_factor=replication_factor)]
+        logs: list[KafkaWitness | DirectoryWitness] = [
+            KafkaWitness(
+                bootstrap=self.settings.bootstrap,
+                topic=self.settings.witness_topic,
+                replication_factor=replication_factor,
+            )
+        ]
         if self.settings.checkpoint_dir is not None:
             logs.append(DirectoryWitness(self.settings.checkpoint_dir))
         return logs
@@ -130,23 +136,35 @@ class App:
         every, interval = self.settings.checkpoint_every, self.settings.checkpoint_interval
         if every == 0 and interval == 0:
             return None
-        return Checkpointer(dsn=self.settings.dsn, keys=self.checkpoint_keys(signing=True),
-                            chain_keys=chain_keys, witnesses=self.witness_logs(), every=every,
-                            interval=interval)
+        return Checkpointer(
+            dsn=self.settings.dsn,
+            keys=self.checkpoint_keys(signing=True),
+            chain_keys=chain_keys,
+            witnesses=self.witness_logs(),
+            every=every,
+            interval=interval,
+        )
 
     def witness_check(self, *, state: Path | None, use_witness: bool) -> WitnessCheck:
         """``verify``'s witness check: the configured verifier keys (no key is generated), the
         witness topic and directory unless ``use_witness`` is false, and the state file."""
         keys = self.checkpoint_keys(signing=False)
-        return WitnessCheck(verifiers=keys.verifiers, origin=keys.origin,
-                            logs=self.witness_logs() if use_witness else [], state_path=state)
+        return WitnessCheck(
+            verifiers=keys.verifiers,
+            origin=keys.origin,
+            logs=self.witness_logs() if use_witness else [],
+            state_path=state,
+        )
 
     # -- errors -----------------------------------------------------------------------------------
 
     def secrets(self) -> list[str | bytes | None]:
         """Everything that must never be printed."""
-        found: list[str | bytes | None] = [dsn_password(self.settings.dsn), self.settings.dsn,
-                                           *self.settings.secrets()]
+        found: list[str | bytes | None] = [
+            dsn_password(self.settings.dsn),
+            self.settings.dsn,
+            *self.settings.secrets(),
+        ]
         if self._key is not None:
             found.append(self._key.secret)
         if self._ring is not None:
@@ -163,8 +181,10 @@ class App:
         try:
             yield
         except Fenced as exc:
-            self.fail(f"stopped: another chainer took over the chain ({exc}); this one wrote "
-                      "nothing more", ExitCode.FENCED)
+            self.fail(
+                f"stopped: another chainer took over the chain ({exc}); this one wrote nothing more",
+                ExitCode.FENCED,
+            )
         except AuditError as exc:
             if self.debug:
                 log.exception("failed")
@@ -199,7 +219,8 @@ def progress(label: str, total: int | None) -> Callable[[int], None] | None:
     """A progress reporter on stderr, shown only on a terminal."""
     if not sys.stderr.isatty():
         return None
-    bar = click.progressbar(length=total or 0, label=label, file=sys.stderr,
-                            show_pos=True, show_eta=bool(total))
+    bar = click.progressbar(
+        length=total or 0, label=label, file=sys.stderr, show_pos=True, show_eta=bool(total)
+    )
     bar.__enter__()
     return bar.update

@@ -21,9 +21,15 @@ from .app import App, ExitCode, emit_json, pass_app, progress
 from .options import json_option, parse_duration
 
 #: The exit status a witness status leads to when the chain walk itself is intact.
-EXIT_OF_WITNESS = {"matched": ExitCode.OK, "none": ExitCode.OK, "skipped": ExitCode.OK,
-                   "mismatch": ExitCode.FAILED, "invalid": ExitCode.FAILED,
-                   "unverifiable": ExitCode.UNCHECKED, "unavailable": ExitCode.UNCHECKED}
+EXIT_OF_WITNESS = {
+    "matched": ExitCode.OK,
+    "none": ExitCode.OK,
+    "skipped": ExitCode.OK,
+    "mismatch": ExitCode.FAILED,
+    "invalid": ExitCode.FAILED,
+    "unverifiable": ExitCode.UNCHECKED,
+    "unavailable": ExitCode.UNCHECKED,
+}
 
 
 def witness_exit_code(witness: dict[str, Any] | None) -> ExitCode:
@@ -41,8 +47,12 @@ def break_exit_code(kind: str | None) -> ExitCode:
 
 
 @click.command()
-@click.option("--state", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Keep the last accepted checkpoint here; refuse a ledger that does not extend it.")
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Keep the last accepted checkpoint here; refuse a ledger that does not extend it.",
+)
 @click.option("--no-witness", is_flag=True, help="Do not read the witnessed checkpoints.")
 @json_option("Print the report as JSON.")
 @pass_app
@@ -50,25 +60,35 @@ def verify(app: App, state: Path | None, no_witness: bool, as_json: bool) -> Non
     """Walk the ledger and recompute every link (exit 0 intact, 1 tampered, 2 could not check)."""
     with app.guard():
         keys, schedule = app.verification_keys()
-        witness = None if no_witness and state is None else \
-            app.witness_check(state=state, use_witness=not no_witness)
+        witness = (
+            None
+            if no_witness and state is None
+            else app.witness_check(state=state, use_witness=not no_witness)
+        )
         with app.store() as store:
-            report = verify_ledger(store, keys, progress=progress("verifying", None),
-                                   witness=witness)
+            report = verify_ledger(store, keys, progress=progress("verifying", None), witness=witness)
         if schedule is not None:
             with app.store() as store:
                 report = with_epoch_check(store, report, schedule)
         if as_json:
             emit_json(report.as_dict())
         elif report.intact:
-            click.echo(f"intact: {report.entries} entries, head seq {report.head['seq']} "
-                       f"offset {report.head['offset']} "
-                       f"({report.as_dict()['entries_per_second']} entries/s)"
-                       + (f"; witness: {report.witness['status']}: "
-                          f"{report.witness['detail'] or report.witness['skipped']}"
-                          if report.witness else "")
-                       + (f"; from the retention anchor at seq {report.retention['anchor']['seq']}"
-                          if report.retention and report.retention["anchor"] else ""))
+            click.echo(
+                f"intact: {report.entries} entries, head seq {report.head['seq']} "
+                f"offset {report.head['offset']} "
+                f"({report.as_dict()['entries_per_second']} entries/s)"
+                + (
+                    f"; witness: {report.witness['status']}: "
+                    f"{report.witness['detail'] or report.witness['skipped']}"
+                    if report.witness
+                    else ""
+                )
+                + (
+                    f"; from the retention anchor at seq {report.retention['anchor']['seq']}"
+                    if report.retention and report.retention["anchor"]
+                    else ""
+                )
+            )
         else:
             brk = report.first_break
             assert brk is not None
@@ -78,10 +98,16 @@ def verify(app: App, state: Path | None, no_witness: bool, as_json: bool) -> Non
 
 
 @click.command()
-@click.option("--rebuild", is_flag=True,
-              help="Write a fresh ledger from the topic into the (empty) database at --dsn.")
-@click.option("--max-lag", default="5m", show_default=True, metavar="DURATION",
-              help="Unsealed records older than this count as a truncated tail.")
+@click.option(
+    "--rebuild", is_flag=True, help="Write a fresh ledger from the topic into the (empty) database at --dsn."
+)
+@click.option(
+    "--max-lag",
+    default="5m",
+    show_default=True,
+    metavar="DURATION",
+    help="Unsealed records older than this count as a truncated tail.",
+)
 @json_option("Print the report as JSON.")
 @pass_app
 def replay(app: App, rebuild: bool, max_lag: str, as_json: bool) -> None:
@@ -94,24 +120,32 @@ def replay(app: App, rebuild: bool, max_lag: str, as_json: bool) -> None:
         try:
             with app.store() as store:
                 if rebuild:
-                    report = rebuild_ledger(store, reader, key,
-                                            ledger_id=settings.effective_ledger_id,
-                                            topic=settings.topic,
-                                            progress=progress("rebuilding", None))
+                    report = rebuild_ledger(
+                        store,
+                        reader,
+                        key,
+                        ledger_id=settings.effective_ledger_id,
+                        topic=settings.topic,
+                        progress=progress("rebuilding", None),
+                    )
                 else:
                     admin = KafkaTopicAdmin(settings.bootstrap)
 
                     def committed() -> int | None:
                         try:
-                            return admin.group_state(settings.group, settings.topic)[
-                                "committed_offset"]
+                            return admin.group_state(settings.group, settings.topic)["committed_offset"]
                         except AuditError:
                             return None
 
-                    report = replay_compare(store, reader, key, committed_offset=committed,
-                                            **app.replay_keys(store),
-                                            max_lag_seconds=lag.total_seconds(),
-                                            progress=progress("replaying", None))
+                    report = replay_compare(
+                        store,
+                        reader,
+                        key,
+                        committed_offset=committed,
+                        **app.replay_keys(store),
+                        max_lag_seconds=lag.total_seconds(),
+                        progress=progress("replaying", None),
+                    )
         finally:
             reader.close()
         if as_json:
@@ -119,14 +153,18 @@ def replay(app: App, rebuild: bool, max_lag: str, as_json: bool) -> None:
         elif rebuild:
             click.echo(f"rebuilt: sealed {report.topic_records} topic records into a fresh ledger")
         elif report.consistent:
-            click.echo(f"consistent: {report.topic_records} topic records, "
-                       f"{report.ledger_entries} ledger entries"
-                       + (f", {report.unsealed} not sealed yet" if report.unsealed else ""))
+            click.echo(
+                f"consistent: {report.topic_records} topic records, "
+                f"{report.ledger_entries} ledger entries"
+                + (f", {report.unsealed} not sealed yet" if report.unsealed else "")
+            )
         else:
             div = report.first_divergence
             assert div is not None
-            click.echo(f"DIVERGENT: first divergence at seq {div.seq} (offset {div.offset}): "
-                       f"{div.kind}: {div.detail}")
+            click.echo(
+                f"DIVERGENT: first divergence at seq {div.seq} (offset {div.offset}): "
+                f"{div.kind}: {div.detail}"
+            )
     div = report.first_divergence
     sys.exit(break_exit_code(None if div is None else div.kind))
 

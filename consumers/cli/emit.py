@@ -26,15 +26,33 @@ from baldur_audit.schemas.event import MAX_JSON_INT_DIGITS
 
 from .app import App, pass_app
 
-LINE_KEYS = {"actor", "actor_type", "action", "target", "before", "after", "reason", "source",
-             "client_ip", "trace_id", "attributes"}
+LINE_KEYS = {
+    "actor",
+    "actor_type",
+    "action",
+    "target",
+    "before",
+    "after",
+    "reason",
+    "source",
+    "client_ip",
+    "trace_id",
+    "attributes",
+}
 REQUIRED_KEYS = ("actor", "action", "target")
 MAX_LINES = 100_000
 #: Options that describe one event (parameter: flag): with --file they would be ignored.
-EVENT_OPTIONS = {"actor": "--actor", "action": "--action", "target": "--target",
-                 "before": "--before", "after": "--after", "reason": "--reason",
-                 "client_ip": "--client-ip", "trace_id": "--trace-id",
-                 "attributes": "--attribute"}
+EVENT_OPTIONS = {
+    "actor": "--actor",
+    "action": "--action",
+    "target": "--target",
+    "before": "--before",
+    "after": "--after",
+    "reason": "--reason",
+    "client_ip": "--client-ip",
+    "trace_id": "--trace-id",
+    "attributes": "--attribute",
+}
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 
 
@@ -80,19 +98,21 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 class _Choice(click.Choice):
     """click.Choice whose error does not quote the value (it may be a misplaced secret)."""
 
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> Any:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if value in self.choices:
             return value
-        found = (repr(value) if isinstance(value, str) and _PLAIN_WORD.fullmatch(value)
-                 else f"a value of {len(str(value))} characters")
-        self.fail(f"expected one of {', '.join(map(str, self.choices))}, found {found}",
-                  param, ctx)
+        found = (
+            repr(value)
+            if isinstance(value, str) and _PLAIN_WORD.fullmatch(value)
+            else f"a value of {len(str(value))} characters"
+        )
+        self.fail(f"expected one of {', '.join(map(str, self.choices))}, found {found}", param, ctx)
 
 
 #: Strict JSON for lines, built once.
-_LINE_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_not_json,
-                                 parse_int=_int, parse_float=_float)
+_LINE_DECODER = json.JSONDecoder(
+    object_pairs_hook=_object, parse_constant=_not_json, parse_int=_int, parse_float=_float
+)
 
 
 def _json_option(text: str | None) -> Any:
@@ -126,8 +146,9 @@ def iter_lines(stream: BinaryIO) -> Iterator[tuple[int, dict[str, Any]]]:
         if not line.strip():
             continue
         if line.startswith("\ufeff"):
-            raise click.UsageError(f"line {number}: starts with a byte-order mark (U+FEFF): "
-                                   "save the file as UTF-8 without BOM")
+            raise click.UsageError(
+                f"line {number}: starts with a byte-order mark (U+FEFF): save the file as UTF-8 without BOM"
+            )
         try:
             item = _LINE_DECODER.decode(line)
         except _LineError as exc:
@@ -141,8 +162,9 @@ def iter_lines(stream: BinaryIO) -> Iterator[tuple[int, dict[str, Any]]]:
             raise click.UsageError(f"line {number}: expected a JSON object")
         unknown = sorted(set(item) - LINE_KEYS)
         if unknown:
-            raise click.UsageError(f"line {number}: unknown key {_quoted(unknown[0])} "
-                                   f"(allowed: {', '.join(sorted(LINE_KEYS))})")
+            raise click.UsageError(
+                f"line {number}: unknown key {_quoted(unknown[0])} (allowed: {', '.join(sorted(LINE_KEYS))})"
+            )
         missing = [key for key in REQUIRED_KEYS if not item.get(key)]
         if missing:
             raise click.UsageError(f"line {number}: missing {missing[0]!r}")
@@ -151,63 +173,110 @@ def iter_lines(stream: BinaryIO) -> Iterator[tuple[int, dict[str, Any]]]:
 
 @click.command()
 @click.option("--actor", help="Who made the change.")
-@click.option("--actor-type", default="user", show_default=True,
-              type=_Choice(["user", "service", "system"]))
+@click.option("--actor-type", default="user", show_default=True, type=_Choice(["user", "service", "system"]))
 @click.option("--action", help="create, update, delete, apply, rollback, trip, restart, ...")
 @click.option("--target", help="The configuration key or resource that changed.")
 @click.option("--before", help="Value before, as JSON (a bare word is taken as a string).")
 @click.option("--after", help="Value after, as JSON (a bare word is taken as a string).")
 @click.option("--reason", help="Why.")
-@click.option("--source", default="cli", show_default=True,
-              type=_Choice(["api", "cli", "scheduler", "framework"]))
+@click.option(
+    "--source", default="cli", show_default=True, type=_Choice(["api", "cli", "scheduler", "framework"])
+)
 @click.option("--client-ip", help="Client IP (masked before sending).")
 @click.option("--trace-id", help="W3C trace id, 32 hex digits.")
-@click.option("--attribute", "attributes", multiple=True, metavar="KEY=VALUE",
-              help="Extra string attribute (repeatable).")
-@click.option("--file", "file_", type=click.File("rb"),
-              help="JSON-lines file of events ('-' for stdin).")
-@click.option("--timeout", default=15.0, show_default=True, type=click.FloatRange(0.1, 600),
-              help="Seconds to wait for Kafka to acknowledge.")
+@click.option(
+    "--attribute",
+    "attributes",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Extra string attribute (repeatable).",
+)
+@click.option("--file", "file_", type=click.File("rb"), help="JSON-lines file of events ('-' for stdin).")
+@click.option(
+    "--timeout",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 600),
+    help="Seconds to wait for Kafka to acknowledge.",
+)
 @pass_app
-def emit(app: App, actor: str | None, actor_type: str, action: str | None, target: str | None,
-         before: str | None, after: str | None, reason: str | None, source: str,
-         client_ip: str | None, trace_id: str | None, attributes: tuple[str, ...],
-         file_: BinaryIO | None, timeout: float) -> None:
+def emit(
+    app: App,
+    actor: str | None,
+    actor_type: str,
+    action: str | None,
+    target: str | None,
+    before: str | None,
+    after: str | None,
+    reason: str | None,
+    source: str,
+    client_ip: str | None,
+    trace_id: str | None,
+    attributes: tuple[str, ...],
+    file_: BinaryIO | None,
+    timeout: float,
+) -> None:
     """Record events: one from options, or many from --file; prints their event ids."""
     with app.guard():
         if file_ is not None:
-            given = {"actor": actor, "action": action, "target": target, "before": before,
-                     "after": after, "reason": reason, "client_ip": client_ip,
-                     "trace_id": trace_id, "attributes": attributes}
+            given = {
+                "actor": actor,
+                "action": action,
+                "target": target,
+                "before": before,
+                "after": after,
+                "reason": reason,
+                "client_ip": client_ip,
+                "trace_id": trace_id,
+                "attributes": attributes,
+            }
             named = [flag for name, flag in EVENT_OPTIONS.items() if given[name]]
             if named:
-                raise click.UsageError(f"use either --file or event options "
-                                       f"({named[0]} given with --file)")
+                raise click.UsageError(f"use either --file or event options ({named[0]} given with --file)")
             lines: Iterator[tuple[int | None, dict[str, Any]]] = iter_lines(file_)
         else:
             if not (actor and action and target):
-                raise click.UsageError("--actor, --action and --target are required "
-                                       "(or give --file)")
+                raise click.UsageError("--actor, --action and --target are required (or give --file)")
             attrs = {}
             for pair in attributes:
                 key, sep, value = pair.partition("=")
                 if not sep or not key:  # the text is not quoted: it may be a misplaced secret
-                    raise click.UsageError(f"--attribute expects KEY=VALUE, found an argument "
-                                           f"of {len(pair)} characters without "
-                                           f"{'a key' if sep else '='}")
+                    raise click.UsageError(
+                        f"--attribute expects KEY=VALUE, found an argument "
+                        f"of {len(pair)} characters without "
+                        f"{'a key' if sep else '='}"
+                    )
                 attrs[key] = value
-            lines = iter([(None, {"actor": actor, "actor_type": actor_type, "action": action,
-                                  "target": target, "before": _json_option(before),
-                                  "after": _json_option(after), "reason": reason,
-                                  "source": source, "client_ip": client_ip,
-                                  "trace_id": trace_id, "attributes": attrs})])
+            lines = iter(
+                [
+                    (
+                        None,
+                        {
+                            "actor": actor,
+                            "actor_type": actor_type,
+                            "action": action,
+                            "target": target,
+                            "before": _json_option(before),
+                            "after": _json_option(after),
+                            "reason": reason,
+                            "source": source,
+                            "client_ip": client_ip,
+                            "trace_id": trace_id,
+                            "attributes": attrs,
+                        },
+                    )
+                ]
+            )
         settings = app.settings
         failed_ids: set[str] = set()
         # A large file may fill the producer's queue: wait for room (up to --timeout) rather
         # than stop half-way.
-        trail = AuditTrail(bootstrap=settings.bootstrap, topic=settings.topic,
-                           max_block_ms=int(timeout * 1000),
-                           on_failure=lambda event_id, _error: failed_ids.add(str(event_id)))
+        trail = AuditTrail(
+            bootstrap=settings.bootstrap,
+            topic=settings.topic,
+            max_block_ms=int(timeout * 1000),
+            on_failure=lambda event_id, _error: failed_ids.add(str(event_id)),
+        )
         ids: list[Any] = []
         prepared = []
         refused = ""
@@ -232,9 +301,11 @@ def emit(app: App, actor: str | None, actor_type: str, action: str | None, targe
         for event_id in delivered:  # what Kafka acknowledged is printed even on failure
             click.echo(event_id)
         if len(delivered) < len(prepared):
-            app.fail(f"error: {len(prepared) - len(delivered)} of {len(prepared)} events not "
-                     f"acknowledged by Kafka at {settings.bootstrap} within {timeout:.0f} s"
-                     + (f" ({refused})" if refused else ""))
+            app.fail(
+                f"error: {len(prepared) - len(delivered)} of {len(prepared)} events not "
+                f"acknowledged by Kafka at {settings.bootstrap} within {timeout:.0f} s"
+                + (f" ({refused})" if refused else "")
+            )
         if len(ids) > 1:
             click.echo(f"recorded {len(ids)} events", err=True)
 

@@ -49,8 +49,13 @@ def _self_check(app: App, text: str, keys: CheckpointKeys, what: str) -> None:
 
 
 @click.command()
-@click.option("--replication-factor", default=1, show_default=True, type=click.IntRange(1, 32),
-              help="Replication factor if the witness topic has to be created (3 in production).")
+@click.option(
+    "--replication-factor",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 32),
+    help="Replication factor if the witness topic has to be created (3 in production).",
+)
 @json_option("Print the checkpoint as JSON.")
 @pass_app
 def checkpoint(app: App, replication_factor: int, as_json: bool) -> None:
@@ -59,29 +64,38 @@ def checkpoint(app: App, replication_factor: int, as_json: bool) -> None:
         chain_keys = app.keyring()
         keys = app.checkpoint_keys(signing=True)
         checkpointer = Checkpointer(
-            dsn=app.settings.dsn, keys=keys, chain_keys=chain_keys,
+            dsn=app.settings.dsn,
+            keys=keys,
+            chain_keys=chain_keys,
             witnesses=app.witness_logs(replication_factor=replication_factor),
-            every=0, interval=0)
+            every=0,
+            interval=0,
+        )
         try:
             made = checkpointer.checkpoint()
         except ChainBreak as exc:
-            app.fail(f"refusing to checkpoint: {exc.kind} at seq {exc.seq}: {exc.detail}",
-                     ExitCode.FAILED)
+            app.fail(f"refusing to checkpoint: {exc.kind} at seq {exc.seq}: {exc.detail}", ExitCode.FAILED)
         finally:
             checkpointer.close()
         if as_json:
             emit_json(made.as_dict())
         else:
             cp = made.checkpoint
-            click.echo(f"checkpoint of size {cp.size} (root {cp.root_hash.hex()[:16]}…, head seq "
-                       f"{cp.head_seq}) signed by {', '.join(s.verifier().label for s in keys.signers)}"
-                       f"; published to {'; '.join(made.published)}")
+            click.echo(
+                f"checkpoint of size {cp.size} (root {cp.root_hash.hex()[:16]}…, head seq "
+                f"{cp.head_seq}) signed by {', '.join(s.verifier().label for s in keys.signers)}"
+                f"; published to {'; '.join(made.published)}"
+            )
 
 
 @click.command()
 @click.argument("seq", type=click.IntRange(1, 2**63 - 1))
-@click.option("--size", type=click.IntRange(1, 2**63 - 1), default=None,
-              help="Prove against the stored checkpoint of this tree size (default: the newest).")
+@click.option(
+    "--size",
+    type=click.IntRange(1, 2**63 - 1),
+    default=None,
+    help="Prove against the stored checkpoint of this tree size (default: the newest).",
+)
 @click.option("--no-payload", is_flag=True, help="Leave the payload bytes out of the bundle.")
 @pass_app
 def prove(app: App, seq: int, size: int | None, no_payload: bool) -> None:
@@ -99,14 +113,14 @@ def prove(app: App, seq: int, size: int | None, no_payload: bool) -> None:
         _write_bundle(text)
 
 
-def _stored_or_file(conn: Connection, which: str,
-                    keys: CheckpointKeys) -> tuple[Checkpoint, str]:
+def _stored_or_file(conn: Connection, which: str, keys: CheckpointKeys) -> tuple[Checkpoint, str]:
     """A checkpoint named by a tree size, ``latest``, or a file holding its note."""
     if which == "latest" or which.isdigit():
         stored = stored_checkpoint(conn, size=None if which == "latest" else int(which))
         if stored is None:
-            raise ProofUnavailable("no checkpoint is stored" if which == "latest" else
-                                   f"no checkpoint of size {which} is stored")
+            raise ProofUnavailable(
+                "no checkpoint is stored" if which == "latest" else f"no checkpoint of size {which} is stored"
+            )
         note = stored.note
     else:
         try:
@@ -115,8 +129,10 @@ def _stored_or_file(conn: Connection, which: str,
             reason = getattr(exc, "strerror", None) or exc
             raise ConfigError(f"cannot read checkpoint {which}: {reason}") from None
     if not keys.verifiers:
-        raise ConfigError("no checkpoint verifier key is configured (BALDUR_SECRETS_CHECKPOINT_KEY "
-                          "or BALDUR_CHECKPOINT_PUBLIC_KEYS)")
+        raise ConfigError(
+            "no checkpoint verifier key is configured (BALDUR_SECRETS_CHECKPOINT_KEY "
+            "or BALDUR_CHECKPOINT_PUBLIC_KEYS)"
+        )
     parsed, _ = open_checkpoint(note, keys.verifiers, keys.origin)
     return parsed, note
 
@@ -131,8 +147,9 @@ def consistency(app: App, old: str, new: str) -> None:
     with app.guard():
         keys = app.checkpoint_keys(signing=False)
         with app.store() as store, store.snapshot() as conn:
-            bundle = build_consistency_bundle(conn, _stored_or_file(conn, old, keys),
-                                              _stored_or_file(conn, new, keys))
+            bundle = build_consistency_bundle(
+                conn, _stored_or_file(conn, old, keys), _stored_or_file(conn, new, keys)
+            )
         text = render(bundle)
         _self_check(app, text, keys, "the consistency bundle (the ledger or its tree was changed)")
         _write_bundle(text)
@@ -140,9 +157,15 @@ def consistency(app: App, old: str, new: str) -> None:
 
 @click.command(name="check-proof")
 @click.argument("bundle", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--public-key", "public_keys", multiple=True, required=True, metavar="FILE",
-              type=click.Path(dir_okay=False),
-              help="File of checkpoint verifier keys (from `baldur-audit keys public`); repeatable.")
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    required=True,
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="File of checkpoint verifier keys (from `baldur-audit keys public`); repeatable.",
+)
 @json_option("Print the result as JSON.")
 @pass_app
 def check_proof(app: App, bundle: str, public_keys: tuple[str, ...], as_json: bool) -> None:
@@ -154,8 +177,9 @@ def check_proof(app: App, bundle: str, public_keys: tuple[str, ...], as_json: bo
             try:
                 text = Path(name).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"cannot read public key file {name}: "
-                                  f"{getattr(exc, 'strerror', None) or exc}") from None
+                raise ConfigError(
+                    f"cannot read public key file {name}: {getattr(exc, 'strerror', None) or exc}"
+                ) from None
             verifiers.extend(read_verifier_keys(text, name))
         try:
             data = sys.stdin.buffer.read() if bundle == "-" else Path(bundle).read_bytes()
@@ -166,24 +190,36 @@ def check_proof(app: App, bundle: str, public_keys: tuple[str, ...], as_json: bo
         except BundleInvalid as exc:
             _verdict(as_json, False, f"INVALID: {exc.detail}", ExitCode.FAILED)
         except UnverifiableCheckpoint as exc:
-            _verdict(as_json, None, f"UNVERIFIABLE: {exc}: give the verifier key of one of "
-                                    "them with --public-key", ExitCode.UNCHECKED)
+            _verdict(
+                as_json,
+                None,
+                f"UNVERIFIABLE: {exc}: give the verifier key of one of them with --public-key",
+                ExitCode.UNCHECKED,
+            )
         result = report.as_dict()
         if as_json:
             emit_json(result)
         elif report.kind == "inclusion":
             cp = result["checkpoint"]
-            what = ("a rejected record" if result["entry_kind"] == "rejected" else
-                    f"a {result['entry_kind']} whose fields were pruned" if result["actor"] is None
-                    else f"{result['actor']} {result['action']} {result['target']}")
-            click.echo(f"valid: entry {result['seq']} ({what}) is in the ledger {result['origin']} "
-                       f"of checkpoint size {cp['size']} signed {cp['time']} by "
-                       f"{', '.join(cp['signed_by'])}"
-                       + ("" if result["payload_checked"] else " (payload not included)"))
+            what = (
+                "a rejected record"
+                if result["entry_kind"] == "rejected"
+                else f"a {result['entry_kind']} whose fields were pruned"
+                if result["actor"] is None
+                else f"{result['actor']} {result['action']} {result['target']}"
+            )
+            click.echo(
+                f"valid: entry {result['seq']} ({what}) is in the ledger {result['origin']} "
+                f"of checkpoint size {cp['size']} signed {cp['time']} by "
+                f"{', '.join(cp['signed_by'])}"
+                + ("" if result["payload_checked"] else " (payload not included)")
+            )
         else:
-            click.echo(f"valid: the ledger {result['origin']} of checkpoint size "
-                       f"{result['old']['size']} grew to size {result['new']['size']} without "
-                       "changing its first entries")
+            click.echo(
+                f"valid: the ledger {result['origin']} of checkpoint size "
+                f"{result['old']['size']} grew to size {result['new']['size']} without "
+                "changing its first entries"
+            )
     sys.exit(ExitCode.OK)
 
 
@@ -208,13 +244,26 @@ def keys_public(app: App, as_json: bool) -> None:
     with app.guard():
         found = app.checkpoint_keys(signing=not app.settings.production)
         if not found.verifiers:
-            raise ConfigError("no checkpoint key is configured (BALDUR_SECRETS_CHECKPOINT_KEY or "
-                              "BALDUR_CHECKPOINT_PUBLIC_KEYS)")
+            raise ConfigError(
+                "no checkpoint key is configured (BALDUR_SECRETS_CHECKPOINT_KEY or "
+                "BALDUR_CHECKPOINT_PUBLIC_KEYS)"
+            )
         signing = {signer.verifier() for signer in found.signers}
         if as_json:
-            emit_json({"origin": found.origin, "keys": [
-                {"key": str(key), "name": key.name, "key_hash": key.key_hash.hex(),
-                 "signing": key in signing} for key in found.verifiers]})
+            emit_json(
+                {
+                    "origin": found.origin,
+                    "keys": [
+                        {
+                            "key": str(key),
+                            "name": key.name,
+                            "key_hash": key.key_hash.hex(),
+                            "signing": key in signing,
+                        }
+                        for key in found.verifiers
+                    ],
+                }
+            )
             return
         click.echo(f"# checkpoint verifier keys of {found.origin} (for check-proof --public-key)")
         for key in found.verifiers:

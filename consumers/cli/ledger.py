@@ -20,8 +20,13 @@ from .options import json_option
 
 
 @click.command()
-@click.option("--replication-factor", default=1, show_default=True, type=click.IntRange(1, 32),
-              help="Replication factor when the topic is created (3 in production).")
+@click.option(
+    "--replication-factor",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 32),
+    help="Replication factor when the topic is created (3 in production).",
+)
 @json_option("Print the result as JSON.")
 @pass_app
 def init(app: App, replication_factor: int, as_json: bool) -> None:
@@ -31,40 +36,75 @@ def init(app: App, replication_factor: int, as_json: bool) -> None:
         ring = app.keyring()
         # The topic first: a ledger identity is never bound to a topic it cannot use.
         report = KafkaTopicAdmin(app.settings.bootstrap).ensure_topic(
-            app.settings.topic, replication_factor=replication_factor)
+            app.settings.topic, replication_factor=replication_factor
+        )
         with app.store() as store:
             applied = store.migrate()
             key = genesis_key(ring, store.stored_genesis_key_id())
-            meta = store.ensure_ledger(ledger_id=app.settings.effective_ledger_id,
-                                       topic=app.settings.topic, partition=0, key=key)
-        result = {"migrations_applied": applied, "ledger_id": meta.ledger_id,
-                  "key_id": meta.genesis_key_id, "topic": report.topic,
-                  "topic_created": report.created, "topic_config": report.config,
-                  "warnings": list(report.warnings)}
+            meta = store.ensure_ledger(
+                ledger_id=app.settings.effective_ledger_id, topic=app.settings.topic, partition=0, key=key
+            )
+        result = {
+            "migrations_applied": applied,
+            "ledger_id": meta.ledger_id,
+            "key_id": meta.genesis_key_id,
+            "topic": report.topic,
+            "topic_created": report.created,
+            "topic_config": report.config,
+            "warnings": list(report.warnings),
+        }
         if as_json:
             emit_json(result)
         else:
-            click.echo(f"ledger {meta.ledger_id} ready (migrations applied: "
-                       f"{applied or 'none'}); topic {report.topic} "
-                       f"{'created' if report.created else 'validated'}; key {meta.genesis_key_id}")
+            click.echo(
+                f"ledger {meta.ledger_id} ready (migrations applied: "
+                f"{applied or 'none'}); topic {report.topic} "
+                f"{'created' if report.created else 'validated'}; key {meta.genesis_key_id}"
+            )
 
 
 @click.command()
-@click.option("--batch-size", default=2000, show_default=True, type=click.IntRange(1, 100_000),
-              help="Records sealed per database transaction at most.")
-@click.option("--until-idle", type=click.FloatRange(0.0), default=None, metavar="SECONDS",
-              help="Exit 0 once caught up and idle this long (default: run until stopped).")
-@click.option("--session-timeout", default=10.0, show_default=True,
-              type=click.FloatRange(1.0, 300.0), metavar="SECONDS",
-              help="Consumer-group session timeout: how soon a standby takes over a dead chainer.")
-@click.option("--client-id", default=None, metavar="NAME", type=click.STRING,
-              callback=check_client_id,
-              help="This chainer's Kafka client id, as `status` and kafka-consumer-groups show it "
-                   "(default: baldur-chainer-HOST-PID).")
+@click.option(
+    "--batch-size",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Records sealed per database transaction at most.",
+)
+@click.option(
+    "--until-idle",
+    type=click.FloatRange(0.0),
+    default=None,
+    metavar="SECONDS",
+    help="Exit 0 once caught up and idle this long (default: run until stopped).",
+)
+@click.option(
+    "--session-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(1.0, 300.0),
+    metavar="SECONDS",
+    help="Consumer-group session timeout: how soon a standby takes over a dead chainer.",
+)
+@click.option(
+    "--client-id",
+    default=None,
+    metavar="NAME",
+    type=click.STRING,
+    callback=check_client_id,
+    help="This chainer's Kafka client id, as `status` and kafka-consumer-groups show it "
+    "(default: baldur-chainer-HOST-PID).",
+)
 @json_option("Print run statistics as JSON at the end.")
 @pass_app
-def chain(app: App, batch_size: int, until_idle: float | None, session_timeout: float,
-          client_id: str | None, as_json: bool) -> None:
+def chain(
+    app: App,
+    batch_size: int,
+    until_idle: float | None,
+    session_timeout: float,
+    client_id: str | None,
+    as_json: bool,
+) -> None:
     """Run the chaining consumer: seal every topic record into the ledger."""
     with app.guard():
         chain_keys = load_chain_keys(app.settings)
@@ -77,16 +117,24 @@ def chain(app: App, batch_size: int, until_idle: float | None, session_timeout: 
             require_chain_keys(probe, chain_keys)
 
         def source_factory(**callbacks: Any) -> KafkaEventSource:
-            return KafkaEventSource(bootstrap=settings.bootstrap, topic=settings.topic,
-                                    group=settings.group,
-                                    session_timeout_ms=int(session_timeout * 1000),
-                                    client_id=client_id or f"baldur-chainer-"
-                                    f"{socket.gethostname()}-{os.getpid()}", **callbacks)
+            return KafkaEventSource(
+                bootstrap=settings.bootstrap,
+                topic=settings.topic,
+                group=settings.group,
+                session_timeout_ms=int(session_timeout * 1000),
+                client_id=client_id or f"baldur-chainer-{socket.gethostname()}-{os.getpid()}",
+                **callbacks,
+            )
 
-        chainer = Chainer(store_factory=app.store, source_factory=source_factory, key=key,
-                          chain_keys=chain_keys,
-                          batch_size=batch_size, until_idle=until_idle,
-                          checkpointer=app.checkpointer(app.keyring()))
+        chainer = Chainer(
+            store_factory=app.store,
+            source_factory=source_factory,
+            key=key,
+            chain_keys=chain_keys,
+            batch_size=batch_size,
+            until_idle=until_idle,
+            checkpointer=app.checkpointer(app.keyring()),
+        )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: chainer.stop())
         stats = chainer.run()
@@ -94,9 +142,11 @@ def chain(app: App, batch_size: int, until_idle: float | None, session_timeout: 
             emit_json(stats.as_dict())
         else:
             figures = stats.as_dict()
-            click.echo(f"sealed {stats.sealed} records ({stats.events} events, {stats.rejected} "
-                       f"rejected, {stats.duplicates} duplicates) in {figures['seconds']} s; "
-                       f"head at seq {stats.head_seq}, offset {stats.head_offset}")
+            click.echo(
+                f"sealed {stats.sealed} records ({stats.events} events, {stats.rejected} "
+                f"rejected, {stats.duplicates} duplicates) in {figures['seconds']} s; "
+                f"head at seq {stats.head_seq}, offset {stats.head_offset}"
+            )
 
 
 @click.command()
@@ -115,19 +165,29 @@ def status(app: App, as_json: bool) -> None:
         finally:
             reader.close()
         group = KafkaTopicAdmin(settings.bootstrap).group_state(settings.group, settings.topic)
-        result = {"ledger_id": meta.ledger_id, "topic": meta.topic,
-                  "head": {"seq": head.seq, "offset": head.offset, "epoch": head.epoch},
-                  "topic_end_offset": end, "lag": max(end - (head.offset + 1), 0),
-                  "group": group}
+        result = {
+            "ledger_id": meta.ledger_id,
+            "topic": meta.topic,
+            "head": {"seq": head.seq, "offset": head.offset, "epoch": head.epoch},
+            "topic_end_offset": end,
+            "lag": max(end - (head.offset + 1), 0),
+            "group": group,
+        }
         if as_json:
             emit_json(result)
             return
-        members = ", ".join(f"{m['client_id']}@{m['host']}"
-                            + (" (active)" if m["assignment"] else " (standby)")
-                            for m in group["members"]) or "none"
-        click.echo(f"head seq {head.seq} offset {head.offset} (epoch {head.epoch}); topic end "
-                   f"{end}; lag {result['lag']}; group {group['group']} {group['state']}, "
-                   f"committed {group['committed_offset']}, members: {members}")
+        members = (
+            ", ".join(
+                f"{m['client_id']}@{m['host']}" + (" (active)" if m["assignment"] else " (standby)")
+                for m in group["members"]
+            )
+            or "none"
+        )
+        click.echo(
+            f"head seq {head.seq} offset {head.offset} (epoch {head.epoch}); topic end "
+            f"{end}; lag {result['lag']}; group {group['group']} {group['state']}, "
+            f"committed {group['committed_offset']}, members: {members}"
+        )
 
 
 COMMANDS = (init, chain, status)

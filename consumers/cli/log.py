@@ -17,8 +17,11 @@ from .options import json_option, parse_duration, parse_time
 def _render_value(value: Any, width: int = 72) -> str:
     if value is None:
         return "∅"
-    text = json.dumps(value, ensure_ascii=False, sort_keys=True) \
-        if not isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = (
+        json.dumps(value, ensure_ascii=False, sort_keys=True)
+        if not isinstance(value, str)
+        else json.dumps(value, ensure_ascii=False)
+    )
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -29,18 +32,28 @@ def _render_value(value: Any, width: int = 72) -> str:
 @click.option("--trace-id", help="W3C trace id (32 hex digits).")
 @click.option("--since", help="From this time: ISO 8601, or a duration ago such as 2h.")
 @click.option("--until", "until_", metavar="TIME", help="Up to this time (exclusive).")
-@click.option("--before", "before_", metavar="TIME",
-              help="What changed right before TIME (with --window).")
+@click.option("--before", "before_", metavar="TIME", help="What changed right before TIME (with --window).")
 @click.option("--window", default="1h", show_default=True, help="Window for --before.")
 @click.option("--rejected", is_flag=True, help="Show rejected records instead of events.")
 @click.option("--all", "all_kinds", is_flag=True, help="Show events, duplicates and rejected.")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1_000_000))
 @json_option("One JSON object per line.")
 @pass_app
-def log_command(app: App, target: str | None, actor: str | None, action: str | None,
-                trace_id: str | None, since: str | None, until_: str | None,
-                before_: str | None, window: str, rejected: bool, all_kinds: bool, limit: int,
-                as_json: bool) -> None:
+def log_command(
+    app: App,
+    target: str | None,
+    actor: str | None,
+    action: str | None,
+    trace_id: str | None,
+    since: str | None,
+    until_: str | None,
+    before_: str | None,
+    window: str,
+    rejected: bool,
+    all_kinds: bool,
+    limit: int,
+    as_json: bool,
+) -> None:
     """Forensic queries: what changed, by whom, when, in which trace."""
     with app.guard():
         now = datetime.now(UTC)
@@ -54,10 +67,17 @@ def log_command(app: App, target: str | None, actor: str | None, action: str | N
                 start = end - parse_duration(window)
             except OverflowError:
                 raise click.UsageError("--window reaches before year 1") from None
-        kinds = ("event", "duplicate", "rejected") if all_kinds else \
-            ("rejected",) if rejected else ("event",)
-        query = LogFilter(target=target, actor=actor, action=action, trace_id=trace_id,
-                          since=start, until=end, kinds=kinds, limit=limit)
+        kinds = ("event", "duplicate", "rejected") if all_kinds else ("rejected",) if rejected else ("event",)
+        query = LogFilter(
+            target=target,
+            actor=actor,
+            action=action,
+            trace_id=trace_id,
+            since=start,
+            until=end,
+            kinds=kinds,
+            limit=limit,
+        )
         with app.store() as store:
             rows = search_entries(store, query)
         if as_json:
@@ -71,8 +91,9 @@ def log_command(app: App, target: str | None, actor: str | None, action: str | N
             when = (row["occurred_at"] or row["kafka_timestamp"]).astimezone(UTC)
             stamp = when.strftime("%Y-%m-%d %H:%M:%S")
             if row["kind"] == "rejected":
-                click.echo(f"#{row['seq']:<6} {stamp}  REJECTED offset {row['kafka_offset']}: "
-                           f"{row['reject_reason']}")
+                click.echo(
+                    f"#{row['seq']:<6} {stamp}  REJECTED offset {row['kafka_offset']}: {row['reject_reason']}"
+                )
                 continue
             dup = f" (duplicate of #{row['duplicate_of']})" if row["kind"] == "duplicate" else ""
             if row.get("pruned"):  # retention dropped its payload and personal columns
@@ -80,6 +101,8 @@ def log_command(app: App, target: str | None, actor: str | None, action: str | N
                 continue
             reason = f"  — {row['reason']}" if row["reason"] else ""
             who = "[erased]" if row.get("erased") else row.get("identity") or row["actor"]
-            click.echo(f"#{row['seq']:<6} {stamp}  {who} ({row['actor_type']}) "
-                       f"{row['action']} {row['target']}: {_render_value(row['before'])} → "
-                       f"{_render_value(row['after'])}{reason}{dup}")
+            click.echo(
+                f"#{row['seq']:<6} {stamp}  {who} ({row['actor_type']}) "
+                f"{row['action']} {row['target']}: {_render_value(row['before'])} → "
+                f"{_render_value(row['after'])}{reason}{dup}"
+            )

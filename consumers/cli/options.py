@@ -47,8 +47,10 @@ def parse_time(text: str, *, now: datetime) -> datetime:
         try:
             return now - parse_duration(value)
         except (ConfigError, OverflowError):
-            raise ConfigError(f"not a time: {text[:40]!r} (use ISO 8601 like "
-                              "2026-11-29T14:00:00Z, or a duration ago like 2h)") from None
+            raise ConfigError(
+                f"not a time: {text[:40]!r} (use ISO 8601 like "
+                "2026-11-29T14:00:00Z, or a duration ago like 2h)"
+            ) from None
     moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     try:
         moment.astimezone(UTC)

@@ -12,11 +12,21 @@ from .options import json_option, parse_duration
 
 
 @click.command(name="prune")
-@click.option("--older-than", "older_than", required=True, metavar="DURATION",
-              help="Retention period: entries whose broker time is older (e.g. 90d, 12w).")
-@click.option("--mode", type=click.Choice(MODES), default="payload", show_default=True,
-              help="payload: drop payloads and personal columns, keep links; entries: drop "
-                   "whole entries behind a signed retention anchor.")
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    metavar="DURATION",
+    help="Retention period: entries whose broker time is older (e.g. 90d, 12w).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default="payload",
+    show_default=True,
+    help="payload: drop payloads and personal columns, keep links; entries: drop "
+    "whole entries behind a signed retention anchor.",
+)
 @click.option("--dry-run", is_flag=True, help="Report what would be pruned; change nothing.")
 @json_option("Print the result as JSON.")
 @pass_app
@@ -48,8 +58,14 @@ def erase_command(app: App, pseudonym: str, who: str, why: str, as_json: bool) -
         if not pseudonym.startswith("psn1-"):
             raise ConfigError("not a pseudonym: expected psn1- and 64 lowercase hex digits")
         with app.store() as store:
-            report = erase(store, bootstrap=app.settings.bootstrap, topic=app.settings.topic,
-                           pseudonym=pseudonym, who=who, why=why)
+            report = erase(
+                store,
+                bootstrap=app.settings.bootstrap,
+                topic=app.settings.topic,
+                pseudonym=pseudonym,
+                who=who,
+                why=why,
+            )
         if as_json:
             emit_json(report.as_dict())
             return
@@ -69,8 +85,7 @@ def identities_sync(app: App, as_json: bool) -> None:
     """Load <topic>.identities into the identities table (erased ones stay erased)."""
     with app.guard():
         with app.store() as store:
-            result = sync_identities(store, bootstrap=app.settings.bootstrap,
-                                     topic=app.settings.topic)
+            result = sync_identities(store, bootstrap=app.settings.bootstrap, topic=app.settings.topic)
         if as_json:
             emit_json(result)
             return

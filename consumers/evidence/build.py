@@ -23,8 +23,9 @@ class ProofUnavailable(AuditError):
     """No proof can be built (yet): no checkpoint covers the entry, or the tree is behind."""
 
 
-def build_inclusion_bundle(conn: Connection, seq: int, *, size: int | None = None,
-                           include_payload: bool = True) -> dict[str, Any]:
+def build_inclusion_bundle(
+    conn: Connection, seq: int, *, size: int | None = None, include_payload: bool = True
+) -> dict[str, Any]:
     """The evidence bundle of entry ``seq`` under the newest stored checkpoint covering it
     (or the one of ``size`` leaves): O(log n) node reads.
 
@@ -33,14 +34,17 @@ def build_inclusion_bundle(conn: Connection, seq: int, *, size: int | None = Non
     """
     ledger = PostgresLedgerStore(conn)
     meta = ledger.read_meta()
-    stored: StoredCheckpoint | None = stored_checkpoint(conn, size=size) if size is not None \
-        else stored_checkpoint(conn, min_size=seq)
+    stored: StoredCheckpoint | None = (
+        stored_checkpoint(conn, size=size) if size is not None else stored_checkpoint(conn, min_size=seq)
+    )
     if stored is None:
         newest = stored_checkpoint(conn)
         raise ProofUnavailable(
-            f"no checkpoint of size {size} is stored" if size is not None else
-            f"no checkpoint covers seq {seq} yet (the newest covers "
-            f"{newest.tree_size if newest else 0} entries): run `baldur-audit checkpoint`")
+            f"no checkpoint of size {size} is stored"
+            if size is not None
+            else f"no checkpoint covers seq {seq} yet (the newest covers "
+            f"{newest.tree_size if newest else 0} entries): run `baldur-audit checkpoint`"
+        )
     if not 1 <= seq <= stored.tree_size:
         raise ProofUnavailable(f"seq {seq} is not in the checkpoint of size {stored.tree_size}")
     tree = read_tree(conn)
@@ -51,10 +55,12 @@ def build_inclusion_bundle(conn: Connection, seq: int, *, size: int | None = Non
     if row is None or row.seq != seq:
         anchored = newest_anchor_seq(conn)
         if seq <= anchored:
-            raise ProofUnavailable(f"entry {seq} was dropped by retention (anchor at seq "
-                                   f"{anchored}): no bundle can show it")
-        raise SequenceGap(seq, None, f"entry {seq} is missing although the checkpoint of size "
-                                     f"{stored.tree_size} covers it")
+            raise ProofUnavailable(
+                f"entry {seq} was dropped by retention (anchor at seq {anchored}): no bundle can show it"
+            )
+        raise SequenceGap(
+            seq, None, f"entry {seq} is missing although the checkpoint of size {stored.tree_size} covers it"
+        )
     stored_view = None if row.pruned else ledger.entry_view(conn, seq)
     if stored_view is None:  # pruned by retention: its visible columns and payload are gone
         if row.timestamp_ms is None:
@@ -68,25 +74,39 @@ def build_inclusion_bundle(conn: Connection, seq: int, *, size: int | None = Non
         known = ledger.writer_schemas()
         writer_schema = known[fingerprint].schema_json if fingerprint in known else None
     entry = entry_document(
-        seq=seq, topic=meta.topic, partition=meta.partition, offset=row.kafka_offset,
-        timestamp_ms=timestamp_ms, kind=row.kind, duplicate_of=row.duplicate_of,
-        value_null=bool(row.value_null), digest=bytes(row.digest), view=view, key_id=row.key_id,
-        link=bytes(row.link), payload=payload, include_payload=include_payload and view is not None,
-        writer_schema=writer_schema, sealed_view_digest=bytes(row.view_sha))
+        seq=seq,
+        topic=meta.topic,
+        partition=meta.partition,
+        offset=row.kafka_offset,
+        timestamp_ms=timestamp_ms,
+        kind=row.kind,
+        duplicate_of=row.duplicate_of,
+        value_null=bool(row.value_null),
+        digest=bytes(row.digest),
+        view=view,
+        key_id=row.key_id,
+        link=bytes(row.link),
+        payload=payload,
+        include_payload=include_payload and view is not None,
+        writer_schema=writer_schema,
+        sealed_view_digest=bytes(row.view_sha),
+    )
     proof = inclusion_proof(PostgresMerkleNodes(conn), seq - 1, stored.tree_size)
     return inclusion_bundle(entry, stored.note, proof, stored.tree_size)
 
 
-def build_consistency_bundle(conn: Connection, old: tuple[Checkpoint, str],
-                             new: tuple[Checkpoint, str]) -> dict[str, Any]:
+def build_consistency_bundle(
+    conn: Connection, old: tuple[Checkpoint, str], new: tuple[Checkpoint, str]
+) -> dict[str, Any]:
     """The consistency bundle between two checkpoints (O(log n) node reads).
 
     Raises :class:`ProofUnavailable` if the old one is larger or the tree is behind.
     """
     (old_cp, old_note), (new_cp, new_note) = old, new
     if old_cp.size > new_cp.size:
-        raise ProofUnavailable(f"the old checkpoint (size {old_cp.size}) is larger than the new "
-                               f"one (size {new_cp.size})")
+        raise ProofUnavailable(
+            f"the old checkpoint (size {old_cp.size}) is larger than the new one (size {new_cp.size})"
+        )
     tree = read_tree(conn)
     if new_cp.size and (tree is None or tree.size < new_cp.size):
         raise ProofUnavailable(f"the stored merkle tree does not reach size {new_cp.size}")

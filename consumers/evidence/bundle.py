@@ -36,10 +36,27 @@ INCLUSION_FORMAT = "baldur-audit/inclusion-bundle/v1"
 CONSISTENCY_FORMAT = "baldur-audit/consistency-bundle/v1"
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 FIELD_COLUMNS = VIEW_COLUMNS[1:]  # the view after kafka_timestamp (which timestamp_ms gives)
-ENTRY_KEYS = frozenset({
-    "seq", "topic", "partition", "kafka_offset", "kafka_timestamp_ms", "kafka_time", "kind",
-    "duplicate_of", "value_null", "digest", "view_digest", "key_id", "link", "fields",
-    "payload", "payload_included", "writer_schema"})
+ENTRY_KEYS = frozenset(
+    {
+        "seq",
+        "topic",
+        "partition",
+        "kafka_offset",
+        "kafka_timestamp_ms",
+        "kafka_time",
+        "kind",
+        "duplicate_of",
+        "value_null",
+        "digest",
+        "view_digest",
+        "key_id",
+        "link",
+        "fields",
+        "payload",
+        "payload_included",
+        "writer_schema",
+    }
+)
 _ISO_US = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\.(\d{6})Z")
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _I64 = struct.Struct(">q")
@@ -60,6 +77,7 @@ def render(bundle: Mapping[str, Any]) -> str:
 
 
 # --- the visible fields -----------------------------------------------------------------------
+
 
 def _iso_us(unix_us: int) -> str | int:
     """µs since the Unix epoch as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (the integer itself when
@@ -113,8 +131,10 @@ def view_fields(view: bytes, seq: int = 1) -> dict[str, Any]:
 def fields_view_body(fields: object) -> bytes:
     """The view bytes (after kafka_timestamp) the fields spell; raises BundleInvalid."""
     if not isinstance(fields, dict) or set(fields) != {name for name, _ in FIELD_COLUMNS}:
-        raise BundleInvalid("entry.fields must hold exactly the visible columns "
-                            + ", ".join(name for name, _ in FIELD_COLUMNS))
+        raise BundleInvalid(
+            "entry.fields must hold exactly the visible columns "
+            + ", ".join(name for name, _ in FIELD_COLUMNS)
+        )
     parts = []
     for name, kind in FIELD_COLUMNS:
         value = fields[name]
@@ -151,7 +171,7 @@ def ms_iso(timestamp_ms: int) -> str:
 def note_key_ids(note: str) -> list[str]:
     """``name+keyhash`` of every signature line of a signed note, in order."""
     labels = []
-    block = note[note.rfind("\n\n") + 2:] if "\n\n" in note else ""
+    block = note[note.rfind("\n\n") + 2 :] if "\n\n" in note else ""
     for line in block.split("\n"):
         name, _, encoded = line[2:].partition(" ")
         try:
@@ -172,52 +192,92 @@ def fingerprint_of(view: bytes | None) -> bytes | None:
     return None if values is None or values[-1] is None else values[-1]
 
 
-def entry_document(*, seq: int, topic: str, partition: int, offset: int, timestamp_ms: int,
-                   kind: str, duplicate_of: int, value_null: bool, digest: bytes,
-                   view: bytes | None, key_id: str, link: bytes, payload: bytes | None,
-                   include_payload: bool, writer_schema: str | None = None,
-                   sealed_view_digest: bytes | None = None) -> dict[str, Any]:
+def entry_document(
+    *,
+    seq: int,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp_ms: int,
+    kind: str,
+    duplicate_of: int,
+    value_null: bool,
+    digest: bytes,
+    view: bytes | None,
+    key_id: str,
+    link: bytes,
+    payload: bytes | None,
+    include_payload: bool,
+    writer_schema: str | None = None,
+    sealed_view_digest: bytes | None = None,
+) -> dict[str, Any]:
     """An entry as a bundle shows it: the link fields, the visible columns decoded from its
     ``view`` (the whole view, kafka_timestamp first) and, if included, the payload. A pruned
     entry has no view (``fields`` null): give its stored ``sealed_view_digest`` instead."""
     if view is None and sealed_view_digest is None:
         raise ValueError("an entry without its view needs its sealed view digest")
     return {
-        "seq": seq, "topic": topic, "partition": partition, "kafka_offset": offset,
-        "kafka_timestamp_ms": timestamp_ms, "kafka_time": ms_iso(timestamp_ms),
-        "kind": kind, "duplicate_of": duplicate_of, "value_null": value_null,
+        "seq": seq,
+        "topic": topic,
+        "partition": partition,
+        "kafka_offset": offset,
+        "kafka_timestamp_ms": timestamp_ms,
+        "kafka_time": ms_iso(timestamp_ms),
+        "kind": kind,
+        "duplicate_of": duplicate_of,
+        "value_null": value_null,
         "digest": digest.hex(),
         "view_digest": (view_digest(view) if view is not None else sealed_view_digest or b"").hex(),
-        "key_id": key_id, "link": link.hex(),
+        "key_id": key_id,
+        "link": link.hex(),
         "fields": view_fields(view, seq) if view is not None else None,
         "payload": base64.b64encode(payload).decode("ascii")
-        if include_payload and payload is not None else None,
+        if include_payload and payload is not None
+        else None,
         "payload_included": include_payload,
         "writer_schema": writer_schema if include_payload else None,
     }
 
 
-def inclusion_bundle(entry: Mapping[str, Any], note: str, proof: Sequence[bytes],
-                     tree_size: int) -> dict[str, Any]:
+def inclusion_bundle(
+    entry: Mapping[str, Any], note: str, proof: Sequence[bytes], tree_size: int
+) -> dict[str, Any]:
     """An inclusion bundle from its parts (the proof of leaf ``entry.seq - 1``)."""
-    return {"format": INCLUSION_FORMAT, "checkpoint": _checkpoint_doc(note), "entry": dict(entry),
-            "leaf_hash": base64.b64encode(entry_leaf(entry)).decode("ascii"),
-            "inclusion_proof": {"leaf_index": entry["seq"] - 1, "tree_size": tree_size,
-                                "hashes": proof_to_json(proof)}}
+    return {
+        "format": INCLUSION_FORMAT,
+        "checkpoint": _checkpoint_doc(note),
+        "entry": dict(entry),
+        "leaf_hash": base64.b64encode(entry_leaf(entry)).decode("ascii"),
+        "inclusion_proof": {
+            "leaf_index": entry["seq"] - 1,
+            "tree_size": tree_size,
+            "hashes": proof_to_json(proof),
+        },
+    }
 
 
 def consistency_bundle(old_note: str, new_note: str, proof: Sequence[bytes]) -> dict[str, Any]:
     """A consistency bundle from its parts."""
-    return {"format": CONSISTENCY_FORMAT, "old": _checkpoint_doc(old_note),
-            "new": _checkpoint_doc(new_note), "proof": proof_to_json(proof)}
+    return {
+        "format": CONSISTENCY_FORMAT,
+        "old": _checkpoint_doc(old_note),
+        "new": _checkpoint_doc(new_note),
+        "proof": proof_to_json(proof),
+    }
 
 
 def entry_leaf(entry: Mapping[str, Any]) -> bytes:
     """The leaf hash (CHAIN.md §13) of an entry document (its values already checked)."""
     link_input = LinkInput(
-        seq=entry["seq"], topic=entry["topic"], partition=entry["partition"],
-        offset=entry["kafka_offset"], timestamp_ms=entry["kafka_timestamp_ms"],
-        kind=EntryKind.from_label(entry["kind"]), duplicate_of=entry["duplicate_of"],
-        value_null=entry["value_null"], digest=bytes.fromhex(entry["digest"]),
-        view_digest=bytes.fromhex(entry["view_digest"]))
+        seq=entry["seq"],
+        topic=entry["topic"],
+        partition=entry["partition"],
+        offset=entry["kafka_offset"],
+        timestamp_ms=entry["kafka_timestamp_ms"],
+        kind=EntryKind.from_label(entry["kind"]),
+        duplicate_of=entry["duplicate_of"],
+        value_null=entry["value_null"],
+        digest=bytes.fromhex(entry["digest"]),
+        view_digest=bytes.fromhex(entry["view_digest"]),
+    )
     return entry_leaf_hash(link_input, key_id=entry["key_id"], link=bytes.fromhex(entry["link"]))

@@ -96,8 +96,10 @@ def _strict_json(data: bytes | str) -> Any:
     if not isinstance(parsed, dict):
         raise BundleInvalid("the bundle is not a JSON object")
     if render(parsed) != data:
-        raise BundleInvalid("the bundle is not in its canonical form: it was edited or "
-                            "reformatted after `baldur-audit prove` wrote it")
+        raise BundleInvalid(
+            "the bundle is not in its canonical form: it was edited or "
+            "reformatted after `baldur-audit prove` wrote it"
+        )
     return parsed
 
 
@@ -122,8 +124,11 @@ def _hex32(value: object, where: str) -> bytes:
 def _open(document: object, verifiers: Sequence[VerifierKey], where: str) -> tuple[Checkpoint, list[str]]:
     doc = _keys(document, {"note", "key_ids"}, where)
     note, key_ids = doc["note"], doc["key_ids"]
-    if not isinstance(note, str) or not isinstance(key_ids, list) or \
-            not all(isinstance(k, str) for k in key_ids):
+    if (
+        not isinstance(note, str)
+        or not isinstance(key_ids, list)
+        or not all(isinstance(k, str) for k in key_ids)
+    ):
         raise BundleInvalid(f"{where}.note must be text and {where}.key_ids a list of key ids")
     unverifiable: UnverifiableCheckpoint | None = None
     try:
@@ -133,8 +138,9 @@ def _open(document: object, verifiers: Sequence[VerifierKey], where: str) -> tup
     except CheckpointError as exc:
         raise BundleInvalid(f"{where}: {exc}") from None
     if key_ids != note_key_ids(note):
-        raise BundleInvalid(f"{where}.key_ids do not name the note's signatures "
-                            f"({', '.join(note_key_ids(note)) or 'none'})")
+        raise BundleInvalid(
+            f"{where}.key_ids do not name the note's signatures ({', '.join(note_key_ids(note)) or 'none'})"
+        )
     if unverifiable is not None:
         raise unverifiable
     labels = {v.name: v.label for v in verifiers}
@@ -154,8 +160,9 @@ def _check_entry(document: object) -> tuple[dict[str, Any], list[str]]:
         raise BundleInvalid("entry.kind must be event, rejected or duplicate")
     duplicate_of = _int(entry["duplicate_of"], "entry.duplicate_of", 0, seq - 1)
     if (entry["kind"] == "duplicate") != (duplicate_of > 0):
-        raise BundleInvalid("entry.duplicate_of must name an earlier entry for a duplicate, "
-                            "and be 0 otherwise")
+        raise BundleInvalid(
+            "entry.duplicate_of must name an earlier entry for a duplicate, and be 0 otherwise"
+        )
     if not isinstance(entry["value_null"], bool) or not isinstance(entry["payload_included"], bool):
         raise BundleInvalid("entry.value_null and entry.payload_included must be true or false")
     digest = _hex32(entry["digest"], "entry.digest")
@@ -173,13 +180,15 @@ def _check_entry(document: object) -> tuple[dict[str, Any], list[str]]:
         return entry, ["fields and payload were pruned: only the sealed digests are proven"]
     body = fields_view_body(entry["fields"])
     if not hmac.compare_digest(view_digest(entry_view(timestamp_ms, body)), stated_view):
-        raise BundleInvalid("entry.fields do not hash to entry.view_digest: the fields shown are "
-                            "not the ones sealed")
+        raise BundleInvalid(
+            "entry.fields do not hash to entry.view_digest: the fields shown are not the ones sealed"
+        )
     checks = ["fields hash to the sealed view digest"]
     if not entry["payload_included"]:
         if entry["payload"] is not None or entry["writer_schema"] is not None:
-            raise BundleInvalid("entry.payload and entry.writer_schema must be null when the "
-                                "payload is not included")
+            raise BundleInvalid(
+                "entry.payload and entry.writer_schema must be null when the payload is not included"
+            )
         return entry, checks
     checks.extend(_check_payload(entry, digest, body))
     return entry, checks
@@ -219,15 +228,21 @@ def _check_payload(entry: dict[str, Any], digest: bytes, body: bytes) -> list[st
     else:
         outcome = classify(payload, schemas)
         if outcome.event_id is None:
-            raise BundleInvalid(f"the entry is sealed as {entry['kind']} but its payload does not "
-                                f"decode: {outcome.reject_reason}")
+            raise BundleInvalid(
+                f"the entry is sealed as {entry['kind']} but its payload does not "
+                f"decode: {outcome.reject_reason}"
+            )
         expected = outcome.view_body
     if expected != body:
         shown, decoded = split_view(_DUMMY_TIMESTAMP + body), split_view(_DUMMY_TIMESTAMP + expected)
-        names = [name for (name, _), a, b in zip(FIELD_COLUMNS, (shown or [])[1:], (decoded or [])[1:],
-                                                  strict=False) if a != b]
-        raise BundleInvalid(f"entry.fields.{names[0] if names else 'schema_fingerprint'} is not "
-                            "what the payload says")
+        names = [
+            name
+            for (name, _), a, b in zip(FIELD_COLUMNS, (shown or [])[1:], (decoded or [])[1:], strict=False)
+            if a != b
+        ]
+        raise BundleInvalid(
+            f"entry.fields.{names[0] if names else 'schema_fingerprint'} is not what the payload says"
+        )
     return ["payload hashes to the sealed digest", "fields are what the payload says"]
 
 
@@ -250,10 +265,13 @@ def check_bundle(data: bytes | str, verifiers: Sequence[VerifierKey]) -> ProofRe
 
 
 def _describe(checkpoint: Checkpoint, signers: list[str]) -> dict[str, Any]:
-    return {"size": checkpoint.size, "root": checkpoint.root_hash.hex(),
-            "head_link": checkpoint.head_link.hex(),
-            "time": checkpoint.timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "signed_by": signers}
+    return {
+        "size": checkpoint.size,
+        "root": checkpoint.root_hash.hex(),
+        "head_link": checkpoint.head_link.hex(),
+        "time": checkpoint.timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "signed_by": signers,
+    }
 
 
 def _check_inclusion(bundle: dict[str, Any], verifiers: Sequence[VerifierKey]) -> ProofReport:
@@ -278,12 +296,24 @@ def _check_inclusion(bundle: dict[str, Any], verifiers: Sequence[VerifierKey]) -
         raise BundleInvalid("the entry at the checkpoint's size does not have its head link")
     checks.append("leaf is included under the signed root")
     fields = entry["fields"] or dict.fromkeys(("event_id", "actor", "action", "target", "occurred_at"))
-    return ProofReport(kind="inclusion", summary={
-        "origin": checkpoint.origin, "seq": entry["seq"], "kafka_offset": entry["kafka_offset"],
-        "entry_kind": entry["kind"], "event_id": fields["event_id"], "actor": fields["actor"],
-        "action": fields["action"], "target": fields["target"], "occurred_at": fields["occurred_at"],
-        "key_id": entry["key_id"], "payload_checked": entry["payload_included"],
-        "checkpoint": _describe(checkpoint, signers), "checks": ["checkpoint signature", *checks]})
+    return ProofReport(
+        kind="inclusion",
+        summary={
+            "origin": checkpoint.origin,
+            "seq": entry["seq"],
+            "kafka_offset": entry["kafka_offset"],
+            "entry_kind": entry["kind"],
+            "event_id": fields["event_id"],
+            "actor": fields["actor"],
+            "action": fields["action"],
+            "target": fields["target"],
+            "occurred_at": fields["occurred_at"],
+            "key_id": entry["key_id"],
+            "payload_checked": entry["payload_included"],
+            "checkpoint": _describe(checkpoint, signers),
+            "checks": ["checkpoint signature", *checks],
+        },
+    )
 
 
 def _check_consistency(bundle: dict[str, Any], verifiers: Sequence[VerifierKey]) -> ProofReport:
@@ -299,6 +329,12 @@ def _check_consistency(bundle: dict[str, Any], verifiers: Sequence[VerifierKey])
         verify_consistency(old.size, new.size, old.root_hash, new.root_hash, proof)
     except (MerkleError, ProofError) as exc:
         raise BundleInvalid(f"consistency proof: {exc}") from None
-    return ProofReport(kind="consistency", summary={
-        "origin": old.origin, "old": _describe(old, old_signers), "new": _describe(new, new_signers),
-        "checks": ["checkpoint signatures", "same ledger", "consistency proof"]})
+    return ProofReport(
+        kind="consistency",
+        summary={
+            "origin": old.origin,
+            "old": _describe(old, old_signers),
+            "new": _describe(new, new_signers),
+            "checks": ["checkpoint signatures", "same ledger", "consistency proof"],
+        },
+    )

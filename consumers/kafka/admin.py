@@ -47,8 +47,7 @@ class KafkaTopicAdmin:
 
     def __init__(self, bootstrap: str, *, timeout: float = 15.0) -> None:
         # "logger" takes a logging.Logger (the client's stubs list scalar values only).
-        self._admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000,
-                                   "logger": log})  # type: ignore[dict-item]
+        self._admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000, "logger": log})  # type: ignore[dict-item]
         self._bootstrap = bootstrap
         self._timeout = timeout
 
@@ -56,8 +55,7 @@ class KafkaTopicAdmin:
         try:
             metadata = self._admin.list_topics(topic=topic, timeout=self._timeout)
         except KafkaException as exc:
-            raise BrokerUnavailable(f"cannot reach Kafka at {self._bootstrap}: "
-                                    f"{_kafka_error(exc)}") from None
+            raise BrokerUnavailable(f"cannot reach Kafka at {self._bootstrap}: {_kafka_error(exc)}") from None
         found = metadata.topics.get(topic)
         if found is None or found.error is not None:
             return None
@@ -72,38 +70,45 @@ class KafkaTopicAdmin:
         created = False
         partitions = self._partitions(topic)
         if partitions is None:
-            new = NewTopic(topic, num_partitions=1, replication_factor=replication_factor,
-                           config=dict(REQUIRED_CONFIG))
+            new = NewTopic(
+                topic, num_partitions=1, replication_factor=replication_factor, config=dict(REQUIRED_CONFIG)
+            )
             future = self._admin.create_topics([new], operation_timeout=self._timeout)[topic]
             try:
                 future.result(timeout=self._timeout)
                 created = True
             except KafkaException as exc:
-                if "TOPIC_ALREADY_EXISTS" not in _kafka_error(exc).upper().replace(" ", "_") \
-                        and "already exists" not in _kafka_error(exc):
-                    raise BrokerUnavailable(f"cannot create topic {topic}: "
-                                            f"{_kafka_error(exc)}") from None
+                if "TOPIC_ALREADY_EXISTS" not in _kafka_error(exc).upper().replace(
+                    " ", "_"
+                ) and "already exists" not in _kafka_error(exc):
+                    raise BrokerUnavailable(f"cannot create topic {topic}: {_kafka_error(exc)}") from None
             partitions = self._partitions(topic) or 1
         config = self.topic_config(topic, new=created)
         if partitions != 1:
             raise TopicMisconfigured(
                 f"topic {topic} has {partitions} partitions; the ledger needs exactly 1 "
-                "(one partition totally orders the chain)")
+                "(one partition totally orders the chain)"
+            )
         if "compact" in config.get("cleanup.policy", ""):
             raise TopicMisconfigured(
                 f"topic {topic} has cleanup.policy={config['cleanup.policy']}; compaction would "
-                "delete records the chain covers: use cleanup.policy=delete")
+                "delete records the chain covers: use cleanup.policy=delete"
+            )
         warnings = tuple(
             f"topic {topic} has {name}={config.get(name)}, the ledger expects {wanted}"
-            + (": records may be deleted, and replay needs them from offset 0"
-               if name.startswith("retention") else
-               ": producers, not the broker, set the timestamp the chain covers")
+            + (
+                ": records may be deleted, and replay needs them from offset 0"
+                if name.startswith("retention")
+                else ": producers, not the broker, set the timestamp the chain covers"
+            )
             for name, wanted in REQUIRED_CONFIG.items()
-            if name != "cleanup.policy" and config.get(name, wanted) != wanted)
+            if name != "cleanup.policy" and config.get(name, wanted) != wanted
+        )
         for warning in warnings:
             log.warning("%s", warning)
-        return TopicReport(topic=topic, created=created, partitions=partitions, config=config,
-                           warnings=warnings)
+        return TopicReport(
+            topic=topic, created=created, partitions=partitions, config=config, warnings=warnings
+        )
 
     def topic_config(self, topic: str, *, new: bool = False) -> dict[str, str]:
         """The topic's effective configuration values that matter to the ledger.
@@ -115,14 +120,11 @@ class KafkaTopicAdmin:
         deadline = time.monotonic() + (self._timeout if new else 0.0)
         while True:
             try:
-                result = self._admin.describe_configs([resource])[resource].result(
-                    timeout=self._timeout)
+                result = self._admin.describe_configs([resource])[resource].result(timeout=self._timeout)
                 break
             except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART \
-                        or time.monotonic() >= deadline:
-                    raise BrokerUnavailable(f"cannot describe topic {topic}: "
-                                            f"{_kafka_error(exc)}") from None
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() >= deadline:
+                    raise BrokerUnavailable(f"cannot describe topic {topic}: {_kafka_error(exc)}") from None
                 time.sleep(0.1)
         wanted = set(REQUIRED_CONFIG) | {"min.insync.replicas"}
         return {name: str(entry.value) for name, entry in result.items() if name in wanted}
@@ -130,8 +132,7 @@ class KafkaTopicAdmin:
     def group_state(self, group: str, topic: str) -> dict[str, Any]:
         """The consumer group: state, members (client id, host) and committed offset."""
         try:
-            described = self._admin.describe_consumer_groups([group])[group].result(
-                timeout=self._timeout)
+            described = self._admin.describe_consumer_groups([group])[group].result(timeout=self._timeout)
             offsets = self._admin.list_consumer_group_offsets(
                 [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])]
             )[group].result(timeout=self._timeout)
@@ -143,13 +144,24 @@ class KafkaTopicAdmin:
                 committed = tp.offset
         members = []
         for member in described.members:
-            assigned = [f"{tp.topic}[{tp.partition}]"
-                        for tp in (member.assignment.topic_partitions if member.assignment else [])]
-            members.append({"member_id": member.member_id, "client_id": member.client_id,
-                            "host": member.host, "assignment": assigned})
-        return {"group": group, "state": str(described.state.name).lower()
-                if described.state is not None else "unknown",
-                "members": members, "committed_offset": committed}
+            assigned = [
+                f"{tp.topic}[{tp.partition}]"
+                for tp in (member.assignment.topic_partitions if member.assignment else [])
+            ]
+            members.append(
+                {
+                    "member_id": member.member_id,
+                    "client_id": member.client_id,
+                    "host": member.host,
+                    "assignment": assigned,
+                }
+            )
+        return {
+            "group": group,
+            "state": str(described.state.name).lower() if described.state is not None else "unknown",
+            "members": members,
+            "committed_offset": committed,
+        }
 
     def delete_topic(self, topic: str) -> None:
         """Delete a topic (tests and the demo's scratch topics only)."""
@@ -160,16 +172,21 @@ class KafkaTopicAdmin:
             raise BrokerUnavailable(f"cannot delete topic {topic}: {_kafka_error(exc)}") from None
 
 
-def ensure_identities_topic(bootstrap: str, name: str, *, replication_factor: int = 1,
-                            timeout: float = 15.0) -> bool:
+def ensure_identities_topic(
+    bootstrap: str, name: str, *, replication_factor: int = 1, timeout: float = 15.0
+) -> bool:
     """Create the identities topic ``name`` (compacted, one partition) unless it exists;
     returns whether it was created. Raises :class:`BrokerUnavailable`."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     try:
         if name in admin.list_topics(timeout=timeout).topics:
             return False
-        new = NewTopic(name, num_partitions=1, replication_factor=replication_factor,
-                       config={"cleanup.policy": "compact"})
+        new = NewTopic(
+            name,
+            num_partitions=1,
+            replication_factor=replication_factor,
+            config={"cleanup.policy": "compact"},
+        )
         admin.create_topics([new])[name].result(timeout)
     except KafkaException as exc:
         error = exc.args[0] if exc.args else None

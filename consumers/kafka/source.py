@@ -35,8 +35,13 @@ def _offset(message: Message) -> int:
 
 def _to_record(message: Any) -> TopicRecord:
     _, timestamp_ms = message.timestamp()
-    return TopicRecord(topic=message.topic(), partition=message.partition(),
-                       offset=message.offset(), timestamp_ms=timestamp_ms, value=message.value())
+    return TopicRecord(
+        topic=message.topic(),
+        partition=message.partition(),
+        offset=message.offset(),
+        timestamp_ms=timestamp_ms,
+        value=message.value(),
+    )
 
 
 def close_quietly(consumer: Consumer, timeout: float = 10.0) -> None:
@@ -93,36 +98,45 @@ class KafkaEventSource:
     revocation.) Both run inside :meth:`poll_batch`.
     """
 
-    def __init__(self, *, bootstrap: str, topic: str, group: str,
-                 on_assigned: Callable[[], int], on_revoked: Callable[[bool], None],
-                 session_timeout_ms: int = 10000, client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        topic: str,
+        group: str,
+        on_assigned: Callable[[], int],
+        on_revoked: Callable[[bool], None],
+        session_timeout_ms: int = 10000,
+        client_id: str | None = None,
+    ) -> None:
         self.topic = topic
         self._on_assigned = on_assigned
         self._on_revoked = on_revoked
         self._assigned = False
         self._session_timeout_s = session_timeout_ms / 1000
         self._pauses = PauseDetector()
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "client.id": client_id or f"baldur-chainer-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            # An out-of-range start offset must fail loudly, never silently jump.
-            "auto.offset.reset": "error",
-            "isolation.level": "read_committed",
-            "session.timeout.ms": session_timeout_ms,
-            "heartbeat.interval.ms": max(250, session_timeout_ms // 5),
-            "partition.assignment.strategy": "range",
-            "fetch.wait.max.ms": 100,
-            "max.partition.fetch.bytes": 2 * 1024 * 1024,
-            # Prefetch at most 4 MB (librdkafka's default is 64 MB): memory stays flat however
-            # long the backlog, and a batch of thousands of records is still always ready.
-            "queued.max.messages.kbytes": 4 * 1024,
-            "logger": log,
-        })
-        self._consumer.subscribe([topic], on_assign=self._assign, on_revoke=self._revoke,
-                                 on_lost=self._lost)
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "client.id": client_id or f"baldur-chainer-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                # An out-of-range start offset must fail loudly, never silently jump.
+                "auto.offset.reset": "error",
+                "isolation.level": "read_committed",
+                "session.timeout.ms": session_timeout_ms,
+                "heartbeat.interval.ms": max(250, session_timeout_ms // 5),
+                "partition.assignment.strategy": "range",
+                "fetch.wait.max.ms": 100,
+                "max.partition.fetch.bytes": 2 * 1024 * 1024,
+                # Prefetch at most 4 MB (librdkafka's default is 64 MB): memory stays flat however
+                # long the backlog, and a batch of thousands of records is still always ready.
+                "queued.max.messages.kbytes": 4 * 1024,
+                "logger": log,
+            }
+        )
+        self._consumer.subscribe([topic], on_assign=self._assign, on_revoke=self._revoke, on_lost=self._lost)
 
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         mine = [tp for tp in partitions if tp.topic == self.topic and tp.partition == PARTITION]
@@ -133,8 +147,7 @@ class KafkaEventSource:
         start = self._on_assigned()
         consumer.assign([TopicPartition(self.topic, PARTITION, start)])
         self._assigned = True
-        log.info("assigned %s[%d]: resuming at offset %d (from PostgreSQL)",
-                 self.topic, PARTITION, start)
+        log.info("assigned %s[%d]: resuming at offset %d (from PostgreSQL)", self.topic, PARTITION, start)
 
     def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._give_up(consumer, lost=False)
@@ -148,8 +161,12 @@ class KafkaEventSource:
             log.info("this process stood still for %.1f s (over the session timeout)", paused)
             lost = True
         if self._assigned:
-            log.info("partition %s[%d] %s: standing by", self.topic, PARTITION,
-                     "lost (session expired)" if lost else "handed to another member")
+            log.info(
+                "partition %s[%d] %s: standing by",
+                self.topic,
+                PARTITION,
+                "lost (session expired)" if lost else "handed to another member",
+            )
         self._assigned = False
         self._on_revoked(lost)
         consumer.unassign()
@@ -168,8 +185,10 @@ class KafkaEventSource:
                 records.append(_to_record(message))
             elif error.code() == KafkaError._PARTITION_EOF:
                 continue
-            elif error.fatal() or error.code() in (KafkaError._AUTO_OFFSET_RESET,
-                                                   KafkaError.OFFSET_OUT_OF_RANGE):
+            elif error.fatal() or error.code() in (
+                KafkaError._AUTO_OFFSET_RESET,
+                KafkaError.OFFSET_OUT_OF_RANGE,
+            ):
                 raise BrokerUnavailable(f"kafka: {error.str()}")
             else:
                 log.warning("kafka: %s", error.str())
@@ -186,8 +205,9 @@ class KafkaEventSource:
     def commit(self, next_offset: int) -> None:
         """Tell Kafka the group's position (informational: the ledger keeps the truth)."""
         try:
-            self._consumer.commit(offsets=[TopicPartition(self.topic, PARTITION, next_offset)],
-                                  asynchronous=True)
+            self._consumer.commit(
+                offsets=[TopicPartition(self.topic, PARTITION, next_offset)], asynchronous=True
+            )
         except KafkaException as exc:
             log.debug("offset commit to kafka failed (informational only): %s", exc)
 
@@ -195,7 +215,8 @@ class KafkaEventSource:
         """The partition's high watermark (the offset the next record will get)."""
         try:
             _, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self.topic, PARTITION), timeout=timeout, cached=False)
+                TopicPartition(self.topic, PARTITION), timeout=timeout, cached=False
+            )
         except KafkaException as exc:
             raise BrokerUnavailable(f"cannot read the end offset: {exc.args[0].str()}") from None
         return int(high)
@@ -220,32 +241,35 @@ class KafkaTopicReader:
 
     def __init__(self, *, bootstrap: str, topic: str) -> None:
         self.topic = topic
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap,
-            "group.id": f"baldur-audit-replay-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "error",
-            "isolation.level": "read_committed",
-            "max.partition.fetch.bytes": 16 * 1024 * 1024,
-            "fetch.wait.max.ms": 100,
-            "queued.max.messages.kbytes": 32 * 1024,  # flat memory on long topics
-            "logger": log,
-        })
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"baldur-audit-replay-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": True,
+                "auto.offset.reset": "error",
+                "isolation.level": "read_committed",
+                "max.partition.fetch.bytes": 16 * 1024 * 1024,
+                "fetch.wait.max.ms": 100,
+                "queued.max.messages.kbytes": 32 * 1024,  # flat memory on long topics
+                "logger": log,
+            }
+        )
 
     def watermarks(self, timeout: float = 10.0) -> tuple[int, int]:
         """(low, high) offsets of the partition; raises :class:`BrokerUnavailable`."""
         try:
             low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self.topic, PARTITION), timeout=timeout, cached=False)
+                TopicPartition(self.topic, PARTITION), timeout=timeout, cached=False
+            )
         except KafkaException as exc:
-            raise BrokerUnavailable(f"cannot read topic {self.topic}: "
-                                    f"{exc.args[0].str()}") from None
+            raise BrokerUnavailable(f"cannot read topic {self.topic}: {exc.args[0].str()}") from None
         return int(low), int(high)
 
-    def read(self, end_offset: int, *, batch: int = 5000,
-             idle_timeout: float = 30.0) -> Iterator[list[TopicRecord]]:
+    def read(
+        self, end_offset: int, *, batch: int = 5000, idle_timeout: float = 30.0
+    ) -> Iterator[list[TopicRecord]]:
         """Yield batches of records from offset 0 up to (excluding) ``end_offset``.
 
         Raises :class:`BrokerUnavailable` if nothing arrives for ``idle_timeout``
@@ -284,22 +308,29 @@ class KafkaTopicReader:
             elif time.monotonic() - last_progress > idle_timeout:
                 raise BrokerUnavailable(
                     f"no records from {self.topic} for {idle_timeout:.0f} s at offset "
-                    f"{position + 1} of {end_offset}")
+                    f"{position + 1} of {end_offset}"
+                )
 
     def close(self) -> None:
         """Close the reader (bounded)."""
         close_quietly(self._consumer)
 
 
-def read_identity_mappings(bootstrap: str, name: str, *, timeout: float = 10.0,
-                           accept: Callable[[str], bool] = lambda key: True) -> dict[str, str]:
+def read_identity_mappings(
+    bootstrap: str, name: str, *, timeout: float = 10.0, accept: Callable[[str], bool] = lambda key: True
+) -> dict[str, str]:
     """Every mapping (key → value) of the compacted topic ``name`` whose key ``accept`` takes,
     tombstones applied, read from the beginning to the end seen at the start.
     Raises :class:`BrokerUnavailable`."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"baldur-identities-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False, "auto.offset.reset": "earliest",
-        "enable.partition.eof": True})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"baldur-identities-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+        }
+    )
     mappings: dict[str, str] = {}
     try:
         try:

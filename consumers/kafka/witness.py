@@ -18,12 +18,14 @@ from .source import close_quietly
 
 log = logging.getLogger(__name__)
 
+
 class KafkaWitness:
     """The witness topic: checkpoints are produced to it (idempotent, acks=all; created on
     first use with one partition, no compaction, kept forever) and read back by offset."""
 
-    def __init__(self, *, bootstrap: str, topic: str, replication_factor: int = 1,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self, *, bootstrap: str, topic: str, replication_factor: int = 1, timeout: float = 10.0
+    ) -> None:
         self.topic = topic
         self.name = f"topic {topic}"
         self._bootstrap = bootstrap
@@ -37,22 +39,32 @@ class KafkaWitness:
         """Produce the note (key: the tree size); raises BrokerUnavailable unless acknowledged."""
         if not self._ensured:
             KafkaTopicAdmin(self._bootstrap, timeout=self._timeout).ensure_topic(
-                self.topic, replication_factor=self._replication_factor)
+                self.topic, replication_factor=self._replication_factor
+            )
             self._ensured = True
         if self._producer is None:
-            self._producer = Producer({"bootstrap.servers": self._bootstrap,
-                                       "enable.idempotence": True,
-                                       "message.timeout.ms": int(self._timeout * 3000),
-                                       "logger": log})
+            self._producer = Producer(
+                {
+                    "bootstrap.servers": self._bootstrap,
+                    "enable.idempotence": True,
+                    "message.timeout.ms": int(self._timeout * 3000),
+                    "logger": log,
+                }
+            )
         outcome: list[Any] = []
-        self._producer.produce(self.topic, key=str(checkpoint.size).encode("ascii"),
-                               value=note.encode("utf-8"),
-                               on_delivery=lambda err, msg: outcome.append((err, msg)))
+        self._producer.produce(
+            self.topic,
+            key=str(checkpoint.size).encode("ascii"),
+            value=note.encode("utf-8"),
+            on_delivery=lambda err, msg: outcome.append((err, msg)),
+        )
         remaining = self._producer.flush(self._timeout)
         if remaining or not outcome:
-            raise BrokerUnavailable(f"witness topic {self.topic}: the checkpoint of size "
-                                    f"{checkpoint.size} was not acknowledged within "
-                                    f"{self._timeout:.0f} s")
+            raise BrokerUnavailable(
+                f"witness topic {self.topic}: the checkpoint of size "
+                f"{checkpoint.size} was not acknowledged within "
+                f"{self._timeout:.0f} s"
+            )
         error, message = outcome[0]
         if error is not None:
             raise BrokerUnavailable(f"witness topic {self.topic}: {error.str()}")
@@ -60,12 +72,18 @@ class KafkaWitness:
 
     def _reader(self) -> Consumer:
         if self._consumer is None:
-            self._consumer = Consumer({
-                "bootstrap.servers": self._bootstrap,
-                "group.id": "baldur-audit-witness-reader",
-                "enable.auto.commit": False, "enable.auto.offset.store": False,
-                "auto.offset.reset": "error", "isolation.level": "read_committed",
-                "allow.auto.create.topics": False, "logger": log})
+            self._consumer = Consumer(
+                {
+                    "bootstrap.servers": self._bootstrap,
+                    "group.id": "baldur-audit-witness-reader",
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "auto.offset.reset": "error",
+                    "isolation.level": "read_committed",
+                    "allow.auto.create.topics": False,
+                    "logger": log,
+                }
+            )
         return self._consumer
 
     def positions(self) -> range:
@@ -74,16 +92,17 @@ class KafkaWitness:
         try:
             metadata = consumer.list_topics(topic=self.topic, timeout=self._timeout)
             found = metadata.topics.get(self.topic)
-            if found is None or (found.error is not None and
-                                 found.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+            if found is None or (
+                found.error is not None and found.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+            ):
                 return range(0)
             if found.error is not None:
                 raise BrokerUnavailable(f"witness topic {self.topic}: {found.error.str()}")
-            low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, 0),
-                                                       timeout=self._timeout, cached=False)
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(self.topic, 0), timeout=self._timeout, cached=False
+            )
         except KafkaException as exc:
-            raise BrokerUnavailable(f"cannot read witness topic {self.topic}: "
-                                    f"{exc.args[0].str()}") from None
+            raise BrokerUnavailable(f"cannot read witness topic {self.topic}: {exc.args[0].str()}") from None
         return range(int(low), int(high))
 
     def read(self, position: int) -> bytes | None:
@@ -101,10 +120,10 @@ class KafkaWitness:
                     value = message.value()
                     return value if message.offset() == position else None
         except KafkaException as exc:
-            raise BrokerUnavailable(f"cannot read witness topic {self.topic}: "
-                                    f"{exc.args[0].str()}") from None
-        raise BrokerUnavailable(f"witness topic {self.topic}: no record at offset {position} "
-                                f"within {self._timeout:.0f} s")
+            raise BrokerUnavailable(f"cannot read witness topic {self.topic}: {exc.args[0].str()}") from None
+        raise BrokerUnavailable(
+            f"witness topic {self.topic}: no record at offset {position} within {self._timeout:.0f} s"
+        )
 
     def close(self) -> None:
         """Flush nothing further; close the clients (bounded)."""

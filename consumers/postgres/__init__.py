@@ -28,22 +28,30 @@ Connection: TypeAlias = psycopg.Connection[Any]
 UNPARSABLE_DSN = "<unparsable dsn>"
 
 
-def connect(dsn: str, *, application_name: str = "baldur-audit", autocommit: bool = False,
-            connect_timeout: int = 10) -> Connection:
+def connect(
+    dsn: str, *, application_name: str = "baldur-audit", autocommit: bool = False, connect_timeout: int = 10
+) -> Connection:
     """A connection to the ledger database; raises :class:`StoreUnavailable` (the password is
     never shown). With ``autocommit`` each ``transaction()`` block is a real transaction,
     never a savepoint in an implicit one."""
     try:
         # The sealed view holds UTF-8 text: the session must not transcode it.
-        return psycopg.connect(dsn, connect_timeout=connect_timeout,
-                               application_name=application_name, client_encoding="UTF8",
-                               autocommit=autocommit)
+        return psycopg.connect(
+            dsn,
+            connect_timeout=connect_timeout,
+            application_name=application_name,
+            client_encoding="UTF8",
+            autocommit=autocommit,
+        )
     except psycopg.Error as exc:
         if redact_dsn(dsn) == UNPARSABLE_DSN:  # the driver's text may quote it whole
-            raise StoreUnavailable("cannot connect to PostgreSQL: the DSN is not a valid "
-                                   "connection string or URI") from None
-        raise StoreUnavailable(f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: "
-                               f"{scrub(str(exc).strip(), dsn_password(dsn), dsn)}") from None
+            raise StoreUnavailable(
+                "cannot connect to PostgreSQL: the DSN is not a valid connection string or URI"
+            ) from None
+        raise StoreUnavailable(
+            f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: "
+            f"{scrub(str(exc).strip(), dsn_password(dsn), dsn)}"
+        ) from None
 
 
 @contextmanager

@@ -51,7 +51,8 @@ TAKE_OVER_ATTEMPTS = 15
 _MIGRATION_LOCK = 0x6261_6C64_7572  # "baldur": serializes concurrent `init`s
 
 _COPY_ENTRIES = sql.SQL("COPY audit_entries ({}) FROM STDIN (FORMAT BINARY)").format(
-    sql.SQL(", ").join(sql.Identifier(c) for c in ENTRY_COLUMNS))
+    sql.SQL(", ").join(sql.Identifier(c) for c in ENTRY_COLUMNS)
+)
 
 
 def migration_files() -> list[tuple[int, str, str]]:
@@ -73,23 +74,26 @@ class PostgresLedgerStore:
         self._dsn = dsn
 
     @classmethod
-    def connect(cls, dsn: str, *, connect_timeout: int = 10,
-                application_name: str = "baldur-audit") -> PostgresLedgerStore:
+    def connect(
+        cls, dsn: str, *, connect_timeout: int = 10, application_name: str = "baldur-audit"
+    ) -> PostgresLedgerStore:
         """Open a connection; raises :class:`StoreUnavailable` (password never shown)."""
-        return cls(connect(dsn, connect_timeout=connect_timeout,
-                           application_name=application_name), dsn)
+        return cls(connect(dsn, connect_timeout=connect_timeout, application_name=application_name), dsn)
 
     def act_as_writer(self, *, stalled_transaction_s: float) -> None:
         """Session settings of the chainer: the server ends this session when it sits idle
         inside a transaction longer than ``stalled_transaction_s`` (a paused or cut-off
         chainer would otherwise hold the head row's lock and stall its successor)."""
         with self._translated("configure the writer session"), self._conn.transaction():
-            self._conn.execute("SELECT set_config('idle_in_transaction_session_timeout', %s,"
-                               " false)", (f"{int(stalled_transaction_s * 1000)}",))
+            self._conn.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+                (f"{int(stalled_transaction_s * 1000)}",),
+            )
             # A statement gets twice as long. (Not a COPY waiting for a paused client's data:
             # PostgreSQL does not cancel that one; a successor's take_over ends its session.)
-            self._conn.execute("SELECT set_config('statement_timeout', %s, false)",
-                               (f"{int(stalled_transaction_s * 2000)}",))
+            self._conn.execute(
+                "SELECT set_config('statement_timeout', %s, false)", (f"{int(stalled_transaction_s * 2000)}",)
+            )
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
@@ -121,16 +125,16 @@ class PostgresLedgerStore:
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS baldur_schema_migrations ("
                 " version integer PRIMARY KEY, name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())")
-            done = {row[0] for row in self._conn.execute(
-                "SELECT version FROM baldur_schema_migrations")}
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {row[0] for row in self._conn.execute("SELECT version FROM baldur_schema_migrations")}
             for version, name, text in migration_files():
                 if version in done:
                     continue
                 self._conn.execute(text.encode("utf-8"))
                 self._conn.execute(
-                    "INSERT INTO baldur_schema_migrations (version, name) VALUES (%s, %s)",
-                    (version, name))
+                    "INSERT INTO baldur_schema_migrations (version, name) VALUES (%s, %s)", (version, name)
+                )
                 applied_now.append(version)
         return applied_now
 
@@ -138,11 +142,13 @@ class PostgresLedgerStore:
         """The newest applied migration (0 when the schema does not exist)."""
         with self._translated("read schema version"), self._conn.transaction():
             exists = self._conn.execute(
-                "SELECT to_regclass('baldur_schema_migrations') IS NOT NULL").fetchone()
+                "SELECT to_regclass('baldur_schema_migrations') IS NOT NULL"
+            ).fetchone()
             if not exists or not exists[0]:
                 return 0
             row = self._conn.execute(
-                "SELECT coalesce(max(version), 0) FROM baldur_schema_migrations").fetchone()
+                "SELECT coalesce(max(version), 0) FROM baldur_schema_migrations"
+            ).fetchone()
             return int(row[0]) if row else 0
 
     def require_schema(self) -> None:
@@ -152,8 +158,7 @@ class PostgresLedgerStore:
 
     # -- identity and head ----------------------------------------------------
 
-    def ensure_ledger(self, *, ledger_id: str, topic: str, partition: int,
-                      key: SigningKey) -> LedgerMeta:
+    def ensure_ledger(self, *, ledger_id: str, topic: str, partition: int, key: SigningKey) -> LedgerMeta:
         """Create the ledger identity and genesis head once; validate them afterwards.
 
         Raises :class:`ConfigError` if the database already holds another
@@ -166,22 +171,27 @@ class PostgresLedgerStore:
                 self._conn.execute(
                     "INSERT INTO ledger_meta (id, ledger_id, kafka_topic, kafka_partition,"
                     " genesis_key_id, genesis_link) VALUES (1, %s, %s, %s, %s, %s)",
-                    (ledger_id, topic, partition, key.key_id, link))
+                    (ledger_id, topic, partition, key.key_id, link),
+                )
                 self._conn.execute(
                     "INSERT INTO chain_head (id, epoch, last_seq, last_offset, last_link)"
-                    " VALUES (1, 0, 0, -1, %s)", (link,))
+                    " VALUES (1, 0, 0, -1, %s)",
+                    (link,),
+                )
                 return LedgerMeta(ledger_id, topic, partition, key.key_id, link)
         if (meta.ledger_id, meta.topic, meta.partition) != (ledger_id, topic, partition):
             raise ConfigError(
                 f"this database holds ledger {meta.ledger_id!r} of topic {meta.topic!r}, "
-                f"not {ledger_id!r} of topic {topic!r}")
+                f"not {ledger_id!r} of topic {topic!r}"
+            )
         meta.require_key(key)
         return meta
 
     def _read_meta(self) -> LedgerMeta | None:
         row = self._conn.execute(
             "SELECT ledger_id, kafka_topic, kafka_partition, genesis_key_id, genesis_link"
-            " FROM ledger_meta WHERE id = 1").fetchone()
+            " FROM ledger_meta WHERE id = 1"
+        ).fetchone()
         return None if row is None else LedgerMeta(row[0], row[1], row[2], row[3], bytes(row[4]))
 
     def read_meta(self) -> LedgerMeta:
@@ -222,7 +232,8 @@ class PostgresLedgerStore:
                         self._conn.execute("SET LOCAL lock_timeout = '2s'")
                         row = self._conn.execute(
                             "UPDATE chain_head SET epoch = epoch + 1, updated_at = now() WHERE id = 1"
-                            " RETURNING epoch, last_seq, last_offset, last_link").fetchone()
+                            " RETURNING epoch, last_seq, last_offset, last_link"
+                        ).fetchone()
                     break
                 except psycopg.errors.LockNotAvailable:
                     if stalled_after_s is None or attempt == TAKE_OVER_ATTEMPTS - 1:
@@ -244,12 +255,18 @@ class PostgresLedgerStore:
                 " AND l.granted AND l.mode IN ('RowShareLock', 'RowExclusiveLock')"
                 " AND l.pid <> pg_backend_pid() AND a.usename = current_user"
                 " AND a.xact_start < now() - make_interval(secs => %s)",
-                (stalled_after_s,)).fetchall()
+                (stalled_after_s,),
+            ).fetchall()
             for pid, state, wait_event, age in stalled:
                 ended = self._conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()
-                log.warning("ended the stalled writer session %d (%s%s, transaction open %.0f s)"
-                            "%s", pid, state, f", waiting for {wait_event}" if wait_event else "",
-                            age, "" if ended and ended[0] else ": it had already gone")
+                log.warning(
+                    "ended the stalled writer session %d (%s%s, transaction open %.0f s)%s",
+                    pid,
+                    state,
+                    f", waiting for {wait_event}" if wait_event else "",
+                    age,
+                    "" if ended and ended[0] else ": it had already gone",
+                )
 
     # -- sealing --------------------------------------------------------------
 
@@ -262,21 +279,23 @@ class PostgresLedgerStore:
             rows = self._conn.execute(
                 "SELECT event_id, seq FROM audit_entries WHERE kind = 'event'"
                 " AND event_id = ANY(%s) UNION ALL SELECT event_id, seq FROM retired_events"
-                " WHERE event_id = ANY(%s)", (list(event_ids), list(event_ids))).fetchall()
+                " WHERE event_id = ANY(%s)",
+                (list(event_ids), list(event_ids)),
+            ).fetchall()
             self._conn.rollback()  # end the read transaction; the append opens its own
         return {row[0]: row[1] for row in rows}
 
     def known_schema_fingerprints(self) -> set[bytes]:
         """Fingerprints of the writer schemas stored so far."""
         with self._translated("read writer schemas"), self._conn.transaction():
-            return {bytes(row[0]) for row in
-                    self._conn.execute("SELECT fingerprint FROM writer_schemas")}
+            return {bytes(row[0]) for row in self._conn.execute("SELECT fingerprint FROM writer_schemas")}
 
     def writer_schemas(self) -> dict[bytes, WriterSchema]:
         """Every stored writer schema by fingerprint (so the ledger verifies on its own)."""
         with self._translated("read writer schemas"), self._conn.transaction():
             rows = self._conn.execute(
-                "SELECT fingerprint, schema_json, first_seq FROM writer_schemas ORDER BY first_seq")
+                "SELECT fingerprint, schema_json, first_seq FROM writer_schemas ORDER BY first_seq"
+            )
             found = {}
             for fingerprint, schema_json, first_seq in rows:
                 try:
@@ -284,14 +303,20 @@ class PostgresLedgerStore:
                 except DecodeError:
                     schema = None
                 if schema is None or schema.fingerprint != bytes(fingerprint):
-                    raise ValueMismatch(max(int(first_seq), 1),
-                                        f"stored writer schema {bytes(fingerprint).hex()} does "
-                                        "not have that fingerprint")
+                    raise ValueMismatch(
+                        max(int(first_seq), 1),
+                        f"stored writer schema {bytes(fingerprint).hex()} does not have that fingerprint",
+                    )
                 found[bytes(fingerprint)] = schema
             return found
 
-    def append(self, entries: Sequence[SealedEntry], *, epoch: int,
-               new_schemas: Sequence[tuple[WriterSchema, int]] = ()) -> None:
+    def append(
+        self,
+        entries: Sequence[SealedEntry],
+        *,
+        epoch: int,
+        new_schemas: Sequence[tuple[WriterSchema, int]] = (),
+    ) -> None:
         """Write ``entries`` and move the head, atomically, if ``epoch`` still holds it.
 
         Raises :class:`Fenced` when another writer took over (nothing written),
@@ -303,14 +328,18 @@ class PostgresLedgerStore:
         data = copy_data(entries)  # built before the transaction: it holds the head row's lock
         with self._translated(f"append seq {first.seq}..{last.seq}"), self._conn.transaction():
             head = self._conn.execute(
-                "SELECT epoch, last_seq FROM chain_head WHERE id = 1 FOR UPDATE").fetchone()
+                "SELECT epoch, last_seq FROM chain_head WHERE id = 1 FOR UPDATE"
+            ).fetchone()
             if head is None:
                 raise ConfigError("the ledger has no chain head: run `baldur-audit init`")
             if head[0] != epoch:
                 raise Fenced(mine=epoch, current=head[0])
             if head[1] != first.seq - 1:
-                raise Fenced(mine=epoch, current=head[0]) if head[1] > first.seq - 1 else \
-                    StoreUnavailable(f"chain head is at seq {head[1]}, batch starts at {first.seq}")
+                raise (
+                    Fenced(mine=epoch, current=head[0])
+                    if head[1] > first.seq - 1
+                    else StoreUnavailable(f"chain head is at seq {head[1]}, batch starts at {first.seq}")
+                )
             with self._conn.cursor() as cur:
                 with cur.copy(_COPY_ENTRIES) as copy:
                     copy.write(data)
@@ -318,11 +347,13 @@ class PostgresLedgerStore:
                     cur.execute(
                         "INSERT INTO writer_schemas (fingerprint, schema_json, first_seq)"
                         " VALUES (%s, %s, %s) ON CONFLICT (fingerprint) DO NOTHING",
-                        (schema.fingerprint, schema.schema_json, seq))
+                        (schema.fingerprint, schema.schema_json, seq),
+                    )
                 cur.execute(
                     "UPDATE chain_head SET last_seq = %s, last_offset = %s, last_link = %s,"
                     " updated_at = now() WHERE id = 1 AND epoch = %s",
-                    (last.seq, last.record.offset, last.link, epoch))
+                    (last.seq, last.record.offset, last.link, epoch),
+                )
                 if cur.rowcount != 1:
                     raise Fenced(mine=epoch, current=-1)
 
@@ -345,19 +376,22 @@ class PostgresLedgerStore:
         with self.snapshot() as conn:
             rows = conn.execute(
                 "SELECT seq, key_id FROM (SELECT seq, key_id, lag(key_id) OVER (ORDER BY seq) AS prev"
-                " FROM audit_entries) runs WHERE prev IS DISTINCT FROM key_id ORDER BY seq").fetchall()
+                " FROM audit_entries) runs WHERE prev IS DISTINCT FROM key_id ORDER BY seq"
+            ).fetchall()
             last = conn.execute("SELECT coalesce(max(seq), 0) FROM audit_entries").fetchone()
         return [(int(seq), str(key_id)) for seq, key_id in rows], int(last[0]) if last else 0
 
-    def first_off_schedule(self, *, last_seq: int, key_ids: Sequence[str],
-                           epoch_entries: int) -> tuple[int, str] | None:
+    def first_off_schedule(
+        self, *, last_seq: int, key_ids: Sequence[str], epoch_entries: int
+    ) -> tuple[int, str] | None:
         """``(seq, key_id)`` of the first entry up to ``last_seq`` not sealed with its epoch's
         key (``key_ids[epoch]``, epochs of ``epoch_entries`` entries), if any."""
         with self.snapshot() as conn:
             row = conn.execute(
                 "SELECT seq, key_id FROM audit_entries WHERE seq <= %s AND key_id IS DISTINCT FROM"
                 " (%s::text[])[((seq - 1) / %s) + 1] ORDER BY seq LIMIT 1",
-                (last_seq, list(key_ids), epoch_entries)).fetchone()
+                (last_seq, list(key_ids), epoch_entries),
+            ).fetchone()
         return None if row is None else (int(row[0]), str(row[1]))
 
     # -- reading for verify / replay --------------------------------------------
@@ -377,13 +411,17 @@ class PostgresLedgerStore:
                     self._conn.isolation_level = None
                     self._conn.read_only = None
 
-    def iter_sealed_rows(self, conn: Connection, *, from_seq: int = 1,
-                         batch: int = 10_000) -> Iterator[SealedRow]:
+    def iter_sealed_rows(
+        self, conn: Connection, *, from_seq: int = 1, batch: int = 10_000
+    ) -> Iterator[SealedRow]:
         """Entries from ``from_seq`` as :data:`SealedRow`, in seq order, streamed by a
         server-side cursor in binary (flat memory; the hashing happens in the database)."""
-        with self._translated("read entries"), conn.cursor(
-                name=f"baldur_entries_{uuid.uuid4().hex[:8]}", binary=True,
-                row_factory=sealed_row) as cur:
+        with (
+            self._translated("read entries"),
+            conn.cursor(
+                name=f"baldur_entries_{uuid.uuid4().hex[:8]}", binary=True, row_factory=sealed_row
+            ) as cur,
+        ):
             cur.itersize = batch
             cur.execute(SEALED_ROWS, (from_seq,))
             yield from cur
@@ -392,8 +430,14 @@ class PostgresLedgerStore:
         """Entry ``seq``'s stored view bytes, payload and Kafka timestamp (ms), if any."""
         with self._translated("read entry"):
             row = conn.execute(
-                "SELECT " + VIEW_SQL + ", payload, " + TIMESTAMP_MS_SQL +
-                " FROM audit_entries WHERE seq = %s", (seq,), binary=True).fetchone()
+                "SELECT "
+                + VIEW_SQL
+                + ", payload, "
+                + TIMESTAMP_MS_SQL
+                + " FROM audit_entries WHERE seq = %s",
+                (seq,),
+                binary=True,
+            ).fetchone()
         if row is None or row[2] is None:
             return None
         return row[0], row[1], row[2]
@@ -415,16 +459,19 @@ def first_bad_duplicate(conn: Connection) -> int | None:
             "SELECT 1 FROM retired_events r WHERE r.seq = d.duplicate_of AND r.event_id = d.event_id"
             " AND r.seq <= (SELECT coalesce(max(seq), 0) FROM retention_anchors))"
             " ELSE f.kind <> 'event' OR f.event_id IS DISTINCT FROM d.event_id OR f.seq >= d.seq END"
-            " ORDER BY d.seq LIMIT 1").fetchone()
+            " ORDER BY d.seq LIMIT 1"
+        ).fetchone()
     return None if row is None else int(row[0])
 
 
 def link_at(conn: Connection, seq: int) -> bytes | None:
     """The link of entry ``seq``, or of the retention anchor at ``seq`` (None: neither)."""
     with translated("read entry link", conn):
-        row = conn.execute("SELECT link FROM audit_entries WHERE seq = %s UNION ALL"
-                           " SELECT link FROM retention_anchors WHERE seq = %s",
-                           (seq, seq)).fetchone()
+        row = conn.execute(
+            "SELECT link FROM audit_entries WHERE seq = %s UNION ALL"
+            " SELECT link FROM retention_anchors WHERE seq = %s",
+            (seq, seq),
+        ).fetchone()
     return None if row is None else bytes(row[0])
 
 
@@ -433,12 +480,14 @@ def ledger_end(conn: Connection) -> tuple[int, int]:
     with translated("read ledger end", conn):
         row = conn.execute(
             "SELECT (SELECT coalesce(max(seq), 0) FROM audit_entries),"
-            " (SELECT coalesce(max(seq), 0) FROM retention_anchors)").fetchone()
+            " (SELECT coalesce(max(seq), 0) FROM retention_anchors)"
+        ).fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
-def schemas_to_store(entries: Sequence[SealedEntry], known: set[bytes],
-                     catalog: Mapping[bytes, WriterSchema]) -> list[tuple[WriterSchema, int]]:
+def schemas_to_store(
+    entries: Sequence[SealedEntry], known: set[bytes], catalog: Mapping[bytes, WriterSchema]
+) -> list[tuple[WriterSchema, int]]:
     """Writer schemas first used by ``entries`` and not yet stored, with the first seq.
 
     Updates ``known`` so each schema is stored once.

@@ -47,7 +47,8 @@ class PostgresMerkleNodes:
                 "SELECT n.level, n.idx, n.hash FROM merkle_nodes n"
                 " JOIN unnest(%s::smallint[], %s::bigint[]) AS w(level, idx)"
                 " ON n.level = w.level AND n.idx = w.idx",
-                ([level for level, _ in nodes], [index for _, index in nodes])).fetchall()
+                ([level for level, _ in nodes], [index for _, index in nodes]),
+            ).fetchall()
         return {(int(level), int(index)): bytes(digest) for level, index, digest in rows}
 
 
@@ -65,8 +66,7 @@ def read_tree(conn: Connection) -> TreeHead | None:
     """The stored tree's head (None before the first extension); raises MerkleError if the
     stored frontier disagrees with the stored nodes."""
     with translated("read merkle tree", conn):
-        row = conn.execute("SELECT size, frontier, head_link FROM merkle_tree WHERE id = 1"
-                           ).fetchone()
+        row = conn.execute("SELECT size, frontier, head_link FROM merkle_tree WHERE id = 1").fetchone()
     if row is None:
         return None
     frontier = _checked_frontier(conn, int(row[0]), bytes(row[1]))
@@ -83,16 +83,18 @@ def tree_size(conn: Connection) -> int:
 def _checked_frontier(conn: Connection, size: int, encoded: bytes) -> MerkleFrontier:
     frontier = MerkleFrontier.from_bytes(encoded)
     if frontier.size != size or MerkleFrontier.from_nodes(PostgresMerkleNodes(conn), size) != frontier:
-        raise MerkleError(f"the stored merkle frontier (size {size}) disagrees with the stored "
-                          "merkle nodes")
+        raise MerkleError(f"the stored merkle frontier (size {size}) disagrees with the stored merkle nodes")
     return frontier
 
 
 def _copy_nodes(nodes: Sequence[tuple[int, int, bytes]]) -> bytes:
-    return b"".join((_COPY_SIGNATURE,
-                     *(_NODE_TUPLE(3, 2, level, 8, index, HASH_BYTES) + digest
-                       for level, index, digest in nodes),
-                     b"\xff\xff"))
+    return b"".join(
+        (
+            _COPY_SIGNATURE,
+            *(_NODE_TUPLE(3, 2, level, 8, index, HASH_BYTES) + digest for level, index, digest in nodes),
+            b"\xff\xff",
+        )
+    )
 
 
 @dataclass(slots=True)
@@ -111,9 +113,11 @@ class LockedTree:
         with self.conn.cursor() as cur:
             with cur.copy(_COPY_NODES) as copy:
                 copy.write(_copy_nodes(nodes))
-            cur.execute("UPDATE merkle_tree SET size = %s, frontier = %s, head_link = %s,"
-                        " updated_at = now() WHERE id = 1",
-                        (self.frontier.size, self.frontier.to_bytes(), link))
+            cur.execute(
+                "UPDATE merkle_tree SET size = %s, frontier = %s, head_link = %s,"
+                " updated_at = now() WHERE id = 1",
+                (self.frontier.size, self.frontier.to_bytes(), link),
+            )
 
 
 @contextmanager
@@ -121,11 +125,14 @@ def locked_tree(conn: Connection, genesis_link: bytes) -> Iterator[LockedTree]:
     """One transaction holding the ``merkle_tree`` row (concurrent builders serialise on it),
     created empty on first use. Raises StoreUnavailable/StoreRefused, MerkleError."""
     with translated("extend the merkle tree", conn), conn.transaction():
-        conn.execute("INSERT INTO merkle_tree (id, size, frontier, head_link)"
-                     " VALUES (1, 0, %s, %s) ON CONFLICT (id) DO NOTHING",
-                     (MerkleFrontier().to_bytes(), genesis_link))
-        row = conn.execute("SELECT size, frontier, head_link FROM merkle_tree WHERE id = 1"
-                           " FOR UPDATE").fetchone()
+        conn.execute(
+            "INSERT INTO merkle_tree (id, size, frontier, head_link)"
+            " VALUES (1, 0, %s, %s) ON CONFLICT (id) DO NOTHING",
+            (MerkleFrontier().to_bytes(), genesis_link),
+        )
+        row = conn.execute(
+            "SELECT size, frontier, head_link FROM merkle_tree WHERE id = 1 FOR UPDATE"
+        ).fetchone()
         head = conn.execute("SELECT last_seq FROM chain_head WHERE id = 1").fetchone()
         assert row is not None and head is not None  # created above; init made the head
         frontier = _checked_frontier(conn, int(row[0]), bytes(row[1]))
@@ -133,6 +140,7 @@ def locked_tree(conn: Connection, genesis_link: bytes) -> Iterator[LockedTree]:
 
 
 # --- stored checkpoints --------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class StoredCheckpoint:
@@ -145,13 +153,16 @@ class StoredCheckpoint:
     signed_at: datetime
 
 
-def stored_checkpoint(conn: Connection, *, size: int | None = None,
-                      min_size: int = 0) -> StoredCheckpoint | None:
+def stored_checkpoint(
+    conn: Connection, *, size: int | None = None, min_size: int = 0
+) -> StoredCheckpoint | None:
     """The newest stored checkpoint of exactly ``size`` leaves, or else the largest one
     covering at least ``min_size`` leaves (None if there is none)."""
-    query = ("SELECT tree_size, root, head_link, note, signed_at FROM checkpoints WHERE "
-             + ("tree_size = %s" if size is not None else "tree_size >= %s")
-             + " ORDER BY tree_size DESC, id DESC LIMIT 1")
+    query = (
+        "SELECT tree_size, root, head_link, note, signed_at FROM checkpoints WHERE "
+        + ("tree_size = %s" if size is not None else "tree_size >= %s")
+        + " ORDER BY tree_size DESC, id DESC LIMIT 1"
+    )
     with translated("read checkpoints", conn):
         row = conn.execute(query, (size if size is not None else min_size,)).fetchone()
     if row is None:
@@ -162,7 +173,15 @@ def stored_checkpoint(conn: Connection, *, size: int | None = None,
 def store_checkpoint(conn: Connection, checkpoint: Checkpoint, note: str) -> None:
     """Insert a signed checkpoint (after it was witnessed)."""
     with translated("store checkpoint", conn), conn.transaction():
-        conn.execute("INSERT INTO checkpoints (tree_size, root, head_seq, head_link, note,"
-                     " signed_at) VALUES (%s, %s, %s, %s, %s, %s)",
-                     (checkpoint.size, checkpoint.root_hash, checkpoint.head_seq,
-                      checkpoint.head_link, note, checkpoint.timestamp))
+        conn.execute(
+            "INSERT INTO checkpoints (tree_size, root, head_seq, head_link, note,"
+            " signed_at) VALUES (%s, %s, %s, %s, %s, %s)",
+            (
+                checkpoint.size,
+                checkpoint.root_hash,
+                checkpoint.head_seq,
+                checkpoint.head_link,
+                note,
+                checkpoint.timestamp,
+            ),
+        )

@@ -23,9 +23,18 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: ``audit_entries`` columns in the order the sealer writes them: the sealed view
 #: (schemas/view.py) is one contiguous run in the middle.
 ENTRY_COLUMNS = (
-    "seq", "kafka_offset", "kind", "duplicate_of", "reject_reason",
+    "seq",
+    "kafka_offset",
+    "kind",
+    "duplicate_of",
+    "reject_reason",
     *(name for name, _ in VIEW_COLUMNS),
-    "payload", "digest", "key_id", "link", "value_null", "view_digest",
+    "payload",
+    "digest",
+    "key_id",
+    "link",
+    "value_null",
+    "view_digest",
 )
 
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags 0, no extension
@@ -47,10 +56,14 @@ _VIEW_VALUE = {
 }
 VIEW_SQL = " || ".join(
     "coalesce(int4send(octet_length({v})) || {v}, '\\xffffffff'::bytea)".format(
-        v=_VIEW_VALUE[kind].format(name)) for name, kind in VIEW_COLUMNS)
+        v=_VIEW_VALUE[kind].format(name)
+    )
+    for name, kind in VIEW_COLUMNS
+)
 
-TIMESTAMP_MS_SQL = ("CASE WHEN isfinite(kafka_timestamp) THEN "
-                    "floor(extract(epoch FROM kafka_timestamp) * 1000)::int8 END")
+TIMESTAMP_MS_SQL = (
+    "CASE WHEN isfinite(kafka_timestamp) THEN floor(extract(epoch FROM kafka_timestamp) * 1000)::int8 END"
+)
 
 
 class SealedRow(NamedTuple):
@@ -85,11 +98,15 @@ SEALED_ROWS = (
     "SELECT seq, kafka_offset, kind, coalesce(duplicate_of, 0), value_null,"
     " CASE WHEN pruned_at IS NULL THEN sha256(coalesce(payload, ''::bytea)) ELSE digest END,"
     " digest, key_id, link,"
-    " CASE WHEN pruned_at IS NULL THEN sha256(" + VIEW_SQL + ") ELSE view_digest END, "
-    + TIMESTAMP_MS_SQL + ", coalesce(reject_reason, '') <> '',"
+    " CASE WHEN pruned_at IS NULL THEN sha256("
+    + VIEW_SQL
+    + ") ELSE view_digest END, "
+    + TIMESTAMP_MS_SQL
+    + ", coalesce(reject_reason, '') <> '',"
     " CASE WHEN pruned_at IS NULL THEN payload IS NULL ELSE value_null END, view_digest,"
     " pruned_at IS NOT NULL, duplicate_of IS NOT NULL, reject_reason"
-    " FROM audit_entries WHERE seq >= %s ORDER BY seq")
+    " FROM audit_entries WHERE seq >= %s ORDER BY seq"
+)
 
 
 def sealed_row(_cursor: Any) -> Any:
@@ -99,19 +116,22 @@ def sealed_row(_cursor: Any) -> Any:
 
 def entry_tuple(entry: SealedEntry) -> bytes:
     """One ``audit_entries`` row in PostgreSQL's binary ``COPY`` format (ENTRY_COLUMNS)."""
-    return b"".join((
-        _TUPLE_HEAD(len(ENTRY_COLUMNS), 8, entry.seq, 8, entry.record.offset),
-        _KIND_FIELDS[entry.kind],
-        NULL if entry.duplicate_of is None else _INT8(8, entry.duplicate_of),
-        text_field(entry.reject_reason),
-        entry.view,
-        bytes_field(entry.record.value),
-        bytes_field(entry.digest),
-        text_field(entry.key_id),
-        bytes_field(entry.link),
-        _TRUE if entry.record.value is None else _FALSE,
-        _DIGEST_HEADER, view_digest(entry.view),
-    ))
+    return b"".join(
+        (
+            _TUPLE_HEAD(len(ENTRY_COLUMNS), 8, entry.seq, 8, entry.record.offset),
+            _KIND_FIELDS[entry.kind],
+            NULL if entry.duplicate_of is None else _INT8(8, entry.duplicate_of),
+            text_field(entry.reject_reason),
+            entry.view,
+            bytes_field(entry.record.value),
+            bytes_field(entry.digest),
+            text_field(entry.key_id),
+            bytes_field(entry.link),
+            _TRUE if entry.record.value is None else _FALSE,
+            _DIGEST_HEADER,
+            view_digest(entry.view),
+        )
+    )
 
 
 def copy_data(entries: Sequence[SealedEntry]) -> bytes:
@@ -143,10 +163,12 @@ class LedgerMeta:
     def require_key(self, key: SigningKey) -> None:
         """Raise :class:`ConfigError` unless ``key`` is the key this ledger was sealed with."""
         if key.key_id != self.genesis_key_id:
-            raise ConfigError(f"the configured signing key {key.key_id} is not this ledger's "
-                              f"key {self.genesis_key_id}; to rotate, list the old key id in "
-                              "BALDUR_AUDIT_RETIRED_KEY_IDS (or the old key in "
-                              "BALDUR_SECRETS_AUDIT_OLD_KEYS)")
+            raise ConfigError(
+                f"the configured signing key {key.key_id} is not this ledger's "
+                f"key {self.genesis_key_id}; to rotate, list the old key id in "
+                "BALDUR_AUDIT_RETIRED_KEY_IDS (or the old key in "
+                "BALDUR_SECRETS_AUDIT_OLD_KEYS)"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,5 +200,10 @@ class Anchor:
 
     def as_dict(self) -> dict[str, Any]:
         """The ``--json`` shape (no secret in it: the MAC is public)."""
-        return {"seq": self.seq, "offset": self.offset, "link": self.link.hex(),
-                "key_id": self.key_id, "entries_deleted": self.entries_deleted}
+        return {
+            "seq": self.seq,
+            "offset": self.offset,
+            "link": self.link.hex(),
+            "key_id": self.key_id,
+            "entries_deleted": self.entries_deleted,
+        }

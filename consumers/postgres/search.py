@@ -12,9 +12,27 @@ from psycopg.rows import dict_row
 
 from .ledger import PostgresLedgerStore
 
-LOG_COLUMNS = ("seq", "kafka_offset", "kafka_timestamp", "kind", "duplicate_of", "reject_reason",
-               "event_id", "occurred_at", "actor", "actor_type", "action", "target", "before",
-               "after", "reason", "source", "trace_id", "client_ip", "attributes")
+LOG_COLUMNS = (
+    "seq",
+    "kafka_offset",
+    "kafka_timestamp",
+    "kind",
+    "duplicate_of",
+    "reject_reason",
+    "event_id",
+    "occurred_at",
+    "actor",
+    "actor_type",
+    "action",
+    "target",
+    "before",
+    "after",
+    "reason",
+    "source",
+    "trace_id",
+    "client_ip",
+    "attributes",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,8 +52,7 @@ class LogFilter:
 def _match(column: str, pattern: str) -> sql.Composable:
     if "*" in pattern:
         like = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return sql.SQL("{} LIKE {}").format(sql.Identifier(column),
-                                            sql.Literal(like.replace("*", "%")))
+        return sql.SQL("{} LIKE {}").format(sql.Identifier(column), sql.Literal(like.replace("*", "%")))
     return sql.SQL("{} = {}").format(sql.Identifier(column), sql.Literal(pattern))
 
 
@@ -45,18 +62,19 @@ def _match(column: str, pattern: str) -> sql.Composable:
 _RETENTION_COLUMNS = (
     "pruned_at IS NOT NULL AS pruned, identities.identity AS identity,"
     " (left(audit_entries.actor, 5) = 'psn1-' AND identities.identity IS NULL AND EXISTS ("
-    "SELECT 1 FROM erasures WHERE erasures.pseudonym = audit_entries.actor)) AS erased")
+    "SELECT 1 FROM erasures WHERE erasures.pseudonym = audit_entries.actor)) AS erased"
+)
 
 
 def search_entries(store: PostgresLedgerStore, query: LogFilter) -> list[dict[str, Any]]:
     """Entries matching ``query``, oldest first (the newest ``limit`` of them)."""
-    conditions: list[sql.Composable] = [
-        sql.SQL("kind = ANY({})").format(sql.Literal(list(query.kinds)))]
+    conditions: list[sql.Composable] = [sql.SQL("kind = ANY({})").format(sql.Literal(list(query.kinds)))]
     if query.target:
         conditions.append(_match("target", query.target))
     if query.actor:  # the recorded actor, or the identity behind its pseudonym
-        conditions.append(sql.SQL("({} OR {})").format(_match("actor", query.actor),
-                                                       _match("identity", query.actor)))
+        conditions.append(
+            sql.SQL("({} OR {})").format(_match("actor", query.actor), _match("identity", query.actor))
+        )
     if query.action:
         conditions.append(sql.SQL("action = {}").format(sql.Literal(query.action)))
     if query.trace_id:
@@ -68,14 +86,18 @@ def search_entries(store: PostgresLedgerStore, query: LogFilter) -> list[dict[st
     if query.until:
         conditions.append(sql.SQL("{} < {}").format(when, sql.Literal(query.until)))
     statement = sql.SQL(
-        "SELECT * FROM (SELECT {columns}, " + _RETENTION_COLUMNS +
-        " FROM audit_entries LEFT JOIN identities ON identities.pseudonym = audit_entries.actor"
+        "SELECT * FROM (SELECT {columns}, "
+        + _RETENTION_COLUMNS
+        + " FROM audit_entries LEFT JOIN identities ON identities.pseudonym = audit_entries.actor"
         " WHERE {where}"
-        " ORDER BY {when} DESC, seq DESC LIMIT {limit}) newest ORDER BY {when2}, seq").format(
+        " ORDER BY {when} DESC, seq DESC LIMIT {limit}) newest ORDER BY {when2}, seq"
+    ).format(
         columns=sql.SQL(", ").join(sql.Identifier(c) for c in LOG_COLUMNS),
-        where=sql.SQL(" AND ").join(conditions), when=when,
+        where=sql.SQL(" AND ").join(conditions),
+        when=when,
         when2=sql.SQL("coalesce(occurred_at, kafka_timestamp)"),
-        limit=sql.Literal(query.limit))
+        limit=sql.Literal(query.limit),
+    )
     store.require_schema()
     with store.snapshot() as conn, conn.cursor(row_factory=dict_row) as cur:
         cur.execute(statement)

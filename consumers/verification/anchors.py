@@ -22,24 +22,30 @@ from ..postgres.rows import Anchor, LedgerMeta
 ANCHOR_TAG = b"baldur-audit/anchor/v1"
 
 
-def anchor_message(*, ledger_id: str, seq: int, offset: int, timestamp_ms: int, link: bytes,
-                   key_id: str) -> bytes:
+def anchor_message(
+    *, ledger_id: str, seq: int, offset: int, timestamp_ms: int, link: bytes, key_id: str
+) -> bytes:
     """The bytes an anchor's MAC covers (framed like a link, CHAIN.md §2)."""
-    return frame(ANCHOR_TAG, [
-        (b"ledger", ledger_id.encode("utf-8")),
-        (b"key_id", key_id.encode("utf-8")),
-        (b"seq", struct.pack(">Q", seq)),
-        (b"offset", struct.pack(">q", offset)),
-        (b"timestamp", struct.pack(">q", timestamp_ms)),
-        (b"link", link),
-    ])
+    return frame(
+        ANCHOR_TAG,
+        [
+            (b"ledger", ledger_id.encode("utf-8")),
+            (b"key_id", key_id.encode("utf-8")),
+            (b"seq", struct.pack(">Q", seq)),
+            (b"offset", struct.pack(">q", offset)),
+            (b"timestamp", struct.pack(">q", timestamp_ms)),
+            (b"link", link),
+        ],
+    )
 
 
-def sign_anchor(key: SigningKey, *, ledger_id: str, seq: int, offset: int, timestamp_ms: int,
-                link: bytes) -> bytes:
+def sign_anchor(
+    key: SigningKey, *, ledger_id: str, seq: int, offset: int, timestamp_ms: int, link: bytes
+) -> bytes:
     """The anchor's MAC under ``key``."""
-    message = anchor_message(ledger_id=ledger_id, seq=seq, offset=offset,
-                             timestamp_ms=timestamp_ms, link=link, key_id=key.key_id)
+    message = anchor_message(
+        ledger_id=ledger_id, seq=seq, offset=offset, timestamp_ms=timestamp_ms, link=link, key_id=key.key_id
+    )
     return hmac.new(key.secret, message, "sha256").digest()
 
 
@@ -47,13 +53,19 @@ def check_anchor(anchor: Anchor, meta: LedgerMeta, keys: Mapping[str, SigningKey
     """Raise :class:`UnknownKey` or :class:`ValueMismatch` unless the anchor's MAC holds."""
     key = keys.get(anchor.key_id)
     if key is None:
-        raise UnknownKey(anchor.seq, f"retention anchor at seq {anchor.seq}: key id "
-                                     f"{anchor.key_id} is not configured")
-    expected = sign_anchor(key, ledger_id=meta.ledger_id, seq=anchor.seq, offset=anchor.offset,
-                           timestamp_ms=anchor.timestamp_ms, link=anchor.link)
+        raise UnknownKey(
+            anchor.seq, f"retention anchor at seq {anchor.seq}: key id {anchor.key_id} is not configured"
+        )
+    expected = sign_anchor(
+        key,
+        ledger_id=meta.ledger_id,
+        seq=anchor.seq,
+        offset=anchor.offset,
+        timestamp_ms=anchor.timestamp_ms,
+        link=anchor.link,
+    )
     if not hmac.compare_digest(expected, anchor.signature):
-        raise ValueMismatch(anchor.seq, f"retention anchor at seq {anchor.seq} is not what was "
-                                        "signed")
+        raise ValueMismatch(anchor.seq, f"retention anchor at seq {anchor.seq} is not what was signed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +90,10 @@ def walk_start(conn: Connection, meta: LedgerMeta, keys: Mapping[str, SigningKey
     if first == 1:
         return WalkStart(None, links, len(anchors))  # nothing dropped yet: from genesis
     if first is not None and first != newest.seq + 1:
-        raise SequenceGap(newest.seq + 1, first,
-                          f"seq {newest.seq + 1}..{first - 1} missing after the retention "
-                          f"anchor at seq {newest.seq}")
+        raise SequenceGap(
+            newest.seq + 1,
+            first,
+            f"seq {newest.seq + 1}..{first - 1} missing after the retention anchor at seq {newest.seq}",
+        )
     check_anchor(newest, meta, keys)
     return WalkStart(newest, links, len(anchors))

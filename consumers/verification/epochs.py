@@ -21,8 +21,9 @@ class OffSchedule(ChainBreak):
     kind = "modified"
 
 
-def with_epoch_check(store: PostgresLedgerStore, report: VerifyReport,
-                     schedule: EpochSchedule) -> VerifyReport:
+def with_epoch_check(
+    store: PostgresLedgerStore, report: VerifyReport, schedule: EpochSchedule
+) -> VerifyReport:
     """``report`` with the forward-secure epoch rule checked too: an entry sealed with any
     key but its epoch's is a break (the earliest break wins)."""
     off = first_off_schedule(store, schedule, int(report.head["seq"]))
@@ -31,8 +32,9 @@ def with_epoch_check(store: PostgresLedgerStore, report: VerifyReport,
     return replace(report, first_break=Break.of(off))
 
 
-def first_off_schedule(store: PostgresLedgerStore, schedule: EpochSchedule,
-                       last_seq: int) -> ChainBreak | None:
+def first_off_schedule(
+    store: PostgresLedgerStore, schedule: EpochSchedule, last_seq: int
+) -> ChainBreak | None:
     """The first entry not sealed with its epoch's key (forward security), as a break.
 
     Its key may be a *later* epoch's key, which a thief of the current key holds: such an
@@ -40,14 +42,17 @@ def first_off_schedule(store: PostgresLedgerStore, schedule: EpochSchedule,
     """
     if last_seq < 1:
         return None
-    ids = [schedule.key_of_epoch(epoch).key_id
-           for epoch in range(epoch_of(last_seq, schedule.epoch_entries) + 1)]
-    found = store.first_off_schedule(last_seq=last_seq, key_ids=ids,
-                                     epoch_entries=schedule.epoch_entries)
+    ids = [
+        schedule.key_of_epoch(epoch).key_id for epoch in range(epoch_of(last_seq, schedule.epoch_entries) + 1)
+    ]
+    found = store.first_off_schedule(last_seq=last_seq, key_ids=ids, epoch_entries=schedule.epoch_entries)
     if found is None:
         return None
     seq, key_id = found
     epoch = epoch_of(seq, schedule.epoch_entries)
-    return OffSchedule(seq, f"entry is sealed with key {key_id}, but epoch {epoch} "
-                            f"(forward security, N={schedule.epoch_entries}) uses "
-                            f"{schedule.key_of_epoch(epoch).key_id}")
+    return OffSchedule(
+        seq,
+        f"entry is sealed with key {key_id}, but epoch {epoch} "
+        f"(forward security, N={schedule.epoch_entries}) uses "
+        f"{schedule.key_of_epoch(epoch).key_id}",
+    )

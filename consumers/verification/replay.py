@@ -68,13 +68,17 @@ class ReplayReport:
             "consistent": self.consistent,
             "topic_records": self.topic_records,
             "ledger_entries": self.ledger_entries,
-            "first_divergence": None if self.first_divergence is None else {
-                "seq": self.first_divergence.seq, "offset": self.first_divergence.offset,
-                "kind": self.first_divergence.kind, "detail": self.first_divergence.detail},
+            "first_divergence": None
+            if self.first_divergence is None
+            else {
+                "seq": self.first_divergence.seq,
+                "offset": self.first_divergence.offset,
+                "kind": self.first_divergence.kind,
+                "detail": self.first_divergence.detail,
+            },
             "unsealed": self.unsealed,
             "seconds": round(self.seconds, 3),
-            "records_per_second": round(self.topic_records / self.seconds, 1)
-            if self.seconds else None,
+            "records_per_second": round(self.topic_records / self.seconds, 1) if self.seconds else None,
         }
 
 
@@ -85,8 +89,7 @@ class _EventIndex:
         self._first: dict[bytes, int] = {}
 
     def lookup(self, ids: Collection[uuid.UUID]) -> Mapping[uuid.UUID, int]:
-        return {event_id: self._first[event_id.bytes] for event_id in ids
-                if event_id.bytes in self._first}
+        return {event_id: self._first[event_id.bytes] for event_id in ids if event_id.bytes in self._first}
 
     def add_retired(self, conn: Connection) -> None:
         """The event ids of entries dropped behind a retention anchor (retired_events)."""
@@ -102,10 +105,15 @@ class _EventIndex:
 def _compare(entry: SealedEntry, row: SealedRow) -> str | None:
     """Why ``row`` is not ``entry`` (None when it is)."""
     if row.kafka_offset != entry.record.offset:
-        return (f"ledger entry holds offset {row.kafka_offset}, the topic's record {entry.seq} is "
-                f"at offset {entry.record.offset}")
-    if row.payload_sha != entry.digest or row.value_null != (entry.record.value is None) or \
-            row.payload_null != (entry.record.value is None):
+        return (
+            f"ledger entry holds offset {row.kafka_offset}, the topic's record {entry.seq} is "
+            f"at offset {entry.record.offset}"
+        )
+    if (
+        row.payload_sha != entry.digest
+        or row.value_null != (entry.record.value is None)
+        or row.payload_null != (entry.record.value is None)
+    ):
         return "payload differs from the topic record's bytes"
     if row.kind != entry.kind.label or row.duplicate_of != (entry.duplicate_of or 0):
         return f"sealed as {row.kind}, the topic says {entry.kind.label}"
@@ -129,13 +137,19 @@ def _genesis_head(key: SigningKey, *, ledger_id: str, topic: str) -> ChainHead:
     return ChainHead(0, -1, genesis_link(key, ledger_id=ledger_id, topic=topic, partition=0))
 
 
-def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: SigningKey, *,
-                   committed_offset: Callable[[], int | None] = lambda: None,
-                   max_lag_seconds: float = 300.0, now_ms: Callable[[], int] | None = None,
-                   progress: Progress | None = None,
-                   schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS,
-                   ring: Mapping[str, SigningKey] | None = None,
-                   key_for: Callable[[int], SigningKey] | None = None) -> ReplayReport:
+def replay_compare(
+    store: PostgresLedgerStore,
+    reader: KafkaTopicReader,
+    key: SigningKey,
+    *,
+    committed_offset: Callable[[], int | None] = lambda: None,
+    max_lag_seconds: float = 300.0,
+    now_ms: Callable[[], int] | None = None,
+    progress: Progress | None = None,
+    schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS,
+    ring: Mapping[str, SigningKey] | None = None,
+    key_for: Callable[[int], SigningKey] | None = None,
+) -> ReplayReport:
     """Rebuild the chain from the topic and compare it with the ledger.
 
     With ``key_for`` (rotation, forward security: schemas/keys.py) each entry is rebuilt
@@ -158,13 +172,17 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
     else:
         genesis_key = (ring or {key.key_id: key}).get(meta.genesis_key_id)
     if genesis_key is None:
-        return ReplayReport(topic_records=0, ledger_entries=0, unsealed=0,
-                            seconds=time.monotonic() - started, first_divergence=Divergence(
-                                1, None, "unverifiable",
-                                f"the genesis key {meta.genesis_key_id} is not configured"))
+        return ReplayReport(
+            topic_records=0,
+            ledger_entries=0,
+            unsealed=0,
+            seconds=time.monotonic() - started,
+            first_divergence=Divergence(
+                1, None, "unverifiable", f"the genesis key {meta.genesis_key_id} is not configured"
+            ),
+        )
     head = _genesis_head(genesis_key, ledger_id=meta.ledger_id, topic=meta.topic)
-    sealer = Sealer(key=key if key_for is None else None, key_for=key_for, head=head,
-                    schemas=schemas)
+    sealer = Sealer(key=key if key_for is None else None, key_for=key_for, head=head, schemas=schemas)
     index = _EventIndex()
     found: Divergence | None = None
     topic_records = 0
@@ -181,21 +199,29 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
         try:
             anchor = walk_start(conn, meta, ring or {key.key_id: key}).anchor
         except ChainBreak as exc:
-            return ReplayReport(topic_records=0, ledger_entries=store.count_entries(conn),
-                                unsealed=0, seconds=time.monotonic() - started,
-                                first_divergence=Divergence(exc.seq, None, exc.kind, exc.detail))
+            return ReplayReport(
+                topic_records=0,
+                ledger_entries=store.count_entries(conn),
+                unsealed=0,
+                seconds=time.monotonic() - started,
+                first_divergence=Divergence(exc.seq, None, exc.kind, exc.detail),
+            )
         dropped, after_offset = 0, -1
         if anchor is not None and low > 0 and low <= anchor.offset + 1:
             after_offset = anchor.offset
             index.add_retired(conn)
-            sealer = Sealer(key=key if key_for is None else None, key_for=key_for,
-                            head=ChainHead(anchor.seq, anchor.offset, anchor.link),
-                            schemas=schemas)
+            sealer = Sealer(
+                key=key if key_for is None else None,
+                key_for=key_for,
+                head=ChainHead(anchor.seq, anchor.offset, anchor.link),
+                schemas=schemas,
+            )
         elif low > 0:
-            raise ConfigError(f"topic {meta.topic} starts at offset {low}: records before it "
-                              "were deleted, so the chain cannot be rebuilt from genesis"
-                              + ("" if anchor is None else
-                                 f" or from the retention anchor at seq {anchor.seq}"))
+            raise ConfigError(
+                f"topic {meta.topic} starts at offset {low}: records before it "
+                "were deleted, so the chain cannot be rebuilt from genesis"
+                + ("" if anchor is None else f" or from the retention anchor at seq {anchor.seq}")
+            )
         elif anchor is not None:
             dropped = anchor.seq
         ledger_entries = store.count_entries(conn)
@@ -224,19 +250,28 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
                 if found is not None:
                     break
                 if entry.seq <= dropped:  # dropped behind the anchor: only its link is kept
-                    if entry.seq == dropped and anchor is not None and \
-                            not hmac.compare_digest(entry.link, anchor.link):
-                        found = Divergence(entry.seq, entry.record.offset, "modified",
-                                           "the retention anchor's link differs from the chain "
-                                           "rebuilt from the topic")
+                    if (
+                        entry.seq == dropped
+                        and anchor is not None
+                        and not hmac.compare_digest(entry.link, anchor.link)
+                    ):
+                        found = Divergence(
+                            entry.seq,
+                            entry.record.offset,
+                            "modified",
+                            "the retention anchor's link differs from the chain rebuilt from the topic",
+                        )
                     continue
                 if row is None:
                     first_unsealed = first_unsealed or entry
                     continue
                 if row.seq != entry.seq:
-                    found = Divergence(entry.seq, entry.record.offset, "missing",
-                                       f"the ledger has no entry for seq {entry.seq}; "
-                                       f"next is seq {row.seq}")
+                    found = Divergence(
+                        entry.seq,
+                        entry.record.offset,
+                        "missing",
+                        f"the ledger has no entry for seq {entry.seq}; next is seq {row.seq}",
+                    )
                     break
                 why = _compare(entry, row)
                 if why is not None:
@@ -246,28 +281,48 @@ def replay_compare(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
             if found is None and unknown is not None:
                 found = unknown
         if found is None and row is not None:
-            found = Divergence(row.seq, row.kafka_offset, "extra",
-                               f"entry seq {row.seq} has no record in the topic")
+            found = Divergence(
+                row.seq, row.kafka_offset, "extra", f"entry seq {row.seq} has no record in the topic"
+            )
     missing_tail = topic_records - dropped - ledger_entries if found is None else 0
     if found is None and missing_tail > 0 and first_unsealed is not None:
         oldest = first_unsealed
         if witness is not None and witness > oldest.record.offset:
-            found = Divergence(oldest.seq, oldest.record.offset, "truncated",
-                               f"the ledger ends at seq {oldest.seq - 1}, but the chainer group "
-                               f"committed offset {witness} after sealing: the tail was deleted")
+            found = Divergence(
+                oldest.seq,
+                oldest.record.offset,
+                "truncated",
+                f"the ledger ends at seq {oldest.seq - 1}, but the chainer group "
+                f"committed offset {witness} after sealing: the tail was deleted",
+            )
         elif now_ms() - oldest.record.timestamp_ms > max_lag_seconds * 1000:
-            found = Divergence(oldest.seq, oldest.record.offset, "truncated",
-                               f"{missing_tail} topic records from offset {oldest.record.offset} "
-                               f"are not in the ledger and older than {max_lag_seconds:.0f} s: "
-                               "truncated tail or stalled chainer")
-    return ReplayReport(topic_records=topic_records, ledger_entries=ledger_entries,
-                        first_divergence=found, unsealed=max(missing_tail, 0),
-                        seconds=time.monotonic() - started)
+            found = Divergence(
+                oldest.seq,
+                oldest.record.offset,
+                "truncated",
+                f"{missing_tail} topic records from offset {oldest.record.offset} "
+                f"are not in the ledger and older than {max_lag_seconds:.0f} s: "
+                "truncated tail or stalled chainer",
+            )
+    return ReplayReport(
+        topic_records=topic_records,
+        ledger_entries=ledger_entries,
+        first_divergence=found,
+        unsealed=max(missing_tail, 0),
+        seconds=time.monotonic() - started,
+    )
 
 
-def rebuild_ledger(store: PostgresLedgerStore, reader: KafkaTopicReader, key: SigningKey, *,
-                   ledger_id: str, topic: str, progress: Progress | None = None,
-                   schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS) -> ReplayReport:
+def rebuild_ledger(
+    store: PostgresLedgerStore,
+    reader: KafkaTopicReader,
+    key: SigningKey,
+    *,
+    ledger_id: str,
+    topic: str,
+    progress: Progress | None = None,
+    schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS,
+) -> ReplayReport:
     """Seal the whole topic into an empty database (migrated here); returns counts.
 
     Raises :class:`ConfigError` if the database already holds entries.
@@ -277,8 +332,7 @@ def rebuild_ledger(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
     store.ensure_ledger(ledger_id=ledger_id, topic=topic, partition=0, key=key)
     existing = store.read_head()
     if existing.seq != 0:  # checked before take_over, which would fence a live chainer
-        raise ConfigError(f"--rebuild needs an empty ledger; this one holds {existing.seq} "
-                          "entries")
+        raise ConfigError(f"--rebuild needs an empty ledger; this one holds {existing.seq} entries")
     head = store.take_over()
     low, high = reader.watermarks()
     if low > 0:
@@ -288,10 +342,14 @@ def rebuild_ledger(store: PostgresLedgerStore, reader: KafkaTopicReader, key: Si
     count = 0
     for batch in reader.read(high):
         entries = sealer.seal_batch(batch, store.first_seqs)
-        store.append(entries, epoch=head.epoch,
-                     new_schemas=schemas_to_store(entries, known, schemas))
+        store.append(entries, epoch=head.epoch, new_schemas=schemas_to_store(entries, known, schemas))
         count += len(entries)
         if progress is not None:
             progress(len(entries))
-    return ReplayReport(topic_records=count, ledger_entries=count, first_divergence=None,
-                        unsealed=0, seconds=time.monotonic() - started)
+    return ReplayReport(
+        topic_records=count,
+        ledger_entries=count,
+        first_divergence=None,
+        unsealed=0,
+        seconds=time.monotonic() - started,
+    )

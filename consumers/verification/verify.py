@@ -82,9 +82,13 @@ class VerifyReport:
             "intact": self.intact,
             "entries": self.entries,
             "head": self.head,
-            "first_break": None if self.first_break is None else {
-                "seq": self.first_break.seq, "kind": self.first_break.kind,
-                "detail": self.first_break.detail},
+            "first_break": None
+            if self.first_break is None
+            else {
+                "seq": self.first_break.seq,
+                "kind": self.first_break.kind,
+                "detail": self.first_break.detail,
+            },
             "kinds": self.kinds,
             "seconds": round(self.seconds, 3),
             "entries_per_second": round(self.entries / self.seconds, 1) if self.seconds else None,
@@ -96,8 +100,9 @@ class VerifyReport:
 KINDS = {kind.label: kind for kind in EntryKind}
 
 
-def changed_column(stored_view: bytes, payload: bytes | None, timestamp_ms: int,
-                   schemas: Mapping[bytes, WriterSchema]) -> str | None:
+def changed_column(
+    stored_view: bytes, payload: bytes | None, timestamp_ms: int, schemas: Mapping[bytes, WriterSchema]
+) -> str | None:
     """The first visible column whose stored value is not what the payload says, if the
     payload decodes (used only to explain a break, never to decide one)."""
     expected = entry_view(timestamp_ms, classify(payload, schemas).view_body)
@@ -134,9 +139,15 @@ class LedgerWalk:
     """Checks rows (:data:`SealedRow`) one by one against the chain; raises
     :class:`ChainBreak` at the first break."""
 
-    def __init__(self, *, meta: LedgerMeta, keys: Mapping[str, SigningKey], head: HeadRow,
-                 explain: Callable[[int], str | None] = lambda seq: None,
-                 start: WalkStart | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        meta: LedgerMeta,
+        keys: Mapping[str, SigningKey],
+        head: HeadRow,
+        explain: Callable[[int], str | None] = lambda seq: None,
+        start: WalkStart | None = None,
+    ) -> None:
         self.meta = meta
         self.head = head
         self._keys = keys
@@ -146,11 +157,11 @@ class LedgerWalk:
         genesis_key = keys.get(meta.genesis_key_id)
         if genesis_key is None:
             raise UnknownKey(1, f"the genesis key {meta.genesis_key_id} is not configured")
-        computed = genesis_link(genesis_key, ledger_id=meta.ledger_id, topic=meta.topic,
-                                partition=meta.partition)
+        computed = genesis_link(
+            genesis_key, ledger_id=meta.ledger_id, topic=meta.topic, partition=meta.partition
+        )
         if not hmac.compare_digest(computed, meta.genesis_link):
-            raise ValueMismatch(1, "the ledger identity (ledger_meta) is not what the genesis "
-                                   "link binds")
+            raise ValueMismatch(1, "the ledger identity (ledger_meta) is not what the genesis link binds")
         self.prev_link = computed
         self.prev_offset = -1
         self.next_seq = 1
@@ -170,8 +181,9 @@ class LedgerWalk:
             key = self._keys.get(key_id)
             if key is None:
                 raise UnknownKey(seq, f"key id {key_id} is not configured")
-            linker = self._linkers[key_id] = LedgerLinker(key, topic=self.meta.topic,
-                                                          partition=self.meta.partition)
+            linker = self._linkers[key_id] = LedgerLinker(
+                key, topic=self.meta.topic, partition=self.meta.partition
+            )
         return linker
 
     def _link_of(self, row: SealedRow, *, seq: int | None = None) -> bytes:
@@ -182,15 +194,24 @@ class LedgerWalk:
         if row.timestamp_ms is None:
             raise ValueMismatch(row.seq, "column kafka_timestamp is not a finite time")
         return self._linker(row.seq, row.key_id).link(
-            self.prev_link, row.seq if seq is None else seq, row.kafka_offset, row.timestamp_ms,
-            kind.code, row.duplicate_of, row.value_null, row.digest, row.view_sha)
+            self.prev_link,
+            row.seq if seq is None else seq,
+            row.kafka_offset,
+            row.timestamp_ms,
+            kind.code,
+            row.duplicate_of,
+            row.value_null,
+            row.digest,
+            row.view_sha,
+        )
 
     def check(self, row: SealedRow, upcoming: _Peekable) -> None:
         """Check the next row; on success it becomes the predecessor of the one after."""
         seq, offset, kind_label = row.seq, row.kafka_offset, row.kind
         if seq != self.next_seq:
-            raise SequenceGap(self.next_seq, seq,
-                              f"seq {self.next_seq}..{seq - 1} missing (next entry found is {seq})")
+            raise SequenceGap(
+                self.next_seq, seq, f"seq {self.next_seq}..{seq - 1} missing (next entry found is {seq})"
+            )
         if seq > self.head.seq:
             raise InsertedEntry(seq, f"entry beyond the chain head (head is at seq {self.head.seq})")
         if not hmac.compare_digest(row.payload_sha, row.digest) or row.value_null != row.payload_null:
@@ -207,8 +228,7 @@ class LedgerWalk:
             self._explain_link_break(row, upcoming, stored, computed)
         anchor_link = self._anchor_links.get(seq)
         if anchor_link is not None and not hmac.compare_digest(anchor_link, stored):
-            raise ValueMismatch(seq, f"the retention anchor at seq {seq} does not hold this "
-                                     "entry's link")
+            raise ValueMismatch(seq, f"the retention anchor at seq {seq} does not hold this entry's link")
         if offset <= self.prev_offset:
             raise ReorderedEntry(seq, f"offset {offset} does not follow offset {self.prev_offset}")
         if row.view_digest != row.view_sha:
@@ -217,33 +237,47 @@ class LedgerWalk:
         if rejected != row.has_reason:
             # The reason's wording is the decoder's and is not sealed (CHAIN.md §6.1): only
             # its presence is checked.
-            raise ValueMismatch(seq, "rejected entry has no reject_reason" if rejected else
-                                "column reject_reason is set on a sealed event")
-        if (kind_label == "duplicate") != row.has_duplicate_of or \
-                (row.has_duplicate_of and not row.duplicate_of):
-            raise ValueMismatch(seq, "duplicate entry does not name its first occurrence"
-                                if kind_label == "duplicate" else
-                                "column duplicate_of is set on an entry that is not a duplicate")
+            raise ValueMismatch(
+                seq,
+                "rejected entry has no reject_reason"
+                if rejected
+                else "column reject_reason is set on a sealed event",
+            )
+        if (kind_label == "duplicate") != row.has_duplicate_of or (
+            row.has_duplicate_of and not row.duplicate_of
+        ):
+            raise ValueMismatch(
+                seq,
+                "duplicate entry does not name its first occurrence"
+                if kind_label == "duplicate"
+                else "column duplicate_of is set on an entry that is not a duplicate",
+            )
         self.kinds[kind_label] += 1
         self.prev_link = stored
         self.prev_offset = offset
         self.next_seq = seq + 1
 
-    def _explain_link_break(self, row: SealedRow, upcoming: _Peekable, stored: bytes,
-                            computed: bytes) -> None:
+    def _explain_link_break(
+        self, row: SealedRow, upcoming: _Peekable, stored: bytes, computed: bytes
+    ) -> None:
         seq, offset = row.seq, row.kafka_offset
         nxt = upcoming.peek()
         if nxt is not None:
             if nxt.kafka_offset < offset:
-                raise ReorderedEntry(seq, f"entry holds offset {offset}, which follows offset "
-                                          f"{nxt.kafka_offset} of seq {nxt.seq}")
+                raise ReorderedEntry(
+                    seq,
+                    f"entry holds offset {offset}, which follows offset {nxt.kafka_offset} of seq {nxt.seq}",
+                )
             try:
                 shifted = self._link_of(nxt, seq=seq)
             except ChainBreak:
                 shifted = b""
             if hmac.compare_digest(shifted, nxt.link):
-                raise InsertedEntry(seq, "an entry that was never sealed was inserted here "
-                                         "(the following entries were renumbered)")
+                raise InsertedEntry(
+                    seq,
+                    "an entry that was never sealed was inserted here "
+                    "(the following entries were renumbered)",
+                )
         column = None if row.pruned else self._explain(seq)  # a pruned entry has no columns
         if column is not None:
             raise ValueMismatch(seq, f"column {column} differs from the sealed payload")
@@ -253,20 +287,26 @@ class LedgerWalk:
         """After the last row: the head must be the last entry."""
         last_seq = self.next_seq - 1
         if self.head.seq > last_seq:
-            raise SequenceGap(last_seq + 1, None,
-                              f"the chain head is at seq {self.head.seq} but the ledger ends at "
-                              f"seq {last_seq}: the tail was deleted")
+            raise SequenceGap(
+                last_seq + 1,
+                None,
+                f"the chain head is at seq {self.head.seq} but the ledger ends at "
+                f"seq {last_seq}: the tail was deleted",
+            )
         if last_seq and not hmac.compare_digest(self.head.link, self.prev_link):
             raise ValueMismatch(last_seq, "the chain head's link is not the last entry's link")
         if self.head.offset != self.prev_offset:
-            raise ValueMismatch(max(last_seq, 1), "the chain head's offset is not the last "
-                                                  "entry's offset")
+            raise ValueMismatch(max(last_seq, 1), "the chain head's offset is not the last entry's offset")
 
 
-def verify_ledger(store: PostgresLedgerStore, keys: Mapping[str, SigningKey], *,
-                  progress: Progress | None = None,
-                  schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS,
-                  witness: WitnessCheck | None = None) -> VerifyReport:
+def verify_ledger(
+    store: PostgresLedgerStore,
+    keys: Mapping[str, SigningKey],
+    *,
+    progress: Progress | None = None,
+    schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS,
+    witness: WitnessCheck | None = None,
+) -> VerifyReport:
     """Walk the whole ledger; returns a report (intact, or the first break), cross-checked
     with the newest witnessed checkpoints when ``witness`` is given.
 
@@ -279,14 +319,24 @@ def verify_ledger(store: PostgresLedgerStore, keys: Mapping[str, SigningKey], *,
     with store.snapshot() as conn:
         meta = store.read_meta()
         head = store.read_head()
-        head_info = {"seq": head.seq, "offset": head.offset, "link": head.link.hex(),
-                     "epoch": head.epoch, "ledger_id": meta.ledger_id, "topic": meta.topic}
+        head_info = {
+            "seq": head.seq,
+            "offset": head.offset,
+            "link": head.link.hex(),
+            "epoch": head.epoch,
+            "ledger_id": meta.ledger_id,
+            "topic": meta.topic,
+        }
         # The code's own schemas win: a stored schema can only add fingerprints.
         try:
             catalog = {**store.writer_schemas(), **schemas}
         except ChainBreak as exc:
-            return VerifyReport(entries=store.count_entries(conn), head=head_info,
-                                first_break=Break.of(exc), seconds=time.monotonic() - started)
+            return VerifyReport(
+                entries=store.count_entries(conn),
+                head=head_info,
+                first_break=Break.of(exc),
+                seconds=time.monotonic() - started,
+            )
 
         def explain(seq: int) -> str | None:
             stored = store.entry_view(conn, seq)
@@ -310,8 +360,9 @@ def verify_ledger(store: PostgresLedgerStore, keys: Mapping[str, SigningKey], *,
             found = exc
         duplicate = first_bad_duplicate(conn)
         if duplicate is not None and (found is None or duplicate < found.seq):
-            found = ValueMismatch(duplicate, "duplicate entry does not point at an earlier entry "
-                                             "of the same event id")
+            found = ValueMismatch(
+                duplicate, "duplicate entry does not point at an earlier entry of the same event id"
+            )
         if progress is not None:
             progress(checked % 10_000)
         entries = store.count_entries(conn)
@@ -319,11 +370,21 @@ def verify_ledger(store: PostgresLedgerStore, keys: Mapping[str, SigningKey], *,
         if witness is not None:
             witnessed, witness_break = witness.check(conn, meta=meta, first_break=found)
             found = found or witness_break
-    retention = None if start is None or walk is None else {
-        "anchor": None if start.anchor is None else start.anchor.as_dict(),
-        "anchors": start.anchors, "pruned": walk.pruned}
-    return VerifyReport(entries=entries, head=head_info,
-                        first_break=None if found is None else Break.of(found),
-                        seconds=time.monotonic() - started,
-                        kinds=walk.kinds if walk is not None else {}, witness=witnessed,
-                        retention=retention)
+    retention = (
+        None
+        if start is None or walk is None
+        else {
+            "anchor": None if start.anchor is None else start.anchor.as_dict(),
+            "anchors": start.anchors,
+            "pruned": walk.pruned,
+        }
+    )
+    return VerifyReport(
+        entries=entries,
+        head=head_info,
+        first_break=None if found is None else Break.of(found),
+        seconds=time.monotonic() - started,
+        kinds=walk.kinds if walk is not None else {},
+        witness=witnessed,
+        retention=retention,
+    )

@@ -67,9 +67,14 @@ class Witnessed:
     def describe(self) -> dict[str, Any]:
         """What the report shows of it."""
         cp = self.checkpoint
-        return {"size": cp.size, "root": cp.root_hash.hex(), "head_link": cp.head_link.hex(),
-                "time": cp.timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                "source": self.where, "signed_by": list(self.signers)}
+        return {
+            "size": cp.size,
+            "root": cp.root_hash.hex(),
+            "head_link": cp.head_link.hex(),
+            "time": cp.timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "source": self.where,
+            "signed_by": list(self.signers),
+        }
 
 
 class WitnessCheck:
@@ -81,8 +86,14 @@ class WitnessCheck:
     :class:`ChainBreak` when the ledger is not what was witnessed.
     """
 
-    def __init__(self, *, verifiers: Sequence[VerifierKey], origin: str,
-                 logs: Sequence[WitnessLog], state_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        verifiers: Sequence[VerifierKey],
+        origin: str,
+        logs: Sequence[WitnessLog],
+        state_path: Path | None = None,
+    ) -> None:
         self._verifiers = tuple(verifiers)
         self._origin = origin
         self._logs = tuple(logs)
@@ -104,8 +115,12 @@ class WitnessCheck:
 
     def _problem(self, exc: BaseException, where: str) -> None:
         if isinstance(exc, UnverifiableCheckpoint):
-            self._problems.append(("unverifiable", f"{where}: {exc} (configure its verifier "
-                                                   f"key in BALDUR_CHECKPOINT_PUBLIC_KEYS)"))
+            self._problems.append(
+                (
+                    "unverifiable",
+                    f"{where}: {exc} (configure its verifier key in BALDUR_CHECKPOINT_PUBLIC_KEYS)",
+                )
+            )
         elif isinstance(exc, CheckpointError | ConfigError):
             self._problems.append(("invalid", f"{where}: {exc}"))
         else:
@@ -122,8 +137,7 @@ class WitnessCheck:
                 if not positions:
                     continue
                 where = f"{witness.name} at {positions[-1]}"
-                self._newest.append((witness, self._open(witness.read(positions[-1]), where,
-                                                         positions[-1])))
+                self._newest.append((witness, self._open(witness.read(positions[-1]), where, positions[-1])))
             except (AuditError, OSError) as exc:
                 self._problem(exc, witness.name)
         if self._state_path is not None and self._state_path.exists():
@@ -131,8 +145,10 @@ class WitnessCheck:
             try:
                 self._state = self._open(self._state_path.read_bytes(), where, -1)
             except (AuditError, OSError) as exc:
-                self._problem(exc if not isinstance(exc, OSError) else
-                              ServiceUnavailable(exc.strerror or str(exc)), where)
+                self._problem(
+                    exc if not isinstance(exc, OSError) else ServiceUnavailable(exc.strerror or str(exc)),
+                    where,
+                )
 
     def _read_open(self, witness: WitnessLog, position: int) -> Witnessed | None:
         try:
@@ -164,11 +180,12 @@ class WitnessCheck:
                 return "tree"
         return None
 
-    def _locate(self, conn: Connection, witness: WitnessLog, newest: Witnessed,
-                reason: str, ctx: _Ledger) -> ChainBreak:
+    def _locate(
+        self, conn: Connection, witness: WitnessLog, newest: Witnessed, reason: str, ctx: _Ledger
+    ) -> ChainBreak:
         """Binary search of the witness for the last checkpoint the ledger still holds."""
         every = self._positions[witness.name]
-        positions = every[:every.index(newest.position) + 1]
+        positions = every[: every.index(newest.position) + 1]
         lo, hi = -1, len(positions) - 1
         matched: Witnessed | None = None
         failed, failed_reason = newest, reason
@@ -188,8 +205,9 @@ class WitnessCheck:
                 hi, failed, failed_reason = probe, found, why
         return _describe_break(matched, failed, failed_reason, ctx)
 
-    def check(self, conn: Connection, *, meta: LedgerMeta,
-              first_break: ChainBreak | None) -> tuple[dict[str, Any], ChainBreak | None]:
+    def check(
+        self, conn: Connection, *, meta: LedgerMeta, first_break: ChainBreak | None
+    ) -> tuple[dict[str, Any], ChainBreak | None]:
         """Compare the ledger (in ``verify``'s snapshot) with what :meth:`prepare` read.
 
         Returns the ``witness`` report and the break it found (None when the ledger holds
@@ -210,16 +228,22 @@ class WitnessCheck:
             if closer is not None:
                 closer()
 
-    def _check(self, conn: Connection, *, meta: LedgerMeta,
-               first_break: ChainBreak | None) -> tuple[dict[str, Any], ChainBreak | None]:
-        report: dict[str, Any] = {"checked": False, "skipped": None, "status": "none",
-                                  "detail": None, "checkpoint": None,
-                                  "sources": [w.name for w in self._logs], "state": None}
+    def _check(
+        self, conn: Connection, *, meta: LedgerMeta, first_break: ChainBreak | None
+    ) -> tuple[dict[str, Any], ChainBreak | None]:
+        report: dict[str, Any] = {
+            "checked": False,
+            "skipped": None,
+            "status": "none",
+            "detail": None,
+            "checkpoint": None,
+            "sources": [w.name for w in self._logs],
+            "state": None,
+        }
         end, anchored = ledger_end(conn)
         # The stored size as it is, unchecked: the roots at the witnessed sizes are what show
         # whether its nodes (frontier included) are still the witnessed ones.
-        ctx = _Ledger(meta=meta, end=max(end, anchored), anchored=anchored,
-                      tree_size=tree_size(conn))
+        ctx = _Ledger(meta=meta, end=max(end, anchored), anchored=anchored, tree_size=tree_size(conn))
         found: ChainBreak | None = None
         checked: list[Witnessed] = []
         for witness, newest in self._newest:
@@ -228,15 +252,17 @@ class WitnessCheck:
             if reason is not None and found is None:
                 found = self._locate(conn, witness, newest, reason, ctx)
         if self._state is not None:
-            report["state"] = {"path": str(self._state_path), "accepted_size": self._state.checkpoint.size,
-                               "saved_size": None}
+            report["state"] = {
+                "path": str(self._state_path),
+                "accepted_size": self._state.checkpoint.size,
+                "saved_size": None,
+            }
             reason = self._mismatch(conn, self._state.checkpoint, ctx)
             checked.append(self._state)
             if reason is not None and found is None:
                 found = _describe_break(None, self._state, reason, ctx, accepted=True)
         elif self._state_path is not None:
-            report["state"] = {"path": str(self._state_path), "accepted_size": None,
-                               "saved_size": None}
+            report["state"] = {"path": str(self._state_path), "accepted_size": None, "saved_size": None}
         if found is None and len(checked) > 1:
             found = self._prove_consistent(conn, checked, ctx)
         best = max(checked, key=lambda w: (w.checkpoint.size, w.checkpoint.timestamp), default=None)
@@ -250,18 +276,24 @@ class WitnessCheck:
             report["detail"] = "; ".join(detail for _, detail in self._problems)
         elif checked:
             report["status"] = "matched"
-            report["detail"] = (f"the ledger holds the witnessed checkpoint of size "
-                                f"{best.checkpoint.size}" if best else None)
+            report["detail"] = (
+                f"the ledger holds the witnessed checkpoint of size {best.checkpoint.size}" if best else None
+            )
         else:
             report["skipped"] = "no witnessed checkpoint yet" if self._logs else "--no-witness"
             report["status"] = "none" if self._logs else "skipped"
-        if report["status"] in ("matched", "none", "skipped") and first_break is None and \
-                best is not None and self._state_path is not None:
+        if (
+            report["status"] in ("matched", "none", "skipped")
+            and first_break is None
+            and best is not None
+            and self._state_path is not None
+        ):
             report["state"]["saved_size"] = self._save_state(best)
         return report, found
 
-    def _prove_consistent(self, conn: Connection, checked: list[Witnessed],
-                          ctx: _Ledger) -> ChainBreak | None:
+    def _prove_consistent(
+        self, conn: Connection, checked: list[Witnessed], ctx: _Ledger
+    ) -> ChainBreak | None:
         """Both ends held by the ledger: also prove it from the stored tree (RFC 9162)."""
         old = min(checked, key=lambda w: w.checkpoint.size).checkpoint
         new = max(checked, key=lambda w: w.checkpoint.size).checkpoint
@@ -271,9 +303,12 @@ class WitnessCheck:
             proof = consistency_proof(PostgresMerkleNodes(conn), old.size, new.size)
             verify_consistency(old.size, new.size, old.root_hash, new.root_hash, proof)
         except (MerkleError, ProofError) as exc:
-            return ValueMismatch(old.size + 1, f"the stored merkle tree does not prove the "
-                                               f"checkpoint of size {new.size} consistent with the "
-                                               f"one of size {old.size}: {exc}")
+            return ValueMismatch(
+                old.size + 1,
+                f"the stored merkle tree does not prove the "
+                f"checkpoint of size {new.size} consistent with the "
+                f"one of size {old.size}: {exc}",
+            )
         return None
 
     def _save_state(self, best: Witnessed) -> int:
@@ -296,26 +331,37 @@ class _Ledger:
     tree_size: int
 
 
-def _describe_break(matched: Witnessed | None, failed: Witnessed, reason: str, ctx: _Ledger,
-                    *, accepted: bool = False) -> ChainBreak:
+def _describe_break(
+    matched: Witnessed | None, failed: Witnessed, reason: str, ctx: _Ledger, *, accepted: bool = False
+) -> ChainBreak:
     m = matched.checkpoint.size if matched else 0
     x = failed.checkpoint.size
     when = failed.describe()["time"]
-    what = (f"the checkpoint accepted earlier ({failed.where}, size {x})" if accepted else
-            f"the checkpoint of size {x} witnessed in {failed.where} (signed {when})")
+    what = (
+        f"the checkpoint accepted earlier ({failed.where}, size {x})"
+        if accepted
+        else f"the checkpoint of size {x} witnessed in {failed.where} (signed {when})"
+    )
     holds = f"; it holds the witnessed checkpoint of size {m}" if matched else ""
     if reason == "short":
-        return SequenceGap(ctx.end + 1, None,
-                           f"the ledger ends at seq {ctx.end} but {what} covers {x} entries: "
-                           f"entries {ctx.end + 1}..{x} were deleted (with the chain head rolled "
-                           f"back to match){holds}")
+        return SequenceGap(
+            ctx.end + 1,
+            None,
+            f"the ledger ends at seq {ctx.end} but {what} covers {x} entries: "
+            f"entries {ctx.end + 1}..{x} were deleted (with the chain head rolled "
+            f"back to match){holds}",
+        )
     if reason == "link":
-        return ValueMismatch(m + 1,
-                             f"the ledger is not what was witnessed: entry {x} does not have the "
-                             f"link {what} names{holds}, so entries within seq {m + 1}..{x} were "
-                             "rewritten (re-linked by a holder of the HMAC key, or the entry is "
-                             "gone): `baldur-audit replay` names the exact seq")
-    return ValueMismatch(m + 1,
-                         f"the stored merkle tree does not give the root of {what} although the "
-                         f"entries' links match it: merkle_nodes was changed within leaves "
-                         f"{m + 1}..{x} (proofs built from it will not verify)")
+        return ValueMismatch(
+            m + 1,
+            f"the ledger is not what was witnessed: entry {x} does not have the "
+            f"link {what} names{holds}, so entries within seq {m + 1}..{x} were "
+            "rewritten (re-linked by a holder of the HMAC key, or the entry is "
+            "gone): `baldur-audit replay` names the exact seq",
+        )
+    return ValueMismatch(
+        m + 1,
+        f"the stored merkle tree does not give the root of {what} although the "
+        f"entries' links match it: merkle_nodes was changed within leaves "
+        f"{m + 1}..{x} (proofs built from it will not verify)",
+    )

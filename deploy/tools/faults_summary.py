@@ -25,24 +25,30 @@ def mark(value: object) -> str:
 
 def summary(results: Path) -> None:
     """Print the scenario table and, when the soak ran, its line."""
-    print("| scenario | scale | runs | events | topic records | entries | lost | duplicated "
-          "| verify | replay | detected / located | wall s | ok |")
+    print(
+        "| scenario | scale | runs | events | topic records | entries | lost | duplicated "
+        "| verify | replay | detected / located | wall s | ok |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = results / "faults.jsonl"
     for line in rows.read_text().splitlines() if rows.exists() else []:
         r: dict[str, Any] = json.loads(line)
-        print(f"| {r['scenario']} | {r['scale']} | {r['runs']} | {r['events']} | {r['topic_records']} "
-              f"| {r['entries']} | {r['lost']} | {r['duplicated']} | {mark(r['verify_intact'])} "
-              f"| {mark(r['replay_consistent'])} | {r['detected']} | {r['wall_s']} "
-              f"| {'yes' if r['ok'] else 'NO'} |")
+        print(
+            f"| {r['scenario']} | {r['scale']} | {r['runs']} | {r['events']} | {r['topic_records']} "
+            f"| {r['entries']} | {r['lost']} | {r['duplicated']} | {mark(r['verify_intact'])} "
+            f"| {mark(r['replay_consistent'])} | {r['detected']} | {r['wall_s']} "
+            f"| {'yes' if r['ok'] else 'NO'} |"
+        )
     soak = results / "soak.json"
     if soak.exists():
         s: dict[str, Any] = json.loads(soak.read_text())
         rss = s.get("rss", {})
-        print(f"\nsoak: {s.get('sealed')} of {s['events']} events in {s.get('total_s')} s "
-              f"({s.get('sealed_per_s')} sealed/s); chainer RSS "
-              f"max {rss.get('rss_max_mb')} MB, {rss.get('rss_warm_start_mb')} -> {rss.get('rss_end_mb')} MB "
-              f"(growth {rss.get('rss_growth_mb')} MB); problems: {s.get('problems') or 'none'}")
+        print(
+            f"\nsoak: {s.get('sealed')} of {s['events']} events in {s.get('total_s')} s "
+            f"({s.get('sealed_per_s')} sealed/s); chainer RSS "
+            f"max {rss.get('rss_max_mb')} MB, {rss.get('rss_warm_start_mb')} -> {rss.get('rss_end_mb')} MB "
+            f"(growth {rss.get('rss_growth_mb')} MB); problems: {s.get('problems') or 'none'}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

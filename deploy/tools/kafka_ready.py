@@ -27,10 +27,7 @@ import time
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-USAGE = (
-    "usage: kafka_ready.py probe BOOTSTRAP\n"
-    "       kafka_ready.py wait BOOTSTRAP PID TIMEOUT"
-)
+USAGE = "usage: kafka_ready.py probe BOOTSTRAP\n       kafka_ready.py wait BOOTSTRAP PID TIMEOUT"
 HEALTHCHECK_GROUP = "baldur-deploy-healthcheck"
 HEALTHCHECK_TOPIC = "baldur-deploy-healthcheck"
 
@@ -62,8 +59,14 @@ def coordinator_ready(bootstrap: str) -> bool:
     # The first group request on a fresh cluster creates __consumer_offsets; until its leader is
     # up, consumers get COORDINATOR_NOT_AVAILABLE and a short-lived consumer may see nothing.
     # Count the broker as ready only once a group coordinator answers (~1 s, first start only).
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": HEALTHCHECK_GROUP,
-                  "log_level": 0, "error_cb": _ignore_error})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": HEALTHCHECK_GROUP,
+            "log_level": 0,
+            "error_cb": _ignore_error,
+        }
+    )
     try:
         c.committed([TopicPartition(HEALTHCHECK_TOPIC, 0)], timeout=2)
         return True
@@ -76,9 +79,15 @@ def coordinator_ready(bootstrap: str) -> bool:
 def wait(bootstrap: str, pid: int, timeout: float) -> int:
     """Poll until ready (0), the process is gone (2) or timeout seconds have passed (3)."""
     t0, nxt = time.monotonic(), 5.0
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0,
-                         "error_cb": _ignore_error,
-                         "reconnect.backoff.ms": 100, "reconnect.backoff.max.ms": 250})
+    admin = AdminClient(
+        {
+            "bootstrap.servers": bootstrap,
+            "log_level": 0,
+            "error_cb": _ignore_error,
+            "reconnect.backoff.ms": 100,
+            "reconnect.backoff.max.ms": 250,
+        }
+    )
     metadata_ok = False
     while True:
         try:

@@ -42,10 +42,12 @@ CORE_DEPENDENCIES = ["confluent-kafka", "fastavro"]
 
 def core_dependencies(metadata: str) -> list[str]:
     """The sorted names of the Requires-Dist entries that no extra guards."""
-    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines()
-                if line.startswith("Requires-Dist:")]
-    return sorted(r.split(">")[0].split("<")[0].split("=")[0].strip() for r in requires
-                  if "extra ==" not in r)
+    requires = [
+        line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")
+    ]
+    return sorted(
+        r.split(">")[0].split("<")[0].split("=")[0].strip() for r in requires if "extra ==" not in r
+    )
 
 
 def check(path: str) -> int:

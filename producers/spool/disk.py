@@ -153,8 +153,7 @@ class DiskSpool:
     by one drainer thread at a time.
     """
 
-    def __init__(self, directory: Path, lock_fd: int, *, max_bytes: int,
-                 segment_bytes: int) -> None:
+    def __init__(self, directory: Path, lock_fd: int, *, max_bytes: int, segment_bytes: int) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
@@ -180,8 +179,13 @@ class DiskSpool:
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
-    def open(cls, directory: Path | str, *, max_bytes: int = DEFAULT_MAX_BYTES,
-             segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> DiskSpool:
+    def open(
+        cls,
+        directory: Path | str,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    ) -> DiskSpool:
         """Lock and recover the spool in ``directory`` (created 0700 if missing).
 
         Raises :class:`SpoolLocked` when another holder has it, :class:`ConfigError` for an
@@ -213,8 +217,7 @@ class DiskSpool:
                 ensure_private_dir(path)
                 continue
             except OSError as exc:
-                raise ConfigError(f"spool {path}: cannot open the lock file: "
-                                  f"{exc.strerror or exc}") from None
+                raise ConfigError(f"spool {path}: cannot open the lock file: {exc.strerror or exc}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -230,8 +233,7 @@ class DiskSpool:
         raise SpoolLocked(f"spool {path}: could not take the lock")
 
     def _recover(self) -> None:
-        names = sorted(int(m.group(1)) for m in map(_SEGMENT_NAME.match, os.listdir(self.directory))
-                       if m)
+        names = sorted(int(m.group(1)) for m in map(_SEGMENT_NAME.match, os.listdir(self.directory)) if m)
         cursor = self._read_cursor()
         removed = False
         if cursor is not None:
@@ -251,8 +253,13 @@ class DiskSpool:
                 continue
             self._sizes[number] = size
             if cursor is not None and number == cursor.segment and cursor.offset > size:
-                logger.warning("spool %s: cursor at %d beyond the end of segment %d (%d bytes); "
-                               "resuming at its end", self.directory, cursor.offset, number, size)
+                logger.warning(
+                    "spool %s: cursor at %d beyond the end of segment %d (%d bytes); resuming at its end",
+                    self.directory,
+                    cursor.offset,
+                    number,
+                    size,
+                )
                 cursor = SpoolPosition(number, size)
         if removed:
             _fsync_dir(self.directory)
@@ -261,12 +268,15 @@ class DiskSpool:
             self._floor = max(self._floor, max(self._sizes))
             newest = max(self._sizes)
             if self._sizes[newest] < self.segment_bytes:
-                self._fd = os.open(self._segment_path(newest),
-                                   os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+                self._fd = os.open(self._segment_path(newest), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         self.recovered = self._pending
         if self._pending:
-            logger.warning("spool %s: %d undelivered audit events (%d bytes) found; they will "
-                           "be sent", self.directory, self._pending, self._pending_bytes)
+            logger.warning(
+                "spool %s: %d undelivered audit events (%d bytes) found; they will be sent",
+                self.directory,
+                self._pending,
+                self._pending_bytes,
+            )
 
     def _recover_segment(self, number: int, start: int, last: bool) -> int | None:
         """Validate one segment, count its undrained records; returns its size or None if
@@ -278,8 +288,13 @@ class DiskSpool:
                 os.unlink(path)  # created but its header never reached the disk: no records
                 return None
             self._quarantine(number, 0, data)
-            logger.error("spool %s: segment %d has a damaged header; its %d bytes were moved "
-                         "to quarantine and are NOT sent", self.directory, number, len(data))
+            logger.error(
+                "spool %s: segment %d has a damaged header; its %d bytes were moved "
+                "to quarantine and are NOT sent",
+                self.directory,
+                number,
+                len(data),
+            )
             os.unlink(path)
             return None
         items, _ = parse(data[start:], start, final=True)
@@ -291,18 +306,22 @@ class DiskSpool:
                 continue
             if last and item.end == len(data):
                 if not item.torn:
-                    self._report_damage(number, item.start, data[item.start:item.end])
+                    self._report_damage(number, item.start, data[item.start : item.end])
                 else:
                     self.torn_bytes += item.end - item.start
-                    logger.warning("spool %s: ignored a torn write of %d bytes at the end of "
-                                   "segment %d (an append a crash interrupted)", self.directory,
-                                   item.end - item.start, number)
+                    logger.warning(
+                        "spool %s: ignored a torn write of %d bytes at the end of "
+                        "segment %d (an append a crash interrupted)",
+                        self.directory,
+                        item.end - item.start,
+                        number,
+                    )
                 with open(path, "r+b") as handle:  # appends must follow the last whole record
                     handle.truncate(item.start)
                     os.fsync(handle.fileno())
                 size = item.start
             else:
-                self._report_damage(number, item.start, data[item.start:item.end])
+                self._report_damage(number, item.start, data[item.start : item.end])
         return size
 
     def _report_damage(self, number: int, start: int, data: bytes) -> None:
@@ -311,9 +330,15 @@ class DiskSpool:
         self._damage_seen.add((number, start))
         self.corrupt_bytes += len(data)
         where = self._quarantine(number, start, data)
-        logger.error("spool %s: segment %d bytes %d..%d are damaged (CRC or framing) and cannot "
-                     "be sent; copied to %s; the records after them are kept", self.directory,
-                     number, start, start + len(data), where)
+        logger.error(
+            "spool %s: segment %d bytes %d..%d are damaged (CRC or framing) and cannot "
+            "be sent; copied to %s; the records after them are kept",
+            self.directory,
+            number,
+            start,
+            start + len(data),
+            where,
+        )
 
     def _quarantine(self, number: int, start: int, data: bytes) -> str:
         path = self.directory / f"corrupt-{number:020d}-{start}.bin"
@@ -334,8 +359,11 @@ class DiskSpool:
             magic, segment, offset, crc = _CURSOR.unpack(raw)
             if magic == _CURSOR_MAGIC and crc == zlib.crc32(raw[:24]):
                 return SpoolPosition(segment, offset)
-        logger.warning("spool %s: the cursor file is damaged; sending every record again "
-                       "(the ledger seals repeats as duplicates)", self.directory)
+        logger.warning(
+            "spool %s: the cursor file is damaged; sending every record again "
+            "(the ledger seals repeats as duplicates)",
+            self.directory,
+        )
         return None
 
     # -- state -----------------------------------------------------------------------------
@@ -368,9 +396,11 @@ class DiskSpool:
             with self._lock:
                 self._check_usable()
                 if self._pending_bytes + len(frame) > self.max_bytes:
-                    raise SpoolFull(f"spool {self.directory} is full: {self._pending} events "
-                                    f"({self._pending_bytes} bytes) wait for kafka, the bound "
-                                    f"is {self.max_bytes} bytes")
+                    raise SpoolFull(
+                        f"spool {self.directory} is full: {self._pending} events "
+                        f"({self._pending_bytes} bytes) wait for kafka, the bound "
+                        f"is {self.max_bytes} bytes"
+                    )
                 fd = self._fd
                 if fd is not None and self._sizes[max(self._sizes)] < self.segment_bytes:
                     number = max(self._sizes)
@@ -403,8 +433,10 @@ class DiskSpool:
 
     def _check_usable(self) -> None:
         if os.getpid() != self._pid:
-            raise SpoolError(f"spool {self.directory} was opened by process {self._pid}: a "
-                             "forked process must create its own trail")
+            raise SpoolError(
+                f"spool {self.directory} was opened by process {self._pid}: a "
+                "forked process must create its own trail"
+            )
         if self._broken is not None:
             raise SpoolError(f"spool {self.directory} is unusable: {self._broken}")
         if self._lock_fd < 0:
@@ -425,8 +457,7 @@ class DiskSpool:
                     os.close(self._fd)
                     self._fd = None
                     self._durable_seq = self._write_seq
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                             0o600)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 try:
                     _write_all(fd, head)
                     os.fsync(fd)
@@ -463,15 +494,13 @@ class DiskSpool:
     def start(self) -> SpoolPosition:
         """Where reading starts: the cursor, or the beginning of the oldest segment."""
         with self._lock:
-            if self._cursor is not None and (not self._sizes or self._cursor.segment
-                                             >= min(self._sizes)):
+            if self._cursor is not None and (not self._sizes or self._cursor.segment >= min(self._sizes)):
                 return self._cursor
             if self._sizes:
                 return SpoolPosition(min(self._sizes), SEGMENT_HEAD.size)
             return SpoolPosition(self._floor + 1, SEGMENT_HEAD.size)
 
-    def read(self, position: SpoolPosition, *, max_records: int
-             ) -> tuple[list[SpoolRecord], SpoolPosition]:
+    def read(self, position: SpoolPosition, *, max_records: int) -> tuple[list[SpoolRecord], SpoolPosition]:
         """Up to ``max_records`` records from ``position`` in spool order, and the position
         after them. Damaged ranges are reported (once) and skipped. Raises
         :class:`SpoolError` on an I/O error."""
@@ -496,24 +525,30 @@ class DiskSpool:
             raise SpoolError(f"spool {self.directory}: read failed: {exc.strerror or exc}") from None
         return records, position
 
-    def _read_chunk(self, position: SpoolPosition, end: int, room: int,
-                    out: list[SpoolRecord]) -> SpoolPosition:
+    def _read_chunk(
+        self, position: SpoolPosition, end: int, room: int, out: list[SpoolRecord]
+    ) -> SpoolPosition:
         number, offset = position
         fd = self._read_fds.get(number)
         if fd is None:
-            fd = self._read_fds[number] = os.open(self._segment_path(number),
-                                                  os.O_RDONLY | os.O_CLOEXEC)
+            fd = self._read_fds[number] = os.open(self._segment_path(number), os.O_RDONLY | os.O_CLOEXEC)
         data = os.pread(fd, min(end - offset, _READ_CHUNK), offset)
         items, _ = parse(data, offset, final=offset + len(data) >= end)
         if not items:  # a record longer than the chunk, or damage: parse to the segment's end
             data = os.pread(fd, end - offset, offset)
             items, _ = parse(data, offset, final=True)
         if not items:
-            logger.error("spool %s: segment %d is shorter than written (%d bytes expected); "
-                         "records after offset %d are lost", self.directory, number, end, offset)
+            logger.error(
+                "spool %s: segment %d is shorter than written (%d bytes expected); "
+                "records after offset %d are lost",
+                self.directory,
+                number,
+                end,
+                offset,
+            )
             return SpoolPosition(number, end)
         for item in items:
-            chunk = data[item.start - offset:item.end - offset]
+            chunk = data[item.start - offset : item.end - offset]
             if isinstance(item, Damage):
                 self._report_damage(number, item.start, chunk)
                 position = SpoolPosition(number, item.end)
@@ -526,8 +561,15 @@ class DiskSpool:
                 self._report_damage(number, item.start, chunk)
                 position = SpoolPosition(number, item.end)
                 continue
-            out.append(SpoolRecord(event_id, value, headers, SpoolPosition(number, item.start),
-                                   SpoolPosition(number, item.end)))
+            out.append(
+                SpoolRecord(
+                    event_id,
+                    value,
+                    headers,
+                    SpoolPosition(number, item.start),
+                    SpoolPosition(number, item.end),
+                )
+            )
             position = SpoolPosition(number, item.end)
         return position
 
@@ -561,14 +603,16 @@ class DiskSpool:
             os.replace(temporary, self.directory / _CURSOR_FILE)
             _fsync_dir(self.directory)
         except OSError as exc:
-            raise SpoolError(f"spool {self.directory}: cannot persist the cursor: "
-                             f"{exc.strerror or exc}") from None
+            raise SpoolError(
+                f"spool {self.directory}: cannot persist the cursor: {exc.strerror or exc}"
+            ) from None
         with self._lock:
             self._persisted = cursor
             self._floor = max(self._floor, cursor.segment)
             behind = cursor.segment
-            if (cursor.offset >= self._sizes.get(cursor.segment, 0)
-                    and any(n > cursor.segment for n in self._sizes)):
+            if cursor.offset >= self._sizes.get(cursor.segment, 0) and any(
+                n > cursor.segment for n in self._sizes
+            ):
                 behind += 1  # the cursor's segment is read to its end and closed for appends
         self._delete_before(behind)
 
@@ -588,8 +632,7 @@ class DiskSpool:
             try:
                 _fsync_dir(self.directory)
             except OSError as exc:
-                logger.warning("spool %s: fsync of the directory failed: %s", self.directory,
-                               exc.strerror)
+                logger.warning("spool %s: fsync of the directory failed: %s", self.directory, exc.strerror)
 
     # -- closing ---------------------------------------------------------------------------
     def close(self) -> int:
@@ -637,8 +680,7 @@ class DiskSpool:
             (self.directory / (_CURSOR_FILE + ".tmp")).unlink(missing_ok=True)
             (self.directory / _LOCK).unlink(missing_ok=True)
         except OSError as exc:
-            logger.warning("spool %s: could not remove drained files: %s", self.directory,
-                           exc.strerror)
+            logger.warning("spool %s: could not remove drained files: %s", self.directory, exc.strerror)
 
     def _release(self) -> None:
         if self._lock_fd >= 0:

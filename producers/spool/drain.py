@@ -74,8 +74,15 @@ class _Commit:
 class SpoolDrainer:
     """Sends the records of ``spools`` (in list order: adopted orphans first, own last)."""
 
-    def __init__(self, *, topic: str, spools: list[DiskSpool], hooks: DrainHooks,
-                 window: int = DEFAULT_WINDOW, name: str = "baldur-audit-drain") -> None:
+    def __init__(
+        self,
+        *,
+        topic: str,
+        spools: list[DiskSpool],
+        hooks: DrainHooks,
+        window: int = DEFAULT_WINDOW,
+        name: str = "baldur-audit-drain",
+    ) -> None:
         self._topic = topic
         self._spools = list(spools)
         self._hooks = hooks
@@ -156,13 +163,16 @@ class SpoolDrainer:
             if room <= 0:
                 return
 
-    def _produce(self, producer: KafkaProducerPort, spool: DiskSpool,
-                 record: SpoolRecord) -> bool:
+    def _produce(self, producer: KafkaProducerPort, spool: DiskSpool, record: SpoolRecord) -> bool:
         """Hand one record to the producer; False when the producer cannot take more now."""
         flight = _Flight(spool, record)
         try:
-            producer.produce(self._topic, value=record.value, headers=record.headers,
-                             on_delivery=functools.partial(self._report, flight))
+            producer.produce(
+                self._topic,
+                value=record.value,
+                headers=record.headers,
+                on_delivery=functools.partial(self._report, flight),
+            )
         except BufferError:
             return False  # the producer's queue is full: the rest waits for room
         except confluent_kafka.KafkaException as exc:
@@ -177,8 +187,7 @@ class SpoolDrainer:
             self._inflight.append(flight)
         return True
 
-    def _report(self, flight: _Flight, error: confluent_kafka.KafkaError | None,
-                _message: object) -> None:
+    def _report(self, flight: _Flight, error: confluent_kafka.KafkaError | None, _message: object) -> None:
         """Delivery report of a spooled record (on whichever thread polls)."""
         if error is None:
             state, text = _ACKED, ""
@@ -190,8 +199,10 @@ class SpoolDrainer:
             flight.state, flight.error = state, text
             if state == _RETRY and not self._retry:
                 self._retry = True
-                logger.warning("a spooled audit event was not delivered (%s); it stays in the "
-                               "spool and is sent again", text)
+                logger.warning(
+                    "a spooled audit event was not delivered (%s); it stays in the spool and is sent again",
+                    text,
+                )
         if state == _ACKED:
             self._hooks.broker_up()
 
@@ -232,8 +243,7 @@ class SpoolDrainer:
                 self._positions[id(spool)] = spool.start()
             self._back_off("delivery of spooled events failed")
         now = time.monotonic()
-        if self._dirty and (force or now - self._last_persist >= PERSIST_EVERY_S
-                            or not self.in_flight()):
+        if self._dirty and (force or now - self._last_persist >= PERSIST_EVERY_S or not self.in_flight()):
             for key, spool in list(self._dirty.items()):
                 try:
                     spool.persist()
@@ -261,4 +271,3 @@ class SpoolDrainer:
                 self._dirty.pop(id(spool), None)
                 spool.close()
                 logger.info("adopted audit spool %s is drained and removed", spool.directory)
-

@@ -58,8 +58,9 @@ def encode_record(event_id: uuid.UUID, value: bytes, headers: Headers) -> bytes:
     parts.append(value)
     body = b"".join(parts)
     if len(body) > MAX_BODY_BYTES:
-        raise RecordTooLarge(f"event {event_id} is too large for the spool: {len(body)} bytes, "
-                         f"at most {MAX_BODY_BYTES}")
+        raise RecordTooLarge(
+            f"event {event_id} is too large for the spool: {len(body)} bytes, at most {MAX_BODY_BYTES}"
+        )
     length = struct.pack(">I", len(body))
     return FRAME_MAGIC + length + struct.pack(">I", zlib.crc32(length + body)) + body
 
@@ -72,10 +73,10 @@ def decode_body(body: bytes) -> tuple[uuid.UUID, bytes, Headers]:
     headers: list[tuple[str, bytes]] = []
     for _ in range(count):
         (name_len,) = struct.unpack_from(">H", body, pos)
-        name = body[pos + 2:pos + 2 + name_len].decode("utf-8")
+        name = body[pos + 2 : pos + 2 + name_len].decode("utf-8")
         pos += 2 + name_len
         (value_len,) = struct.unpack_from(">I", body, pos)
-        headers.append((name, body[pos + 4:pos + 4 + value_len]))
+        headers.append((name, body[pos + 4 : pos + 4 + value_len]))
         pos += 4 + value_len
     if pos > len(body):
         raise ValueError("headers run past the record")
@@ -102,7 +103,7 @@ def valid_frame_at(buf: bytes, pos: int) -> int:
     end = pos + FRAME_HEAD.size + length
     if magic != FRAME_MAGIC or length > MAX_BODY_BYTES or end > len(buf):
         return -1
-    body_crc = zlib.crc32(buf[pos + FRAME_HEAD.size:end], zlib.crc32(buf[pos + 4:pos + 8]))
+    body_crc = zlib.crc32(buf[pos + FRAME_HEAD.size : end], zlib.crc32(buf[pos + 4 : pos + 8]))
     return end if body_crc == crc else -1
 
 
@@ -119,7 +120,7 @@ def parse(buf: bytes, base: int, final: bool) -> tuple[list[Frame | Damage], int
     while pos < len(buf):
         end = valid_frame_at(buf, pos)
         if end >= 0:
-            items.append(Frame(base + pos, base + end, buf[pos + FRAME_HEAD.size:end]))
+            items.append(Frame(base + pos, base + end, buf[pos + FRAME_HEAD.size : end]))
             pos = end
             continue
         if not final:

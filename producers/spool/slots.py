@@ -46,8 +46,13 @@ def default_spool_dir(environ: Mapping[str, str]) -> Path:
     return Path(base) / "baldur-audit" / "spool"
 
 
-def open_slots(spool_dir: Path, topic: str, *, max_bytes: int = DEFAULT_MAX_BYTES,
-               segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> tuple[DiskSpool, list[DiskSpool]]:
+def open_slots(
+    spool_dir: Path,
+    topic: str,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+) -> tuple[DiskSpool, list[DiskSpool]]:
     """This process's spool for ``topic`` under ``spool_dir``, and the orphans it adopts.
 
     Spools live in ``<spool_dir>/<topic>/<slot>``. Each process takes the lowest free slot;
@@ -67,8 +72,7 @@ def open_slots(spool_dir: Path, topic: str, *, max_bytes: int = DEFAULT_MAX_BYTE
     own: DiskSpool | None = None
     for slot in range(MAX_SLOTS):
         try:
-            own = DiskSpool.open(root / str(slot), max_bytes=max_bytes,
-                                 segment_bytes=segment_bytes)
+            own = DiskSpool.open(root / str(slot), max_bytes=max_bytes, segment_bytes=segment_bytes)
             break
         except SpoolLocked:
             continue

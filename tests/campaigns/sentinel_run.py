@@ -22,13 +22,17 @@ def main() -> int:
     argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     with tempfile.TemporaryDirectory(prefix="baldur-sentinel-") as tmp:
         session = sentinel_session(Path(tmp))
-    print(f"session: {len(session.runs)} CLI runs, {session.topic_records} topic records, "
-          f"{session.seconds:.1f} s")
+    print(
+        f"session: {len(session.runs)} CLI runs, {session.topic_records} topic records, "
+        f"{session.seconds:.1f} s"
+    )
     print("commands (exit status):")
     for run in session.runs.values():
         print(f"  {run.returncode}  {run.label}")
-    print(f"searched {len(session.artifacts)} artifacts, "
-          f"{sum(len(blob) for blob in session.artifacts.values())} bytes:")
+    print(
+        f"searched {len(session.artifacts)} artifacts, "
+        f"{sum(len(blob) for blob in session.artifacts.values())} bytes:"
+    )
     groups: dict[str, list[int]] = {}
     for name, blob in session.artifacts.items():
         kind = name.split(" of ")[0] if " of " in name else name

@@ -83,8 +83,10 @@ def produce(ledger: Ledger, events: int, deadline: float, producers: int = 1) ->
     if producers == 1:
         return produce_part(ledger.bootstrap, ledger.topic, 0, events, deadline)
     share = -(-events // producers)
-    jobs = [(ledger.bootstrap, ledger.topic, first, min(share, events - first), deadline)
-            for first in range(0, events, share)]
+    jobs = [
+        (ledger.bootstrap, ledger.topic, first, min(share, events - first), deadline)
+        for first in range(0, events, share)
+    ]
     # spawn, not fork: librdkafka's threads do not survive a fork.
     with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
         parts = pool.starmap(produce_part, jobs)
@@ -106,11 +108,16 @@ def produce_part(bootstrap: str, topic: str, first: int, events: int, deadline: 
         for i in range(first, first + events):
             while True:
                 try:
-                    trail.record(actor=f"user-{i % 50}", action="update",
-                                 target=f"svc.{i % 200}.timeout_ms",
-                                 before={"timeout_ms": 1000 + i}, after={"timeout_ms": 2000 + i},
-                                 reason=f"soak step {i}", client_ip="10.1.2.3",
-                                 attributes={"ticket": f"OPS-{i}", "password": "hunter2"})
+                    trail.record(
+                        actor=f"user-{i % 50}",
+                        action="update",
+                        target=f"svc.{i % 200}.timeout_ms",
+                        before={"timeout_ms": 1000 + i},
+                        after={"timeout_ms": 2000 + i},
+                        reason=f"soak step {i}",
+                        client_ip="10.1.2.3",
+                        attributes={"ticket": f"OPS-{i}", "password": "hunter2"},
+                    )
                     break
                 except DeliveryBacklog:  # not accepted: wait for room, then record it again
                     refused += 1
@@ -122,10 +129,16 @@ def produce_part(bootstrap: str, topic: str, first: int, events: int, deadline: 
     finally:
         trail.close(timeout=10)
     stats = trail.stats
-    return {"produce_s": round(time.monotonic() - started, 1), "recorded": recorded,
-            "time_limit_hit": recorded < events, "queued": stats.queued,
-            "delivered": stats.delivered, "failed": stats.failed, "refused_retried": refused,
-            "undelivered_at_close": undelivered}
+    return {
+        "produce_s": round(time.monotonic() - started, 1),
+        "recorded": recorded,
+        "time_limit_hit": recorded < events,
+        "queued": stats.queued,
+        "delivered": stats.delivered,
+        "failed": stats.failed,
+        "refused_retried": refused,
+        "undelivered_at_close": undelivered,
+    }
 
 
 def end_offset(ledger: Ledger) -> int:
@@ -133,8 +146,9 @@ def end_offset(ledger: Ledger) -> int:
 
     consumer = Consumer({"bootstrap.servers": ledger.bootstrap, "group.id": "soak-watch"})
     try:
-        return int(consumer.get_watermark_offsets(TopicPartition(ledger.topic, 0), timeout=10,
-                                                  cached=False)[1])
+        return int(
+            consumer.get_watermark_offsets(TopicPartition(ledger.topic, 0), timeout=10, cached=False)[1]
+        )
     finally:
         consumer.close()
 
@@ -153,31 +167,47 @@ def rss_summary(samples: list[tuple[float, int, int]], events: int) -> dict[str,
     slope = 0.0
     if len(set(xs)) > 1:
         mx, my = statistics.fmean(xs), statistics.fmean(ys)
-        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / \
-            sum((x - mx) ** 2 for x in xs) * 100_000
+        slope = (
+            sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+            / sum((x - mx) ** 2 for x in xs)
+            * 100_000
+        )
     step = max(len(samples) // 120, 1)  # the curve, about 120 points
-    return {"samples": len(samples), "rss_max_mb": round(max(s[1] for s in samples) / 1024, 1),
-            "rss_warm_start_mb": round(start_mb, 1), "rss_end_mb": round(end_mb, 1),
-            "rss_growth_mb": round(end_mb - start_mb, 1),
-            "rss_slope_mb_per_100k_events": round(slope, 2),
-            "curve": [[s[0], round(s[1] / 1024, 1), s[2]] for s in samples[::step]]}
+    return {
+        "samples": len(samples),
+        "rss_max_mb": round(max(s[1] for s in samples) / 1024, 1),
+        "rss_warm_start_mb": round(start_mb, 1),
+        "rss_end_mb": round(end_mb, 1),
+        "rss_growth_mb": round(end_mb - start_mb, 1),
+        "rss_slope_mb_per_100k_events": round(slope, 2),
+        "curve": [[s[0], round(s[1] / 1024, 1), s[2]] for s in samples[::step]],
+    }
 
 
 def ledger_check(ledger: Ledger, end: int, verify: bool) -> dict[str, Any]:
     with ledger.app() as conn:
         n, distinct, max_seq = conn.execute(
-            "SELECT count(*), count(DISTINCT kafka_offset), max(seq) FROM audit_entries").fetchone()
-        events = conn.execute("SELECT count(DISTINCT event_id) FROM audit_entries"
-                              " WHERE kind = 'event'").fetchone()[0]
-    found: dict[str, Any] = {"topic_records": end, "entries": n, "distinct_offsets": distinct,
-                             "max_seq": max_seq, "distinct_event_ids": events}
+            "SELECT count(*), count(DISTINCT kafka_offset), max(seq) FROM audit_entries"
+        ).fetchone()
+        events = conn.execute(
+            "SELECT count(DISTINCT event_id) FROM audit_entries WHERE kind = 'event'"
+        ).fetchone()[0]
+    found: dict[str, Any] = {
+        "topic_records": end,
+        "entries": n,
+        "distinct_offsets": distinct,
+        "max_seq": max_seq,
+        "distinct_event_ids": events,
+    }
     if verify:
         for command in ("verify", "replay"):
             t0 = time.monotonic()
             done = ledger.cli(command, "--json", timeout=3600)
-            found[command] = {"exit": done.returncode, "wall_s": round(time.monotonic() - t0, 1),
-                              "report": json.loads(done.stdout) if done.stdout.strip() else
-                              done.stderr.strip()[-500:]}
+            found[command] = {
+                "exit": done.returncode,
+                "wall_s": round(time.monotonic() - t0, 1),
+                "report": json.loads(done.stdout) if done.stdout.strip() else done.stderr.strip()[-500:],
+            }
     return found
 
 
@@ -185,16 +215,27 @@ def soak(ledger: Ledger, args: argparse.Namespace, workdir: Path) -> dict[str, A
     started = time.monotonic()
     deadline = started + args.time_limit
     out, err = open(workdir / "chainer.out", "wb"), open(workdir / "chainer.err", "wb")  # noqa: SIM115
-    chainer = subprocess.Popen([sys.executable, "-m", "baldur_audit.consumers", "chain",
-                                "--batch-size", str(args.batch_size), "--json"],
-                               env=ledger.env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    chainer = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "baldur_audit.consumers",
+            "chain",
+            "--batch-size",
+            str(args.batch_size),
+            "--json",
+        ],
+        env=ledger.env,
+        stdout=out,
+        stderr=err,
+        stdin=subprocess.DEVNULL,
+    )
     sampler = Sampler(chainer.pid, ledger.dsn)
     sampler.start()
     result: dict[str, Any] = {"events": args.events, "completed": False}
     end = 0
     try:
-        result["producer"] = produce(ledger, args.events, time.time() + args.time_limit,
-                                     args.producers)
+        result["producer"] = produce(ledger, args.events, time.time() + args.time_limit, args.producers)
         end = end_offset(ledger)
         while sampler.last_seq() < end and chainer.poll() is None and time.monotonic() < deadline:
             time.sleep(1)
@@ -232,12 +273,18 @@ def failures(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
         found.append("did not catch up within the time limit")
     if producer.get("delivered") != producer.get("recorded") or producer.get("failed"):
         found.append(f"producer delivered {producer.get('delivered')} of {producer.get('recorded')}")
-    if not (check.get("topic_records") == check.get("entries") == check.get("distinct_offsets")
-            == check.get("max_seq")):
+    if not (
+        check.get("topic_records")
+        == check.get("entries")
+        == check.get("distinct_offsets")
+        == check.get("max_seq")
+    ):
         found.append(f"entries do not match topic offsets: {check}")
     if check.get("distinct_event_ids") != producer.get("delivered"):
-        found.append(f"{check.get('distinct_event_ids')} distinct events sealed of "
-                     f"{producer.get('delivered')} delivered")
+        found.append(
+            f"{check.get('distinct_event_ids')} distinct events sealed of "
+            f"{producer.get('delivered')} delivered"
+        )
     for command in ("verify", "replay"):
         if command in check and check[command]["exit"] != 0:
             found.append(f"{command} exit {check[command]['exit']}")
@@ -253,14 +300,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=2000)
-    parser.add_argument("--producers", type=int, default=1,
-                        help="producer processes (services) sharing the events")
+    parser.add_argument(
+        "--producers", type=int, default=1, help="producer processes (services) sharing the events"
+    )
     parser.add_argument("--time-limit", type=float, default=3600.0, help="seconds")
     parser.add_argument("--max-growth-mb", type=float, default=64.0)
-    parser.add_argument("--private", action="store_true",
-                        help="use (and start if needed) the fault campaign's private services")
-    parser.add_argument("--kafka-port", type=int, default=19092,
-                        help="with --private: the broker's port (controller: port + 1)")
+    parser.add_argument(
+        "--private",
+        action="store_true",
+        help="use (and start if needed) the fault campaign's private services",
+    )
+    parser.add_argument(
+        "--kafka-port",
+        type=int,
+        default=19092,
+        help="with --private: the broker's port (controller: port + 1)",
+    )
     parser.add_argument("--pg-port", type=int, default=15432, help="with --private")
     parser.add_argument("--no-verify", dest="verify", action="store_false")
     parser.add_argument("--out", type=Path, default=ROOT / ".local" / "results" / "soak.json")
@@ -270,19 +325,24 @@ def main() -> int:
     started: list[Any] = []
     if args.private:
         # The fault sessions' lock (tests/faults/conftest.py): never two users of these ports.
-        lock = open(Path(tempfile.gettempdir()) /  # noqa: SIM115
-                    f"baldur-faults-{args.kafka_port}-{args.pg_port}.lock", "a+")
+        lock = open(
+            Path(tempfile.gettempdir())  # noqa: SIM115
+            / f"baldur-faults-{args.kafka_port}-{args.pg_port}.lock",
+            "a+",
+        )
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             print("soak: a fault session is using the private services; waiting for it", file=sys.stderr)
             fcntl.flock(lock, fcntl.LOCK_EX)
-        name = "faults" if (args.kafka_port, args.pg_port) == (19092, 15432) else \
-            f"soak-{args.kafka_port}"
+        name = "faults" if (args.kafka_port, args.pg_port) == (19092, 15432) else f"soak-{args.kafka_port}"
         kafka, pg = DedicatedKafka(name, args.kafka_port), DedicatedPostgres(name, args.pg_port)
         for service in (kafka, pg):
-            if service.pid() is None if isinstance(service, DedicatedKafka) else \
-                    not (service.home / "data" / "postmaster.pid").exists():
+            if (
+                service.pid() is None
+                if isinstance(service, DedicatedKafka)
+                else not (service.home / "data" / "postmaster.pid").exists()
+            ):
                 started.append(service)
             service.start()
         bootstrap, dsn, admin_dsn = kafka.bootstrap, pg.dsn, pg.admin_dsn
@@ -299,11 +359,13 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     rss = result.get("rss", {})
-    print(f"soak: {result.get('sealed')} of {args.events} events in {result.get('total_s')} s "
-          f"({result.get('sealed_per_s')} sealed/s); chainer RSS max {rss.get('rss_max_mb')} MB, "
-          f"warm start {rss.get('rss_warm_start_mb')} MB -> end {rss.get('rss_end_mb')} MB "
-          f"(growth {rss.get('rss_growth_mb')} MB, slope {rss.get('rss_slope_mb_per_100k_events')} "
-          f"MB/100k); {'OK' if not result['problems'] else 'FAILED: ' + '; '.join(result['problems'])}")
+    print(
+        f"soak: {result.get('sealed')} of {args.events} events in {result.get('total_s')} s "
+        f"({result.get('sealed_per_s')} sealed/s); chainer RSS max {rss.get('rss_max_mb')} MB, "
+        f"warm start {rss.get('rss_warm_start_mb')} MB -> end {rss.get('rss_end_mb')} MB "
+        f"(growth {rss.get('rss_growth_mb')} MB, slope {rss.get('rss_slope_mb_per_100k_events')} "
+        f"MB/100k); {'OK' if not result['problems'] else 'FAILED: ' + '; '.join(result['problems'])}"
+    )
     print(f"soak: results in {args.out}")
     return 1 if result["problems"] else 0
 

@@ -85,8 +85,11 @@ class Services:
 
     def kafka_env(self) -> dict[str, str]:
         """The environment that points deploy/kafka.sh at the private broker."""
-        return {"BALDUR_KAFKA_HOME": str(self.kafka.home), "BALDUR_KAFKA_PORT": str(self.kafka.port),
-                "BALDUR_KAFKA_CONTROLLER_PORT": str(self.kafka.port + 1)}
+        return {
+            "BALDUR_KAFKA_HOME": str(self.kafka.home),
+            "BALDUR_KAFKA_PORT": str(self.kafka.port),
+            "BALDUR_KAFKA_CONTROLLER_PORT": str(self.kafka.port + 1),
+        }
 
     def ensure_up(self) -> None:
         """Start whichever of the two a previous scenario left down (idempotent, ~1 s)."""
@@ -141,8 +144,12 @@ def _started(found: Services) -> Iterator[Services]:
 def led(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
     """A fresh topic and database on the private services, ``init`` done."""
     services.ensure_up()
-    with fresh_ledger(tmp_path_factory.mktemp("faults"), bootstrap=services.kafka.bootstrap,
-                      dsn=services.pg.dsn, admin_dsn=services.pg.admin_dsn) as ledger:
+    with fresh_ledger(
+        tmp_path_factory.mktemp("faults"),
+        bootstrap=services.kafka.bootstrap,
+        dsn=services.pg.dsn,
+        admin_dsn=services.pg.admin_dsn,
+    ) as ledger:
         yield ledger
 
 
@@ -159,7 +166,11 @@ class ChainerProc:
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "baldur_audit.consumers", "-v", "chain", *args],
-                env=ledger.env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+                env=ledger.env,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+            )
         self.pid = self.proc.pid
         self.client_id = args[args.index("--client-id") + 1] if "--client-id" in args else None
 
@@ -234,8 +245,17 @@ class EventStream:
     ``pause`` seconds between chunks, through an idempotent producer that outlives broker
     restarts (it queues and retries). Tracks which event ids Kafka acknowledged."""
 
-    def __init__(self, ledger: Ledger, count: int, *, chunk: int = 500, pause: float = 0.05,
-                 over: float | None = None, start: int = 0, target: str = "svc.timeout") -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        count: int,
+        *,
+        chunk: int = 500,
+        pause: float = 0.05,
+        over: float | None = None,
+        start: int = 0,
+        target: str = "svc.timeout",
+    ) -> None:
         """``over``: spread the stream over about that many seconds (sets ``pause``)."""
         from confluent_kafka import Producer
 
@@ -250,9 +270,16 @@ class EventStream:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._error: BaseException | None = None
-        self._producer = Producer({"bootstrap.servers": ledger.bootstrap, "enable.idempotence": True,
-                                   "linger.ms": 20, "message.timeout.ms": 600_000,
-                                   "log_level": 2, "error_cb": lambda err: None})
+        self._producer = Producer(
+            {
+                "bootstrap.servers": ledger.bootstrap,
+                "enable.idempotence": True,
+                "linger.ms": 20,
+                "message.timeout.ms": 600_000,
+                "log_level": 2,
+                "error_cb": lambda err: None,
+            }
+        )
         self._thread = threading.Thread(target=self._run, name="event-stream", daemon=True)
 
     def __enter__(self) -> EventStream:
@@ -285,9 +312,10 @@ class EventStream:
                     while True:
                         try:
                             self._producer.produce(
-                                self._topic, value=payload,
-                                on_delivery=lambda err, msg, eid=event.event_id:
-                                self._report(eid, err, msg))
+                                self._topic,
+                                value=payload,
+                                on_delivery=lambda err, msg, eid=event.event_id: self._report(eid, err, msg),
+                            )
                             break
                         except BufferError:  # queue full (broker down): wait for room
                             self._producer.poll(0.1)
@@ -324,15 +352,21 @@ class Watch:
         from confluent_kafka import Consumer
 
         self.ledger = ledger
-        self._consumer = Consumer({"bootstrap.servers": ledger.bootstrap, "log_level": 2,
-                                   "group.id": f"faults-watch-{uuid.uuid4().hex[:8]}",
-                                   "error_cb": lambda err: None})
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": ledger.bootstrap,
+                "log_level": 2,
+                "group.id": f"faults-watch-{uuid.uuid4().hex[:8]}",
+                "error_cb": lambda err: None,
+            }
+        )
 
     def end_offset(self, timeout: float = 10) -> int:
         from confluent_kafka import TopicPartition
 
-        _, high = self._consumer.get_watermark_offsets(TopicPartition(self.ledger.topic, 0),
-                                                       timeout=timeout, cached=False)
+        _, high = self._consumer.get_watermark_offsets(
+            TopicPartition(self.ledger.topic, 0), timeout=timeout, cached=False
+        )
         return int(high)
 
     def head(self) -> tuple[int, int, int]:
@@ -417,10 +451,12 @@ def check_ledger(ledger: Ledger, acked: Sequence[uuid.UUID] | set[uuid.UUID] = (
     with ledger.app() as conn:
         n, min_seq, max_seq, distinct_offsets, min_off, max_off = conn.execute(
             "SELECT count(*), min(seq), max(seq), count(DISTINCT kafka_offset),"
-            " min(kafka_offset), max(kafka_offset) FROM audit_entries").fetchone()
+            " min(kafka_offset), max(kafka_offset) FROM audit_entries"
+        ).fetchone()
         kinds = dict(conn.execute("SELECT kind, count(*) FROM audit_entries GROUP BY kind").fetchall())
-        events = conn.execute("SELECT event_id, count(*) FROM audit_entries WHERE kind = 'event'"
-                              " GROUP BY event_id").fetchall()
+        events = conn.execute(
+            "SELECT event_id, count(*) FROM audit_entries WHERE kind = 'event' GROUP BY event_id"
+        ).fetchall()
     sealed_events = {row[0]: row[1] for row in events}
     seq_dense = n == 0 or (min_seq == 1 and max_seq == n)
     offsets_once = distinct_offsets == n and (n == 0 or (min_off == 0 and max_off == n - 1))
@@ -433,14 +469,21 @@ def check_ledger(ledger: Ledger, acked: Sequence[uuid.UUID] | set[uuid.UUID] = (
     verify_report = _json_or_text(verify)
     replay_report = _json_or_text(replay)
     return LedgerCheck(
-        topic_records=end, entries=n, seq_dense=seq_dense, offsets_once=offsets_once, lost=lost,
-        duplicated=duplicated, kinds=kinds, acked_missing=acked_missing,
+        topic_records=end,
+        entries=n,
+        seq_dense=seq_dense,
+        offsets_once=offsets_once,
+        lost=lost,
+        duplicated=duplicated,
+        kinds=kinds,
+        acked_missing=acked_missing,
         verify_exit=verify.returncode,
         verify_intact=isinstance(verify_report, dict) and verify_report.get("intact") is True,
         replay_exit=replay.returncode,
         replay_consistent=isinstance(replay_report, dict) and replay_report.get("consistent") is True,
         verify_detail=verify_report if verify.returncode else None,
-        replay_detail=replay_report if replay.returncode else None)
+        replay_detail=replay_report if replay.returncode else None,
+    )
 
 
 def _json_or_text(done: subprocess.CompletedProcess[str]) -> Any:
@@ -454,26 +497,42 @@ def _json_or_text(done: subprocess.CompletedProcess[str]) -> Any:
 
 
 def _git_commit() -> str | None:
-    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
     return done.stdout.strip() or None
 
 
-def record_result(scenario: str, *, runs: int, events: int, check: LedgerCheck | None,
-                  wall_s: float, detected: Any = None, ok: bool | None = None,
-                  **extra: Any) -> dict[str, Any]:
+def record_result(
+    scenario: str,
+    *,
+    runs: int,
+    events: int,
+    check: LedgerCheck | None,
+    wall_s: float,
+    detected: Any = None,
+    ok: bool | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     """Append this scenario's result row to ``.local/results/faults.jsonl`` and return it."""
     row: dict[str, Any] = {
-        "scenario": scenario, "scale": SCALE, "seed": SEED, "runs": runs, "events": events,
+        "scenario": scenario,
+        "scale": SCALE,
+        "seed": SEED,
+        "runs": runs,
+        "events": events,
         "topic_records": check.topic_records if check else None,
         "entries": check.entries if check else None,
-        "lost": check.lost if check else None, "duplicated": check.duplicated if check else None,
+        "lost": check.lost if check else None,
+        "duplicated": check.duplicated if check else None,
         "verify_intact": check.verify_intact if check else None,
         "replay_consistent": check.replay_consistent if check else None,
-        "detected": detected, "wall_s": round(wall_s, 1),
+        "detected": detected,
+        "wall_s": round(wall_s, 1),
         "ok": (not check.problems() if check else True) if ok is None else ok,
         "problems": check.problems() if check else [],
-        "extra": extra, "commit": _git_commit(),
+        "extra": extra,
+        "commit": _git_commit(),
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -483,5 +542,18 @@ def record_result(scenario: str, *, runs: int, events: int, check: LedgerCheck |
     return row
 
 
-__all__ = ["SCALE", "ChainerProc", "Chainers", "EventStream", "LedgerCheck", "Services", "Watch",
-           "check_ledger", "full_only", "record_result", "rng", "scaled", "wait_for"]
+__all__ = [
+    "SCALE",
+    "ChainerProc",
+    "Chainers",
+    "EventStream",
+    "LedgerCheck",
+    "Services",
+    "Watch",
+    "check_ledger",
+    "full_only",
+    "record_result",
+    "rng",
+    "scaled",
+    "wait_for",
+]

@@ -31,7 +31,8 @@ STOPS = scaled(["stop"], ["stop", "kill", "stop", "kill"])
 
 
 def test_broker_restarts_while_producing_and_chaining_lose_and_duplicate_nothing(
-        led: Ledger, chainers: Chainers, services: Services) -> None:
+    led: Ledger, chainers: Chainers, services: Services
+) -> None:
     r = rng("broker-restart")
     started = time.monotonic()
     watch = Watch(led)
@@ -50,13 +51,21 @@ def test_broker_restarts_while_producing_and_chaining_lose_and_duplicate_nothing
             time.sleep(down)
             services.kafka.start()
             up_at = time.monotonic()
-            wait_for(lambda s=seq_before: watch.head()[0] > s, 180,  # type: ignore[misc]
-                     f"the chainer to resume after a broker {how}")
+            wait_for(
+                lambda s=seq_before: watch.head()[0] > s,
+                180,  # type: ignore[misc]
+                f"the chainer to resume after a broker {how}",
+            )
             assert chainer.alive(), f"the chainer exited after a broker {how}: {chainer.stderr}"
-            outages.append({"how": how, "down_s": round(down, 1),
-                            "produced_while_down": stream.sent - sent_before,
-                            "resumed_after_up_s": round(time.monotonic() - up_at, 1),
-                            "seq_at_stop": seq_before})
+            outages.append(
+                {
+                    "how": how,
+                    "down_s": round(down, 1),
+                    "produced_while_down": stream.sent - sent_before,
+                    "resumed_after_up_s": round(time.monotonic() - up_at, 1),
+                    "seq_at_stop": seq_before,
+                }
+            )
         stream.wait(600)
     wait_for(watch.caught_up, scaled(90, 300), "the chainer to seal every record")
     assert chainer.alive(), chainer.stderr
@@ -64,11 +73,17 @@ def test_broker_restarts_while_producing_and_chaining_lose_and_duplicate_nothing
     stats = chainer.stats()
     watch.close()
     check = check_ledger(led, stream.acked)
-    record_result("Kafka broker restart while producing and chaining", runs=len(STOPS),
-                  events=EVENTS, check=check, wall_s=time.monotonic() - started,
-                  detected=f"{len(stream.failed)} delivery failures reported to the producer",
-                  resumed_after_up_s_max=max(o["resumed_after_up_s"] for o in outages),  # type: ignore[type-var]
-                  outages=outages, chainer=stats)
+    record_result(
+        "Kafka broker restart while producing and chaining",
+        runs=len(STOPS),
+        events=EVENTS,
+        check=check,
+        wall_s=time.monotonic() - started,
+        detected=f"{len(stream.failed)} delivery failures reported to the producer",
+        resumed_after_up_s_max=max(o["resumed_after_up_s"] for o in outages),  # type: ignore[type-var]
+        outages=outages,
+        chainer=stats,
+    )
     assert not check.problems(), check.problems()
     assert not stream.failed, list(stream.failed.values())[:3]
     assert check.kinds == {"event": EVENTS}

@@ -57,9 +57,18 @@ def active(ledger: Ledger, procs: list[ChainerProc]) -> ChainerProc | None:
     for member in group["members"]:
         if member["assignment"]:
             client_id = member["client_id"]
-            return next((proc for proc in alive if (
-                proc.client_id == client_id if proc.client_id is not None
-                else client_id.rsplit("-", 1)[1] == str(proc.pid))), None)
+            return next(
+                (
+                    proc
+                    for proc in alive
+                    if (
+                        proc.client_id == client_id
+                        if proc.client_id is not None
+                        else client_id.rsplit("-", 1)[1] == str(proc.pid)
+                    )
+                ),
+                None,
+            )
     return None
 
 
@@ -134,27 +143,37 @@ def test_standby_takes_over_after_kill_9_within_a_bounded_time(led: Ledger, chai
         stream.wait(300)
     wait_for(watch.caught_up, 120, "every record sealed")
     # A chainer still importing has no SIGTERM handler yet: stop them once both joined the group.
-    wait_for(lambda: len(led.cli_json("status")["group"]["members"]) == len(procs), 60,
-             "both chainers in the group")
+    wait_for(
+        lambda: len(led.cli_json("status")["group"]["members"]) == len(procs),
+        60,
+        "both chainers in the group",
+    )
     for proc in procs:
         assert proc.alive(), proc.stderr
         assert proc.stop() == 0, proc.stderr
     watch.close()
     check = check_ledger(led, stream.acked)
-    record_result("hot standby: kill -9 of the active chainer", runs=KILLS, events=events + 10 * KILLS,
-                  check=check, wall_s=time.monotonic() - started,
-                  detected=f"takeover max {max(takeovers):.1f} s", session_timeout_s=SESSION,
-                  takeover_s=[round(t, 1) for t in takeovers],
-                  takeover_s_median=round(statistics.median(takeovers), 1),
-                  takeover_s_max=round(max(takeovers), 1),
-                  first_seal_after_kill_s=[round(t, 1) for t in sealed_after])
+    record_result(
+        "hot standby: kill -9 of the active chainer",
+        runs=KILLS,
+        events=events + 10 * KILLS,
+        check=check,
+        wall_s=time.monotonic() - started,
+        detected=f"takeover max {max(takeovers):.1f} s",
+        session_timeout_s=SESSION,
+        takeover_s=[round(t, 1) for t in takeovers],
+        takeover_s_median=round(statistics.median(takeovers), 1),
+        takeover_s_max=round(max(takeovers), 1),
+        first_seal_after_kill_s=[round(t, 1) for t in sealed_after],
+    )
     assert not check.problems(), check.problems()
     assert max(sealed_after) <= TAKEOVER_BOUND, (takeovers, sealed_after)
 
 
 @full_only
 def test_paused_active_chainer_is_fenced_when_it_wakes_and_the_chain_does_not_fork(
-        led: Ledger, chainers: Chainers) -> None:
+    led: Ledger, chainers: Chainers
+) -> None:
     r = rng("standby-pause")
     started = time.monotonic()
     watch = Watch(led)
@@ -174,8 +193,11 @@ def test_paused_active_chainer_is_fenced_when_it_wakes_and_the_chain_does_not_fo
             found: dict[str, object] = {"takeover_s": None, "stale_exit": None}
             rounds.append(found)
             try:
-                wait_for(lambda e=epoch: watch.head()[2] > e, STALLED_BOUND + 10,  # type: ignore[misc]
-                         "the standby to take the head over from the paused chainer")
+                wait_for(
+                    lambda e=epoch: watch.head()[2] > e,
+                    STALLED_BOUND + 10,  # type: ignore[misc]
+                    "the standby to take the head over from the paused chainer",
+                )
                 found["takeover_s"] = round(time.monotonic() - paused_at, 1)
                 seq = watch.head()[0]
                 # Something to seal even if the paced stream has already ended.
@@ -199,10 +221,16 @@ def test_paused_active_chainer_is_fenced_when_it_wakes_and_the_chain_does_not_fo
     watch.close()
     check = check_ledger(led, stream.acked)
     fenced = sum(1 for x in rounds if x["stale_exit"] == 3)
-    record_result("hot standby: SIGSTOP/SIGCONT of the active chainer", runs=len(rounds),
-                  events=events + extra, check=check, wall_s=time.monotonic() - started,
-                  detected=f"{fenced} of {len(rounds)} stale chainers fenced (exit 3)",
-                  ok=not check.problems() and fenced == len(rounds) == PAUSES, rounds=rounds)
+    record_result(
+        "hot standby: SIGSTOP/SIGCONT of the active chainer",
+        runs=len(rounds),
+        events=events + extra,
+        check=check,
+        wall_s=time.monotonic() - started,
+        detected=f"{fenced} of {len(rounds)} stale chainers fenced (exit 3)",
+        ok=not check.problems() and fenced == len(rounds) == PAUSES,
+        rounds=rounds,
+    )
     assert not check.problems(), check.problems()
     for found in rounds:
         assert found["takeover_s"] is not None, found
@@ -210,14 +238,18 @@ def test_paused_active_chainer_is_fenced_when_it_wakes_and_the_chain_does_not_fo
         assert "another chainer took over" in str(found["stale_message"])
         assert not any("Traceback" in line for line in found["stale_log"])  # type: ignore[attr-defined]
     procs = [proc for proc in procs if proc.alive()]
-    wait_for(lambda: len(led.cli_json("status")["group"]["members"]) == len(procs), 60,
-             "the running chainers in the group")
+    wait_for(
+        lambda: len(led.cli_json("status")["group"]["members"]) == len(procs),
+        60,
+        "the running chainers in the group",
+    )
     for proc in procs:
         assert proc.stop() == 0, proc.stderr
 
 
 def test_woken_stale_chainer_exits_3_even_when_it_had_nothing_to_write(
-        led: Ledger, chainers: Chainers) -> None:
+    led: Ledger, chainers: Chainers
+) -> None:
     """Deterministic: paused while caught up (nothing fetched), the standby takes over and seals
     more, then SIGCONT: the stale one notices it was fenced and exits 3. (Regression: it used to
     see its expired session first and rejoin the group silently; fixed in 61967a3.)"""
@@ -229,8 +261,11 @@ def test_woken_stale_chainer_exits_3_even_when_it_had_nothing_to_write(
     _, _, epoch = watch.head()
     stale.signal(signal.SIGSTOP)
     try:
-        wait_for(lambda: watch.head()[2] > epoch, TAKEOVER_BOUND + 30,
-                 f"the standby to take over; its log: {standby_log(procs, stale)}")
+        wait_for(
+            lambda: watch.head()[2] > epoch,
+            TAKEOVER_BOUND + 30,
+            f"the standby to take over; its log: {standby_log(procs, stale)}",
+        )
         led.produce_events(50, start=50)
         wait_for(lambda: watch.head()[0] == 100, 60, "the standby to seal 50 more")
     finally:
@@ -257,14 +292,15 @@ def pause_inside_a_transaction(led: Ledger, proc: ChainerProc, within: float = 6
             busy = admin.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
                 " AND application_name = 'baldur-audit' AND xact_start IS NOT NULL"
-                " AND query LIKE 'COPY audit_entries%'").fetchone()
+                " AND query LIKE 'COPY audit_entries%'"
+            ).fetchone()
             if busy is None:
                 time.sleep(0.002)
                 continue
             proc.signal(signal.SIGSTOP)
             still = admin.execute(
-                "SELECT state FROM pg_stat_activity WHERE pid = %s AND xact_start IS NOT NULL",
-                (busy[0],)).fetchone()
+                "SELECT state FROM pg_stat_activity WHERE pid = %s AND xact_start IS NOT NULL", (busy[0],)
+            ).fetchone()
             if still is not None:
                 return True
             proc.signal(signal.SIGCONT)
@@ -272,13 +308,16 @@ def pause_inside_a_transaction(led: Ledger, proc: ChainerProc, within: float = 6
 
 
 def test_standby_takes_over_from_a_chainer_paused_inside_its_transaction(
-        led: Ledger, chainers: Chainers) -> None:
+    led: Ledger, chainers: Chainers
+) -> None:
     """Regression: a chainer paused (or cut off) inside its batch transaction held the head
     row's lock and the standby's take-over waited for it without limit. Writer sessions now end
     when stalled (idle in transaction 10 s, statement 20 s): bounded by STALLED_BOUND."""
     watch = Watch(led)
-    procs = [chainers.start("--session-timeout", str(SESSION), "--batch-size", "5000"),
-             chainers.start("--session-timeout", str(SESSION), "--batch-size", "5000")]
+    procs = [
+        chainers.start("--session-timeout", str(SESSION), "--batch-size", "5000"),
+        chainers.start("--session-timeout", str(SESSION), "--batch-size", "5000"),
+    ]
     led.produce_events(100)
     wait_for(watch.caught_up, 60, "the first 100 sealed")
     stale = wait_for(lambda: active(led, procs), 60, "an active chainer")
@@ -290,8 +329,11 @@ def test_standby_takes_over_from_a_chainer_paused_inside_its_transaction(
         try:
             took_over = True
             try:
-                wait_for(lambda: watch.head()[2] > epoch, STALLED_BOUND,
-                         "the standby to take over from the chainer paused mid-transaction")
+                wait_for(
+                    lambda: watch.head()[2] > epoch,
+                    STALLED_BOUND,
+                    "the standby to take over from the chainer paused mid-transaction",
+                )
             except AssertionError:
                 took_over = False
             waited = time.monotonic() - paused_at
@@ -301,10 +343,18 @@ def test_standby_takes_over_from_a_chainer_paused_inside_its_transaction(
     wait_for(watch.caught_up, 180, "every record sealed")
     watch.close()
     check = check_ledger(led, stream.acked)
-    record_result("hot standby: SIGSTOP inside the batch transaction", runs=1, events=stream.count + 100,
-                  check=check, wall_s=waited, ok=took_over and not check.problems(),
-                  detected=f"standby {'took over' if took_over else 'did NOT take over'} within "
-                           f"{waited:.1f} s (bound {STALLED_BOUND:.0f} s)")
+    record_result(
+        "hot standby: SIGSTOP inside the batch transaction",
+        runs=1,
+        events=stream.count + 100,
+        check=check,
+        wall_s=waited,
+        ok=took_over and not check.problems(),
+        detected=f"standby {'took over' if took_over else 'did NOT take over'} within "
+        f"{waited:.1f} s (bound {STALLED_BOUND:.0f} s)",
+    )
     assert not check.problems(), check.problems()
-    assert took_over, (f"failover stalled for {waited:.0f} s behind the paused chainer's row lock; "
-                       f"the standby's log: {standby_log(procs, stale)}")
+    assert took_over, (
+        f"failover stalled for {waited:.0f} s behind the paused chainer's row lock; "
+        f"the standby's log: {standby_log(procs, stale)}"
+    )

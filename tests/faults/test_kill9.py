@@ -39,8 +39,12 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(led: Ledger, chai
             if r.random() < 0.7:
                 phase = "sealing"
                 deadline = time.monotonic() + 30
-                while watch.head()[0] == seq_at_start and time.monotonic() < deadline \
-                        and proc.alive() and not (stream.done_producing and watch.caught_up()):
+                while (
+                    watch.head()[0] == seq_at_start
+                    and time.monotonic() < deadline
+                    and proc.alive()
+                    and not (stream.done_producing and watch.caught_up())
+                ):
                     time.sleep(0.05)
                 time.sleep(r.uniform(0.0, 1.0))
             else:
@@ -49,8 +53,14 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(led: Ledger, chai
             assert proc.alive(), f"chainer exited by itself (status {proc.proc.poll()}): {proc.stderr}"
             head_before = watch.head()[0]
             proc.kill9()
-            kills.append({"phase": phase, "batch": int(batch), "seq_at_kill": head_before,
-                          "sealed_by_it": head_before - seq_at_start})
+            kills.append(
+                {
+                    "phase": phase,
+                    "batch": int(batch),
+                    "seq_at_kill": head_before,
+                    "sealed_by_it": head_before - seq_at_start,
+                }
+            )
         stream.wait(600)
     final = chainers.start("--session-timeout", SESSION, "--until-idle", "2", "--json")
     status = final.wait(timeout=scaled(120, 900))
@@ -58,10 +68,16 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(led: Ledger, chai
     watch.close()
     check = check_ledger(led, stream.acked)
     mid_batch = sum(1 for kill in kills if kill["sealed_by_it"])
-    record_result("kill -9 chainer while streaming", runs=KILLS, events=EVENTS, check=check,
-                  wall_s=time.monotonic() - started,
-                  detected=f"{KILLS} kills, {mid_batch} while it was sealing",
-                  delivery_failures=len(stream.failed), final_chainer=final.stats(),
-                  kills=kills)
+    record_result(
+        "kill -9 chainer while streaming",
+        runs=KILLS,
+        events=EVENTS,
+        check=check,
+        wall_s=time.monotonic() - started,
+        detected=f"{KILLS} kills, {mid_batch} while it was sealing",
+        delivery_failures=len(stream.failed),
+        final_chainer=final.stats(),
+        kills=kills,
+    )
     assert not check.problems(), check.problems()
     assert check.kinds == {"event": EVENTS}

@@ -22,18 +22,30 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 FIRST = scaled(300, 20_000)
 MORE = scaled(100, 5_000)
 SHIFT = scaled(50, 2_000)
-RESETS = scaled([["--to-earliest"], ["--to-latest"]],
-                [["--to-earliest"], ["--to-latest"], ["--shift-by", f"-{SHIFT}"],
-                 ["--shift-by", str(SHIFT)], ["--to-offset", "0"]])
+RESETS = scaled(
+    [["--to-earliest"], ["--to-latest"]],
+    [
+        ["--to-earliest"],
+        ["--to-latest"],
+        ["--shift-by", f"-{SHIFT}"],
+        ["--shift-by", str(SHIFT)],
+        ["--to-offset", "0"],
+    ],
+)
 #: Each run of the Java tool costs seconds: the quick run checks ``--describe`` only at the end.
 DESCRIBE_EACH = scaled(False, True)
 
 
 def consumer_groups(services: Services, *args: str) -> subprocess.CompletedProcess[str]:
     """``deploy/kafka.sh consumer-groups ARGS`` against the private broker."""
-    return subprocess.run(["bash", str(ROOT / "deploy" / "kafka.sh"), "consumer-groups", *args],
-                          env={**os.environ, **services.kafka_env()}, capture_output=True,
-                          text=True, timeout=120, check=False)
+    return subprocess.run(
+        ["bash", str(ROOT / "deploy" / "kafka.sh"), "consumer-groups", *args],
+        env={**os.environ, **services.kafka_env()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def committed(services: Services, ledger: Ledger) -> int | None:
@@ -62,8 +74,9 @@ def test_offset_resets_by_kafka_consumer_groups_change_nothing(led: Ledger, serv
     for number, reset in enumerate(RESETS):
         acked += led.produce_events(MORE, start=FIRST + number * MORE)
         end = FIRST + (number + 1) * MORE
-        done = consumer_groups(services, "--group", group, "--topic", led.topic, "--reset-offsets",
-                               *reset, "--execute")
+        done = consumer_groups(
+            services, "--group", group, "--topic", led.topic, "--reset-offsets", *reset, "--execute"
+        )
         assert done.returncode == 0, done.stderr
         match = re.search(rf"{re.escape(led.topic)}\s+0\s+(\d+)", done.stdout)
         assert match, done.stdout
@@ -76,18 +89,29 @@ def test_offset_resets_by_kafka_consumer_groups_change_nothing(led: Ledger, serv
         if DESCRIBE_EACH:
             assert committed(services, led) == reset_to
         stats = chain(led)
-        rows.append({"reset": " ".join(reset), "group_offset_after_reset": reset_to,
-                     "sealed_after_restart": stats["sealed"], "head_seq": stats["head_seq"],
-                     "end_offset": end})
+        rows.append(
+            {
+                "reset": " ".join(reset),
+                "group_offset_after_reset": reset_to,
+                "sealed_after_restart": stats["sealed"],
+                "head_seq": stats["head_seq"],
+                "end_offset": end,
+            }
+        )
         if DESCRIBE_EACH:
             rows[-1]["group_offset_after_chain"] = committed(services, led)
             assert rows[-1]["group_offset_after_chain"] == end, rows[-1]
         assert stats["sealed"] == MORE and stats["head_seq"] == end, rows[-1]
     assert committed(services, led) == FIRST + len(RESETS) * MORE
     check = check_ledger(led, acked)
-    record_result("kafka-consumer-groups offset resets while stopped", runs=len(RESETS),
-                  events=len(acked), check=check, wall_s=time.monotonic() - started,
-                  detected="every reset ignored for sealing, group offset restored",
-                  resets=rows)
+    record_result(
+        "kafka-consumer-groups offset resets while stopped",
+        runs=len(RESETS),
+        events=len(acked),
+        check=check,
+        wall_s=time.monotonic() - started,
+        detected="every reset ignored for sealing, group offset restored",
+        resets=rows,
+    )
     assert not check.problems(), check.problems()
     assert check.kinds == {"event": len(acked)}

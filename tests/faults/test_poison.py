@@ -38,9 +38,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 EVENTS = scaled(500, 20_000)
 ROUNDS = scaled(1, 10)
-JUNK_HEADERS = [b"traceparent=not-a-traceparent", b"x-null-value", b"x-empty=",
-                b"x-binary=" + bytes(b for b in range(1, 256) if b != ord("=")),
-                b"x-big=" + b"A" * 60_000, b"x-dup=1", b"x-dup=2"]
+JUNK_HEADERS = [
+    b"traceparent=not-a-traceparent",
+    b"x-null-value",
+    b"x-empty=",
+    b"x-binary=" + bytes(b for b in range(1, 256) if b != ord("=")),
+    b"x-big=" + b"A" * 60_000,
+    b"x-dup=1",
+    b"x-dup=2",
+]
 
 
 def require_kcat() -> str:
@@ -53,13 +59,25 @@ def require_kcat() -> str:
     return found
 
 
-def kcat_produce(kcat: str, ledger: Ledger, value: bytes | None, workdir: Path,
-                 headers: Sequence[bytes] = ()) -> None:
+def kcat_produce(
+    kcat: str, ledger: Ledger, value: bytes | None, workdir: Path, headers: Sequence[bytes] = ()
+) -> None:
     """Write ``value`` as ONE record with kcat: a file argument is one message; kcat skips an
     empty file or line, so an empty or null value is sent as ``key:`` with ``-K:`` (``-Z``
     turns the empty value into NULL), the usual kcat idiom for tombstones."""
-    cmd: list[str | bytes] = [kcat, "-P", "-q", "-b", ledger.bootstrap, "-t", ledger.topic, "-p", "0",
-                              "-X", "message.max.bytes=2000000"]
+    cmd: list[str | bytes] = [
+        kcat,
+        "-P",
+        "-q",
+        "-b",
+        ledger.bootstrap,
+        "-t",
+        ledger.topic,
+        "-p",
+        "0",
+        "-X",
+        "message.max.bytes=2000000",
+    ]
     for header in headers:
         cmd += [b"-H", header]
     stdin = None
@@ -91,8 +109,9 @@ def poison_set(round_no: int) -> list[dict[str, object]]:
     ]
 
 
-def test_poison_records_from_kcat_become_rejected_entries(led: Ledger, chainers: Chainers,
-                                                          tmp_path: Path) -> None:
+def test_poison_records_from_kcat_become_rejected_entries(
+    led: Ledger, chainers: Chainers, tmp_path: Path
+) -> None:
     kcat = require_kcat()
     r = rng("poison")
     started = time.monotonic()
@@ -103,8 +122,13 @@ def test_poison_records_from_kcat_become_rejected_entries(led: Ledger, chainers:
     with EventStream(led, EVENTS, chunk=200, pause=scaled(0.05, 0.02)) as stream:
         for round_no in range(ROUNDS):
             for poison in poison_set(round_no):
-                kcat_produce(kcat, led, poison["value"], tmp_path,  # type: ignore[arg-type]
-                             headers=poison.get("headers", ()))  # type: ignore[arg-type]
+                kcat_produce(
+                    kcat,
+                    led,
+                    poison["value"],
+                    tmp_path,  # type: ignore[arg-type]
+                    headers=poison.get("headers", ()),
+                )  # type: ignore[arg-type]
                 poisons.append(poison)
                 time.sleep(r.uniform(0.0, 0.2))
             # A valid event with junk headers is still an event.
@@ -122,19 +146,27 @@ def test_poison_records_from_kcat_become_rejected_entries(led: Ledger, chainers:
 
     check = check_ledger(led, stream.acked | set(valid_with_junk))
     with led.app() as conn:
-        rows = conn.execute("SELECT kafka_offset, payload, reject_reason FROM audit_entries"
-                            " WHERE kind = 'rejected' ORDER BY seq").fetchall()
+        rows = conn.execute(
+            "SELECT kafka_offset, payload, reject_reason FROM audit_entries"
+            " WHERE kind = 'rejected' ORDER BY seq"
+        ).fetchall()
     payloads = [None if row[1] is None else bytes(row[1]) for row in rows]
     located = [poison["name"] for poison in poisons if poison["value"] in payloads]
     listed = led.cli("log", "--rejected", "--json", "--limit", "100000")
     listed_offsets = [json.loads(line)["kafka_offset"] for line in listed.stdout.splitlines()]
     human = led.cli("log", "--rejected", "--limit", "100000")
-    record_result("poison records (kcat)", runs=ROUNDS, events=EVENTS, check=check,
-                  wall_s=time.monotonic() - started,
-                  detected=f"{len(rows)} rejected of {len(poisons)} poison records, "
-                           f"{len(listed_offsets)} listed by log --rejected",
-                  catch_up_after_last_record_s=round(catch_up_s, 1), chainer=stats,
-                  reasons=sorted({re.sub(r"\b[0-9a-f]{16}\b", "<fp>", str(row[2])) for row in rows}))
+    record_result(
+        "poison records (kcat)",
+        runs=ROUNDS,
+        events=EVENTS,
+        check=check,
+        wall_s=time.monotonic() - started,
+        detected=f"{len(rows)} rejected of {len(poisons)} poison records, "
+        f"{len(listed_offsets)} listed by log --rejected",
+        catch_up_after_last_record_s=round(catch_up_s, 1),
+        chainer=stats,
+        reasons=sorted({re.sub(r"\b[0-9a-f]{16}\b", "<fp>", str(row[2])) for row in rows}),
+    )
     assert not check.problems(), check.problems()
     assert check.kinds == {"event": EVENTS + ROUNDS, "rejected": len(poisons)}
     assert stats["rejected"] == len(poisons)

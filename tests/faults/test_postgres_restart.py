@@ -30,7 +30,8 @@ MODES = scaled(["fast", "immediate"], ["fast", "immediate"] * 3)
 
 
 def test_postgres_restarts_while_chaining_lose_and_duplicate_nothing(
-        led: Ledger, chainers: Chainers, services: Services) -> None:
+    led: Ledger, chainers: Chainers, services: Services
+) -> None:
     r = rng("postgres-restart")
     started = time.monotonic()
     watch = Watch(led)
@@ -48,12 +49,20 @@ def test_postgres_restarts_while_chaining_lose_and_duplicate_nothing(
             time.sleep(down)
             services.pg.start()
             up_at = time.monotonic()
-            wait_for(lambda s=seq_before: watch.head()[0] > s, 120,  # type: ignore[misc]
-                     f"the chainer to resume after a {mode} shutdown")
+            wait_for(
+                lambda s=seq_before: watch.head()[0] > s,
+                120,  # type: ignore[misc]
+                f"the chainer to resume after a {mode} shutdown",
+            )
             assert chainer.alive(), f"the chainer exited after a {mode} shutdown: {chainer.stderr}"
-            outages.append({"mode": mode, "down_s": round(down, 1),
-                            "resumed_after_up_s": round(time.monotonic() - up_at, 1),
-                            "seq_at_shutdown": seq_before})
+            outages.append(
+                {
+                    "mode": mode,
+                    "down_s": round(down, 1),
+                    "resumed_after_up_s": round(time.monotonic() - up_at, 1),
+                    "seq_at_shutdown": seq_before,
+                }
+            )
         stream.wait(600)
     wait_for(watch.caught_up, scaled(60, 300), "the chainer to seal every record")
     assert chainer.alive(), chainer.stderr
@@ -61,12 +70,18 @@ def test_postgres_restarts_while_chaining_lose_and_duplicate_nothing(
     stats = chainer.stats()
     watch.close()
     check = check_ledger(led, stream.acked)
-    record_result("PostgreSQL restart (fast, immediate) while chaining", runs=len(MODES),
-                  events=EVENTS, check=check, wall_s=time.monotonic() - started,
-                  detected=f"{stats['takeovers'] - 1} resumptions from the stored head, "
-                           f"{stats['store_retries']} reconnect retries",
-                  resumed_after_up_s_max=max(o["resumed_after_up_s"] for o in outages),  # type: ignore[type-var]
-                  outages=outages, chainer=stats)
+    record_result(
+        "PostgreSQL restart (fast, immediate) while chaining",
+        runs=len(MODES),
+        events=EVENTS,
+        check=check,
+        wall_s=time.monotonic() - started,
+        detected=f"{stats['takeovers'] - 1} resumptions from the stored head, "
+        f"{stats['store_retries']} reconnect retries",
+        resumed_after_up_s_max=max(o["resumed_after_up_s"] for o in outages),  # type: ignore[type-var]
+        outages=outages,
+        chainer=stats,
+    )
     assert not check.problems(), check.problems()
     assert check.kinds == {"event": EVENTS}
     # Each outage was noticed and recovered from by the same process.

@@ -46,15 +46,27 @@ def verify(ledger: Ledger, *extra: str, expect: int = 0, env: dict[str, str] | N
 
 def offline(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """`baldur-audit ARGS` with no database, no Kafka and no HMAC key in reach."""
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), "BALDUR_STATE_DIR": str(cwd / "none"),
-           "BALDUR_SQL_DSN": "postgresql://nobody@127.0.0.1:1/none",
-           "BALDUR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
-    return subprocess.run([sys.executable, "-m", "baldur_audit.consumers", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=60, check=False)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(cwd),
+        "BALDUR_STATE_DIR": str(cwd / "none"),
+        "BALDUR_SQL_DSN": "postgresql://nobody@127.0.0.1:1/none",
+        "BALDUR_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "baldur_audit.consumers", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
-def test_bundles_check_offline_after_the_database_and_topics_are_gone(witnessed: Ledger,
-                                                                       tmp_path: Path) -> None:
+def test_bundles_check_offline_after_the_database_and_topics_are_gone(
+    witnessed: Ledger, tmp_path: Path
+) -> None:
     led = witnessed
     led.produce_events(30)
     assert chain(led, "--batch-size", "10")["sealed"] == 30
@@ -75,6 +87,7 @@ def test_bundles_check_offline_after_the_database_and_topics_are_gone(witnessed:
     from confluent_kafka.admin import AdminClient
 
     from tests.support.stack import ADMIN_DSN
+
     with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE "{led.dbname}" WITH (FORCE)')
     AdminClient({"bootstrap.servers": led.bootstrap}).delete_topics([led.topic, f"{led.topic}.checkpoints"])
@@ -91,11 +104,12 @@ def test_bundles_check_offline_after_the_database_and_topics_are_gone(witnessed:
     places = [text.index('"actor"') + 10, text.index("\\u2014") + 60, text.index('"hashes"') + 20]
     for position in places:
         flipped = tmp_path / f"flipped-{position}.json"
-        flipped.write_bytes(data[:position] + bytes([data[position] ^ 0x01]) + data[position + 1:])
+        flipped.write_bytes(data[:position] + bytes([data[position] ^ 0x01]) + data[position + 1 :])
         done = offline("check-proof", flipped.name, "--public-key", "ledger.pub", cwd=tmp_path)
         assert done.returncode == 1 and done.stdout.startswith("INVALID: "), (position, done.stdout)
 
     from baldur_audit.schemas.checkpoint import CheckpointSigner
+
     stranger = CheckpointSigner.from_seed("someone-else", bytes(32)).verifier_key()
     (tmp_path / "stranger.pub").write_text(stranger + "\n")
     done = offline("check-proof", "bundle.json", "--public-key", "stranger.pub", cwd=tmp_path)
@@ -105,12 +119,15 @@ def test_bundles_check_offline_after_the_database_and_topics_are_gone(witnessed:
 def _roll_back(led: Ledger, keep: int) -> None:
     with led.admin() as conn:
         conn.execute(f"DELETE FROM audit_entries WHERE seq > {keep}")
-        conn.execute(f"UPDATE chain_head SET last_seq = {keep}, last_offset = kafka_offset,"
-                     f" last_link = link FROM audit_entries WHERE audit_entries.seq = {keep}")
+        conn.execute(
+            f"UPDATE chain_head SET last_seq = {keep}, last_offset = kafka_offset,"
+            f" last_link = link FROM audit_entries WHERE audit_entries.seq = {keep}"
+        )
 
 
 def test_a_truncated_tail_with_the_head_rolled_back_is_found_by_the_witness(
-        witnessed: Ledger, tmp_path: Path) -> None:
+    witnessed: Ledger, tmp_path: Path
+) -> None:
     led = witnessed
     worm, state = tmp_path / "worm", tmp_path / "verifier.state"
     led.env["BALDUR_CHECKPOINT_DIR"] = str(worm)
@@ -123,8 +140,10 @@ def test_a_truncated_tail_with_the_head_rolled_back_is_found_by_the_witness(
     _roll_back(led, 37)
     report = verify(led, expect=1)
     assert (report["first_break"]["seq"], report["first_break"]["kind"]) == (38, "missing")
-    assert "ends at seq 37" in report["first_break"]["detail"] and "covers 40 entries" in \
-        report["first_break"]["detail"]
+    assert (
+        "ends at seq 37" in report["first_break"]["detail"]
+        and "covers 40 entries" in report["first_break"]["detail"]
+    )
     assert report["witness"]["status"] == "mismatch"
     assert verify(led, "--no-witness")["intact"] is True  # the walk alone cannot see it
     remembered = verify(led, "--no-witness", "--state", str(state), expect=1)
@@ -136,7 +155,8 @@ def test_a_truncated_tail_with_the_head_rolled_back_is_found_by_the_witness(
 
 
 def test_a_suffix_relinked_by_a_key_holder_is_located_between_witnessed_checkpoints(
-        witnessed: Ledger, tmp_path: Path) -> None:
+    witnessed: Ledger, tmp_path: Path
+) -> None:
     from baldur_audit.consumers.chain_keys import parse_key
     from baldur_audit.consumers.postgres.rows import ENTRY_COLUMNS, copy_data
     from baldur_audit.schemas.chain import ChainHead, Sealer, SigningKey, TopicRecord
@@ -150,20 +170,30 @@ def test_a_suffix_relinked_by_a_key_holder_is_located_between_witnessed_checkpoi
     verify(led, "--state", str(state))
     with led.admin() as conn:
         head = conn.execute("SELECT kafka_offset, link FROM audit_entries WHERE seq = 24").fetchone()
-        rows = conn.execute("SELECT kafka_offset, floor(extract(epoch FROM kafka_timestamp) * 1000)::int8,"
-                            " payload FROM audit_entries WHERE seq >= 25 ORDER BY seq").fetchall()
+        rows = conn.execute(
+            "SELECT kafka_offset, floor(extract(epoch FROM kafka_timestamp) * 1000)::int8,"
+            " payload FROM audit_entries WHERE seq >= 25 ORDER BY seq"
+        ).fetchall()
         records = [TopicRecord(led.topic, 0, offset, ms, payload) for offset, ms, payload in rows]
-        records[0] = TopicRecord(led.topic, 0, rows[0][0], rows[0][1],
-                                 encode_event(make_event(99, actor="mallory")))
-        sealer = Sealer(key=SigningKey.derive(parse_key(TEST_KEY)),
-                        head=ChainHead(24, head[0], bytes(head[1])), schemas=KNOWN_SCHEMAS)
+        records[0] = TopicRecord(
+            led.topic, 0, rows[0][0], rows[0][1], encode_event(make_event(99, actor="mallory"))
+        )
+        sealer = Sealer(
+            key=SigningKey.derive(parse_key(TEST_KEY)),
+            head=ChainHead(24, head[0], bytes(head[1])),
+            schemas=KNOWN_SCHEMAS,
+        )
         forged = sealer.seal_batch(records, lambda ids: {})
         conn.execute("DELETE FROM audit_entries WHERE seq >= 25")
-        with conn.cursor() as cur, cur.copy(f"COPY audit_entries ({', '.join(ENTRY_COLUMNS)})"
-                                            " FROM STDIN (FORMAT BINARY)") as copy:
+        with (
+            conn.cursor() as cur,
+            cur.copy(f"COPY audit_entries ({', '.join(ENTRY_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy,
+        ):
             copy.write(copy_data(forged))
-        conn.execute("UPDATE chain_head SET last_seq = 40, last_offset = %s, last_link = %s",
-                     (forged[-1].record.offset, forged[-1].link))
+        conn.execute(
+            "UPDATE chain_head SET last_seq = 40, last_offset = %s, last_link = %s",
+            (forged[-1].record.offset, forged[-1].link),
+        )
 
     assert verify(led, "--no-witness")["intact"] is True  # the key holder re-linked everything
     report = verify(led, expect=1)
@@ -193,18 +223,31 @@ def test_a_changed_stored_tree_is_found_and_no_bundle_is_made_from_it(witnessed:
     assert report["first_break"]["kind"] == "modified" and "merkle_nodes" in report["first_break"]["detail"]
     with led.app() as conn:  # and the application role cannot do it
         import psycopg
-        for statement in ("UPDATE merkle_nodes SET hash = hash", "DELETE FROM checkpoints",
-                          "TRUNCATE merkle_nodes", "UPDATE merkle_tree SET size = 0"):
+
+        for statement in (
+            "UPDATE merkle_nodes SET hash = hash",
+            "DELETE FROM checkpoints",
+            "TRUNCATE merkle_nodes",
+            "UPDATE merkle_tree SET size = 0",
+        ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
 
 
 def test_checkpoint_failures_never_stop_sealing_and_unknown_keys_are_unverifiable(
-        witnessed: Ledger, tmp_path: Path) -> None:
+    witnessed: Ledger, tmp_path: Path
+) -> None:
     led = witnessed
     led.produce_events(12)
-    failing = led.cli("chain", "--until-idle", "1", "--session-timeout", "3", "--json",
-                      extra_env={"BALDUR_WITNESS_TOPIC": "not a valid topic!"})
+    failing = led.cli(
+        "chain",
+        "--until-idle",
+        "1",
+        "--session-timeout",
+        "3",
+        "--json",
+        extra_env={"BALDUR_WITNESS_TOPIC": "not a valid topic!"},
+    )
     assert failing.returncode == 0 and json.loads(failing.stdout)["sealed"] == 12
     assert "checkpoint failed, retrying in" in failing.stderr
     production = led.cli("chain", "--until-idle", "1", extra_env={"BALDUR_ENV": "production"})
@@ -214,8 +257,10 @@ def test_checkpoint_failures_never_stop_sealing_and_unknown_keys_are_unverifiabl
     assert made["size"] == 12 and made["leaves_appended"] == 0  # the failed attempt built the tree
     assert "PRIVATE" not in json.dumps(made)
     dev_pub = led.cli("keys", "public").stdout.splitlines()[1]
-    other = {"BALDUR_SECRETS_CHECKPOINT_KEY": "hex:" + "42" * 32,
-             "BALDUR_STATE_DIR": str(tmp_path / "elsewhere")}
+    other = {
+        "BALDUR_SECRETS_CHECKPOINT_KEY": "hex:" + "42" * 32,
+        "BALDUR_STATE_DIR": str(tmp_path / "elsewhere"),
+    }
     report = verify(led, expect=2, env=other)  # a key we do not hold: cannot tell, not tampered
     assert report["intact"] is True and report["witness"]["status"] == "unverifiable"
     rotated = verify(led, env={**other, "BALDUR_CHECKPOINT_PUBLIC_KEYS": dev_pub})

@@ -19,8 +19,9 @@ def topic_bytes(ledger: Ledger) -> bytes:
     """Every value and header byte in the ledger's topic."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "emit-test-reader",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": BOOTSTRAP, "group.id": "emit-test-reader", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition(ledger.topic, 0, 0)])
     found = b""
     for _ in range(20):
@@ -29,18 +30,34 @@ def topic_bytes(ledger: Ledger) -> bytes:
             break
         for message in messages:
             found += (message.value() or b"") + b"".join(
-                (value or b"") for _, value in (message.headers() or []))
+                (value or b"") for _, value in (message.headers() or [])
+            )
     consumer.close()
     return found
 
 
 def test_emit_from_options_seals_a_redacted_masked_event(ledger: Ledger) -> None:
-    done = ledger.cli("emit", "--actor", "alice", "--action", "update", "--target", "db.dsn",
-                      "--before", json.dumps({"password": SENTINEL}),
-                      "--after", f"postgresql://app:{SENTINEL}@db2/app",
-                      "--reason", f"rotate; token={SENTINEL}", "--client-ip", "192.168.77.12",
-                      "--trace-id", "4bf92f3577b34da6a3ce929d0e0e4736",
-                      "--attribute", "ticket=OPS-1")
+    done = ledger.cli(
+        "emit",
+        "--actor",
+        "alice",
+        "--action",
+        "update",
+        "--target",
+        "db.dsn",
+        "--before",
+        json.dumps({"password": SENTINEL}),
+        "--after",
+        f"postgresql://app:{SENTINEL}@db2/app",
+        "--reason",
+        f"rotate; token={SENTINEL}",
+        "--client-ip",
+        "192.168.77.12",
+        "--trace-id",
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "--attribute",
+        "ticket=OPS-1",
+    )
     assert done.returncode == 0, done.stderr
     event_id = done.stdout.strip()
     assert len(event_id) == 36
@@ -58,17 +75,26 @@ def test_emit_from_options_seals_a_redacted_masked_event(ledger: Ledger) -> None
     assert b"192.168.77.12" not in topic_bytes(ledger)
     with ledger.admin() as conn:
         dump = conn.execute("SELECT string_agg(t::text, '|') FROM audit_entries t").fetchone()[0]
-        payloads = conn.execute("SELECT string_agg(encode(payload, 'escape'), '|')"
-                                " FROM audit_entries").fetchone()[0]
+        payloads = conn.execute(
+            "SELECT string_agg(encode(payload, 'escape'), '|') FROM audit_entries"
+        ).fetchone()[0]
     assert SENTINEL not in dump and SENTINEL not in payloads
     assert "192.168.77.12" not in dump
     assert ledger.cli_json("verify")["intact"] is True
 
 
 def test_emit_file_sends_all_lines_or_none(ledger: Ledger, tmp_path) -> None:
-    good = [{"actor": "ci-bot", "actor_type": "service", "action": "apply",
-             "target": f"k8s/deploy/web-{i}", "after": {"image": f"web:{i}"},
-             "source": "scheduler"} for i in range(5)]
+    good = [
+        {
+            "actor": "ci-bot",
+            "actor_type": "service",
+            "action": "apply",
+            "target": f"k8s/deploy/web-{i}",
+            "after": {"image": f"web:{i}"},
+            "source": "scheduler",
+        }
+        for i in range(5)
+    ]
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(json.dumps(item) for item in good) + "\n")
     done = ledger.cli("emit", "--file", str(path))
@@ -82,9 +108,11 @@ def test_emit_file_sends_all_lines_or_none(ledger: Ledger, tmp_path) -> None:
     assert done.returncode == 2
     assert "line 3" in done.stderr and "action" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
-    for broken, expected in (("{not json", "line 1"), ('{"actor": "a"}', "line 1"),
-                             ('{"actor":"a","action":"update","target":"t","colour":1}',
-                              "unknown key")):
+    for broken, expected in (
+        ("{not json", "line 1"),
+        ('{"actor": "a"}', "line 1"),
+        ('{"actor":"a","action":"update","target":"t","colour":1}', "unknown key"),
+    ):
         path.write_text(broken + "\n")
         done = ledger.cli("emit", "--file", str(path))
         assert done.returncode == 2 and expected in done.stderr, done.stderr
@@ -92,11 +120,12 @@ def test_emit_file_sends_all_lines_or_none(ledger: Ledger, tmp_path) -> None:
 
 
 def test_emit_usage_errors_exit_2_in_one_line(ledger: Ledger) -> None:
-    for args in (("emit",), ("emit", "--actor", "a", "--action", "update"),
-                 ("emit", "--actor", "a", "--action", "update", "--target", "t",
-                  "--trace-id", "xyz"),
-                 ("emit", "--actor", "a", "--action", "update", "--target", "t",
-                  "--source", "carrier-pigeon")):
+    for args in (
+        ("emit",),
+        ("emit", "--actor", "a", "--action", "update"),
+        ("emit", "--actor", "a", "--action", "update", "--target", "t", "--trace-id", "xyz"),
+        ("emit", "--actor", "a", "--action", "update", "--target", "t", "--source", "carrier-pigeon"),
+    ):
         done = ledger.cli(*args)
         assert done.returncode == 2, (args, done.stderr)
         assert "Traceback" not in done.stderr
@@ -104,19 +133,32 @@ def test_emit_usage_errors_exit_2_in_one_line(ledger: Ledger) -> None:
 
 
 def test_emit_with_kafka_down_fails_loudly(ledger: Ledger) -> None:
-    done = ledger.cli("--bootstrap", "127.0.0.1:1", "emit", "--actor", "a", "--action",
-                      "update", "--target", "t", "--timeout", "2")
+    done = ledger.cli(
+        "--bootstrap",
+        "127.0.0.1:1",
+        "emit",
+        "--actor",
+        "a",
+        "--action",
+        "update",
+        "--target",
+        "t",
+        "--timeout",
+        "2",
+    )
     assert done.returncode == 2
     assert "not acknowledged" in done.stderr
 
 
-@pytest.mark.parametrize(("content", "expected"), [
-    (b'{"actor":"a","action":"update","target":"t"}\n\xff\xfe\n', "line 2: not valid UTF-8"),
-    (b"[" * 100_000 + b"\n", "line 1"),
-    (b'{"actor":"a","action":"update","target":"t","after":NaN}\n', "line 1"),
-    (b'{"actor":"a","action":"update","target":"t","after":"x","attributes":{"k":1}}\n',
-     "line 1"),
-])
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'{"actor":"a","action":"update","target":"t"}\n\xff\xfe\n', "line 2: not valid UTF-8"),
+        (b"[" * 100_000 + b"\n", "line 1"),
+        (b'{"actor":"a","action":"update","target":"t","after":NaN}\n', "line 1"),
+        (b'{"actor":"a","action":"update","target":"t","after":"x","attributes":{"k":1}}\n', "line 1"),
+    ],
+)
 def test_emit_file_hostile_lines(ledger: Ledger, tmp_path, content: bytes, expected: str) -> None:
     path = tmp_path / "hostile.jsonl"
     path.write_bytes(content)

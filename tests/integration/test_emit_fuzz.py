@@ -34,18 +34,32 @@ pytestmark = pytest.mark.integration
 
 #: Every planted secret starts so (tests/support/fuzz.py SECRET).
 SECRET_PREFIX = b"S3cr"
-COLUMNS = ("event_id", "kind", "actor", "actor_type", "action", "target", "before", "after",
-           "reason", "source", "trace_id", "client_ip", "attributes", "payload")
+COLUMNS = (
+    "event_id",
+    "kind",
+    "actor",
+    "actor_type",
+    "action",
+    "target",
+    "before",
+    "after",
+    "reason",
+    "source",
+    "trace_id",
+    "client_ip",
+    "attributes",
+    "payload",
+)
 
 
 def topic_end(ledger: Ledger) -> int:
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": ledger.bootstrap, "group.id": "fuzz-emit-probe",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": ledger.bootstrap, "group.id": "fuzz-emit-probe", "enable.auto.commit": False}
+    )
     try:
-        return int(consumer.get_watermark_offsets(TopicPartition(ledger.topic, 0),
-                                                  timeout=10)[1])
+        return int(consumer.get_watermark_offsets(TopicPartition(ledger.topic, 0), timeout=10)[1])
     finally:
         consumer.close()
 
@@ -54,8 +68,9 @@ def topic_bytes(ledger: Ledger) -> bytes:
     """Every value and header byte in the ledger's topic."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": ledger.bootstrap, "group.id": "fuzz-emit-reader",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": ledger.bootstrap, "group.id": "fuzz-emit-reader", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition(ledger.topic, 0, 0)])
     found = []
     for _ in range(30):
@@ -63,8 +78,9 @@ def topic_bytes(ledger: Ledger) -> bytes:
         if not messages:
             break
         for message in messages:
-            found.append((message.value() or b"") + b"".join(
-                value or b"" for _, value in message.headers() or []))
+            found.append(
+                (message.value() or b"") + b"".join(value or b"" for _, value in message.headers() or [])
+            )
     consumer.close()
     return b"".join(found)
 
@@ -106,11 +122,16 @@ def emit_until_sent(ledger: Ledger, file: JsonlFile, path: Path) -> list[str]:
     return done.stdout.split()
 
 
-@settings(max_examples=3 * (FAULTS_SCALE if FAULTS else 1), deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.data_too_large])
-@given(file=jsonl_file(min_lines=6, max_lines=16,
-                       kinds=("good", "good", "good", "blank", "bad", "bad")))
+@settings(
+    max_examples=3 * (FAULTS_SCALE if FAULTS else 1),
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
+@given(file=jsonl_file(min_lines=6, max_lines=16, kinds=("good", "good", "good", "blank", "bad", "bad")))
 def test_every_line_is_named_as_bad_or_sealed_as_sent(ledger: Ledger, file: JsonlFile) -> None:
     # One ledger for all examples: each example's rows are those after the current head.
     with ledger.app() as conn:
@@ -122,8 +143,9 @@ def test_every_line_is_named_as_bad_or_sealed_as_sent(ledger: Ledger, file: Json
     chained = ledger.cli_json("chain", "--until-idle", "1")
     assert chained["events"] == len(file.good) and chained["rejected"] == 0, chained
     with ledger.app() as conn:
-        rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM audit_entries WHERE seq > %s "
-                            "ORDER BY seq", (head,)).fetchall()
+        rows = conn.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM audit_entries WHERE seq > %s ORDER BY seq", (head,)
+        ).fetchall()
     assert len(rows) == len(file.good)
     for item, event_id, values in zip(file.good, ids, rows, strict=True):
         row: dict[str, Any] = dict(zip(COLUMNS, values, strict=True))
@@ -132,16 +154,39 @@ def test_every_line_is_named_as_bad_or_sealed_as_sent(ledger: Ledger, file: Json
         assert sealed_fields(bytes(row["payload"])) == expected  # the exact sealed bytes
         for name in ("before", "after"):  # jsonb: compared as values
             assert as_decimals(row[name]) == as_decimals(
-                None if expected[name] is None else json.loads(expected[name]))
+                None if expected[name] is None else json.loads(expected[name])
+            )
         assert row["attributes"] == expected["attributes"]
-        assert {name: row[name] for name in ("actor", "actor_type", "action", "target", "reason",
-                                             "source", "trace_id", "client_ip")} == {
-            name: expected[name] for name in ("actor", "actor_type", "action", "target",
-                                              "reason", "source", "trace_id", "client_ip")}
+        assert {
+            name: row[name]
+            for name in (
+                "actor",
+                "actor_type",
+                "action",
+                "target",
+                "reason",
+                "source",
+                "trace_id",
+                "client_ip",
+            )
+        } == {
+            name: expected[name]
+            for name in (
+                "actor",
+                "actor_type",
+                "action",
+                "target",
+                "reason",
+                "source",
+                "trace_id",
+                "client_ip",
+            )
+        }
 
     assert SECRET_PREFIX not in topic_bytes(ledger)
     with ledger.admin() as conn:
-        dump = conn.execute("SELECT coalesce(string_agg(t::text, '|'), '') "
-                            "FROM audit_entries t").fetchone()[0]
+        dump = conn.execute("SELECT coalesce(string_agg(t::text, '|'), '') FROM audit_entries t").fetchone()[
+            0
+        ]
     assert SECRET_PREFIX.decode() not in dump
     assert ledger.cli_json("verify")["intact"] is True

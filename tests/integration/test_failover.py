@@ -20,10 +20,22 @@ SESSION = "3"
 
 
 def start_chainer(ledger: Ledger) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "baldur_audit.consumers", "chain",
-                             "--session-timeout", SESSION, "--batch-size", "200"],
-                            env=ledger.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "baldur_audit.consumers",
+            "chain",
+            "--session-timeout",
+            SESSION,
+            "--batch-size",
+            "200",
+        ],
+        env=ledger.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(predicate, timeout: float, what: str):  # noqa: ANN001, ANN201
@@ -62,7 +74,8 @@ def chainers(ledger: Ledger) -> Iterator[list[subprocess.Popen[str]]]:
 
 
 def test_standby_takes_over_after_kill_9_and_nothing_is_lost(
-        ledger: Ledger, chainers: list[subprocess.Popen[str]]) -> None:
+    ledger: Ledger, chainers: list[subprocess.Popen[str]]
+) -> None:
     ledger.produce_events(50)
     wait_for(lambda: ledger.cli_json("status")["head"]["seq"] == 50, 60, "the first 50 sealed")
     victim = wait_for(lambda: active_pid(ledger), 30, "an active chainer")
@@ -70,8 +83,7 @@ def test_standby_takes_over_after_kill_9_and_nothing_is_lost(
     os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
     ledger.produce_events(50, start=50)
-    wait_for(lambda: ledger.cli_json("status")["head"]["seq"] == 100, 90,
-             "the standby to seal the next 50")
+    wait_for(lambda: ledger.cli_json("status")["head"]["seq"] == 100, 90, "the standby to seal the next 50")
     takeover = time.monotonic() - killed_at
     survivor = next(proc for proc in chainers if proc.pid != victim)
     assert survivor.poll() is None
@@ -82,14 +94,18 @@ def test_standby_takes_over_after_kill_9_and_nothing_is_lost(
 
 
 def test_paused_chainer_is_fenced_when_it_wakes_up(
-        ledger: Ledger, chainers: list[subprocess.Popen[str]]) -> None:
+    ledger: Ledger, chainers: list[subprocess.Popen[str]]
+) -> None:
     ledger.produce_events(20)
     wait_for(lambda: ledger.cli_json("status")["head"]["seq"] == 20, 60, "the first 20 sealed")
     paused = wait_for(lambda: active_pid(ledger), 30, "an active chainer")
     os.kill(paused, signal.SIGSTOP)
     ledger.produce_events(30, start=20)
-    wait_for(lambda: ledger.cli_json("status")["head"]["seq"] == 50, 90,
-             "the standby to take over while the active one is paused")
+    wait_for(
+        lambda: ledger.cli_json("status")["head"]["seq"] == 50,
+        90,
+        "the standby to take over while the active one is paused",
+    )
     ledger.produce_events(10, start=50)  # work the woken chainer may try to seal
     os.kill(paused, signal.SIGCONT)
     stale = next(proc for proc in chainers if proc.pid == paused)

@@ -24,8 +24,7 @@ B = SigningKey.derive(bytes.fromhex(KEY_B[4:]))
 NO_CHECKPOINTS = {"BALDUR_CHECKPOINT_EVERY": "0", "BALDUR_CHECKPOINT_INTERVAL": "0"}
 
 
-def run(ledger: Ledger, *args: str, env: dict[str, str] | None = None,
-        expect: int = 0) -> dict:
+def run(ledger: Ledger, *args: str, env: dict[str, str] | None = None, expect: int = 0) -> dict:
     done = ledger.cli(*args, "--json", extra_env={**NO_CHECKPOINTS, **(env or {})})
     assert done.returncode == expect, (args, done.returncode, done.stdout, done.stderr)
     for secret in (KEY_B[4:], TEST_KEY[4:]):
@@ -42,8 +41,7 @@ def key_ids(ledger: Ledger) -> list[str]:
         return [row[0] for row in conn.execute("SELECT key_id FROM audit_entries ORDER BY seq")]
 
 
-def test_rotation_old_entries_verify_with_old_keys_and_are_unverifiable_without(
-        ledger: Ledger) -> None:
+def test_rotation_old_entries_verify_with_old_keys_and_are_unverifiable_without(ledger: Ledger) -> None:
     ledger.produce_events(3)
     assert chain(ledger)["sealed"] == 3  # under A, the genesis key
     ledger.produce_events(2, start=3)
@@ -89,17 +87,26 @@ def _forge_from(ledger: Ledger, first_seq: int, key: SigningKey) -> None:
     prev = bytes(rows[0][8])
     with ledger.admin() as conn:
         for row in rows[1:]:
-            (seq, offset, kind, duplicate_of, value_null, _, digest, _, _, view_sha,
-             timestamp_ms) = row[:11]
-            prev = linker.link(prev, seq, offset, timestamp_ms, EntryKind.from_label(kind).code,
-                               duplicate_of, value_null, bytes(digest), bytes(view_sha))
-            conn.execute("UPDATE audit_entries SET key_id = %s, link = %s, view_digest = %s"
-                         " WHERE seq = %s", (key.key_id, prev, bytes(view_sha), seq))
+            (seq, offset, kind, duplicate_of, value_null, _, digest, _, _, view_sha, timestamp_ms) = row[:11]
+            prev = linker.link(
+                prev,
+                seq,
+                offset,
+                timestamp_ms,
+                EntryKind.from_label(kind).code,
+                duplicate_of,
+                value_null,
+                bytes(digest),
+                bytes(view_sha),
+            )
+            conn.execute(
+                "UPDATE audit_entries SET key_id = %s, link = %s, view_digest = %s WHERE seq = %s",
+                (key.key_id, prev, bytes(view_sha), seq),
+            )
         conn.execute("UPDATE chain_head SET last_link = %s WHERE id = 1", (prev,))
 
 
-def test_forward_security_ratchets_and_detects_old_epoch_forged_with_current_key(
-        ledger: Ledger) -> None:
+def test_forward_security_ratchets_and_detects_old_epoch_forged_with_current_key(ledger: Ledger) -> None:
     fs = {keys_settings.EPOCH_ENV: "2"}
     state = ledger.state_dir / keys_config.RATCHET_FILE
     ledger.produce_events(5)
@@ -140,7 +147,8 @@ def test_forward_security_chainer_refuses_a_ratchet_of_another_ledger(ledger: Le
     state = ledger.state_dir / keys_config.RATCHET_FILE
     state.parent.mkdir(parents=True, exist_ok=True)
     keys_config.RatchetState(state).save(B.key_id, EpochRatchet(B, epoch=0, epoch_entries=2))
-    done = ledger.cli("chain", "--until-idle", "1",
-                      extra_env={**NO_CHECKPOINTS, keys_settings.EPOCH_ENV: "2"})
+    done = ledger.cli(
+        "chain", "--until-idle", "1", extra_env={**NO_CHECKPOINTS, keys_settings.EPOCH_ENV: "2"}
+    )
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "genesis key" in done.stderr and "Traceback" not in done.stderr

@@ -33,11 +33,17 @@ def test_end_to_end_seals_every_record_once_and_verifies(ledger: Ledger) -> None
     assert report["intact"] is True and report["first_break"] is None
     assert report["entries"] == N and report["head"]["seq"] == N
     replay = ledger.cli_json("replay")
-    assert replay == {**replay, "consistent": True, "topic_records": N, "ledger_entries": N,
-                      "first_divergence": None}
+    assert replay == {
+        **replay,
+        "consistent": True,
+        "topic_records": N,
+        "ledger_entries": N,
+        "first_divergence": None,
+    }
     with ledger.app() as conn:
-        rows = conn.execute("SELECT seq, kafka_offset, event_id, kind FROM audit_entries"
-                            " ORDER BY seq").fetchall()
+        rows = conn.execute(
+            "SELECT seq, kafka_offset, event_id, kind FROM audit_entries ORDER BY seq"
+        ).fetchall()
     assert [r[0] for r in rows] == list(range(1, N + 1))
     assert [r[1] for r in rows] == list(range(N))
     assert [r[2] for r in rows] == ids
@@ -51,8 +57,12 @@ def test_resumes_from_postgres_not_from_kafka_committed_offset(ledger: Ledger) -
     # An operator moves the group's committed offset back to the start...
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": ledger.env["BALDUR_KAFKA_BOOTSTRAP"],
-                         "group.id": ledger.env["BALDUR_CHAINER_GROUP"]})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": ledger.env["BALDUR_KAFKA_BOOTSTRAP"],
+            "group.id": ledger.env["BALDUR_CHAINER_GROUP"],
+        }
+    )
     consumer.commit(offsets=[TopicPartition(ledger.topic, 0, 0)], asynchronous=False)
     consumer.close()
     ledger.produce_events(5, start=100)
@@ -67,16 +77,22 @@ def test_rejected_and_duplicate_entries_account_for_every_offset(ledger: Ledger)
 
     event = make_event(7)
     good = encode_event(event)
-    ledger.produce_raw([good, b"garbage", good[:-3], None, b"", good,
-                        b"\xc3\x01" + bytes(8) + b"x"])
+    ledger.produce_raw([good, b"garbage", good[:-3], None, b"", good, b"\xc3\x01" + bytes(8) + b"x"])
     stats = chain(ledger)
-    assert (stats["sealed"], stats["events"], stats["rejected"], stats["duplicates"]) == \
-        (7, 1, 5, 1)
+    assert (stats["sealed"], stats["events"], stats["rejected"], stats["duplicates"]) == (7, 1, 5, 1)
     with ledger.app() as conn:
-        rows = conn.execute("SELECT seq, kind, duplicate_of, reject_reason, payload IS NULL"
-                            " FROM audit_entries ORDER BY seq").fetchall()
-    assert [r[1] for r in rows] == ["event", "rejected", "rejected", "rejected", "rejected",
-                                    "duplicate", "rejected"]
+        rows = conn.execute(
+            "SELECT seq, kind, duplicate_of, reject_reason, payload IS NULL FROM audit_entries ORDER BY seq"
+        ).fetchall()
+    assert [r[1] for r in rows] == [
+        "event",
+        "rejected",
+        "rejected",
+        "rejected",
+        "rejected",
+        "duplicate",
+        "rejected",
+    ]
     assert rows[5][2] == 1
     assert rows[3][4] is True and "null" in rows[3][3]
     assert "unknown writer schema" in rows[6][3]
@@ -86,19 +102,20 @@ def test_rejected_and_duplicate_entries_account_for_every_offset(ledger: Ledger)
     assert listed.returncode == 0
     assert len(listed.stdout.splitlines()) == 5
     events = ledger.cli("log", "--json")
-    assert [json.loads(line)["event_id"] for line in events.stdout.splitlines()] == \
-        [str(event.event_id)]
+    assert [json.loads(line)["event_id"] for line in events.stdout.splitlines()] == [str(event.event_id)]
 
 
 def test_database_refuses_update_delete_truncate_for_the_application_role(ledger: Ledger) -> None:
     import psycopg
 
     sealed(ledger, 3)
-    for statement in ("UPDATE audit_entries SET actor = 'mallory' WHERE seq = 1",
-                      "DELETE FROM audit_entries WHERE seq = 1",
-                      "TRUNCATE audit_entries",
-                      "DELETE FROM writer_schemas",
-                      "UPDATE ledger_meta SET ledger_id = 'x'"):
+    for statement in (
+        "UPDATE audit_entries SET actor = 'mallory' WHERE seq = 1",
+        "DELETE FROM audit_entries WHERE seq = 1",
+        "TRUNCATE audit_entries",
+        "DELETE FROM writer_schemas",
+        "UPDATE ledger_meta SET ledger_id = 'x'",
+    ):
         with ledger.app() as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(statement)
     assert ledger.cli_json("verify")["entries"] == 3
@@ -109,68 +126,139 @@ def _swap_rows(a: int, b: int) -> str:
     from baldur_audit.consumers.postgres.rows import ENTRY_COLUMNS
 
     rest = ", ".join(ENTRY_COLUMNS[1:])
-    return (f"CREATE TEMP TABLE swapped AS SELECT * FROM audit_entries WHERE seq IN ({a}, {b});"
-            f"DELETE FROM audit_entries WHERE seq IN ({a}, {b});"
-            f"INSERT INTO audit_entries (seq, {rest})"
-            f" SELECT CASE seq WHEN {a} THEN {b} ELSE {a} END, {rest}"
-            " FROM swapped")
+    return (
+        f"CREATE TEMP TABLE swapped AS SELECT * FROM audit_entries WHERE seq IN ({a}, {b});"
+        f"DELETE FROM audit_entries WHERE seq IN ({a}, {b});"
+        f"INSERT INTO audit_entries (seq, {rest})"
+        f" SELECT CASE seq WHEN {a} THEN {b} ELSE {a} END, {rest}"
+        " FROM swapped"
+    )
 
 
 # -- tampering: (name, SQL run as superuser with triggers off, verify's answer, replay's) ---------
 MID = 17
 SWAP = _swap_rows(MID, MID + 5)
 TAMPERING = [
-    ("actor", f"UPDATE audit_entries SET actor = 'mallory' WHERE seq = {MID}",
-     (MID, "modified"), (MID, "modified")),
-    ("target", f"UPDATE audit_entries SET target = 'svc.other' WHERE seq = {MID}",
-     (MID, "modified"), (MID, "modified")),
-    ("before", f"UPDATE audit_entries SET before = '{{\"timeout_ms\": 1}}' WHERE seq = {MID}",
-     (MID, "modified"), (MID, "modified")),
-    ("after", f"UPDATE audit_entries SET after = 'null'::json WHERE seq = {MID}",
-     (MID, "modified"), (MID, "modified")),
-    ("reason", f"UPDATE audit_entries SET reason = NULL WHERE seq = {MID}",
-     (MID, "modified"), (MID, "modified")),
-    ("occurred_at", f"UPDATE audit_entries SET occurred_at = occurred_at - interval '1 day'"
-                    f" WHERE seq = {MID}", (MID, "modified"), (MID, "modified")),
-    ("client_ip", f"UPDATE audit_entries SET client_ip = '10.9.9.9' WHERE seq = {MID}",
-     (MID, "modified"), (MID, "modified")),
-    ("trace_id", f"UPDATE audit_entries SET trace_id = NULL WHERE seq = {MID}",
-     (MID, "modified"), (MID, "modified")),
-    ("action", f"UPDATE audit_entries SET action = 'rollback' WHERE seq = {MID}",
-     (MID, "modified"), (MID, "modified")),
-    ("attributes", f"UPDATE audit_entries SET attributes = '{{}}' WHERE seq = {MID}",
-     (MID, "modified"), (MID, "modified")),
-    ("payload", f"UPDATE audit_entries SET payload = overlay(payload placing '\\x00'::bytea"
-                f" from 20 for 1) WHERE seq = {MID}", (MID, "modified"), (MID, "modified")),
-    ("payload+digest", f"UPDATE audit_entries SET payload = payload || '\\x00'::bytea,"
-                       f" digest = sha256(payload || '\\x00'::bytea) WHERE seq = {MID}",
-     (MID, "modified"), (MID, "modified")),
-    ("kind", f"UPDATE audit_entries SET kind = 'duplicate', duplicate_of = 1 WHERE seq = {MID}",
-     (MID, "modified"), (MID, "modified")),
-    ("kafka_timestamp", "UPDATE audit_entries SET kafka_timestamp = kafka_timestamp"
-                        f" + interval '999 microseconds' WHERE seq = {MID}",
-     (MID, "modified"), (MID, "modified")),
-    ("link", f"UPDATE audit_entries SET link = sha256(link) WHERE seq = {MID}",
-     (MID, "modified"), (MID, "modified")),
-    ("delete-middle", f"DELETE FROM audit_entries WHERE seq = {MID}",
-     (MID, "missing"), (MID, "missing")),
-    ("insert-after-head", f"INSERT INTO audit_entries SELECT {N + 1}, 999, kafka_timestamp, kind,"
-                          " duplicate_of, reject_reason, gen_random_uuid(), occurred_at, actor,"
-                          " actor_type, action, target, before, after, reason, source, trace_id,"
-                          " client_ip, attributes, schema_fingerprint, payload, digest, key_id,"
-                          f" link, value_null, view_digest FROM audit_entries WHERE seq = {MID}",
-     (N + 1, "inserted"), (N + 1, "extra")),
+    (
+        "actor",
+        f"UPDATE audit_entries SET actor = 'mallory' WHERE seq = {MID}",
+        (MID, "modified"),
+        (MID, "modified"),
+    ),
+    (
+        "target",
+        f"UPDATE audit_entries SET target = 'svc.other' WHERE seq = {MID}",
+        (MID, "modified"),
+        (MID, "modified"),
+    ),
+    (
+        "before",
+        f"UPDATE audit_entries SET before = '{{\"timeout_ms\": 1}}' WHERE seq = {MID}",
+        (MID, "modified"),
+        (MID, "modified"),
+    ),
+    (
+        "after",
+        f"UPDATE audit_entries SET after = 'null'::json WHERE seq = {MID}",
+        (MID, "modified"),
+        (MID, "modified"),
+    ),
+    (
+        "reason",
+        f"UPDATE audit_entries SET reason = NULL WHERE seq = {MID}",
+        (MID, "modified"),
+        (MID, "modified"),
+    ),
+    (
+        "occurred_at",
+        f"UPDATE audit_entries SET occurred_at = occurred_at - interval '1 day' WHERE seq = {MID}",
+        (MID, "modified"),
+        (MID, "modified"),
+    ),
+    (
+        "client_ip",
+        f"UPDATE audit_entries SET client_ip = '10.9.9.9' WHERE seq = {MID}",
+        (MID, "modified"),
+        (MID, "modified"),
+    ),
+    (
+        "trace_id",
+        f"UPDATE audit_entries SET trace_id = NULL WHERE seq = {MID}",
+        (MID, "modified"),
+        (MID, "modified"),
+    ),
+    (
+        "action",
+        f"UPDATE audit_entries SET action = 'rollback' WHERE seq = {MID}",
+        (MID, "modified"),
+        (MID, "modified"),
+    ),
+    (
+        "attributes",
+        f"UPDATE audit_entries SET attributes = '{{}}' WHERE seq = {MID}",
+        (MID, "modified"),
+        (MID, "modified"),
+    ),
+    (
+        "payload",
+        f"UPDATE audit_entries SET payload = overlay(payload placing '\\x00'::bytea"
+        f" from 20 for 1) WHERE seq = {MID}",
+        (MID, "modified"),
+        (MID, "modified"),
+    ),
+    (
+        "payload+digest",
+        f"UPDATE audit_entries SET payload = payload || '\\x00'::bytea,"
+        f" digest = sha256(payload || '\\x00'::bytea) WHERE seq = {MID}",
+        (MID, "modified"),
+        (MID, "modified"),
+    ),
+    (
+        "kind",
+        f"UPDATE audit_entries SET kind = 'duplicate', duplicate_of = 1 WHERE seq = {MID}",
+        (MID, "modified"),
+        (MID, "modified"),
+    ),
+    (
+        "kafka_timestamp",
+        "UPDATE audit_entries SET kafka_timestamp = kafka_timestamp"
+        f" + interval '999 microseconds' WHERE seq = {MID}",
+        (MID, "modified"),
+        (MID, "modified"),
+    ),
+    (
+        "link",
+        f"UPDATE audit_entries SET link = sha256(link) WHERE seq = {MID}",
+        (MID, "modified"),
+        (MID, "modified"),
+    ),
+    ("delete-middle", f"DELETE FROM audit_entries WHERE seq = {MID}", (MID, "missing"), (MID, "missing")),
+    (
+        "insert-after-head",
+        f"INSERT INTO audit_entries SELECT {N + 1}, 999, kafka_timestamp, kind,"
+        " duplicate_of, reject_reason, gen_random_uuid(), occurred_at, actor,"
+        " actor_type, action, target, before, after, reason, source, trace_id,"
+        " client_ip, attributes, schema_fingerprint, payload, digest, key_id,"
+        f" link, value_null, view_digest FROM audit_entries WHERE seq = {MID}",
+        (N + 1, "inserted"),
+        (N + 1, "extra"),
+    ),
     ("swap", SWAP, (MID, "reordered"), (MID, "modified")),
-    ("delete-tail", f"DELETE FROM audit_entries WHERE seq > {N - 5}",
-     (N - 4, "missing"), (N - 4, "truncated")),
+    (
+        "delete-tail",
+        f"DELETE FROM audit_entries WHERE seq > {N - 5}",
+        (N - 4, "missing"),
+        (N - 4, "truncated"),
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "statement", "by_verify", "by_replay"), TAMPERING,
-                         ids=[case[0] for case in TAMPERING])
-def test_verify_and_replay_locate_tampering(ledger: Ledger, name: str, statement: str,
-                                            by_verify: tuple[int, str],
-                                            by_replay: tuple[int, str]) -> None:
+@pytest.mark.parametrize(
+    ("name", "statement", "by_verify", "by_replay"), TAMPERING, ids=[case[0] for case in TAMPERING]
+)
+def test_verify_and_replay_locate_tampering(
+    ledger: Ledger, name: str, statement: str, by_verify: tuple[int, str], by_replay: tuple[int, str]
+) -> None:
     sealed(ledger)
     with ledger.admin() as conn:
         for part in statement.split(";"):
@@ -192,9 +280,11 @@ def test_truncated_tail_with_head_rolled_back_only_replay_sees_it(ledger: Ledger
     sealed(ledger)
     with ledger.admin() as conn:
         conn.execute(f"DELETE FROM audit_entries WHERE seq > {N - 3}")
-        conn.execute(f"UPDATE chain_head SET last_seq = {N - 3}, last_offset = kafka_offset,"
-                     " last_link = link FROM audit_entries"
-                     f" WHERE audit_entries.seq = {N - 3}")
+        conn.execute(
+            f"UPDATE chain_head SET last_seq = {N - 3}, last_offset = kafka_offset,"
+            " last_link = link FROM audit_entries"
+            f" WHERE audit_entries.seq = {N - 3}"
+        )
     assert ledger.cli_json("verify")["intact"] is True  # a chain walk alone cannot see it
     done = ledger.cli("replay", "--json")
     assert done.returncode == 1
@@ -214,13 +304,11 @@ def test_rebuild_writes_an_identical_ledger_into_an_empty_database(ledger: Ledge
     with psycopg.connect(ledger.dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{fresh}"')
     try:
-        done = ledger.cli("--dsn", with_dbname(ledger.dsn, fresh), "replay", "--rebuild",
-                          "--json")
+        done = ledger.cli("--dsn", with_dbname(ledger.dsn, fresh), "replay", "--rebuild", "--json")
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["topic_records"] == 13
         query = "SELECT seq, kafka_offset, kind, link, digest FROM audit_entries ORDER BY seq"
-        with ledger.app() as original, \
-                psycopg.connect(with_dbname(ledger.dsn, fresh)) as rebuilt:
+        with ledger.app() as original, psycopg.connect(with_dbname(ledger.dsn, fresh)) as rebuilt:
             assert original.execute(query).fetchall() == rebuilt.execute(query).fetchall()
     finally:
         with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
@@ -240,8 +328,9 @@ def test_stale_chainer_is_fenced_and_cannot_fork(ledger: Ledger) -> None:
     stale = PostgresLedgerStore.connect(ledger.dsn)
     head = stale.take_over()
     sealer = Sealer(key=key, head=head.chain_head(), schemas=KNOWN_SCHEMAS)
-    entries = sealer.seal_batch([TopicRecord(ledger.topic, 0, 5, 1, encode_event(make_event(9)))],
-                                stale.first_seqs)
+    entries = sealer.seal_batch(
+        [TopicRecord(ledger.topic, 0, 5, 1, encode_event(make_event(9)))], stale.first_seqs
+    )
     with PostgresLedgerStore.connect(ledger.dsn) as newer:
         newer.take_over()  # a standby takes over
     with pytest.raises(Fenced):
@@ -271,8 +360,9 @@ def test_take_over_ends_a_writer_stuck_inside_a_copy(ledger: Ledger) -> None:
     reader = psycopg.connect(ledger.dsn)
     reader.execute("SELECT count(*) FROM chain_head")  # a reader inside a transaction: spared
     with ledger.admin() as admin:
-        state = admin.execute("SELECT state, wait_event FROM pg_stat_activity WHERE pid = %s",
-                              (stuck.info.backend_pid,)).fetchone()
+        state = admin.execute(
+            "SELECT state, wait_event FROM pg_stat_activity WHERE pid = %s", (stuck.info.backend_pid,)
+        ).fetchone()
     assert state == ("active", "ClientRead")
     time.sleep(3)
     started = time.monotonic()
@@ -308,13 +398,15 @@ def test_log_status_and_cli_errors(ledger: Ledger) -> None:
     assert len(bad.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("dsn", [
-    "postgresql://baldur:s3cret-sentinel-pw@127.0.0.1:1/baldur_audit",
-    "postgresql://baldur:s3cret-sentinel-pw@[::1/baldur_audit",  # does not even parse
-    "host=127.0.0.1 port=1 user=baldur password=s3cret-sentinel-pw dbname=x",
-])
-def test_unreachable_database_is_exit_2_without_leaking_the_password(ledger: Ledger,
-                                                                     dsn: str) -> None:
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://baldur:s3cret-sentinel-pw@127.0.0.1:1/baldur_audit",
+        "postgresql://baldur:s3cret-sentinel-pw@[::1/baldur_audit",  # does not even parse
+        "host=127.0.0.1 port=1 user=baldur password=s3cret-sentinel-pw dbname=x",
+    ],
+)
+def test_unreachable_database_is_exit_2_without_leaking_the_password(ledger: Ledger, dsn: str) -> None:
     for command in ("verify", "status", "log"):
         done = ledger.cli("--dsn", dsn, command, "--json")
         assert done.returncode == 2
@@ -348,8 +440,7 @@ def test_json_columns_keep_the_sealed_text(ledger: Ledger) -> None:
         conn.execute("""UPDATE audit_entries SET after = replace(after::text, 'true', '1')::json""")
     done = ledger.cli("verify", "--json")
     assert done.returncode == 1
-    assert json.loads(done.stdout)["first_break"]["detail"] == \
-        "column after differs from the sealed payload"
+    assert json.loads(done.stdout)["first_break"]["detail"] == "column after differs from the sealed payload"
 
 
 def test_a_forged_writer_schema_cannot_change_what_verify_decodes(ledger: Ledger) -> None:

@@ -22,16 +22,21 @@ def _create_topic(name: str, *, partitions: int, config: dict[str, str]) -> None
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
-    admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
-                                  config=config)])[name].result(30)
+    admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1, config=config)])[
+        name
+    ].result(30)
 
 
-@pytest.mark.parametrize(("partitions", "config", "message"), [
-    (2, {}, "has 2 partitions; the ledger needs exactly 1"),
-    (1, {"cleanup.policy": "compact"}, "cleanup.policy=compact"),
-])
-def test_init_refuses_a_topic_the_ledger_cannot_use(ledger: Ledger, partitions: int,
-                                                    config: dict[str, str], message: str) -> None:
+@pytest.mark.parametrize(
+    ("partitions", "config", "message"),
+    [
+        (2, {}, "has 2 partitions; the ledger needs exactly 1"),
+        (1, {"cleanup.policy": "compact"}, "cleanup.policy=compact"),
+    ],
+)
+def test_init_refuses_a_topic_the_ledger_cannot_use(
+    ledger: Ledger, partitions: int, config: dict[str, str], message: str
+) -> None:
     from confluent_kafka.admin import AdminClient
 
     topic = f"baldur.test.bad.{uuid.uuid4().hex[:8]}"
@@ -67,8 +72,9 @@ def test_topics_created_back_to_back_are_validated_right_away() -> None:
     try:
         with ThreadPoolExecutor(4) as pool:
             reports = list(pool.map(admin.ensure_topic, topics))
-        assert [(r.created, r.partitions, r.config["cleanup.policy"]) for r in reports] == \
-            [(True, 1, "delete")] * len(topics)
+        assert [(r.created, r.partitions, r.config["cleanup.policy"]) for r in reports] == [
+            (True, 1, "delete")
+        ] * len(topics)
     finally:
         from contextlib import suppress
 
@@ -101,6 +107,7 @@ def test_development_key_is_generated_once_privately_and_never_printed(ledger: L
     import psycopg
 
     from tests.support.stack import with_dbname
+
     dbname = ledger.dbname + "_dk"
     with psycopg.connect(ledger.dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
@@ -121,6 +128,7 @@ def test_development_key_is_generated_once_privately_and_never_printed(ledger: L
         from confluent_kafka.admin import AdminClient
 
         from tests.support.stack import ADMIN_DSN
+
         AdminClient({"bootstrap.servers": BOOTSTRAP}).delete_topics([topic])
         with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
@@ -128,9 +136,13 @@ def test_development_key_is_generated_once_privately_and_never_printed(ledger: L
 
 def test_sigterm_stops_the_chainer_cleanly_and_status_shows_the_group(ledger: Ledger) -> None:
     ledger.produce_events(20)
-    proc = subprocess.Popen([sys.executable, "-m", "baldur_audit.consumers", "chain",
-                             "--session-timeout", "3", "--json"], env=ledger.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "baldur_audit.consumers", "chain", "--session-timeout", "3", "--json"],
+        env=ledger.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         status = {}

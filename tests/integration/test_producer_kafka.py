@@ -55,9 +55,12 @@ def topic() -> Iterator[str]:
 
 
 def consume_all(topic: str, count: int, timeout: float = 30.0) -> list[Message]:
-    config: dict[str, Any] = {"bootstrap.servers": BOOTSTRAP,
-                              "group.id": f"itest-{uuid.uuid4()}",
-                              "enable.auto.commit": False, "logger": _client_logger}
+    config: dict[str, Any] = {
+        "bootstrap.servers": BOOTSTRAP,
+        "group.id": f"itest-{uuid.uuid4()}",
+        "enable.auto.commit": False,
+        "logger": _client_logger,
+    }
     consumer = Consumer(config)
     try:
         consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
@@ -73,26 +76,45 @@ def consume_all(topic: str, count: int, timeout: float = 30.0) -> list[Message]:
 
 
 def test_events_reach_the_topic_redacted_masked_and_traced(topic: str) -> None:
-    planted = ["Hunter2-db-PASSWORD", "AKIAIOSFODNN7EXAMPLE", "dsn-pw-SECRET-77",
-               "ghp_" + "Z9" * 18, "bearer-CRED-0042", "attr-api-KEY-99", "198.51.100.23",
-               "2001:db8:85a3:8d3:1319:8a2e:370:7348"]
+    planted = [
+        "Hunter2-db-PASSWORD",
+        "AKIAIOSFODNN7EXAMPLE",
+        "dsn-pw-SECRET-77",
+        "ghp_" + "Z9" * 18,
+        "bearer-CRED-0042",
+        "attr-api-KEY-99",
+        "198.51.100.23",
+        "2001:db8:85a3:8d3:1319:8a2e:370:7348",
+    ]
     trace_ids = [uuid.uuid4().hex for _ in range(3)]
-    with AuditTrail(bootstrap=BOOTSTRAP, topic=topic, redaction_key=b"k" * 32,
-                    service="itest") as trail:
+    with AuditTrail(bootstrap=BOOTSTRAP, topic=topic, redaction_key=b"k" * 32, service="itest") as trail:
         event_ids = [
-            trail.record(actor="alice", action="update", target="db/primary",
-                         before={"password": planted[0], "aws_key": planted[1]},
-                         after={"dsn": f"postgresql://app:{planted[2]}@db/app"},
-                         reason=f"rotated {planted[3]}", client_ip=planted[6],
-                         trace_id=trace_ids[0]),
-            trail.record_change(actor="bob", target="gateway/auth",
-                                before={"header": f"Authorization: Bearer {planted[4]}"},
-                                after=None, attributes={"x-api-key": planted[5]},
-                                client_ip=f"[{planted[7]}]:443",
-                                traceparent=f"00-{trace_ids[1]}-00f067aa0ba902b7-01"),
-            trail.record_healing(target="payments-db", action="failover",
-                                 reason="primary unhealthy", client_ip=f"{planted[6]}:8080",
-                                 trace_id=trace_ids[2]),
+            trail.record(
+                actor="alice",
+                action="update",
+                target="db/primary",
+                before={"password": planted[0], "aws_key": planted[1]},
+                after={"dsn": f"postgresql://app:{planted[2]}@db/app"},
+                reason=f"rotated {planted[3]}",
+                client_ip=planted[6],
+                trace_id=trace_ids[0],
+            ),
+            trail.record_change(
+                actor="bob",
+                target="gateway/auth",
+                before={"header": f"Authorization: Bearer {planted[4]}"},
+                after=None,
+                attributes={"x-api-key": planted[5]},
+                client_ip=f"[{planted[7]}]:443",
+                traceparent=f"00-{trace_ids[1]}-00f067aa0ba902b7-01",
+            ),
+            trail.record_healing(
+                target="payments-db",
+                action="failover",
+                reason="primary unhealthy",
+                client_ip=f"{planted[6]}:8080",
+                trace_id=trace_ids[2],
+            ),
         ]
         assert trail.flush(30) == 0
         assert (trail.stats.delivered, trail.stats.failed) == (3, 0)

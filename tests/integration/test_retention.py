@@ -35,7 +35,8 @@ def old_and_new(ledger: Ledger) -> Callable[[], str]:
         old_end, new_start = conn.execute(
             "SELECT max(kafka_timestamp) FILTER (WHERE seq <= %s),"
             " min(kafka_timestamp) FILTER (WHERE seq > %s) FROM audit_entries",
-            (OLD, OLD)).fetchone()
+            (OLD, OLD),
+        ).fetchone()
     assert (new_start - old_end).total_seconds() > GAP_S - 1
     # The cut is at now - period: old_end < now - period holds whenever prune runs, and
     # now - period <= new_start while prune runs less than GAP_S - 1 seconds after the call.
@@ -51,19 +52,29 @@ def test_prune_payloads_verifies_from_genesis_and_keeps_the_log(ledger: Ledger) 
     dry = ledger.cli_json("prune", "--older-than", period(), "--dry-run")
     assert (dry["cut_seq"], dry["changed"], dry["dry_run"]) == (OLD, OLD, True)
     with ledger.app() as conn:
-        assert conn.execute("SELECT count(*) FROM audit_entries WHERE pruned_at IS NOT NULL"
-                            ).fetchone()[0] == 0
+        assert (
+            conn.execute("SELECT count(*) FROM audit_entries WHERE pruned_at IS NOT NULL").fetchone()[0] == 0
+        )
     done = ledger.cli_json("prune", "--older-than", period())
     assert (done["cut_seq"], done["changed"]) == (OLD, OLD)
     with ledger.app() as conn:
-        rows = conn.execute("SELECT seq, payload IS NULL, actor, target, before, client_ip,"
-                            " pruned_at IS NOT NULL, event_id IS NOT NULL FROM audit_entries"
-                            " ORDER BY seq").fetchall()
+        rows = conn.execute(
+            "SELECT seq, payload IS NULL, actor, target, before, client_ip,"
+            " pruned_at IS NOT NULL, event_id IS NOT NULL FROM audit_entries"
+            " ORDER BY seq"
+        ).fetchall()
     assert [r[0] for r in rows] == list(range(1, OLD + NEW + 1))
     for seq, no_payload, actor, target, before, ip, pruned, has_id in rows:
         if seq <= OLD:
-            assert (no_payload, actor, target, before, ip, pruned, has_id) == \
-                (True, None, None, None, None, True, True)
+            assert (no_payload, actor, target, before, ip, pruned, has_id) == (
+                True,
+                None,
+                None,
+                None,
+                None,
+                True,
+                True,
+            )
         else:
             assert (no_payload, actor, pruned) == (False, "bob", False)
     report = verify(ledger)
@@ -83,23 +94,27 @@ def test_prune_payloads_verifies_from_genesis_and_keeps_the_log(ledger: Ledger) 
 def test_direct_changes_by_the_application_role_stay_refused(ledger: Ledger) -> None:
     ledger.produce_events(OLD + NEW)
     assert chain(ledger)["sealed"] == OLD + NEW
-    empty = ("payload = NULL, occurred_at = NULL, actor = NULL, actor_type = NULL, action = NULL,"
-             " target = NULL, before = NULL, after = NULL, reason = NULL, source = NULL,"
-             " trace_id = NULL, client_ip = NULL, attributes = NULL, schema_fingerprint = NULL")
+    empty = (
+        "payload = NULL, occurred_at = NULL, actor = NULL, actor_type = NULL, action = NULL,"
+        " target = NULL, before = NULL, after = NULL, reason = NULL, source = NULL,"
+        " trace_id = NULL, client_ip = NULL, attributes = NULL, schema_fingerprint = NULL"
+    )
     with ledger.app() as conn:
-        conn.execute("INSERT INTO identities (pseudonym, identity) VALUES"
-                     " ('psn1-' || repeat('a', 64), 'alice')")
+        conn.execute(
+            "INSERT INTO identities (pseudonym, identity) VALUES ('psn1-' || repeat('a', 64), 'alice')"
+        )
     for statement in (
-            "DELETE FROM audit_entries WHERE seq = 1",
-            f"UPDATE audit_entries SET {empty}, pruned_at = now() WHERE seq = 1",
-            "UPDATE audit_entries SET actor = 'mallory' WHERE seq = 1",
-            # a plain session cannot pose as the function: the stack is checked, not a setting
-            "DO $$ BEGIN PERFORM set_config('baldur.prune', 'on', true);"
-            " DELETE FROM audit_entries WHERE seq = 1; END $$",
-            "DELETE FROM identities",
-            "UPDATE identities SET identity = 'mallory'",
-            "UPDATE retention_anchors SET seq = 1",
-            "DELETE FROM erasures"):
+        "DELETE FROM audit_entries WHERE seq = 1",
+        f"UPDATE audit_entries SET {empty}, pruned_at = now() WHERE seq = 1",
+        "UPDATE audit_entries SET actor = 'mallory' WHERE seq = 1",
+        # a plain session cannot pose as the function: the stack is checked, not a setting
+        "DO $$ BEGIN PERFORM set_config('baldur.prune', 'on', true);"
+        " DELETE FROM audit_entries WHERE seq = 1; END $$",
+        "DELETE FROM identities",
+        "UPDATE identities SET identity = 'mallory'",
+        "UPDATE retention_anchors SET seq = 1",
+        "DELETE FROM erasures",
+    ):
         with ledger.app() as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(statement)
     # The function refuses a cut that reaches entries younger than the period.
@@ -121,8 +136,7 @@ def test_prune_entries_behind_a_signed_anchor_then_tampering(ledger: Ledger) -> 
     done = ledger.cli_json("prune", "--older-than", period(), "--mode", "entries")
     assert (done["cut_seq"], done["changed"], done["anchor"]["seq"]) == (OLD, OLD, OLD)
     with ledger.app() as conn:
-        assert conn.execute("SELECT min(seq), count(*) FROM audit_entries").fetchone() == \
-            (OLD + 1, NEW)
+        assert conn.execute("SELECT min(seq), count(*) FROM audit_entries").fetchone() == (OLD + 1, NEW)
     report = verify(ledger)
     assert report["intact"] and report["entries"] == NEW
     assert report["retention"]["anchor"]["seq"] == OLD
@@ -137,8 +151,9 @@ def test_prune_entries_behind_a_signed_anchor_then_tampering(ledger: Ledger) -> 
     ledger.produce_raw([first_payload])
     assert chain(ledger)["sealed"] == 3
     with ledger.app() as conn:
-        assert conn.execute("SELECT kind, duplicate_of FROM audit_entries ORDER BY seq DESC"
-                            " LIMIT 1").fetchone() == ("duplicate", 1)
+        assert conn.execute(
+            "SELECT kind, duplicate_of FROM audit_entries ORDER BY seq DESC LIMIT 1"
+        ).fetchone() == ("duplicate", 1)
     assert verify(ledger)["entries"] == NEW + 3
     replayed = ledger.cli_json("replay")
     assert replayed["first_divergence"] is None, replayed
@@ -160,15 +175,19 @@ def test_prune_entries_behind_a_signed_anchor_then_tampering(ledger: Ledger) -> 
         admin.execute("UPDATE retention_anchors SET kafka_offset = kafka_offset - 1")
         assert verify(ledger)["intact"]
         # Deleting the first entry after the anchor is a gap, not a new start.
-        admin.execute("CREATE TEMP TABLE saved AS SELECT * FROM audit_entries WHERE seq = 5;"
-                      "DELETE FROM audit_entries WHERE seq = 5")
+        admin.execute(
+            "CREATE TEMP TABLE saved AS SELECT * FROM audit_entries WHERE seq = 5;"
+            "DELETE FROM audit_entries WHERE seq = 5"
+        )
         brk = verify(ledger, 1)["first_break"]
         assert (brk["seq"], brk["kind"]) == (OLD + 1, "missing"), brk
         admin.execute("INSERT INTO audit_entries SELECT * FROM saved")
         # A forged anchor further on (to hide entries 5-6) does not verify.
-        admin.execute("INSERT INTO retention_anchors SELECT 6, kafka_offset, kafka_timestamp,"
-                      " link, key_id, sha256(link), 6 FROM audit_entries WHERE seq = 6;"
-                      "DELETE FROM audit_entries WHERE seq <= 6")
+        admin.execute(
+            "INSERT INTO retention_anchors SELECT 6, kafka_offset, kafka_timestamp,"
+            " link, key_id, sha256(link), 6 FROM audit_entries WHERE seq = 6;"
+            "DELETE FROM audit_entries WHERE seq <= 6"
+        )
         brk = verify(ledger, 1)["first_break"]
         assert (brk["seq"], brk["kind"]) == (6, "modified"), brk
 
@@ -178,32 +197,34 @@ def test_tampering_with_pruned_entries_is_detected(ledger: Ledger) -> None:
     ledger.cli_json("prune", "--older-than", period())
     with ledger.admin() as admin:
         # the pruned marker on an entry outside the pruned prefix (hiding a recent entry)
-        admin.execute("CREATE TEMP TABLE saved AS SELECT * FROM audit_entries WHERE seq = 6;"
-                      "UPDATE audit_entries SET payload = NULL, occurred_at = NULL, actor = NULL,"
-                      " actor_type = NULL, action = NULL, target = NULL, before = NULL,"
-                      " after = NULL, reason = NULL, source = NULL, trace_id = NULL,"
-                      " client_ip = NULL, attributes = NULL, schema_fingerprint = NULL,"
-                      " pruned_at = now() WHERE seq = 6")
+        admin.execute(
+            "CREATE TEMP TABLE saved AS SELECT * FROM audit_entries WHERE seq = 6;"
+            "UPDATE audit_entries SET payload = NULL, occurred_at = NULL, actor = NULL,"
+            " actor_type = NULL, action = NULL, target = NULL, before = NULL,"
+            " after = NULL, reason = NULL, source = NULL, trace_id = NULL,"
+            " client_ip = NULL, attributes = NULL, schema_fingerprint = NULL,"
+            " pruned_at = now() WHERE seq = 6"
+        )
         brk = verify(ledger, 1)["first_break"]
         assert (brk["seq"], brk["kind"]) == (6, "modified"), brk
         assert "follows an unpruned entry" in brk["detail"]
-        admin.execute("DELETE FROM audit_entries WHERE seq = 6;"
-                      "INSERT INTO audit_entries SELECT * FROM saved")
+        admin.execute("DELETE FROM audit_entries WHERE seq = 6;INSERT INTO audit_entries SELECT * FROM saved")
         assert verify(ledger)["intact"]
         # a pruned entry keeps only link inputs: changing one breaks its link
         admin.execute("UPDATE audit_entries SET view_digest = sha256(view_digest) WHERE seq = 2")
         brk = verify(ledger, 1)["first_break"]
         assert brk["seq"] == 2, brk
         assert ledger.cli_json("replay", expect=(1,))["first_divergence"]["seq"] == 2
-        admin.execute("UPDATE audit_entries SET view_digest = (SELECT view_digest FROM"
-                      " audit_entries WHERE seq = 3) WHERE seq = 2")
+        admin.execute(
+            "UPDATE audit_entries SET view_digest = (SELECT view_digest FROM"
+            " audit_entries WHERE seq = 3) WHERE seq = 2"
+        )
         brk = verify(ledger, 1)["first_break"]
         assert brk["seq"] == 2, brk
     with ledger.admin() as admin:
         # the CHECK holds even with triggers off: a pruned entry cannot show forged columns
         with pytest.raises(psycopg.errors.CheckViolation):
             admin.execute("UPDATE audit_entries SET actor = 'mallory' WHERE seq = 1")
-
 
 
 def test_erase_a_pseudonymized_actor_keeps_topic_chain_and_proofs(ledger: Ledger) -> None:
@@ -222,8 +243,9 @@ def test_erase_a_pseudonymized_actor_keeps_topic_chain_and_proofs(ledger: Ledger
     synced = ledger.cli_json("identities", "sync")
     assert (synced["read"], synced["identities"]) == (1, 1)
     rows = [json.loads(line) for line in ledger.cli("log", "--json").stdout.splitlines()]
-    assert [(r["actor"], r["identity"], r["erased"]) for r in rows] == \
-        [(alice, "alice@example.com", False)] * 2 + [("bob", None, False)]
+    assert [(r["actor"], r["identity"], r["erased"]) for r in rows] == [
+        (alice, "alice@example.com", False)
+    ] * 2 + [("bob", None, False)]
     assert ledger.cli("log", "--actor", "alice@example.com").stdout.count("alice@example.com") == 2
 
     done = ledger.cli_json("erase", alice, "--who", "dpo@example.com", "--why", "GDPR art. 17, request 42")
@@ -231,19 +253,23 @@ def test_erase_a_pseudonymized_actor_keeps_topic_chain_and_proofs(ledger: Ledger
     assert chain(ledger)["sealed"] == 1  # the erasure itself is an entry
     with ledger.app() as conn:
         assert conn.execute("SELECT count(*) FROM identities").fetchone()[0] == 0
-        assert conn.execute("SELECT who, why, event_id::text FROM erasures").fetchall() == \
-            [("dpo@example.com", "GDPR art. 17, request 42", done["event_id"])]
+        assert conn.execute("SELECT who, why, event_id::text FROM erasures").fetchall() == [
+            ("dpo@example.com", "GDPR art. 17, request 42", done["event_id"])
+        ]
         # a later load (or a stale copy of the mapping) does not bring the person back
-        conn.execute("INSERT INTO identities (pseudonym, identity) VALUES (%s, 'alice@example.com')",
-                     (alice,))
+        conn.execute(
+            "INSERT INTO identities (pseudonym, identity) VALUES (%s, 'alice@example.com')", (alice,)
+        )
         assert conn.execute("SELECT count(*) FROM identities").fetchone()[0] == 0
     assert ledger.cli_json("identities", "sync")["identities"] == 0
     text = ledger.cli("log", "--all").stdout
     assert text.count("[erased]") == 2 and "alice@example.com" not in text
-    erasure = [json.loads(line) for line in
-               ledger.cli("log", "--action", "erase", "--json").stdout.splitlines()]
-    assert [(e["actor"], e["target"], e["reason"], str(e["event_id"])) for e in erasure] == \
-        [("dpo@example.com", alice, "GDPR art. 17, request 42", done["event_id"])]
+    erasure = [
+        json.loads(line) for line in ledger.cli("log", "--action", "erase", "--json").stdout.splitlines()
+    ]
+    assert [(e["actor"], e["target"], e["reason"], str(e["event_id"])) for e in erasure] == [
+        ("dpo@example.com", alice, "GDPR art. 17, request 42", done["event_id"])
+    ]
     assert verify(ledger)["intact"]
     assert ledger.cli_json("replay")["first_divergence"] is None
     bad = ledger.cli("erase", "alice@example.com", "--who", "x", "--why", "y")

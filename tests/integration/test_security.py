@@ -60,6 +60,7 @@ REFUSED = [
 
 # -- roles and connections -----------------------------------------------------------------
 
+
 def role_dsn(user: str, password: str, dbname: str) -> str:
     """A DSN of the test server for another role and database."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -70,8 +71,7 @@ def role_dsn(user: str, password: str, dbname: str) -> str:
 
 
 @contextmanager
-def login_role(*, password: str, createdb: bool = False,
-               grants_in: str | None = None) -> Iterator[str]:
+def login_role(*, password: str, createdb: bool = False, grants_in: str | None = None) -> Iterator[str]:
     """A fresh login role (created by the superuser), dropped afterwards. ``grants_in`` is
     the superuser DSN of a database where the role may be granted privileges: they are
     dropped there first, or the role could not be dropped."""
@@ -80,9 +80,11 @@ def login_role(*, password: str, createdb: bool = False,
 
     name = f"baldur_sec_{secrets.token_hex(5)}"
     with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN {} PASSWORD {}").format(
-            sql.Identifier(name), sql.SQL("CREATEDB" if createdb else "NOCREATEDB"),
-            sql.Literal(password)))
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN {} PASSWORD {}").format(
+                sql.Identifier(name), sql.SQL("CREATEDB" if createdb else "NOCREATEDB"), sql.Literal(password)
+            )
+        )
     try:
         yield name
     finally:
@@ -114,32 +116,33 @@ def refusal(conn: Any, statement: str) -> tuple[str | None, str]:
     return exc.sqlstate, str(exc).splitlines()[0]
 
 
-def chain(ledger: Ledger, *extra: str, env: dict[str, str] | None = None
-          ) -> subprocess.CompletedProcess[str]:
-    return ledger.cli("chain", "--until-idle", "1", "--session-timeout", "3", *extra,
-                      extra_env=env)
+def chain(ledger: Ledger, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return ledger.cli("chain", "--until-idle", "1", "--session-timeout", "3", *extra, extra_env=env)
 
 
 # -- 1. append-only -------------------------------------------------------------------------
+
 
 def test_the_owner_role_cannot_update_delete_or_truncate_the_ledger(ledger: Ledger) -> None:
     """The role in BALDUR_SQL_DSN runs `init` and owns the tables; its privileges are revoked
     (checked before any row is read, so the empty ledger `init` made is enough)."""
     with ledger.app() as conn:
         owner = conn.execute("SELECT current_user").fetchone()[0]
-        owners = {row[0] for row in conn.execute(
-            "SELECT tableowner FROM pg_tables WHERE schemaname = 'public'")}
+        owners = {
+            row[0] for row in conn.execute("SELECT tableowner FROM pg_tables WHERE schemaname = 'public'")
+        }
         assert owners == {owner}, "the application role is expected to own every table"
         for table, _op, statement in REFUSED:
             if table == "audit_entries" and _op in ("UPDATE", "DELETE"):
                 continue  # 004_retention gives these back for baldur_prune: the trigger refuses
-            assert refusal(conn, statement) == ("42501", f"permission denied for table {table}"), \
-                statement
+            assert refusal(conn, statement) == ("42501", f"permission denied for table {table}"), statement
         # The one mutable row stays writable: the chainer moves the head and its epoch.
         assert attempt(conn, "UPDATE chain_head SET epoch = epoch + 1") is None
         # Only a superuser may switch the triggers off for its session.
         assert refusal(conn, "SET session_replication_role = replica") == (
-            "42501", 'permission denied to set parameter "session_replication_role"')
+            "42501",
+            'permission denied to set parameter "session_replication_role"',
+        )
 
 
 def test_non_owner_roles_are_refused_even_when_granted_too_much(ledger: Ledger) -> None:
@@ -149,9 +152,11 @@ def test_non_owner_roles_are_refused_even_when_granted_too_much(ledger: Ledger) 
 
     ledger.produce_events(3)
     password = secrets.token_hex(16)
-    with login_role(password=password, grants_in=ledger.admin_dsn) as reader, \
-            login_role(password=password, grants_in=ledger.admin_dsn) as chainer, \
-            login_role(password=password, grants_in=ledger.admin_dsn) as careless:
+    with (
+        login_role(password=password, grants_in=ledger.admin_dsn) as reader,
+        login_role(password=password, grants_in=ledger.admin_dsn) as chainer,
+        login_role(password=password, grants_in=ledger.admin_dsn) as careless,
+    ):
         with psycopg.connect(ledger.admin_dsn, autocommit=True) as admin:
             for role in (reader, chainer, careless):
                 admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
@@ -160,8 +165,7 @@ def test_non_owner_roles_are_refused_even_when_granted_too_much(ledger: Ledger) 
             admin.execute(f'GRANT ALL PRIVILEGES ON ALL TABLES IN SCHEMA public TO "{careless}"')
         # The recommended production shape works: a chainer that owns nothing seals (and so
         # gives the row triggers rows to fire on), a reader verifies but cannot take over.
-        done = chain(ledger, "--json", env={"BALDUR_SQL_DSN": role_dsn(chainer, password,
-                                                                      ledger.dbname)})
+        done = chain(ledger, "--json", env={"BALDUR_SQL_DSN": role_dsn(chainer, password, ledger.dbname)})
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["sealed"] == 3
         reader_env = {"BALDUR_SQL_DSN": role_dsn(reader, password, ledger.dbname)}
@@ -176,24 +180,34 @@ def test_non_owner_roles_are_refused_even_when_granted_too_much(ledger: Ledger) 
         for role in (reader, chainer, careless):
             with psycopg.connect(role_dsn(role, password, ledger.dbname), autocommit=True) as conn:
                 for table, op, statement in REFUSED:
-                    expected = (f"baldur-audit: {op} on {table} is refused: the ledger is "
-                                "append-only") if role == careless \
+                    expected = (
+                        (f"baldur-audit: {op} on {table} is refused: the ledger is append-only")
+                        if role == careless
                         else f"permission denied for table {table}"
+                    )
                     state, message = refusal(conn, statement)
                     # audit_entries' guard adds where retention goes (004_retention.sql)
                     assert state == "42501" and message.startswith(expected), (role, statement)
                 for statement, message in [
-                    ("ALTER TABLE audit_entries DISABLE TRIGGER USER",
-                     "must be owner of table audit_entries"),
-                    ("DROP TRIGGER audit_entries_retention_only ON audit_entries",
-                     "must be owner of relation audit_entries"),
-                    ("CREATE OR REPLACE FUNCTION baldur_refuse_change() RETURNS trigger "
-                     "LANGUAGE plpgsql AS $$ BEGIN RETURN OLD; END $$",
-                     "permission denied for schema public"),  # PostgreSQL 15: no CREATE on public
+                    (
+                        "ALTER TABLE audit_entries DISABLE TRIGGER USER",
+                        "must be owner of table audit_entries",
+                    ),
+                    (
+                        "DROP TRIGGER audit_entries_retention_only ON audit_entries",
+                        "must be owner of relation audit_entries",
+                    ),
+                    (
+                        "CREATE OR REPLACE FUNCTION baldur_refuse_change() RETURNS trigger "
+                        "LANGUAGE plpgsql AS $$ BEGIN RETURN OLD; END $$",
+                        "permission denied for schema public",
+                    ),  # PostgreSQL 15: no CREATE on public
                     ("CREATE TABLE shadow_entries (seq bigint)", "permission denied for schema public"),
                     ("DROP TABLE audit_entries", "must be owner of table audit_entries"),
-                    ("SET session_replication_role = replica",
-                     'permission denied to set parameter "session_replication_role"'),
+                    (
+                        "SET session_replication_role = replica",
+                        'permission denied to set parameter "session_replication_role"',
+                    ),
                 ]:
                     assert refusal(conn, statement) == ("42501", message), (role, statement)
                 # GRANT by a non-owner only warns ("no privileges were granted"): check the effect.
@@ -201,7 +215,8 @@ def test_non_owner_roles_are_refused_even_when_granted_too_much(ledger: Ledger) 
                 held = conn.execute(
                     "SELECT has_table_privilege(current_user, 'audit_entries', 'UPDATE'),"
                     " has_table_privilege(current_user, 'audit_entries', 'DELETE'),"
-                    " has_table_privilege(current_user, 'audit_entries', 'TRUNCATE')").fetchone()
+                    " has_table_privilege(current_user, 'audit_entries', 'TRUNCATE')"
+                ).fetchone()
                 assert held == ((True, True, True) if role == careless else (False, False, False))
 
 
@@ -214,16 +229,18 @@ def test_the_owner_can_lift_the_protection_and_only_replay_sees_a_cut_tail(ledge
     assert chain(ledger).returncode == 0
     with ledger.app() as conn:
         for statement in (
-                "CREATE OR REPLACE FUNCTION baldur_refuse_change() RETURNS trigger "
-                "LANGUAGE plpgsql AS $$ BEGIN RETURN OLD; END $$",
-                "DROP TRIGGER audit_entries_retention_only ON audit_entries",
-                "DROP TABLE writer_schemas"):
+            "CREATE OR REPLACE FUNCTION baldur_refuse_change() RETURNS trigger "
+            "LANGUAGE plpgsql AS $$ BEGIN RETURN OLD; END $$",
+            "DROP TRIGGER audit_entries_retention_only ON audit_entries",
+            "DROP TABLE writer_schemas",
+        ):
             assert attempt(conn, statement) is None, statement  # rolled back by attempt()
         conn.execute("GRANT UPDATE, DELETE ON audit_entries TO CURRENT_USER")
         # Granted, but the trigger still refuses ...
         state, message = refusal(conn, "UPDATE audit_entries SET actor = 'mallory' WHERE seq = 2")
         assert state == "42501" and message.startswith(
-            "baldur-audit: UPDATE on audit_entries is refused: the ledger is append-only")
+            "baldur-audit: UPDATE on audit_entries is refused: the ledger is append-only"
+        )
         # ... until the owner disables it.
         conn.execute("ALTER TABLE audit_entries DISABLE TRIGGER USER")
         conn.execute("UPDATE audit_entries SET actor = 'mallory' WHERE seq = 2")
@@ -233,14 +250,17 @@ def test_the_owner_can_lift_the_protection_and_only_replay_sees_a_cut_tail(ledge
     with ledger.app() as conn:
         conn.execute("UPDATE audit_entries SET actor = 'alice' WHERE seq = 2")
         conn.execute("DELETE FROM audit_entries WHERE seq > 4")
-        conn.execute("UPDATE chain_head SET last_seq = e.seq, last_offset = e.kafka_offset,"
-                     " last_link = e.link FROM audit_entries e WHERE e.seq = 4")
+        conn.execute(
+            "UPDATE chain_head SET last_seq = e.seq, last_offset = e.kafka_offset,"
+            " last_link = e.link FROM audit_entries e WHERE e.seq = 4"
+        )
     assert ledger.cli_json("verify")["intact"] is True  # a chain walk cannot see a cut tail
     divergence = ledger.cli_json("replay", expect=(1,))["first_divergence"]
     assert divergence["kind"] == "truncated" and divergence["seq"] == 5
 
 
 # -- 2. sentinel run ------------------------------------------------------------------------
+
 
 @dataclass
 class Run:
@@ -282,7 +302,7 @@ class Sentinels:
             for name, needle in self.values.items():
                 at = blob.find(needle)
                 if at >= 0:
-                    context = blob[max(0, at - 80): at + len(needle) + 80]
+                    context = blob[max(0, at - 80) : at + len(needle) + 80]
                     context = context.replace(needle, f"<{name}>".encode())
                     found.append(f"{name} in {where}: {context!r}")
         return found
@@ -290,14 +310,18 @@ class Sentinels:
 
 def run_all(ledger: Ledger, runs: Sequence[Run], workers: int = 3) -> None:
     """Run CLI commands concurrently (they are independent), filling in their output."""
+
     def one(run: Run) -> None:
         done = ledger.cli(*run.args, input_text=run.input_text, extra_env=run.env, timeout=90)
         run.returncode, run.stdout, run.stderr = done.returncode, done.stdout, done.stderr
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(one, runs))
-    wrong = [(run.label, run.returncode, run.expect, run.stderr[-400:]) for run in runs
-             if run.returncode not in run.expect]
+    wrong = [
+        (run.label, run.returncode, run.expect, run.stderr[-400:])
+        for run in runs
+        if run.returncode not in run.expect
+    ]
     assert not wrong, wrong
 
 
@@ -305,9 +329,14 @@ def topic_dump(ledger: Ledger, deadline: float = 30.0) -> tuple[int, bytes]:
     """(record count, every key, value, header name and header value) of the whole topic."""
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": ledger.bootstrap,
-                         "group.id": f"baldur-sec-dump-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": ledger.bootstrap,
+            "group.id": f"baldur-sec-dump-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(ledger.topic, 0), timeout=10)
         consumer.assign([TopicPartition(ledger.topic, 0, low)])
@@ -332,14 +361,17 @@ def table_dumps(ledger: Ledger) -> dict[str, bytes]:
     """Every table of the ledger database, COPYed out as text and as binary."""
     dumps: dict[str, bytes] = {}
     with ledger.admin() as conn:
-        tables = [row[0] for row in conn.execute(
-            "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables"
-            " WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")]
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables"
+                " WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
+            )
+        ]
         assert "public.audit_entries" in tables, tables
         for table in tables:
             for fmt in ("text", "binary"):
-                with conn.cursor() as cur, cur.copy(
-                        f"COPY {table} TO STDOUT (FORMAT {fmt})") as copy:
+                with conn.cursor() as cur, cur.copy(f"COPY {table} TO STDOUT (FORMAT {fmt})") as copy:
                     dumps[f"table {table} ({fmt})"] = b"".join(bytes(block) for block in copy)
     return dumps
 
@@ -370,18 +402,35 @@ def emitted_secrets(sentinels: Sentinels) -> dict[str, str]:
 def event_lines(s: dict[str, str]) -> list[dict[str, Any]]:
     """Events carrying the secrets in before/after/reason/attributes."""
     return [
-        {"actor": "ops", "action": "update", "target": "db.primary",
-         "before": {"db_password": s["db password"],
-                    "replica": f"postgresql://app:{s['dsn password']}@db.internal:5432/app"},
-         "after": {"headers": [f"Authorization: Bearer {s['bearer token']}"],
-                   "conninfo": f"host=db port=5432 user=app password={s['kv password']}"},
-         "reason": f"rotated {s['github token']} and password={s['reason password']}",
-         "client_ip": s["raw client ip"],
-         "attributes": {"api_key": s["api key attribute"],
-                        "note": f"Authorization: Bearer {s['auth header attribute']}"}},
-        {"actor": "svc-deployer", "actor_type": "service", "action": "apply",
-         "target": "gateway.auth", "before": None, "after": {"session": s["jwt"]},
-         "reason": "new session signing", "source": "scheduler"},
+        {
+            "actor": "ops",
+            "action": "update",
+            "target": "db.primary",
+            "before": {
+                "db_password": s["db password"],
+                "replica": f"postgresql://app:{s['dsn password']}@db.internal:5432/app",
+            },
+            "after": {
+                "headers": [f"Authorization: Bearer {s['bearer token']}"],
+                "conninfo": f"host=db port=5432 user=app password={s['kv password']}",
+            },
+            "reason": f"rotated {s['github token']} and password={s['reason password']}",
+            "client_ip": s["raw client ip"],
+            "attributes": {
+                "api_key": s["api key attribute"],
+                "note": f"Authorization: Bearer {s['auth header attribute']}",
+            },
+        },
+        {
+            "actor": "svc-deployer",
+            "actor_type": "service",
+            "action": "apply",
+            "target": "gateway.auth",
+            "before": None,
+            "after": {"session": s["jwt"]},
+            "reason": "new session signing",
+            "source": "scheduler",
+        },
     ]
 
 
@@ -410,9 +459,11 @@ def sentinel_session(tmp_path: Path) -> Session:
     pg_log = ROOT / ".local" / "pg" / "postgres.log"
     pg_log_start = pg_log.stat().st_size if os.access(pg_log, os.R_OK) else None
 
-    with login_role(password=password, createdb=True) as role, \
-            fresh_ledger(tmp_path, dsn=role_dsn(role, password, "baldur_audit"),
-                         init=False) as led, ThreadPoolExecutor(max_workers=1) as background:
+    with (
+        login_role(password=password, createdb=True) as role,
+        fresh_ledger(tmp_path, dsn=role_dsn(role, password, "baldur_audit"), init=False) as led,
+        ThreadPoolExecutor(max_workers=1) as background,
+    ):
         led.env.update({KEY_ENV: key, "BALDUR_REDACTION_KEY": redaction_key})
         from psycopg.conninfo import conninfo_to_dict
 
@@ -431,38 +482,108 @@ def sentinel_session(tmp_path: Path) -> Session:
         # Kafka unreachable: this waits for client timeouts (10-20 s), so it runs meanwhile.
         kafka_down = ("--bootstrap", "127.0.0.1:1")
         waiting = background.submit(
-            batch, Run("kafka down: status", (*VERBOSE, *kafka_down, "status", "--json"), (2,)))
+            batch, Run("kafka down: status", (*VERBOSE, *kafka_down, "status", "--json"), (2,))
+        )
 
         # Events carrying secrets: from options, from a file, through the library in-process;
         # invalid input carrying secrets (exit 2, nothing sent, nothing echoed).
         lines = event_lines(shapes)
         first = lines[0]
         jsonl = "\n".join(json.dumps(line) for line in lines) + "\n"
-        bad_file = (json.dumps(first) + "\n" + '{"actor": "x", "action": "update", "password": "'
-                    + shapes["invalid-input password"] + '"\n')
+        bad_file = (
+            json.dumps(first)
+            + "\n"
+            + '{"actor": "x", "action": "update", "password": "'
+            + shapes["invalid-input password"]
+            + '"\n'
+        )
         batch(
             Run("init --json", (*VERBOSE, "init", "--json"), (0,)),  # idempotent
-            Run("emit options", (*VERBOSE, "emit", "--actor", "ops", "--action", "update",
-                                 "--target", "db.primary", "--before", json.dumps(first["before"]),
-                                 "--after", json.dumps(first["after"]), "--reason", first["reason"],
-                                 "--client-ip", shapes["raw client ip"],
-                                 "--attribute", f"api_key={shapes['api key attribute']}",
-                                 "--attribute", f"note={first['attributes']['note']}"), (0,)),
+            Run(
+                "emit options",
+                (
+                    *VERBOSE,
+                    "emit",
+                    "--actor",
+                    "ops",
+                    "--action",
+                    "update",
+                    "--target",
+                    "db.primary",
+                    "--before",
+                    json.dumps(first["before"]),
+                    "--after",
+                    json.dumps(first["after"]),
+                    "--reason",
+                    first["reason"],
+                    "--client-ip",
+                    shapes["raw client ip"],
+                    "--attribute",
+                    f"api_key={shapes['api key attribute']}",
+                    "--attribute",
+                    f"note={first['attributes']['note']}",
+                ),
+                (0,),
+            ),
             Run("emit --file", (*VERBOSE, "emit", "--file", "-"), (0,), input_text=jsonl),
-            Run("emit invalid action", (*VERBOSE, "emit", "--actor", "ops", "--action", "Not A Word",
-                                        "--target", "db.primary", "--before",
-                                        json.dumps({"password": shapes["invalid-input password"]})),
-                (2,)),
-            Run("emit invalid trace id", (*VERBOSE, "emit", "--actor", "ops", "--action", "update",
-                                          "--target", "t", "--trace-id",
-                                          f"Bearer {shapes['invalid-input token']}"), (2,)),
-            Run("emit invalid json line", (*VERBOSE, "emit", "--file", "-"), (2,),
-                input_text=bad_file),
-            Run("emit unknown key", (*VERBOSE, "emit", "--file", "-"), (2,),
-                input_text=json.dumps({**first, "token": shapes["invalid-input token"]}) + "\n"),
-            Run("kafka down: emit", (*VERBOSE, *kafka_down, "emit", "--actor", "ops", "--action",
-                                     "update", "--target", "t", "--before",
-                                     json.dumps(first["before"]), "--timeout", "1"), (2,)),
+            Run(
+                "emit invalid action",
+                (
+                    *VERBOSE,
+                    "emit",
+                    "--actor",
+                    "ops",
+                    "--action",
+                    "Not A Word",
+                    "--target",
+                    "db.primary",
+                    "--before",
+                    json.dumps({"password": shapes["invalid-input password"]}),
+                ),
+                (2,),
+            ),
+            Run(
+                "emit invalid trace id",
+                (
+                    *VERBOSE,
+                    "emit",
+                    "--actor",
+                    "ops",
+                    "--action",
+                    "update",
+                    "--target",
+                    "t",
+                    "--trace-id",
+                    f"Bearer {shapes['invalid-input token']}",
+                ),
+                (2,),
+            ),
+            Run("emit invalid json line", (*VERBOSE, "emit", "--file", "-"), (2,), input_text=bad_file),
+            Run(
+                "emit unknown key",
+                (*VERBOSE, "emit", "--file", "-"),
+                (2,),
+                input_text=json.dumps({**first, "token": shapes["invalid-input token"]}) + "\n",
+            ),
+            Run(
+                "kafka down: emit",
+                (
+                    *VERBOSE,
+                    *kafka_down,
+                    "emit",
+                    "--actor",
+                    "ops",
+                    "--action",
+                    "update",
+                    "--target",
+                    "t",
+                    "--before",
+                    json.dumps(first["before"]),
+                    "--timeout",
+                    "1",
+                ),
+                (2,),
+            ),
         )
         from baldur_audit.producers.trail import AuditTrail
 
@@ -472,24 +593,31 @@ def sentinel_session(tmp_path: Path) -> Session:
             assert trail.flush(30) == 0
         # With Kafka down and durability "always", the events stay in the disk spool (in the
         # state folder, searched below): what reaches the disk must be redacted too.
-        unreachable = {**led.env, "BALDUR_AUDIT_ENABLED": "true", "BALDUR_AUDIT_DURABILITY": "always",
-                       "BALDUR_KAFKA_BOOTSTRAP": "127.0.0.1:1",
-                       "BALDUR_AUDIT_TOPIC": f"{led.topic}.unreachable"}
+        unreachable = {
+            **led.env,
+            "BALDUR_AUDIT_ENABLED": "true",
+            "BALDUR_AUDIT_DURABILITY": "always",
+            "BALDUR_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+            "BALDUR_AUDIT_TOPIC": f"{led.topic}.unreachable",
+        }
         stranded = AuditTrail.from_env(unreachable)
         for line in lines:
             stranded.record(**line)
         assert stranded.close(timeout=0.5) == len(lines)
         led.produce_raw([b"not an avro record"])  # a rejected entry, logged by the chainer
 
-        batch(Run("chain", (*VERBOSE, "chain", "--until-idle", "1", "--session-timeout", "3"),
-                  (0,)))
+        batch(Run("chain", (*VERBOSE, "chain", "--until-idle", "1", "--session-timeout", "3"), (0,)))
         # Every reading command, with and without --json; a second chainer finds nothing new.
         reads = [("verify",), ("replay",), ("log", "--all"), ("log", "--rejected"), ("status",)]
-        batch(*[Run(" ".join(args), (*VERBOSE, *args), (0,)) for args in reads],
-              *[Run(" ".join(args) + " --json", (*VERBOSE, *args, "--json"), (0,))
-                for args in reads],
-              Run("chain --json", (*VERBOSE, "chain", "--until-idle", "0.5", "--session-timeout",
-                                   "3", "--json"), (0,)))
+        batch(
+            *[Run(" ".join(args), (*VERBOSE, *args), (0,)) for args in reads],
+            *[Run(" ".join(args) + " --json", (*VERBOSE, *args, "--json"), (0,)) for args in reads],
+            Run(
+                "chain --json",
+                (*VERBOSE, "chain", "--until-idle", "0.5", "--session-timeout", "3", "--json"),
+                (0,),
+            ),
+        )
         # 1 (options) + 2 (file) + 2 (library) + 1 rejected.
         assert json.loads(runs["chain --json"].stdout)["head_seq"] == 6, runs["chain"].stdout
         logged = [json.loads(line) for line in runs["log --all --json"].stdout.splitlines()]
@@ -505,34 +633,63 @@ def sentinel_session(tmp_path: Path) -> Session:
             Run("tampered: verify", (*VERBOSE, "verify"), (1,)),
             Run("tampered: verify --json", (*VERBOSE, "verify", "--json"), (1,)),
             Run("tampered: replay --json", (*VERBOSE, "replay", "--json"), (1,)),
-            Run("wrong password (env)", (*VERBOSE, "verify", "--json"), (2,),
-                env={dsn_env: uri.replace(password, wrong_pw)}),
-            Run("wrong password (--dsn)", (*VERBOSE, "--dsn", uri.replace(password, wrong_pw),
-                                           "status"), (2,)),
-            Run("database port closed", (*VERBOSE, "--dsn", uri.replace(f":{port}/", ":1/"),
-                                         "chain", "--until-idle", "1"), (2,)),
-            Run("dsn does not parse", (*VERBOSE, "--dsn", uri.replace(f"@{host}", "@[::1"),
-                                       "verify"), (2,)),
-            Run("dsn bad option", (*VERBOSE, "verify", "--json"), (2,),
-                env={dsn_env: f"host={host} port={port} user={role} password={password} "
-                              f"dbname={led.dbname} bogus_option=1"}),
-            Run("dsn bad sslmode", (*VERBOSE, "status", "--json"), (2,),
-                env={dsn_env: uri + "?sslmode=bogus"}),
-            Run("dsn bad port", (*VERBOSE, "--dsn", uri.replace(f":{port}/", ":notaport/"),
-                                 "replay", "--json"), (2,)),
-            Run("dsn quoted password", (*VERBOSE, "verify"), (2,),
-                env={dsn_env: f"host={host} port={port} user={role} "
-                              f"password='{wrong_pw} x' dbname={led.dbname}"}),
-            Run("malformed hex key", (*VERBOSE, "verify", "--json"), (2,),
-                env={KEY_ENV: key + "zz"}),
-            Run("malformed base64 key", (*VERBOSE, "chain", "--until-idle", "1"), (2,),
-                env={KEY_ENV: "base64:" + sentinels.values["signing key (base64)"].decode() + "!"}),
+            Run(
+                "wrong password (env)",
+                (*VERBOSE, "verify", "--json"),
+                (2,),
+                env={dsn_env: uri.replace(password, wrong_pw)},
+            ),
+            Run(
+                "wrong password (--dsn)", (*VERBOSE, "--dsn", uri.replace(password, wrong_pw), "status"), (2,)
+            ),
+            Run(
+                "database port closed",
+                (*VERBOSE, "--dsn", uri.replace(f":{port}/", ":1/"), "chain", "--until-idle", "1"),
+                (2,),
+            ),
+            Run("dsn does not parse", (*VERBOSE, "--dsn", uri.replace(f"@{host}", "@[::1"), "verify"), (2,)),
+            Run(
+                "dsn bad option",
+                (*VERBOSE, "verify", "--json"),
+                (2,),
+                env={
+                    dsn_env: f"host={host} port={port} user={role} password={password} "
+                    f"dbname={led.dbname} bogus_option=1"
+                },
+            ),
+            Run(
+                "dsn bad sslmode", (*VERBOSE, "status", "--json"), (2,), env={dsn_env: uri + "?sslmode=bogus"}
+            ),
+            Run(
+                "dsn bad port",
+                (*VERBOSE, "--dsn", uri.replace(f":{port}/", ":notaport/"), "replay", "--json"),
+                (2,),
+            ),
+            Run(
+                "dsn quoted password",
+                (*VERBOSE, "verify"),
+                (2,),
+                env={
+                    dsn_env: f"host={host} port={port} user={role} "
+                    f"password='{wrong_pw} x' dbname={led.dbname}"
+                },
+            ),
+            Run("malformed hex key", (*VERBOSE, "verify", "--json"), (2,), env={KEY_ENV: key + "zz"}),
+            Run(
+                "malformed base64 key",
+                (*VERBOSE, "chain", "--until-idle", "1"),
+                (2,),
+                env={KEY_ENV: "base64:" + sentinels.values["signing key (base64)"].decode() + "!"},
+            ),
             Run("short key", (*VERBOSE, "init"), (2,), env={KEY_ENV: short_key}),
             Run("other key: init", (*VERBOSE, "init", "--json"), (2,), env={KEY_ENV: wrong_key}),
-            Run("other key: verify", (*VERBOSE, "verify", "--json"), (2,),
-                env={KEY_ENV: wrong_key}),
-            Run("raw-text key: verify", (*VERBOSE, "verify"), (2,),
-                env={KEY_ENV: sentinels.values["other signing key (hex)"].decode()[:48]}),
+            Run("other key: verify", (*VERBOSE, "verify", "--json"), (2,), env={KEY_ENV: wrong_key}),
+            Run(
+                "raw-text key: verify",
+                (*VERBOSE, "verify"),
+                (2,),
+                env={KEY_ENV: sentinels.values["other signing key (hex)"].decode()[:48]},
+            ),
         )
         waiting.result()
 
@@ -550,16 +707,26 @@ def sentinel_session(tmp_path: Path) -> Session:
             with pg_log.open("rb") as handle:
                 handle.seek(pg_log_start)
                 artifacts["postgres server log (this session)"] = handle.read()
-    return Session(sentinels=sentinels, runs=runs, artifacts=artifacts, topic_records=records,
-                   seconds=time.monotonic() - started)
+    return Session(
+        sentinels=sentinels,
+        runs=runs,
+        artifacts=artifacts,
+        topic_records=records,
+        seconds=time.monotonic() - started,
+    )
 
 
 def test_sentinel_run_leaks_no_secret_anywhere(tmp_path: Path) -> None:
     require_services()
     session = sentinel_session(tmp_path)
     assert len(session.runs) == 39 and session.topic_records == 6
-    assert {"topic", "table public.audit_entries (binary)", "table public.ledger_meta (text)",
-            "stderr of chain", "stdout of verify --json"} <= set(session.artifacts)
+    assert {
+        "topic",
+        "table public.audit_entries (binary)",
+        "table public.ledger_meta (text)",
+        "stderr of chain",
+        "stdout of verify --json",
+    } <= set(session.artifacts)
     # The search can fail: it finds a sentinel that is there, and there is plenty to search.
     password = session.sentinels.values["database password"]
     assert session.sentinels.leaks({"probe": b"<" + password + b">"}) != []
@@ -574,13 +741,23 @@ def test_sentinel_run_leaks_no_secret_anywhere(tmp_path: Path) -> None:
 
 # -- findings: secrets echoed or kept outside the redacted fields ---------------------------
 
+
 def _emit(*args: str, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     """`baldur-audit emit` against a closed port: nothing can be sent, only validated."""
-    env = {**os.environ, "BALDUR_KAFKA_BOOTSTRAP": "127.0.0.1:1",
-           "BALDUR_AUDIT_TOPIC": "baldur.test.never-sent"}
-    return subprocess.run([sys.executable, "-m", "baldur_audit.consumers", "emit", "--timeout", "0.5",
-                           *args], env=env, input=input_text, capture_output=True, text=True,
-                          timeout=60, check=False)
+    env = {
+        **os.environ,
+        "BALDUR_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+        "BALDUR_AUDIT_TOPIC": "baldur.test.never-sent",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "baldur_audit.consumers", "emit", "--timeout", "0.5", *args],
+        env=env,
+        input=input_text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 TOKEN = "S3ntinel.Echo-" + secrets.token_hex(8)
@@ -589,36 +766,54 @@ BASE = {"actor": "ops", "action": "update", "target": "t"}
 
 # Invalid input was echoed (up to 40 characters) in the one-line error: fixed; these are
 # regression tests now.
-@pytest.mark.parametrize("args,input_text", [
-    pytest.param(("--actor", "ops", "--action", "update", "--target", "t",
-                  "--attribute", f"token:{TOKEN}"), None,
-                 id="emit --attribute without '=' (consumers/cli/emit.py)"),
-    pytest.param(("--file", "-"), json.dumps({**BASE, "actor_type": f"token={TOKEN}"}) + "\n",
-                 id="actor_type in a line (schemas/event.py)"),
-    pytest.param(("--file", "-"), json.dumps({**BASE, "source": f"Bearer {TOKEN}"}) + "\n",
-                 id="source in a line (schemas/event.py)"),
-    pytest.param(("--actor", "ops", "--action", "update", "--target", "t", "--source",
-                  f"Bearer {TOKEN}"), None,
-                 id="--source choice (click.Choice in consumers/cli/emit.py)"),
-    pytest.param(("--file", "-"), json.dumps({**BASE, "trace_id": f"Bearer {TOKEN}"}) + "\n",
-                 id="trace_id in a line"),
-    pytest.param(("--file", "-"), '{"actor": "ops", "password": "' + TOKEN + '" "x"}\n',
-                 id="broken JSON line"),
-])
-def test_invalid_input_carrying_a_secret_is_not_echoed(args: tuple[str, ...],
-                                                       input_text: str | None) -> None:
+@pytest.mark.parametrize(
+    "args,input_text",
+    [
+        pytest.param(
+            ("--actor", "ops", "--action", "update", "--target", "t", "--attribute", f"token:{TOKEN}"),
+            None,
+            id="emit --attribute without '=' (consumers/cli/emit.py)",
+        ),
+        pytest.param(
+            ("--file", "-"),
+            json.dumps({**BASE, "actor_type": f"token={TOKEN}"}) + "\n",
+            id="actor_type in a line (schemas/event.py)",
+        ),
+        pytest.param(
+            ("--file", "-"),
+            json.dumps({**BASE, "source": f"Bearer {TOKEN}"}) + "\n",
+            id="source in a line (schemas/event.py)",
+        ),
+        pytest.param(
+            ("--actor", "ops", "--action", "update", "--target", "t", "--source", f"Bearer {TOKEN}"),
+            None,
+            id="--source choice (click.Choice in consumers/cli/emit.py)",
+        ),
+        pytest.param(
+            ("--file", "-"),
+            json.dumps({**BASE, "trace_id": f"Bearer {TOKEN}"}) + "\n",
+            id="trace_id in a line",
+        ),
+        pytest.param(
+            ("--file", "-"), '{"actor": "ops", "password": "' + TOKEN + '" "x"}\n', id="broken JSON line"
+        ),
+    ],
+)
+def test_invalid_input_carrying_a_secret_is_not_echoed(args: tuple[str, ...], input_text: str | None) -> None:
     done = _emit(*args, input_text=input_text)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("baldur-audit: ")  # after client logs
     assert TOKEN not in done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("field_name,value", [
-    pytest.param("target", f"postgresql://app:{TOKEN}@db.internal/app", id="target-dsn"),
-    pytest.param("actor", f"deploy-bot Bearer {TOKEN}", id="actor-bearer"),
-])
-def test_a_credential_in_actor_or_target_does_not_leave_the_producer(field_name: str,
-                                                                     value: str) -> None:
+@pytest.mark.parametrize(
+    "field_name,value",
+    [
+        pytest.param("target", f"postgresql://app:{TOKEN}@db.internal/app", id="target-dsn"),
+        pytest.param("actor", f"deploy-bot Bearer {TOKEN}", id="actor-bearer"),
+    ],
+)
+def test_a_credential_in_actor_or_target_does_not_leave_the_producer(field_name: str, value: str) -> None:
     from baldur_audit.producers.trail import AuditTrail
     from baldur_audit.schemas.codec import encode_event
 
@@ -631,6 +826,7 @@ def test_a_credential_in_actor_or_target_does_not_leave_the_producer(field_name:
 
 
 # -- 3. binding -----------------------------------------------------------------------------
+
 
 def _socket_inodes(pid: int) -> set[str]:
     found = set()
@@ -649,12 +845,12 @@ def _address(hex_address: str) -> tuple[str, int]:
     ip_hex, port_hex = hex_address.split(":")
     raw = bytes.fromhex(ip_hex)
     # /proc/net stores each 32-bit word in host (little-endian) order.
-    packed = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    packed = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
     if len(packed) == 4:
         return socket.inet_ntop(socket.AF_INET, packed), int(port_hex, 16)
     address = socket.inet_ntop(socket.AF_INET6, packed)
     if address.startswith("::ffff:") and "." in address:  # an IPv4-mapped address
-        address = address[len("::ffff:"):]
+        address = address[len("::ffff:") :]
     return address, int(port_hex, 16)
 
 
@@ -672,8 +868,7 @@ def bound_sockets(pid: int) -> list[tuple[str, str, int]]:
             if inode not in inodes:
                 continue
             # TCP: LISTEN (0A) only. UDP: an unconnected (07) socket receives from anyone.
-            if (proto.startswith("tcp") and state == "0A") or \
-                    (proto.startswith("udp") and state == "07"):
+            if (proto.startswith("tcp") and state == "0A") or (proto.startswith("udp") and state == "07"):
                 found.append((proto, *_address(local)))
     return found
 
@@ -682,8 +877,7 @@ def _pid_file(path: Path) -> int:
     if not path.exists():
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{path} not found")
-        pytest.skip(f"{path.relative_to(ROOT)} not found: the stack was not started by "
-                    "deploy/stack.sh here")
+        pytest.skip(f"{path.relative_to(ROOT)} not found: the stack was not started by deploy/stack.sh here")
     pid = int(path.read_text().split()[0])
     assert Path(f"/proc/{pid}").exists(), f"{path} names pid {pid}, which is not running"
     return pid
@@ -711,19 +905,27 @@ def test_every_listening_socket_binds_loopback_only(ledger: Ledger) -> None:
     ledger.produce_events(2)
     chainer = subprocess.Popen(
         [sys.executable, "-m", "baldur_audit.consumers", "chain", "--session-timeout", "3"],
-        env=ledger.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=ledger.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while ledger.cli_json("status")["head"]["seq"] < 2:  # connected and sealing
             assert chainer.poll() is None, chainer.communicate()
             assert time.monotonic() < deadline, "the chainer sealed nothing in 30 s"
             time.sleep(0.5)
-        found = {name: bound_sockets(pid) for name, pid in
-                 (("kafka", kafka), ("postgres", postgres), ("chainer", chainer.pid))}
-        connected = [line.split()[2] for proto in ("tcp", "tcp6")
-                     for line in Path(f"/proc/{chainer.pid}/net/{proto}").read_text()
-                     .splitlines()[1:]
-                     if line.split()[9] in _socket_inodes(chainer.pid)]
+        found = {
+            name: bound_sockets(pid)
+            for name, pid in (("kafka", kafka), ("postgres", postgres), ("chainer", chainer.pid))
+        }
+        connected = [
+            line.split()[2]
+            for proto in ("tcp", "tcp6")
+            for line in Path(f"/proc/{chainer.pid}/net/{proto}").read_text().splitlines()[1:]
+            if line.split()[9] in _socket_inodes(chainer.pid)
+        ]
     finally:
         chainer.send_signal(signal.SIGTERM)
         try:
@@ -732,8 +934,12 @@ def test_every_listening_socket_binds_loopback_only(ledger: Ledger) -> None:
             chainer.kill()
             chainer.communicate()
     assert found["kafka"] and found["postgres"], found  # the check saw their listeners
-    exposed = [(name, sock) for name, sockets in found.items() for sock in sockets
-               if sock[1] not in ("127.0.0.1", "::1")]
+    exposed = [
+        (name, sock)
+        for name, sockets in found.items()
+        for sock in sockets
+        if sock[1] not in ("127.0.0.1", "::1")
+    ]
     assert not exposed, found
     assert found["chainer"] == [], "the chainer listens on nothing"
     peers = {_address(remote)[0] for remote in connected}
@@ -742,8 +948,10 @@ def test_every_listening_socket_binds_loopback_only(ledger: Ledger) -> None:
 
 def test_docker_compose_publishes_on_loopback_only() -> None:
     text = (ROOT / "deploy" / "docker-compose.yml").read_text(encoding="utf-8")
-    published = re.findall(r"^\s*-\s*\"?([0-9.:\[\]]+:\d+)\"?\s*$",
-                           "\n".join(block for block in re.findall(
-                               r"ports:\n((?:\s+-.*\n)+)", text)), re.M)
+    published = re.findall(
+        r"^\s*-\s*\"?([0-9.:\[\]]+:\d+)\"?\s*$",
+        "\n".join(block for block in re.findall(r"ports:\n((?:\s+-.*\n)+)", text)),
+        re.M,
+    )
     assert len(published) == 2, published
     assert all(entry.startswith("127.0.0.1:") for entry in published), published

@@ -86,13 +86,16 @@ def ledger(kafka: DedicatedKafka, tmp_path: Path) -> Iterator[Ledger]:
         yield led
 
 
-def start_producer(ledger: Ledger, spool_dir: Path, pause: float = 0.0
-                   ) -> subprocess.Popen[str]:
+def start_producer(ledger: Ledger, spool_dir: Path, pause: float = 0.0) -> subprocess.Popen[str]:
     log = open(spool_dir.parent / f"producer-{time.monotonic_ns()}.log", "w")
     try:
-        return subprocess.Popen([sys.executable, "-c", PRODUCER, ledger.bootstrap, ledger.topic,
-                                 str(spool_dir), str(pause)],
-                                env=ledger.env, stdout=subprocess.PIPE, stderr=log, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-c", PRODUCER, ledger.bootstrap, ledger.topic, str(spool_dir), str(pause)],
+            env=ledger.env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
     finally:
         log.close()  # the child has its own copy
 
@@ -130,8 +133,14 @@ def kill_9(proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
 
 def topic_event_ids(ledger: Ledger, timeout: float = 30) -> list[str]:
     """Every record's event id, in topic order (repeats included)."""
-    consumer = Consumer({"bootstrap.servers": ledger.bootstrap, "group.id": f"t-{uuid.uuid4()}",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": ledger.bootstrap,
+            "group.id": f"t-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     ids: list[str] = []
     try:
         consumer.assign([TopicPartition(ledger.topic, 0, OFFSET_BEGINNING)])
@@ -152,9 +161,12 @@ def topic_event_ids(ledger: Ledger, timeout: float = 30) -> list[str]:
 
 def latency_figures(lines: list[dict[str, Any]]) -> dict[str, float]:
     values = sorted(line["ms"] for line in lines if "ms" in line)
-    return {"n": len(values), "p50_ms": values[len(values) // 2],
-            "p99_ms": values[min(len(values) - 1, int(len(values) * 0.99))],
-            "max_ms": values[-1]}
+    return {
+        "n": len(values),
+        "p50_ms": values[len(values) // 2],
+        "p99_ms": values[min(len(values) - 1, int(len(values) * 0.99))],
+        "max_ms": values[-1],
+    }
 
 
 def ledger_rows(ledger: Ledger) -> list[dict[str, Any]]:
@@ -175,11 +187,9 @@ def in_order(sub: list[str], full: list[str]) -> bool:
 def drain(ledger: Ledger, spool_dir: Path, count: int = 0) -> list[str]:
     """A new producer on ``spool_dir``: sends what it finds there and ``count`` new events,
     then closes; returns the new events' ids."""
-    with AuditTrail(bootstrap=ledger.bootstrap, topic=ledger.topic,
-                    spool_dir=spool_dir) as trail:
+    with AuditTrail(bootstrap=ledger.bootstrap, topic=ledger.topic, spool_dir=spool_dir) as trail:
         assert trail.stats.recovered > 0
-        ids = [str(trail.record(actor="svc", action="update", target=f"new/{i}"))
-               for i in range(count)]
+        ids = [str(trail.record(actor="svc", action="update", target=f"new/{i}")) for i in range(count)]
         assert trail.flush(60) == 0, trail.stats
         assert trail.stats.failed == 0
     assert not list(spool_dir.glob("*/*/*.seg"))  # drained and removed, adopted slots too
@@ -187,14 +197,15 @@ def drain(ledger: Ledger, spool_dir: Path, count: int = 0) -> list[str]:
 
 
 def test_the_spool_through_a_full_queue_an_outage_kill_9_and_resends(
-        kafka: DedicatedKafka, ledger: Ledger, tmp_path: Path) -> None:
+    kafka: DedicatedKafka, ledger: Ledger, tmp_path: Path
+) -> None:
     # 1. A memory queue of 20 events, broker up.
-    with AuditTrail(bootstrap=ledger.bootstrap, topic=ledger.topic,
-                    spool_dir=tmp_path / "busy", queue_max_messages=20) as trail:
+    with AuditTrail(
+        bootstrap=ledger.bootstrap, topic=ledger.topic, spool_dir=tmp_path / "busy", queue_max_messages=20
+    ) as trail:
         trail.record(actor="svc", action="update", target="warm-up")
         assert trail.flush(30) == 0
-        busy_ids = [str(trail.record(actor="svc", action="update", target=f"cfg/{i}"))
-                    for i in range(400)]
+        busy_ids = [str(trail.record(actor="svc", action="update", target=f"cfg/{i}")) for i in range(400)]
         overflow = trail.stats.spooled - 1  # the warm-up went through the spool too
         assert trail.flush(60) == 0
         assert trail.stats.failed == 0 and trail.stats.refused == 0
@@ -263,5 +274,4 @@ def test_the_spool_through_a_full_queue_an_outage_kill_9_and_resends(
     # its append.
     assert len(set(shown) - acknowledged) <= 3
     assert ledger.cli_json("verify")["intact"] is True
-    print(f"topic: {len(in_topic)} records, {len(set(in_topic))} event ids; "
-          f"ledger: {dict(kinds)}")
+    print(f"topic: {len(in_topic)} records, {len(set(in_topic))} event ids; ledger: {dict(kinds)}")

@@ -49,8 +49,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaseLedger]:
         yield built
 
 
-def _tools_on_copy(base: BaseLedger, index: int, statements: list[tuple[str, tuple]]
-                   ) -> dict[str, Finding]:
+def _tools_on_copy(base: BaseLedger, index: int, statements: list[tuple[str, tuple]]) -> dict[str, Finding]:
     """Run ``statements`` as the superuser (triggers off) on a fresh copy; verify and replay it."""
     import psycopg
 
@@ -79,8 +78,9 @@ def test_random_tamper_matrix(base: BaseLedger) -> None:
     trials, seed = trials_from_env(), seed_from_env()
     results = run_trials(base, trials, seed=seed)
     print(f"\ntamper matrix: {trials} trials, seed {seed}\n" + render_table(summarize(results)))
-    unexpected = [f"{r.reproducer()}: {r.damage.what}: {'; '.join(r.problems())}"
-                  for r in results if r.problems()]
+    unexpected = [
+        f"{r.reproducer()}: {r.damage.what}: {'; '.join(r.problems())}" for r in results if r.problems()
+    ]
     assert not unexpected, "\n".join(unexpected)
     if trials >= len(CATALOGUE):
         assert {r.tamper for r in results} == set(CLASSES)
@@ -95,8 +95,11 @@ def test_random_tamper_matrix(base: BaseLedger) -> None:
 
 def test_a_trial_is_reproducible_from_seed_and_index(base: BaseLedger) -> None:
     seed = seed_from_env()
-    picks = [(index, tamper) for index, tamper in trial_plan(3 * len(CATALOGUE))
-             if tamper.name in ("column:before", "keyholder:rewrite", "row:swap", "combo")][:4]
+    picks = [
+        (index, tamper)
+        for index, tamper in trial_plan(3 * len(CATALOGUE))
+        if tamper.name in ("column:before", "keyholder:rewrite", "row:swap", "combo")
+    ][:4]
     for index, tamper in picks:
         told = []
         for attempt in range(2):
@@ -110,9 +113,11 @@ def test_a_trial_is_reproducible_from_seed_and_index(base: BaseLedger) -> None:
 
 def test_the_checker_flags_every_way_a_tool_can_fall_short() -> None:
     """TrialResult.problems() is what makes the matrix fail: check it can."""
+
     def result(damage: Damage, verify: Finding, replay: Finding) -> TrialResult:
-        return TrialResult(index=0, seed=1, tamper="x", damage=damage,
-                           findings={VERIFY: verify, REPLAY: replay}, seconds=0.0)
+        return TrialResult(
+            index=0, seed=1, tamper="x", damage=damage, findings={VERIFY: verify, REPLAY: replay}, seconds=0.0
+        )
 
     hit = Finding("broken", 7, "modified")
     row_damage = Damage("v", "what", 7)
@@ -142,19 +147,23 @@ def test_the_checker_flags_every_way_a_tool_can_fall_short() -> None:
 # Strict xfail: they fail today, as the gap is real; the day verify/replay close it they pass,
 # which fails the run until the marker and the KNOWN_GAPS entry are removed.
 
+
 def test_duplicate_of_zero_on_a_non_duplicate_is_seen(base: BaseLedger) -> None:
     seq = next(row["seq"] for row in base.rows if row["kind"] == "event")
-    found = _tools_on_copy(base, 90_001, [
-        ("UPDATE audit_entries SET duplicate_of = 0 WHERE seq = %s", (seq,))])
+    found = _tools_on_copy(
+        base, 90_001, [("UPDATE audit_entries SET duplicate_of = 0 WHERE seq = %s", (seq,))]
+    )
     assert found[VERIFY].status == "broken" and found[VERIFY].seq == seq, found
     assert found[REPLAY].status == "broken" and found[REPLAY].seq == seq, found
 
 
 def _reworded(base: BaseLedger, index: int) -> tuple[int, dict[str, Finding]]:
     seq = next(row["seq"] for row in base.rows if row["kind"] == "rejected")
-    return seq, _tools_on_copy(base, index, [
-        ("UPDATE audit_entries SET reject_reason = 'rejected by operator request'"
-         " WHERE seq = %s", (seq,))])
+    return seq, _tools_on_copy(
+        base,
+        index,
+        [("UPDATE audit_entries SET reject_reason = 'rejected by operator request' WHERE seq = %s", (seq,))],
+    )
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=KNOWN_GAPS["reworded"].why)
@@ -169,10 +178,10 @@ def test_reworded_reject_reason_is_seen_by_replay(base: BaseLedger) -> None:
 
 
 def _empty_payload_nulled(base: BaseLedger, index: int) -> tuple[int, dict[str, Finding]]:
-    seq = next(row["seq"] for row in base.rows
-               if row["payload"] is not None and not row["payload"])
-    return seq, _tools_on_copy(base, index, [
-        ("UPDATE audit_entries SET payload = NULL WHERE seq = %s", (seq,))])
+    seq = next(row["seq"] for row in base.rows if row["payload"] is not None and not row["payload"])
+    return seq, _tools_on_copy(
+        base, index, [("UPDATE audit_entries SET payload = NULL WHERE seq = %s", (seq,))]
+    )
 
 
 def test_empty_payload_set_to_null_is_seen_by_verify(base: BaseLedger) -> None:

@@ -23,8 +23,14 @@ ADMIN_PASSWORD = "baldur-local-admin"
 
 
 def _script(name: str, *args: str, env: dict[str, str], timeout: float = 240) -> None:
-    done = subprocess.run(["bash", str(ROOT / "deploy" / name), *args], env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    done = subprocess.run(
+        ["bash", str(ROOT / "deploy" / name), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"deploy/{name} {' '.join(args)} failed:\n{done.stderr[-3000:]}")
 
@@ -46,8 +52,11 @@ class DedicatedKafka:
 
     @property
     def _env(self) -> dict[str, str]:
-        return {"BALDUR_KAFKA_HOME": str(self.home), "BALDUR_KAFKA_PORT": str(self.port),
-                "BALDUR_KAFKA_CONTROLLER_PORT": str(self.port + 1)}
+        return {
+            "BALDUR_KAFKA_HOME": str(self.home),
+            "BALDUR_KAFKA_PORT": str(self.port),
+            "BALDUR_KAFKA_CONTROLLER_PORT": str(self.port + 1),
+        }
 
     def start(self) -> None:
         _script("kafka.sh", "start", env=self._env)

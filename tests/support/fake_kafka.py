@@ -68,9 +68,15 @@ class FakeProducer:
         self.announced_down = False
         self.produced = 0
 
-    def produce(self, topic: str, value: bytes | None = None, *args: Any,
-                headers: list[tuple[str, bytes]] | None = None,
-                on_delivery: Callable[[Any, Any], None] | None = None, **kwargs: Any) -> None:
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        *args: Any,
+        headers: list[tuple[str, bytes]] | None = None,
+        on_delivery: Callable[[Any, Any], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         assert isinstance(value, bytes)
         with self.lock:
             if len(self.queue) >= self.broker.queue_limit:
@@ -85,8 +91,10 @@ class FakeProducer:
             if broker.mode == "down":
                 if not self.announced_down:
                     self.announced_down = True
-                    errors = [KafkaError(KafkaError._TRANSPORT, "Connect failed"),
-                              KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down")]
+                    errors = [
+                        KafkaError(KafkaError._TRANSPORT, "Connect failed"),
+                        KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"),
+                    ]
                 return errors
             self.announced_down = False
             if broker.mode != "up":
@@ -131,12 +139,10 @@ class FakeProducer:
                 return left
             time.sleep(0.002)
 
-    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True
-              ) -> None:
+    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
         with self.lock:
             while self.queue:
-                self.reports.append((self.queue.popleft(),
-                                     KafkaError(KafkaError._PURGE_QUEUE, "purged")))
+                self.reports.append((self.queue.popleft(), KafkaError(KafkaError._PURGE_QUEUE, "purged")))
 
     def __len__(self) -> int:
         with self.lock:

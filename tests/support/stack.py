@@ -53,8 +53,11 @@ def dsn_hostport(dsn: str) -> str:
 
 def require_services() -> None:
     """Skip (locally) or fail (CI=true) when Kafka or PostgreSQL is not reachable."""
-    missing = [name for name, where in (("kafka", BOOTSTRAP), ("postgres", dsn_hostport(DSN)))
-               if not reachable(where)]
+    missing = [
+        name
+        for name, where in (("kafka", BOOTSTRAP), ("postgres", dsn_hostport(DSN)))
+        if not reachable(where)
+    ]
     if missing:
         message = f"services not reachable: {', '.join(missing)} (run `make up`)"
         if os.environ.get("CI", "").lower() == "true":
@@ -84,13 +87,24 @@ class Ledger:
     bootstrap: str = BOOTSTRAP
 
     # -- CLI ------------------------------------------------------------------
-    def cli(self, *args: str, input_text: str | None = None, timeout: float = 120,
-            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self,
+        *args: str,
+        input_text: str | None = None,
+        timeout: float = 120,
+        extra_env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``baldur-audit ARGS`` in a subprocess with this ledger's settings."""
         env = {**self.env, **(extra_env or {})}
-        return subprocess.run([sys.executable, "-m", "baldur_audit.consumers", *args],
-                              env=env, input=input_text, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "baldur_audit.consumers", *args],
+            env=env,
+            input=input_text,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def cli_json(self, *args: str, expect: Sequence[int] = (0,)) -> Any:
         """Run a command with ``--json`` and parse stdout."""
@@ -99,13 +113,15 @@ class Ledger:
         return json.loads(done.stdout)
 
     # -- Kafka -----------------------------------------------------------------
-    def produce_raw(self, values: Sequence[bytes | None],
-                    headers: Sequence[tuple[str, bytes]] | None = None) -> None:
+    def produce_raw(
+        self, values: Sequence[bytes | None], headers: Sequence[tuple[str, bytes]] | None = None
+    ) -> None:
         """Write raw record values to the topic (as a foreign client would)."""
         from confluent_kafka import Producer
 
-        producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True,
-                             "message.max.bytes": 2_000_000})
+        producer = Producer(
+            {"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "message.max.bytes": 2_000_000}
+        )
         errors: list[str] = []
 
         def report(err: Any, _msg: Any) -> None:
@@ -113,14 +129,14 @@ class Ledger:
                 errors.append(str(err))
 
         for value in values:
-            producer.produce(self.topic, value=value, headers=list(headers or []),
-                             on_delivery=report)
+            producer.produce(self.topic, value=value, headers=list(headers or []), on_delivery=report)
             producer.poll(0)
         assert producer.flush(30) == 0
         assert not errors, errors
 
-    def produce_events(self, count: int, *, target: str = "svc.timeout",
-                       actor: str = "alice", start: int = 0) -> list[uuid.UUID]:
+    def produce_events(
+        self, count: int, *, target: str = "svc.timeout", actor: str = "alice", start: int = 0
+    ) -> list[uuid.UUID]:
         """Encode and write ``count`` valid events; returns their ids."""
         from baldur_audit.schemas.codec import encode_event
 
@@ -152,15 +168,28 @@ def make_event(i: int, *, target: str = "svc.timeout", actor: str = "alice") -> 
     return ChangeEvent(
         event_id=uuid7(1_764_417_600_000 + i, os.urandom(10)),
         occurred_at=datetime(2026, 11, 29, 12, 0, tzinfo=UTC).replace(microsecond=i % 1_000_000),
-        actor=Actor(actor, "user"), action="update", target=target, source="api",
-        before=json.dumps({"timeout_ms": 1000 + i}), after=json.dumps({"timeout_ms": 2000 + i}),
-        reason=f"tuning step {i}", trace_id=f"{i + 1:032x}", client_ip="10.1.***.***",
-        attributes={"ticket": f"OPS-{i}"})
+        actor=Actor(actor, "user"),
+        action="update",
+        target=target,
+        source="api",
+        before=json.dumps({"timeout_ms": 1000 + i}),
+        after=json.dumps({"timeout_ms": 2000 + i}),
+        reason=f"tuning step {i}",
+        trace_id=f"{i + 1:032x}",
+        client_ip="10.1.***.***",
+        attributes={"ticket": f"OPS-{i}"},
+    )
 
 
 @contextmanager
-def fresh_ledger(tmp_path: Path, *, bootstrap: str = BOOTSTRAP, dsn: str = DSN,
-                 admin_dsn: str = ADMIN_DSN, init: bool = True) -> Iterator[Ledger]:
+def fresh_ledger(
+    tmp_path: Path,
+    *,
+    bootstrap: str = BOOTSTRAP,
+    dsn: str = DSN,
+    admin_dsn: str = ADMIN_DSN,
+    init: bool = True,
+) -> Iterator[Ledger]:
     """A fresh topic and database (created by the application role) on the given services,
     `init` done unless ``init=False``; both are removed afterwards."""
     import psycopg
@@ -172,17 +201,29 @@ def fresh_ledger(tmp_path: Path, *, bootstrap: str = BOOTSTRAP, dsn: str = DSN,
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
     state_dir = tmp_path / f"state-{suffix}"
-    env = {**os.environ, "BALDUR_KAFKA_BOOTSTRAP": bootstrap, "BALDUR_AUDIT_TOPIC": topic,
-           "BALDUR_SQL_DSN": with_dbname(dsn, dbname),
-           "BALDUR_SECRETS_AUDIT_SIGNING_KEY": TEST_KEY, "BALDUR_STATE_DIR": str(state_dir),
-           "BALDUR_CHAINER_GROUP": f"baldur-test-chainer-{suffix}",
-           # No automatic checkpoints unless a test asks (tests/integration/test_checkpoints.py):
-           # many tests show what the chain walk alone can and cannot see.
-           "BALDUR_CHECKPOINT_EVERY": "0", "BALDUR_CHECKPOINT_INTERVAL": "0"}
+    env = {
+        **os.environ,
+        "BALDUR_KAFKA_BOOTSTRAP": bootstrap,
+        "BALDUR_AUDIT_TOPIC": topic,
+        "BALDUR_SQL_DSN": with_dbname(dsn, dbname),
+        "BALDUR_SECRETS_AUDIT_SIGNING_KEY": TEST_KEY,
+        "BALDUR_STATE_DIR": str(state_dir),
+        "BALDUR_CHAINER_GROUP": f"baldur-test-chainer-{suffix}",
+        # No automatic checkpoints unless a test asks (tests/integration/test_checkpoints.py):
+        # many tests show what the chain walk alone can and cannot see.
+        "BALDUR_CHECKPOINT_EVERY": "0",
+        "BALDUR_CHECKPOINT_INTERVAL": "0",
+    }
     env.pop("BALDUR_ENV", None)
-    led = Ledger(topic=topic, dbname=dbname, dsn=with_dbname(dsn, dbname),
-                 admin_dsn=with_dbname(admin_dsn, dbname), env=env, state_dir=state_dir,
-                 bootstrap=bootstrap)
+    led = Ledger(
+        topic=topic,
+        dbname=dbname,
+        dsn=with_dbname(dsn, dbname),
+        admin_dsn=with_dbname(admin_dsn, dbname),
+        env=env,
+        state_dir=state_dir,
+        bootstrap=bootstrap,
+    )
     if init:
         done = led.cli("init")
         assert done.returncode == 0, done.stderr

@@ -28,8 +28,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = {"schemas": "baldur_audit.schemas", "producers": "baldur_audit.producers",
-            "consumers": "baldur_audit.consumers"}
+PACKAGES = {
+    "schemas": "baldur_audit.schemas",
+    "producers": "baldur_audit.producers",
+    "consumers": "baldur_audit.consumers",
+}
 C = "baldur_audit.consumers"
 
 #: The floors, bottom first: a module may import its own floor and the floors below.
@@ -38,8 +41,14 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("baldur_audit.producers",),
     (f"{C}.settings", f"{C}.files", f"{C}.chain_keys", f"{C}.checkpoint_keys"),
     (f"{C}.postgres", f"{C}.kafka"),
-    (f"{C}.chainer", f"{C}.checkpointer", f"{C}.witnesses", f"{C}.retention",
-     f"{C}.verification", f"{C}.evidence"),
+    (
+        f"{C}.chainer",
+        f"{C}.checkpointer",
+        f"{C}.witnesses",
+        f"{C}.retention",
+        f"{C}.verification",
+        f"{C}.evidence",
+    ),
     (f"{C}.cli", f"{C}.__main__"),
 )
 #: Third-party packages and the only places that may import them.
@@ -97,13 +106,16 @@ def imports_of(name: str, path: Path, known: Iterable[str]) -> list[Import]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = name.split(".")
-                base = base[:len(base) - node.level + (1 if is_package else 0)]
+                base = base[: len(base) - node.level + (1 if is_package else 0)]
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
             found.append(Import(name, module, node.lineno))
-            found += [Import(name, f"{module}.{alias.name}", node.lineno) for alias in node.names
-                      if f"{module}.{alias.name}" in known]
+            found += [
+                Import(name, f"{module}.{alias.name}", node.lineno)
+                for alias in node.names
+                if f"{module}.{alias.name}" in known
+            ]
     return found
 
 
@@ -120,17 +132,19 @@ def violations(tree: Mapping[str, Path]) -> list[str]:
             where = f"{path.relative_to(root)}:{imp.line}"
             top = imp.target.split(".")[0]
             if top in BOUNDARIES and not any(_within(name, p) for p in BOUNDARIES[top]):
-                problems.append(f"{where}: {name} imports {top}, which only "
-                                f"{', '.join(BOUNDARIES[top])} may import")
+                problems.append(
+                    f"{where}: {name} imports {top}, which only {', '.join(BOUNDARIES[top])} may import"
+                )
             if imp.target not in modules:
                 continue
             graph[name].add(imp.target)
             mine, theirs = floor_of(name), floor_of(imp.target)
             if mine is not None and theirs is not None and theirs > mine:
-                problems.append(f"{where}: {name} (floor {mine}) imports {imp.target} "
-                                f"(floor {theirs}): imports point down only")
-            if _within(imp.target, f"{C}.cli") and not (_within(name, f"{C}.cli")
-                                                          or name == f"{C}.__main__"):
+                problems.append(
+                    f"{where}: {name} (floor {mine}) imports {imp.target} "
+                    f"(floor {theirs}): imports point down only"
+                )
+            if _within(imp.target, f"{C}.cli") and not (_within(name, f"{C}.cli") or name == f"{C}.__main__"):
                 problems.append(f"{where}: {name} imports the CLI, which nothing imports")
     problems += [f"import cycle: {' -> '.join(cycle)}" for cycle in cycles(graph)]
     return problems
@@ -178,65 +192,110 @@ def source_tree() -> dict[str, Path]:
 
 # -- the package keeps the rule ------------------------------------------------------------------
 
+
 def test_the_package_keeps_the_import_rule() -> None:
     assert violations(source_tree()) == []
 
 
 def test_every_consumers_module_has_a_floor() -> None:
-    unplaced = [name for name in modules_of(source_tree())
-                if floor_of(name) is None and name not in PACKAGES.values()]
+    unplaced = [
+        name for name in modules_of(source_tree()) if floor_of(name) is None and name not in PACKAGES.values()
+    ]
     assert unplaced == []
 
 
 # -- the check can fail ----------------------------------------------------------------------------
 
+
 def _fake_tree(tmp_path: Path, files: Mapping[str, str]) -> dict[str, Path]:
-    for relative, text in {"schemas/__init__.py": "", "producers/__init__.py": "",
-                           "consumers/__init__.py": "", **files}.items():
+    for relative, text in {
+        "schemas/__init__.py": "",
+        "producers/__init__.py": "",
+        "consumers/__init__.py": "",
+        **files,
+    }.items():
         path = tmp_path / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text), encoding="utf-8")
     return {package: tmp_path / folder for folder, package in PACKAGES.items()}
 
 
-@pytest.mark.parametrize(("files", "expected"), [
-    ({"consumers/verification/__init__.py": "",
-      "consumers/verification/verify.py": "import psycopg\n"},
-     "imports psycopg, which only baldur_audit.consumers.postgres may import"),
-    ({"consumers/chainer.py": "def f():\n    from confluent_kafka import Consumer\n"},
-     "imports confluent_kafka"),
-    ({"producers/trail.py": "import click\n"}, "imports click"),
-    ({"consumers/settings.py": "from .postgres import ledger\n",
-      "consumers/postgres/__init__.py": "", "consumers/postgres/ledger.py": ""},
-     "(floor 2) imports baldur_audit.consumers.postgres.ledger (floor 3)"),
-    ({"schemas/chain.py": "from baldur_audit.producers import trail\n",
-      "producers/trail.py": ""}, "(floor 0) imports baldur_audit.producers.trail (floor 1)"),
-    ({"consumers/retention.py": "from .cli import app\n",
-      "consumers/cli/__init__.py": "", "consumers/cli/app.py": ""}, "imports the CLI"),
-    ({"consumers/cli/__init__.py": "", "consumers/cli/app.py": "from . import ledger\n",
-      "consumers/cli/ledger.py": "from .app import App\n"}, "import cycle: "),
-    ({"consumers/kafka/__init__.py": "",
-      "consumers/kafka/source.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-                                   "    from ..chainer import Chainer\n",
-      "consumers/chainer.py": ""}, "(floor 3) imports baldur_audit.consumers.chainer (floor 4)"),
-])
-def test_the_check_catches_a_wrong_import(tmp_path: Path, files: dict[str, str],
-                                          expected: str) -> None:
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (
+            {
+                "consumers/verification/__init__.py": "",
+                "consumers/verification/verify.py": "import psycopg\n",
+            },
+            "imports psycopg, which only baldur_audit.consumers.postgres may import",
+        ),
+        (
+            {"consumers/chainer.py": "def f():\n    from confluent_kafka import Consumer\n"},
+            "imports confluent_kafka",
+        ),
+        ({"producers/trail.py": "import click\n"}, "imports click"),
+        (
+            {
+                "consumers/settings.py": "from .postgres import ledger\n",
+                "consumers/postgres/__init__.py": "",
+                "consumers/postgres/ledger.py": "",
+            },
+            "(floor 2) imports baldur_audit.consumers.postgres.ledger (floor 3)",
+        ),
+        (
+            {"schemas/chain.py": "from baldur_audit.producers import trail\n", "producers/trail.py": ""},
+            "(floor 0) imports baldur_audit.producers.trail (floor 1)",
+        ),
+        (
+            {
+                "consumers/retention.py": "from .cli import app\n",
+                "consumers/cli/__init__.py": "",
+                "consumers/cli/app.py": "",
+            },
+            "imports the CLI",
+        ),
+        (
+            {
+                "consumers/cli/__init__.py": "",
+                "consumers/cli/app.py": "from . import ledger\n",
+                "consumers/cli/ledger.py": "from .app import App\n",
+            },
+            "import cycle: ",
+        ),
+        (
+            {
+                "consumers/kafka/__init__.py": "",
+                "consumers/kafka/source.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                "    from ..chainer import Chainer\n",
+                "consumers/chainer.py": "",
+            },
+            "(floor 3) imports baldur_audit.consumers.chainer (floor 4)",
+        ),
+    ],
+)
+def test_the_check_catches_a_wrong_import(tmp_path: Path, files: dict[str, str], expected: str) -> None:
     found = violations(_fake_tree(tmp_path, files))
     assert any(expected in problem for problem in found), found
 
 
 def test_a_clean_fake_tree_passes(tmp_path: Path) -> None:
-    tree = _fake_tree(tmp_path, {
-        "consumers/postgres/__init__.py": "import psycopg\nfrom ..settings import scrub\n",
-        "consumers/settings.py": "from baldur_audit.schemas import errors\n",
-        "schemas/errors.py": "", "consumers/cli/__init__.py": "import click\nfrom . import app\n",
-        "consumers/cli/app.py": "from ..postgres import connect\n",
-        "consumers/__main__.py": "from .cli import main\n"})
+    tree = _fake_tree(
+        tmp_path,
+        {
+            "consumers/postgres/__init__.py": "import psycopg\nfrom ..settings import scrub\n",
+            "consumers/settings.py": "from baldur_audit.schemas import errors\n",
+            "schemas/errors.py": "",
+            "consumers/cli/__init__.py": "import click\nfrom . import app\n",
+            "consumers/cli/app.py": "from ..postgres import connect\n",
+            "consumers/__main__.py": "from .cli import main\n",
+        },
+    )
     assert violations(tree) == []
 
 
 # -- what loads at run time ------------------------------------------------------------------------
+
 
 def _loaded_after_import(module: str) -> list[str]:
     """The drivers and package modules that importing ``module`` loads, in a fresh process."""
@@ -248,8 +307,14 @@ def _loaded_after_import(module: str) -> list[str]:
                                 or m.startswith("baldur_audit."))))
     """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return list(json.loads(done.stdout))
 
@@ -261,8 +326,7 @@ def _schemas_modules() -> list[str]:
 @pytest.mark.parametrize("module", _schemas_modules())
 def test_the_pure_core_loads_no_driver_and_nothing_above_it(module: str) -> None:
     loaded = _loaded_after_import(module)
-    assert [m for m in loaded if not _within(m, "baldur_audit.schemas")
-            and m != "baldur_audit"] == []
+    assert [m for m in loaded if not _within(m, "baldur_audit.schemas") and m != "baldur_audit"] == []
 
 
 def test_the_offline_checker_loads_the_core_and_the_bundle_format_only() -> None:
@@ -273,8 +337,9 @@ def test_the_offline_checker_loads_the_core_and_the_bundle_format_only() -> None
 
 def test_the_producer_library_needs_neither_psycopg_nor_click() -> None:
     loaded = _loaded_after_import("baldur_audit.producers")
-    assert [m for m in loaded if m.split(".")[0] in ("psycopg", "psycopg_binary", "click")
-            or _within(m, C)] == []
+    assert [
+        m for m in loaded if m.split(".")[0] in ("psycopg", "psycopg_binary", "click") or _within(m, C)
+    ] == []
 
 
 def test_the_runtime_probe_sees_a_driver() -> None:

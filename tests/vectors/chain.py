@@ -32,16 +32,29 @@ LEDGER_ID = "baldur-audit:baldur.audit.events"
 TOPIC = "baldur.audit.events"
 
 CASES: list[dict[str, Any]] = [
-    {"offset": 0, "timestamp_ms": 1764417600000, "kind": "event", "duplicate_of": 0,
-     "value_hex": (b"\xc3\x01" + bytes(8) + b"example-avro-body").hex()},
-    {"offset": 1, "timestamp_ms": 1764417600123, "kind": "duplicate", "duplicate_of": 1,
-     "value_hex": (b"\xc3\x01" + bytes(8) + b"example-avro-body").hex()},
-    {"offset": 3, "timestamp_ms": 1764417601000, "kind": "rejected", "duplicate_of": 0,
-     "value_hex": "deadbeef"},
-    {"offset": 4, "timestamp_ms": 1764417601001, "kind": "rejected", "duplicate_of": 0,
-     "value_hex": ""},
-    {"offset": 5, "timestamp_ms": 1764417601002, "kind": "rejected", "duplicate_of": 0,
-     "value_hex": None},
+    {
+        "offset": 0,
+        "timestamp_ms": 1764417600000,
+        "kind": "event",
+        "duplicate_of": 0,
+        "value_hex": (b"\xc3\x01" + bytes(8) + b"example-avro-body").hex(),
+    },
+    {
+        "offset": 1,
+        "timestamp_ms": 1764417600123,
+        "kind": "duplicate",
+        "duplicate_of": 1,
+        "value_hex": (b"\xc3\x01" + bytes(8) + b"example-avro-body").hex(),
+    },
+    {
+        "offset": 3,
+        "timestamp_ms": 1764417601000,
+        "kind": "rejected",
+        "duplicate_of": 0,
+        "value_hex": "deadbeef",
+    },
+    {"offset": 4, "timestamp_ms": 1764417601001, "kind": "rejected", "duplicate_of": 0, "value_hex": ""},
+    {"offset": 5, "timestamp_ms": 1764417601002, "kind": "rejected", "duplicate_of": 0, "value_hex": None},
 ]
 
 
@@ -49,10 +62,17 @@ CASES: list[dict[str, Any]] = [
 EVENT = ChangeEvent(
     event_id=uuid.UUID("019ad0c2-5e00-7abc-8def-0123456789ab"),
     occurred_at=datetime(2026, 11, 29, 12, 0, 0, 123456, tzinfo=UTC),
-    actor=Actor("alice", "user"), action="update", target="payments.timeout_ms",
-    source="api", before='{"timeout_ms":1000}', after='{"timeout_ms":2500}',
-    reason="p99 latency \u2192 SLO", trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
-    client_ip="10.1.***.***", attributes={"ticket": "OPS-7", "région": "eu-west-1"})
+    actor=Actor("alice", "user"),
+    action="update",
+    target="payments.timeout_ms",
+    source="api",
+    before='{"timeout_ms":1000}',
+    after='{"timeout_ms":2500}',
+    reason="p99 latency \u2192 SLO",
+    trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+    client_ip="10.1.***.***",
+    attributes={"ticket": "OPS-7", "région": "eu-west-1"},
+)
 FINGERPRINT = bytes.fromhex("0102030405060708")
 
 
@@ -72,27 +92,41 @@ def build() -> dict[str, Any]:
     entries = []
     for seq, case in enumerate(CASES, start=1):
         value = None if case["value_hex"] is None else bytes.fromhex(case["value_hex"])
-        link_input = LinkInput(seq=seq, topic=TOPIC, partition=0, offset=case["offset"],
-                               timestamp_ms=case["timestamp_ms"],
-                               kind=EntryKind.from_label(case["kind"]),
-                               duplicate_of=case["duplicate_of"], value_null=value is None,
-                               digest=payload_digest(value),
-                               view_digest=view_digest(view_of(case)))
+        link_input = LinkInput(
+            seq=seq,
+            topic=TOPIC,
+            partition=0,
+            offset=case["offset"],
+            timestamp_ms=case["timestamp_ms"],
+            kind=EntryKind.from_label(case["kind"]),
+            duplicate_of=case["duplicate_of"],
+            value_null=value is None,
+            digest=payload_digest(value),
+            view_digest=view_digest(view_of(case)),
+        )
         message = link_message(key.key_id, prev, link_input)
         link = linker.link(prev, link_input)
-        entries.append({"seq": seq, **case, "view_hex": view_of(case).hex(),
-                        "view_digest_hex": link_input.view_digest.hex(),
-                        "digest_hex": link_input.digest.hex(),
-                        "message_hex": message.hex(), "link_hex": link.hex()})
+        entries.append(
+            {
+                "seq": seq,
+                **case,
+                "view_hex": view_of(case).hex(),
+                "view_digest_hex": link_input.view_digest.hex(),
+                "digest_hex": link_input.digest.hex(),
+                "message_hex": message.hex(),
+                "link_hex": link.hex(),
+            }
+        )
         prev = link
     return {
         "spec": "baldur-audit chain v2 (schemas/CHAIN.md)",
         "key_hex": KEY.hex(),
         "key_id": key.key_id,
         "key_id_rule": "hk1- + first 16 hex digits of SHA-256('baldur-audit/key-id/v1' || key)",
-        "ledger_id": LEDGER_ID, "topic": TOPIC, "partition": 0,
-        "genesis_message_hex": genesis_message(ledger_id=LEDGER_ID, topic=TOPIC,
-                                               partition=0).hex(),
+        "ledger_id": LEDGER_ID,
+        "topic": TOPIC,
+        "partition": 0,
+        "genesis_message_hex": genesis_message(ledger_id=LEDGER_ID, topic=TOPIC, partition=0).hex(),
         "genesis_link_hex": genesis.hex(),
         "entries": entries,
         "empty_digest_hex": hashlib.sha256(b"").hexdigest(),

@@ -28,22 +28,30 @@ def build() -> dict[str, Any]:
     for epoch in range(EPOCHS):
         if epoch:
             secret = ratchet_secret(secret, epoch)
-        epochs.append({
-            "epoch": epoch,
-            "info_hex": "" if epoch == 0 else (RATCHET_TAG + struct.pack(">Q", epoch)).hex(),
-            "key_hex": secret.hex(),
-            "key_id": SigningKey.derive(secret).key_id,
-        })
+        epochs.append(
+            {
+                "epoch": epoch,
+                "info_hex": "" if epoch == 0 else (RATCHET_TAG + struct.pack(">Q", epoch)).hex(),
+                "key_hex": secret.hex(),
+                "key_id": SigningKey.derive(secret).key_id,
+            }
+        )
     return {
         "spec": "baldur-audit CHAIN.md §16, ratchet v1",
         "kdf": "HKDF-SHA256 (RFC 5869), salt absent (32 zero bytes), L = 32",
         "rule": "K_0 = initial key; K_{e+1} = HKDF(IKM = K_e, info = 'baldur-audit/ratchet/v1' "
-                "|| u64be(e+1)); epoch(seq) = (seq - 1) // N; key_id as CHAIN.md §3",
+        "|| u64be(e+1)); epoch(seq) = (seq - 1) // N; key_id as CHAIN.md §3",
         "initial_key_hex": INITIAL_KEY.hex(),
         "epochs": epochs,
         "epoch_entries": EPOCH_ENTRIES,
-        "seq_epochs": [{"seq": seq, "epoch": epoch_of(seq, EPOCH_ENTRIES),
-                        "key_id": epochs[epoch_of(seq, EPOCH_ENTRIES)]["key_id"]} for seq in SEQS],
+        "seq_epochs": [
+            {
+                "seq": seq,
+                "epoch": epoch_of(seq, EPOCH_ENTRIES),
+                "key_id": epochs[epoch_of(seq, EPOCH_ENTRIES)]["key_id"],
+            }
+            for seq in SEQS
+        ],
     }
 
 

@@ -75,8 +75,7 @@ from tests.support.tamper.base import (
 )
 from tests.support.tamper.catalogue import CATALOGUE, CLASSES, TamperClass
 
-__all__ = ["CATALOGUE", "CLASSES", "BaseLedger", "base_ledger", "run_trials", "summarize",
-           "render_table"]
+__all__ = ["CATALOGUE", "CLASSES", "BaseLedger", "base_ledger", "run_trials", "summarize", "render_table"]
 
 TRIALS_ENV = "BALDUR_TAMPER_TRIALS"
 SEED_ENV = "BALDUR_TAMPER_SEED"
@@ -97,6 +96,7 @@ def seed_from_env(default: int = 1) -> int:
 
 # -- running trials -------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """What one tool said about one trial."""
@@ -115,8 +115,9 @@ def cli_app(base: BaseLedger, dsn: str) -> App:
     """The app ``baldur-audit`` builds for this ledger, at the copy's DSN, with the test
     key preset (this process's environment does not carry the ledger's key)."""
     led = base.ledger
-    settings = Settings.from_env(os.environ, bootstrap=led.bootstrap, topic=led.topic, dsn=dsn,
-                                 group=led.env["BALDUR_CHAINER_GROUP"])
+    settings = Settings.from_env(
+        os.environ, bootstrap=led.bootstrap, topic=led.topic, dsn=dsn, group=led.env["BALDUR_CHAINER_GROUP"]
+    )
     return App(settings=settings, debug=False, _key=base.key)
 
 
@@ -159,10 +160,14 @@ def run_replay(dsn: str, base: BaseLedger) -> Finding:
         reader = KafkaTopicReader(bootstrap=led.bootstrap, topic=led.topic)
         try:
             with app.store() as store:
-                report = replay_compare(store, reader, app.keyring().current,
-                                        committed_offset=committed,
-                                        **app.replay_keys(store),
-                                        max_lag_seconds=MAX_LAG_SECONDS)
+                report = replay_compare(
+                    store,
+                    reader,
+                    app.keyring().current,
+                    committed_offset=committed,
+                    **app.replay_keys(store),
+                    max_lag_seconds=MAX_LAG_SECONDS,
+                )
         finally:
             reader.close()
     except AuditError as exc:
@@ -198,11 +203,13 @@ class TrialResult:
     def problems(self) -> list[str]:
         """Every way this trial falls short of the catalogue's expectation (empty: as expected)."""
         damage, found = self.damage, self.findings
-        issues = [f"{tool} crashed: {found[tool].detail}" for tool in TOOLS
-                  if found[tool].status == "crash"]
+        issues = [f"{tool} crashed: {found[tool].detail}" for tool in TOOLS if found[tool].status == "crash"]
         if damage.first_seq is None:
-            issues += [f"{tool} reported benign change: {found[tool]}" for tool in TOOLS
-                       if found[tool].status != "intact"]
+            issues += [
+                f"{tool} reported benign change: {found[tool]}"
+                for tool in TOOLS
+                if found[tool].status != "intact"
+            ]
             return issues
         # A known gap (pinned by its own regression test) excuses the tools that miss it.
         missed = damage.gap.missed_by if damage.gap is not None else NOBODY
@@ -210,31 +217,50 @@ class TrialResult:
             issues.append("undetected by both verify and replay")
         expected = [tool for tool in sorted(damage.seen_by) if tool not in missed]
         if damage.exact:
-            issues += [f"{tool} did not locate seq {damage.first_seq}: {found[tool]}"
-                       for tool in expected if not self.located(tool)]
+            issues += [
+                f"{tool} did not locate seq {damage.first_seq}: {found[tool]}"
+                for tool in expected
+                if not self.located(tool)
+            ]
         else:
-            issues += [f"{tool} vouched for the ledger: {found[tool]}"
-                       for tool in expected if not self.detected(tool)]
-        issues += [f"{tool} located the wrong seq (expected {damage.first_seq}): {found[tool]}"
-                   for tool in sorted(damage.seen_by) if tool in missed
-                   and found[tool].status == "broken" and not self.located(tool)]
-        issues += [f"{tool} located the wrong seq (expected {damage.first_seq}): {found[tool]}"
-                   for tool in TOOLS if tool not in damage.seen_by
-                   and found[tool].status == "broken" and not self.located(tool)]
+            issues += [
+                f"{tool} vouched for the ledger: {found[tool]}"
+                for tool in expected
+                if not self.detected(tool)
+            ]
+        issues += [
+            f"{tool} located the wrong seq (expected {damage.first_seq}): {found[tool]}"
+            for tool in sorted(damage.seen_by)
+            if tool in missed and found[tool].status == "broken" and not self.located(tool)
+        ]
+        issues += [
+            f"{tool} located the wrong seq (expected {damage.first_seq}): {found[tool]}"
+            for tool in TOOLS
+            if tool not in damage.seen_by and found[tool].status == "broken" and not self.located(tool)
+        ]
         return issues
 
     def reproducer(self) -> str:
         """How to run this trial again."""
-        return (f"python -m tests.campaigns.tamper_matrix --seed {self.seed} --only {self.tamper} "
-                f"--index {self.index}")
+        return (
+            f"python -m tests.campaigns.tamper_matrix --seed {self.seed} --only {self.tamper} "
+            f"--index {self.index}"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values, for JSON."""
-        return {"index": self.index, "seed": self.seed, "tamper": self.tamper,
-                "variant": self.damage.variant, "what": self.damage.what,
-                "first_seq": self.damage.first_seq, "seen_by": sorted(self.damage.seen_by),
-                **{tool: self.findings[tool].as_dict() for tool in TOOLS},
-                "problems": self.problems(), "seconds": round(self.seconds, 3)}
+        return {
+            "index": self.index,
+            "seed": self.seed,
+            "tamper": self.tamper,
+            "variant": self.damage.variant,
+            "what": self.damage.what,
+            "first_seq": self.damage.first_seq,
+            "seen_by": sorted(self.damage.seen_by),
+            **{tool: self.findings[tool].as_dict() for tool in TOOLS},
+            "problems": self.problems(),
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def trial_plan(trials: int, *, only: Sequence[str] = ()) -> list[tuple[int, TamperClass]]:
@@ -255,8 +281,11 @@ def create_copy(base: BaseLedger, index: int) -> str:
     name = f"{base.ledger.dbname}_t{index}"
     with psycopg.connect(with_dbname(base.ledger.admin_dsn, "postgres"), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(base.ledger.dbname)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(base.ledger.dbname)
+            )
+        )
     return name
 
 
@@ -266,8 +295,7 @@ def drop_copy(base: BaseLedger, name: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def apply_tamper(base: BaseLedger, dbname: str, tamper: TamperClass,
-                 rng: random.Random) -> Damage:
+def apply_tamper(base: BaseLedger, dbname: str, tamper: TamperClass, rng: random.Random) -> Damage:
     """Apply one tamper to database ``dbname`` in one transaction, as the superuser with the
     append-only triggers off (then any follow-up as the application role). A change the
     database's constraints refuse is rolled back and reported as benign (the constraint is
@@ -280,17 +308,14 @@ def apply_tamper(base: BaseLedger, dbname: str, tamper: TamperClass,
             with conn.transaction():
                 damage = tamper.apply(tampering)
         except psycopg.errors.IntegrityError as exc:
-            return Damage("refused", f"refused by the database: {type(exc).__name__}", None,
-                          NOBODY)
+            return Damage("refused", f"refused by the database: {type(exc).__name__}", None, NOBODY)
     for follow_up in tampering.follow_ups:
         follow_up(with_dbname(led.dsn, dbname))
     gap = KNOWN_GAPS.get(damage.variant)
-    return damage if gap is None or damage.first_seq is None else \
-        dataclasses.replace(damage, gap=gap)
+    return damage if gap is None or damage.first_seq is None else dataclasses.replace(damage, gap=gap)
 
 
-def run_on_copy(base: BaseLedger, dbname: str, index: int, tamper: TamperClass, *,
-                seed: int) -> TrialResult:
+def run_on_copy(base: BaseLedger, dbname: str, index: int, tamper: TamperClass, *, seed: int) -> TrialResult:
     """Tamper with the copy ``dbname``, then run verify and replay on it."""
     started = time.monotonic()
     damage = apply_tamper(base, dbname, tamper, trial_rng(seed, index, tamper.name))
@@ -300,8 +325,14 @@ def run_on_copy(base: BaseLedger, dbname: str, index: int, tamper: TamperClass, 
         replayed = side.submit(run_replay, dsn, base)
         findings = {VERIFY: run_verify(dsn, base)}
         findings[REPLAY] = replayed.result()
-    return TrialResult(index=index, seed=seed, tamper=tamper.name, damage=damage,
-                       findings=findings, seconds=time.monotonic() - started)
+    return TrialResult(
+        index=index,
+        seed=seed,
+        tamper=tamper.name,
+        damage=damage,
+        findings=findings,
+        seconds=time.monotonic() - started,
+    )
 
 
 def run_trial(base: BaseLedger, index: int, tamper: TamperClass, *, seed: int) -> TrialResult:
@@ -313,13 +344,20 @@ def run_trial(base: BaseLedger, index: int, tamper: TamperClass, *, seed: int) -
         drop_copy(base, dbname)
 
 
-def run_trials(base: BaseLedger, trials: int, *, seed: int, only: Sequence[str] = (),
-               indexes: Sequence[int] = (),
-               progress: Callable[[TrialResult], None] | None = None) -> list[TrialResult]:
+def run_trials(
+    base: BaseLedger,
+    trials: int,
+    *,
+    seed: int,
+    only: Sequence[str] = (),
+    indexes: Sequence[int] = (),
+    progress: Callable[[TrialResult], None] | None = None,
+) -> list[TrialResult]:
     """Run the planned trials (or just ``indexes`` of the plan) in order. The next trial's
     copy is made, and the last one's dropped, in the background while a trial runs."""
-    plan = [(index, tamper) for index, tamper in trial_plan(trials, only=only)
-            if not indexes or index in indexes]
+    plan = [
+        (index, tamper) for index, tamper in trial_plan(trials, only=only) if not indexes or index in indexes
+    ]
     results: list[TrialResult] = []
     drops: list[Future[None]] = []
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="tamper-copy") as pool:
@@ -342,6 +380,7 @@ def run_trials(base: BaseLedger, trials: int, *, seed: int, only: Sequence[str] 
 
 # -- the table ------------------------------------------------------------------------------
 
+
 def summarize(results: Sequence[TrialResult]) -> list[dict[str, Any]]:
     """Per tamper class: trials, damaging ones, and how often each tool detected/located them."""
     rows = []
@@ -350,17 +389,20 @@ def summarize(results: Sequence[TrialResult]) -> list[dict[str, Any]]:
         if not mine:
             continue
         damaging = [r for r in mine if r.damage.first_seq is not None]
-        row: dict[str, Any] = {"tamper": tamper.name, "trials": len(mine),
-                               "damaging": len(damaging), "benign": len(mine) - len(damaging)}
+        row: dict[str, Any] = {
+            "tamper": tamper.name,
+            "trials": len(mine),
+            "damaging": len(damaging),
+            "benign": len(mine) - len(damaging),
+        }
         for tool in TOOLS:
             row[f"{tool}_detected"] = sum(r.detected(tool) for r in damaging)
             row[f"{tool}_located"] = sum(r.located(tool) for r in damaging)
-            row[f"{tool}_false_alarms"] = sum(r.detected(tool) for r in mine
-                                              if r.damage.first_seq is None)
-        row["quiet"] = sum(not any(map(r.detected, TOOLS)) for r in mine
-                           if r.damage.first_seq is None)
-        row["known_gaps"] = sum(r.damage.gap is not None and
-                                not all(map(r.detected, r.damage.gap.missed_by)) for r in mine)
+            row[f"{tool}_false_alarms"] = sum(r.detected(tool) for r in mine if r.damage.first_seq is None)
+        row["quiet"] = sum(not any(map(r.detected, TOOLS)) for r in mine if r.damage.first_seq is None)
+        row["known_gaps"] = sum(
+            r.damage.gap is not None and not all(map(r.detected, r.damage.gap.missed_by)) for r in mine
+        )
         row["unexpected"] = sum(bool(r.problems()) for r in mine)
         row["expected"] = tamper.expected
         rows.append(row)
@@ -369,10 +411,30 @@ def summarize(results: Sequence[TrialResult]) -> list[dict[str, Any]]:
 
 def render_table(summary: Sequence[dict[str, Any]]) -> str:
     """The per-class table as text: detected/located counts over the damaging trials."""
-    columns = ("trials", "damaging", "verify_detected", "verify_located", "replay_detected",
-               "replay_located", "benign", "quiet", "known_gaps", "unexpected")
-    titles = ("trials", "damage", "verify det", "verify loc", "replay det", "replay loc",
-              "benign", "quiet", "known gap", "unexpected")
+    columns = (
+        "trials",
+        "damaging",
+        "verify_detected",
+        "verify_located",
+        "replay_detected",
+        "replay_located",
+        "benign",
+        "quiet",
+        "known_gaps",
+        "unexpected",
+    )
+    titles = (
+        "trials",
+        "damage",
+        "verify det",
+        "verify loc",
+        "replay det",
+        "replay loc",
+        "benign",
+        "quiet",
+        "known gap",
+        "unexpected",
+    )
     head = f"{'tamper class':<26}" + "".join(f"{title:>11}" for title in titles)
     lines = [head, "-" * len(head)]
     totals = dict.fromkeys(columns, 0)

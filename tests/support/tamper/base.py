@@ -48,10 +48,24 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 ACTORS = ["alice", "bob", "zoë", "svc-deployer", "ops@example.com", "Ωmega", "healer-7"]
 ACTIONS = ["create", "update", "delete", "apply", "rollback", "trip", "recover", "restart", "scale"]
-TARGETS = ["payments.timeout_ms", "db.pool.size", "svc.ratelimit", "feature.flags/checkout",
-           "cluster/eu-1/nodes", "ключ.настройки", "queue.depth.max"]
-REASONS = [None, "p99 above SLO", "liveness probe failed 3 times", "rollback after incident",
-           "tuning step", "Änderung laut Ticket", "scheduled scale-up"]
+TARGETS = [
+    "payments.timeout_ms",
+    "db.pool.size",
+    "svc.ratelimit",
+    "feature.flags/checkout",
+    "cluster/eu-1/nodes",
+    "ключ.настройки",
+    "queue.depth.max",
+]
+REASONS = [
+    None,
+    "p99 above SLO",
+    "liveness probe failed 3 times",
+    "rollback after incident",
+    "tuning step",
+    "Änderung laut Ticket",
+    "scheduled scale-up",
+]
 SOURCES = ["api", "cli", "scheduler", "framework"]
 ACTOR_TYPES = ["user", "service", "system"]
 
@@ -61,31 +75,50 @@ def random_json(rng: random.Random, depth: int = 0) -> Any:
     rewrite (``1e+23``, ``-0.0``, ``1.0``)."""
     roll = rng.random()
     if depth < 3 and roll < 0.35:
-        return {rng.choice(["value", "limit", "enabled", "nodes", "name", "ratio", "ä", "k"])
-                + str(i): random_json(rng, depth + 1) for i in range(rng.randint(1, 3))}
+        return {
+            rng.choice(["value", "limit", "enabled", "nodes", "name", "ratio", "ä", "k"])
+            + str(i): random_json(rng, depth + 1)
+            for i in range(rng.randint(1, 3))
+        }
     if depth < 3 and roll < 0.45:
         return [random_json(rng, depth + 1) for _ in range(rng.randint(0, 3))]
-    return rng.choice([
-        rng.randint(-5, 5000), rng.choice([1.0, 0.1, 2.5, 1e23, 1e-7, -0.0]), True, False,
-        None, rng.choice(["on", "off", "eu-west-1", "ünïcödé", "tab\tnew\nline", "\"quoted\""]),
-        10 ** rng.randint(15, 25)])
+    return rng.choice(
+        [
+            rng.randint(-5, 5000),
+            rng.choice([1.0, 0.1, 2.5, 1e23, 1e-7, -0.0]),
+            True,
+            False,
+            None,
+            rng.choice(["on", "off", "eu-west-1", "ünïcödé", "tab\tnew\nline", '"quoted"']),
+            10 ** rng.randint(15, 25),
+        ]
+    )
 
 
 def random_event(rng: random.Random, i: int, *, base_ms: int = 1_764_417_600_000) -> ChangeEvent:
     """A valid event with varied values; deterministic for a given ``rng`` state."""
     ms = base_ms + i * 1000
+
     def optional_json() -> str | None:
         return None if rng.random() < 0.15 else json.dumps(random_json(rng), ensure_ascii=False)
+
     return ChangeEvent(
         event_id=uuid7(ms, rng.randbytes(10)),
         occurred_at=_EPOCH + timedelta(milliseconds=ms, microseconds=rng.randrange(1000)),
         actor=Actor(rng.choice(ACTORS), rng.choice(ACTOR_TYPES)),
-        action=rng.choice(ACTIONS), target=rng.choice(TARGETS), source=rng.choice(SOURCES),
-        before=optional_json(), after=optional_json(), reason=rng.choice(REASONS),
+        action=rng.choice(ACTIONS),
+        target=rng.choice(TARGETS),
+        source=rng.choice(SOURCES),
+        before=optional_json(),
+        after=optional_json(),
+        reason=rng.choice(REASONS),
         trace_id=None if rng.random() < 0.3 else rng.randbytes(16).hex(),
         client_ip=rng.choice([None, "10.1.***.***", "2001:db8:85a3::/48", "<invalid-ip>"]),
-        attributes={f"k{j}": rng.choice(["OPS-1", "", "ja", "x" * 20, "🙂", "42"])
-                    for j in range(rng.choice([0, 0, 1, 2, 4]))})
+        attributes={
+            f"k{j}": rng.choice(["OPS-1", "", "ja", "x" * 20, "🙂", "42"])
+            for j in range(rng.choice([0, 0, 1, 2, 4]))
+        },
+    )
 
 
 def _avro_value(record: dict[str, Any]) -> bytes:
@@ -102,9 +135,9 @@ def _rejected_value(rng: random.Random, kind: int, good: bytes, event: ChangeEve
         b"garbage " + rng.randbytes(6).hex().encode(),
         None,
         b"",
-        good[:-3],                                          # truncated body
-        good + b"\x00",                                     # trailing bytes
-        MAGIC + rng.randbytes(8) + good[10:],               # unknown writer schema
+        good[:-3],  # truncated body
+        good + b"\x00",  # trailing bytes
+        MAGIC + rng.randbytes(8) + good[10:],  # unknown writer schema
         _avro_value({**event_to_record(event), "before": '{"unclosed": '}),  # invalid JSON
         _avro_value({**event_to_record(event), "event_id": str(event.event_id).upper()}),
     ]
@@ -131,8 +164,8 @@ def base_segments(rng: random.Random, records: int) -> list[Segment]:
             values.append(_rejected_value(rng, rejected, good, event))
             rejected += 1
         elif events and roll < 0.12:
-            values.append(rng.choice(events)[1])            # a producer retry: same bytes
-        elif events and roll < 0.15:                          # same id, other content
+            values.append(rng.choice(events)[1])  # a producer retry: same bytes
+        elif events and roll < 0.15:  # same id, other content
             event, _ = rng.choice(events)
             values.append(encode_event(dataclasses.replace(event, reason="resent with edits")))
         else:
@@ -147,12 +180,11 @@ def base_segments(rng: random.Random, records: int) -> list[Segment]:
         size = rng.randint(10, 40)
         # The last segment is plain, so the topic ends with a record and not a marker.
         mode = "plain" if start + size >= len(values) or rng.random() < 0.6 else "commit"
-        segments.append(Segment(values[start:start + size], mode))
+        segments.append(Segment(values[start : start + size], mode))
         start += size
         if not aborted and mode == "commit":
             aborted = True
-            segments.append(Segment([encode_event(random_event(rng, 10_000 + j))
-                                     for j in range(3)], "abort"))
+            segments.append(Segment([encode_event(random_event(rng, 10_000 + j)) for j in range(3)], "abort"))
     return segments
 
 
@@ -161,8 +193,7 @@ def _produce(led: Ledger, segments: Sequence[Segment]) -> int:
     from confluent_kafka import Producer
 
     committed = 0
-    txn = Producer({"bootstrap.servers": led.bootstrap,
-                    "transactional.id": f"baldur-tamper-{led.topic}"})
+    txn = Producer({"bootstrap.servers": led.bootstrap, "transactional.id": f"baldur-tamper-{led.topic}"})
     txn.init_transactions(30)
     for segment in segments:
         if segment.mode == "plain":
@@ -188,8 +219,8 @@ class BaseLedger:
     ledger: Ledger
     seed: int
     key: SigningKey
-    rows: list[dict[str, Any]]             # every entry in seq order, as stored (jsonb as text)
-    schema: tuple[bytes, str, int]         # the stored writer schema: fingerprint, json, first_seq
+    rows: list[dict[str, Any]]  # every entry in seq order, as stored (jsonb as text)
+    schema: tuple[bytes, str, int]  # the stored writer schema: fingerprint, json, first_seq
     genesis: bytes
     ledger_id: str
     committed_offset: int | None
@@ -226,13 +257,15 @@ def base_ledger(tmp_path: Path, *, seed: int, records: int = BASE_RECORDS) -> It
         assert stats["sealed"] == committed, (stats, committed)
         rows = read_rows(led.dsn)
         with psycopg.connect(led.dsn) as conn:
-            schema = conn.execute("SELECT fingerprint, schema_json, first_seq"
-                                  " FROM writer_schemas").fetchone()
+            schema = conn.execute("SELECT fingerprint, schema_json, first_seq FROM writer_schemas").fetchone()
             ledger_id = conn.execute("SELECT ledger_id FROM ledger_meta").fetchone()[0]
-            json_types = dict(conn.execute(
-                "SELECT attname, atttypid::regtype::text FROM pg_attribute"
-                " WHERE attrelid = 'audit_entries'::regclass AND attname = ANY(%s)",
-                (sorted(JSON_COLUMNS),)).fetchall())
+            json_types = dict(
+                conn.execute(
+                    "SELECT attname, atttypid::regtype::text FROM pg_attribute"
+                    " WHERE attrelid = 'audit_entries'::regclass AND attname = ANY(%s)",
+                    (sorted(JSON_COLUMNS),),
+                ).fetchall()
+            )
         admin = KafkaTopicAdmin(led.bootstrap)
         group = led.env["BALDUR_CHAINER_GROUP"]
         witness = None
@@ -245,23 +278,32 @@ def base_ledger(tmp_path: Path, *, seed: int, records: int = BASE_RECORDS) -> It
         key = SigningKey.derive(parse_key(TEST_KEY))
         used = {r["kafka_offset"] for r in rows}
         base = BaseLedger(
-            ledger=led, seed=seed, key=key, rows=rows,
+            ledger=led,
+            seed=seed,
+            key=key,
+            rows=rows,
             schema=(bytes(schema[0]), schema[1], int(schema[2])),
             genesis=genesis_link(key, ledger_id=ledger_id, topic=led.topic, partition=0),
-            ledger_id=ledger_id, committed_offset=witness, admin=admin,
+            ledger_id=ledger_id,
+            committed_offset=witness,
+            admin=admin,
             free_offsets=[o for o in range(rows[-1]["kafka_offset"]) if o not in used],
-            json_types=json_types)
+            json_types=json_types,
+        )
         try:
             yield base
         finally:
             with psycopg.connect(with_dbname(led.admin_dsn, "postgres"), autocommit=True) as conn:
-                for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname"
-                                            " LIKE %s", (f"{led.dbname}_t%",)).fetchall():
-                    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                                 .format(sql.Identifier(name)))
+                for (name,) in conn.execute(
+                    "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{led.dbname}_t%",)
+                ).fetchall():
+                    conn.execute(
+                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                    )
 
 
 # -- tampering ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Gap:
@@ -279,14 +321,18 @@ class Gap:
 #: and then this entry goes.
 KNOWN_GAPS: dict[str, Gap] = {
     "reworded": Gap(
-        frozenset({VERIFY}), "a rejected entry's reject_reason reworded: verify checks only its "
-              "presence (CHAIN.md §6.1 leaves the wording unsealed); replay rewords it as the "
-              "decoder does and finds the change",
-        "test_reworded_reject_reason_is_seen"),
+        frozenset({VERIFY}),
+        "a rejected entry's reject_reason reworded: verify checks only its "
+        "presence (CHAIN.md §6.1 leaves the wording unsealed); replay rewords it as the "
+        "decoder does and finds the change",
+        "test_reworded_reject_reason_is_seen",
+    ),
     "prefix-by-hand": Gap(
-        BOTH, "a prefix of entries pruned by hand (content NULLed, pruned_at set, triggers "
-              "off): the residual risk 004_retention.sql states, content hidden but not changed",
-        None),
+        BOTH,
+        "a prefix of entries pruned by hand (content NULLed, pruned_at set, triggers "
+        "off): the residual risk 004_retention.sql states, content hidden but not changed",
+        None,
+    ),
 }
 
 
@@ -329,12 +375,14 @@ class Tampering:
         """The base ledger's last seq."""
         return self.base.size
 
-    def pick(self, kinds: Sequence[str] = ("event", "duplicate", "rejected"),
-             where: Callable[[dict[str, Any]], bool] = lambda _row: True) -> dict[str, Any]:
+    def pick(
+        self,
+        kinds: Sequence[str] = ("event", "duplicate", "rejected"),
+        where: Callable[[dict[str, Any]], bool] = lambda _row: True,
+    ) -> dict[str, Any]:
         """A random entry satisfying ``where``: its kind drawn first, uniformly among
         ``kinds``, so that the few rejected and duplicate entries are hit as often as events."""
-        by_kind = {kind: [r for r in self.base.rows if r["kind"] == kind and where(r)]
-                   for kind in kinds}
+        by_kind = {kind: [r for r in self.base.rows if r["kind"] == kind and where(r)] for kind in kinds}
         present = [kind for kind in kinds if by_kind[kind]]
         return self.rng.choice(by_kind[self.rng.choice(present)])
 
@@ -344,8 +392,9 @@ class Tampering:
 
     def row_text(self, seq: int) -> str | None:
         """The whole stored row as text (to tell a real change from a no-op)."""
-        row = self.conn.execute("SELECT audit_entries::text FROM audit_entries WHERE seq = %s",
-                                (seq,)).fetchone()
+        row = self.conn.execute(
+            "SELECT audit_entries::text FROM audit_entries WHERE seq = %s", (seq,)
+        ).fetchone()
         return None if row is None else row[0]
 
     def set_column(self, seq: int, column: str, value: Any) -> None:
@@ -353,13 +402,15 @@ class Tampering:
         target = sql.Identifier(column)
         json_type = self.base.json_types.get(column, "jsonb")
         if isinstance(value, Expr):
-            statement = sql.SQL("UPDATE audit_entries SET {} = "
-                                + value.text.replace("<type>", json_type) + " WHERE seq = %s")
+            statement = sql.SQL(
+                "UPDATE audit_entries SET {} = " + value.text.replace("<type>", json_type) + " WHERE seq = %s"
+            )
             self.conn.execute(statement.format(target, target), (seq,))
             return
         cast = sql.SQL(f"%s::{json_type}" if column in JSON_COLUMNS else "%s")
-        self.conn.execute(sql.SQL("UPDATE audit_entries SET {} = {} WHERE seq = %s")
-                          .format(target, cast), (value, seq))
+        self.conn.execute(
+            sql.SQL("UPDATE audit_entries SET {} = {} WHERE seq = %s").format(target, cast), (value, seq)
+        )
 
     def renumber(self, from_seq: int, by: int) -> None:
         """Shift the seq of every entry from ``from_seq`` on by ``by`` (unique at each step)."""
@@ -369,11 +420,15 @@ class Tampering:
     def set_head(self, seq: int) -> None:
         """Point the head at entry ``seq`` as it is now stored (genesis for 0)."""
         if seq == 0:
-            self.exec("UPDATE chain_head SET last_seq = 0, last_offset = -1, last_link = %s",
-                      (self.base.genesis,))
+            self.exec(
+                "UPDATE chain_head SET last_seq = 0, last_offset = -1, last_link = %s", (self.base.genesis,)
+            )
             return
-        self.exec("UPDATE chain_head SET last_seq = e.seq, last_offset = e.kafka_offset,"
-                  " last_link = e.link FROM audit_entries e WHERE e.seq = %s", (seq,))
+        self.exec(
+            "UPDATE chain_head SET last_seq = e.seq, last_offset = e.kafka_offset,"
+            " last_link = e.link FROM audit_entries e WHERE e.seq = %s",
+            (seq,),
+        )
 
     def free_offset(self, above: int = -1, below: int | None = None) -> int:
         """An offset no entry holds: inside a gap of the topic when one fits, else past its end."""
@@ -381,4 +436,3 @@ class Tampering:
         if gaps:
             return self.rng.choice(gaps)
         return self.base.rows[-1]["kafka_offset"] + self.rng.randint(1, 50)
-

@@ -73,10 +73,15 @@ def tamper_payload_digest(t: Tampering) -> Damage:
         elif variant == "append":
             value = payload + b"\x00"
         else:
-            value = bytes(rng.choice([r for r in t.base.rows if r["payload"] is not None
-                                      and bytes(r["payload"]) != payload])["payload"])
-    t.exec("UPDATE audit_entries SET payload = %s, digest = %s WHERE seq = %s",
-           (value, hashlib.sha256(value or b"").digest(), row["seq"]))
+            value = bytes(
+                rng.choice(
+                    [r for r in t.base.rows if r["payload"] is not None and bytes(r["payload"]) != payload]
+                )["payload"]
+            )
+    t.exec(
+        "UPDATE audit_entries SET payload = %s, digest = %s WHERE seq = %s",
+        (value, hashlib.sha256(value or b"").digest(), row["seq"]),
+    )
     return Damage(variant, f"seq {row['seq']}: payload {variant}, digest recomputed", row["seq"])
 
 
@@ -85,8 +90,7 @@ def tamper_digest(t: Tampering) -> Damage:
     row = t.pick()
     variant = t.rng.choice(["random", "zero", "other-row"])
     others = [bytes(r["digest"]) for r in t.base.rows if bytes(r["digest"]) != bytes(row["digest"])]
-    value = {"random": t.rng.randbytes(32), "zero": bytes(32),
-             "other-row": t.rng.choice(others)}[variant]
+    value = {"random": t.rng.randbytes(32), "zero": bytes(32), "other-row": t.rng.choice(others)}[variant]
     t.exec("UPDATE audit_entries SET digest = %s WHERE seq = %s", (value, row["seq"]))
     return Damage(variant, f"seq {row['seq']}: digest {variant}", row["seq"])
 
@@ -96,10 +100,12 @@ def tamper_link(t: Tampering) -> Damage:
     row = t.pick()
     seq, link = row["seq"], bytes(row["link"])
     variant = t.rng.choice(["random", "other-row", "truncated", "hash-of-self"])
-    value = {"random": t.rng.randbytes(32), "truncated": link[:31],
-             "hash-of-self": hashlib.sha256(link).digest(),
-             "other-row": bytes(t.base.row(t.rng.choice([s for s in range(1, t.n + 1)
-                                                         if s != seq]))["link"])}[variant]
+    value = {
+        "random": t.rng.randbytes(32),
+        "truncated": link[:31],
+        "hash-of-self": hashlib.sha256(link).digest(),
+        "other-row": bytes(t.base.row(t.rng.choice([s for s in range(1, t.n + 1) if s != seq]))["link"]),
+    }[variant]
     t.exec("UPDATE audit_entries SET link = %s WHERE seq = %s", (value, seq))
     return Damage(variant, f"seq {seq}: link {variant}", seq)
 
@@ -109,8 +115,12 @@ def tamper_key_id(t: Tampering) -> Damage:
     row = t.pick()
     current = row["key_id"]
     variant = t.rng.choice(["unknown", "case", "empty", "trailing-space"])
-    value = {"unknown": "hk1-" + t.rng.randbytes(8).hex(), "case": current.upper(), "empty": "",
-             "trailing-space": current + " "}[variant]
+    value = {
+        "unknown": "hk1-" + t.rng.randbytes(8).hex(),
+        "case": current.upper(),
+        "empty": "",
+        "trailing-space": current + " ",
+    }[variant]
     t.exec("UPDATE audit_entries SET key_id = %s WHERE seq = %s", (value, row["seq"]))
     return Damage(variant, f"seq {row['seq']}: key_id {current} -> {value!r}", row["seq"])
 
@@ -137,8 +147,7 @@ def tamper_seq(t: Tampering) -> Damage:
 def tamper_head(t: Tampering) -> Damage:
     """Edit the chain head row: its seq, offset or link (replay does not read the head)."""
     n, rng = t.n, t.rng
-    variant = rng.choice(["seq-down", "seq-up", "offset", "link", "consistent-rollback",
-                          "delete-row"])
+    variant = rng.choice(["seq-down", "seq-up", "offset", "link", "consistent-rollback", "delete-row"])
     if variant == "delete-row":
         t.exec("DELETE FROM chain_head")
         return Damage(variant, "chain_head row deleted", n, frozenset({VERIFY}), exact=False)
@@ -158,8 +167,7 @@ def tamper_head(t: Tampering) -> Damage:
         return Damage(variant, "head last_link replaced", n, frozenset({VERIFY}))
     seq = rng.randint(1, n - 1)
     t.set_head(seq)
-    return Damage(variant, f"head rolled back to entry {seq}, entries kept", seq + 1,
-                  frozenset({VERIFY}))
+    return Damage(variant, f"head rolled back to entry {seq}, entries kept", seq + 1, frozenset({VERIFY}))
 
 
 def tamper_epoch(t: Tampering) -> Damage:
@@ -174,8 +182,18 @@ def tamper_writer_schema(t: Tampering) -> Damage:
     edits that keep it (doc, whitespace, logical types) cannot change any decoded value,
     because the code's own schema for that fingerprint wins."""
     fingerprint, schema_json, first_seq = t.base.schema
-    variant = t.rng.choice(["rename-field", "swap-before-after", "retype-field", "doc",
-                            "whitespace", "drop-logical-type", "delete-row", "extra-schema"])
+    variant = t.rng.choice(
+        [
+            "rename-field",
+            "swap-before-after",
+            "retype-field",
+            "doc",
+            "whitespace",
+            "drop-logical-type",
+            "delete-row",
+            "extra-schema",
+        ]
+    )
     document = json.loads(schema_json)
     fields = document["fields"]
     if variant == "rename-field":
@@ -196,32 +214,36 @@ def tamper_writer_schema(t: Tampering) -> Damage:
     elif variant == "extra-schema":  # a schema no entry uses, under its own fingerprint
         fields[4]["name"] = "forged"
         extra = WriterSchema.from_json(json.dumps(document))
-        t.exec("INSERT INTO writer_schemas (fingerprint, schema_json, first_seq)"
-               " VALUES (%s, %s, %s)", (extra.fingerprint, extra.schema_json, t.n))
+        t.exec(
+            "INSERT INTO writer_schemas (fingerprint, schema_json, first_seq) VALUES (%s, %s, %s)",
+            (extra.fingerprint, extra.schema_json, t.n),
+        )
     else:
         text = json.dumps(document, indent=None if variant != "whitespace" else 4)
         t.exec("UPDATE writer_schemas SET schema_json = %s", (text,))
     if variant in ("rename-field", "swap-before-after", "retype-field"):
-        return Damage(variant, f"writer schema {fingerprint.hex()}: {variant}", first_seq,
-                      frozenset({VERIFY}))
-    return Damage(variant, f"writer schema {fingerprint.hex()}: {variant} (fingerprint kept)",
-                  None, NOBODY)
+        return Damage(
+            variant, f"writer schema {fingerprint.hex()}: {variant}", first_seq, frozenset({VERIFY})
+        )
+    return Damage(variant, f"writer schema {fingerprint.hex()}: {variant} (fingerprint kept)", None, NOBODY)
 
 
 def tamper_meta(t: Tampering) -> Damage:
     """Edit the ledger identity (ledger_meta), which the genesis link binds."""
-    variant = t.rng.choice(["ledger_id", "kafka_topic", "genesis_link", "genesis_key_id",
-                            "kafka_partition", "delete-row"])
+    variant = t.rng.choice(
+        ["ledger_id", "kafka_topic", "genesis_link", "genesis_key_id", "kafka_partition", "delete-row"]
+    )
     if variant == "delete-row":
         t.exec("DELETE FROM ledger_meta")
         return Damage(variant, "ledger_meta row deleted", 1, BOTH, exact=False)
-    value: Any = {"ledger_id": t.base.ledger_id + "-forged",
-                  "kafka_topic": t.base.ledger.topic + ".forged",
-                  "genesis_link": t.rng.randbytes(32),
-                  "genesis_key_id": "hk1-" + t.rng.randbytes(8).hex(),
-                  "kafka_partition": 1}[variant]
-    t.conn.execute(sql.SQL("UPDATE ledger_meta SET {} = %s").format(sql.Identifier(variant)),
-                   (value,))
+    value: Any = {
+        "ledger_id": t.base.ledger_id + "-forged",
+        "kafka_topic": t.base.ledger.topic + ".forged",
+        "genesis_link": t.rng.randbytes(32),
+        "genesis_key_id": "hk1-" + t.rng.randbytes(8).hex(),
+        "kafka_partition": 1,
+    }[variant]
+    t.conn.execute(sql.SQL("UPDATE ledger_meta SET {} = %s").format(sql.Identifier(variant)), (value,))
     # Replay derives genesis from the stored ledger id and topic, its key and partition 0.
     seen = BOTH if variant in ("ledger_id", "kafka_topic") else frozenset({VERIFY})
     return Damage(variant, f"ledger_meta.{variant} edited", 1, seen)
@@ -252,11 +274,15 @@ def _insert_copy(t: Tampering, source: dict[str, Any], seq: int, offset: int) ->
     (and a new event id, which the unique index on events demands)."""
     columns = [c for c in ENTRY_COLUMNS if c not in ("seq", "kafka_offset", "event_id", "actor")]
     listed = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-    t.conn.execute(sql.SQL("INSERT INTO audit_entries (seq, kafka_offset, event_id, actor, {})"
-                           " SELECT %s, %s, CASE WHEN event_id IS NULL THEN NULL ELSE %s END,"
-                           " CASE WHEN actor IS NULL THEN NULL ELSE 'mallory' END, {}"
-                           " FROM audit_entries WHERE seq = %s").format(listed, listed),
-                   (seq, offset, uuid.UUID(int=t.rng.getrandbits(128)), source["seq"]))
+    t.conn.execute(
+        sql.SQL(
+            "INSERT INTO audit_entries (seq, kafka_offset, event_id, actor, {})"
+            " SELECT %s, %s, CASE WHEN event_id IS NULL THEN NULL ELSE %s END,"
+            " CASE WHEN actor IS NULL THEN NULL ELSE 'mallory' END, {}"
+            " FROM audit_entries WHERE seq = %s"
+        ).format(listed, listed),
+        (seq, offset, uuid.UUID(int=t.rng.getrandbits(128)), source["seq"]),
+    )
 
 
 def tamper_insert(t: Tampering) -> Damage:
@@ -264,8 +290,9 @@ def tamper_insert(t: Tampering) -> Damage:
     n, rng = t.n, t.rng
     variant = rng.choice(["beyond-head", "beyond-head+head", "middle-renumbered"])
     if variant.startswith("beyond-head"):
-        _insert_copy(t, t.base.row(rng.randint(1, n)), n + 1, t.free_offset(above=t.base.rows[-1][
-            "kafka_offset"]))
+        _insert_copy(
+            t, t.base.row(rng.randint(1, n)), n + 1, t.free_offset(above=t.base.rows[-1]["kafka_offset"])
+        )
         if variant.endswith("+head"):
             t.set_head(n + 1)
         return Damage(variant, f"forged entry inserted at seq {n + 1}", n + 1)
@@ -275,8 +302,11 @@ def tamper_insert(t: Tampering) -> Damage:
     t.renumber(seq, 1)
     _insert_copy(t, t.base.row(seq - 1), seq, offset)
     t.set_head(n + 1)
-    return Damage(variant, f"forged entry inserted at seq {seq} (offset {offset}), "
-                           f"{seq}..{n} renumbered up, head moved", seq)
+    return Damage(
+        variant,
+        f"forged entry inserted at seq {seq} (offset {offset}), {seq}..{n} renumbered up, head moved",
+        seq,
+    )
 
 
 def tamper_swap(t: Tampering) -> Damage:
@@ -286,11 +316,16 @@ def tamper_swap(t: Tampering) -> Damage:
     b = a + 1 if t.rng.random() < 0.4 else t.rng.randint(a + 1, n)
     rest = ", ".join(ENTRY_COLUMNS[1:])
     # CREATE TABLE AS takes no bind parameters: the seqs are ints, formatted as literals.
-    t.exec(f"CREATE TEMP TABLE swapped ON COMMIT DROP AS"
-           f" SELECT * FROM audit_entries WHERE seq IN ({int(a)}, {int(b)})")
+    t.exec(
+        f"CREATE TEMP TABLE swapped ON COMMIT DROP AS"
+        f" SELECT * FROM audit_entries WHERE seq IN ({int(a)}, {int(b)})"
+    )
     t.exec("DELETE FROM audit_entries WHERE seq IN (%s, %s)", (a, b))
-    t.exec(f"INSERT INTO audit_entries (seq, {rest}) SELECT CASE seq WHEN %s THEN %s ELSE %s END,"
-           f" {rest} FROM swapped", (a, b, a))
+    t.exec(
+        f"INSERT INTO audit_entries (seq, {rest}) SELECT CASE seq WHEN %s THEN %s ELSE %s END,"
+        f" {rest} FROM swapped",
+        (a, b, a),
+    )
     return Damage("adjacent" if b == a + 1 else "distant", f"entries {a} and {b} swapped", a)
 
 
@@ -300,8 +335,12 @@ def tamper_truncate(t: Tampering) -> Damage:
     keep = t.rng.choice([0, t.rng.randint(1, n - 1), n - 1])
     t.exec("DELETE FROM audit_entries WHERE seq > %s", (keep,))
     t.set_head(keep)
-    return Damage("head-rolled-back", f"entries {keep + 1}..{n} deleted, head moved to {keep}",
-                  keep + 1, frozenset({REPLAY}))
+    return Damage(
+        "head-rolled-back",
+        f"entries {keep + 1}..{n} deleted, head moved to {keep}",
+        keep + 1,
+        frozenset({REPLAY}),
+    )
 
 
 def _forge_value(rng: random.Random, value: bytes | None, i: int) -> bytes:
@@ -310,9 +349,14 @@ def _forge_value(rng: random.Random, value: bytes | None, i: int) -> bytes:
         event = decode_event(value, KNOWN_SCHEMAS)
     except DecodeError:
         return encode_event(random_event(rng, 20_000 + i))
-    return encode_event(dataclasses.replace(
-        event, actor=Actor("mallory", "user"), reason="approved",
-        after=json.dumps({"forged": rng.randint(0, 10**6)})))
+    return encode_event(
+        dataclasses.replace(
+            event,
+            actor=Actor("mallory", "user"),
+            reason="approved",
+            after=json.dumps({"forged": rng.randint(0, 10**6)}),
+        )
+    )
 
 
 def tamper_rewrite(t: Tampering) -> Damage:
@@ -320,34 +364,45 @@ def tamper_rewrite(t: Tampering) -> Damage:
     key (``Sealer``) and a consistent head. Verify cannot see it; replay must."""
     base, rng, n = t.base, t.rng, t.n
     seq = rng.randint(1, n)
-    prefix = base.rows[:seq - 1]
-    head = ChainHead(seq - 1, prefix[-1]["kafka_offset"] if prefix else -1,
-                     bytes(prefix[-1]["link"]) if prefix else base.genesis)
-    records = [TopicRecord(base.ledger.topic, 0, r["kafka_offset"],
-                           datetime_to_ms(r["kafka_timestamp"]),
-                           None if r["payload"] is None else bytes(r["payload"]))
-               for r in base.rows[seq - 1:]]
+    prefix = base.rows[: seq - 1]
+    head = ChainHead(
+        seq - 1,
+        prefix[-1]["kafka_offset"] if prefix else -1,
+        bytes(prefix[-1]["link"]) if prefix else base.genesis,
+    )
+    records = [
+        TopicRecord(
+            base.ledger.topic,
+            0,
+            r["kafka_offset"],
+            datetime_to_ms(r["kafka_timestamp"]),
+            None if r["payload"] is None else bytes(r["payload"]),
+        )
+        for r in base.rows[seq - 1 :]
+    ]
     variant = rng.choice(["forge", "forge-many", "drop", "inject", "retime", "swap-payloads"])
     if variant == "retime":  # the record's bytes, under another broker timestamp
-        records[0] = dataclasses.replace(records[0],
-                                         timestamp_ms=records[0].timestamp_ms - rng.randint(1, 10**6))
+        records[0] = dataclasses.replace(
+            records[0], timestamp_ms=records[0].timestamp_ms - rng.randint(1, 10**6)
+        )
     elif variant == "swap-payloads":
         other = rng.choice([i for i, r in enumerate(records) if r.value != records[0].value] or [0])
         first_value, other_value = records[0].value, records[other].value
         records[0] = dataclasses.replace(records[0], value=other_value)
         records[other] = dataclasses.replace(records[other], value=first_value)
     elif variant.startswith("forge"):
-        indexes = [0] + (rng.sample(range(1, len(records)), min(5, len(records) - 1))
-                         if variant == "forge-many" else [])
+        indexes = [0] + (
+            rng.sample(range(1, len(records)), min(5, len(records) - 1)) if variant == "forge-many" else []
+        )
         for i in indexes:
-            records[i] = dataclasses.replace(records[i],
-                                             value=_forge_value(rng, records[i].value, i))
+            records[i] = dataclasses.replace(records[i], value=_forge_value(rng, records[i].value, i))
     elif variant == "drop":
         del records[0]
     else:
         offset = t.free_offset(above=head.offset, below=records[0].offset)
-        forged = TopicRecord(base.ledger.topic, 0, offset, records[0].timestamp_ms,
-                             encode_event(random_event(rng, 30_000)))
+        forged = TopicRecord(
+            base.ledger.topic, 0, offset, records[0].timestamp_ms, encode_event(random_event(rng, 30_000))
+        )
         records = sorted([*records, forged], key=lambda r: r.offset)
     firsts = {r["event_id"]: r["seq"] for r in prefix if r["kind"] == "event"}
     sealer = Sealer(key=base.key, head=head, schemas=KNOWN_SCHEMAS)
@@ -365,9 +420,11 @@ def tamper_rewrite(t: Tampering) -> Damage:
 
     t.follow_ups.append(reseal)
     # The first seq whose entry is not what the base sealed, or that only one side has.
-    sealed = base.rows[seq - 1:]
-    first = next((e.seq for e, r in zip(entries, sealed, strict=False)
-                  if e.link != bytes(r["link"])), seq + min(len(entries), len(sealed)))
+    sealed = base.rows[seq - 1 :]
+    first = next(
+        (e.seq for e, r in zip(entries, sealed, strict=False) if e.link != bytes(r["link"])),
+        seq + min(len(entries), len(sealed)),
+    )
     what = f"suffix from seq {seq} resealed with the key ({variant}); head {sealer.head.seq}"
     if len(entries) == len(sealed) and first > n:  # resealed exactly as it was
         return Damage(variant, what + " (nothing changed)", None, NOBODY)
@@ -375,9 +432,22 @@ def tamper_rewrite(t: Tampering) -> Damage:
 
 
 #: What ``baldur_prune`` drops from an entry (004_retention.sql, audit_entries_pruned_is_empty).
-PRUNABLE = ("payload", "occurred_at", "actor", "actor_type", "action", "target", "before",
-            "after", "reason", "source", "trace_id", "client_ip", "attributes",
-            "schema_fingerprint")
+PRUNABLE = (
+    "payload",
+    "occurred_at",
+    "actor",
+    "actor_type",
+    "action",
+    "target",
+    "before",
+    "after",
+    "reason",
+    "source",
+    "trace_id",
+    "client_ip",
+    "attributes",
+    "schema_fingerprint",
+)
 
 
 def tamper_prune_by_hand(t: Tampering) -> Damage:
@@ -398,16 +468,32 @@ def tamper_prune_by_hand(t: Tampering) -> Damage:
 
 
 #: Columns the combination tamper draws from (changes local to one row, no renumbering).
-COMBO_COLUMNS = ("kafka_timestamp", "event_id", "occurred_at", "actor", "target", "before",
-                 "after", "reason", "attributes", "duplicate_of", "reject_reason",
-                 "schema_fingerprint")
+COMBO_COLUMNS = (
+    "kafka_timestamp",
+    "event_id",
+    "occurred_at",
+    "actor",
+    "target",
+    "before",
+    "after",
+    "reason",
+    "attributes",
+    "duplicate_of",
+    "reject_reason",
+    "schema_fingerprint",
+)
 
 
 def tamper_combo(t: Tampering) -> Damage:
     """Two or three row-local tampers at once, anywhere: the tools must name the lowest seq."""
     local: list[Callable[[Tampering], Damage]] = [
-        tamper_payload, tamper_payload_digest, tamper_digest, tamper_link, tamper_key_id,
-        tamper_kind]
+        tamper_payload,
+        tamper_payload_digest,
+        tamper_digest,
+        tamper_link,
+        tamper_key_id,
+        tamper_kind,
+    ]
     parts: list[Damage] = []
     while len(parts) < 2 or (len(parts) < 3 and t.rng.random() < 0.5):
         apply = t.rng.choice([*local, tamper_column(t.rng.choice(COMBO_COLUMNS))])
@@ -435,10 +521,16 @@ _ROW = "verify and replay locate the entry"
 #: Columns with their own tamper class below (every other stored column gets a column class).
 _NOT_COLUMN_CLASSES = ("seq", "kind", "payload", "digest", "key_id", "link")
 CATALOGUE: tuple[TamperClass, ...] = (
-    *(TamperClass(f"column:{column}", tamper_column(column),
-                  _ROW + (" (the reason's presence; its wording is a known gap)"
-                          if column == "reject_reason" else ""))
-      for column in ENTRY_COLUMNS if column not in _NOT_COLUMN_CLASSES),
+    *(
+        TamperClass(
+            f"column:{column}",
+            tamper_column(column),
+            _ROW
+            + (" (the reason's presence; its wording is a known gap)" if column == "reject_reason" else ""),
+        )
+        for column in ENTRY_COLUMNS
+        if column not in _NOT_COLUMN_CLASSES
+    ),
     TamperClass("column:kind", tamper_kind, _ROW + " (covered by the link)"),
     TamperClass("payload:bitflip", tamper_payload, _ROW + " (digest check)"),
     TamperClass("payload+digest", tamper_payload_digest, _ROW + " (the link covers the digest)"),
@@ -446,30 +538,50 @@ CATALOGUE: tuple[TamperClass, ...] = (
     TamperClass("link", tamper_link, _ROW),
     TamperClass("key_id", tamper_key_id, "verify: unverifiable at the entry; replay: modified"),
     TamperClass("seq", tamper_seq, _ROW + " (missing, or modified where the gap was closed)"),
-    TamperClass("row:delete", tamper_delete, _ROW + " (missing; a deleted tail with the head "
-                                                    "kept is missing to verify, truncated to replay)"),
+    TamperClass(
+        "row:delete",
+        tamper_delete,
+        _ROW + " (missing; a deleted tail with the head kept is missing to verify, truncated to replay)",
+    ),
     TamperClass("row:insert", tamper_insert, _ROW + " (inserted/reordered; extra to replay)"),
     TamperClass("row:swap", tamper_swap, _ROW + " at the lower seq (reordered/modified)"),
-    TamperClass("head", tamper_head, "verify locates it (the head must be the last entry); "
-                                     "replay does not read the head"),
-    TamperClass("head:epoch", tamper_epoch, "benign: a fencing token, not chain content; both "
-                                            "stay intact"),
-    TamperClass("writer_schemas", tamper_writer_schema,
-                "verify locates a schema that is not its fingerprint at its first seq; edits "
-                "keeping the fingerprint are benign (the code's schema wins); replay never reads it"),
-    TamperClass("ledger_meta", tamper_meta, "verify locates seq 1 (genesis); replay sees an "
-                                            "edited ledger id or topic, not the stored genesis "
-                                            "link, key id or partition"),
-    TamperClass("tail:truncate+head", tamper_truncate,
-                "verify cannot see it (a valid shorter chain); replay: truncated at the first "
-                "deleted seq (the group's committed offset is the witness)"),
-    TamperClass("keyholder:rewrite", tamper_rewrite,
-                "verify cannot see it (every link recomputed with the key); replay: first "
-                "entry that differs from the topic"),
-    TamperClass("retention:by-hand", tamper_prune_by_hand,
-                "a pruned prefix looks like retention to both (a stated residual risk); a pruned "
-                "entry after an unpruned one is verify's; pruned_at alone is refused by a CHECK"),
+    TamperClass(
+        "head",
+        tamper_head,
+        "verify locates it (the head must be the last entry); replay does not read the head",
+    ),
+    TamperClass("head:epoch", tamper_epoch, "benign: a fencing token, not chain content; both stay intact"),
+    TamperClass(
+        "writer_schemas",
+        tamper_writer_schema,
+        "verify locates a schema that is not its fingerprint at its first seq; edits "
+        "keeping the fingerprint are benign (the code's schema wins); replay never reads it",
+    ),
+    TamperClass(
+        "ledger_meta",
+        tamper_meta,
+        "verify locates seq 1 (genesis); replay sees an "
+        "edited ledger id or topic, not the stored genesis "
+        "link, key id or partition",
+    ),
+    TamperClass(
+        "tail:truncate+head",
+        tamper_truncate,
+        "verify cannot see it (a valid shorter chain); replay: truncated at the first "
+        "deleted seq (the group's committed offset is the witness)",
+    ),
+    TamperClass(
+        "keyholder:rewrite",
+        tamper_rewrite,
+        "verify cannot see it (every link recomputed with the key); replay: first "
+        "entry that differs from the topic",
+    ),
+    TamperClass(
+        "retention:by-hand",
+        tamper_prune_by_hand,
+        "a pruned prefix looks like retention to both (a stated residual risk); a pruned "
+        "entry after an unpruned one is verify's; pruned_at alone is refused by a CHECK",
+    ),
     TamperClass("combo", tamper_combo, "verify and replay name the lowest damaged seq"),
 )
 CLASSES = {tamper.name: tamper for tamper in CATALOGUE}
-

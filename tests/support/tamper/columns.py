@@ -51,11 +51,12 @@ def _text_variants(t: Tampering, column: str, current: str | None) -> list[tuple
         forged = _other(t.rng, _TEXT_POOLS[column], current)
     if current is None:
         return [("set", forged)]
-    found: list[tuple[str, Any]] = [("replace", forged), ("null", None),
-                                    ("trailing-space", current + " ")]
-    for name, value in (("swapcase", current.swapcase()),
-                        ("nfd", unicodedata.normalize("NFD", current)),
-                        ("homoglyph", current.replace("a", "\u0430", 1))):
+    found: list[tuple[str, Any]] = [("replace", forged), ("null", None), ("trailing-space", current + " ")]
+    for name, value in (
+        ("swapcase", current.swapcase()),
+        ("nfd", unicodedata.normalize("NFD", current)),
+        ("homoglyph", current.replace("a", "\u0430", 1)),
+    ):
         if value != current:
             found.append((name, value))
     return found
@@ -76,7 +77,7 @@ def _retoken(text: str, change: Callable[[str], str | None]) -> str | None:
             continue
         new = change(token)
         if new is not None:
-            return text[:match.start()] + new + text[match.end():]
+            return text[: match.start()] + new + text[match.end() :]
     return None
 
 
@@ -88,11 +89,15 @@ def _json_variants(t: Tampering, column: str, current: str | None) -> list[tuple
         value = json.loads(current)
         found: list[tuple[str, Any]] = [
             ("add-key", json.dumps({**value, "approved_by": "mallory"})),
-            ("null", None), ("equal-rewrite", EQUAL_REWRITE)]
+            ("null", None),
+            ("equal-rewrite", EQUAL_REWRITE),
+        ]
         if value:
             key = rng.choice(sorted(value))
-            found += [("change-value", json.dumps({**value, key: value[key] + "!"})),
-                      ("drop-key", json.dumps({k: v for k, v in value.items() if k != key}))]
+            found += [
+                ("change-value", json.dumps({**value, key: value[key] + "!"})),
+                ("drop-key", json.dumps({k: v for k, v in value.items() if k != key})),
+            ]
             if value[key].isascii() and value[key].isdigit():
                 found.append(("number-value", json.dumps({**value, key: int(value[key])})))
         return found
@@ -100,8 +105,16 @@ def _json_variants(t: Tampering, column: str, current: str | None) -> list[tuple
     if current is None:
         return [("set", forged), ("set-null-json", "null")]
     found = [("different", forged), ("null", None), ("equal-rewrite", EQUAL_REWRITE)]
-    scaled = _retoken(current, lambda tok: tok + ".0" if re.fullmatch(r"-?\d+", tok)
-                      else tok + "0" if re.fullmatch(r"-?\d+\.\d+", tok) else None)
+    scaled = _retoken(
+        current,
+        lambda tok: (
+            tok + ".0"
+            if re.fullmatch(r"-?\d+", tok)
+            else tok + "0"
+            if re.fullmatch(r"-?\d+\.\d+", tok)
+            else None
+        ),
+    )
     if scaled is not None:
         found.append(("number-scale", scaled))
     retyped = _retoken(current, lambda tok: {"true": "1", "false": "0", "null": '""'}.get(tok))
@@ -117,8 +130,7 @@ def _column_variants(t: Tampering, column: str, row: dict[str, Any]) -> list[tup
     rng, current, kind = t.rng, row[column], row["kind"]
     if column in JSON_COLUMNS:
         return _json_variants(t, column, current)
-    if column in ("actor", "actor_type", "action", "target", "reason", "source", "trace_id",
-                  "client_ip"):
+    if column in ("actor", "actor_type", "action", "target", "reason", "source", "trace_id", "client_ip"):
         return _text_variants(t, column, current)
     if column == "event_id":
         found = [("new", uuid.UUID(int=rng.getrandbits(128)))]
@@ -126,24 +138,33 @@ def _column_variants(t: Tampering, column: str, row: dict[str, Any]) -> list[tup
     if column == "occurred_at":
         if current is None:
             return [("set", datetime(2026, 1, 1, tzinfo=UTC))]
-        return [("+1us", current + timedelta(microseconds=1)),
-                ("-1day", current - timedelta(days=1)), ("null", None),
-                ("infinity", Expr("'infinity'::timestamptz")),
-                ("year-20000", Expr("{} + interval '18000 years'"))]
+        return [
+            ("+1us", current + timedelta(microseconds=1)),
+            ("-1day", current - timedelta(days=1)),
+            ("null", None),
+            ("infinity", Expr("'infinity'::timestamptz")),
+            ("year-20000", Expr("{} + interval '18000 years'")),
+        ]
     if column == "kafka_timestamp":
-        return [("+us", current + timedelta(microseconds=rng.randint(1, 999))),
-                ("+ms", current + timedelta(milliseconds=rng.randint(1, 999))),
-                ("-1h", current - timedelta(hours=1)),
-                ("-infinity", Expr("'-infinity'::timestamptz")),
-                ("year-20000", Expr("{} + interval '18000 years'"))]
+        return [
+            ("+us", current + timedelta(microseconds=rng.randint(1, 999))),
+            ("+ms", current + timedelta(milliseconds=rng.randint(1, 999))),
+            ("-1h", current - timedelta(hours=1)),
+            ("-infinity", Expr("'-infinity'::timestamptz")),
+            ("year-20000", Expr("{} + interval '18000 years'")),
+        ]
     if column == "kafka_offset":
         return [("unused", t.free_offset()), ("gap", t.free_offset(below=current))]
     if column == "duplicate_of":
         earlier = [r["seq"] for r in t.base.rows if r["kind"] == "event" and r["seq"] < row["seq"]]
         others = [s for s in earlier if s != current] or [row["seq"]]
         if kind == "duplicate":
-            return [("other-first", rng.choice(others)), ("null", None), ("zero", 0),
-                    ("later", min(row["seq"] + rng.randint(1, 5), t.n))]
+            return [
+                ("other-first", rng.choice(others)),
+                ("null", None),
+                ("zero", 0),
+                ("later", min(row["seq"] + rng.randint(1, 5), t.n)),
+            ]
         return [("set", rng.choice(others)), ("zero-for-null", 0)]
     if column == "reject_reason":
         if kind == "rejected":
@@ -164,9 +185,11 @@ def _column_variants(t: Tampering, column: str, row: dict[str, Any]) -> list[tup
     raise AssertionError(f"no variants for column {column}")
 
 
-def tamper_column(column: str, kinds: Sequence[str] = ("event", "duplicate", "rejected")
-                  ) -> Callable[[Tampering], Damage]:
+def tamper_column(
+    column: str, kinds: Sequence[str] = ("event", "duplicate", "rejected")
+) -> Callable[[Tampering], Damage]:
     """A tamper that changes ``column`` of one random entry to a random other value."""
+
     def apply(t: Tampering) -> Damage:
         row = t.pick(kinds)
         seq = row["seq"]
@@ -178,12 +201,13 @@ def tamper_column(column: str, kinds: Sequence[str] = ("event", "duplicate", "re
         if t.row_text(seq) == before:
             return Damage(variant, what + " (stored row unchanged)", None, NOBODY)
         return Damage(variant, what, seq)
+
     return apply
 
 
 def _short(value: Any, width: int = 48) -> str:
     text = value.hex() if isinstance(value, bytes | memoryview) else repr(value)
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def tamper_kind(t: Tampering) -> Damage:
@@ -192,8 +216,11 @@ def tamper_kind(t: Tampering) -> Damage:
     seq, kind = row["seq"], row["kind"]
     earlier = [r["seq"] for r in t.base.rows if r["kind"] == "event" and r["seq"] < seq] or [seq]
     options: list[tuple[str, str, Any]] = {
-        "event": [("rejected", "rejected", None), ("duplicate", "duplicate", t.rng.choice(earlier)),
-                  ("hide", "rejected", None)],
+        "event": [
+            ("rejected", "rejected", None),
+            ("duplicate", "duplicate", t.rng.choice(earlier)),
+            ("hide", "rejected", None),
+        ],
         "rejected": [("event", "event", None), ("duplicate", "duplicate", t.rng.choice(earlier))],
         # duplicate -> event is refused by the unique index on event ids (first one wins).
         "duplicate": [("rejected", "rejected", None), ("rejected-keep-pointer", "rejected", "keep")],
@@ -202,13 +229,16 @@ def tamper_kind(t: Tampering) -> Damage:
     if duplicate_of == "keep":
         t.exec("UPDATE audit_entries SET kind = %s WHERE seq = %s", (new_kind, seq))
     else:
-        t.exec("UPDATE audit_entries SET kind = %s, duplicate_of = %s WHERE seq = %s",
-               (new_kind, duplicate_of, seq))
+        t.exec(
+            "UPDATE audit_entries SET kind = %s, duplicate_of = %s WHERE seq = %s",
+            (new_kind, duplicate_of, seq),
+        )
     if variant == "hide":  # hide an event from queries: a rejected entry shows no columns
-        t.exec("UPDATE audit_entries SET event_id = NULL, occurred_at = NULL, actor = NULL,"
-               " actor_type = NULL, action = NULL, target = NULL, before = NULL, after = NULL,"
-               " reason = NULL, source = NULL, trace_id = NULL, client_ip = NULL,"
-               " attributes = NULL, reject_reason = 'not single-object encoded' WHERE seq = %s",
-               (seq,))
+        t.exec(
+            "UPDATE audit_entries SET event_id = NULL, occurred_at = NULL, actor = NULL,"
+            " actor_type = NULL, action = NULL, target = NULL, before = NULL, after = NULL,"
+            " reason = NULL, source = NULL, trace_id = NULL, client_ip = NULL,"
+            " attributes = NULL, reject_reason = 'not single-object encoded' WHERE seq = %s",
+            (seq,),
+        )
     return Damage(variant, f"seq {seq}: kind {kind} -> {new_kind}", seq)
-

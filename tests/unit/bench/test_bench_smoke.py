@@ -15,28 +15,54 @@ from bench import baselines, harness, latency, pipeline
 V1_KEY = bytes.fromhex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
 V1_TOPIC = "baldur.audit.events"
 V1_ENTRIES = [  # offset, timestamp_ms, kind, duplicate_of, value hex (None: null), link hex
-    (0, 1764417600000, "event", 0, "c30100000000000000006578616d706c652d6176726f2d626f6479",
-     "b3d6a80050f0b9f95f40f93394c82931726716ce699fa202c51193489b1bde37"),
-    (1, 1764417600123, "duplicate", 1, "c30100000000000000006578616d706c652d6176726f2d626f6479",
-     "efac7da644c95ecd0a38e7563a557b438a979f5760ea2e48c60ffbeb2c95d614"),
-    (3, 1764417601000, "rejected", 0, "deadbeef",
-     "3061afcdad83a363f59de017b872b002648294a2cec951f1253d7ba8aeec070e"),
-    (4, 1764417601001, "rejected", 0, "",
-     "4c38777e518467b2d06d0cc4d2d980c393f08db8f35e813269352ed4d0bffb9e"),
-    (5, 1764417601002, "rejected", 0, None,
-     "7b5746a80cb321ef5f636720adbaccd4f5320610a42a307da098af73566450e1"),
+    (
+        0,
+        1764417600000,
+        "event",
+        0,
+        "c30100000000000000006578616d706c652d6176726f2d626f6479",
+        "b3d6a80050f0b9f95f40f93394c82931726716ce699fa202c51193489b1bde37",
+    ),
+    (
+        1,
+        1764417600123,
+        "duplicate",
+        1,
+        "c30100000000000000006578616d706c652d6176726f2d626f6479",
+        "efac7da644c95ecd0a38e7563a557b438a979f5760ea2e48c60ffbeb2c95d614",
+    ),
+    (
+        3,
+        1764417601000,
+        "rejected",
+        0,
+        "deadbeef",
+        "3061afcdad83a363f59de017b872b002648294a2cec951f1253d7ba8aeec070e",
+    ),
+    (4, 1764417601001, "rejected", 0, "", "4c38777e518467b2d06d0cc4d2d980c393f08db8f35e813269352ed4d0bffb9e"),
+    (
+        5,
+        1764417601002,
+        "rejected",
+        0,
+        None,
+        "7b5746a80cb321ef5f636720adbaccd4f5320610a42a307da098af73566450e1",
+    ),
 ]
 
 
 def test_bench_chain_reproduces_the_chain_md_v1_vectors() -> None:
     assert baselines.key_id_of(V1_KEY) == "hk1-bb4fe01d40669e9b"
-    assert baselines.genesis_link(V1_KEY, ledger_id=f"baldur-audit:{V1_TOPIC}", topic=V1_TOPIC).hex() \
+    assert (
+        baselines.genesis_link(V1_KEY, ledger_id=f"baldur-audit:{V1_TOPIC}", topic=V1_TOPIC).hex()
         == "d036c5cf1e23fa9f08d44ecb90d28176932b7b8cf0638a42a27d67b8d8926d65"
+    )
     chain = baselines.PyChain(V1_KEY, topic=V1_TOPIC)
     for offset, stamp, kind, duplicate_of, value_hex, link_hex in V1_ENTRIES:
         value = None if value_hex is None else bytes.fromhex(value_hex)
-        _, link = chain.append(baselines.Record(offset, stamp, value),
-                               kind=baselines.KIND_CODES[kind], duplicate_of=duplicate_of)
+        _, link = chain.append(
+            baselines.Record(offset, stamp, value), kind=baselines.KIND_CODES[kind], duplicate_of=duplicate_of
+        )
         assert link.hex() == link_hex, f"offset {offset}"
     assert chain.seq == len(V1_ENTRIES)
 
@@ -57,9 +83,23 @@ def test_trigger_sql_is_fully_formatted() -> None:
     assert "{" not in text and "}" not in text
     assert "hmac(message, k.secret, 'sha256')" in text and "FOR UPDATE" in text
     # the same fields, in the same order, as the Python link message
-    order = [text.index(f"('{name}'") for name in ("domain", "prev", "key_id", "seq", "topic",
-                                                    "partition", "offset", "timestamp", "kind",
-                                                    "duplicate_of", "value_null", "digest")]
+    order = [
+        text.index(f"('{name}'")
+        for name in (
+            "domain",
+            "prev",
+            "key_id",
+            "seq",
+            "topic",
+            "partition",
+            "offset",
+            "timestamp",
+            "kind",
+            "duplicate_of",
+            "value_null",
+            "digest",
+        )
+    ]
     assert order == sorted(order)
 
 
@@ -93,8 +133,7 @@ def test_percentile_and_medians() -> None:
     assert harness.percentile([7.0], 0.99) == 7.0
     with pytest.raises(ValueError):
         harness.percentile([], 0.5)
-    assert harness.medians([{"a": 1.0, "b": 5.0}, {"a": 3.0}, {"a": 2.0, "b": 7.0}]) == \
-        {"a": 2.0, "b": 6.0}
+    assert harness.medians([{"a": 1.0, "b": 5.0}, {"a": 3.0}, {"a": 2.0, "b": 7.0}]) == {"a": 2.0, "b": 6.0}
 
 
 def test_latency_summary_matches_sends_to_visibility_and_bounds_unsealed() -> None:
@@ -103,8 +142,7 @@ def test_latency_summary_matches_sends_to_visibility_and_bounds_unsealed() -> No
     assert seen.visible_ns(1) == 10 * ms and seen.visible_ns(4) == 30 * ms
     assert seen.visible_ns(6) is None
     # seqs 2..6 sent at 0, 1, 2, 3, 4 ms; seq 6 is never seen: counted at the cutoff
-    summary = latency.latency_summary([0, ms, 2 * ms, 3 * ms, 4 * ms], 2, seen, 1000.0,
-                                      cutoff_ns=50 * ms)
+    summary = latency.latency_summary([0, ms, 2 * ms, 3 * ms, 4 * ms], 2, seen, 1000.0, cutoff_ns=50 * ms)
     assert summary["events"] == 5 and summary["unsealed"] == 1
     assert summary["p50_ms"] == 27.0  # latencies 10, 9, 28, 27, 46 ms
     assert summary["max_ms"] == 46.0
@@ -139,20 +177,22 @@ def _medians(drain: float) -> dict[str, dict[str, float]]:
     return {
         "drain": {"steady_per_s": drain},
         "limits": {"binary_copy_rows_per_s": 100_000.0},
-        "baselines": {"naive_chainer_per_s": 2_000.0, "trigger_batched_insert_per_s": 20_000.0,
-                      "trigger_batched_copy_per_s": 10_000.0},
+        "baselines": {
+            "naive_chainer_per_s": 2_000.0,
+            "trigger_batched_insert_per_s": 20_000.0,
+            "trigger_batched_copy_per_s": 10_000.0,
+        },
         "verify": {"entries_per_s": 250_000.0},
         "live_1000": {"p99_ms": 60.0},
-        "scale_10": {"chainer_max_rss_mb": 80.0, "verify_max_rss_mb": 60.0,
-                     "verify_reported_s": 1.0},
-        "scale_100": {"chainer_max_rss_mb": 90.0, "verify_max_rss_mb": 61.0,
-                      "verify_reported_s": 10.5},
+        "scale_10": {"chainer_max_rss_mb": 80.0, "verify_max_rss_mb": 60.0, "verify_reported_s": 1.0},
+        "scale_100": {"chainer_max_rss_mb": 90.0, "verify_max_rss_mb": 61.0, "verify_reported_s": 10.5},
     }
 
 
 def test_targets_are_ratios_of_the_same_run() -> None:
-    verdicts = {t.name: (t.value, t.verdict) for t in pipeline.evaluate_targets(_medians(60_000.0),
-                                                                               (10, 100))}
+    verdicts = {
+        t.name: (t.value, t.verdict) for t in pipeline.evaluate_targets(_medians(60_000.0), (10, 100))
+    }
     assert verdicts["drain / raw binary COPY of the same rows"] == (0.6, "PASS")
     assert verdicts["drain / naive chainer"] == (30.0, "PASS")
     assert verdicts["drain / best batched trigger chain"] == (3.0, "PASS")
@@ -167,15 +207,21 @@ def test_targets_are_ratios_of_the_same_run() -> None:
 
 
 def test_table_and_report_render_from_recorded_runs() -> None:
-    bench = pipeline.Bench(cfg=pipeline.Config.quick(), res=harness.Resources(),
-                           pool=pipeline.PayloadPool())
+    bench = pipeline.Bench(cfg=pipeline.Config.quick(), res=harness.Resources(), pool=pipeline.PayloadPool())
     bench.record("drain", {"steady_per_s": 1000.0, "max_rss_mb": 70.0})
     bench.record("drain", {"steady_per_s": 3000.0, "max_rss_mb": 72.0})
     bench.checks["ledger_links_equal_chain_md_v1"] = True
     bench.errors["live"] = "BenchError: example"
-    machine = {"cpu": "Example CPU", "cores": 2, "memory_gib": 1.0, "postgresql": "15",
-               "kafka": "4.4.0", "librdkafka": "2.16", "python": "3.11",
-               "load_average_1m_at_start": 0.5}
+    machine = {
+        "cpu": "Example CPU",
+        "cores": 2,
+        "memory_gib": 1.0,
+        "postgresql": "15",
+        "kafka": "4.4.0",
+        "librdkafka": "2.16",
+        "python": "3.11",
+        "load_average_1m_at_start": 0.5,
+    }
     report = pipeline.build_report(bench, machine, ["drain"])
     assert report["medians"]["drain"]["steady_per_s"] == 2000.0
     assert 240 <= report["record_bytes"] <= 320
@@ -187,10 +233,12 @@ def test_table_and_report_render_from_recorded_runs() -> None:
 
 
 def test_top_frames_ranks_self_time_from_py_spy_raw_output() -> None:
-    raw = ("<module> (chainer.py:10);run (chainer.py:20);execute (cursor.py:5) 30\n"
-           "<module> (chainer.py:10);run (chainer.py:20);seal (chain.py:7) 10\n"
-           "<module> (chainer.py:10);run (chainer.py:21);execute (cursor.py:6) 60\n"
-           "not a sample line\n")
+    raw = (
+        "<module> (chainer.py:10);run (chainer.py:20);execute (cursor.py:5) 30\n"
+        "<module> (chainer.py:10);run (chainer.py:20);seal (chain.py:7) 10\n"
+        "<module> (chainer.py:10);run (chainer.py:21);execute (cursor.py:6) 60\n"
+        "not a sample line\n"
+    )
     frames = pipeline.top_frames(raw)
     assert frames[0] == {"frame": "execute (cursor.py)", "share": 0.9}
     assert frames[1] == {"frame": "seal (chain.py)", "share": 0.1}
@@ -203,8 +251,13 @@ def test_arguments_quick_overrides_and_refusals(capsys: pytest.CaptureFixture[st
     assert cfg.events == 1000 and cfg.runs == 3 and args.phases == "drain,verify"
     cfg, _ = pipeline.parse_args(["--scale", "10,20", "--producer-events", "5"])
     assert cfg.scale == (10, 20) and cfg.producer_events == 5
-    for bad in (["--phases", "drain,nonsense"], ["--events", "0"], ["--runs", "x"],
-                ["--scale", "20,10"], ["--scale", "ten"]):
+    for bad in (
+        ["--phases", "drain,nonsense"],
+        ["--events", "0"],
+        ["--runs", "x"],
+        ["--scale", "20,10"],
+        ["--scale", "ten"],
+    ):
         with pytest.raises(SystemExit) as exit_info:
             pipeline.parse_args(bad)
         assert exit_info.value.code == 2
@@ -214,10 +267,16 @@ def test_arguments_quick_overrides_and_refusals(capsys: pytest.CaptureFixture[st
 def test_child_rusage_is_the_childs_own_not_the_benchmarks() -> None:
     ballast = bytearray(256 * 1024 * 1024)  # the benchmark holding its payloads
     ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page: resident
-    child = harness.start_process("child", [sys.executable, "-c",
-                                            "import json; b = bytearray(64 << 20); "
-                                            "b[::4096] = b'y' * len(b[::4096]); "
-                                            "print(json.dumps({'ok': True}))"])
+    child = harness.start_process(
+        "child",
+        [
+            sys.executable,
+            "-c",
+            "import json; b = bytearray(64 << 20); "
+            "b[::4096] = b'y' * len(b[::4096]); "
+            "print(json.dumps({'ok': True}))",
+        ],
+    )
     run = harness.finish_cli(child)
     del ballast
     assert run.result == {"ok": True}

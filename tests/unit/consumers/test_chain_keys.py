@@ -57,7 +57,6 @@ def test_ratchet_state_file_holds_only_the_committed_epoch_key(tmp_path: Path) -
 
 
 def test_failed_commit_can_be_resealed(tmp_path: Path) -> None:
-    chain_keys = keys_config.ForwardSecureChainKeys.open(tmp_path / "r.json", epoch_n=2,
-                                                         initial=KEY_A)
+    chain_keys = keys_config.ForwardSecureChainKeys.open(tmp_path / "r.json", epoch_n=2, initial=KEY_A)
     assert chain_keys.key_for(4) != KEY_A  # sealed ahead into epoch 1, never committed
     assert chain_keys.key_for(1) == KEY_A  # the chainer recovers from the stored head

@@ -59,9 +59,11 @@ def run_cli(*args: str, stdin: bytes = b"") -> Run:
     producers = MemoryProducers()
     trail = functools.partial(AuditTrail, producer_factory=producers)
     argv = ["baldur-audit", "--bootstrap", "127.0.0.1:1", "--topic", "fuzz.emit", *args]
-    with CliRunner().isolation(input=stdin) as (out, err, _), \
-            mock.patch.object(emit_module, "AuditTrail", trail), \
-            mock.patch.object(sys, "argv", argv):
+    with (
+        CliRunner().isolation(input=stdin) as (out, err, _),
+        mock.patch.object(emit_module, "AuditTrail", trail),
+        mock.patch.object(sys, "argv", argv),
+    ):
         try:
             cli.main()
             code = 0
@@ -84,6 +86,7 @@ def assert_one_line_error(done: Run) -> str:
 
 # ---- lines ----------------------------------------------------------------------------------
 
+
 @fuzz(150)
 @given(file=jsonl_file())
 def test_file_lines_are_all_sent_or_the_first_bad_one_is_named(file: JsonlFile) -> None:
@@ -102,10 +105,15 @@ def test_file_lines_are_all_sent_or_the_first_bad_one_is_named(file: JsonlFile) 
 
 
 @fuzz(60)
-@given(label=st.sampled_from(sorted(BAD_LINE_MAKERS)), item=good_item(), data=st.data(),
-       before=st.lists(good_item().map(dumps), max_size=3))
-def test_every_kind_of_bad_line_is_named(label: str, item: dict[str, Any], data: st.DataObject,
-                                         before: list[bytes]) -> None:
+@given(
+    label=st.sampled_from(sorted(BAD_LINE_MAKERS)),
+    item=good_item(),
+    data=st.data(),
+    before=st.lists(good_item().map(dumps), max_size=3),
+)
+def test_every_kind_of_bad_line_is_named(
+    label: str, item: dict[str, Any], data: st.DataObject, before: list[bytes]
+) -> None:
     bad = BAD_LINE_MAKERS[label](item, data.draw)
     done = run_cli("emit", "--file", "-", stdin=b"\n".join([*before, bad, dumps(item)]))
     message = assert_one_line_error(done)
@@ -115,10 +123,31 @@ def test_every_kind_of_bad_line_is_named(label: str, item: dict[str, Any], data:
 
 # ---- options ------------------------------------------------------------------------------
 
-OPTION_VALUES = st.one_of(ANY_TEXT, NON_BLANK, st.sampled_from(
-    ["", " ", "-", "--", "NaN", "1e999", "9" * 5000, "[" * 5000, '{"a": 1, "a": 2}', "null",
-     "192.168.7.9", "::ffff:10.1.2.3", "2002:c0a8:0107::1", "1.2.3.4\r\nX-Evil: 1",
-     TRACE_ID, TRACE_ID.upper(), "0" * 32]))
+OPTION_VALUES = st.one_of(
+    ANY_TEXT,
+    NON_BLANK,
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "-",
+            "--",
+            "NaN",
+            "1e999",
+            "9" * 5000,
+            "[" * 5000,
+            '{"a": 1, "a": 2}',
+            "null",
+            "192.168.7.9",
+            "::ffff:10.1.2.3",
+            "2002:c0a8:0107::1",
+            "1.2.3.4\r\nX-Evil: 1",
+            TRACE_ID,
+            TRACE_ID.upper(),
+            "0" * 32,
+        ]
+    ),
+)
 
 
 @st.composite
@@ -128,17 +157,33 @@ def option_args(draw: st.DrawFn) -> tuple[list[str], str]:
     for option in ("--actor", "--action", "--target"):
         if draw(st.integers(0, 9)):
             args += [option, draw(OPTION_VALUES | st.just("update"))]
-    for option in ("--actor-type", "--source", "--before", "--after", "--reason",
-                   "--client-ip", "--trace-id"):
+    for option in (
+        "--actor-type",
+        "--source",
+        "--before",
+        "--after",
+        "--reason",
+        "--client-ip",
+        "--trace-id",
+    ):
         if draw(st.booleans()):
             args += [option, draw(OPTION_VALUES)]
     for _ in range(draw(st.integers(0, 2))):
-        args += ["--attribute", draw(st.one_of(OPTION_VALUES, st.just(f"token={secret}"),
-                                               st.just(f"={secret}"), st.just(secret)))]
+        args += [
+            "--attribute",
+            draw(
+                st.one_of(OPTION_VALUES, st.just(f"token={secret}"), st.just(f"={secret}"), st.just(secret))
+            ),
+        ]
     if draw(st.booleans()):
-        args += [draw(st.sampled_from(["--after", "--before", "--reason"])),
-                 draw(secret_carrier(secret, text_only=True).map(
-                     lambda text: json.dumps({"password": secret}) if "\x00" in text else text))]
+        args += [
+            draw(st.sampled_from(["--after", "--before", "--reason"])),
+            draw(
+                secret_carrier(secret, text_only=True).map(
+                    lambda text: json.dumps({"password": secret}) if "\x00" in text else text
+                )
+            ),
+        ]
     return args, secret
 
 
@@ -161,20 +206,33 @@ def test_options_give_one_event_or_a_one_line_error(case: tuple[list[str], str])
 GOOD = b'{"actor": "alice", "action": "update", "target": "svc.timeout"}'
 
 
-@pytest.mark.parametrize(("line", "expected"), [
-    (b'{"actor": "a", "action": "update", "target": "t", "actor": "b"}', "duplicate key 'actor'"),
-    (b'{"actor": "a", "action": "update", "target": "t", "after": {"x": 1, "x": 2}}',
-     "duplicate key 'x'"),
-    (b'{"actor": "a", "action": "update", "target": "t", "client_ip": NaN}',
-     "not valid JSON (NaN is not JSON)"),
-    (b'{"actor": "a", "action": "update", "target": "t", "reason": "r", "after": 1e999}',
-     "a number too large"),
-    (b'{"actor": "a", "action": "update", "target": "t", "after": ' + b"7" * 4301 + b"}",
-     "more than 4300 digits"),
-    (b"\xef\xbb\xbf" + GOOD, "byte-order mark"),
-    (b'{"actor": "a", "action": "update", "target": "t", "password=hunter2": 1}',
-     "unknown key of 16 characters"),
-])
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b'{"actor": "a", "action": "update", "target": "t", "actor": "b"}', "duplicate key 'actor'"),
+        (
+            b'{"actor": "a", "action": "update", "target": "t", "after": {"x": 1, "x": 2}}',
+            "duplicate key 'x'",
+        ),
+        (
+            b'{"actor": "a", "action": "update", "target": "t", "client_ip": NaN}',
+            "not valid JSON (NaN is not JSON)",
+        ),
+        (
+            b'{"actor": "a", "action": "update", "target": "t", "reason": "r", "after": 1e999}',
+            "a number too large",
+        ),
+        (
+            b'{"actor": "a", "action": "update", "target": "t", "after": ' + b"7" * 4301 + b"}",
+            "more than 4300 digits",
+        ),
+        (b"\xef\xbb\xbf" + GOOD, "byte-order mark"),
+        (
+            b'{"actor": "a", "action": "update", "target": "t", "password=hunter2": 1}',
+            "unknown key of 16 characters",
+        ),
+    ],
+)
 def test_strict_json_lines(line: bytes, expected: str) -> None:
     # Found here: duplicate keys kept the last value, NaN or 1e999 in client_ip became a
     # sanitized "<invalid-ip>" event instead of an error, a BOM was "Expecting value", and
@@ -187,24 +245,23 @@ def test_strict_json_lines(line: bytes, expected: str) -> None:
 def test_the_first_bad_line_is_named_whichever_check_fails() -> None:
     # Found here: parse errors were reported before validation errors, so a bad action on
     # line 2 was reported as the duplicate key on line 4.
-    content = b"\n".join([GOOD, GOOD.replace(b"update", b"Update"), GOOD,
-                          b'{"actor": "a", "actor": "b"}'])
+    content = b"\n".join([GOOD, GOOD.replace(b"update", b"Update"), GOOD, b'{"actor": "a", "actor": "b"}'])
     message = assert_one_line_error(run_cli("emit", "--file", "-", stdin=content))
     assert "line 2:" in message and "action" in message
 
 
 def test_event_options_with_file_are_refused() -> None:
     for option in ("--reason", "--after", "--client-ip", "--attribute"):
-        message = assert_one_line_error(run_cli("emit", "--file", "-", option, "k=v",
-                                                stdin=GOOD))
+        message = assert_one_line_error(run_cli("emit", "--file", "-", option, "k=v", stdin=GOOD))
         assert f"{option} given with --file" in message
 
 
 def test_a_malformed_attribute_is_not_echoed() -> None:
     # Found here: "--attribute hunter2" (a value without its key) was quoted in the error.
     for pair in ("S3cretWithoutKey", "=S3cretWithoutKey"):
-        message = assert_one_line_error(run_cli("emit", "--actor", "a", "--action", "update",
-                                                "--target", "t", "--attribute", pair))
+        message = assert_one_line_error(
+            run_cli("emit", "--actor", "a", "--action", "update", "--target", "t", "--attribute", pair)
+        )
         assert "S3cretWithoutKey" not in message and "--attribute expects KEY=VALUE" in message
 
 
@@ -215,8 +272,17 @@ def test_blank_lines_crlf_and_a_final_newline_are_fine() -> None:
 
 
 def test_a_secret_in_a_bad_trace_id_is_not_echoed() -> None:
-    done = run_cli("emit", "--actor", "a", "--action", "update", "--target", "t",
-                   "--trace-id", f"password={string.ascii_letters}")
+    done = run_cli(
+        "emit",
+        "--actor",
+        "a",
+        "--action",
+        "update",
+        "--target",
+        "t",
+        "--trace-id",
+        f"password={string.ascii_letters}",
+    )
     message = assert_one_line_error(done)
     assert string.ascii_letters not in message
 
@@ -224,8 +290,10 @@ def test_a_secret_in_a_bad_trace_id_is_not_echoed() -> None:
 @pytest.mark.parametrize("option", ["--source", "--actor-type"])
 def test_a_bad_choice_is_not_echoed(option: str) -> None:
     # Found here: click.Choice quoted the whole value ("Bearer <token>" given to --source).
-    message = assert_one_line_error(run_cli("emit", "--actor", "a", "--action", "update",
-                                            "--target", "t", option, "Bearer S3cretChoice1"))
+    message = assert_one_line_error(
+        run_cli("emit", "--actor", "a", "--action", "update", "--target", "t", option, "Bearer S3cretChoice1")
+    )
     assert "S3cretChoice1" not in message and "expected one of" in message
-    assert "found 'admin'" in assert_one_line_error(run_cli(
-        "emit", "--actor", "a", "--action", "update", "--target", "t", option, "admin"))
+    assert "found 'admin'" in assert_one_line_error(
+        run_cli("emit", "--actor", "a", "--action", "update", "--target", "t", option, "admin")
+    )

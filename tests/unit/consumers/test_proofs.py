@@ -63,6 +63,8 @@ OTHER = CheckpointSigner.from_seed(ORIGIN, hashlib.sha256(b"unit checkpoint key 
 def checkpoint_keys(*, signing: bool, environ: dict[str, str]) -> Any:
     """The checkpoint keys of the settings that ``environ`` gives, for the origin ORIGIN."""
     return load_checkpoint_keys(Settings(environ={ORIGIN_ENV: ORIGIN, **environ}), signing=signing)
+
+
 WHEN = datetime(2026, 11, 29, 12, 0, 5, 250000, tzinfo=UTC)
 
 
@@ -71,13 +73,20 @@ class Ledger:
 
     def __init__(self) -> None:
         first = encode_event(make_event(0))
-        values = [first, *(encode_event(make_event(i)) for i in range(1, 6)), b"garbage", None,
-                  first, *(encode_event(make_event(i, actor="bob")) for i in range(6, 12))]
-        head = ChainHead(0, -1, genesis_link(KEY, ledger_id="baldur-audit:unit", topic=TOPIC,
-                                             partition=0))
+        values = [
+            first,
+            *(encode_event(make_event(i)) for i in range(1, 6)),
+            b"garbage",
+            None,
+            first,
+            *(encode_event(make_event(i, actor="bob")) for i in range(6, 12)),
+        ]
+        head = ChainHead(0, -1, genesis_link(KEY, ledger_id="baldur-audit:unit", topic=TOPIC, partition=0))
         sealer = Sealer(key=KEY, head=head, schemas=KNOWN_SCHEMAS)
-        records = [TopicRecord(TOPIC, 0, offset, 1_795_000_000_000 + offset, value)
-                   for offset, value in enumerate(values)]
+        records = [
+            TopicRecord(TOPIC, 0, offset, 1_795_000_000_000 + offset, value)
+            for offset, value in enumerate(values)
+        ]
         self.entries: list[SealedEntry] = sealer.seal_batch(records, lambda ids: {})
         self.nodes: dict[tuple[int, int], bytes] = {}
         self.roots: dict[int, bytes] = {}
@@ -89,24 +98,46 @@ class Ledger:
             self.roots[frontier.size] = frontier.root()
 
     def note(self, size: int, signers: list[CheckpointSigner] | None = None) -> str:
-        checkpoint = Checkpoint(origin=ORIGIN, size=size, root_hash=self.roots[size], head_seq=size,
-                                head_link=self.entries[size - 1].link,
-                                timestamp=checkpoint_time(WHEN))
+        checkpoint = Checkpoint(
+            origin=ORIGIN,
+            size=size,
+            root_hash=self.roots[size],
+            head_seq=size,
+            head_link=self.entries[size - 1].link,
+            timestamp=checkpoint_time(WHEN),
+        )
         return sign_checkpoint(checkpoint, signers or [SIGNER])
 
-    def bundle(self, seq: int, *, size: int | None = None, include_payload: bool = True,
-               signers: list[CheckpointSigner] | None = None,
-               changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    def bundle(
+        self,
+        seq: int,
+        *,
+        size: int | None = None,
+        include_payload: bool = True,
+        signers: list[CheckpointSigner] | None = None,
+        changes: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         size = size or len(self.entries)
         entry = self.entries[seq - 1]
         document = entry_document(
-            seq=entry.seq, topic=TOPIC, partition=0, offset=entry.record.offset,
-            timestamp_ms=entry.record.timestamp_ms, kind=entry.kind.label,
-            duplicate_of=entry.duplicate_of or 0, value_null=entry.record.value is None,
-            digest=entry.digest, view=entry.view, key_id=entry.key_id, link=entry.link,
-            payload=entry.record.value, include_payload=include_payload)
-        bundle = inclusion_bundle(document, self.note(size, signers),
-                                  inclusion_proof(nodes_of(self.nodes), seq - 1, size), size)
+            seq=entry.seq,
+            topic=TOPIC,
+            partition=0,
+            offset=entry.record.offset,
+            timestamp_ms=entry.record.timestamp_ms,
+            kind=entry.kind.label,
+            duplicate_of=entry.duplicate_of or 0,
+            value_null=entry.record.value is None,
+            digest=entry.digest,
+            view=entry.view,
+            key_id=entry.key_id,
+            link=entry.link,
+            payload=entry.record.value,
+            include_payload=include_payload,
+        )
+        bundle = inclusion_bundle(
+            document, self.note(size, signers), inclusion_proof(nodes_of(self.nodes), seq - 1, size), size
+        )
         bundle["entry"].update(changes or {})  # after the leaf hash: what a tamperer would change
         return bundle
 
@@ -120,6 +151,7 @@ def check(bundle: dict[str, Any] | str | bytes, keys: list[CheckpointSigner] | N
 
 
 # --- valid bundles ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("seq", range(1, len(LEDGER.entries) + 1))
 def test_every_entry_of_every_kind_proves_with_and_without_its_payload(seq: int) -> None:
@@ -137,10 +169,22 @@ def test_every_entry_of_every_kind_proves_with_and_without_its_payload(seq: int)
 def test_an_entry_pruned_by_retention_proves_its_digests_only() -> None:
     entry = LEDGER.entries[2]
     document = entry_document(
-        seq=3, topic=TOPIC, partition=0, offset=entry.record.offset,
-        timestamp_ms=entry.record.timestamp_ms, kind="event", duplicate_of=0, value_null=False,
-        digest=entry.digest, view=None, key_id=entry.key_id, link=entry.link, payload=None,
-        include_payload=False, sealed_view_digest=hashlib.sha256(entry.view).digest())
+        seq=3,
+        topic=TOPIC,
+        partition=0,
+        offset=entry.record.offset,
+        timestamp_ms=entry.record.timestamp_ms,
+        kind="event",
+        duplicate_of=0,
+        value_null=False,
+        digest=entry.digest,
+        view=None,
+        key_id=entry.key_id,
+        link=entry.link,
+        payload=None,
+        include_payload=False,
+        sealed_view_digest=hashlib.sha256(entry.view).digest(),
+    )
     bundle = inclusion_bundle(document, LEDGER.note(15), inclusion_proof(nodes_of(LEDGER.nodes), 2, 15), 15)
     report = check(bundle)
     assert report["actor"] is None and "only the sealed digests are proven" in report["checks"][1]
@@ -167,11 +211,12 @@ def test_key_rotation_either_key_verifies_and_an_unknown_key_cannot_tell() -> No
 
 # --- refused bundles ---------------------------------------------------------------------------------
 
+
 def _flips(data: bytes, masks: tuple[int, ...]) -> dict[str, int]:
     reasons: dict[str, int] = {}
     for position in range(len(data)):
         for mask in masks:
-            mutated = data[:position] + bytes([data[position] ^ mask]) + data[position + 1:]
+            mutated = data[:position] + bytes([data[position] ^ mask]) + data[position + 1 :]
             with pytest.raises(BundleInvalid) as caught:
                 check_bundle(mutated, [SIGNER.verifier()])
             reason = caught.value.detail.split(":")[0][:40]
@@ -196,12 +241,13 @@ def test_random_byte_replacements_in_a_bundle_are_refused() -> None:
         position = rng.randrange(len(data))
         value = rng.choice([b for b in range(256) if b != data[position]])
         with pytest.raises((BundleInvalid, UnverifiableCheckpoint)):
-            check_bundle(data[:position] + bytes([value]) + data[position + 1:], [SIGNER.verifier()])
+            check_bundle(data[:position] + bytes([value]) + data[position + 1 :], [SIGNER.verifier()])
 
 
 def test_every_flipped_byte_of_a_consistency_bundle_is_refused() -> None:
-    bundle = consistency_bundle(LEDGER.note(5), LEDGER.note(14),
-                                consistency_proof(nodes_of(LEDGER.nodes), 5, 14))
+    bundle = consistency_bundle(
+        LEDGER.note(5), LEDGER.note(14), consistency_proof(nodes_of(LEDGER.nodes), 5, 14)
+    )
     report = check(bundle)
     assert (report["kind"], report["old"]["size"], report["new"]["size"]) == ("consistency", 5, 14)
     data = render(bundle).encode("ascii")
@@ -213,8 +259,14 @@ def test_a_consistency_bundle_backwards_or_across_ledgers_is_refused() -> None:
     with pytest.raises(BundleInvalid, match="old tree is larger"):
         check(backwards)
     other = CheckpointSigner.from_seed("baldur-audit/other", hashlib.sha256(b"o").digest())
-    foreign = Checkpoint(origin="baldur-audit/other", size=14, root_hash=LEDGER.roots[14],
-                         head_seq=14, head_link=LEDGER.entries[13].link, timestamp=checkpoint_time(WHEN))
+    foreign = Checkpoint(
+        origin="baldur-audit/other",
+        size=14,
+        root_hash=LEDGER.roots[14],
+        head_seq=14,
+        head_link=LEDGER.entries[13].link,
+        timestamp=checkpoint_time(WHEN),
+    )
     mixed = consistency_bundle(LEDGER.note(5), sign_checkpoint(foreign, [other]), [])
     with pytest.raises(BundleInvalid, match="two ledgers"):
         check(mixed, [SIGNER, other])
@@ -225,8 +277,9 @@ def _resealed(bundle: dict[str, Any], **fields: Any) -> dict[str, Any]:
     only the payload (and the signed root) can still tell."""
     entry = dict(bundle["entry"])
     entry["fields"] = {**entry["fields"], **fields}
-    entry["view_digest"] = view_digest(entry_view(entry["kafka_timestamp_ms"],
-                                                  fields_view_body(entry["fields"]))).hex()
+    entry["view_digest"] = view_digest(
+        entry_view(entry["kafka_timestamp_ms"], fields_view_body(entry["fields"]))
+    ).hex()
     return {**bundle, "entry": entry}
 
 
@@ -235,25 +288,27 @@ def test_fields_that_are_not_the_payload_are_named_and_a_forged_leaf_is_not_incl
     forged["leaf_hash"] = base64.b64encode(entry_leaf(forged["entry"])).decode("ascii")
     with pytest.raises(BundleInvalid, match=r"entry.fields.actor is not what the payload says"):
         check(forged)
-    without_payload = {**forged, "entry": {**forged["entry"], "payload": None,
-                                           "payload_included": False}}
+    without_payload = {**forged, "entry": {**forged["entry"], "payload": None, "payload_included": False}}
     with pytest.raises(BundleInvalid, match="inclusion proof.*expected root"):
         check(without_payload)
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"fields": {}}, "entry.fields must hold exactly"),
-    ({"fields": None}, "without fields \\(pruned\\) cannot include a payload"),
-    ({"seq": True}, "entry.seq must be an integer"),
-    ({"kind": ["event"]}, "entry.kind must be"),
-    ({"duplicate_of": 1}, "duplicate_of must name an earlier entry"),
-    ({"digest": "AB" * 32}, "entry.digest must be 64 lowercase hex"),
-    ({"payload": base64.b64encode(b"other").decode()}, "payload does not hash to entry.digest"),
-    ({"value_null": True}, "value_null disagrees"),
-    ({"kafka_time": "2026-01-01T00:00:00.000Z"}, "kafka_time is not"),
-    ({"key_id": "hk1-\ud800"}, "not valid Unicode"),
-    ({"writer_schema": "{}"}, "writer_schema is not an Avro schema"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"fields": {}}, "entry.fields must hold exactly"),
+        ({"fields": None}, "without fields \\(pruned\\) cannot include a payload"),
+        ({"seq": True}, "entry.seq must be an integer"),
+        ({"kind": ["event"]}, "entry.kind must be"),
+        ({"duplicate_of": 1}, "duplicate_of must name an earlier entry"),
+        ({"digest": "AB" * 32}, "entry.digest must be 64 lowercase hex"),
+        ({"payload": base64.b64encode(b"other").decode()}, "payload does not hash to entry.digest"),
+        ({"value_null": True}, "value_null disagrees"),
+        ({"kafka_time": "2026-01-01T00:00:00.000Z"}, "kafka_time is not"),
+        ({"key_id": "hk1-\ud800"}, "not valid Unicode"),
+        ({"writer_schema": "{}"}, "writer_schema is not an Avro schema"),
+    ],
+)
 def test_structural_and_consistency_errors_say_what_failed(change: dict[str, Any], message: str) -> None:
     with pytest.raises(BundleInvalid, match=message):
         check(LEDGER.bundle(3, changes=change))
@@ -269,20 +324,29 @@ def test_reformatted_json_and_claimed_keys_are_refused() -> None:
     with pytest.raises(BundleInvalid, match="key_ids do not name the note's signatures"):
         check(claims, [OTHER])
     stripped = dict(bundle)
-    stripped["checkpoint"] = {"note": bundle["checkpoint"]["note"].replace(
-        bundle["checkpoint"]["note"].split("\n")[2], base64.b64encode(bytes(32)).decode()),
-        "key_ids": bundle["checkpoint"]["key_ids"]}
+    stripped["checkpoint"] = {
+        "note": bundle["checkpoint"]["note"].replace(
+            bundle["checkpoint"]["note"].split("\n")[2], base64.b64encode(bytes(32)).decode()
+        ),
+        "key_ids": bundle["checkpoint"]["key_ids"],
+    }
     with pytest.raises(BundleInvalid, match="invalid signature by known key"):
         check(stripped)
 
 
 # --- keys, witnesses, the checkpointer's guard -----------------------------------------------
 
+
 def test_checkpoint_keys_from_the_environment_never_echo_a_secret(tmp_path: Path) -> None:
     seed, zeros = "hex:" + "11" * 32, "base64:" + base64.b64encode(bytes(32)).decode()
-    keys = checkpoint_keys(signing=True, environ={CHECKPOINT_KEY_ENV: f" {seed} , {zeros}",
-                                         PUBLIC_KEYS_ENV: str(OTHER.verifier()),
-                                         "BALDUR_STATE_DIR": str(tmp_path)})
+    keys = checkpoint_keys(
+        signing=True,
+        environ={
+            CHECKPOINT_KEY_ENV: f" {seed} , {zeros}",
+            PUBLIC_KEYS_ENV: str(OTHER.verifier()),
+            "BALDUR_STATE_DIR": str(tmp_path),
+        },
+    )
     assert len(keys.signers) == 2 and keys.verifiers[2] == OTHER.verifier()
     expected = CheckpointSigner.from_seed(ORIGIN, bytes.fromhex("11" * 32)).verifier()
     assert keys.signers[0].verifier() == expected
@@ -327,12 +391,19 @@ def test_the_directory_witness_writes_each_size_once(tmp_path: Path) -> None:
 
 
 def test_a_failing_checkpoint_is_logged_retried_later_and_never_raised(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     now = [1000.0]
     keys = checkpoint_keys(signing=False, environ={CHECKPOINT_KEY_ENV: "hex:" + "22" * 32})
-    checkpointer = Checkpointer(dsn="postgresql://baldur:s3cret-pw@127.0.0.1:1/nowhere", keys=keys,
-                                chain_keys=None, witnesses=[], every=1, interval=0,
-                                clock=lambda: now[0])
+    checkpointer = Checkpointer(
+        dsn="postgresql://baldur:s3cret-pw@127.0.0.1:1/nowhere",
+        keys=keys,
+        chain_keys=None,
+        witnesses=[],
+        every=1,
+        interval=0,
+        clock=lambda: now[0],
+    )
     checkpointer.after_batch(5)
     checkpointer.after_batch(6)  # within the retry delay: not even tried
     assert checkpointer.stats.failed == 1

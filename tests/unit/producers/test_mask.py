@@ -26,35 +26,62 @@ def elements(masked: str) -> list[str]:
     return masked.split(", ")
 
 
-@pytest.mark.parametrize(("raw", "masked"), [
-    ("192.168.1.2", "192.168.***.***"),
-    ("10.0.0.255", "10.0.***.***"),
-    ("0.0.0.1", "0.0.***.***"),
-    (" 8.8.4.4\t", "8.8.***.***"),
-    ("1.2.3.4:8080", "1.2.***.***"),
-    ("2001:db8:85a3:8d3:1319:8a2e:370:7348", "2001:db8:85a3::/48"),
-    ("2001:DB8:85A3::1", "2001:db8:85a3::/48"),
-    ("2001:db8::1", "2001:db8::/48"),
-    ("::1", "::/48"),
-    ("[::1]:443", "::/48"),
-    ("[2001:db8:85a3::7]", "2001:db8:85a3::/48"),
-    ("::ffff:10.1.2.3", "10.1.***.***"),
-    ("[::ffff:192.0.2.128]:80", "192.0.***.***"),
-    ("fe80::1ff:fe23:4567:890a%eth0", "fe80::/48"),
-    ("[fe80::1%25eth0]:8443", "fe80::/48"),
-    ("10.1.***.***", "10.1.***.***"),  # already masked: unchanged
-    ("2001:db8:85a3::/48", "2001:db8:85a3::/48"),
-])
+@pytest.mark.parametrize(
+    ("raw", "masked"),
+    [
+        ("192.168.1.2", "192.168.***.***"),
+        ("10.0.0.255", "10.0.***.***"),
+        ("0.0.0.1", "0.0.***.***"),
+        (" 8.8.4.4\t", "8.8.***.***"),
+        ("1.2.3.4:8080", "1.2.***.***"),
+        ("2001:db8:85a3:8d3:1319:8a2e:370:7348", "2001:db8:85a3::/48"),
+        ("2001:DB8:85A3::1", "2001:db8:85a3::/48"),
+        ("2001:db8::1", "2001:db8::/48"),
+        ("::1", "::/48"),
+        ("[::1]:443", "::/48"),
+        ("[2001:db8:85a3::7]", "2001:db8:85a3::/48"),
+        ("::ffff:10.1.2.3", "10.1.***.***"),
+        ("[::ffff:192.0.2.128]:80", "192.0.***.***"),
+        ("fe80::1ff:fe23:4567:890a%eth0", "fe80::/48"),
+        ("[fe80::1%25eth0]:8443", "fe80::/48"),
+        ("10.1.***.***", "10.1.***.***"),  # already masked: unchanged
+        ("2001:db8:85a3::/48", "2001:db8:85a3::/48"),
+    ],
+)
 def test_mask_ip_table(raw: str, masked: str) -> None:
     assert mask_ip(raw) == masked
 
 
-@pytest.mark.parametrize("raw", [
-    "", " ", "localhost", "1.2.3", "1.2.3.4.5", "256.1.1.1", "01.2.3.4", "1.2.3.4:0",
-    "1.2.3.4:65536", "1.2.3.4:http", "[1.2.3.4]:80x", "::1:80:", "1::2::3", "[::1",
-    "2001:db8::/64", "300.1.***.***", "1.2.3.4/32", "１.２.３.４", "1.2.3.4\x00",
-    "1.2.3.4\n", "\u202e1.2.3.4", "9" * 65, "1.2.3.4 5.6.7.8", "<script>", "<invalid-ip>",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        " ",
+        "localhost",
+        "1.2.3",
+        "1.2.3.4.5",
+        "256.1.1.1",
+        "01.2.3.4",
+        "1.2.3.4:0",
+        "1.2.3.4:65536",
+        "1.2.3.4:http",
+        "[1.2.3.4]:80x",
+        "::1:80:",
+        "1::2::3",
+        "[::1",
+        "2001:db8::/64",
+        "300.1.***.***",
+        "1.2.3.4/32",
+        "１.２.３.４",
+        "1.2.3.4\x00",
+        "1.2.3.4\n",
+        "\u202e1.2.3.4",
+        "9" * 65,
+        "1.2.3.4 5.6.7.8",
+        "<script>",
+        "<invalid-ip>",
+    ],
+)
 def test_unparsable_becomes_the_marker(raw: str) -> None:
     assert mask_ip(raw) == INVALID_IP
 
@@ -63,24 +90,27 @@ def test_non_string_element_is_the_marker() -> None:
     assert mask_ip(1234) == INVALID_IP  # type: ignore[arg-type]
     assert mask_client_ip(42) == INVALID_IP  # type: ignore[arg-type]
     assert mask_client_ip(["1.2.3.4", None, b"5.6.7.8"]) == (  # type: ignore[list-item]
-        "1.2.***.***, <invalid-ip>, <invalid-ip>")
+        "1.2.***.***, <invalid-ip>, <invalid-ip>"
+    )
 
 
 def test_none_stays_none() -> None:
     assert mask_client_ip(None) is None
 
 
-@pytest.mark.parametrize(("raw", "masked"), [
-    ("203.0.113.7", "203.0.***.***"),
-    ("203.0.113.7, 70.41.3.18, 150.172.238.178",
-     "203.0.***.***, 70.41.***.***, 150.172.***.***"),
-    ("203.0.113.7,2001:db8::1", "203.0.***.***, 2001:db8::/48"),
-    ("203.0.113.7, unknown, ", "203.0.***.***, <invalid-ip>, <invalid-ip>"),
-    (["1.2.3.4", "[::1]:443"], "1.2.***.***, ::/48"),
-    (("1.2.3.4",), "1.2.***.***"),
-    ([], INVALID_IP),
-    ("", INVALID_IP),
-])
+@pytest.mark.parametrize(
+    ("raw", "masked"),
+    [
+        ("203.0.113.7", "203.0.***.***"),
+        ("203.0.113.7, 70.41.3.18, 150.172.238.178", "203.0.***.***, 70.41.***.***, 150.172.***.***"),
+        ("203.0.113.7,2001:db8::1", "203.0.***.***, 2001:db8::/48"),
+        ("203.0.113.7, unknown, ", "203.0.***.***, <invalid-ip>, <invalid-ip>"),
+        (["1.2.3.4", "[::1]:443"], "1.2.***.***, ::/48"),
+        (("1.2.3.4",), "1.2.***.***"),
+        ([], INVALID_IP),
+        ("", INVALID_IP),
+    ],
+)
 def test_forwarded_for_table(raw: str | list[str], masked: str) -> None:
     assert mask_client_ip(raw) == masked
 
@@ -116,8 +146,7 @@ ipv4 = st.ip_addresses(v=4)
 
 
 @given(ipv4, st.sampled_from(["{}", "{}:8080", " {} ", "[::ffff:{}]", "[::ffff:{}]:1"]))
-def test_ipv4_keeps_exactly_the_first_two_octets(address: ipaddress.IPv4Address,
-                                                 spelling: str) -> None:
+def test_ipv4_keeps_exactly_the_first_two_octets(address: ipaddress.IPv4Address, spelling: str) -> None:
     octets = str(address).split(".")
     masked = mask_ip(spelling.format(address))
     assert masked == f"{octets[0]}.{octets[1]}.***.***"
@@ -143,10 +172,13 @@ def test_mask_ip_never_raises_and_never_echoes(text: str) -> None:
     assert ELEMENT.fullmatch(masked)
 
 
-@given(st.one_of(st.text(max_size=2000),
-                 st.lists(st.one_of(st.text(max_size=80), st.none(), st.integers()),
-                          max_size=50),
-                 st.lists(st.ip_addresses().map(str), max_size=50)))
+@given(
+    st.one_of(
+        st.text(max_size=2000),
+        st.lists(st.one_of(st.text(max_size=80), st.none(), st.integers()), max_size=50),
+        st.lists(st.ip_addresses().map(str), max_size=50),
+    )
+)
 def test_mask_client_ip_output_is_only_masked_forms(value: object) -> None:
     masked = mask_client_ip(value)  # type: ignore[arg-type]
     assert masked is not None
@@ -156,11 +188,12 @@ def test_mask_client_ip_output_is_only_masked_forms(value: object) -> None:
 
 @given(st.lists(ipv4, min_size=1, max_size=40), st.sampled_from([",", ", ", " , "]))
 def test_forwarded_for_never_contains_the_last_two_octets(
-        addresses: list[ipaddress.IPv4Address], sep: str) -> None:
+    addresses: list[ipaddress.IPv4Address], sep: str
+) -> None:
     masked = mask_client_ip(sep.join(str(address) for address in addresses))
     assert masked is not None
     for element in elements(masked):
         assert element == TRUNCATED or element.endswith(".***.***")
         assert element.count(".") <= 3
     kept = [element for element in elements(masked) if element != TRUNCATED]
-    assert kept == [".".join(str(a).split(".")[:2]) + ".***.***" for a in addresses[:len(kept)]]
+    assert kept == [".".join(str(a).split(".")[:2]) + ".***.***" for a in addresses[: len(kept)]]

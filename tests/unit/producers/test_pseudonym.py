@@ -41,8 +41,9 @@ def test_bad_actor_ids_are_typed_errors(bad: object) -> None:
         pseudonym(KEY, bad)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("text", ["psn1-" + "a" * 63, "psn1-" + "A" * 64, "psn2-" + "a" * 64,
-                                  "psn1-" + "a" * 64 + "\n", "alice"])
+@pytest.mark.parametrize(
+    "text", ["psn1-" + "a" * 63, "psn1-" + "A" * 64, "psn2-" + "a" * 64, "psn1-" + "a" * 64 + "\n", "alice"]
+)
 def test_is_pseudonym_is_strict(text: str) -> None:
     assert not is_pseudonym(text)
 
@@ -61,8 +62,9 @@ def test_keys_from_text_or_hex_and_short_keys_refused_without_quoting_them() -> 
 
 def test_each_mapping_is_published_once_before_the_pseudonym_is_used() -> None:
     sent: list[tuple[str, str]] = []
-    pseudonymize = Pseudonymizer.from_env({KEY_ENV: KEY.hex()},
-                                          publish=lambda name, who: sent.append((name, who)))
+    pseudonymize = Pseudonymizer.from_env(
+        {KEY_ENV: KEY.hex()}, publish=lambda name, who: sent.append((name, who))
+    )
     first = pseudonymize("alice")
     assert sent == [(first, "alice")]
     assert pseudonymize("alice") == first and pseudonymize("bob") != first

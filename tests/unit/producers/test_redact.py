@@ -22,10 +22,13 @@ from baldur_audit.schemas.errors import ConfigError, InvalidEvent
 from baldur_audit.schemas.event import MAX_JSON_DEPTH, to_json_text
 
 KEY = b"0123456789abcdef-test-key"
-JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ"
-       ".SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c")
-PEM = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAs3cr3tK3y\nbm90IGEga2V5\n"
-       "-----END RSA PRIVATE KEY-----")
+JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ"
+    ".SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+)
+PEM = (
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAs3cr3tK3y\nbm90IGEga2V5\n-----END RSA PRIVATE KEY-----"
+)
 
 
 def fingerprint(secret: bytes, key: bytes = KEY) -> str:
@@ -33,39 +36,121 @@ def fingerprint(secret: bytes, key: bytes = KEY) -> str:
     return f"[REDACTED:hmac-sha256:{digest[:16]}]"
 
 
-@pytest.mark.parametrize("key", [
-    "password", "Password", "db_password", "DB-PASSWORD", "passwd", "pwd", "passphrase",
-    "secret", "client_secret", "AWS_SECRET_ACCESS_KEY", "aws_access_key_id", "secret_key",
-    "token", "refreshToken", "access_token", "GITHUB_TOKEN", "apikey", "api_key", "api-key",
-    "X-Api-Key", "x-api-key", "privateKey", "private_key", "credential", "credentials",
-    "authorization", "Proxy-Authorization", "auth", "basic_auth", "cookie", "Set-Cookie",
-    "session", "sessionid", "session_id", "session key", "signature", "webhook.signature",
-    "encryption_key", "signingKey", "pass", "jwt", "passwordHash", "tokenizer_api_key",
-    "auth_header", "authKey", "proxy_auth",
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "password",
+        "Password",
+        "db_password",
+        "DB-PASSWORD",
+        "passwd",
+        "pwd",
+        "passphrase",
+        "secret",
+        "client_secret",
+        "AWS_SECRET_ACCESS_KEY",
+        "aws_access_key_id",
+        "secret_key",
+        "token",
+        "refreshToken",
+        "access_token",
+        "GITHUB_TOKEN",
+        "apikey",
+        "api_key",
+        "api-key",
+        "X-Api-Key",
+        "x-api-key",
+        "privateKey",
+        "private_key",
+        "credential",
+        "credentials",
+        "authorization",
+        "Proxy-Authorization",
+        "auth",
+        "basic_auth",
+        "cookie",
+        "Set-Cookie",
+        "session",
+        "sessionid",
+        "session_id",
+        "session key",
+        "signature",
+        "webhook.signature",
+        "encryption_key",
+        "signingKey",
+        "pass",
+        "jwt",
+        "passwordHash",
+        "tokenizer_api_key",
+        "auth_header",
+        "authKey",
+        "proxy_auth",
+    ],
+)
 def test_sensitive_key_names(key: str) -> None:
     assert is_sensitive_key(key)
 
 
-@pytest.mark.parametrize("key", [
-    "username", "user", "host", "port", "author", "authority", "key", "keys", "value",
-    "tokenizer_model", "tokenizer", "max_tokens", "max_output_tokens", "prompt_tokens",
-    "token_ttl", "token_url", "tokenType", "password_min_length", "password_policy",
-    "secret_name", "secretRef", "secret_version", "session_timeout", "cookie_name",
-    "credentials_file", "signature_algorithm", "passport", "compass", "bypass_cache",
-    "auth_type", "authn_provider", "oauth_enabled",
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "username",
+        "user",
+        "host",
+        "port",
+        "author",
+        "authority",
+        "key",
+        "keys",
+        "value",
+        "tokenizer_model",
+        "tokenizer",
+        "max_tokens",
+        "max_output_tokens",
+        "prompt_tokens",
+        "token_ttl",
+        "token_url",
+        "tokenType",
+        "password_min_length",
+        "password_policy",
+        "secret_name",
+        "secretRef",
+        "secret_version",
+        "session_timeout",
+        "cookie_name",
+        "credentials_file",
+        "signature_algorithm",
+        "passport",
+        "compass",
+        "bypass_cache",
+        "auth_type",
+        "authn_provider",
+        "oauth_enabled",
+    ],
+)
 def test_innocent_key_names(key: str) -> None:
     assert not is_sensitive_key(key)
 
 
 def test_value_under_sensitive_key_is_replaced_whole() -> None:
-    redacted = Redactor().redact({
-        "password": "hunter2", "api_key": 12345, "credentials": {"user": "u", "pw": "p"},
-        "tokens": ["a", "b"], "user": "alice", "port": 5432,
-    })
-    assert redacted == {"password": REDACTED, "api_key": REDACTED, "credentials": REDACTED,
-                        "tokens": REDACTED, "user": "alice", "port": 5432}
+    redacted = Redactor().redact(
+        {
+            "password": "hunter2",
+            "api_key": 12345,
+            "credentials": {"user": "u", "pw": "p"},
+            "tokens": ["a", "b"],
+            "user": "alice",
+            "port": 5432,
+        }
+    )
+    assert redacted == {
+        "password": REDACTED,
+        "api_key": REDACTED,
+        "credentials": REDACTED,
+        "tokens": REDACTED,
+        "user": "alice",
+        "port": 5432,
+    }
 
 
 def test_booleans_and_none_under_sensitive_keys_are_kept() -> None:
@@ -75,51 +160,61 @@ def test_booleans_and_none_under_sensitive_keys_are_kept() -> None:
 
 def test_nested_keys_and_lists_at_any_depth() -> None:
     value = {"a": [{"b": {"c": [{"DB_PASSWORD": "x", "ok": "y"}]}}]}
-    assert Redactor().redact(value) == {"a": [{"b": {"c": [{"DB_PASSWORD": REDACTED,
-                                                             "ok": "y"}]}}]}
+    assert Redactor().redact(value) == {"a": [{"b": {"c": [{"DB_PASSWORD": REDACTED, "ok": "y"}]}}]}
 
 
 def test_dict_keys_themselves_are_kept() -> None:
     assert Redactor().redact({JWT: 1}) == {JWT: 1}
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("postgresql://user:pass@host/db", "postgresql://user:[REDACTED]@host/db"),
-    ("postgres://u:p@ss@host:5432/db?x=1", "postgres://u:[REDACTED]@host:5432/db?x=1"),
-    ("redis://:s3cret@cache:6379/0", "redis://:[REDACTED]@cache:6379/0"),
-    ("see https://example.com:8443/path?q=1 ok", "see https://example.com:8443/path?q=1 ok"),
-    ("host=db port=5432 password=y user=z", "host=db port=5432 password=[REDACTED] user=z"),
-    ("host=db password='a b' user=z", "host=db password='[REDACTED]' user=z"),
-    ("Server=x;User Id=u;Password=p4ss;", "Server=x;User Id=u;Password=[REDACTED];"),
-    ("https://api.example.com/v1?api_key=abc123&page=2",
-     "https://api.example.com/v1?api_key=[REDACTED]&page=2"),
-    ("Authorization: Bearer abc.def-123", "Authorization: Bearer [REDACTED]"),
-    ("curl -H 'Authorization: Basic dXNlcjpwYXNz' https://x",
-     "curl -H 'Authorization: Basic [REDACTED]' https://x"),
-    ("Cookie: theme=dark; session=abc123", "Cookie: [REDACTED]"),
-    ("sent Bearer abcdEFGH1234 upstream", "sent Bearer [REDACTED] upstream"),
-    ("header basic dXNlcjpwYXNz", "header basic [REDACTED]"),
-    ("basic configuration; Bearer token rotation", "basic configuration; Bearer token rotation"),
-    (f"jwt {JWT} end", "jwt [REDACTED] end"),
-    (f"{PEM}\nafter", "[REDACTED]\nafter"),
-    ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk", "[REDACTED]"),
-    ("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----",
-     "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"),
-    ("id AKIAIOSFODNN7EXAMPLE!", "id [REDACTED]!"),
-    ("ASIAY34FZKBOKMUTVV7A", "[REDACTED]"),
-    ("ghp_" + "a1B2" * 9, "[REDACTED]"),
-    ("github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz", "[REDACTED]"),
-    ("xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", "[REDACTED]"),
-    ("key=AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY", "key=[REDACTED]"),
-    ("sk_live_4eC39HqLyjWDarjtT1zdp7dc", "[REDACTED]"),
-    ('{"password": "hun\\"ter2", "user": "bob", "pin": 1234}',
-     '{"password": "[REDACTED]", "user": "bob", "pin": 1234}'),
-    ('{"api_key":12345,"token":null}', '{"api_key":"[REDACTED]","token":null}'),
-    ("{'secret': 'x', 'n': 1}", "{'secret': '[REDACTED]', 'n': 1}"),
-    ("password: my long pass phrase\nnext: line", "password: [REDACTED]\nnext: line"),
-    ("rotated the password for alice", "rotated the password for alice"),
-    ("nothing to see", "nothing to see"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("postgresql://user:pass@host/db", "postgresql://user:[REDACTED]@host/db"),
+        ("postgres://u:p@ss@host:5432/db?x=1", "postgres://u:[REDACTED]@host:5432/db?x=1"),
+        ("redis://:s3cret@cache:6379/0", "redis://:[REDACTED]@cache:6379/0"),
+        ("see https://example.com:8443/path?q=1 ok", "see https://example.com:8443/path?q=1 ok"),
+        ("host=db port=5432 password=y user=z", "host=db port=5432 password=[REDACTED] user=z"),
+        ("host=db password='a b' user=z", "host=db password='[REDACTED]' user=z"),
+        ("Server=x;User Id=u;Password=p4ss;", "Server=x;User Id=u;Password=[REDACTED];"),
+        (
+            "https://api.example.com/v1?api_key=abc123&page=2",
+            "https://api.example.com/v1?api_key=[REDACTED]&page=2",
+        ),
+        ("Authorization: Bearer abc.def-123", "Authorization: Bearer [REDACTED]"),
+        (
+            "curl -H 'Authorization: Basic dXNlcjpwYXNz' https://x",
+            "curl -H 'Authorization: Basic [REDACTED]' https://x",
+        ),
+        ("Cookie: theme=dark; session=abc123", "Cookie: [REDACTED]"),
+        ("sent Bearer abcdEFGH1234 upstream", "sent Bearer [REDACTED] upstream"),
+        ("header basic dXNlcjpwYXNz", "header basic [REDACTED]"),
+        ("basic configuration; Bearer token rotation", "basic configuration; Bearer token rotation"),
+        (f"jwt {JWT} end", "jwt [REDACTED] end"),
+        (f"{PEM}\nafter", "[REDACTED]\nafter"),
+        ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk", "[REDACTED]"),
+        (
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----",
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----",
+        ),
+        ("id AKIAIOSFODNN7EXAMPLE!", "id [REDACTED]!"),
+        ("ASIAY34FZKBOKMUTVV7A", "[REDACTED]"),
+        ("ghp_" + "a1B2" * 9, "[REDACTED]"),
+        ("github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz", "[REDACTED]"),
+        ("xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", "[REDACTED]"),
+        ("key=AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY", "key=[REDACTED]"),
+        ("sk_live_4eC39HqLyjWDarjtT1zdp7dc", "[REDACTED]"),
+        (
+            '{"password": "hun\\"ter2", "user": "bob", "pin": 1234}',
+            '{"password": "[REDACTED]", "user": "bob", "pin": 1234}',
+        ),
+        ('{"api_key":12345,"token":null}', '{"api_key":"[REDACTED]","token":null}'),
+        ("{'secret': 'x', 'n': 1}", "{'secret': '[REDACTED]', 'n': 1}"),
+        ("password: my long pass phrase\nnext: line", "password: [REDACTED]\nnext: line"),
+        ("rotated the password for alice", "rotated the password for alice"),
+        ("nothing to see", "nothing to see"),
+    ],
+)
 def test_value_shapes_in_text(text: str, expected: str) -> None:
     assert Redactor().redact_text(text) == expected
     assert Redactor().redact({"note": text}) == {"note": expected}
@@ -129,10 +224,8 @@ def test_value_shapes_in_text(text: str, expected: str) -> None:
 def test_fingerprint_is_the_specified_hmac() -> None:
     redactor = Redactor(KEY)
     assert redactor.redact({"password": "hunter2"}) == {"password": fingerprint(b"hunter2")}
-    assert redactor.redact_text("postgresql://u:pw@h/db") == (
-        f"postgresql://u:{fingerprint(b'pw')}@h/db")
-    assert redactor.redact({"api_key": {"b": 1, "a": [2]}}) == {
-        "api_key": fingerprint(b'{"a":[2],"b":1}')}
+    assert redactor.redact_text("postgresql://u:pw@h/db") == (f"postgresql://u:{fingerprint(b'pw')}@h/db")
+    assert redactor.redact({"api_key": {"b": 1, "a": [2]}}) == {"api_key": fingerprint(b'{"a":[2],"b":1}')}
 
 
 def test_fingerprint_answers_did_the_secret_change() -> None:
@@ -151,8 +244,7 @@ def test_weak_or_wrong_key_is_refused(key: Any) -> None:
 
 def test_tuples_become_lists_and_non_json_values_are_left_for_validation() -> None:
     marker = object()
-    redacted = Redactor().redact({"t": (1, ("a",)), "s": {1, 2}, "b": b"raw", "o": marker,
-                                  "f": math.inf})
+    redacted = Redactor().redact({"t": (1, ("a",)), "s": {1, 2}, "b": b"raw", "o": marker, "f": math.inf})
     assert redacted["t"] == [1, ["a"]]
     assert redacted["s"] == {1, 2} and redacted["b"] == b"raw" and redacted["o"] is marker
     with pytest.raises(InvalidEvent) as caught:
@@ -207,25 +299,55 @@ def test_huge_strings_are_handled() -> None:
 
 # ---- properties -------------------------------------------------------------------------
 
-SNIPPETS = st.sampled_from([
-    "password", "token", "=", ":", ": ", "'", '"', "\\", " ", "\n", "://", "@", "u:p@h",
-    "Bearer ", "Basic ", "eyJ", "eyJabcdefgh.xyz.", ".", "AKIA", "[REDACTED]", "{", "}",
-    "-----BEGIN RSA PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----", "ghp_", "&", ";",
-    "Authorization", "postgres", "abc123XYZ", "true", "null", ",",
-])
+SNIPPETS = st.sampled_from(
+    [
+        "password",
+        "token",
+        "=",
+        ":",
+        ": ",
+        "'",
+        '"',
+        "\\",
+        " ",
+        "\n",
+        "://",
+        "@",
+        "u:p@h",
+        "Bearer ",
+        "Basic ",
+        "eyJ",
+        "eyJabcdefgh.xyz.",
+        ".",
+        "AKIA",
+        "[REDACTED]",
+        "{",
+        "}",
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "-----END RSA PRIVATE KEY-----",
+        "ghp_",
+        "&",
+        ";",
+        "Authorization",
+        "postgres",
+        "abc123XYZ",
+        "true",
+        "null",
+        ",",
+    ]
+)
 TEXT = st.one_of(st.text(max_size=40), st.lists(SNIPPETS, max_size=12).map("".join))
-KEYS = st.one_of(st.text(max_size=12), st.sampled_from(
-    ["password", "token", "api_key", "user", "note", "max_tokens", "Cookie", "auth"]))
+KEYS = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["password", "token", "api_key", "user", "note", "max_tokens", "Cookie", "auth"]),
+)
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(KEYS, children,
-                                                                      max_size=4),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(KEYS, children, max_size=4),
     max_leaves=30,
 )
-SECRET = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
-                 min_size=20, max_size=40)
-B64URL = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_",
-                 min_size=20, max_size=60)
+SECRET = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=20, max_size=40)
+B64URL = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_", min_size=20, max_size=60)
 
 
 @settings(max_examples=300)
@@ -280,11 +402,12 @@ def test_planted_secret_never_survives(case: tuple[Any, str], keyed: bool) -> No
 
 def test_command_line_flags_and_name_value_pairs_are_redacted() -> None:
     redactor = Redactor()
-    redacted = redactor.redact({
-        "args": ["--db-password=hunter2", "-token=abc123def", "--replicas=3"],
-        "env": [{"name": "DB_PASSWORD", "value": "hunter2"},
-                {"name": "LOG_LEVEL", "value": "debug"}],
-    })
+    redacted = redactor.redact(
+        {
+            "args": ["--db-password=hunter2", "-token=abc123def", "--replicas=3"],
+            "env": [{"name": "DB_PASSWORD", "value": "hunter2"}, {"name": "LOG_LEVEL", "value": "debug"}],
+        }
+    )
     text = json.dumps(redacted)
     assert "hunter2" not in text and "abc123def" not in text
     assert "--replicas=3" in text and '"debug"' in text

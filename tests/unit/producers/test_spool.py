@@ -117,8 +117,9 @@ def last_record_cut(directory: Path, keep: int) -> None:
 
 
 @pytest.mark.parametrize("keep", [1, 3, 7, FRAME_HEAD.size, FRAME_HEAD.size + 5, -1])
-def test_a_torn_tail_is_ignored_and_appends_continue(tmp_path: Path, keep: int,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_a_torn_tail_is_ignored_and_appends_continue(
+    tmp_path: Path, keep: int, caplog: pytest.LogCaptureFixture
+) -> None:
     directory = tmp_path / "s"
     spool = DiskSpool.open(directory)
     ids = fill(spool, 5)
@@ -158,14 +159,18 @@ def flip(path: Path, offset: int) -> None:
 
 @pytest.mark.parametrize("where", ["body", "length", "magic"])
 def test_a_damaged_record_is_reported_and_the_rest_is_kept(
-        tmp_path: Path, where: str, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, where: str, caplog: pytest.LogCaptureFixture
+) -> None:
     directory = tmp_path / "s"
     spool = DiskSpool.open(directory)
     ids = fill(spool, 10)
     victim = read_all(spool)[4]
     spool.close()
-    offset = {"body": victim.start.offset + FRAME_HEAD.size + 20,
-              "length": victim.start.offset + 4, "magic": victim.start.offset}[where]
+    offset = {
+        "body": victim.start.offset + FRAME_HEAD.size + 20,
+        "length": victim.start.offset + 4,
+        "magic": victim.start.offset,
+    }[where]
     flip(segments(directory)[0], offset)
     caplog.set_level(logging.ERROR)
     spool = DiskSpool.open(directory)
@@ -181,7 +186,8 @@ def test_a_damaged_record_is_reported_and_the_rest_is_kept(
 
 
 def test_damage_in_the_last_complete_record_is_an_error_not_a_torn_write(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     directory = tmp_path / "s"
     spool = DiskSpool.open(directory)
     ids = fill(spool, 3)
@@ -197,7 +203,8 @@ def test_damage_in_the_last_complete_record_is_an_error_not_a_torn_write(
 
 
 def test_damage_found_while_draining_is_skipped_and_reported(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     directory = tmp_path / "s"
     spool = DiskSpool.open(directory, segment_bytes=1 << 20)
     ids = fill(spool, 6)
@@ -210,7 +217,8 @@ def test_damage_found_while_draining_is_skipped_and_reported(
 
 
 def test_a_damaged_segment_header_quarantines_that_segment_only(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     directory = tmp_path / "s"
     spool = DiskSpool.open(directory, segment_bytes=1024)
     ids = fill(spool, 30)
@@ -221,7 +229,7 @@ def test_a_damaged_segment_header_quarantines_that_segment_only(
     caplog.set_level(logging.ERROR)
     spool = DiskSpool.open(directory, segment_bytes=1024)
     assert "damaged header" in caplog.text
-    assert [r.event_id for r in read_all(spool)] == ids[len(in_first):]
+    assert [r.event_id for r in read_all(spool)] == ids[len(in_first) :]
     spool.close()
 
 
@@ -265,8 +273,7 @@ def test_a_committed_but_unpersisted_cursor_repeats_records_after_a_crash(tmp_pa
     spool.close()
 
 
-def test_a_damaged_cursor_sends_everything_again(tmp_path: Path,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_a_damaged_cursor_sends_everything_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     directory = tmp_path / "s"
     spool = DiskSpool.open(directory)
     ids = fill(spool, 8)
@@ -331,8 +338,7 @@ def test_the_size_bound_refuses_rather_than_drops(tmp_path: Path) -> None:
     spool.close()
 
 
-def test_a_failed_fdatasync_breaks_the_spool(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_fdatasync_breaks_the_spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spool = DiskSpool.open(tmp_path / "s")
     fill(spool, 1)
 
@@ -434,16 +440,14 @@ def test_concurrent_appends_and_reads(tmp_path: Path) -> None:
         records, position = spool.read(position, max_records=50)
         seen.extend(r.event_id for r in records)
         if records:
-            spool.commit(records[-1].end, records=len(records),
-                         nbytes=sum(r.size for r in records))
+            spool.commit(records[-1].end, records=len(records), nbytes=sum(r.size for r in records))
             spool.persist()
         elif not any(t.is_alive() for t in threads):
             break
     for thread in threads:
         thread.join()
     assert not errors
-    assert sorted(seen) == sorted(uuid.UUID(int=n * 1000 + i + 1)
-                                  for n in range(4) for i in range(100))
+    assert sorted(seen) == sorted(uuid.UUID(int=n * 1000 + i + 1) for n in range(4) for i in range(100))
     for n in range(4):  # each writer's records in its own order
         mine = [e for e in seen if (e.int - 1) // 1000 == n]
         assert mine == sorted(mine)
@@ -467,8 +471,9 @@ while True:
 
 def test_kill_9_during_appends_loses_no_acknowledged_record(tmp_path: Path) -> None:
     directory = tmp_path / "s"
-    child = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(directory)],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILL_CHILD, str(directory)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert child.stdout is not None
         acknowledged = -1
@@ -485,7 +490,7 @@ def test_kill_9_during_appends_loses_no_acknowledged_record(tmp_path: Path) -> N
     assert acknowledged >= 400
     spool = DiskSpool.open(directory, segment_bytes=8192)
     ids = [r.event_id.int - 1 for r in read_all(spool)]
-    assert ids[:acknowledged + 1] == list(range(acknowledged + 1))
+    assert ids[: acknowledged + 1] == list(range(acknowledged + 1))
     assert len(ids) <= acknowledged + 2  # at most the one append the kill interrupted
     spool.close()
 

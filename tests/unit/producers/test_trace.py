@@ -36,10 +36,22 @@ def test_explicit_trace_id() -> None:
     assert resolve_trace_id(TRACE_ID.upper()) == TRACE_ID
 
 
-@pytest.mark.parametrize("bad", [
-    "", "abc", TRACE_ID[:-1], TRACE_ID + "0", "0" * 32, "g" * 32, f" {TRACE_ID}",
-    TRACE_ID[:16] + "-" + TRACE_ID[17:], "４" * 32, 12345, b"4bf92f3577b34da6a3ce929d0e0e4736",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "abc",
+        TRACE_ID[:-1],
+        TRACE_ID + "0",
+        "0" * 32,
+        "g" * 32,
+        f" {TRACE_ID}",
+        TRACE_ID[:16] + "-" + TRACE_ID[17:],
+        "４" * 32,
+        12345,
+        b"4bf92f3577b34da6a3ce929d0e0e4736",
+    ],
+)
 def test_garbage_trace_id_is_refused(bad: object) -> None:
     with pytest.raises(InvalidEvent) as caught:
         resolve_trace_id(bad)  # type: ignore[arg-type]
@@ -54,13 +66,25 @@ def test_traceparent() -> None:
     assert resolve_trace_id(traceparent=f"01-{TRACE_ID}-{SPAN_ID}-01-what-ever") == TRACE_ID
 
 
-@pytest.mark.parametrize("bad", [
-    "", "garbage", TRACEPARENT.upper(), f"ff-{TRACE_ID}-{SPAN_ID}-01",
-    f"00-{'0' * 32}-{SPAN_ID}-01", f"00-{TRACE_ID}-{'0' * 16}-01",
-    f"00-{TRACE_ID}-{SPAN_ID}-01-extra", f"00-{TRACE_ID}-{SPAN_ID}", f"00_{TRACE_ID}_{SPAN_ID}_01",
-    f"0-{TRACE_ID}-{SPAN_ID}-01", f"00-{TRACE_ID}-{SPAN_ID}-1", TRACEPARENT + "\n",
-    "00-" + "a" * 1000, 7,
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "garbage",
+        TRACEPARENT.upper(),
+        f"ff-{TRACE_ID}-{SPAN_ID}-01",
+        f"00-{'0' * 32}-{SPAN_ID}-01",
+        f"00-{TRACE_ID}-{'0' * 16}-01",
+        f"00-{TRACE_ID}-{SPAN_ID}-01-extra",
+        f"00-{TRACE_ID}-{SPAN_ID}",
+        f"00_{TRACE_ID}_{SPAN_ID}_01",
+        f"0-{TRACE_ID}-{SPAN_ID}-01",
+        f"00-{TRACE_ID}-{SPAN_ID}-1",
+        TRACEPARENT + "\n",
+        "00-" + "a" * 1000,
+        7,
+    ],
+)
 def test_invalid_traceparent_is_refused(bad: object) -> None:
     with pytest.raises(InvalidEvent) as caught:
         resolve_trace_id(traceparent=bad)  # type: ignore[arg-type]
@@ -102,8 +126,7 @@ def test_real_opentelemetry_api(monkeypatch: pytest.MonkeyPatch) -> None:
     otel = pytest.importorskip("opentelemetry.trace")
     monkeypatch.setattr(trace, "_otel_trace", otel)
     assert resolve_trace_id() is None  # no span is active
-    context = otel.SpanContext(trace_id=int(TRACE_ID, 16), span_id=int(SPAN_ID, 16),
-                               is_remote=False)
+    context = otel.SpanContext(trace_id=int(TRACE_ID, 16), span_id=int(SPAN_ID, 16), is_remote=False)
     with otel.use_span(otel.NonRecordingSpan(context)):
         assert resolve_trace_id() == TRACE_ID
 
@@ -117,10 +140,16 @@ def test_make_traceparent() -> None:
     assert parse_traceparent(first) == TRACE_ID
 
 
-@pytest.mark.parametrize(("trace_id", "span_id", "field"), [
-    ("x", None, "trace_id"), ("0" * 32, None, "trace_id"),
-    (TRACE_ID, "0" * 16, "span_id"), (TRACE_ID, "xyz", "span_id"), (TRACE_ID, 5, "span_id"),
-])
+@pytest.mark.parametrize(
+    ("trace_id", "span_id", "field"),
+    [
+        ("x", None, "trace_id"),
+        ("0" * 32, None, "trace_id"),
+        (TRACE_ID, "0" * 16, "span_id"),
+        (TRACE_ID, "xyz", "span_id"),
+        (TRACE_ID, 5, "span_id"),
+    ],
+)
 def test_make_traceparent_refuses_bad_ids(trace_id: str, span_id: object, field: str) -> None:
     with pytest.raises(InvalidEvent) as caught:
         make_traceparent(trace_id, span_id)  # type: ignore[arg-type]

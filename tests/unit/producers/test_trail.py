@@ -49,8 +49,7 @@ class CapturingProducer(confluent_kafka.Producer):
         self.config = config
         self.sent: list[tuple[bytes, list[tuple[str, bytes]] | None]] = []
 
-    def produce(self, topic: str, value: str | bytes | None = None,
-                *args: Any, **kwargs: Any) -> None:
+    def produce(self, topic: str, value: str | bytes | None = None, *args: Any, **kwargs: Any) -> None:
         super().produce(topic, value, *args, **kwargs)
         assert isinstance(value, bytes)
         self.sent.append((value, kwargs.get("headers")))
@@ -94,24 +93,38 @@ def make_trail(capture: Capture) -> Iterator[Callable[..., AuditTrail]]:
         trail.close(0)
 
 
-def test_record_returns_promptly_with_the_broker_down(make_trail: Callable[..., AuditTrail],
-                                                      capture: Capture) -> None:
+def test_record_returns_promptly_with_the_broker_down(
+    make_trail: Callable[..., AuditTrail], capture: Capture
+) -> None:
     trail = make_trail()
-    event_id = trail.record(actor="alice", action="update", target="app/feature-x",
-                            before={"on": False}, after={"on": True}, reason="rollout")
+    event_id = trail.record(
+        actor="alice",
+        action="update",
+        target="app/feature-x",
+        before={"on": False},
+        after={"on": True},
+        reason="rollout",
+    )
     assert isinstance(event_id, uuid.UUID) and event_id.version == 7
     assert trail.stats.queued == 1 and trail.stats.pending == 1
     (event,) = capture.events()
     assert event.event_id == event_id
     assert (event.actor, event.action, event.target, event.source) == (
-        Actor("alice", "user"), "update", "app/feature-x", "api")
-    assert (event.before, event.after, event.reason) == ('{"on":false}', '{"on":true}',
-                                                         "rollout")
+        Actor("alice", "user"),
+        "update",
+        "app/feature-x",
+        "api",
+    )
+    assert (event.before, event.after, event.reason) == ('{"on":false}', '{"on":true}', "rollout")
 
 
 def test_producer_settings(make_trail: Callable[..., AuditTrail], capture: Capture) -> None:
-    make_trail(service="billing", message_timeout_ms=60_000, queue_max_messages=500,
-               producer_config={"linger.ms": 20})
+    make_trail(
+        service="billing",
+        message_timeout_ms=60_000,
+        queue_max_messages=500,
+        producer_config={"linger.ms": 20},
+    )
     config = capture.producers[0].config
     assert config["bootstrap.servers"] == UNREACHABLE
     assert config["enable.idempotence"] is True and config["acks"] == "all"
@@ -123,29 +136,32 @@ def test_producer_settings(make_trail: Callable[..., AuditTrail], capture: Captu
     assert callable(config["error_cb"])
 
 
-@pytest.mark.parametrize(("changes", "field"), [
-    ({"action": "Bad Action"}, "action"),
-    ({"action": ""}, "action"),
-    ({"target": ""}, "target"),
-    ({"target": "   "}, "target"),
-    ({"after": {"ratio": math.nan}}, "after"),
-    ({"after": {"ratio": math.inf}}, "after"),
-    ({"before": {"handle": object()}}, "before"),
-    ({"before": {"ids": {1, 2}}}, "before"),
-    ({"trace_id": "not-a-trace"}, "trace_id"),
-    ({"traceparent": "00-zz"}, "traceparent"),
-    ({"actor_type": "robot"}, "actor.type"),
-    ({"actor": ""}, "actor.id"),
-    ({"source": "email"}, "source"),
-    ({"reason": 42}, "reason"),
-    ({"occurred_at": datetime(2024, 1, 1)}, "occurred_at"),
-    ({"attributes": ["a"]}, "attributes"),
-    ({"attributes": {"n": 1}}, "attributes['n']"),
-    ({"event_id": "0190"}, "event_id"),
-])
-def test_invalid_event_raises_naming_the_field(make_trail: Callable[..., AuditTrail],
-                                               capture: Capture, changes: dict[str, Any],
-                                               field: str) -> None:
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"action": "Bad Action"}, "action"),
+        ({"action": ""}, "action"),
+        ({"target": ""}, "target"),
+        ({"target": "   "}, "target"),
+        ({"after": {"ratio": math.nan}}, "after"),
+        ({"after": {"ratio": math.inf}}, "after"),
+        ({"before": {"handle": object()}}, "before"),
+        ({"before": {"ids": {1, 2}}}, "before"),
+        ({"trace_id": "not-a-trace"}, "trace_id"),
+        ({"traceparent": "00-zz"}, "traceparent"),
+        ({"actor_type": "robot"}, "actor.type"),
+        ({"actor": ""}, "actor.id"),
+        ({"source": "email"}, "source"),
+        ({"reason": 42}, "reason"),
+        ({"occurred_at": datetime(2024, 1, 1)}, "occurred_at"),
+        ({"attributes": ["a"]}, "attributes"),
+        ({"attributes": {"n": 1}}, "attributes['n']"),
+        ({"event_id": "0190"}, "event_id"),
+    ],
+)
+def test_invalid_event_raises_naming_the_field(
+    make_trail: Callable[..., AuditTrail], capture: Capture, changes: dict[str, Any], field: str
+) -> None:
     trail = make_trail()
     arguments: dict[str, Any] = {"actor": "alice", "action": "update", "target": "t"}
     arguments.update(changes)
@@ -166,8 +182,9 @@ def test_disabled_trail_sends_nothing(capture: Capture) -> None:
 
 @pytest.mark.parametrize("value", ["true", "TRUE", "1", "yes", "on", " On "])
 def test_from_env_enabled(capture: Capture, value: str, tmp_path: Path) -> None:
-    trail = AuditTrail.from_env({"BALDUR_AUDIT_ENABLED": value,
-                                 "BALDUR_STATE_DIR": str(tmp_path)}, producer_factory=capture)
+    trail = AuditTrail.from_env(
+        {"BALDUR_AUDIT_ENABLED": value, "BALDUR_STATE_DIR": str(tmp_path)}, producer_factory=capture
+    )
     try:
         assert trail.enabled
         assert capture.producers[0].config["bootstrap.servers"] == "127.0.0.1:29092"
@@ -180,8 +197,7 @@ def test_from_env_enabled(capture: Capture, value: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", ["false", "0", "no", "off", ""])
 def test_from_env_disabled(capture: Capture, value: str) -> None:
-    assert not AuditTrail.from_env({"BALDUR_AUDIT_ENABLED": value},
-                                   producer_factory=capture).enabled
+    assert not AuditTrail.from_env({"BALDUR_AUDIT_ENABLED": value}, producer_factory=capture).enabled
 
 
 def test_from_env_refuses_an_unclear_flag() -> None:
@@ -189,14 +205,22 @@ def test_from_env_refuses_an_unclear_flag() -> None:
         AuditTrail.from_env({"BALDUR_AUDIT_ENABLED": "maybe"})
 
 
-@pytest.mark.parametrize(("key_text", "key"), [
-    (KEY.hex(), KEY),
-    ("a raw passphrase of some length", b"a raw passphrase of some length"),
-])
+@pytest.mark.parametrize(
+    ("key_text", "key"),
+    [
+        (KEY.hex(), KEY),
+        ("a raw passphrase of some length", b"a raw passphrase of some length"),
+    ],
+)
 def test_from_env_settings(capture: Capture, key_text: str, key: bytes) -> None:
-    environ = {"BALDUR_AUDIT_ENABLED": "1", "BALDUR_KAFKA_BOOTSTRAP": UNREACHABLE,
-               "BALDUR_AUDIT_TOPIC": "audit.test", "BALDUR_REDACTION_KEY": key_text,
-               "BALDUR_SERVICE_NAME": "billing", "BALDUR_AUDIT_DURABILITY": "memory"}
+    environ = {
+        "BALDUR_AUDIT_ENABLED": "1",
+        "BALDUR_KAFKA_BOOTSTRAP": UNREACHABLE,
+        "BALDUR_AUDIT_TOPIC": "audit.test",
+        "BALDUR_REDACTION_KEY": key_text,
+        "BALDUR_SERVICE_NAME": "billing",
+        "BALDUR_AUDIT_DURABILITY": "memory",
+    }
     with AuditTrail.from_env(environ, producer_factory=capture) as trail:
         trail.record(actor="a", action="update", target="t", after={"password": "pw"})
         trail.close(0)
@@ -212,8 +236,7 @@ def test_from_env_refuses_a_short_redaction_key() -> None:
         AuditTrail.from_env({"BALDUR_AUDIT_ENABLED": "1", "BALDUR_REDACTION_KEY": "short"})
 
 
-def test_flush_with_the_broker_down_reports_undelivered(
-        make_trail: Callable[..., AuditTrail]) -> None:
+def test_flush_with_the_broker_down_reports_undelivered(make_trail: Callable[..., AuditTrail]) -> None:
     trail = make_trail()
     trail.record(actor="a", action="update", target="t")
     trail.record(actor="a", action="update", target="t")
@@ -222,21 +245,35 @@ def test_flush_with_the_broker_down_reports_undelivered(
 
 
 def test_secrets_and_raw_ip_never_reach_the_encoded_bytes(
-        make_trail: Callable[..., AuditTrail], capture: Capture,
-        caplog: pytest.LogCaptureFixture) -> None:
+    make_trail: Callable[..., AuditTrail], capture: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     trail = make_trail(redaction_key=KEY)
-    planted = ["hunter2-PASSWORD-value", "AKIAIOSFODNN7EXAMPLE", "dsn-SECRET-pw",
-               "refresh-TOKEN-value", "bearer-CRED-1234", "attr-KEY-value", "203.0.113.77"]
-    jwt = ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.SIGNATUREsignatureSIGNATURE")
+    planted = [
+        "hunter2-PASSWORD-value",
+        "AKIAIOSFODNN7EXAMPLE",
+        "dsn-SECRET-pw",
+        "refresh-TOKEN-value",
+        "bearer-CRED-1234",
+        "attr-KEY-value",
+        "203.0.113.77",
+    ]
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.SIGNATUREsignatureSIGNATURE"
     trail.record(
-        actor="alice", action="update", target="db/primary",
+        actor="alice",
+        action="update",
+        target="db/primary",
         before={"db": {"password": planted[0], "aws": planted[1]}},
-        after={"dsn": f"postgresql://app:{planted[2]}@db:5432/app",
-               "auth": [{"refreshToken": planted[3]}], "jwt_note": f"uses {jwt}"},
+        after={
+            "dsn": f"postgresql://app:{planted[2]}@db:5432/app",
+            "auth": [{"refreshToken": planted[3]}],
+            "jwt_note": f"uses {jwt}",
+        },
         reason=f"rotated; old header was Authorization: Bearer {planted[4]}",
         attributes={"x-api-key": planted[5], "ticket": "OPS-1"},
-        client_ip=f"{planted[6]}, 10.0.0.1", trace_id=TRACE_ID)
+        client_ip=f"{planted[6]}, 10.0.0.1",
+        trace_id=TRACE_ID,
+    )
     trail.close(0)
     ((value, headers),) = capture.sent
     for secret in [*planted, jwt, "113.77"]:
@@ -251,27 +288,33 @@ def test_secrets_and_raw_ip_never_reach_the_encoded_bytes(
     assert event.trace_id == TRACE_ID
 
 
-def test_no_traceparent_header_without_a_trace(make_trail: Callable[..., AuditTrail],
-                                               capture: Capture) -> None:
+def test_no_traceparent_header_without_a_trace(
+    make_trail: Callable[..., AuditTrail], capture: Capture
+) -> None:
     make_trail().record(actor="a", action="update", target="t")
     assert capture.sent[0][1] is None
 
 
-def test_record_change_and_record_healing(make_trail: Callable[..., AuditTrail],
-                                          capture: Capture) -> None:
+def test_record_change_and_record_healing(make_trail: Callable[..., AuditTrail], capture: Capture) -> None:
     trail = make_trail()
     when = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     fixed = uuid.UUID("01900000-0000-7000-8000-000000000001")
-    trail.record_change(actor=Actor("deployer", "service"), target="limits", before=1, after=2,
-                        occurred_at=when, event_id=fixed)
-    trail.record_healing(target="payments-db", action="failover", reason="primary unhealthy",
-                         after={"primary": "replica-2"})
+    trail.record_change(
+        actor=Actor("deployer", "service"),
+        target="limits",
+        before=1,
+        after=2,
+        occurred_at=when,
+        event_id=fixed,
+    )
+    trail.record_healing(
+        target="payments-db", action="failover", reason="primary unhealthy", after={"primary": "replica-2"}
+    )
     change, healing = capture.events()
     assert (change.event_id, change.occurred_at, change.action) == (fixed, when, "update")
     assert change.actor == Actor("deployer", "service")
     assert healing.actor == Actor("baldur-healer", "system")
-    assert (healing.source, healing.action, healing.reason) == (
-        "framework", "failover", "primary unhealthy")
+    assert (healing.source, healing.action, healing.reason) == ("framework", "failover", "primary unhealthy")
 
 
 @pytest.mark.parametrize("reason", [None, "", "  "])
@@ -290,8 +333,9 @@ def test_full_queue_raises_delivery_backlog(make_trail: Callable[..., AuditTrail
     assert trail.stats.queued == 1 and trail.stats.refused == 1
 
 
-def test_close_reports_undelivered_events_as_failed(make_trail: Callable[..., AuditTrail],
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_close_reports_undelivered_events_as_failed(
+    make_trail: Callable[..., AuditTrail], caplog: pytest.LogCaptureFixture
+) -> None:
     failures: list[tuple[uuid.UUID, str]] = []
     trail = make_trail(on_failure=lambda event_id, error: failures.append((event_id, error)))
     event_id = trail.record(actor="a", action="update", target="t")
@@ -304,8 +348,7 @@ def test_close_reports_undelivered_events_as_failed(make_trail: Callable[..., Au
         trail.record(actor="a", action="update", target="t")
 
 
-def test_a_raising_failure_callback_does_not_break_reporting(
-        make_trail: Callable[..., AuditTrail]) -> None:
+def test_a_raising_failure_callback_does_not_break_reporting(make_trail: Callable[..., AuditTrail]) -> None:
     def explode(event_id: uuid.UUID, error: str) -> None:
         raise RuntimeError("host bug")
 
@@ -329,20 +372,21 @@ def test_delivery_to_the_mock_cluster_is_counted(make_trail: Callable[..., Audit
     assert trail.stats.delivered == 1 and trail.stats.pending == 0
 
 
-def test_fatal_producer_error_recreates_the_producer(make_trail: Callable[..., AuditTrail],
-                                                     capture: Capture) -> None:
+def test_fatal_producer_error_recreates_the_producer(
+    make_trail: Callable[..., AuditTrail], capture: Capture
+) -> None:
     trail = make_trail()
     trail.record(actor="a", action="update", target="t")
     error_cb = capture.producers[0].config["error_cb"]
-    error_cb(confluent_kafka.KafkaError(confluent_kafka.KafkaError._FATAL, "fenced",
-                                        fatal=True))
+    error_cb(confluent_kafka.KafkaError(confluent_kafka.KafkaError._FATAL, "fenced", fatal=True))
     trail.record(actor="a", action="update", target="t")
     assert len(capture.producers) == 2
     assert trail.stats.failed == 1  # the old producer's queued event was failed, not lost
 
 
-@pytest.mark.parametrize("setting", [{"acks": "1"}, {"enable.idempotence": False},
-                                     {"bootstrap.servers": "elsewhere:9092"}])
+@pytest.mark.parametrize(
+    "setting", [{"acks": "1"}, {"enable.idempotence": False}, {"bootstrap.servers": "elsewhere:9092"}]
+)
 def test_owned_producer_settings_are_refused(setting: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="set by the audit trail"):
         AuditTrail(bootstrap=UNREACHABLE, producer_config=setting)
@@ -354,14 +398,19 @@ def test_setting_librdkafka_refuses_is_a_config_error() -> None:
 
 
 def test_secret_settings_are_scrubbed_from_messages(
-        make_trail: Callable[..., AuditTrail], caplog: pytest.LogCaptureFixture) -> None:
+    make_trail: Callable[..., AuditTrail], caplog: pytest.LogCaptureFixture
+) -> None:
     settings = {"sasl.password": "TopSecret-pw", "ssl.key.pem": "PEMDATA", "sasl.username": "u"}
-    assert scrub_settings("auth TopSecret-pw PEMDATA as u", settings) == (
-        "auth [REDACTED] [REDACTED] as u")
+    assert scrub_settings("auth TopSecret-pw PEMDATA as u", settings) == ("auth [REDACTED] [REDACTED] as u")
     caplog.set_level(logging.DEBUG)
-    trail = make_trail(producer_config={"security.protocol": "SASL_PLAINTEXT",
-                                        "sasl.mechanism": "PLAIN", "sasl.username": "u",
-                                        "sasl.password": "TopSecret-pw"})
+    trail = make_trail(
+        producer_config={
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "PLAIN",
+            "sasl.username": "u",
+            "sasl.password": "TopSecret-pw",
+        }
+    )
     trail.record(actor="a", action="update", target="t")
     trail.flush(0.3)
     assert "TopSecret-pw" not in caplog.text
@@ -383,11 +432,20 @@ def test_record_from_several_threads(make_trail: Callable[..., AuditTrail]) -> N
 
 
 def test_prepare_checks_without_sending_then_publish_sends(
-        make_trail: Callable[..., AuditTrail], capture: Capture) -> None:
+    make_trail: Callable[..., AuditTrail], capture: Capture
+) -> None:
     trail = make_trail()
-    events = [trail.prepare(actor="ops", action="apply", target=f"cfg/{n}", source="cli",
-                            after={"password": "pw", "n": n}, client_ip="192.0.2.1")
-              for n in range(3)]
+    events = [
+        trail.prepare(
+            actor="ops",
+            action="apply",
+            target=f"cfg/{n}",
+            source="cli",
+            after={"password": "pw", "n": n},
+            client_ip="192.0.2.1",
+        )
+        for n in range(3)
+    ]
     assert capture.sent == [] and trail.stats.queued == 0
     assert events[0].after == '{"n":0,"password":"[REDACTED]"}'
     assert events[0].client_ip == "192.0.***.***"
@@ -399,6 +457,7 @@ def test_prepare_checks_without_sending_then_publish_sends(
 
 
 # -- the disk spool (durability="spool"/"always") over a fake broker ------------------------
+
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
@@ -417,8 +476,7 @@ def spooled(tmp_path: Path) -> Iterator[Callable[..., AuditTrail]]:
 
     def make(broker: FakeBroker, **options: Any) -> AuditTrail:
         options.setdefault("spool_dir", tmp_path / "spool")
-        trail = AuditTrail(bootstrap="fake:9092", topic="audit.t",
-                           producer_factory=broker.factory, **options)
+        trail = AuditTrail(bootstrap="fake:9092", topic="audit.t", producer_factory=broker.factory, **options)
         trails.append(trail)
         return trail
 
@@ -432,7 +490,8 @@ def spool_files(tmp_path: Path) -> list[Path]:
 
 
 def test_broker_down_spools_durably_then_drains_in_order(
-        spooled: Callable[..., AuditTrail], tmp_path: Path) -> None:
+    spooled: Callable[..., AuditTrail], tmp_path: Path
+) -> None:
     broker = FakeBroker("down")
     trail = spooled(broker)
     ids = [trail.record(actor="a", action="update", target=f"t{i}") for i in range(30)]
@@ -450,8 +509,7 @@ def test_broker_down_spools_durably_then_drains_in_order(
     assert not (tmp_path / "spool" / "audit.t").exists()
 
 
-def test_record_spools_promptly_with_the_broker_down(
-        spooled: Callable[..., AuditTrail]) -> None:
+def test_record_spools_promptly_with_the_broker_down(spooled: Callable[..., AuditTrail]) -> None:
     trail = spooled(FakeBroker("down"))
     timings = []
     for _ in range(200):
@@ -463,7 +521,8 @@ def test_record_spools_promptly_with_the_broker_down(
 
 
 def test_a_full_memory_queue_spools_and_later_events_keep_their_place(
-        spooled: Callable[..., AuditTrail]) -> None:
+    spooled: Callable[..., AuditTrail],
+) -> None:
     broker = FakeBroker("up")
     trail = spooled(broker)
     trail.record(actor="a", action="update", target="warm-up")
@@ -478,7 +537,8 @@ def test_a_full_memory_queue_spools_and_later_events_keep_their_place(
 
 
 def test_a_timed_out_delivery_goes_back_to_the_spool_not_to_on_failure(
-        spooled: Callable[..., AuditTrail]) -> None:
+    spooled: Callable[..., AuditTrail],
+) -> None:
     failures: list[uuid.UUID] = []
     broker = FakeBroker("up")
     trail = spooled(broker, on_failure=lambda event_id, _text: failures.append(event_id))
@@ -491,8 +551,7 @@ def test_a_timed_out_delivery_goes_back_to_the_spool_not_to_on_failure(
     assert sorted(topic_ids(broker)[1:]) == sorted(ids)  # the two timed out came later
 
 
-def test_a_permanent_error_fails_the_event_and_tells_on_failure(
-        spooled: Callable[..., AuditTrail]) -> None:
+def test_a_permanent_error_fails_the_event_and_tells_on_failure(spooled: Callable[..., AuditTrail]) -> None:
     failures: list[tuple[uuid.UUID, str]] = []
     broker = FakeBroker("down")
     trail = spooled(broker, on_failure=lambda event_id, text: failures.append((event_id, text)))
@@ -509,7 +568,8 @@ def test_a_permanent_error_fails_the_event_and_tells_on_failure(
 
 
 def test_all_brokers_down_moves_the_memory_queue_into_the_spool(
-        spooled: Callable[..., AuditTrail], tmp_path: Path) -> None:
+    spooled: Callable[..., AuditTrail], tmp_path: Path
+) -> None:
     broker = FakeBroker("up")
     trail = spooled(broker)
     trail.record(actor="a", action="update", target="warm-up")
@@ -531,7 +591,8 @@ def test_all_brokers_down_moves_the_memory_queue_into_the_spool(
 
 
 def test_close_keeps_undelivered_events_and_the_next_trail_sends_them(
-        spooled: Callable[..., AuditTrail]) -> None:
+    spooled: Callable[..., AuditTrail],
+) -> None:
     failures: list[uuid.UUID] = []
     broker = FakeBroker("down")
     first = spooled(broker, on_failure=lambda event_id, _text: failures.append(event_id))
@@ -546,8 +607,7 @@ def test_close_keeps_undelivered_events_and_the_next_trail_sends_them(
     assert second.stats.delivered == 12 and second.stats.pending == 0
 
 
-def test_a_live_event_in_memory_at_close_goes_to_the_spool(
-        spooled: Callable[..., AuditTrail]) -> None:
+def test_a_live_event_in_memory_at_close_goes_to_the_spool(spooled: Callable[..., AuditTrail]) -> None:
     broker = FakeBroker("up")
     first = spooled(broker)
     first.record(actor="a", action="update", target="warm-up")
@@ -564,8 +624,11 @@ def test_a_live_event_in_memory_at_close_goes_to_the_spool(
 
 def test_a_full_spool_refuses_and_tells_on_failure(spooled: Callable[..., AuditTrail]) -> None:
     failures: list[tuple[uuid.UUID, str]] = []
-    trail = spooled(FakeBroker("down"), spool_max_bytes=2000,
-                    on_failure=lambda event_id, text: failures.append((event_id, text)))
+    trail = spooled(
+        FakeBroker("down"),
+        spool_max_bytes=2000,
+        on_failure=lambda event_id, text: failures.append((event_id, text)),
+    )
     accepted = 0
     with pytest.raises(SpoolFull) as caught:
         for _ in range(100):
@@ -578,8 +641,8 @@ def test_a_full_spool_refuses_and_tells_on_failure(spooled: Callable[..., AuditT
 
 
 def test_always_mode_writes_every_event_to_the_spool_first(
-        spooled: Callable[..., AuditTrail], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    spooled: Callable[..., AuditTrail], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     broker = FakeBroker("up")
     trail = spooled(broker, durability="always")
     trail.record(actor="a", action="update", target="warm-up")
@@ -613,12 +676,18 @@ def test_a_spooled_event_that_fails_is_sent_again(spooled: Callable[..., AuditTr
 
 
 def test_the_spool_holds_only_redacted_encoded_events(
-        spooled: Callable[..., AuditTrail], tmp_path: Path) -> None:
+    spooled: Callable[..., AuditTrail], tmp_path: Path
+) -> None:
     trail = spooled(FakeBroker("down"), redaction_key=KEY)
     planted = ["hunter2-PASSWORD-value", "AKIAIOSFODNN7EXAMPLE", "203.0.113.77"]
-    trail.record(actor="alice", action="update", target="db",
-                 before={"password": planted[0]}, after={"aws": planted[1]},
-                 client_ip=planted[2])
+    trail.record(
+        actor="alice",
+        action="update",
+        target="db",
+        before={"password": planted[0]},
+        after={"aws": planted[1]},
+        client_ip=planted[2],
+    )
     data = b"".join(path.read_bytes() for path in spool_files(tmp_path))
     assert data
     for secret in [*planted, "113.77"]:
@@ -626,8 +695,7 @@ def test_the_spool_holds_only_redacted_encoded_events(
     assert b"203.0.***.***" in data
 
 
-def test_records_from_threads_with_a_flapping_broker_lose_nothing(
-        spooled: Callable[..., AuditTrail]) -> None:
+def test_records_from_threads_with_a_flapping_broker_lose_nothing(spooled: Callable[..., AuditTrail]) -> None:
     broker = FakeBroker("up")
     trail = spooled(broker)
     recorded: dict[int, list[uuid.UUID]] = {n: [] for n in range(4)}
@@ -668,22 +736,28 @@ def test_durability_settings_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="(?i)not a directory"):
         (tmp_path / "plain").write_text("x")
         AuditTrail(bootstrap=UNREACHABLE, spool_dir=tmp_path / "plain")
-    environ = {"BALDUR_AUDIT_ENABLED": "1", "BALDUR_AUDIT_SPOOL_DIR": str(tmp_path / "sp"),
-               "BALDUR_AUDIT_DURABILITY": "always", "BALDUR_AUDIT_TOPIC": "x"}
+    environ = {
+        "BALDUR_AUDIT_ENABLED": "1",
+        "BALDUR_AUDIT_SPOOL_DIR": str(tmp_path / "sp"),
+        "BALDUR_AUDIT_DURABILITY": "always",
+        "BALDUR_AUDIT_TOPIC": "x",
+    }
     broker = FakeBroker("down")
     trail = AuditTrail.from_env(environ, producer_factory=broker.factory)
     trail.record(actor="a", action="update", target="t")
     assert trail.stats.spooled == 1 and (tmp_path / "sp" / "x" / "0").is_dir()
     assert trail.close(0) == 1
-    trail = AuditTrail.from_env({**environ, "BALDUR_AUDIT_DURABILITY": "memory"},
-                                producer_factory=broker.factory)
+    trail = AuditTrail.from_env(
+        {**environ, "BALDUR_AUDIT_DURABILITY": "memory"}, producer_factory=broker.factory
+    )
     trail.record(actor="a", action="update", target="t")
     assert trail.stats.spooled == 0
     trail.close(0)
 
 
 def test_a_spool_directory_of_another_process_is_not_shared(
-        spooled: Callable[..., AuditTrail], tmp_path: Path) -> None:
+    spooled: Callable[..., AuditTrail], tmp_path: Path
+) -> None:
     broker = FakeBroker("down")
     first = spooled(broker)
     second = spooled(broker)
@@ -693,7 +767,8 @@ def test_a_spool_directory_of_another_process_is_not_shared(
 
 
 def test_close_does_not_wait_for_a_broker_known_down_but_does_for_one_not_yet_heard(
-        spooled: Callable[..., AuditTrail], tmp_path: Path) -> None:
+    spooled: Callable[..., AuditTrail], tmp_path: Path
+) -> None:
     down = spooled(FakeBroker("down"))
     down.record(actor="a", action="update", target="t")
     wait_until(lambda: down._reachable is False)

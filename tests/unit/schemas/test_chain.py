@@ -54,6 +54,7 @@ def load_vectors() -> dict[str, Any]:
 
 # --- (a) the committed vectors are what the code produces ---------------------------------
 
+
 def test_committed_vectors_equal_the_generator() -> None:
     assert load_vectors() == chain_vectors.build()
 
@@ -85,7 +86,8 @@ def spec_field(name: str, value: bytes) -> bytes:
 
 def spec_frame(tag: str, fields: list[tuple[str, bytes]]) -> bytes:
     return spec_field("domain", tag.encode("ascii")) + b"".join(
-        spec_field(name, value) for name, value in fields)
+        spec_field(name, value) for name, value in fields
+    )
 
 
 def spec_key_id(key: bytes) -> str:
@@ -93,41 +95,79 @@ def spec_key_id(key: bytes) -> str:
 
 
 def spec_genesis_message(ledger_id: str, topic: str, partition: int) -> bytes:
-    return spec_frame("baldur-audit/genesis/v1", [
-        ("ledger", ledger_id.encode("utf-8")),
-        ("topic", topic.encode("utf-8")),
-        ("partition", struct.pack(">i", partition)),
-    ])
+    return spec_frame(
+        "baldur-audit/genesis/v1",
+        [
+            ("ledger", ledger_id.encode("utf-8")),
+            ("topic", topic.encode("utf-8")),
+            ("partition", struct.pack(">i", partition)),
+        ],
+    )
 
 
-def spec_link_message(*, prev: bytes, key_id: str, seq: int, topic: str, partition: int,
-                      offset: int, timestamp_ms: int, kind: int, duplicate_of: int,
-                      value: bytes | None, view: bytes) -> bytes:
+def spec_link_message(
+    *,
+    prev: bytes,
+    key_id: str,
+    seq: int,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp_ms: int,
+    kind: int,
+    duplicate_of: int,
+    value: bytes | None,
+    view: bytes,
+) -> bytes:
     digest = hashlib.sha256(value if value is not None else b"").digest()
     return spec_link_message_of_digest(
-        prev=prev, key_id=key_id, seq=seq, topic=topic, partition=partition, offset=offset,
-        timestamp_ms=timestamp_ms, kind=kind, duplicate_of=duplicate_of,
-        value_null=value is None, digest=digest, view_digest=hashlib.sha256(view).digest())
+        prev=prev,
+        key_id=key_id,
+        seq=seq,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp_ms=timestamp_ms,
+        kind=kind,
+        duplicate_of=duplicate_of,
+        value_null=value is None,
+        digest=digest,
+        view_digest=hashlib.sha256(view).digest(),
+    )
 
 
-def spec_link_message_of_digest(*, prev: bytes, key_id: str, seq: int, topic: str,
-                                partition: int, offset: int, timestamp_ms: int, kind: int,
-                                duplicate_of: int, value_null: bool, digest: bytes,
-                                view_digest: bytes) -> bytes:
-    return spec_frame("baldur-audit/link/v2", [
-        ("prev", prev),
-        ("key_id", key_id.encode("utf-8")),
-        ("seq", struct.pack(">Q", seq)),
-        ("topic", topic.encode("utf-8")),
-        ("partition", struct.pack(">i", partition)),
-        ("offset", struct.pack(">q", offset)),
-        ("timestamp", struct.pack(">q", timestamp_ms)),
-        ("kind", struct.pack(">B", kind)),
-        ("duplicate_of", struct.pack(">Q", duplicate_of)),
-        ("value_null", b"\x01" if value_null else b"\x00"),
-        ("digest", digest),
-        ("view", view_digest),
-    ])
+def spec_link_message_of_digest(
+    *,
+    prev: bytes,
+    key_id: str,
+    seq: int,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp_ms: int,
+    kind: int,
+    duplicate_of: int,
+    value_null: bool,
+    digest: bytes,
+    view_digest: bytes,
+) -> bytes:
+    return spec_frame(
+        "baldur-audit/link/v2",
+        [
+            ("prev", prev),
+            ("key_id", key_id.encode("utf-8")),
+            ("seq", struct.pack(">Q", seq)),
+            ("topic", topic.encode("utf-8")),
+            ("partition", struct.pack(">i", partition)),
+            ("offset", struct.pack(">q", offset)),
+            ("timestamp", struct.pack(">q", timestamp_ms)),
+            ("kind", struct.pack(">B", kind)),
+            ("duplicate_of", struct.pack(">Q", duplicate_of)),
+            ("value_null", b"\x01" if value_null else b"\x00"),
+            ("digest", digest),
+            ("view", view_digest),
+        ],
+    )
 
 
 def spec_mac(key: bytes, message: bytes) -> bytes:
@@ -139,10 +179,10 @@ def parse_frame(message: bytes) -> list[tuple[bytes, bytes]]:
     fields, pos = [], 0
     while pos < len(message):
         name_len = message[pos]
-        name = message[pos + 1:pos + 1 + name_len]
-        (value_len,) = struct.unpack(">I", message[pos + 1 + name_len:pos + 5 + name_len])
+        name = message[pos + 1 : pos + 1 + name_len]
+        (value_len,) = struct.unpack(">I", message[pos + 1 + name_len : pos + 5 + name_len])
         start = pos + 5 + name_len
-        value = message[start:start + value_len]
+        value = message[start : start + value_len]
         assert len(value) == value_len, "truncated field"
         fields.append((name, value))
         pos = start + value_len
@@ -173,10 +213,18 @@ def test_independent_entry_links_match_vectors() -> None:
         value = None if entry["value_hex"] is None else bytes.fromhex(entry["value_hex"])
         assert hashlib.sha256(value or b"").hexdigest() == entry["digest_hex"]
         message = spec_link_message(
-            prev=prev, key_id=vectors["key_id"], seq=entry["seq"], topic=vectors["topic"],
-            partition=vectors["partition"], offset=entry["offset"],
-            timestamp_ms=entry["timestamp_ms"], kind=KIND_CODES[entry["kind"]],
-            duplicate_of=entry["duplicate_of"], value=value, view=bytes.fromhex(entry["view_hex"]))
+            prev=prev,
+            key_id=vectors["key_id"],
+            seq=entry["seq"],
+            topic=vectors["topic"],
+            partition=vectors["partition"],
+            offset=entry["offset"],
+            timestamp_ms=entry["timestamp_ms"],
+            kind=KIND_CODES[entry["kind"]],
+            duplicate_of=entry["duplicate_of"],
+            value=value,
+            view=bytes.fromhex(entry["view_hex"]),
+        )
         assert message.hex() == entry["message_hex"], f"message of seq {entry['seq']}"
         link = spec_mac(key, message)
         assert link.hex() == entry["link_hex"], f"link of seq {entry['seq']}"
@@ -185,8 +233,21 @@ def test_independent_entry_links_match_vectors() -> None:
 
 def test_vector_messages_parse_into_the_documented_fields() -> None:
     vectors = load_vectors()
-    names = [b"domain", b"prev", b"key_id", b"seq", b"topic", b"partition", b"offset",
-             b"timestamp", b"kind", b"duplicate_of", b"value_null", b"digest", b"view"]
+    names = [
+        b"domain",
+        b"prev",
+        b"key_id",
+        b"seq",
+        b"topic",
+        b"partition",
+        b"offset",
+        b"timestamp",
+        b"kind",
+        b"duplicate_of",
+        b"value_null",
+        b"digest",
+        b"view",
+    ]
     for entry in vectors["entries"]:
         fields = parse_frame(bytes.fromhex(entry["message_hex"]))
         assert [name for name, _ in fields] == names
@@ -200,8 +261,13 @@ def test_chain_md_worked_example_matches_vectors() -> None:
     text = (VECTORS_PATH.parents[1] / "CHAIN.md").read_text(encoding="utf-8")
     vectors = load_vectors()
     first = vectors["entries"][0]
-    for quoted in (vectors["genesis_link_hex"], first["link_hex"], first["digest_hex"],
-                   vectors["key_id"], CURRENT_SCHEMA.fingerprint.hex()):
+    for quoted in (
+        vectors["genesis_link_hex"],
+        first["link_hex"],
+        first["digest_hex"],
+        vectors["key_id"],
+        CURRENT_SCHEMA.fingerprint.hex(),
+    ):
         assert quoted in text
     assert f"{len(bytes.fromhex(first['message_hex']))} bytes" in text
     assert f"({len(bytes.fromhex(vectors['genesis_message_hex']))} bytes)" in text
@@ -210,8 +276,7 @@ def test_chain_md_worked_example_matches_vectors() -> None:
 def test_key_forms_documented_in_chain_md_are_one_key() -> None:
     config = pytest.importorskip("baldur_audit.consumers.chain_keys")
     key = bytes(range(32))
-    forms = ["hex:" + key.hex(), "base64:" + base64.b64encode(key).decode(),
-             "  hex:" + key.hex() + "\n"]
+    forms = ["hex:" + key.hex(), "base64:" + base64.b64encode(key).decode(), "  hex:" + key.hex() + "\n"]
     assert {config.parse_key(form) for form in forms} == {key}
     raw = "correct horse battery staple, 32+ bytes"
     assert config.parse_key(raw) == raw.encode("utf-8")
@@ -225,15 +290,20 @@ GENESIS = genesis_link(KEY, ledger_id="test-ledger", topic=TOPIC, partition=0)
 
 
 def make_event(event_id: uuid.UUID | None = None, target: str = "db.pool.size") -> ChangeEvent:
-    return ChangeEvent(event_id=event_id or uuid.uuid4(),
-                       occurred_at=datetime(2025, 11, 29, 12, 0, tzinfo=UTC),
-                       actor=Actor("alice"), action="update", target=target, source="api",
-                       before="1", after="2")
+    return ChangeEvent(
+        event_id=event_id or uuid.uuid4(),
+        occurred_at=datetime(2025, 11, 29, 12, 0, tzinfo=UTC),
+        actor=Actor("alice"),
+        action="update",
+        target=target,
+        source="api",
+        before="1",
+        after="2",
+    )
 
 
 def record(offset: int, value: bytes | None, timestamp_ms: int = 1_764_417_600_000) -> TopicRecord:
-    return TopicRecord(topic=TOPIC, partition=0, offset=offset, timestamp_ms=timestamp_ms,
-                       value=value)
+    return TopicRecord(topic=TOPIC, partition=0, offset=offset, timestamp_ms=timestamp_ms, value=value)
 
 
 def fresh_sealer() -> Sealer:
@@ -254,19 +324,26 @@ class Lookup:
 
 def independent_link(prev: bytes, entry: chain.SealedEntry) -> bytes:
     rec = entry.record
-    message = spec_link_message(prev=prev, key_id=KEY.key_id, seq=entry.seq, topic=rec.topic,
-                                partition=rec.partition, offset=rec.offset,
-                                timestamp_ms=rec.timestamp_ms, kind=entry.kind.code,
-                                duplicate_of=entry.duplicate_of or 0, value=rec.value,
-                                view=entry.view)
+    message = spec_link_message(
+        prev=prev,
+        key_id=KEY.key_id,
+        seq=entry.seq,
+        topic=rec.topic,
+        partition=rec.partition,
+        offset=rec.offset,
+        timestamp_ms=rec.timestamp_ms,
+        kind=entry.kind.code,
+        duplicate_of=entry.duplicate_of or 0,
+        value=rec.value,
+        view=entry.view,
+    )
     return spec_mac(KEY.secret, message)
 
 
 def test_sealer_seq_dense_from_one_over_offset_gaps_and_links_chain() -> None:
     sealer = fresh_sealer()
     values = [encode_event(make_event()) for _ in range(3)]
-    entries = sealer.seal_batch([record(0, values[0]), record(2, values[1]),
-                                 record(7, values[2])], Lookup())
+    entries = sealer.seal_batch([record(0, values[0]), record(2, values[1]), record(7, values[2])], Lookup())
     assert [e.seq for e in entries] == [1, 2, 3]
     assert [e.kind for e in entries] == [EntryKind.EVENT] * 3
     prev = GENESIS
@@ -281,8 +358,7 @@ def test_sealer_seq_dense_from_one_over_offset_gaps_and_links_chain() -> None:
 
 def test_sealer_head_advances_and_next_batch_continues() -> None:
     sealer = fresh_sealer()
-    first = sealer.seal_batch([record(0, encode_event(make_event())), record(1, b"junk")],
-                              Lookup())
+    first = sealer.seal_batch([record(0, encode_event(make_event())), record(1, b"junk")], Lookup())
     assert (sealer.head.seq, sealer.head.offset, sealer.head.link) == (2, 1, first[-1].link)
     second = sealer.seal_batch([record(5, None)], Lookup())
     assert second[0].seq == 3
@@ -295,10 +371,10 @@ def test_sealer_duplicates_within_a_batch_point_at_the_first_occurrence() -> Non
     same_id_other_bytes = encode_event(make_event(event.event_id, target="other"))
     lookup = Lookup()
     entries = fresh_sealer().seal_batch(
-        [record(0, encode_event(event)), record(1, encode_event(event)),
-         record(2, same_id_other_bytes)], lookup)
-    assert [e.kind for e in entries] == [EntryKind.EVENT, EntryKind.DUPLICATE,
-                                         EntryKind.DUPLICATE]
+        [record(0, encode_event(event)), record(1, encode_event(event)), record(2, same_id_other_bytes)],
+        lookup,
+    )
+    assert [e.kind for e in entries] == [EntryKind.EVENT, EntryKind.DUPLICATE, EntryKind.DUPLICATE]
     assert [e.duplicate_of for e in entries] == [None, 1, 1]
     assert entries[2].event_id == entries[0].event_id
     assert b"\x00\x00\x00\x05other" in entries[2].view  # its own columns, not the first's
@@ -313,10 +389,11 @@ def test_sealer_duplicates_via_the_ledger_lookup() -> None:
     seen, new = make_event(), make_event()
     lookup = Lookup({seen.event_id: 42})
     sealer = Sealer(key=KEY, head=ChainHead(100, 500, b"\x07" * 32), schemas=KNOWN_SCHEMAS)
-    entries = sealer.seal_batch([record(501, encode_event(seen)), record(502, encode_event(new))],
-                                lookup)
+    entries = sealer.seal_batch([record(501, encode_event(seen)), record(502, encode_event(new))], lookup)
     assert [(e.seq, e.kind, e.duplicate_of) for e in entries] == [
-        (101, EntryKind.DUPLICATE, 42), (102, EntryKind.EVENT, None)]
+        (101, EntryKind.DUPLICATE, 42),
+        (102, EntryKind.EVENT, None),
+    ]
     assert set(lookup.calls[0]) == {seen.event_id, new.event_id}
     assert entries[0].link_input().duplicate_of == 42
     assert entries[0].link == independent_link(b"\x07" * 32, entries[0])
@@ -332,17 +409,23 @@ def test_sealer_rejected_first_occurrence_does_not_claim_the_id() -> None:
     invalid = b"\xc3\x01" + CURRENT_SCHEMA.fingerprint + body.getvalue()
     lookup = Lookup()
     entries = fresh_sealer().seal_batch(
-        [record(0, invalid), record(1, encode_event(event)), record(2, invalid)], lookup)
-    assert [e.kind for e in entries] == [EntryKind.REJECTED, EntryKind.EVENT,
-                                         EntryKind.REJECTED]
+        [record(0, invalid), record(1, encode_event(event)), record(2, invalid)], lookup
+    )
+    assert [e.kind for e in entries] == [EntryKind.REJECTED, EntryKind.EVENT, EntryKind.REJECTED]
     assert "before" in (entries[0].reject_reason or "")
     assert lookup.calls == [[event.event_id]]
 
 
-@pytest.mark.parametrize("value, null", [
-    (None, True), (b"", False), (b"garbage", False), (b"\xc3\x01" + bytes(8) + b"x", False),
-    (b"\xc3\x01", False),
-])
+@pytest.mark.parametrize(
+    "value, null",
+    [
+        (None, True),
+        (b"", False),
+        (b"garbage", False),
+        (b"\xc3\x01" + bytes(8) + b"x", False),
+        (b"\xc3\x01", False),
+    ],
+)
 def test_sealer_rejects_undecodable_values(value: bytes | None, null: bool) -> None:
     entries = fresh_sealer().seal_batch([record(0, value)], Lookup())
     (entry,) = entries
@@ -354,8 +437,7 @@ def test_sealer_rejects_undecodable_values(value: bytes | None, null: bool) -> N
 
 
 def test_sealer_records_the_fingerprint_of_an_unknown_schema() -> None:
-    (entry,) = fresh_sealer().seal_batch([record(0, b"\xc3\x01" + b"\x01" * 8 + b"body")],
-                                         Lookup())
+    (entry,) = fresh_sealer().seal_batch([record(0, b"\xc3\x01" + b"\x01" * 8 + b"body")], Lookup())
     assert entry.kind is EntryKind.REJECTED
     assert entry.schema_fingerprint == b"\x01" * 8
     assert "unknown writer schema" in (entry.reject_reason or "")
@@ -410,8 +492,20 @@ link_inputs = st.builds(
     digest=st.binary(min_size=32, max_size=32),
     view_digest=st.binary(min_size=32, max_size=32),
 )
-LINK_FIELDS = ["seq", "offset", "timestamp_ms", "kind", "duplicate_of", "value_null",
-               "digest", "view_digest", "topic", "partition", "prev", "key_id"]
+LINK_FIELDS = [
+    "seq",
+    "offset",
+    "timestamp_ms",
+    "kind",
+    "duplicate_of",
+    "value_null",
+    "digest",
+    "view_digest",
+    "topic",
+    "partition",
+    "prev",
+    "key_id",
+]
 
 
 def _replace(link_input: LinkInput, **changes: Any) -> LinkInput:
@@ -440,8 +534,9 @@ def _changed(name: str, link_input: LinkInput, data: st.DataObject) -> dict[str,
 @pytest.mark.parametrize("name", LINK_FIELDS)
 @settings(max_examples=25, deadline=None)
 @given(link_input=link_inputs, prev=st.binary(min_size=32, max_size=32), data=st.data())
-def test_changing_any_covered_field_changes_the_link(link_input: LinkInput, prev: bytes,
-                                                     name: str, data: st.DataObject) -> None:
+def test_changing_any_covered_field_changes_the_link(
+    link_input: LinkInput, prev: bytes, name: str, data: st.DataObject
+) -> None:
     key = SigningKey.derive(b"s" * 32)
     original = Linker(key).link(prev, link_input)
     linker, other_prev, other_input = Linker(key), prev, link_input
@@ -449,8 +544,9 @@ def test_changing_any_covered_field_changes_the_link(link_input: LinkInput, prev
         other_prev = data.draw(st.binary(min_size=32, max_size=32).filter(lambda b: b != prev))
     elif name == "key_id":
         # same secret, different id: the id alone must matter
-        key_id = data.draw(st.text(alphabet=utf8_text, min_size=1, max_size=24).filter(
-            lambda s: s != key.key_id))
+        key_id = data.draw(
+            st.text(alphabet=utf8_text, min_size=1, max_size=24).filter(lambda s: s != key.key_id)
+        )
         linker = Linker(SigningKey(key_id=key_id, secret=key.secret))
     else:
         other_input = _replace(link_input, **_changed(name, link_input, data))
@@ -458,10 +554,14 @@ def test_changing_any_covered_field_changes_the_link(link_input: LinkInput, prev
 
 
 @PROPS
-@given(link_input=link_inputs, prev=st.binary(min_size=32, max_size=32),
-       key_id=st.text(alphabet=utf8_text, max_size=24))
-def test_link_message_parses_back_into_exactly_its_inputs(link_input: LinkInput, prev: bytes,
-                                                          key_id: str) -> None:
+@given(
+    link_input=link_inputs,
+    prev=st.binary(min_size=32, max_size=32),
+    key_id=st.text(alphabet=utf8_text, max_size=24),
+)
+def test_link_message_parses_back_into_exactly_its_inputs(
+    link_input: LinkInput, prev: bytes, key_id: str
+) -> None:
     """decode(encode(x)) == x: the framing is injective."""
     message = link_message(key_id, prev, link_input)
     fields = parse_frame(message)
@@ -481,19 +581,29 @@ def test_link_message_parses_back_into_exactly_its_inputs(link_input: LinkInput,
         (b"view", link_input.view_digest),
     ]
     assert message == spec_link_message_of_digest(
-        prev=prev, key_id=key_id, seq=link_input.seq, topic=link_input.topic,
-        partition=link_input.partition, offset=link_input.offset,
-        timestamp_ms=link_input.timestamp_ms, kind=link_input.kind.code,
-        duplicate_of=link_input.duplicate_of, value_null=link_input.value_null,
-        digest=link_input.digest, view_digest=link_input.view_digest)
+        prev=prev,
+        key_id=key_id,
+        seq=link_input.seq,
+        topic=link_input.topic,
+        partition=link_input.partition,
+        offset=link_input.offset,
+        timestamp_ms=link_input.timestamp_ms,
+        kind=link_input.kind.code,
+        duplicate_of=link_input.duplicate_of,
+        value_null=link_input.value_null,
+        digest=link_input.digest,
+        view_digest=link_input.view_digest,
+    )
 
 
 safe_text = st.text(alphabet=utf8_text, max_size=12)
 
 
 @PROPS
-@given(a=st.tuples(safe_text, safe_text, st.integers(0, 2**31 - 1)),
-       b=st.tuples(safe_text, safe_text, st.integers(0, 2**31 - 1)))
+@given(
+    a=st.tuples(safe_text, safe_text, st.integers(0, 2**31 - 1)),
+    b=st.tuples(safe_text, safe_text, st.integers(0, 2**31 - 1)),
+)
 def test_genesis_is_injective(a: tuple[str, str, int], b: tuple[str, str, int]) -> None:
     msg_a = genesis_message(ledger_id=a[0], topic=a[1], partition=a[2])
     msg_b = genesis_message(ledger_id=b[0], topic=b[1], partition=b[2])
@@ -501,12 +611,15 @@ def test_genesis_is_injective(a: tuple[str, str, int], b: tuple[str, str, int]) 
     assert msg_a == spec_genesis_message(*a)
 
 
-@pytest.mark.parametrize("first, second", [
-    (("c", "ab"), ("bc", "a")),  # (ledger, topic): bytes moved across the boundary
-    (("", "abc"), ("abc", "")),
-    (("a\x00", "b"), ("a", "\x00b")),
-    (("x", "y"), ("x" + "\x05topic\x00\x00\x00\x01y", "")),  # an embedded fake field
-])
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        (("c", "ab"), ("bc", "a")),  # (ledger, topic): bytes moved across the boundary
+        (("", "abc"), ("abc", "")),
+        (("a\x00", "b"), ("a", "\x00b")),
+        (("x", "y"), ("x" + "\x05topic\x00\x00\x00\x01y", "")),  # an embedded fake field
+    ],
+)
 def test_genesis_framing_tricky_cases(first: tuple[str, str], second: tuple[str, str]) -> None:
     link_a = genesis_link(KEY, ledger_id=first[0], topic=first[1], partition=0)
     link_b = genesis_link(KEY, ledger_id=second[0], topic=second[1], partition=0)
@@ -514,17 +627,35 @@ def test_genesis_framing_tricky_cases(first: tuple[str, str], second: tuple[str,
 
 
 def test_key_id_and_topic_boundary_is_unambiguous() -> None:
-    li = LinkInput(seq=1, topic="x", partition=0, offset=0, timestamp_ms=0,
-                   kind=EntryKind.EVENT, duplicate_of=0, value_null=False, digest=bytes(32),
-                   view_digest=bytes(32))
+    li = LinkInput(
+        seq=1,
+        topic="x",
+        partition=0,
+        offset=0,
+        timestamp_ms=0,
+        kind=EntryKind.EVENT,
+        duplicate_of=0,
+        value_null=False,
+        digest=bytes(32),
+        view_digest=bytes(32),
+    )
     li2 = _replace(li, topic="")
     assert link_message("hk1-", GENESIS, li) != link_message("hk1-x", GENESIS, li2)
 
 
 def test_genesis_and_link_messages_are_domain_separated() -> None:
-    li = LinkInput(seq=1, topic=TOPIC, partition=0, offset=0, timestamp_ms=0,
-                   kind=EntryKind.EVENT, duplicate_of=0, value_null=False, digest=bytes(32),
-                   view_digest=bytes(32))
+    li = LinkInput(
+        seq=1,
+        topic=TOPIC,
+        partition=0,
+        offset=0,
+        timestamp_ms=0,
+        kind=EntryKind.EVENT,
+        duplicate_of=0,
+        value_null=False,
+        digest=bytes(32),
+        view_digest=bytes(32),
+    )
     genesis = parse_frame(genesis_message(ledger_id="l", topic=TOPIC, partition=0))
     entry = parse_frame(link_message(KEY.key_id, GENESIS, li))
     assert genesis[0][0] == entry[0][0] == b"domain"
@@ -533,8 +664,9 @@ def test_genesis_and_link_messages_are_domain_separated() -> None:
 
 def test_different_keys_give_different_links() -> None:
     other = SigningKey(key_id=KEY.key_id, secret=b"K" * 32)
-    assert genesis_link(other, ledger_id="l", topic=TOPIC, partition=0) != \
-        genesis_link(KEY, ledger_id="l", topic=TOPIC, partition=0)
+    assert genesis_link(other, ledger_id="l", topic=TOPIC, partition=0) != genesis_link(
+        KEY, ledger_id="l", topic=TOPIC, partition=0
+    )
 
 
 # --- (e) keys --------------------------------------------------------------------------------
@@ -585,11 +717,21 @@ def test_spelled_out_link_message_equals_the_generic_framing() -> None:
     )
 
     for digest in (bytes(32), b"short", bytes(40)):
-        link_input = LinkInput(seq=7, topic="t\u00e9", partition=3, offset=2**40, timestamp_ms=-5,
-                               kind=EntryKind.DUPLICATE, duplicate_of=2, value_null=True,
-                               digest=digest, view_digest=digest[::-1])
-        assert link_message("hk1-x", b"p" * 32, link_input) == \
-            link_message_framed("hk1-x", b"p" * 32, link_input)
+        link_input = LinkInput(
+            seq=7,
+            topic="t\u00e9",
+            partition=3,
+            offset=2**40,
+            timestamp_ms=-5,
+            kind=EntryKind.DUPLICATE,
+            duplicate_of=2,
+            value_null=True,
+            digest=digest,
+            view_digest=digest[::-1],
+        )
+        assert link_message("hk1-x", b"p" * 32, link_input) == link_message_framed(
+            "hk1-x", b"p" * 32, link_input
+        )
 
 
 @PROPS
@@ -599,6 +741,14 @@ def test_ledger_linker_equals_the_linker(link_input: LinkInput, prev: bytes) -> 
     from baldur_audit.schemas.chain import LedgerLinker
 
     fast = LedgerLinker(KEY, topic=link_input.topic, partition=link_input.partition)
-    assert fast.link(prev, link_input.seq, link_input.offset, link_input.timestamp_ms,
-                     link_input.kind.code, link_input.duplicate_of, link_input.value_null,
-                     link_input.digest, link_input.view_digest) == Linker(KEY).link(prev, link_input)
+    assert fast.link(
+        prev,
+        link_input.seq,
+        link_input.offset,
+        link_input.timestamp_ms,
+        link_input.kind.code,
+        link_input.duplicate_of,
+        link_input.value_null,
+        link_input.digest,
+        link_input.view_digest,
+    ) == Linker(KEY).link(prev, link_input)

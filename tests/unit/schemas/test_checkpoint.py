@@ -51,24 +51,33 @@ PROPS = settings(max_examples=40, deadline=None)
 PETER_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
 PETER_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
 ENOCH_VKEY = "EnochRoot+af0cfe78+ATtqJ7zOtqQtYqOo0CpvDXNlMhV3HeJDpjrASKGLWdop"
-GO_TEXT = ("If you think cryptography is the answer to your problem,\n"
-           "then you don't know what your problem is.\n")
-PETER_SIG = ("\u2014 PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqf"
-             "qdngotpRZb6KE6RyyBwJnAM=\n")
-ENOCH_SIG = ("\u2014 EnochRoot rwz+eBzmZa0SO3NbfRGzPCpDckykFXSdeX+MNtCOXm2/5n2tiOHp+vAF1aGrQ5ovTG01oOTG"
-             "wnWLox33WWd1RvMc+QQ=\n")
+GO_TEXT = (
+    "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
+)
+PETER_SIG = (
+    "\u2014 PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqf"
+    "qdngotpRZb6KE6RyyBwJnAM=\n"
+)
+ENOCH_SIG = (
+    "\u2014 EnochRoot rwz+eBzmZa0SO3NbfRGzPCpDckykFXSdeX+MNtCOXm2/5n2tiOHp+vAF1aGrQ5ovTG01oOTG"
+    "wnWLox33WWd1RvMc+QQ=\n"
+)
 # transparency-dev/formats, log/note_test.go @ 5242c17862d31acd165afafa140ecc973a621469
 # (TestSumDBNoteParsing): a real checkpoint of sum.golang.org and its verifier key, whose
 # base64 holds '+' characters.
 SUMDB_VKEY = "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8"
-SUMDB_NOTE = ("go.sum database tree\n6476701\nmb8QLQIs0Z0yP5Cstq6guj87oXWeC9gEM8oVikmm9Wk=\n\n"
-              "\u2014 sum.golang.org Az3grsLX85Gz+s1SiTbgkuqxgItqFq7gsMUEyVnrsa9LM7Us9S+1xbFIGu95949rj4n"
-              "PRYfvimWEPWL+o3GeoWwOoAw=\n")
+SUMDB_NOTE = (
+    "go.sum database tree\n6476701\nmb8QLQIs0Z0yP5Cstq6guj87oXWeC9gEM8oVikmm9Wk=\n\n"
+    "\u2014 sum.golang.org Az3grsLX85Gz+s1SiTbgkuqxgItqFq7gsMUEyVnrsa9LM7Us9S+1xbFIGu95949rj4n"
+    "PRYfvimWEPWL+o3GeoWwOoAw=\n"
+)
 # C2SP/C2SP, tlog-checkpoint.md @ 2793893976c835db049c194d8f2c4f946dcb70ba: the example
 # checkpoint (its public key is not published).
-C2SP_NOTE = ("example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\n"
-             "\u2014 example.com/behind-the-sofa Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN"
-             "7u5/Zhcyv2q1gGzGku9nTo+zyWE+xeMcTOAYQ8=\n")
+C2SP_NOTE = (
+    "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\n"
+    "\u2014 example.com/behind-the-sofa Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN"
+    "7u5/Zhcyv2q1gGzGku9nTo+zyWE+xeMcTOAYQ8=\n"
+)
 
 
 def test_signer_reproduces_the_go_key_and_signature() -> None:
@@ -82,8 +91,11 @@ def test_signer_reproduces_the_go_key_and_signature() -> None:
 def test_go_notes_open_like_sumdb_note() -> None:
     note = GO_TEXT + "\n" + PETER_SIG + ENOCH_SIG
     opened = open_note(note, [PETER_VKEY])
-    assert (opened.text, opened.signers, opened.unknown) == (GO_TEXT, ("PeterNeumann",),
-                                                            ("EnochRoot+af0cfe78",))
+    assert (opened.text, opened.signers, opened.unknown) == (
+        GO_TEXT,
+        ("PeterNeumann",),
+        ("EnochRoot+af0cfe78",),
+    )
     assert open_note(note, [PETER_VKEY, ENOCH_VKEY]).signers == ("PeterNeumann", "EnochRoot")
     with pytest.raises(UnverifiableCheckpoint) as caught:
         open_note(note, [])
@@ -100,11 +112,15 @@ def test_go_bad_notes_are_refused() -> None:
     with pytest.raises(InvalidCheckpoint, match="more than 100"):
         open_note(GO_TEXT + "\n" + PETER_SIG * 101, [PETER_VKEY])
     assert open_note(GO_TEXT + "\n" + PETER_SIG * MAX_SIGNATURES, [PETER_VKEY]).signers
-    for bad in (GO_TEXT, GO_TEXT + "\n", GO_TEXT + "\n" + PETER_SIG[:-1],
-                "\x01" + GO_TEXT + "\n" + PETER_SIG,
-                GO_TEXT + "\n" + "\u2014 Bad Name x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFY"
-                "C2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=",
-                GO_TEXT + "\n" + PETER_SIG + "Unexpected line.\n"):
+    for bad in (
+        GO_TEXT,
+        GO_TEXT + "\n",
+        GO_TEXT + "\n" + PETER_SIG[:-1],
+        "\x01" + GO_TEXT + "\n" + PETER_SIG,
+        GO_TEXT + "\n" + "\u2014 Bad Name x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFY"
+        "C2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=",
+        GO_TEXT + "\n" + PETER_SIG + "Unexpected line.\n",
+    ):
         with pytest.raises(InvalidCheckpoint):
             open_note(bad, [PETER_VKEY])
     with pytest.raises(InvalidCheckpoint, match="UTF-8"):
@@ -120,19 +136,21 @@ def test_go_verifier_key_manglings_are_refused() -> None:
                 with pytest.raises(ConfigError):
                     parse_verifier_key(PETER_VKEY[i:j])
     for i in range(len(PETER_VKEY)):
-        mangled = PETER_VKEY[:i] + chr(ord(PETER_VKEY[i]) + 1) + PETER_VKEY[i + 1:]
+        mangled = PETER_VKEY[:i] + chr(ord(PETER_VKEY[i]) + 1) + PETER_VKEY[i + 1 :]
         with pytest.raises(ConfigError):
             parse_verifier_key(mangled)
-    for bad in ("PeterNeumann+cc469956+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TWBADKEY==",
-                "PeterNeumann+173116ae+ZRpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
-                PETER_VKEY.replace("c74f20a3", "C74F20A3")):
+    for bad in (
+        "PeterNeumann+cc469956+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TWBADKEY==",
+        "PeterNeumann+173116ae+ZRpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+        PETER_VKEY.replace("c74f20a3", "C74F20A3"),
+    ):
         with pytest.raises(ConfigError):
             parse_verifier_key(bad)
 
 
 def test_go_signer_key_manglings_are_refused() -> None:
     for i in range(0, len(PETER_SKEY), 3):
-        mangled = PETER_SKEY[:i] + chr(ord(PETER_SKEY[i]) + 1) + PETER_SKEY[i + 1:]
+        mangled = PETER_SKEY[:i] + chr(ord(PETER_SKEY[i]) + 1) + PETER_SKEY[i + 1 :]
         with pytest.raises(ConfigError) as caught:
             CheckpointSigner.from_note_key(mangled)
         assert "AYEKFALVFGyNhPJEMzD1QIDr" not in str(caught.value)
@@ -159,6 +177,7 @@ def test_the_c2sp_example_is_well_formed_but_unverifiable() -> None:
 
 # --- the committed vectors ----------------------------------------------------------------------
 
+
 def test_committed_vectors_equal_the_generator() -> None:
     assert VECTORS == checkpoint_vectors.build()
 
@@ -168,7 +187,8 @@ def test_vectors_ship_with_the_package() -> None:
         shipped = resources.files("baldur_audit.schemas").joinpath(f"vectors/{name}")
         committed = VECTORS_PATH.parent / name
         assert json.loads(shipped.read_text(encoding="utf-8")) == json.loads(
-            committed.read_text(encoding="utf-8"))
+            committed.read_text(encoding="utf-8")
+        )
 
 
 def spec_key_hash(name: str, public_key: bytes) -> bytes:
@@ -198,8 +218,10 @@ def test_vector_checkpoints_match_an_independent_reading_of_the_spec() -> None:
         assert base64.b64decode(lines[2]).hex() == tree["roots_hex"][size]
         assert lines[3].startswith(f"head {size} ") and len(base64.b64decode(lines[3].split()[2])) == 32
         assert lines[4].startswith("time 2025-11-29T") and lines[4].endswith("Z")
-        for note, signers in ((case["note_signed_by_key_1"], keys[:1]),
-                              (case["note_signed_by_keys_1_and_2"], keys)):
+        for note, signers in (
+            (case["note_signed_by_key_1"], keys[:1]),
+            (case["note_signed_by_keys_1_and_2"], keys),
+        ):
             body, _, block = note.partition("\n\n")
             assert body + "\n" == case["body"]
             sig_lines = block.splitlines()
@@ -209,9 +231,11 @@ def test_vector_checkpoints_match_an_independent_reading_of_the_spec() -> None:
                 raw = base64.b64decode(encoded, validate=True)
                 assert (dash, name, raw[:4].hex()) == ("\u2014", key["name"], key["key_hash_hex"])
                 Ed25519PublicKey.from_public_bytes(bytes.fromhex(key["public_key_hex"])).verify(
-                    raw[4:], case["body"].encode())
-            checkpoint, names = open_checkpoint(note, [k["verifier_key"] for k in signers],
-                                                origin=keys[0]["name"])
+                    raw[4:], case["body"].encode()
+                )
+            checkpoint, names = open_checkpoint(
+                note, [k["verifier_key"] for k in signers], origin=keys[0]["name"]
+            )
             assert checkpoint.body() == case["body"] and names == [k["name"] for k in signers]
     empty = next(c for c in VECTORS["checkpoints"] if c["size"] == 0)
     assert base64.b64decode(empty["body"].split("\n")[2]) == EMPTY_ROOT
@@ -234,17 +258,23 @@ STRANGER = CheckpointSigner.from_seed("witness.example/w1", SEED_3)
 
 
 def sample(size: int = 42, *, origin: str = ORIGIN) -> Checkpoint:
-    return Checkpoint(origin=origin, size=size, root_hash=hashlib.sha256(b"root").digest(),
-                      head_seq=size, head_link=hashlib.sha256(b"link").digest(),
-                      timestamp=datetime(2026, 11, 29, 12, 0, 0, 123000, tzinfo=UTC))
+    return Checkpoint(
+        origin=origin,
+        size=size,
+        root_hash=hashlib.sha256(b"root").digest(),
+        head_seq=size,
+        head_link=hashlib.sha256(b"link").digest(),
+        timestamp=datetime(2026, 11, 29, 12, 0, 0, 123000, tzinfo=UTC),
+    )
 
 
 def test_sign_and_open_round_trip() -> None:
     checkpoint = sample()
     note = OLD.sign(checkpoint)
     assert note.startswith(checkpoint.body() + "\n\u2014 " + ORIGIN + " ")
-    assert checkpoint.body().endswith("\nhead 42 " + base64.b64encode(checkpoint.head_link).decode()
-                                      + "\ntime 2026-11-29T12:00:00.123Z\n")
+    assert checkpoint.body().endswith(
+        "\nhead 42 " + base64.b64encode(checkpoint.head_link).decode() + "\ntime 2026-11-29T12:00:00.123Z\n"
+    )
     assert open_checkpoint(note, [OLD.verifier_key()], origin=ORIGIN) == (checkpoint, [ORIGIN])
     assert open_checkpoint(note.encode("utf-8"), [OLD.verifier()]) == (checkpoint, [ORIGIN])
     assert checkpoint.timestamp_ms == 1795953600123
@@ -340,20 +370,28 @@ def test_a_flipped_bit_in_a_two_key_note_leaves_at_most_the_other_signature() ->
 
 
 @PROPS
-@given(size=st.integers(0, 2**64 - 1), root=st.binary(min_size=32, max_size=32),
-       link=st.binary(min_size=32, max_size=32),
-       millis=st.integers(-62135596800000, 253402300799999),
-       origin=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Z", "C"],
-                                             exclude_characters="+"), min_size=1, max_size=40))
-def test_any_checkpoint_round_trips(size: int, root: bytes, link: bytes, millis: int,
-                                    origin: str) -> None:
+@given(
+    size=st.integers(0, 2**64 - 1),
+    root=st.binary(min_size=32, max_size=32),
+    link=st.binary(min_size=32, max_size=32),
+    millis=st.integers(-62135596800000, 253402300799999),
+    origin=st.text(
+        alphabet=st.characters(codec="utf-8", exclude_categories=["Z", "C"], exclude_characters="+"),
+        min_size=1,
+        max_size=40,
+    ),
+)
+def test_any_checkpoint_round_trips(size: int, root: bytes, link: bytes, millis: int, origin: str) -> None:
     moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=millis)
-    checkpoint = Checkpoint(origin=origin, size=size, root_hash=root, head_seq=size,
-                            head_link=link, timestamp=moment)
+    checkpoint = Checkpoint(
+        origin=origin, size=size, root_hash=root, head_seq=size, head_link=link, timestamp=moment
+    )
     assert Checkpoint.parse(checkpoint.body()) == checkpoint
     signer = CheckpointSigner.from_seed(origin, SEED_1)
     assert open_checkpoint(signer.sign(checkpoint), [signer.verifier_key()], origin=origin) == (
-        checkpoint, [origin])
+        checkpoint,
+        [origin],
+    )
 
 
 # --- strict parsing -------------------------------------------------------------------------------
@@ -365,30 +403,35 @@ def with_body(body: str) -> str:
     return body + "\n" + OLD.signature_line(body)
 
 
-@pytest.mark.parametrize("body", [
-    GOOD_BODY.replace("\n42\n", "\n042\n"),
-    GOOD_BODY.replace("\n42\n", "\n+42\n"),
-    GOOD_BODY.replace("\n42\n", "\n 42\n"),
-    GOOD_BODY.replace("head 42", "head 042"),
-    GOOD_BODY.replace("head 42", "head 41"),  # head seq must equal the size
-    GOOD_BODY.replace("head 42", "head  42"),
-    GOOD_BODY.replace("head 42", "Head 42"),
-    GOOD_BODY.replace("time ", "time  "),
-    GOOD_BODY.replace(".123Z", ".123+00:00"),
-    GOOD_BODY.replace(".123Z", "Z"),
-    GOOD_BODY.replace(".123Z", ".1234Z"),
-    GOOD_BODY.replace("2026-11-29T", "2026-02-30T"),
-    GOOD_BODY.replace("2026-11-29T12", "2026-11-29T24"),
-    GOOD_BODY.replace("2026-11-29T", "2026-11-29 "),
-    GOOD_BODY + "extra line\n",
-    GOOD_BODY.replace("time 2026-11-29T12:00:00.123Z\n", ""),
-    "\n".join(GOOD_BODY.split("\n")[:3]) + "\n",
-    GOOD_BODY.replace(ORIGIN, ORIGIN + " with spaces"),
-    GOOD_BODY.replace(ORIGIN, "a+b"),
-    GOOD_BODY.replace(ORIGIN + "\n", "\n"),
-    GOOD_BODY.replace("=\nhead", "\nhead"),  # unpadded root
-    GOOD_BODY.replace("\n42\n", "\n18446744073709551616\n").replace("head 42", "head 18446744073709551616"),
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        GOOD_BODY.replace("\n42\n", "\n042\n"),
+        GOOD_BODY.replace("\n42\n", "\n+42\n"),
+        GOOD_BODY.replace("\n42\n", "\n 42\n"),
+        GOOD_BODY.replace("head 42", "head 042"),
+        GOOD_BODY.replace("head 42", "head 41"),  # head seq must equal the size
+        GOOD_BODY.replace("head 42", "head  42"),
+        GOOD_BODY.replace("head 42", "Head 42"),
+        GOOD_BODY.replace("time ", "time  "),
+        GOOD_BODY.replace(".123Z", ".123+00:00"),
+        GOOD_BODY.replace(".123Z", "Z"),
+        GOOD_BODY.replace(".123Z", ".1234Z"),
+        GOOD_BODY.replace("2026-11-29T", "2026-02-30T"),
+        GOOD_BODY.replace("2026-11-29T12", "2026-11-29T24"),
+        GOOD_BODY.replace("2026-11-29T", "2026-11-29 "),
+        GOOD_BODY + "extra line\n",
+        GOOD_BODY.replace("time 2026-11-29T12:00:00.123Z\n", ""),
+        "\n".join(GOOD_BODY.split("\n")[:3]) + "\n",
+        GOOD_BODY.replace(ORIGIN, ORIGIN + " with spaces"),
+        GOOD_BODY.replace(ORIGIN, "a+b"),
+        GOOD_BODY.replace(ORIGIN + "\n", "\n"),
+        GOOD_BODY.replace("=\nhead", "\nhead"),  # unpadded root
+        GOOD_BODY.replace("\n42\n", "\n18446744073709551616\n").replace(
+            "head 42", "head 18446744073709551616"
+        ),
+    ],
+)
 def test_non_canonical_or_malformed_bodies_are_invalid(body: str) -> None:
     with pytest.raises(InvalidCheckpoint):
         open_checkpoint(with_body(body), [OLD.verifier_key()])
@@ -403,25 +446,33 @@ def test_non_canonical_base64_is_invalid() -> None:
     with pytest.raises(InvalidCheckpoint, match="root hash"):
         open_checkpoint(with_body(altered), [OLD.verifier_key()])
     line = OLD.signature_line(GOOD_BODY)
-    for bad_line in (line.replace(" ", "  ", 1), line[:-2] + "\n", line.replace("\u2014", "-"),
-                     line.replace("\u2014 ", "\u2014"), "\u2014 " + ORIGIN + "\n",
-                     "\u2014 " + ORIGIN + " AAAA\n"):
+    for bad_line in (
+        line.replace(" ", "  ", 1),
+        line[:-2] + "\n",
+        line.replace("\u2014", "-"),
+        line.replace("\u2014 ", "\u2014"),
+        "\u2014 " + ORIGIN + "\n",
+        "\u2014 " + ORIGIN + " AAAA\n",
+    ):
         with pytest.raises(InvalidCheckpoint):
             open_checkpoint(GOOD_BODY + "\n" + bad_line, [OLD.verifier_key()])
 
 
-@pytest.mark.parametrize("note", [
-    with_body(GOOD_BODY).replace("\n", "\r\n"),
-    with_body(GOOD_BODY).replace("\n", "\r\n", 1),
-    with_body(GOOD_BODY)[:-1],
-    with_body(GOOD_BODY) + "\n",
-    "\n" + with_body(GOOD_BODY),
-    with_body(GOOD_BODY).replace("\n\n", "\n"),
-    with_body(GOOD_BODY).replace("2026", "2026\t"),
-    with_body(GOOD_BODY) + "\u2014 x AAAAAAA=\n" * MAX_SIGNATURES,
-    "",
-    "\n\n",
-])
+@pytest.mark.parametrize(
+    "note",
+    [
+        with_body(GOOD_BODY).replace("\n", "\r\n"),
+        with_body(GOOD_BODY).replace("\n", "\r\n", 1),
+        with_body(GOOD_BODY)[:-1],
+        with_body(GOOD_BODY) + "\n",
+        "\n" + with_body(GOOD_BODY),
+        with_body(GOOD_BODY).replace("\n\n", "\n"),
+        with_body(GOOD_BODY).replace("2026", "2026\t"),
+        with_body(GOOD_BODY) + "\u2014 x AAAAAAA=\n" * MAX_SIGNATURES,
+        "",
+        "\n\n",
+    ],
+)
 def test_malformed_notes_are_invalid(note: str) -> None:
     with pytest.raises(InvalidCheckpoint):
         open_checkpoint(note, [OLD.verifier_key()])
@@ -453,17 +504,34 @@ def test_a_verifier_list_with_two_keys_under_one_id_is_a_config_error() -> None:
 
 # --- construction, keys and secrets -----------------------------------------------------------------
 
-@pytest.mark.parametrize("changes", [
-    {"head_seq": 41}, {"size": -1, "head_seq": -1}, {"size": 2**64, "head_seq": 2**64},
-    {"size": True, "head_seq": True}, {"root_hash": b"short"}, {"head_link": b"x" * 33},
-    {"origin": ""}, {"origin": "has space"}, {"origin": "a+b"}, {"origin": "tab\there"},
-    {"timestamp": datetime(2026, 1, 1, 0, 0, 0, 1, tzinfo=UTC)},
-    {"timestamp": datetime(2026, 1, 1)},
-    {"timestamp": datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=1)))},
-])
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"head_seq": 41},
+        {"size": -1, "head_seq": -1},
+        {"size": 2**64, "head_seq": 2**64},
+        {"size": True, "head_seq": True},
+        {"root_hash": b"short"},
+        {"head_link": b"x" * 33},
+        {"origin": ""},
+        {"origin": "has space"},
+        {"origin": "a+b"},
+        {"origin": "tab\there"},
+        {"timestamp": datetime(2026, 1, 1, 0, 0, 0, 1, tzinfo=UTC)},
+        {"timestamp": datetime(2026, 1, 1)},
+        {"timestamp": datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=1)))},
+    ],
+)
 def test_checkpoints_the_format_cannot_carry_are_refused(changes: dict[str, Any]) -> None:
-    values = {"origin": ORIGIN, "size": 1, "root_hash": bytes(32), "head_seq": 1,
-              "head_link": bytes(32), "timestamp": datetime(2026, 1, 1, tzinfo=UTC)} | changes
+    values = {
+        "origin": ORIGIN,
+        "size": 1,
+        "root_hash": bytes(32),
+        "head_seq": 1,
+        "head_link": bytes(32),
+        "timestamp": datetime(2026, 1, 1, tzinfo=UTC),
+    } | changes
     with pytest.raises(InvalidCheckpoint):
         Checkpoint(**values)
 
@@ -474,15 +542,22 @@ def test_checkpoint_time_truncates_to_milliseconds_in_utc() -> None:
     assert checkpoint_time(moment).utcoffset() == timedelta(0)
     with pytest.raises(InvalidCheckpoint):
         checkpoint_time(datetime(2026, 1, 1))
-    early = Checkpoint(origin=ORIGIN, size=0, root_hash=EMPTY_ROOT, head_seq=0, head_link=bytes(32),
-                       timestamp=datetime(9, 1, 2, tzinfo=UTC))
+    early = Checkpoint(
+        origin=ORIGIN,
+        size=0,
+        root_hash=EMPTY_ROOT,
+        head_seq=0,
+        head_link=bytes(32),
+        timestamp=datetime(9, 1, 2, tzinfo=UTC),
+    )
     assert "\ntime 0009-01-02T00:00:00.000Z\n" in early.body()
     assert Checkpoint.parse(early.body()) == early
 
 
 def test_default_origin() -> None:
-    assert default_origin("baldur-audit:baldur.audit.events") == \
-        "baldur-audit/baldur-audit:baldur.audit.events"
+    assert (
+        default_origin("baldur-audit:baldur.audit.events") == "baldur-audit/baldur-audit:baldur.audit.events"
+    )
     for bad in ("", "has space", "a+b", "new\nline", "nbsp\u00a0"):
         with pytest.raises(ConfigError):
             default_origin(bad)
@@ -492,8 +567,14 @@ def test_load_seed_forms() -> None:
     assert load_seed("hex:" + SEED_1.hex()) == SEED_1
     assert load_seed("  base64:" + base64.b64encode(SEED_1).decode() + "\n") == SEED_1
     secret = "c0ffee" * 10 + "ab"  # 31 bytes
-    for bad in (SEED_1.hex(), "hex:" + secret, "hex:zz" + secret, "base64:@@" + secret,
-                "base64:" + base64.b64encode(SEED_1[:31]).decode(), "hex:" + (SEED_1 + b"!").hex()):
+    for bad in (
+        SEED_1.hex(),
+        "hex:" + secret,
+        "hex:zz" + secret,
+        "base64:@@" + secret,
+        "base64:" + base64.b64encode(SEED_1[:31]).decode(),
+        "hex:" + (SEED_1 + b"!").hex(),
+    ):
         with pytest.raises(ConfigError) as caught:
             load_seed(bad)
         assert secret not in str(caught.value) and SEED_1.hex() not in str(caught.value)
@@ -516,16 +597,20 @@ def test_generated_keys_differ_and_work() -> None:
     assert open_checkpoint(first.sign(sample()), [first.verifier_key()])[1] == [ORIGIN]
 
 
-@pytest.mark.parametrize("call", [
-    lambda: CheckpointSigner.from_seed("", SEED_1),
-    lambda: CheckpointSigner.from_seed("a b", SEED_1),
-    lambda: CheckpointSigner.from_seed(ORIGIN, SEED_1[:31]),
-    lambda: CheckpointSigner.from_seed(ORIGIN, "not bytes"),
-    lambda: parse_verifier_key(42),
-    lambda: parse_verifier_key(OLD.verifier_key() + "="),
-    lambda: parse_verifier_key("x+" + key_hash("x", bytes(31)).hex() + "+"
-                               + base64.b64encode(b"\x01" + bytes(31)).decode()),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: CheckpointSigner.from_seed("", SEED_1),
+        lambda: CheckpointSigner.from_seed("a b", SEED_1),
+        lambda: CheckpointSigner.from_seed(ORIGIN, SEED_1[:31]),
+        lambda: CheckpointSigner.from_seed(ORIGIN, "not bytes"),
+        lambda: parse_verifier_key(42),
+        lambda: parse_verifier_key(OLD.verifier_key() + "="),
+        lambda: parse_verifier_key(
+            "x+" + key_hash("x", bytes(31)).hex() + "+" + base64.b64encode(b"\x01" + bytes(31)).decode()
+        ),
+    ],
+)
 def test_bad_keys_are_config_errors(call: Any) -> None:
     with pytest.raises(ConfigError):
         call()

@@ -31,9 +31,17 @@ def valid_fields(**changes: Any) -> dict[str, Any]:
     fields: dict[str, Any] = dict(
         event_id=uuid.UUID("0192f0c6-7c5a-7b3e-9f00-123456789abc"),
         occurred_at=datetime(2025, 11, 29, 12, 0, tzinfo=UTC),
-        actor=Actor("alice", "user"), action="update", target="db.pool.size", source="api",
-        before='{"size":10}', after='{"size":20}', reason="load", trace_id="0af7651916cd43dd"
-        "8448eb211c80319c", client_ip="10.0.0.0/24", attributes={"team": "sre"})
+        actor=Actor("alice", "user"),
+        action="update",
+        target="db.pool.size",
+        source="api",
+        before='{"size":10}',
+        after='{"size":20}',
+        reason="load",
+        trace_id="0af7651916cd43dd8448eb211c80319c",
+        client_ip="10.0.0.0/24",
+        attributes={"team": "sre"},
+    )
     fields.update(changes)
     return fields
 
@@ -50,64 +58,69 @@ def test_valid_event_builds() -> None:
     assert event.target == "db.pool.size"
     for action in ("create", "rollback", "k8s.scale-up_v2", "a", "a" + "b" * 63):
         assert ChangeEvent(**valid_fields(action=action)).action == action
-    assert ChangeEvent(**valid_fields(before=None, after=None, reason=None, trace_id=None,
-                                      client_ip=None, attributes={})).before is None
+    assert (
+        ChangeEvent(
+            **valid_fields(before=None, after=None, reason=None, trace_id=None, client_ip=None, attributes={})
+        ).before
+        is None
+    )
 
 
-@pytest.mark.parametrize("changes, field", [
-    pytest.param({"event_id": "0192f0c6-7c5a-7b3e-9f00-123456789abc"}, "event_id", id="id-str"),
-    pytest.param({"occurred_at": datetime(2025, 1, 1)}, "occurred_at", id="naive-time"),
-    pytest.param({"occurred_at": 1_700_000_000}, "occurred_at", id="time-int"),
-    pytest.param({"actor": "alice"}, "actor", id="actor-str"),
-    pytest.param({"actor": Actor("")}, "actor.id", id="actor-empty"),
-    pytest.param({"actor": Actor("   \t")}, "actor.id", id="actor-blank"),
-    pytest.param({"actor": Actor("a" * 257)}, "actor.id", id="actor-long"),
-    pytest.param({"actor": Actor("a\x00b")}, "actor.id", id="actor-nul"),
-    pytest.param({"actor": Actor("a\ud800")}, "actor.id", id="actor-surrogate"),
-    pytest.param({"actor": Actor(42)}, "actor.id", id="actor-int"),  # type: ignore[arg-type]
-    pytest.param({"actor": Actor("alice", "bogus")}, "actor.type", id="actor-type"),
-    pytest.param({"actor": Actor("alice", "User")}, "actor.type", id="actor-type-case"),
-    pytest.param({"action": "Update!"}, "action", id="action-bang"),
-    pytest.param({"action": "Update"}, "action", id="action-upper"),
-    pytest.param({"action": ""}, "action", id="action-empty"),
-    pytest.param({"action": "1update"}, "action", id="action-digit-first"),
-    pytest.param({"action": "a" * 65}, "action", id="action-long"),
-    pytest.param({"action": "update\n"}, "action", id="action-newline"),
-    pytest.param({"action": None}, "action", id="action-none"),
-    pytest.param({"target": ""}, "target", id="target-empty"),
-    pytest.param({"target": " "}, "target", id="target-blank"),
-    pytest.param({"target": "t" * 1025}, "target", id="target-long"),
-    pytest.param({"target": None}, "target", id="target-none"),
-    pytest.param({"source": "bogus"}, "source", id="source"),
-    pytest.param({"before": "not json"}, "before", id="before-not-json"),
-    pytest.param({"before": "{'a': 1}"}, "before", id="before-single-quotes"),
-    pytest.param({"before": "NaN"}, "before", id="before-nan"),
-    pytest.param({"after": "[Infinity]"}, "after", id="after-infinity"),
-    pytest.param({"after": "1e999"}, "after", id="after-overflow"),
-    pytest.param({"before": '"\\u0000"'}, "before", id="before-nul-escape"),
-    pytest.param({"before": "[" * 65 + "]" * 65}, "before", id="before-deep"),
-    pytest.param({"before": "[" * 5000 + "]" * 5000}, "before", id="before-very-deep"),
-    pytest.param({"before": "1" * 5000}, "before", id="before-huge-int"),
-    pytest.param({"after": '"' + "x" * MAX_JSON_BYTES + '"'}, "after", id="after-large"),
-    pytest.param({"after": '"' + "é" * (MAX_JSON_BYTES // 2) + '"'}, "after",
-                 id="after-large-bytes"),
-    pytest.param({"after": {"a": 1}}, "after", id="after-dict"),
-    pytest.param({"reason": "r" * 4097}, "reason", id="reason-long"),
-    pytest.param({"client_ip": "10.0.0.1\x00"}, "client_ip", id="ip-nul"),
-    pytest.param({"trace_id": "XYZ"}, "trace_id", id="trace-short"),
-    pytest.param({"trace_id": "0AF7651916CD43DD8448EB211C80319C"}, "trace_id", id="trace-upper"),
-    pytest.param({"trace_id": "0" * 32}, "trace_id", id="trace-zero"),
-    pytest.param({"trace_id": "0af7651916cd43dd8448eb211c80319c0"}, "trace_id", id="trace-long"),
-    pytest.param({"trace_id": 12}, "trace_id", id="trace-int"),
-    pytest.param({"attributes": [("k", "v")]}, "attributes", id="attrs-list"),
-    pytest.param({"attributes": {str(i): "v" for i in range(65)}}, "attributes",
-                 id="attrs-too-many"),
-    pytest.param({"attributes": {1: "v"}}, "attributes key", id="attrs-int-key"),
-    pytest.param({"attributes": {"": "v"}}, "attributes key", id="attrs-empty-key"),
-    pytest.param({"attributes": {"k": 1}}, "attributes['k']", id="attrs-int-value"),
-    pytest.param({"attributes": {"k": None}}, "attributes['k']", id="attrs-none-value"),
-    pytest.param({"attributes": {"k": "v" * 1025}}, "attributes['k']", id="attrs-long-value"),
-])
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        pytest.param({"event_id": "0192f0c6-7c5a-7b3e-9f00-123456789abc"}, "event_id", id="id-str"),
+        pytest.param({"occurred_at": datetime(2025, 1, 1)}, "occurred_at", id="naive-time"),
+        pytest.param({"occurred_at": 1_700_000_000}, "occurred_at", id="time-int"),
+        pytest.param({"actor": "alice"}, "actor", id="actor-str"),
+        pytest.param({"actor": Actor("")}, "actor.id", id="actor-empty"),
+        pytest.param({"actor": Actor("   \t")}, "actor.id", id="actor-blank"),
+        pytest.param({"actor": Actor("a" * 257)}, "actor.id", id="actor-long"),
+        pytest.param({"actor": Actor("a\x00b")}, "actor.id", id="actor-nul"),
+        pytest.param({"actor": Actor("a\ud800")}, "actor.id", id="actor-surrogate"),
+        pytest.param({"actor": Actor(42)}, "actor.id", id="actor-int"),  # type: ignore[arg-type]
+        pytest.param({"actor": Actor("alice", "bogus")}, "actor.type", id="actor-type"),
+        pytest.param({"actor": Actor("alice", "User")}, "actor.type", id="actor-type-case"),
+        pytest.param({"action": "Update!"}, "action", id="action-bang"),
+        pytest.param({"action": "Update"}, "action", id="action-upper"),
+        pytest.param({"action": ""}, "action", id="action-empty"),
+        pytest.param({"action": "1update"}, "action", id="action-digit-first"),
+        pytest.param({"action": "a" * 65}, "action", id="action-long"),
+        pytest.param({"action": "update\n"}, "action", id="action-newline"),
+        pytest.param({"action": None}, "action", id="action-none"),
+        pytest.param({"target": ""}, "target", id="target-empty"),
+        pytest.param({"target": " "}, "target", id="target-blank"),
+        pytest.param({"target": "t" * 1025}, "target", id="target-long"),
+        pytest.param({"target": None}, "target", id="target-none"),
+        pytest.param({"source": "bogus"}, "source", id="source"),
+        pytest.param({"before": "not json"}, "before", id="before-not-json"),
+        pytest.param({"before": "{'a': 1}"}, "before", id="before-single-quotes"),
+        pytest.param({"before": "NaN"}, "before", id="before-nan"),
+        pytest.param({"after": "[Infinity]"}, "after", id="after-infinity"),
+        pytest.param({"after": "1e999"}, "after", id="after-overflow"),
+        pytest.param({"before": '"\\u0000"'}, "before", id="before-nul-escape"),
+        pytest.param({"before": "[" * 65 + "]" * 65}, "before", id="before-deep"),
+        pytest.param({"before": "[" * 5000 + "]" * 5000}, "before", id="before-very-deep"),
+        pytest.param({"before": "1" * 5000}, "before", id="before-huge-int"),
+        pytest.param({"after": '"' + "x" * MAX_JSON_BYTES + '"'}, "after", id="after-large"),
+        pytest.param({"after": '"' + "é" * (MAX_JSON_BYTES // 2) + '"'}, "after", id="after-large-bytes"),
+        pytest.param({"after": {"a": 1}}, "after", id="after-dict"),
+        pytest.param({"reason": "r" * 4097}, "reason", id="reason-long"),
+        pytest.param({"client_ip": "10.0.0.1\x00"}, "client_ip", id="ip-nul"),
+        pytest.param({"trace_id": "XYZ"}, "trace_id", id="trace-short"),
+        pytest.param({"trace_id": "0AF7651916CD43DD8448EB211C80319C"}, "trace_id", id="trace-upper"),
+        pytest.param({"trace_id": "0" * 32}, "trace_id", id="trace-zero"),
+        pytest.param({"trace_id": "0af7651916cd43dd8448eb211c80319c0"}, "trace_id", id="trace-long"),
+        pytest.param({"trace_id": 12}, "trace_id", id="trace-int"),
+        pytest.param({"attributes": [("k", "v")]}, "attributes", id="attrs-list"),
+        pytest.param({"attributes": {str(i): "v" for i in range(65)}}, "attributes", id="attrs-too-many"),
+        pytest.param({"attributes": {1: "v"}}, "attributes key", id="attrs-int-key"),
+        pytest.param({"attributes": {"": "v"}}, "attributes key", id="attrs-empty-key"),
+        pytest.param({"attributes": {"k": 1}}, "attributes['k']", id="attrs-int-value"),
+        pytest.param({"attributes": {"k": None}}, "attributes['k']", id="attrs-none-value"),
+        pytest.param({"attributes": {"k": "v" * 1025}}, "attributes['k']", id="attrs-long-value"),
+    ],
+)
 def test_invalid_field_is_named(changes: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidEvent) as info:
         ChangeEvent(**valid_fields(**changes))
@@ -118,8 +131,14 @@ def test_invalid_field_is_named(changes: dict[str, Any], field: str) -> None:
 
 
 def test_limits_are_inclusive() -> None:
-    ChangeEvent(**valid_fields(actor=Actor("a" * 256), target="t" * 1024, reason="r" * 4096,
-                               attributes={str(i): "v" * 1024 for i in range(64)}))
+    ChangeEvent(
+        **valid_fields(
+            actor=Actor("a" * 256),
+            target="t" * 1024,
+            reason="r" * 4096,
+            attributes={str(i): "v" * 1024 for i in range(64)},
+        )
+    )
     ChangeEvent(**valid_fields(before=json.dumps(nested_list(MAX_JSON_DEPTH))))
 
 
@@ -131,15 +150,20 @@ def test_event_is_frozen() -> None:
 
 # --- to_json_text ---------------------------------------------------------------------------
 
+
 def test_to_json_text_is_sorted_compact_and_keeps_unicode() -> None:
     value = {"b": 1, "a": [2, {"d": None, "c": True}], "é": "ü"}
     assert to_json_text("after", value) == '{"a":[2,{"c":true,"d":null}],"b":1,"é":"ü"}'
 
 
 @PROPS
-@given(st.dictionaries(st.text(max_size=8).filter(lambda s: "\x00" not in s),
-                       st.integers() | st.text(max_size=8).filter(lambda s: "\x00" not in s),
-                       max_size=8))
+@given(
+    st.dictionaries(
+        st.text(max_size=8).filter(lambda s: "\x00" not in s),
+        st.integers() | st.text(max_size=8).filter(lambda s: "\x00" not in s),
+        max_size=8,
+    )
+)
 def test_to_json_text_does_not_depend_on_insertion_order(value: dict[str, Any]) -> None:
     try:
         forward = to_json_text("v", value)
@@ -149,16 +173,19 @@ def test_to_json_text_does_not_depend_on_insertion_order(value: dict[str, Any]) 
     assert json.loads(forward) == value
 
 
-@pytest.mark.parametrize("value, why", [
-    pytest.param(float("nan"), "not valid JSON", id="nan"),
-    pytest.param({"x": [float("inf")]}, "not valid JSON", id="inf"),
-    pytest.param(object(), "not JSON-serializable", id="object"),
-    pytest.param({"x": {1, 2}}, "not JSON-serializable", id="set"),
-    pytest.param(b"bytes", "not JSON-serializable", id="bytes"),
-    pytest.param(nested_list(100), "nested deeper than 64", id="deep-100"),
-    pytest.param({"a": {"b": {"c": nested_list(70)}}}, "nested deeper than 64", id="deep-dict"),
-    pytest.param("a\x00b", "NUL", id="nul"),
-])
+@pytest.mark.parametrize(
+    "value, why",
+    [
+        pytest.param(float("nan"), "not valid JSON", id="nan"),
+        pytest.param({"x": [float("inf")]}, "not valid JSON", id="inf"),
+        pytest.param(object(), "not JSON-serializable", id="object"),
+        pytest.param({"x": {1, 2}}, "not JSON-serializable", id="set"),
+        pytest.param(b"bytes", "not JSON-serializable", id="bytes"),
+        pytest.param(nested_list(100), "nested deeper than 64", id="deep-100"),
+        pytest.param({"a": {"b": {"c": nested_list(70)}}}, "nested deeper than 64", id="deep-dict"),
+        pytest.param("a\x00b", "NUL", id="nul"),
+    ],
+)
 def test_to_json_text_refuses(value: Any, why: str) -> None:
     with pytest.raises(InvalidEvent, match=why) as info:
         to_json_text("after", value)
@@ -187,13 +214,16 @@ def test_to_json_text_refuses_non_string_keys() -> None:
     assert info.value.field == "after"
 
 
-@pytest.mark.parametrize("container", [
-    pytest.param(lambda s: {"x": {s}}, id="in-set"),
-    pytest.param(lambda s: {"x": [float("nan"), s]}, id="beside-nan"),
-    pytest.param(lambda s: {s: object()}, id="key-of-object"),
-    pytest.param(lambda s: {"x": s.encode()}, id="as-bytes"),
-    pytest.param(lambda s: [s, nested_list(80)], id="beside-deep"),
-])
+@pytest.mark.parametrize(
+    "container",
+    [
+        pytest.param(lambda s: {"x": {s}}, id="in-set"),
+        pytest.param(lambda s: {"x": [float("nan"), s]}, id="beside-nan"),
+        pytest.param(lambda s: {s: object()}, id="key-of-object"),
+        pytest.param(lambda s: {"x": s.encode()}, id="as-bytes"),
+        pytest.param(lambda s: [s, nested_list(80)], id="beside-deep"),
+    ],
+)
 def test_messages_never_carry_the_secret(container: Any) -> None:
     with pytest.raises(InvalidEvent) as info:
         to_json_text("after", container(SECRET))
@@ -212,12 +242,16 @@ def test_invalid_json_text_message_does_not_echo_it() -> None:
 
 # --- JSON text the ledger (PostgreSQL jsonb) cannot store -----------------------------------
 
-@pytest.mark.parametrize("text", [
-    pytest.param('"\\ud800"', id="lone-high-surrogate-escape"),
-    pytest.param('{"\\udc00":1}', id="lone-low-surrogate-escape-in-key"),
-    pytest.param("[1e-16384]", id="numeric-scale-overflow"),
-    pytest.param("0." + "0" * 20000 + "1", id="too-many-fraction-digits"),
-])
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param('"\\ud800"', id="lone-high-surrogate-escape"),
+        pytest.param('{"\\udc00":1}', id="lone-low-surrogate-escape-in-key"),
+        pytest.param("[1e-16384]", id="numeric-scale-overflow"),
+        pytest.param("0." + "0" * 20000 + "1", id="too-many-fraction-digits"),
+    ],
+)
 def test_check_json_text_refuses_what_jsonb_refuses(text: str) -> None:
     """Verified against PostgreSQL 15: each of these fails `SELECT '<text>'::jsonb`; an event
     carrying one would stall the chainer instead of being sealed as rejected."""
@@ -226,12 +260,15 @@ def test_check_json_text_refuses_what_jsonb_refuses(text: str) -> None:
     assert info.value.field == "before"
 
 
-@pytest.mark.parametrize("text", [
-    pytest.param('"\\ud83d\\ude00"', id="surrogate-pair-escape"),
-    pytest.param("[1e-16383]", id="smallest-numeric-scale"),
-    pytest.param("1e308", id="large-finite"),
-    pytest.param(" {} ", id="whitespace"),
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param('"\\ud83d\\ude00"', id="surrogate-pair-escape"),
+        pytest.param("[1e-16383]", id="smallest-numeric-scale"),
+        pytest.param("1e308", id="large-finite"),
+        pytest.param(" {} ", id="whitespace"),
+    ],
+)
 def test_check_json_text_accepts_what_jsonb_stores(text: str) -> None:
     check_json_text("before", text)
 
@@ -247,6 +284,7 @@ def test_v1_refuses_the_six_characters_backslash_u0000_even_when_escaped() -> No
 
 # --- uuid7 ----------------------------------------------------------------------------------
 
+
 @PROPS
 @given(unix_ms=st.integers(0, 2**48 - 1), rand=st.binary(min_size=10, max_size=10))
 def test_uuid7_layout(unix_ms: int, rand: bytes) -> None:
@@ -260,8 +298,12 @@ def test_uuid7_layout(unix_ms: int, rand: bytes) -> None:
 
 
 @PROPS
-@given(a=st.integers(0, 2**48 - 2), delta=st.integers(1, 10**6),
-       ra=st.binary(min_size=10, max_size=10), rb=st.binary(min_size=10, max_size=10))
+@given(
+    a=st.integers(0, 2**48 - 2),
+    delta=st.integers(1, 10**6),
+    ra=st.binary(min_size=10, max_size=10),
+    rb=st.binary(min_size=10, max_size=10),
+)
 def test_uuid7_orders_by_time(a: int, delta: int, ra: bytes, rb: bytes) -> None:
     b = min(a + delta, 2**48 - 1)
     assert uuid7(a, ra) < uuid7(b, rb)

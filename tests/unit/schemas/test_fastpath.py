@@ -27,8 +27,11 @@ def _same(value: bytes) -> None:
         assert reference.event_id == fast[0], "fast path accepted what the reference refuses"
         assert reference.view_body == fast[1]
     outcome = classify(value, KNOWN_SCHEMAS)
-    assert (outcome.event_id, outcome.view_body, outcome.schema_fingerprint) == \
-        (reference.event_id, reference.view_body, reference.schema_fingerprint)
+    assert (outcome.event_id, outcome.view_body, outcome.schema_fingerprint) == (
+        reference.event_id,
+        reference.view_body,
+        reference.schema_fingerprint,
+    )
     assert outcome.reject_reason == reference.reject_reason
 
 

@@ -48,11 +48,13 @@ def hkdf_rfc5869(ikm: bytes, *, salt: bytes, info: bytes, length: int) -> bytes:
 def test_independent_hkdf_matches_rfc5869_test_cases() -> None:
     # RFC 5869 Appendix A.1 and A.3 (A.3: no salt, no info, the case the ratchet's salt follows).
     a1 = hkdf_rfc5869(b"\x0b" * 22, salt=bytes(range(13)), info=bytes(range(0xF0, 0xFA)), length=42)
-    assert a1.hex() == ("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf"
-                        "34007208d5b887185865")
+    assert a1.hex() == (
+        "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+    )
     a3 = hkdf_rfc5869(b"\x0b" * 22, salt=b"", info=b"", length=42)
-    assert a3.hex() == ("8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d"
-                        "9d201395faa4b61a96c8")
+    assert a3.hex() == (
+        "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8"
+    )
 
 
 def test_vectors_match_code_and_independent_derivation() -> None:
@@ -89,8 +91,11 @@ def test_epoch_rule() -> None:
 def test_ratchet_moves_forward_only_and_matches_the_schedule() -> None:
     ratchet = EpochRatchet(KEY_A, epoch=0, epoch_entries=2)
     schedule = EpochSchedule(KEY_A, epoch_entries=2)
-    assert ratchet.key_for(5).key_id == schedule.expected_key_id(5) == \
-        epoch_keys(KEY_A, epoch_entries=2, last_seq=5)[2].key_id
+    assert (
+        ratchet.key_for(5).key_id
+        == schedule.expected_key_id(5)
+        == epoch_keys(KEY_A, epoch_entries=2, last_seq=5)[2].key_id
+    )
     assert ratchet.epoch == 2
     with pytest.raises(ConfigError, match="no longer held"):
         ratchet.key_for(1)
@@ -109,8 +114,7 @@ def test_keyring_current_and_old() -> None:
 def test_recorded_schedule_rebuilds_with_each_entrys_key_and_reports_absent_ones() -> None:
     changes = [(1, KEY_A.key_id), (4, KEY_B.key_id)]
     full = RecordedSchedule(changes, Keyring(KEY_B, [KEY_A]), last_seq=6)
-    assert [full.key_for(seq).key_id for seq in (1, 3, 4, 6, 9)] == \
-        [KEY_A.key_id] * 2 + [KEY_B.key_id] * 3
+    assert [full.key_for(seq).key_id for seq in (1, 3, 4, 6, 9)] == [KEY_A.key_id] * 2 + [KEY_B.key_id] * 3
     only_b = RecordedSchedule(changes, Keyring(KEY_B), last_seq=6)
     with pytest.raises(UnknownKey) as caught:
         only_b.key_for(2)
@@ -119,19 +123,19 @@ def test_recorded_schedule_rebuilds_with_each_entrys_key_and_reports_absent_ones
 
 
 def _records(count: int, start: int = 0) -> list[TopicRecord]:
-    return [TopicRecord("t", 0, offset, 1_764_417_600_000 + offset, b"junk-%d" % offset)
-            for offset in range(start, start + count)]
+    return [
+        TopicRecord("t", 0, offset, 1_764_417_600_000 + offset, b"junk-%d" % offset)
+        for offset in range(start, start + count)
+    ]
 
 
 def test_sealer_picks_the_key_per_entry() -> None:
     head = ChainHead(0, -1, b"\x00" * 32)
     fixed = Sealer(key=KEY_A, head=head, schemas=KNOWN_SCHEMAS).seal_batch(_records(5), dict)
-    same = Sealer(key_for=lambda seq: KEY_A, head=head,
-                  schemas=KNOWN_SCHEMAS).seal_batch(_records(5), dict)
+    same = Sealer(key_for=lambda seq: KEY_A, head=head, schemas=KNOWN_SCHEMAS).seal_batch(_records(5), dict)
     assert [e.link for e in fixed] == [e.link for e in same]
     schedule = EpochSchedule(KEY_A, epoch_entries=2)
-    epochs = Sealer(key_for=schedule.key_for, head=head,
-                    schemas=KNOWN_SCHEMAS).seal_batch(_records(5), dict)
+    epochs = Sealer(key_for=schedule.key_for, head=head, schemas=KNOWN_SCHEMAS).seal_batch(_records(5), dict)
     assert [e.key_id for e in epochs] == [schedule.expected_key_id(s) for s in range(1, 6)]
     assert len({e.key_id for e in epochs}) == 3
     assert epochs[1].link == fixed[1].link and epochs[2].link != fixed[2].link
@@ -141,8 +145,7 @@ def test_sealer_picks_the_key_per_entry() -> None:
 
 def test_sealer_head_unchanged_when_a_key_is_absent() -> None:
     head = ChainHead(0, -1, b"\x00" * 32)
-    schedule = RecordedSchedule([(1, KEY_B.key_id), (3, KEY_A.key_id)], Keyring(KEY_B),
-                                last_seq=4)
+    schedule = RecordedSchedule([(1, KEY_B.key_id), (3, KEY_A.key_id)], Keyring(KEY_B), last_seq=4)
     sealer = Sealer(key_for=schedule.key_for, head=head, schemas=KNOWN_SCHEMAS)
     with pytest.raises(UnknownKey):
         sealer.seal_batch(_records(4), dict)
@@ -150,7 +153,9 @@ def test_sealer_head_unchanged_when_a_key_is_absent() -> None:
 
 
 def test_keys_module_is_pure() -> None:
-    code = ("import sys, baldur_audit.schemas.keys; "
-            "print(sorted(m for m in ('confluent_kafka', 'psycopg', 'click') if m in sys.modules))")
+    code = (
+        "import sys, baldur_audit.schemas.keys; "
+        "print(sorted(m for m in ('confluent_kafka', 'psycopg', 'click') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

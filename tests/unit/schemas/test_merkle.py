@@ -47,6 +47,7 @@ def load(name: str) -> dict[str, Any]:
 
 # --- a naive reference, straight from RFC 9162 §2.1.1, §2.1.3.1 and §2.1.4.1 ----------------
 
+
 def ref_leaf(data: bytes) -> bytes:
     return hashlib.sha256(b"\x00" + data).digest()
 
@@ -101,6 +102,7 @@ def ref_proof(m: int, leaves: Sequence[bytes]) -> list[bytes]:
 
 
 # --- a node store built the way the chainer will build it -------------------------------------
+
 
 class DictNodes:
     """A dict-backed store that counts look-ups, with or without ``get_many``."""
@@ -180,8 +182,7 @@ def test_known_answer_inclusion_proofs() -> None:
         index, size = case["leaf_index"], case["tree_size"]
         proof = inclusion_proof(store, index, size)
         assert [p.hex() for p in proof] == case["proof_hex"]
-        verify_inclusion(KAT_LEAVES[index], index, size, proof,
-                         bytes.fromhex(KAT["roots_hex"][size]))
+        verify_inclusion(KAT_LEAVES[index], index, size, proof, bytes.fromhex(KAT["roots_hex"][size]))
 
 
 def test_known_answer_consistency_proofs() -> None:
@@ -190,8 +191,9 @@ def test_known_answer_consistency_proofs() -> None:
         old, new = case["old_size"], case["new_size"]
         proof = consistency_proof(store, old, new)
         assert [p.hex() for p in proof] == case["proof_hex"]
-        verify_consistency(old, new, bytes.fromhex(KAT["roots_hex"][old]),
-                           bytes.fromhex(KAT["roots_hex"][new]), proof)
+        verify_consistency(
+            old, new, bytes.fromhex(KAT["roots_hex"][old]), bytes.fromhex(KAT["roots_hex"][new]), proof
+        )
 
 
 def _as_source_ids(groups: list[list[tuple[int, int]]]) -> tuple[list[list[int]], list[int] | None]:
@@ -236,19 +238,28 @@ def test_committed_ledger_vectors_equal_the_generator() -> None:
 
 def test_leaf_data_is_the_link_message_without_prev_plus_the_link() -> None:
     """Drift guard: whatever fields the link covers, the leaf covers too (CHAIN.md §13)."""
-    link_input = LinkInput(seq=7, topic="t", partition=0, offset=41, timestamp_ms=1,
-                           kind=EntryKind.DUPLICATE, duplicate_of=3, value_null=False,
-                           digest=bytes(range(32)), view_digest=bytes(range(32, 64)))
+    link_input = LinkInput(
+        seq=7,
+        topic="t",
+        partition=0,
+        offset=41,
+        timestamp_ms=1,
+        kind=EntryKind.DUPLICATE,
+        duplicate_of=3,
+        value_null=False,
+        digest=bytes(range(32)),
+        view_digest=bytes(range(32, 64)),
+    )
     link, prev = bytes(range(64, 96)), bytes(range(96, 128))
     message = link_message_framed("hk1-0000000000000000", prev, link_input)
     fields = []
     rest = message
     while rest:
         name_len = rest[0]
-        name = rest[1:1 + name_len]
-        (value_len,) = struct.unpack(">I", rest[1 + name_len:5 + name_len])
-        fields.append((name, rest[5 + name_len:5 + name_len + value_len]))
-        rest = rest[5 + name_len + value_len:]
+        name = rest[1 : 1 + name_len]
+        (value_len,) = struct.unpack(">I", rest[1 + name_len : 5 + name_len])
+        fields.append((name, rest[5 + name_len : 5 + name_len + value_len]))
+        rest = rest[5 + name_len + value_len :]
     assert fields[0][0] == b"domain" and fields[1] == (b"prev", prev)
     expected = frame(b"baldur-audit/leaf/v1", fields[2:] + [(b"link", link)])
     assert merkle.leaf_data(link_input, key_id="hk1-0000000000000000", link=link) == expected
@@ -256,24 +267,28 @@ def test_leaf_data_is_the_link_message_without_prev_plus_the_link() -> None:
 
 def spec_leaf_data(entry: dict[str, Any], chain: dict[str, Any]) -> bytes:
     """CHAIN.md §13 with struct only: the link's fields minus prev, plus the link."""
+
     def fld(name: str, value: bytes) -> bytes:
         return bytes([len(name)]) + name.encode("ascii") + struct.pack(">I", len(value)) + value
+
     kind = {"event": 1, "rejected": 2, "duplicate": 3}[entry["kind"]]
-    return b"".join([
-        fld("domain", b"baldur-audit/leaf/v1"),
-        fld("key_id", chain["key_id"].encode()),
-        fld("seq", struct.pack(">Q", entry["seq"])),
-        fld("topic", chain["topic"].encode()),
-        fld("partition", struct.pack(">i", chain["partition"])),
-        fld("offset", struct.pack(">q", entry["offset"])),
-        fld("timestamp", struct.pack(">q", entry["timestamp_ms"])),
-        fld("kind", bytes([kind])),
-        fld("duplicate_of", struct.pack(">Q", entry["duplicate_of"])),
-        fld("value_null", b"\x01" if entry["value_hex"] is None else b"\x00"),
-        fld("digest", hashlib.sha256(bytes.fromhex(entry["value_hex"] or "")).digest()),
-        fld("view", bytes.fromhex(entry["view_digest_hex"])),
-        fld("link", bytes.fromhex(entry["link_hex"])),
-    ])
+    return b"".join(
+        [
+            fld("domain", b"baldur-audit/leaf/v1"),
+            fld("key_id", chain["key_id"].encode()),
+            fld("seq", struct.pack(">Q", entry["seq"])),
+            fld("topic", chain["topic"].encode()),
+            fld("partition", struct.pack(">i", chain["partition"])),
+            fld("offset", struct.pack(">q", entry["offset"])),
+            fld("timestamp", struct.pack(">q", entry["timestamp_ms"])),
+            fld("kind", bytes([kind])),
+            fld("duplicate_of", struct.pack(">Q", entry["duplicate_of"])),
+            fld("value_null", b"\x01" if entry["value_hex"] is None else b"\x00"),
+            fld("digest", hashlib.sha256(bytes.fromhex(entry["value_hex"] or "")).digest()),
+            fld("view", bytes.fromhex(entry["view_digest_hex"])),
+            fld("link", bytes.fromhex(entry["link_hex"])),
+        ]
+    )
 
 
 def test_ledger_leaves_match_an_independent_reading_of_the_spec() -> None:
@@ -385,12 +400,20 @@ def test_append_returns_exactly_the_perfect_nodes_completed() -> None:
     frontier = MerkleFrontier()
     created = [frontier.append(leaf) for leaf in leaves_of(8)]
     assert [[(level, index) for level, index, _ in c] for c in created] == [
-        [(0, 0)], [(0, 1), (1, 0)], [(0, 2)], [(0, 3), (1, 1), (2, 0)],
-        [(0, 4)], [(0, 5), (1, 2)], [(0, 6)], [(0, 7), (1, 3), (2, 1), (3, 0)]]
+        [(0, 0)],
+        [(0, 1), (1, 0)],
+        [(0, 2)],
+        [(0, 3), (1, 1), (2, 0)],
+        [(0, 4)],
+        [(0, 5), (1, 2)],
+        [(0, 6)],
+        [(0, 7), (1, 3), (2, 1), (3, 0)],
+    ]
     assert created[-1][-1][2] == frontier.root()
 
 
 # --- (d) verification refuses every corruption -------------------------------------------------
+
 
 def flip(value: bytes, bit: int) -> bytes:
     changed = bytearray(value)
@@ -398,8 +421,7 @@ def flip(value: bytes, bit: int) -> bytes:
     return bytes(changed)
 
 
-def assert_inclusion_refused(leaf: bytes, index: int, size: int, proof: list[bytes],
-                             root: bytes) -> None:
+def assert_inclusion_refused(leaf: bytes, index: int, size: int, proof: list[bytes], root: bytes) -> None:
     with pytest.raises(ProofError):
         verify_inclusion(leaf, index, size, proof, root)
 
@@ -424,8 +446,7 @@ def test_inclusion_refuses_corruptions_of_every_small_proof() -> None:
                     assert_inclusion_refused(leaves[index], wrong, size, proof, root)
             for wrong in range(1, SMALL + 1):  # every other size, against that size's root
                 if wrong != size:
-                    assert_inclusion_refused(leaves[index], index, wrong, proof,
-                                             ref_mth(leaves[:wrong]))
+                    assert_inclusion_refused(leaves[index], index, wrong, proof, ref_mth(leaves[:wrong]))
             for wrong in (size * 2, size // 2):  # the same root claimed for another size
                 assert_inclusion_refused(leaves[index], index, wrong, proof, root)
             assert_inclusion_refused(leaves[index], index, size, proof + [other], root)
@@ -442,8 +463,9 @@ def test_inclusion_refuses_corruptions_of_every_small_proof() -> None:
                 assert_inclusion_refused(leaves[index], index, size, swapped, root)
 
 
-def assert_consistency_refused(old: int, new: int, old_root: bytes, new_root: bytes,
-                               proof: list[bytes]) -> None:
+def assert_consistency_refused(
+    old: int, new: int, old_root: bytes, new_root: bytes, proof: list[bytes]
+) -> None:
     with pytest.raises(ProofError):
         verify_consistency(old, new, old_root, new_root, proof)
 
@@ -530,17 +552,20 @@ def test_inclusion_edge_cases() -> None:
     assert (caught.value.expected, caught.value.computed) == (some, leaves[0])
 
 
-@pytest.mark.parametrize("call", [
-    lambda: verify_inclusion(b"short", 0, 1, [], EMPTY_ROOT),
-    lambda: verify_inclusion(EMPTY_ROOT, 0, 1, [], b""),
-    lambda: verify_inclusion(EMPTY_ROOT, 0, 2, [b"x" * 31], EMPTY_ROOT),
-    lambda: verify_inclusion(EMPTY_ROOT, -1, 2, [], EMPTY_ROOT),
-    lambda: verify_inclusion(EMPTY_ROOT, True, 2, [], EMPTY_ROOT),
-    lambda: verify_inclusion(EMPTY_ROOT, 0, "2", [], EMPTY_ROOT),
-    lambda: verify_consistency(1, 2, EMPTY_ROOT, EMPTY_ROOT, ["not bytes"]),
-    lambda: verify_consistency(-1, 2, EMPTY_ROOT, EMPTY_ROOT, []),
-    lambda: verify_consistency(1, 2, b"x" * 33, EMPTY_ROOT, [EMPTY_ROOT]),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: verify_inclusion(b"short", 0, 1, [], EMPTY_ROOT),
+        lambda: verify_inclusion(EMPTY_ROOT, 0, 1, [], b""),
+        lambda: verify_inclusion(EMPTY_ROOT, 0, 2, [b"x" * 31], EMPTY_ROOT),
+        lambda: verify_inclusion(EMPTY_ROOT, -1, 2, [], EMPTY_ROOT),
+        lambda: verify_inclusion(EMPTY_ROOT, True, 2, [], EMPTY_ROOT),
+        lambda: verify_inclusion(EMPTY_ROOT, 0, "2", [], EMPTY_ROOT),
+        lambda: verify_consistency(1, 2, EMPTY_ROOT, EMPTY_ROOT, ["not bytes"]),
+        lambda: verify_consistency(-1, 2, EMPTY_ROOT, EMPTY_ROOT, []),
+        lambda: verify_consistency(1, 2, b"x" * 33, EMPTY_ROOT, [EMPTY_ROOT]),
+    ],
+)
 def test_malformed_verification_input_is_a_proof_error(call: Any) -> None:
     with pytest.raises(ProofError):
         call()
@@ -548,18 +573,22 @@ def test_malformed_verification_input_is_a_proof_error(call: Any) -> None:
 
 # --- (e) bad arguments and encodings are typed errors ------------------------------------------
 
-@pytest.mark.parametrize("call", [
-    lambda store: inclusion_proof(store, 0, 0),
-    lambda store: inclusion_proof(store, 5, 5),
-    lambda store: inclusion_proof(store, -1, 5),
-    lambda store: inclusion_proof(store, 0, 9),  # beyond what the store holds
-    lambda store: consistency_proof(store, 6, 5),
-    lambda store: consistency_proof(store, 3, 9),
-    lambda store: merkle.root(store, 9),
-    lambda store: merkle.root(store, -1),
-    lambda store: merkle.root(store, 2**64),
-    lambda store: MerkleFrontier.from_nodes(store, 9),
-])
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda store: inclusion_proof(store, 0, 0),
+        lambda store: inclusion_proof(store, 5, 5),
+        lambda store: inclusion_proof(store, -1, 5),
+        lambda store: inclusion_proof(store, 0, 9),  # beyond what the store holds
+        lambda store: consistency_proof(store, 6, 5),
+        lambda store: consistency_proof(store, 3, 9),
+        lambda store: merkle.root(store, 9),
+        lambda store: merkle.root(store, -1),
+        lambda store: merkle.root(store, 2**64),
+        lambda store: MerkleFrontier.from_nodes(store, 9),
+    ],
+)
 def test_bad_arguments_are_merkle_errors(call: Any) -> None:
     _, store, _ = built(8)
     with pytest.raises(MerkleError):
@@ -582,8 +611,14 @@ def test_frontier_bytes_are_validated() -> None:
     encoded = frontier.to_bytes()
     assert len(encoded) == 9 + 32 * 4
     assert MerkleFrontier.from_bytes(encoded) == frontier
-    for bad in (b"", encoded[:8], encoded[:-1], encoded + b"\x00", b"\x02" + encoded[1:],
-                encoded[:1] + struct.pack(">Q", 301) + encoded[9:]):
+    for bad in (
+        b"",
+        encoded[:8],
+        encoded[:-1],
+        encoded + b"\x00",
+        b"\x02" + encoded[1:],
+        encoded[:1] + struct.pack(">Q", 301) + encoded[9:],
+    ):
         with pytest.raises(MerkleError):
             MerkleFrontier.from_bytes(bad)
     empty = MerkleFrontier()
@@ -608,9 +643,15 @@ def test_proof_json_encoding() -> None:
     encoded = merkle.proof_to_json(proof)
     assert encoded[0] == "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
     assert merkle.proof_from_json(json.loads(json.dumps(encoded))) == proof
-    for bad in ("not a list", [1], ["47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"],
-                ["47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFV="],  # non-canonical last digit
-                ["47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU="], ["AAAA"], ["é"]):
+    for bad in (
+        "not a list",
+        [1],
+        ["47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"],
+        ["47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFV="],  # non-canonical last digit
+        ["47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU="],
+        ["AAAA"],
+        ["é"],
+    ):
         with pytest.raises(MerkleError):
             merkle.proof_from_json(bad)
 

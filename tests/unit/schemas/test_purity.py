@@ -28,8 +28,14 @@ def run_python(code: str, env_extra: dict[str, str] | None = None) -> str:
     env.pop("PYTHONINTMAXSTRDIGITS", None)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # same import roots as here
     env.update(env_extra or {})
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -41,13 +47,34 @@ def _core_sources() -> dict[str, str]:
 
 
 FORBIDDEN_CALLS = {
-    ("os", "environ"), ("os", "getenv"), ("os", "putenv"), ("os", "urandom"),
-    ("time", "time"), ("time", "time_ns"), ("time", "monotonic"), ("time", "perf_counter"),
-    ("datetime", "now"), ("datetime", "utcnow"), ("datetime", "today"), ("date", "today"),
-    ("uuid", "uuid1"), ("uuid", "uuid4"), ("random", "random"), ("secrets", "token_bytes"),
+    ("os", "environ"),
+    ("os", "getenv"),
+    ("os", "putenv"),
+    ("os", "urandom"),
+    ("time", "time"),
+    ("time", "time_ns"),
+    ("time", "monotonic"),
+    ("time", "perf_counter"),
+    ("datetime", "now"),
+    ("datetime", "utcnow"),
+    ("datetime", "today"),
+    ("date", "today"),
+    ("uuid", "uuid1"),
+    ("uuid", "uuid4"),
+    ("random", "random"),
+    ("secrets", "token_bytes"),
 }
-FORBIDDEN_IMPORTS = {"os", "time", "random", "secrets", "socket", "subprocess",
-                     "confluent_kafka", "psycopg", "click"}
+FORBIDDEN_IMPORTS = {
+    "os",
+    "time",
+    "random",
+    "secrets",
+    "socket",
+    "subprocess",
+    "confluent_kafka",
+    "psycopg",
+    "click",
+}
 
 
 def _violations(source: str) -> list[str]:
@@ -57,14 +84,19 @@ def _violations(source: str) -> list[str]:
             if (node.value.id, node.attr) in FORBIDDEN_CALLS:
                 found.append(f"{node.value.id}.{node.attr} (line {node.lineno})")
         elif isinstance(node, ast.Import):
-            found += [f"import {a.name} (line {node.lineno})" for a in node.names
-                      if a.name.split(".")[0] in FORBIDDEN_IMPORTS]
+            found += [
+                f"import {a.name} (line {node.lineno})"
+                for a in node.names
+                if a.name.split(".")[0] in FORBIDDEN_IMPORTS
+            ]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             if node.module.split(".")[0] in FORBIDDEN_IMPORTS:
                 found.append(f"from {node.module} import … (line {node.lineno})")
-            found += [f"from {node.module} import {a.name} (line {node.lineno})"
-                      for a in node.names if (node.module.split(".")[-1], a.name)
-                      in FORBIDDEN_CALLS]
+            found += [
+                f"from {node.module} import {a.name} (line {node.lineno})"
+                for a in node.names
+                if (node.module.split(".")[-1], a.name) in FORBIDDEN_CALLS
+            ]
     return found
 
 
@@ -73,18 +105,20 @@ def test_core_source_reads_no_environment_and_no_clock() -> None:
     assert problems == {}
     # plain-text backstop for spellings the AST check does not model
     for path, source in _core_sources().items():
-        for needle in ("os.environ", "getenv(", "time.time(", "datetime.now(", "utcnow(",
-                       "date.today("):
+        for needle in ("os.environ", "getenv(", "time.time(", "datetime.now(", "utcnow(", "date.today("):
             assert needle not in source, f"{path} contains {needle}"
 
 
-@pytest.mark.parametrize("source", [
-    "import os\nx = os.environ['K']",
-    "import time\nt = time.time()",
-    "from datetime import datetime\nnow = datetime.now()",
-    "from os import environ",
-    "import psycopg",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import os\nx = os.environ['K']",
+        "import time\nt = time.time()",
+        "from datetime import datetime\nnow = datetime.now()",
+        "from os import environ",
+        "import psycopg",
+    ],
+)
 def test_the_source_check_catches_violations(source: str) -> None:
     assert _violations(source)
 
