@@ -26,7 +26,7 @@ from ..evidence.check import check_bundle
 from ..postgres import Connection
 from ..postgres.merkle import stored_checkpoint
 from .app import App, ExitCode, emit_json, pass_app
-from .options import json_option
+from .options import json_option, replication_factor_option
 
 
 def _write_bundle(text: str) -> None:
@@ -49,13 +49,7 @@ def _self_check(app: App, text: str, keys: CheckpointKeys, what: str) -> None:
 
 
 @click.command()
-@click.option(
-    "--replication-factor",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1, 32),
-    help="Replication factor if the witness topic has to be created (3 in production).",
-)
+@replication_factor_option("Replication factor if the witness topic has to be created (3 in production).")
 @json_option("Print the checkpoint as JSON.")
 @pass_app
 def checkpoint(app: App, replication_factor: int, as_json: bool) -> None:

@@ -16,17 +16,11 @@ from ..kafka.admin import KafkaTopicAdmin
 from ..kafka.source import KafkaEventSource, KafkaTopicReader
 from .app import App, emit_json, pass_app
 from .options import client_id as check_client_id
-from .options import json_option
+from .options import json_option, replication_factor_option
 
 
 @click.command()
-@click.option(
-    "--replication-factor",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1, 32),
-    help="Replication factor when the topic is created (3 in production).",
-)
+@replication_factor_option("Replication factor when the topic is created (3 in production).")
 @json_option("Print the result as JSON.")
 @pass_app
 def init(app: App, replication_factor: int, as_json: bool) -> None:

@@ -66,6 +66,17 @@ def client_id(_ctx: click.Context, _param: click.Parameter, value: str | None) -
     return value
 
 
+def replication_factor_option(help_text: str) -> Callable[[F], F]:
+    """``--replication-factor`` of a topic the command may create (1 to 32, default 1)."""
+    return click.option(
+        "--replication-factor",
+        default=1,
+        show_default=True,
+        type=click.IntRange(1, 32),
+        help=help_text,
+    )
+
+
 def json_option(help_text: str) -> Callable[[F], F]:
     """The ``--json`` flag (passed as ``as_json``), with the command's own help text."""
     return click.option("--json", "as_json", is_flag=True, help=help_text)

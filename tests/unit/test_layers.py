@@ -18,14 +18,14 @@ from __future__ import annotations
 import ast
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.python import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {
@@ -306,17 +306,7 @@ def _loaded_after_import(module: str) -> list[str]:
                                 if m.split(".")[0] in {list(DRIVERS)!r}
                                 or m.startswith("baldur_audit."))))
     """
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return list(json.loads(done.stdout))
+    return list(json.loads(run_python(code)))
 
 
 def _schemas_modules() -> list[str]:

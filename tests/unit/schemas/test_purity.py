@@ -9,35 +9,16 @@ from __future__ import annotations
 
 import ast
 import importlib
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests.support.python import run_python
 
 ROOT = Path(__file__).resolve().parents[3]
 # The sources that are actually imported (the package may be installed or symlinked).
 SCHEMAS = Path(importlib.import_module("baldur_audit.schemas").__file__ or "").resolve().parent
 CORE_MODULES = ["errors", "event", "codec", "chain"]
-
-
-def run_python(code: str, env_extra: dict[str, str] | None = None) -> str:
-    env = dict(os.environ)
-    env.pop("PYTHONINTMAXSTRDIGITS", None)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # same import roots as here
-    env.update(env_extra or {})
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def _core_sources() -> dict[str, str]:
