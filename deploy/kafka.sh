@@ -241,15 +241,8 @@ cluster_id() {
         if [[ -f "$DATA/meta.properties" ]]; then
             sed -n 's/^cluster\.id=//p' "$DATA/meta.properties" >"$CID_FILE"
         else
-            # Same shape as Uuid.randomUuid().toString(): 22 url-safe base64 chars, never starting with '-'.
-            python3 -c '
-import base64, uuid
-while True:
-    s = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-    if not s.startswith("-"):
-        print(s)
-        break
-' >"$CID_FILE"
+            # The system python3: this runs before the venv exists.
+            python3 "$ROOT/deploy/tools/kafka_cluster_id.py" >"$CID_FILE"
         fi
     fi
     cat "$CID_FILE"

@@ -52,11 +52,7 @@ log "pip ${PIP_INSTALL[*]}"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check 'pip>=23.1'
 # Build without isolation so a reinstall after adding a module takes seconds, not a fresh
 # download of setuptools: the [build-system] requirements from pyproject.toml go into the venv.
-mapfile -t build_reqs < <("$VENV/bin/python" -c '
-import tomllib
-with open("pyproject.toml", "rb") as f:
-    print("\n".join(tomllib.load(f).get("build-system", {}).get("requires", ["setuptools", "wheel"])))
-')
+mapfile -t build_reqs < <("$VENV/bin/python" "$ROOT/deploy/tools/build_requirements.py" pyproject.toml)
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${build_reqs[@]}"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation "${PIP_INSTALL[@]}"
 echo "$want" >"$STAMP"
