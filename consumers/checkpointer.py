@@ -38,7 +38,7 @@ from .checkpoint_keys import CheckpointKeys
 from .postgres import Connection, connect
 from .postgres.ledger import PostgresLedgerStore
 from .postgres.merkle import TreeHead, locked_tree, read_tree, store_checkpoint, stored_checkpoint
-from .postgres.rows import SealedRow
+from .postgres.rows import LINK, SEQ, SealedRow
 from .settings import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_INTERVAL
 from .witnesses import WitnessSink
 
@@ -141,18 +141,18 @@ def extend_tree(
             )
             with closing(rows):  # type: ignore[type-var]
                 for row in rows:
-                    if row.seq != expected:
+                    if row[SEQ] != expected:
                         raise SequenceGap(
                             expected,
-                            row.seq,
+                            row[SEQ],
                             f"seq {expected} is missing from the ledger below the chain head",
                         )
                     leaf, kind, timestamp_ms = row_leaf(row, topic=meta.topic, partition=meta.partition)
                     if check is not None:
                         check.check(row, kind, timestamp_ms)
                     created.extend(frontier.append(leaf))
-                    link = bytes(row.link)
-                    if row.seq == last:
+                    link = bytes(row[LINK])
+                    if row[SEQ] == last:
                         break
                     expected += 1
             if check is not None and check.unchecked:

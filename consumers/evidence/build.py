@@ -16,6 +16,19 @@ from ..postgres import Connection
 from ..postgres.ledger import PostgresLedgerStore
 from ..postgres.merkle import PostgresMerkleNodes, StoredCheckpoint, read_tree, stored_checkpoint
 from ..postgres.retention import newest_anchor_seq
+from ..postgres.rows import (
+    DIGEST,
+    DUPLICATE_OF,
+    KAFKA_OFFSET,
+    KEY_ID,
+    KIND,
+    LINK,
+    PRUNED,
+    SEQ,
+    TIMESTAMP_MS,
+    VALUE_NULL,
+    VIEW_SHA,
+)
 from .bundle import consistency_bundle, entry_document, fingerprint_of, inclusion_bundle
 
 
@@ -52,7 +65,7 @@ def build_inclusion_bundle(
         raise ProofUnavailable(f"the stored merkle tree does not reach size {stored.tree_size}")
     with closing(ledger.iter_sealed_rows(conn, from_seq=seq, batch=1)) as rows:  # type: ignore[type-var]
         row = next(iter(rows), None)
-    if row is None or row.seq != seq:
+    if row is None or row[SEQ] != seq:
         anchored = newest_anchor_seq(conn)
         if seq <= anchored:
             raise ProofUnavailable(
@@ -61,11 +74,11 @@ def build_inclusion_bundle(
         raise SequenceGap(
             seq, None, f"entry {seq} is missing although the checkpoint of size {stored.tree_size} covers it"
         )
-    stored_view = None if row.pruned else ledger.entry_view(conn, seq)
+    stored_view = None if row[PRUNED] else ledger.entry_view(conn, seq)
     if stored_view is None:  # pruned by retention: its visible columns and payload are gone
-        if row.timestamp_ms is None:
+        if row[TIMESTAMP_MS] is None:
             raise ValueMismatch(seq, "column kafka_timestamp is not a finite time")
-        view, payload, timestamp_ms = None, None, row.timestamp_ms
+        view, payload, timestamp_ms = None, None, row[TIMESTAMP_MS]
     else:
         view, payload, timestamp_ms = stored_view
     fingerprint = fingerprint_of(view)
@@ -77,19 +90,19 @@ def build_inclusion_bundle(
         seq=seq,
         topic=meta.topic,
         partition=meta.partition,
-        offset=row.kafka_offset,
+        offset=row[KAFKA_OFFSET],
         timestamp_ms=timestamp_ms,
-        kind=row.kind,
-        duplicate_of=row.duplicate_of,
-        value_null=bool(row.value_null),
-        digest=bytes(row.digest),
+        kind=row[KIND],
+        duplicate_of=row[DUPLICATE_OF],
+        value_null=bool(row[VALUE_NULL]),
+        digest=bytes(row[DIGEST]),
         view=view,
-        key_id=row.key_id,
-        link=bytes(row.link),
+        key_id=row[KEY_ID],
+        link=bytes(row[LINK]),
         payload=payload,
         include_payload=include_payload and view is not None,
         writer_schema=writer_schema,
-        sealed_view_digest=bytes(row.view_sha),
+        sealed_view_digest=bytes(row[VIEW_SHA]),
     )
     proof = inclusion_proof(PostgresMerkleNodes(conn), seq - 1, stored.tree_size)
     return inclusion_bundle(entry, stored.note, proof, stored.tree_size)

@@ -39,7 +39,6 @@ from .rows import (
     LedgerMeta,
     SealedRow,
     copy_data,
-    sealed_row,
 )
 
 log = logging.getLogger(__name__)
@@ -418,9 +417,7 @@ class PostgresLedgerStore:
         server-side cursor in binary (flat memory; the hashing happens in the database)."""
         with (
             self._translated("read entries"),
-            conn.cursor(
-                name=f"baldur_entries_{uuid.uuid4().hex[:8]}", binary=True, row_factory=sealed_row
-            ) as cur,
+            conn.cursor(name=f"baldur_entries_{uuid.uuid4().hex[:8]}", binary=True) as cur,
         ):
             cur.itersize = batch
             cur.execute(SEALED_ROWS, (from_seq,))

@@ -31,7 +31,24 @@ from ..kafka.source import KafkaTopicReader
 from ..postgres import Connection
 from ..postgres.ledger import PostgresLedgerStore, schemas_to_store
 from ..postgres.retention import retired_events
-from ..postgres.rows import SealedRow
+from ..postgres.rows import (
+    DIGEST,
+    DUPLICATE_OF,
+    HAS_DUPLICATE_OF,
+    HAS_REASON,
+    KAFKA_OFFSET,
+    KEY_ID,
+    KIND,
+    LINK,
+    PAYLOAD_NULL,
+    PAYLOAD_SHA,
+    REJECT_REASON,
+    SEQ,
+    VALUE_NULL,
+    VIEW_DIGEST,
+    VIEW_SHA,
+    SealedRow,
+)
 from .anchors import walk_start
 
 Progress = Callable[[int], None]
@@ -104,30 +121,30 @@ class _EventIndex:
 
 def _compare(entry: SealedEntry, row: SealedRow) -> str | None:
     """Why ``row`` is not ``entry`` (None when it is)."""
-    if row.kafka_offset != entry.record.offset:
+    if row[KAFKA_OFFSET] != entry.record.offset:
         return (
-            f"ledger entry holds offset {row.kafka_offset}, the topic's record {entry.seq} is "
+            f"ledger entry holds offset {row[KAFKA_OFFSET]}, the topic's record {entry.seq} is "
             f"at offset {entry.record.offset}"
         )
     if (
-        row.payload_sha != entry.digest
-        or row.value_null != (entry.record.value is None)
-        or row.payload_null != (entry.record.value is None)
+        row[PAYLOAD_SHA] != entry.digest
+        or row[VALUE_NULL] != (entry.record.value is None)
+        or row[PAYLOAD_NULL] != (entry.record.value is None)
     ):
         return "payload differs from the topic record's bytes"
-    if row.kind != entry.kind.label or row.duplicate_of != (entry.duplicate_of or 0):
-        return f"sealed as {row.kind}, the topic says {entry.kind.label}"
-    if row.digest != entry.digest:
+    if row[KIND] != entry.kind.label or row[DUPLICATE_OF] != (entry.duplicate_of or 0):
+        return f"sealed as {row[KIND]}, the topic says {entry.kind.label}"
+    if row[DIGEST] != entry.digest:
         return "digest differs from the topic record's"
-    if row.view_sha != view_digest(entry.view) or row.view_digest != row.view_sha:
+    if row[VIEW_SHA] != view_digest(entry.view) or row[VIEW_DIGEST] != row[VIEW_SHA]:
         return "visible columns differ from what the topic record says"
-    if row.key_id != entry.key_id or not hmac.compare_digest(row.link, entry.link):
+    if row[KEY_ID] != entry.key_id or not hmac.compare_digest(row[LINK], entry.link):
         return "link differs from the chain rebuilt from the topic"
-    if row.has_reason != (entry.kind is EntryKind.REJECTED):
+    if row[HAS_REASON] != (entry.kind is EntryKind.REJECTED):
         return "reject_reason presence does not match the entry's kind"
-    if row.has_duplicate_of != (entry.duplicate_of is not None):
+    if row[HAS_DUPLICATE_OF] != (entry.duplicate_of is not None):
         return "column duplicate_of is set on an entry that is not a duplicate"
-    if entry.reject_reason is not None and row.reject_reason != entry.reject_reason:
+    if entry.reject_reason is not None and row[REJECT_REASON] != entry.reject_reason:
         # Not sealed (CHAIN.md §6.1), but shown by `log`: replay words it as the decoder does.
         return "reject_reason differs from the decoder's wording for this record"
     return None
@@ -265,12 +282,12 @@ def replay_compare(
                 if row is None:
                     first_unsealed = first_unsealed or entry
                     continue
-                if row.seq != entry.seq:
+                if row[SEQ] != entry.seq:
                     found = Divergence(
                         entry.seq,
                         entry.record.offset,
                         "missing",
-                        f"the ledger has no entry for seq {entry.seq}; next is seq {row.seq}",
+                        f"the ledger has no entry for seq {entry.seq}; next is seq {row[SEQ]}",
                     )
                     break
                 why = _compare(entry, row)
@@ -282,7 +299,7 @@ def replay_compare(
                 found = unknown
         if found is None and row is not None:
             found = Divergence(
-                row.seq, row.kafka_offset, "extra", f"entry seq {row.seq} has no record in the topic"
+                row[SEQ], row[KAFKA_OFFSET], "extra", f"entry seq {row[SEQ]} has no record in the topic"
             )
     missing_tail = topic_records - dropped - ledger_entries if found is None else 0
     if found is None and missing_tail > 0 and first_unsealed is not None:

@@ -36,7 +36,27 @@ from baldur_audit.schemas.errors import (
 from baldur_audit.schemas.view import VIEW_COLUMNS, entry_view, split_view
 
 from ..postgres.ledger import PostgresLedgerStore, first_bad_duplicate
-from ..postgres.rows import HeadRow, LedgerMeta, SealedRow
+from ..postgres.rows import (
+    DIGEST,
+    DUPLICATE_OF,
+    HAS_DUPLICATE_OF,
+    HAS_REASON,
+    KAFKA_OFFSET,
+    KEY_ID,
+    KIND,
+    LINK,
+    PAYLOAD_NULL,
+    PAYLOAD_SHA,
+    PRUNED,
+    SEQ,
+    TIMESTAMP_MS,
+    VALUE_NULL,
+    VIEW_DIGEST,
+    VIEW_SHA,
+    HeadRow,
+    LedgerMeta,
+    SealedRow,
+)
 from .anchors import WalkStart, walk_start
 
 if TYPE_CHECKING:
@@ -188,41 +208,41 @@ class LedgerWalk:
 
     def _link_of(self, row: SealedRow, *, seq: int | None = None) -> bytes:
         """The link ``row``'s stored fields give after the current predecessor."""
-        kind = KINDS.get(row.kind)
+        kind = KINDS.get(row[KIND])
         if kind is None:
-            raise ValueMismatch(row.seq, "column kind holds an unknown kind")
-        if row.timestamp_ms is None:
-            raise ValueMismatch(row.seq, "column kafka_timestamp is not a finite time")
-        return self._linker(row.seq, row.key_id).link(
+            raise ValueMismatch(row[SEQ], "column kind holds an unknown kind")
+        if row[TIMESTAMP_MS] is None:
+            raise ValueMismatch(row[SEQ], "column kafka_timestamp is not a finite time")
+        return self._linker(row[SEQ], row[KEY_ID]).link(
             self.prev_link,
-            row.seq if seq is None else seq,
-            row.kafka_offset,
-            row.timestamp_ms,
+            row[SEQ] if seq is None else seq,
+            row[KAFKA_OFFSET],
+            row[TIMESTAMP_MS],
             kind.code,
-            row.duplicate_of,
-            row.value_null,
-            row.digest,
-            row.view_sha,
+            row[DUPLICATE_OF],
+            row[VALUE_NULL],
+            row[DIGEST],
+            row[VIEW_SHA],
         )
 
     def check(self, row: SealedRow, upcoming: _Peekable) -> None:
         """Check the next row; on success it becomes the predecessor of the one after."""
-        seq, offset, kind_label = row.seq, row.kafka_offset, row.kind
+        seq, offset, kind_label = row[SEQ], row[KAFKA_OFFSET], row[KIND]
         if seq != self.next_seq:
             raise SequenceGap(
                 self.next_seq, seq, f"seq {self.next_seq}..{seq - 1} missing (next entry found is {seq})"
             )
         if seq > self.head.seq:
             raise InsertedEntry(seq, f"entry beyond the chain head (head is at seq {self.head.seq})")
-        if not hmac.compare_digest(row.payload_sha, row.digest) or row.value_null != row.payload_null:
+        if not hmac.compare_digest(row[PAYLOAD_SHA], row[DIGEST]) or row[VALUE_NULL] != row[PAYLOAD_NULL]:
             raise ValueMismatch(seq, "payload bytes differ from the sealed digest")
-        if row.pruned:
+        if row[PRUNED]:
             if self._unpruned_seen:  # baldur_prune only ever takes a prefix of the ledger
                 raise ValueMismatch(seq, "entry is marked pruned but follows an unpruned entry")
             self.pruned += 1
         else:
             self._unpruned_seen = True
-        stored = row.link
+        stored = row[LINK]
         computed = self._link_of(row)
         if not hmac.compare_digest(computed, stored):
             self._explain_link_break(row, upcoming, stored, computed)
@@ -231,10 +251,10 @@ class LedgerWalk:
             raise ValueMismatch(seq, f"the retention anchor at seq {seq} does not hold this entry's link")
         if offset <= self.prev_offset:
             raise ReorderedEntry(seq, f"offset {offset} does not follow offset {self.prev_offset}")
-        if row.view_digest != row.view_sha:
+        if row[VIEW_DIGEST] != row[VIEW_SHA]:
             raise ValueMismatch(seq, "column view_digest is not the digest of the visible columns")
         rejected = kind_label == "rejected"
-        if rejected != row.has_reason:
+        if rejected != row[HAS_REASON]:
             # The reason's wording is the decoder's and is not sealed (CHAIN.md §6.1): only
             # its presence is checked.
             raise ValueMismatch(
@@ -243,8 +263,8 @@ class LedgerWalk:
                 if rejected
                 else "column reject_reason is set on a sealed event",
             )
-        if (kind_label == "duplicate") != row.has_duplicate_of or (
-            row.has_duplicate_of and not row.duplicate_of
+        if (kind_label == "duplicate") != row[HAS_DUPLICATE_OF] or (
+            row[HAS_DUPLICATE_OF] and not row[DUPLICATE_OF]
         ):
             raise ValueMismatch(
                 seq,
@@ -260,25 +280,26 @@ class LedgerWalk:
     def _explain_link_break(
         self, row: SealedRow, upcoming: _Peekable, stored: bytes, computed: bytes
     ) -> None:
-        seq, offset = row.seq, row.kafka_offset
+        seq, offset = row[SEQ], row[KAFKA_OFFSET]
         nxt = upcoming.peek()
         if nxt is not None:
-            if nxt.kafka_offset < offset:
+            if nxt[KAFKA_OFFSET] < offset:
                 raise ReorderedEntry(
                     seq,
-                    f"entry holds offset {offset}, which follows offset {nxt.kafka_offset} of seq {nxt.seq}",
+                    f"entry holds offset {offset}, which follows offset {nxt[KAFKA_OFFSET]} "
+                    f"of seq {nxt[SEQ]}",
                 )
             try:
                 shifted = self._link_of(nxt, seq=seq)
             except ChainBreak:
                 shifted = b""
-            if hmac.compare_digest(shifted, nxt.link):
+            if hmac.compare_digest(shifted, nxt[LINK]):
                 raise InsertedEntry(
                     seq,
                     "an entry that was never sealed was inserted here "
                     "(the following entries were renumbered)",
                 )
-        column = None if row.pruned else self._explain(seq)  # a pruned entry has no columns
+        column = None if row[PRUNED] else self._explain(seq)  # a pruned entry has no columns
         if column is not None:
             raise ValueMismatch(seq, f"column {column} differs from the sealed payload")
         raise LinkMismatch(seq, stored, computed)
