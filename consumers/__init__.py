@@ -13,5 +13,5 @@ The rooms, and the one rule: imports point down only.
 - ``cli/``: the edge (parse options, call one library function, print, exit); nothing
   imports it but ``__main__`` and the console script.
 
-``tests/unit/consumers/test_layers.py`` keeps the rule.
+``tests/unit/test_layers.py`` keeps the rule.
 """

@@ -19,6 +19,7 @@ import sys
 
 import click
 
+from ..postgres import dsn_password
 from ..settings import (
     BOOTSTRAP_ENV,
     DEFAULT_BOOTSTRAP,
@@ -114,7 +115,8 @@ for _command in (
 
 def main() -> None:
     """Entry point of the ``baldur-audit`` console script."""
-    secrets = Settings.from_env(os.environ).secrets()
+    dsn = os.environ.get(DSN_ENV, "")
+    secrets = [*Settings.from_env(os.environ).secrets(), dsn_password(dsn), dsn]
     try:
         cli.main(standalone_mode=False, prog_name="baldur-audit")
     except click.exceptions.Exit as exc:
