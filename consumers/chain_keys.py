@@ -347,6 +347,6 @@ def load_chain_keys(settings: Settings) -> ChainKeys:
         return RotatingChainKeys(load_keyring(settings), settings.retired_key_ids)
     path = settings.state_dir / RATCHET_FILE
     initial = None
-    if not RatchetState(path).path.exists():
+    if not path.exists():
         initial = load_signing_key(settings)
     return ForwardSecureChainKeys.open(path, epoch_n=epoch_n, initial=initial)

@@ -62,9 +62,10 @@ class DirectoryWitness:
         target = self.path / f"{checkpoint.size}.note"
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            durable_write(target, note.encode("utf-8"), mode=0o444)
-        except FileExistsError:  # write-once: the first checkpoint of this size stays
-            return f"{target} (kept the existing one)"
+            try:
+                durable_write(target, note.encode("utf-8"), mode=0o444)
+            except FileExistsError:  # write-once: the first checkpoint of this size stays
+                return f"{target} (kept the existing one)"
         except OSError as exc:
             raise ConfigError(f"cannot write checkpoint {target}: {exc.strerror}") from None
         return str(target)

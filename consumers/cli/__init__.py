@@ -19,7 +19,6 @@ import sys
 
 import click
 
-from ..postgres import dsn_password
 from ..settings import (
     BOOTSTRAP_ENV,
     DEFAULT_BOOTSTRAP,
@@ -115,8 +114,10 @@ for _command in (
 
 def main() -> None:
     """Entry point of the ``baldur-audit`` console script."""
-    dsn = os.environ.get(DSN_ENV, "")
-    secrets = [*Settings.from_env(os.environ).secrets(), dsn_password(dsn), dsn]
+    # Before click has parsed anything: what the environment configures is scrubbed all the same.
+    secrets = App(
+        settings=Settings.from_env(os.environ, dsn=os.environ.get(DSN_ENV) or DEFAULT_DSN)
+    ).secrets()
     try:
         cli.main(standalone_mode=False, prog_name="baldur-audit")
     except click.exceptions.Exit as exc:

@@ -125,8 +125,9 @@ class App:
                 replication_factor=replication_factor,
             )
         ]
-        if self.settings.checkpoint_dir is not None:
-            logs.append(DirectoryWitness(self.settings.checkpoint_dir))
+        folder = self.settings.checkpoint_dir
+        if folder is not None:
+            logs.append(DirectoryWitness(folder))
         return logs
 
     def checkpointer(self, chain_keys: Keyring) -> Checkpointer | None:

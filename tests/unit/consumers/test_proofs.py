@@ -386,6 +386,9 @@ def test_the_directory_witness_writes_each_size_once(tmp_path: Path) -> None:
     assert witness.positions() == [5]
     assert witness.read(5) == LEDGER.note(5).encode()
     assert stat.S_IMODE(os.stat(tmp_path / "notes" / "5.note").st_mode) == 0o444
+    (tmp_path / "a-file").write_text("x")  # a folder that cannot be made is an error, not a "kept"
+    with pytest.raises(ConfigError, match="cannot write checkpoint"):
+        DirectoryWitness(tmp_path / "a-file").publish(checkpoint, "note")
     assert witness_exit_code({"status": "mismatch"}) == 1
     assert witness_exit_code({"status": "unverifiable"}) == 2 and witness_exit_code(None) == 0
 
