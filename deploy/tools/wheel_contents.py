@@ -30,6 +30,7 @@ REQUIRED_FILES = [
     "baldur_audit/consumers/cli/__init__.py",
     "baldur_audit/consumers/evidence/__init__.py",
     "baldur_audit/consumers/kafka/__init__.py",
+    "baldur_audit/consumers/metrics/__init__.py",
     "baldur_audit/consumers/postgres/__init__.py",
     "baldur_audit/consumers/verification/__init__.py",
 ]

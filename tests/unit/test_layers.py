@@ -1,13 +1,14 @@
 """The architecture's one rule, checked: imports point down only.
 
     schemas  <-  producers  <-  consumers.{settings, files, chain_keys, checkpoint_keys}
-                            <-  consumers.{postgres, kafka}        (the adapters)
+                            <-  consumers.{postgres, kafka, metrics}   (the adapters)
                             <-  consumers.{chainer, checkpointer, witnesses, retention,
                                            verification, evidence}
-                            <-  consumers.cli                      (imported by nobody)
+                            <-  consumers.cli                          (imported by nobody)
 
 Each technology has one boundary: only ``consumers/postgres/`` imports psycopg, only
-``consumers/kafka/`` and ``producers/`` import confluent_kafka, only ``consumers/cli/`` imports
+``consumers/kafka/`` and ``producers/`` import confluent_kafka, only ``consumers/metrics/`` and
+``producers/metrics.py`` (optionally) import prometheus_client, only ``consumers/cli/`` imports
 click. There is no import cycle inside the package, and what an auditor runs offline
 (``consumers/evidence/check.py``) and the pure core load no driver when imported. Every import
 counts, also one inside a function or under ``TYPE_CHECKING``: that is where cycles hide.
@@ -40,7 +41,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("baldur_audit.schemas",),
     ("baldur_audit.producers",),
     (f"{C}.settings", f"{C}.files", f"{C}.chain_keys", f"{C}.checkpoint_keys"),
-    (f"{C}.postgres", f"{C}.kafka"),
+    (f"{C}.postgres", f"{C}.kafka", f"{C}.metrics"),
     (
         f"{C}.chainer",
         f"{C}.checkpointer",
@@ -56,9 +57,10 @@ BOUNDARIES = {
     "psycopg": (f"{C}.postgres",),
     "psycopg_binary": (f"{C}.postgres",),
     "confluent_kafka": (f"{C}.kafka", "baldur_audit.producers"),
+    "prometheus_client": (f"{C}.metrics", "baldur_audit.producers.metrics"),
     "click": (f"{C}.cli",),
 }
-DRIVERS = ("psycopg", "psycopg_binary", "confluent_kafka", "click")
+DRIVERS = ("psycopg", "psycopg_binary", "confluent_kafka", "prometheus_client", "click")
 
 
 def _within(module: str, prefix: str) -> bool:
