@@ -16,6 +16,7 @@ older than the period): ``verify`` reports a pruned entry after an unpruned one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -111,13 +112,20 @@ def prune(
 
 
 def sync_identities(
-    store: PostgresLedgerStore, *, bootstrap: str, topic: str, timeout: float = 10.0
+    store: PostgresLedgerStore,
+    *,
+    bootstrap: str,
+    topic: str,
+    timeout: float = 10.0,
+    kafka_config: Mapping[str, str] | None = None,
 ) -> dict[str, int]:
     """Load every mapping of ``<topic>.identities`` into ``identities`` (erased pseudonyms are
     skipped by the database). Raises :class:`BrokerUnavailable` / store errors."""
     name = identities_topic(topic)
-    created = ensure_identities_topic(bootstrap, name, timeout=timeout)
-    mappings = read_identity_mappings(bootstrap, name, timeout=timeout, accept=is_pseudonym)
+    created = ensure_identities_topic(bootstrap, name, timeout=timeout, config=kafka_config)
+    mappings = read_identity_mappings(
+        bootstrap, name, timeout=timeout, accept=is_pseudonym, config=kafka_config
+    )
     store.require_schema()
     loaded = stored.load_identities(store, mappings)
     return {"read": len(mappings), "identities": loaded, "topic_created": created}
@@ -149,6 +157,7 @@ def erase(
     who: str,
     why: str,
     timeout: float = 15.0,
+    kafka_config: Mapping[str, str] | None = None,
 ) -> ErasureReport:
     """Erase one person: record the erasure on the ledger topic (action ``erase``, actor
     ``who``, target the pseudonym, reason ``why``), tombstone the mapping on the identities
@@ -167,6 +176,7 @@ def erase(
     trail = AuditTrail(
         bootstrap=bootstrap,
         topic=topic,
+        producer_config=kafka_config,
         service="baldur-audit-erase",
         on_failure=lambda event_id, error: failed.append(str(error)),
     )
@@ -179,7 +189,7 @@ def erase(
         trail.close(1.0)
     if undelivered or failed:
         raise BrokerUnavailable(f"the erasure event was not delivered to {topic}; nothing was erased")
-    publisher = KafkaIdentityPublisher(bootstrap=bootstrap, topic=topic)
+    publisher = KafkaIdentityPublisher(bootstrap=bootstrap, topic=topic, producer_config=kafka_config)
     publisher(pseudonym, None)
     if publisher.flush(timeout) or publisher.failed:
         log.warning(

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from baldur_audit.producers.kafka_config import CONFIG_ENV, client_config_secrets, load_client_config
 from baldur_audit.schemas.checkpoint import default_origin, is_valid_name
 from baldur_audit.schemas.defaults import DEFAULT_BOOTSTRAP, DEFAULT_DSN, DEFAULT_GROUP, DEFAULT_TOPIC
 from baldur_audit.schemas.errors import ConfigError
@@ -52,6 +53,9 @@ INTERVAL_ENV = "BALDUR_CHECKPOINT_INTERVAL"
 WITNESS_TOPIC_ENV = "BALDUR_WITNESS_TOPIC"
 CHECKPOINT_DIR_ENV = "BALDUR_CHECKPOINT_DIR"
 ORIGIN_ENV = "BALDUR_CHECKPOINT_ORIGIN"
+KAFKA_CONFIG_ENV = CONFIG_ENV  # BALDUR_KAFKA_CONFIG, shared with the producer library
+METRICS_ADDRESS_ENV = "BALDUR_METRICS_ADDRESS"
+LOG_FORMAT_ENV = "BALDUR_LOG_FORMAT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,7 @@ class Variable:
 #: Every variable the ledger side reads (the CLI flag that overrides it, if any).
 VARIABLES: tuple[Variable, ...] = (
     Variable(BOOTSTRAP_ENV, "--bootstrap"),
+    Variable(KAFKA_CONFIG_ENV, "--kafka-config"),  # the values of its secret settings are
     Variable(TOPIC_ENV, "--topic"),
     Variable(DSN_ENV, "--dsn", secret=True),  # its password is
     Variable(GROUP_ENV, "--group"),
@@ -83,6 +88,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(WITNESS_TOPIC_ENV),
     Variable(CHECKPOINT_DIR_ENV),
     Variable(ORIGIN_ENV),
+    Variable(METRICS_ADDRESS_ENV, "--metrics-address"),
+    Variable(LOG_FORMAT_ENV, "--log-format"),
 )
 #: Besides its own variables, the state folder's default follows the XDG base directories.
 _ALSO_READ = ("XDG_STATE_HOME",)
@@ -105,6 +112,7 @@ class Settings:
     dsn: str = field(default=DEFAULT_DSN, repr=False)
     group: str = DEFAULT_GROUP
     ledger_id: str | None = None
+    kafka_config_file: str | None = None
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -117,6 +125,7 @@ class Settings:
         dsn: str = DEFAULT_DSN,
         group: str = DEFAULT_GROUP,
         ledger_id: str | None = None,
+        kafka_config_file: str | None = None,
     ) -> Settings:
         """Settings from an environment (the process's, at the CLI's edge) and the service
         fields (the CLI's options); only the variables of :data:`VARIABLES` are kept."""
@@ -127,11 +136,18 @@ class Settings:
             dsn=dsn,
             group=group,
             ledger_id=ledger_id,
+            kafka_config_file=kafka_config_file,
             environ={name: value for name, value in environ.items() if name in names},
         )
 
     def _text(self, name: str) -> str:
         return self.environ.get(name, "").strip()
+
+    @property
+    def kafka_config(self) -> dict[str, str]:
+        """The shared Kafka client settings of ``--kafka-config`` / ``BALDUR_KAFKA_CONFIG``
+        (empty when unset); raises :class:`ConfigError` naming the file and line."""
+        return load_client_config(self.kafka_config_file) if self.kafka_config_file else {}
 
     # -- identity -----------------------------------------------------------------------------
 
@@ -240,6 +256,10 @@ class Settings:
             raw = self.environ.get(variable.name)
             if variable.secret and variable.name != DSN_ENV and raw:
                 found.extend([raw.strip(), *split_keys(raw)])
+        try:
+            found.extend(client_config_secrets(self.kafka_config))
+        except ConfigError:
+            pass  # an unreadable file holds no secret this process has seen
         return found
 
 

@@ -20,7 +20,8 @@ import confluent_kafka
 
 from baldur_audit.schemas.errors import ConfigError
 
-from .redact import REDACTED, is_sensitive_key
+from .kafka_config import is_secret_client_setting as is_secret_setting
+from .redact import REDACTED
 
 logger = logging.getLogger(__name__)
 # librdkafka's own log lines: a child logger, so a service can quiet them on their own.
@@ -43,8 +44,6 @@ OWNED_SETTINGS = frozenset(
         "transactional.id",
     }
 )
-# Setting names whose values are secret even though the key-name rule misses them.
-_SECRET_SETTING_PARTS = ("pem", "key", "oauthbearer", "jaas")
 # Delivery errors about the message itself: sending it again can never succeed. Every other
 # error (timeouts, purges, an unreachable or refusing cluster, a missing topic) may pass.
 _PERMANENT_ERRORS = frozenset(
@@ -76,11 +75,6 @@ class KafkaProducerPort(Protocol):
     def purge(self, in_queue: bool = ..., in_flight: bool = ..., blocking: bool = ...) -> None: ...
 
     def __len__(self) -> int: ...
-
-
-def is_secret_setting(name: str) -> bool:
-    """Whether the value of librdkafka setting ``name`` must never be shown."""
-    return is_sensitive_key(name) or any(part in name for part in _SECRET_SETTING_PARTS)
 
 
 def is_permanent(error: confluent_kafka.KafkaError) -> bool:

@@ -32,6 +32,8 @@ import confluent_kafka
 
 from baldur_audit.schemas.errors import ConfigError, InvalidEvent
 
+from .kafka_config import client_config_secrets
+
 log = logging.getLogger(__name__)
 
 KEY_ENV = "BALDUR_PSEUDONYM_KEY"
@@ -131,15 +133,18 @@ class KafkaIdentityPublisher:
         try:
             self._producer = confluent_kafka.Producer(
                 {
+                    "client.id": "baldur-audit-identities",
+                    **dict(producer_config or {}),
                     "bootstrap.servers": bootstrap,
                     "enable.idempotence": True,
                     "acks": "all",
-                    "client.id": "baldur-audit-identities",
-                    **dict(producer_config or {}),
                 }
             )
         except confluent_kafka.KafkaException as exc:
-            raise ConfigError(f"identity publisher: {exc}") from None
+            message = str(exc)
+            for secret in client_config_secrets(producer_config or {}):
+                message = message.replace(secret, "***")
+            raise ConfigError(f"identity publisher: {message}") from None
 
     def _delivered(self, err: Any, _msg: Any) -> None:
         if err is not None:

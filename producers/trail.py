@@ -73,6 +73,7 @@ from baldur_audit.schemas.defaults import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC
 from baldur_audit.schemas.errors import AuditError, BrokerUnavailable, ConfigError, InvalidEvent
 from baldur_audit.schemas.event import Actor, ChangeEvent, to_json_text, uuid7
 
+from .kafka_config import CONFIG_ENV, load_client_config
 from .kafka_producer import KafkaProducerPort, build_producer, is_permanent, scrub_settings
 from .mask import mask_client_ip
 from .redact import Redactor
@@ -255,8 +256,9 @@ class AuditTrail:
         raw text), ``BALDUR_SERVICE_NAME``, ``BALDUR_AUDIT_DURABILITY`` (memory, spool or
         always; default spool), ``BALDUR_AUDIT_SPOOL_DIR`` (default ``spool`` in
         ``$BALDUR_STATE_DIR`` or ``$XDG_STATE_HOME/baldur-audit``),
-        ``BALDUR_AUDIT_SPOOL_MAX_BYTES`` (default 1 GiB). Raises :class:`ConfigError` on a
-        bad value.
+        ``BALDUR_AUDIT_SPOOL_MAX_BYTES`` (default 1 GiB), ``BALDUR_KAFKA_CONFIG`` (a librdkafka
+        properties file: security and tuning, see ``kafka_config.py``). Raises
+        :class:`ConfigError` on a bad value.
         """
         env = os.environ if environ is None else environ
         key_text = env.get("BALDUR_REDACTION_KEY")
@@ -284,6 +286,9 @@ class AuditTrail:
                     f"of bytes, found {max_text[:20]!r}"
                 )
             settings["spool_max_bytes"] = int(max_text)
+        config_file = (env.get(CONFIG_ENV) or "").strip()
+        if config_file:
+            settings["producer_config"] = load_client_config(config_file)
         settings.update(options)
         return cls(**settings)
 

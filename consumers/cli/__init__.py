@@ -27,12 +27,15 @@ from ..settings import (
     DEFAULT_TOPIC,
     DSN_ENV,
     GROUP_ENV,
+    KAFKA_CONFIG_ENV,
     LEDGER_ID_ENV,
+    LOG_FORMAT_ENV,
     TOPIC_ENV,
     Settings,
 )
 from . import checks, emit, evidence, ledger, log, retention
 from .app import App, ExitCode, fail
+from .logs import FORMATS, configure_logging
 
 __all__ = ["cli", "main"]
 
@@ -44,6 +47,14 @@ __all__ = ["cli", "main"]
     default=DEFAULT_BOOTSTRAP,
     show_default=True,
     help=f"Kafka bootstrap servers [env {BOOTSTRAP_ENV}].",
+)
+@click.option(
+    "--kafka-config",
+    envvar=KAFKA_CONFIG_ENV,
+    default=None,
+    metavar="FILE",
+    help="librdkafka properties file for every Kafka client: security.protocol, sasl.*, ssl.* "
+    f"(TLS, SASL) and tuning [env {KAFKA_CONFIG_ENV}].",
 )
 @click.option(
     "--topic",
@@ -74,31 +85,49 @@ __all__ = ["cli", "main"]
     help=f"Ledger identity bound by the genesis link [env {LEDGER_ID_ENV}; default baldur-audit:<topic>].",
 )
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
+@click.option(
+    "--log-format",
+    envvar=LOG_FORMAT_ENV,
+    type=click.Choice(FORMATS, case_sensitive=False),
+    default="text",
+    show_default=True,
+    help=f"Logs on stderr as text or one JSON object per line [env {LOG_FORMAT_ENV}].",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
 @click.pass_context
 def cli(
     click_ctx: click.Context,
     bootstrap: str,
+    kafka_config: str | None,
     topic: str,
     dsn: str,
     group: str,
     ledger_id: str | None,
     verbose: int,
+    log_format: str,
     debug: bool,
 ) -> None:
     """baldur-audit: a tamper-evident audit trail on Kafka and PostgreSQL."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(
-        level=logging.DEBUG if debug else level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    click_ctx.obj = App(
+    app = App(
         settings=Settings.from_env(
-            os.environ, bootstrap=bootstrap, topic=topic, dsn=dsn, group=group, ledger_id=ledger_id
+            os.environ,
+            bootstrap=bootstrap,
+            topic=topic,
+            dsn=dsn,
+            group=group,
+            ledger_id=ledger_id,
+            kafka_config_file=kafka_config or None,
         ),
         debug=debug,
     )
+    level = logging.WARNING - 10 * min(verbose, 2)
+    configure_logging(
+        level=logging.DEBUG if debug else level,
+        log_format=log_format.lower(),
+        secrets=app.secrets,
+        debug=debug,
+    )
+    click_ctx.obj = app
 
 
 for _command in (
@@ -116,7 +145,11 @@ def main() -> None:
     """Entry point of the ``baldur-audit`` console script."""
     # Before click has parsed anything: what the environment configures is scrubbed all the same.
     secrets = App(
-        settings=Settings.from_env(os.environ, dsn=os.environ.get(DSN_ENV) or DEFAULT_DSN)
+        settings=Settings.from_env(
+            os.environ,
+            dsn=os.environ.get(DSN_ENV) or DEFAULT_DSN,
+            kafka_config_file=os.environ.get(KAFKA_CONFIG_ENV) or None,
+        )
     ).secrets()
     try:
         cli.main(standalone_mode=False, prog_name="baldur-audit")

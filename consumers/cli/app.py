@@ -64,6 +64,15 @@ class App:
     debug: bool = False
     _key: SigningKey | None = None
     _ring: Keyring | None = None
+    _kafka_config: dict[str, str] | None = None
+
+    # -- Kafka ----------------------------------------------------------------------------------
+
+    def kafka_config(self) -> dict[str, str]:
+        """The shared Kafka client settings (``--kafka-config``), read once; empty when unset."""
+        if self._kafka_config is None:
+            self._kafka_config = self.settings.kafka_config
+        return self._kafka_config
 
     # -- keys and the store ---------------------------------------------------------------------
 
@@ -123,6 +132,7 @@ class App:
                 bootstrap=self.settings.bootstrap,
                 topic=self.settings.witness_topic,
                 replication_factor=replication_factor,
+                config=self.kafka_config(),
             )
         ]
         folder = self.settings.checkpoint_dir

@@ -116,7 +116,9 @@ def replay(app: App, rebuild: bool, max_lag: str, as_json: bool) -> None:
         lag = parse_duration(max_lag)  # options first: a usage error needs no key
         key = app.keyring().current
         settings = app.settings
-        reader = KafkaTopicReader(bootstrap=settings.bootstrap, topic=settings.topic)
+        reader = KafkaTopicReader(
+            bootstrap=settings.bootstrap, topic=settings.topic, config=app.kafka_config()
+        )
         try:
             with app.store() as store:
                 if rebuild:
@@ -129,7 +131,7 @@ def replay(app: App, rebuild: bool, max_lag: str, as_json: bool) -> None:
                         progress=progress("rebuilding", None),
                     )
                 else:
-                    admin = KafkaTopicAdmin(settings.bootstrap)
+                    admin = KafkaTopicAdmin(settings.bootstrap, config=app.kafka_config())
 
                     def committed() -> int | None:
                         try:

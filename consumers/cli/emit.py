@@ -274,6 +274,7 @@ def emit(
         trail = AuditTrail(
             bootstrap=settings.bootstrap,
             topic=settings.topic,
+            producer_config=app.kafka_config(),
             max_block_ms=int(timeout * 1000),
             on_failure=lambda event_id, _error: failed_ids.add(str(event_id)),
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from contextlib import ExitStack
 from typing import Any
 
 import click
@@ -14,6 +15,9 @@ from ..chain_keys import ForwardSecureChainKeys, genesis_key, load_chain_keys
 from ..chainer import Chainer, require_chain_keys
 from ..kafka.admin import KafkaTopicAdmin
 from ..kafka.source import KafkaEventSource, KafkaTopicReader
+from ..metrics.chainer import PrometheusChainerMetrics
+from ..metrics.server import MetricsServer, parse_address
+from ..settings import METRICS_ADDRESS_ENV
 from .app import App, emit_json, pass_app
 from .options import client_id as check_client_id
 from .options import json_option, replication_factor_option
@@ -29,7 +33,7 @@ def init(app: App, replication_factor: int, as_json: bool) -> None:
         app.key()
         ring = app.keyring()
         # The topic first: a ledger identity is never bound to a topic it cannot use.
-        report = KafkaTopicAdmin(app.settings.bootstrap).ensure_topic(
+        report = KafkaTopicAdmin(app.settings.bootstrap, config=app.kafka_config()).ensure_topic(
             app.settings.topic, replication_factor=replication_factor
         )
         with app.store() as store:
@@ -89,6 +93,15 @@ def init(app: App, replication_factor: int, as_json: bool) -> None:
     help="This chainer's Kafka client id, as `status` and kafka-consumer-groups show it "
     "(default: baldur-chainer-HOST-PID).",
 )
+@click.option(
+    "--metrics-address",
+    envvar=METRICS_ADDRESS_ENV,
+    default=None,
+    metavar="HOST:PORT",
+    callback=lambda _ctx, _param, value: metrics_address_option(value),
+    help="Serve Prometheus metrics, /livez and /readyz on HOST:PORT (a bare PORT binds "
+    f"127.0.0.1; default: off) [env {METRICS_ADDRESS_ENV}].",
+)
 @json_option("Print run statistics as JSON at the end.")
 @pass_app
 def chain(
@@ -97,15 +110,24 @@ def chain(
     until_idle: float | None,
     session_timeout: float,
     client_id: str | None,
+    metrics_address: str | None,
     as_json: bool,
 ) -> None:
     """Run the chaining consumer: seal every topic record into the ledger."""
-    with app.guard():
+    metrics: PrometheusChainerMetrics | None = None
+    with app.guard(), ExitStack() as cleanup:
+        if metrics_address:
+            # Serving first: a liveness probe answers while the chainer starts.
+            metrics = PrometheusChainerMetrics()
+            server = MetricsServer(address=metrics_address, registry=metrics.registry, ready=metrics.ready)
+            server.start()
+            cleanup.callback(server.close)
         chain_keys = load_chain_keys(app.settings)
         key = chain_keys.current
         if isinstance(chain_keys, ForwardSecureChainKeys):
             app.hold_only(key)  # the chainer holds the current epoch key only
         settings = app.settings
+        kafka_config = app.kafka_config()
         with app.store() as probe:
             probe.read_meta()  # fail fast, in one line, if `init` has not run
             require_chain_keys(probe, chain_keys)
@@ -117,6 +139,7 @@ def chain(
                 group=settings.group,
                 session_timeout_ms=int(session_timeout * 1000),
                 client_id=client_id or f"baldur-chainer-{socket.gethostname()}-{os.getpid()}",
+                config=kafka_config,
                 **callbacks,
             )
 
@@ -128,6 +151,7 @@ def chain(
             batch_size=batch_size,
             until_idle=until_idle,
             checkpointer=app.checkpointer(app.keyring()),
+            observer=metrics,
         )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: chainer.stop())
@@ -143,6 +167,17 @@ def chain(
             )
 
 
+def metrics_address_option(value: str | None) -> str | None:
+    """``--metrics-address``: checked before anything starts (a bad one is a usage error)."""
+    if not value:
+        return None
+    try:
+        parse_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 @click.command()
 @json_option("Print the status as JSON.")
 @pass_app
@@ -153,12 +188,15 @@ def status(app: App, as_json: bool) -> None:
         with app.store() as store:
             meta = store.read_meta()
             head = store.read_head()
-        reader = KafkaTopicReader(bootstrap=settings.bootstrap, topic=settings.topic)
+        reader = KafkaTopicReader(
+            bootstrap=settings.bootstrap, topic=settings.topic, config=app.kafka_config()
+        )
         try:
             _, end = reader.watermarks()
         finally:
             reader.close()
-        group = KafkaTopicAdmin(settings.bootstrap).group_state(settings.group, settings.topic)
+        admin = KafkaTopicAdmin(settings.bootstrap, config=app.kafka_config())
+        group = admin.group_state(settings.group, settings.topic)
         result = {
             "ledger_id": meta.ledger_id,
             "topic": meta.topic,

@@ -61,6 +61,7 @@ def erase_command(app: App, pseudonym: str, who: str, why: str, as_json: bool) -
             report = erase(
                 store,
                 bootstrap=app.settings.bootstrap,
+                kafka_config=app.kafka_config(),
                 topic=app.settings.topic,
                 pseudonym=pseudonym,
                 who=who,
@@ -85,7 +86,12 @@ def identities_sync(app: App, as_json: bool) -> None:
     """Load <topic>.identities into the identities table (erased ones stay erased)."""
     with app.guard():
         with app.store() as store:
-            result = sync_identities(store, bootstrap=app.settings.bootstrap, topic=app.settings.topic)
+            result = sync_identities(
+                store,
+                bootstrap=app.settings.bootstrap,
+                topic=app.settings.topic,
+                kafka_config=app.kafka_config(),
+            )
         if as_json:
             emit_json(result)
             return

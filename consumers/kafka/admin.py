@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,8 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaExcep
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from baldur_audit.schemas.errors import BrokerUnavailable, TopicMisconfigured
+
+from . import build_client
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +48,16 @@ class TopicReport:
 class KafkaTopicAdmin:
     """Admin operations on the ledger topic."""
 
-    def __init__(self, bootstrap: str, *, timeout: float = 15.0) -> None:
-        # "logger" takes a logging.Logger (the client's stubs list scalar values only).
-        self._admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000, "logger": log})  # type: ignore[dict-item]
+    def __init__(
+        self, bootstrap: str, *, timeout: float = 15.0, config: Mapping[str, str] | None = None
+    ) -> None:
+        self._admin = build_client(
+            AdminClient,
+            bootstrap=bootstrap,
+            config=config,
+            what="Kafka admin client",
+            own={"socket.timeout.ms": 10000, "logger": log},
+        )
         self._bootstrap = bootstrap
         self._timeout = timeout
 
@@ -173,11 +183,16 @@ class KafkaTopicAdmin:
 
 
 def ensure_identities_topic(
-    bootstrap: str, name: str, *, replication_factor: int = 1, timeout: float = 15.0
+    bootstrap: str,
+    name: str,
+    *,
+    replication_factor: int = 1,
+    timeout: float = 15.0,
+    config: Mapping[str, str] | None = None,
 ) -> bool:
     """Create the identities topic ``name`` (compacted, one partition) unless it exists;
     returns whether it was created. Raises :class:`BrokerUnavailable`."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = build_client(AdminClient, bootstrap=bootstrap, config=config, what="Kafka admin client", own={})
     try:
         if name in admin.list_topics(timeout=timeout).topics:
             return False

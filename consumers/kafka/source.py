@@ -14,13 +14,15 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from baldur_audit.schemas.chain import TopicRecord
 from baldur_audit.schemas.errors import BrokerUnavailable
+
+from . import build_client
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,7 @@ class KafkaEventSource:
         on_revoked: Callable[[bool], None],
         session_timeout_ms: int = 10000,
         client_id: str | None = None,
+        config: Mapping[str, str] | None = None,
     ) -> None:
         self.topic = topic
         self._on_assigned = on_assigned
@@ -115,9 +118,12 @@ class KafkaEventSource:
         self._assigned = False
         self._session_timeout_s = session_timeout_ms / 1000
         self._pauses = PauseDetector()
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
+        self._consumer = build_client(
+            Consumer,
+            bootstrap=bootstrap,
+            config=config,
+            what="chainer",
+            own={
                 "group.id": group,
                 "client.id": client_id or f"baldur-chainer-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
@@ -134,7 +140,7 @@ class KafkaEventSource:
                 # long the backlog, and a batch of thousands of records is still always ready.
                 "queued.max.messages.kbytes": 4 * 1024,
                 "logger": log,
-            }
+            },
         )
         self._consumer.subscribe([topic], on_assign=self._assign, on_revoke=self._revoke, on_lost=self._lost)
 
@@ -230,6 +236,19 @@ class KafkaEventSource:
             return -1
         return int(found[0].offset) if found and found[0].offset >= 0 else -1
 
+    def known_end_offset(self) -> int | None:
+        """The high watermark as of the last fetch response, without asking the broker
+        (cheap enough for every batch); None while this member does not fetch the partition."""
+        try:
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, PARTITION), cached=True)
+        except KafkaException:
+            return None
+        return int(high) if high >= 0 else None
+
+    def joined(self) -> bool:
+        """Whether this member has joined the group (the coordinator gave it a member id)."""
+        return bool(self._consumer.memberid())
+
     def close(self) -> None:
         """Leave the group and close (bounded: never hangs on a dead broker)."""
         self._pauses.close()
@@ -239,11 +258,14 @@ class KafkaEventSource:
 class KafkaTopicReader:
     """Reads a topic partition from its start to its current end; no group, no commits."""
 
-    def __init__(self, *, bootstrap: str, topic: str) -> None:
+    def __init__(self, *, bootstrap: str, topic: str, config: Mapping[str, str] | None = None) -> None:
         self.topic = topic
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
+        self._consumer = build_client(
+            Consumer,
+            bootstrap=bootstrap,
+            config=config,
+            what=f"reader of {topic}",
+            own={
                 "group.id": f"baldur-audit-replay-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
@@ -254,7 +276,7 @@ class KafkaTopicReader:
                 "fetch.wait.max.ms": 100,
                 "queued.max.messages.kbytes": 32 * 1024,  # flat memory on long topics
                 "logger": log,
-            }
+            },
         )
 
     def watermarks(self, timeout: float = 10.0) -> tuple[int, int]:
@@ -317,19 +339,27 @@ class KafkaTopicReader:
 
 
 def read_identity_mappings(
-    bootstrap: str, name: str, *, timeout: float = 10.0, accept: Callable[[str], bool] = lambda key: True
+    bootstrap: str,
+    name: str,
+    *,
+    timeout: float = 10.0,
+    accept: Callable[[str], bool] = lambda key: True,
+    config: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Every mapping (key → value) of the compacted topic ``name`` whose key ``accept`` takes,
     tombstones applied, read from the beginning to the end seen at the start.
     Raises :class:`BrokerUnavailable`."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
+    consumer = build_client(
+        Consumer,
+        bootstrap=bootstrap,
+        config=config,
+        what=f"reader of {name}",
+        own={
             "group.id": f"baldur-identities-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": True,
-        }
+        },
     )
     mappings: dict[str, str] = {}
     try:

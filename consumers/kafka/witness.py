@@ -6,6 +6,7 @@ offset. A :class:`~baldur_audit.consumers.witnesses.WitnessSink` and ``WitnessLo
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -13,6 +14,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from baldur_audit.schemas.checkpoint import Checkpoint
 from baldur_audit.schemas.errors import BrokerUnavailable
 
+from . import build_client
 from .admin import KafkaTopicAdmin
 from .source import close_quietly
 
@@ -24,11 +26,18 @@ class KafkaWitness:
     first use with one partition, no compaction, kept forever) and read back by offset."""
 
     def __init__(
-        self, *, bootstrap: str, topic: str, replication_factor: int = 1, timeout: float = 10.0
+        self,
+        *,
+        bootstrap: str,
+        topic: str,
+        replication_factor: int = 1,
+        timeout: float = 10.0,
+        config: Mapping[str, str] | None = None,
     ) -> None:
         self.topic = topic
         self.name = f"topic {topic}"
         self._bootstrap = bootstrap
+        self._config = config
         self._replication_factor = replication_factor
         self._timeout = timeout
         self._producer: Producer | None = None
@@ -38,18 +47,21 @@ class KafkaWitness:
     def publish(self, checkpoint: Checkpoint, note: str) -> str:
         """Produce the note (key: the tree size); raises BrokerUnavailable unless acknowledged."""
         if not self._ensured:
-            KafkaTopicAdmin(self._bootstrap, timeout=self._timeout).ensure_topic(
+            KafkaTopicAdmin(self._bootstrap, timeout=self._timeout, config=self._config).ensure_topic(
                 self.topic, replication_factor=self._replication_factor
             )
             self._ensured = True
         if self._producer is None:
-            self._producer = Producer(
-                {
-                    "bootstrap.servers": self._bootstrap,
+            self._producer = build_client(
+                Producer,
+                bootstrap=self._bootstrap,
+                config=self._config,
+                what=f"witness topic {self.topic}",
+                own={
                     "enable.idempotence": True,
                     "message.timeout.ms": int(self._timeout * 3000),
                     "logger": log,
-                }
+                },
             )
         outcome: list[Any] = []
         self._producer.produce(
@@ -72,9 +84,12 @@ class KafkaWitness:
 
     def _reader(self) -> Consumer:
         if self._consumer is None:
-            self._consumer = Consumer(
-                {
-                    "bootstrap.servers": self._bootstrap,
+            self._consumer = build_client(
+                Consumer,
+                bootstrap=self._bootstrap,
+                config=self._config,
+                what=f"witness topic {self.topic}",
+                own={
                     "group.id": "baldur-audit-witness-reader",
                     "enable.auto.commit": False,
                     "enable.auto.offset.store": False,
@@ -82,7 +97,7 @@ class KafkaWitness:
                     "isolation.level": "read_committed",
                     "allow.auto.create.topics": False,
                     "logger": log,
-                }
+                },
             )
         return self._consumer
 
