@@ -5,7 +5,8 @@
 #                           writes the services THIS invocation started (one per line) to
 #                           .local/started-by-up (empty when both were already running)
 #   deploy/stack.sh down    stop both (whoever started them)
-#   deploy/stack.sh env     print the export lines the tests and the demo use
+#   deploy/stack.sh env     print the export lines the tests and the demo use (the ports
+#                           honour BALDUR_KAFKA_PORT and BALDUR_PG_PORT, like the scripts)
 #   deploy/stack.sh status  one line per service; exit 0 only when both are healthy
 set -euo pipefail
 
@@ -14,11 +15,17 @@ D="$ROOT/deploy"
 STARTED="$ROOT/.local/started-by-up"
 SERVICES=(kafka postgres)
 
+# The ports follow the same overrides as deploy/kafka.sh and deploy/postgres.sh.
 cmd_env() {
-    cat <<'EOF'
-export BALDUR_KAFKA_BOOTSTRAP=127.0.0.1:29092
-export BALDUR_SQL_DSN=postgresql://baldur:baldur-local@127.0.0.1:25432/baldur_audit
-export BALDUR_TEST_ADMIN_DSN=postgresql://postgres:baldur-local-admin@127.0.0.1:25432/postgres
+    local kafka_port="${BALDUR_KAFKA_PORT:-29092}" pg_port="${BALDUR_PG_PORT:-25432}"
+    [[ "$kafka_port" =~ ^[0-9]+$ && "$pg_port" =~ ^[0-9]+$ ]] || {
+        echo "stack: BALDUR_KAFKA_PORT and BALDUR_PG_PORT must be port numbers" >&2
+        return 2
+    }
+    cat <<EOF
+export BALDUR_KAFKA_BOOTSTRAP=127.0.0.1:$kafka_port
+export BALDUR_SQL_DSN=postgresql://baldur:baldur-local@127.0.0.1:$pg_port/baldur_audit
+export BALDUR_TEST_ADMIN_DSN=postgresql://postgres:baldur-local-admin@127.0.0.1:$pg_port/postgres
 EOF
 }
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..postgres.search import LogFilter, search_entries
+from ..postgres.search import LogFilter, LogPage, search_page
 from .app import App, emit_json, pass_app
 from .options import json_option, parse_duration, parse_time
 
@@ -36,7 +36,20 @@ def _render_value(value: Any, width: int = 72) -> str:
 @click.option("--window", default="1h", show_default=True, help="Window for --before.")
 @click.option("--rejected", is_flag=True, help="Show rejected records instead of events.")
 @click.option("--all", "all_kinds", is_flag=True, help="Show events, duplicates and rejected.")
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option(
+    "--limit",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Entries shown at most.",
+)
+@click.option(
+    "--after-seq",
+    type=click.IntRange(0),
+    default=None,
+    metavar="SEQ",
+    help="Page forward: the first --limit matches after SEQ, in seq order (default: the newest).",
+)
 @json_option("One JSON object per line.")
 @pass_app
 def log_command(
@@ -52,6 +65,7 @@ def log_command(
     rejected: bool,
     all_kinds: bool,
     limit: int,
+    after_seq: int | None,
     as_json: bool,
 ) -> None:
     """Forensic queries: what changed, by whom, when, in which trace."""
@@ -77,32 +91,56 @@ def log_command(
             until=end,
             kinds=kinds,
             limit=limit,
+            after_seq=after_seq,
         )
         with app.store() as store:
-            rows = search_entries(store, query)
+            page = search_page(store, query)
+        rows = page.entries
         if as_json:
             for row in rows:
                 emit_json(row)
-            return
-        if not rows:
+        elif not rows:
             click.echo("no entries match", err=True)
-            return
-        for row in rows:
-            when = (row["occurred_at"] or row["kafka_timestamp"]).astimezone(UTC)
-            stamp = when.strftime("%Y-%m-%d %H:%M:%S")
-            if row["kind"] == "rejected":
-                click.echo(
-                    f"#{row['seq']:<6} {stamp}  REJECTED offset {row['kafka_offset']}: {row['reject_reason']}"
-                )
-                continue
-            dup = f" (duplicate of #{row['duplicate_of']})" if row["kind"] == "duplicate" else ""
-            if row.get("pruned"):  # retention dropped its payload and personal columns
-                click.echo(f"#{row['seq']:<6} {stamp}  [pruned] {row['kind']}{dup}")
-                continue
-            reason = f"  — {row['reason']}" if row["reason"] else ""
-            who = "[erased]" if row.get("erased") else row.get("identity") or row["actor"]
+        else:
+            _print(rows)
+        left_out = _left_out(page, after_seq)
+        if left_out:
+            click.echo(left_out, err=True)
+
+
+def _left_out(page: LogPage, after_seq: int | None) -> str:
+    """The stderr line that says what a page left out (empty when nothing was)."""
+    shown = len(page.entries)
+    if shown >= page.matched:
+        return ""
+    if after_seq is None:
+        return (
+            f"showing the newest {shown} of {page.matched} matching entries; "
+            "use --limit, or page through them all with --after-seq 0"
+        )
+    return (
+        f"showing {shown} of {page.matched} matching entries after seq {after_seq}; "
+        f"next page: --after-seq {page.entries[-1]['seq']}"
+    )
+
+
+def _print(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        when = (row["occurred_at"] or row["kafka_timestamp"]).astimezone(UTC)
+        stamp = when.strftime("%Y-%m-%d %H:%M:%S")
+        if row["kind"] == "rejected":
             click.echo(
-                f"#{row['seq']:<6} {stamp}  {who} ({row['actor_type']}) "
-                f"{row['action']} {row['target']}: {_render_value(row['before'])} → "
-                f"{_render_value(row['after'])}{reason}{dup}"
+                f"#{row['seq']:<6} {stamp}  REJECTED offset {row['kafka_offset']}: {row['reject_reason']}"
             )
+            continue
+        dup = f" (duplicate of #{row['duplicate_of']})" if row["kind"] == "duplicate" else ""
+        if row.get("pruned"):  # retention dropped its payload and personal columns
+            click.echo(f"#{row['seq']:<6} {stamp}  [pruned] {row['kind']}{dup}")
+            continue
+        reason = f"  — {row['reason']}" if row["reason"] else ""
+        who = "[erased]" if row.get("erased") else row.get("identity") or row["actor"]
+        click.echo(
+            f"#{row['seq']:<6} {stamp}  {who} ({row['actor_type']}) "
+            f"{row['action']} {row['target']}: {_render_value(row['before'])} → "
+            f"{_render_value(row['after'])}{reason}{dup}"
+        )

@@ -47,6 +47,17 @@ class LogFilter:
     until: datetime | None = None
     kinds: tuple[str, ...] = ("event",)
     limit: int = 100
+    #: Keyset paging: only entries after this seq, the oldest ``limit`` of them, in seq order
+    #: (None: the newest ``limit`` matches, in time order).
+    after_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    """One page of matches: its entries and how many entries match in all."""
+
+    entries: list[dict[str, Any]]
+    matched: int
 
 
 def _match(column: str, pattern: str) -> sql.Composable:
@@ -67,7 +78,14 @@ _RETENTION_COLUMNS = (
 
 
 def search_entries(store: PostgresLedgerStore, query: LogFilter) -> list[dict[str, Any]]:
-    """Entries matching ``query``, oldest first (the newest ``limit`` of them)."""
+    """Entries matching ``query``: the newest ``limit`` of them oldest first, or with
+    ``after_seq`` the first ``limit`` after that seq, in seq order."""
+    return search_page(store, query).entries
+
+
+def search_page(store: PostgresLedgerStore, query: LogFilter) -> LogPage:
+    """:func:`search_entries`, and how many entries match the filter in all (after
+    ``after_seq`` when given), so that a caller can say what it left out."""
     conditions: list[sql.Composable] = [sql.SQL("kind = ANY({})").format(sql.Literal(list(query.kinds)))]
     if query.target:
         conditions.append(_match("target", query.target))
@@ -85,20 +103,29 @@ def search_entries(store: PostgresLedgerStore, query: LogFilter) -> list[dict[st
         conditions.append(sql.SQL("{} >= {}").format(when, sql.Literal(query.since)))
     if query.until:
         conditions.append(sql.SQL("{} < {}").format(when, sql.Literal(query.until)))
+    if query.after_seq is not None:
+        conditions.append(sql.SQL("seq > {}").format(sql.Literal(query.after_seq)))
+        inner_order, outer_order = sql.SQL("seq"), sql.SQL("seq")
+    else:
+        inner_order = sql.SQL("{} DESC, seq DESC").format(when)
+        outer_order = sql.SQL("{}, seq").format(when)
     statement = sql.SQL(
-        "SELECT * FROM (SELECT {columns}, "
-        + _RETENTION_COLUMNS
-        + " FROM audit_entries LEFT JOIN identities ON identities.pseudonym = audit_entries.actor"
+        "SELECT * FROM (SELECT {columns}, " + _RETENTION_COLUMNS + ", count(*) OVER () AS matched"
+        " FROM audit_entries LEFT JOIN identities ON identities.pseudonym = audit_entries.actor"
         " WHERE {where}"
-        " ORDER BY {when} DESC, seq DESC LIMIT {limit}) newest ORDER BY {when2}, seq"
+        " ORDER BY {inner_order} LIMIT {limit}) page ORDER BY {outer_order}"
     ).format(
         columns=sql.SQL(", ").join(sql.Identifier(c) for c in LOG_COLUMNS),
         where=sql.SQL(" AND ").join(conditions),
-        when=when,
-        when2=sql.SQL("coalesce(occurred_at, kafka_timestamp)"),
+        inner_order=inner_order,
+        outer_order=outer_order,
         limit=sql.Literal(query.limit),
     )
     store.require_schema()
     with store.snapshot() as conn, conn.cursor(row_factory=dict_row) as cur:
         cur.execute(statement)
-        return list(cur.fetchall())
+        rows = list(cur.fetchall())
+    matched = int(rows[0]["matched"]) if rows else 0
+    for row in rows:
+        del row["matched"]
+    return LogPage(rows, matched)
