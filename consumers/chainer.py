@@ -5,6 +5,9 @@ Resumes from the head stored in PostgreSQL (never Kafka's committed offset),
 commits to Kafka only after the database commit (so Kafka's tools show lag),
 retries a failed database with backoff, and stops — rather than forking the
 chain — when another chainer has taken the head over (:class:`Fenced`).
+
+What it does is reported to a :class:`ChainerObserver` (metrics, health probes): once per
+batch, never per record, so that watching costs the sealing next to nothing.
 """
 
 from __future__ import annotations
@@ -12,12 +15,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from baldur_audit.schemas.chain import Sealer, SigningKey, TopicRecord
+from baldur_audit.schemas.chain import SealedEntry, Sealer, SigningKey, TopicRecord
 from baldur_audit.schemas.codec import KNOWN_SCHEMAS, WriterSchema
-from baldur_audit.schemas.errors import ConfigError, Fenced, StoreRefused, StoreUnavailable
+from baldur_audit.schemas.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    Fenced,
+    StoreRefused,
+    StoreUnavailable,
+)
 
 from .chain_keys import ChainKeys
 from .checkpointer import Checkpointer
@@ -32,6 +42,8 @@ JOIN_GRACE = 30.0
 #: A chainer session idle inside a transaction this long is ended by the server, releasing
 #: the head row for a successor (a batch never waits on the client between statements).
 STALLED_TRANSACTION = 10.0
+#: How often the lag is recomputed (from the source's cached end offset: no broker round trip).
+LAG_EVERY = 0.5
 
 
 def require_chain_keys(store: PostgresLedgerStore, keys: ChainKeys, meta: LedgerMeta | None = None) -> None:
@@ -67,6 +79,101 @@ class _Backoff:
         log.warning("%s in %.1f s: %s", what, self._delay, exc)
         self._stop.wait(self._delay)
         self._delay = min(self._delay * 2, 10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedBatch:
+    """A batch that the database has committed, as an observer is told of it."""
+
+    entries: Sequence[SealedEntry]
+    events: int
+    rejected: int
+    duplicates: int
+    #: Sealing and writing the batch (from the records in hand to the database commit).
+    seconds: float
+    #: Wall-clock time (``time.time()``) of the commit, to compare with broker timestamps.
+    committed_at: float
+
+    @property
+    def head_seq(self) -> int:
+        return self.entries[-1].seq
+
+    @property
+    def head_offset(self) -> int:
+        return self.entries[-1].record.offset
+
+    def timestamps_ms(self) -> list[int]:
+        """The broker timestamps of the batch's records (ms since the epoch; -1 when none)."""
+        return [entry.record.timestamp_ms for entry in self.entries]
+
+
+class ChainerObserver(Protocol):
+    """What a chainer reports as it runs (called from the chainer's thread; must be quick
+    and must not raise)."""
+
+    def joined(self, member: bool) -> None:
+        """This process joined the chainer group (True) or is out of it (False)."""
+
+    def assigned(self, head_seq: int, head_offset: int) -> None:
+        """This chainer took the head over: it is the active writer from now on."""
+
+    def revoked(self) -> None:
+        """This chainer no longer holds the partition: it stands by."""
+
+    def committed(self, batch: CommittedBatch) -> None:
+        """A batch is in the database."""
+
+    def lag(self, records: int | None) -> None:
+        """Records in the topic beyond the head (None: not known here, e.g. standing by)."""
+
+    def store_retry(self, reason: str) -> None:
+        """A database operation failed and will be retried."""
+
+    def store_recovered(self) -> None:
+        """The database answers again after failures."""
+
+    def checkpoint_stored(self, signed_at: float) -> None:
+        """The newest stored checkpoint was signed at ``signed_at`` (seconds since the epoch)."""
+
+    def checkpoint_failed(self) -> None:
+        """A checkpoint could not be made (the checkpointer retries later)."""
+
+    def stopped(self, reason: str) -> None:
+        """The loop ended: ``finished``, ``fenced``, or what failed."""
+
+
+class NoObserver:
+    """The default observer: ignores everything."""
+
+    def joined(self, member: bool) -> None:
+        pass
+
+    def assigned(self, head_seq: int, head_offset: int) -> None:
+        pass
+
+    def revoked(self) -> None:
+        pass
+
+    def committed(self, batch: CommittedBatch) -> None:
+        pass
+
+    def lag(self, records: int | None) -> None:
+        pass
+
+    def store_retry(self, reason: str) -> None:
+        pass
+
+    def store_recovered(self) -> None:
+        pass
+
+    def checkpoint_stored(self, signed_at: float) -> None:
+        pass
+
+    def checkpoint_failed(self) -> None:
+        pass
+
+    def stopped(self, reason: str) -> None:
+        pass
 
 
 @dataclass(slots=True)
@@ -119,8 +226,12 @@ class Chainer:
         schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS,
         checkpointer: Checkpointer | None = None,
         chain_keys: ChainKeys | None = None,
+        observer: ChainerObserver | None = None,
     ) -> None:
         self._store_factory = store_factory
+        self._observer: ChainerObserver = observer or NoObserver()
+        self._member = False
+        self._lag_at = 0.0
         self._chain_keys = chain_keys  # rotation / forward security (chain_keys.py); else key=
         self._checkpointer = checkpointer
         self._key = key
@@ -182,6 +293,7 @@ class Chainer:
         self._stored_schemas = store.known_schema_fingerprints()
         self.stats.takeovers += 1
         self.stats.head_seq, self.stats.head_offset = head.seq, head.offset
+        self._observer.assigned(head.seq, head.offset)
         log.info(
             "took over the chain head at seq %d, offset %d (epoch %d)", head.seq, head.offset, head.epoch
         )
@@ -196,6 +308,8 @@ class Chainer:
         # rebalance (a standby joined): just stand by; the successor's epoch fences any write.
         if lost and self._sealer is not None:
             self._revoked_epoch = self._epoch
+        if self._sealer is not None:
+            self._observer.revoked()
         self._sealer = None
 
     def _fenced_while_away(self) -> None:
@@ -212,20 +326,28 @@ class Chainer:
     def _with_store_retry(self, action: Callable[[], int]) -> int:
         """Run ``action``; on a database outage, reconnect with backoff (bounded in total)."""
         backoff = _Backoff(self._max_store_outage, self._stop)
+        failed = False
         while True:
             try:
-                return action()
+                result = action()
             except StoreUnavailable as exc:
                 if self._store is not None:
                     self._store.close()
                     self._store = None
+                self._observer.store_retry(type(exc).__name__)
+                failed = True
                 backoff.wait_or_raise(exc, "database unavailable, retrying")
                 self.stats.store_retries += 1
+                continue
+            if failed:
+                self._observer.store_recovered()
+            return result
 
     # -- the loop ---------------------------------------------------------------
 
     def _seal_and_write(self, records: list[TopicRecord]) -> None:
         assert self._sealer is not None and self._store is not None
+        started = time.perf_counter()
         head = self._sealer.head
         records = [record for record in records if record.offset > head.offset]
         if not records:
@@ -233,31 +355,73 @@ class Chainer:
         entries = self._sealer.seal_batch(records, self._store.first_seqs)
         new_schemas = schemas_to_store(entries, self._stored_schemas, self._schemas)
         self._store.append(entries, epoch=self._epoch, new_schemas=new_schemas)
+        committed_at = time.time()
+        seconds = time.perf_counter() - started
         if self._chain_keys is not None:  # after the commit: only then may an epoch key go
             self._chain_keys.committed(entries[-1].seq)
         self._source.commit(entries[-1].record.offset + 1)
-        self.stats.batches += 1
-        self.stats.sealed += len(entries)
+        events = rejected = 0
         for entry in entries:
             label = entry.kind.label
             if label == "event":
-                self.stats.events += 1
+                events += 1
             elif label == "rejected":
-                self.stats.rejected += 1
+                rejected += 1
                 log.warning(
                     "sealed offset %d as rejected (seq %d): %s",
                     entry.record.offset,
                     entry.seq,
                     entry.reject_reason,
                 )
-            else:
-                self.stats.duplicates += 1
+        duplicates = len(entries) - events - rejected
+        self.stats.batches += 1
+        self.stats.sealed += len(entries)
+        self.stats.events += events
+        self.stats.rejected += rejected
+        self.stats.duplicates += duplicates
         self.stats.head_seq, self.stats.head_offset = entries[-1].seq, entries[-1].record.offset
+        self._observer.committed(
+            CommittedBatch(
+                entries=entries,
+                events=events,
+                rejected=rejected,
+                duplicates=duplicates,
+                seconds=seconds,
+                committed_at=committed_at,
+            )
+        )
 
-    def _checkpoint(self) -> None:
-        """Let the checkpointer sign one if due (it logs and retries its own failures)."""
-        if self._checkpointer is not None and self._sealer is not None:
-            self._checkpointer.after_batch(self._sealer.head.seq)
+    def _checkpoint(self, *, cover: bool = False) -> None:
+        """Let the checkpointer sign one if due (it logs and retries its own failures); with
+        ``cover``, one of the head unless a stored one covers it already."""
+        checkpointer = self._checkpointer
+        if checkpointer is None or self._sealer is None:
+            return
+        signed_at, failed = checkpointer.stats.last_signed_at, checkpointer.stats.failed
+        if cover:
+            checkpointer.cover(self._sealer.head.seq)
+        else:
+            checkpointer.after_batch(self._sealer.head.seq)
+        if checkpointer.stats.last_signed_at is not None and checkpointer.stats.last_signed_at != signed_at:
+            self._observer.checkpoint_stored(checkpointer.stats.last_signed_at.timestamp())
+        if checkpointer.stats.failed != failed:
+            self._observer.checkpoint_failed()
+
+    def _watch(self) -> None:
+        """Tell the observer about group membership and lag (cheap: no broker round trip)."""
+        member = self._source.joined()
+        if member != self._member:
+            self._member = member
+            self._observer.joined(member)
+        now = time.monotonic()
+        if now - self._lag_at < LAG_EVERY:
+            return
+        self._lag_at = now
+        end = self._source.known_end_offset() if self._sealer is not None else None
+        if end is None or self._sealer is None:
+            self._observer.lag(None)
+        else:
+            self._observer.lag(max(end - (self._sealer.head.offset + 1), 0))
 
     def _recover(self) -> None:
         """After a failed write: reload the head from the database and re-read from there —
@@ -292,18 +456,22 @@ class Chainer:
         # The same batch may fail again right after a quick reconnect: back off across
         # consecutive failed batches too, within the same outage budget.
         batch_backoff = _Backoff(self._max_store_outage, self._stop)
+        outcome = "error"
         try:
             while not self._stop.is_set():
                 records = self._source.poll_batch(self._batch_size, self._batch_wait)
                 if self._revoked_epoch is not None:
                     self._fenced_while_away()
+                self._watch()
                 if records and self._sealer is not None:
                     try:
                         self._seal_and_write(records)
                         batch_backoff.reset()
                         self._checkpoint()
                     except StoreUnavailable as exc:
+                        self._observer.store_retry(type(exc).__name__)
                         batch_backoff.wait_or_raise(exc, "batch not written, retrying from the stored head")
+                        self.stats.store_retries += 1
                         self._recover()
                     idle_since = time.monotonic()
                     continue
@@ -314,8 +482,23 @@ class Chainer:
                     and self._caught_up()
                 ):
                     log.info("caught up and idle for %.1f s: stopping", self._until_idle)
+                    # A scheduled run leaves its head provable: `prove` needs a checkpoint.
+                    self._checkpoint(cover=True)
                     break
+            outcome = "finished"
+        except Fenced:
+            outcome = "fenced"
+            raise
+        except StoreUnavailable:
+            outcome = "database unavailable"
+            raise
+        except BrokerUnavailable:
+            outcome = "broker unavailable"
+            raise
         finally:
+            if self._sealer is not None:
+                self._observer.revoked()
+            self._observer.stopped(outcome)
             self._source.close()
             if self._store is not None:
                 self._store.close()

@@ -211,6 +211,8 @@ class CheckpointerStats:
     seconds: float = 0.0
     last_size: int = 0
     failures: list[str] = field(default_factory=list)
+    #: When the newest stored checkpoint that this checkpointer knows of was signed.
+    last_signed_at: datetime | None = None
 
 
 class Checkpointer:
@@ -287,6 +289,7 @@ class Checkpointer:
         self.stats.made += 1
         self.stats.seconds += made.seconds
         self.stats.last_size = tree.size
+        self.stats.last_signed_at = checkpoint.timestamp
         log.info(
             "checkpoint of size %d (root %s…) signed and witnessed in %.1f ms",
             tree.size,
@@ -297,24 +300,37 @@ class Checkpointer:
 
     def due(self, head_seq: int) -> bool:
         """Whether a checkpoint is due with the chain head at ``head_seq``."""
-        if self._last_size is None:
-            conn = self._connection()
-            newest = stored_checkpoint(conn)
-            self._last_size = newest.tree_size if newest else 0
-        grown = head_seq - self._last_size
+        grown = head_seq - self._covered()
         if grown <= 0:
             return False
         return (self._every > 0 and grown >= self._every) or (
             self._interval > 0 and self._clock() - self._last_time >= self._interval
         )
 
+    def _covered(self) -> int:
+        """The size of the newest stored checkpoint (read from the database once)."""
+        if self._last_size is None:
+            newest = stored_checkpoint(self._connection())
+            self._last_size = newest.tree_size if newest else 0
+            if newest is not None and self.stats.last_signed_at is None:
+                self.stats.last_signed_at = newest.signed_at
+        return self._last_size
+
     def after_batch(self, head_seq: int) -> None:
         """The chainer's hook (after each batch, and when idle): checkpoint if due."""
+        if self._clock() >= self._retry_at:
+            self._attempt(lambda: self.due(head_seq))
+
+    def cover(self, head_seq: int) -> None:
+        """Checkpoint now unless a stored checkpoint covers ``head_seq`` already — at the end
+        of a scheduled run, so that its entries are provable at once (``prove``). A failure is
+        logged and counted, as in :meth:`after_batch`."""
+        self._attempt(lambda: head_seq > self._covered())
+
+    def _attempt(self, wanted: Callable[[], bool]) -> None:
         now = self._clock()
-        if now < self._retry_at:
-            return
         try:
-            if self.due(head_seq):
+            if wanted():
                 self.checkpoint()
             self._delay = 5.0
         except Exception as exc:  # a checkpoint failure, even a bug, must never stop the sealing
