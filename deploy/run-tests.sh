@@ -49,6 +49,7 @@ lint_rc=0
 # The fault scenarios' set-up: Kafka's tools jar (kafka-consumer-groups) and kcat (the foreign
 # client of the poison scenario, from Debian's packages).
 "$D/run-faults.sh" --setup-only || { echo "run-tests: fault-scenario set-up failed" >&2; exit 1; }
+"$D/prometheus.sh" install || { echo "run-tests: Prometheus (deploy/prometheus.sh install) failed" >&2; exit 1; }
 
 rm -f "$STARTED"
 up_ran=1
