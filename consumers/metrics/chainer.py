@@ -89,7 +89,13 @@ class BatchHistogram:
         # age <= bound  <=>  t >= now - bound
         counts = [len(stamps) - bisect_left(stamps, now_ms - bound * 1000.0, first) for bound in self._bounds]
         past = bisect_right(stamps, now_ms, first)  # the rest are "in the future": age 0
-        total = ((past - first) * now_ms - sum(stamps[first:past])) / 1000.0
+        # Whole seconds in integers (exact), the fraction apart (``now - whole`` is exact): sums
+        # of epoch times in floats would lose the sub-millisecond part.
+        whole = int(now)
+        counted = past - first
+        total = (
+            (counted * whole * 1000 - sum(stamps[first:past])) + counted * (now - whole) * 1000.0
+        ) / 1000.0
         with self._lock:
             for index, count in enumerate(counts):
                 self._cumulative[index] += count
