@@ -3,6 +3,10 @@
 Run ``python -m tests.vectors.chain > schemas/vectors/chain-v2.json`` only
 when the spec changes on purpose; tests/unit/schemas/test_chain.py checks the committed
 file against the code and against an independent re-implementation of CHAIN.md.
+
+Every input is real: the event and duplicate values are the single-object encoding of
+:data:`EVENT` under the current schema, so each entry's kind, view and fingerprint follow from
+its value bytes as CHAIN.md §6.1 and §7 say (tests/unit/schemas/test_chain.py derives them).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from baldur_audit.schemas.chain import (
     link_message,
     payload_digest,
 )
+from baldur_audit.schemas.codec import CURRENT_SCHEMA, encode_event
 from baldur_audit.schemas.event import Actor, ChangeEvent
 from baldur_audit.schemas.view import event_view, rejected_view, view_digest
 
@@ -31,34 +36,7 @@ KEY = bytes(range(32))
 LEDGER_ID = "baldur-audit:baldur.audit.events"
 TOPIC = "baldur.audit.events"
 
-CASES: list[dict[str, Any]] = [
-    {
-        "offset": 0,
-        "timestamp_ms": 1764417600000,
-        "kind": "event",
-        "duplicate_of": 0,
-        "value_hex": (b"\xc3\x01" + bytes(8) + b"example-avro-body").hex(),
-    },
-    {
-        "offset": 1,
-        "timestamp_ms": 1764417600123,
-        "kind": "duplicate",
-        "duplicate_of": 1,
-        "value_hex": (b"\xc3\x01" + bytes(8) + b"example-avro-body").hex(),
-    },
-    {
-        "offset": 3,
-        "timestamp_ms": 1764417601000,
-        "kind": "rejected",
-        "duplicate_of": 0,
-        "value_hex": "deadbeef",
-    },
-    {"offset": 4, "timestamp_ms": 1764417601001, "kind": "rejected", "duplicate_of": 0, "value_hex": ""},
-    {"offset": 5, "timestamp_ms": 1764417601002, "kind": "rejected", "duplicate_of": 0, "value_hex": None},
-]
-
-
-#: The decoded content the event and duplicate cases show (their views are built from it).
+#: The event of the event and duplicate entries: their value is its encoding (EVENT_VALUE).
 EVENT = ChangeEvent(
     event_id=uuid.UUID("019ad0c2-5e00-7abc-8def-0123456789ab"),
     occurred_at=datetime(2026, 11, 29, 12, 0, 0, 123456, tzinfo=UTC),
@@ -73,10 +51,55 @@ EVENT = ChangeEvent(
     client_ip="10.1.***.***",
     attributes={"ticket": "OPS-7", "région": "eu-west-1"},
 )
-FINGERPRINT = bytes.fromhex("0102030405060708")
+FINGERPRINT = CURRENT_SCHEMA.fingerprint
+EVENT_VALUE = encode_event(EVENT)
+
+CASES: list[dict[str, Any]] = [
+    {
+        "description": "the first record of EVENT: an event",
+        "offset": 0,
+        "timestamp_ms": 1764417600000,
+        "kind": "event",
+        "duplicate_of": 0,
+        "value_hex": EVENT_VALUE.hex(),
+    },
+    {
+        "description": "the same bytes again: a duplicate of seq 1",
+        "offset": 1,
+        "timestamp_ms": 1764417600123,
+        "kind": "duplicate",
+        "duplicate_of": 1,
+        "value_hex": EVENT_VALUE.hex(),
+    },
+    {
+        "description": "after an offset gap (2 is a transaction marker): 4 bytes that are no framed message",
+        "offset": 3,
+        "timestamp_ms": 1764417601000,
+        "kind": "rejected",
+        "duplicate_of": 0,
+        "value_hex": "deadbeef",
+    },
+    {
+        "description": "an empty value: rejected, empty digest, value_null 0",
+        "offset": 4,
+        "timestamp_ms": 1764417601001,
+        "kind": "rejected",
+        "duplicate_of": 0,
+        "value_hex": "",
+    },
+    {
+        "description": "a null value (tombstone): rejected, empty digest, value_null 1",
+        "offset": 5,
+        "timestamp_ms": 1764417601002,
+        "kind": "rejected",
+        "duplicate_of": 0,
+        "value_hex": None,
+    },
+]
 
 
 def view_of(case: dict[str, Any]) -> bytes:
+    """The case's view, from the event it encodes (or, when rejected, its header)."""
     if case["kind"] == "rejected":
         framed = case["value_hex"] is not None and case["value_hex"].startswith("c301")
         return rejected_view(case["timestamp_ms"], FINGERPRINT if framed else None)
