@@ -76,6 +76,7 @@ from baldur_audit.schemas.event import Actor, ChangeEvent, to_json_text, uuid7
 from .kafka_config import CONFIG_ENV, load_client_config
 from .kafka_producer import KafkaProducerPort, build_producer, is_permanent, scrub_settings
 from .mask import mask_client_ip
+from .metrics import TrailMetrics
 from .redact import Redactor
 from .spool.disk import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, DiskSpool, SpoolError
 from .spool.drain import SpoolDrainer
@@ -206,6 +207,7 @@ class AuditTrail:
         self._lock = threading.Lock()
         self._order = threading.RLock()  # routing: spool appends and direct sends keep order
         self._stats = TrailStats()
+        self._metrics = TrailMetrics(topic, enabled=enabled)  # Prometheus, if installed
         self._closed = False
         self._fatal = False
         self._producer: KafkaProducerPort | None = None
@@ -245,6 +247,7 @@ class AuditTrail:
         if self._spool is not None:
             self._drainer = SpoolDrainer(topic=topic, spools=[*adopted, self._spool], hooks=_Hooks(self))
             self._drainer.start()
+            self._metrics.watch_spool(self)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> AuditTrail:
@@ -300,6 +303,14 @@ class AuditTrail:
     def stats(self) -> TrailStats:
         with self._lock:
             return self._stats
+
+    @property
+    def spool_bytes(self) -> int:
+        """Bytes of events waiting in this trail's spool (0 without one, or once closed)."""
+        drainer = self._drainer
+        if drainer is None or self._closed:
+            return 0
+        return sum(spool.pending_bytes for spool in drainer.spools)
 
     def record(
         self,
@@ -666,6 +677,7 @@ class AuditTrail:
                     for item in dataclasses.fields(TrailStats)
                 }
             )
+        self._metrics.count(deltas)
 
     def _describe(self, error: confluent_kafka.KafkaError) -> str:
         return f"{error.name()}: {scrub_settings(error.str(), self._settings)}"
