@@ -25,6 +25,8 @@ REQUIRED_FILES = [
     "baldur_audit/schemas/vectors/merkle-v1.json",
     "baldur_audit/schemas/vectors/checkpoint-v1.json",
     "baldur_audit/schemas/vectors/ratchet-v1.json",
+    "baldur_audit/schemas/vectors/classification-v1.json",
+    "baldur_audit/schemas/vectors/producer-v1.json",
     # every subpackage (a package missing from pyproject's list would be left out)
     "baldur_audit/producers/spool/__init__.py",
     "baldur_audit/consumers/cli/__init__.py",
