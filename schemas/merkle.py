@@ -553,3 +553,129 @@ class _MappingNodes:
 
     def get(self, level: int, index: int) -> bytes:
         return self._entries[(level, index)]
+
+
+# --- range proofs: a contiguous run of leaves --------------------------------------------------
+#
+# A range proof shows that leaves ``[begin, end)`` of the tree of ``size`` leaves are exactly the
+# given leaf hashes, in that order, under the tree's root. Walk RFC 9162's recursion for
+# MTH(D[size]): a subtree that holds no leaf of the range is given by its hash (one proof
+# element), a subtree that lies inside the range is hashed from the given leaves, and any other
+# subtree is split at k as the RFC splits it. The proof is the hashes of the disjoint subtrees,
+# left to right; there are at most two per level, so at most 2·log2(size). A one-leaf range is
+# checked by the same nodes as its inclusion proof (in another order). CHAIN.md does not define
+# it: docs/EXPORT-FORMAT.md ("Range proof") does.
+
+
+def _check_range(begin: int, end: int, size: int) -> None:
+    _check_size("tree size", size)
+    _check_size("range start", begin)
+    _check_size("range end", end)
+    if not begin < end <= size:
+        raise MerkleError(f"leaves [{begin}, {end}) are not a non-empty range of a tree of size {size}")
+
+
+def range_ranges(begin: int, end: int, size: int) -> list[tuple[int, int]]:
+    """The leaf ranges whose hashes form the range proof of leaves ``[begin, end)`` of the
+    tree of ``size``, left to right (empty when the range is the whole tree).
+
+    Raises :class:`MerkleError` unless ``0 <= begin < end <= size``.
+    """
+    _check_range(begin, end, size)
+    out: list[tuple[int, int]] = []
+    stack = [(0, size)]
+    while stack:  # depth first, left subtree first: the disjoint subtrees come out left to right
+        low, high = stack.pop()
+        if high <= begin or low >= end:
+            out.append((low, high))
+        elif not (begin <= low and high <= end):
+            k = _split(high - low)
+            stack.append((low + k, high))
+            stack.append((low, low + k))
+    return out
+
+
+def range_nodes(begin: int, end: int, size: int) -> list[list[Node]]:
+    """For each element of the range proof of ``[begin, end)``, the perfect nodes that compose it."""
+    return [tiles(low, high) for low, high in range_ranges(begin, end, size)]
+
+
+def range_proof(nodes: NodeStore, begin: int, end: int, size: int) -> list[bytes]:
+    """The range proof of leaves ``[begin, end)`` of the tree of ``size`` (O(log n) nodes, one
+    fetch); raises :class:`MerkleError`."""
+    return _hash_groups(nodes, range_nodes(begin, end, size))
+
+
+def subtree_root(leaves: Sequence[bytes]) -> bytes:
+    """MTH of the given leaf hashes (at least one), as RFC 9162 defines it for any list:
+    the fold of the perfect subtrees an appender keeps. Raises :class:`MerkleError`."""
+    if not leaves:
+        raise MerkleError("the root of no leaves is EMPTY_ROOT, not a subtree")
+    stack: list[bytes] = []
+    for count, leaf in enumerate(leaves):
+        current = leaf
+        while count & 1:  # each trailing 1-bit merges a completed subtree
+            current = node_hash(stack.pop(), current)
+            count >>= 1
+        stack.append(current)
+    return _fold(stack)
+
+
+def range_root(leaves: Sequence[bytes], begin: int, size: int, proof: Sequence[bytes]) -> bytes:
+    """The root of the tree of ``size`` whose leaves from ``begin`` on are ``leaves``, as the
+    range proof ``proof`` completes it. Raises :class:`ProofError` for a proof or leaf of the
+    wrong shape (too short, too long, not 32-byte hashes, a range outside the tree)."""
+    for name, value in (("range start", begin), ("tree size", size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ProofError(f"{name} must be a non-negative integer, found {value!r}")
+    end = begin + len(leaves)
+    if not begin < end <= size:
+        raise ProofError(
+            f"{len(leaves)} leaves from index {begin} are not a non-empty range of a tree of size {size}"
+        )
+    for position, element in enumerate(proof):
+        _check_hash(f"range proof element {position}", element)
+    for position, leaf in enumerate(leaves):
+        if not isinstance(leaf, bytes | bytearray) or len(leaf) != HASH_BYTES:
+            _check_hash(f"leaf hash {begin + position}", leaf)
+    elements = iter(proof)
+    used = 0
+
+    def walk(low: int, high: int) -> bytes:
+        nonlocal used
+        if high <= begin or low >= end:
+            element = next(elements, None)
+            if element is None:
+                raise ProofError(
+                    f"range proof of leaves [{begin}, {end}) of {size} is too short ({len(proof)} elements)"
+                )
+            used += 1
+            return bytes(element)
+        if begin <= low and high <= end:
+            return subtree_root(leaves[low - begin : high - begin])
+        k = _split(high - low)
+        left = walk(low, low + k)
+        return node_hash(left, walk(low + k, high))
+
+    computed = walk(0, size)
+    if used != len(proof):
+        raise ProofError(
+            f"range proof of leaves [{begin}, {end}) of {size} is too long ({len(proof)} elements)"
+        )
+    return computed
+
+
+def verify_range(
+    leaves: Sequence[bytes], begin: int, size: int, proof: Sequence[bytes], root_hash: bytes
+) -> None:
+    """Check that ``leaves`` are exactly leaves ``begin, begin + 1, …`` of the tree of ``size``
+    with ``root_hash``: no leaf of the range missing, added, changed or moved. Returns nothing;
+    raises :class:`ProofError` (:class:`RootMismatch` when the proof leads elsewhere)."""
+    _check_hash("root hash", root_hash)
+    computed = range_root(leaves, begin, size, proof)
+    if not hmac.compare_digest(computed, root_hash):
+        raise RootMismatch(
+            f"range of leaves [{begin}, {begin + len(leaves)}) in tree of size {size}",
+            bytes(root_hash),
+            computed,
+        )
