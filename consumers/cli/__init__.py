@@ -33,7 +33,7 @@ from ..settings import (
     TOPIC_ENV,
     Settings,
 )
-from . import checks, emit, evidence, ledger, log, retention
+from . import checks, emit, evidence, ledger, log, monitor, retention
 from .app import App, ExitCode, fail
 from .logs import FORMATS, configure_logging
 
@@ -133,6 +133,7 @@ def cli(
 for _command in (
     *ledger.COMMANDS,
     *checks.COMMANDS,
+    *monitor.COMMANDS,
     log.log_command,
     emit.emit,
     *evidence.COMMANDS,

@@ -446,17 +446,18 @@ class PostgresLedgerStore:
         return int(row[0]) if row else 0
 
 
-def first_bad_duplicate(conn: Connection) -> int | None:
-    """The seq of the first duplicate that does not point at an earlier entry of the same
-    event id (its first occurrence may be gone behind a retention anchor), if any."""
+def first_bad_duplicate(conn: Connection, *, from_seq: int = 1) -> int | None:
+    """The seq of the first duplicate from ``from_seq`` on that does not point at an earlier
+    entry of the same event id (its first occurrence may be gone behind a retention anchor), if any."""
     with translated("check duplicates", conn):
         row = conn.execute(
             "SELECT d.seq FROM audit_entries d LEFT JOIN audit_entries f ON f.seq = d.duplicate_of"
-            " WHERE d.kind = 'duplicate' AND CASE WHEN f.seq IS NULL THEN NOT EXISTS ("
+            " WHERE d.seq >= %s AND d.kind = 'duplicate' AND CASE WHEN f.seq IS NULL THEN NOT EXISTS ("
             "SELECT 1 FROM retired_events r WHERE r.seq = d.duplicate_of AND r.event_id = d.event_id"
             " AND r.seq <= (SELECT coalesce(max(seq), 0) FROM retention_anchors))"
             " ELSE f.kind <> 'event' OR f.event_id IS DISTINCT FROM d.event_id OR f.seq >= d.seq END"
-            " ORDER BY d.seq LIMIT 1"
+            " ORDER BY d.seq LIMIT 1",
+            (from_seq,),
         ).fetchone()
     return None if row is None else int(row[0])
 

@@ -35,6 +35,7 @@ from baldur_audit.schemas.errors import (
 )
 from baldur_audit.schemas.view import VIEW_COLUMNS, entry_view, split_view
 
+from ..postgres import Connection
 from ..postgres.ledger import PostgresLedgerStore, first_bad_duplicate
 from ..postgres.rows import (
     DIGEST,
@@ -77,6 +78,16 @@ class Break:
     def of(cls, exc: ChainBreak) -> Break:
         """The break an exception describes."""
         return cls(seq=exc.seq, kind=exc.kind, detail=exc.detail)
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """The last entry an earlier walk verified (``incremental.py``): a walk resumed from it
+    reads only the entries after it."""
+
+    seq: int
+    offset: int
+    link: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +205,14 @@ class LedgerWalk:
             self.next_seq = start.anchor.seq + 1
         self.pruned = 0
         self._unpruned_seen = False
+
+    def resume_after(self, row: SealedRow) -> None:
+        """Continue after ``row``, which an earlier walk verified: it becomes the predecessor
+        of the next row (its own link is not recomputed)."""
+        self.prev_link = row[LINK]
+        self.prev_offset = row[KAFKA_OFFSET]
+        self.next_seq = row[SEQ] + 1
+        self._unpruned_seen = not row[PRUNED]
 
     def _linker(self, seq: int, key_id: str) -> LedgerLinker:
         linker = self._linkers.get(key_id)
@@ -338,59 +357,96 @@ def verify_ledger(
         witness.prepare()  # before the snapshot: every checkpoint read covers entries it holds
     store.require_schema()
     with store.snapshot() as conn:
-        meta = store.read_meta()
-        head = store.read_head()
-        head_info = {
-            "seq": head.seq,
-            "offset": head.offset,
-            "link": head.link.hex(),
-            "epoch": head.epoch,
-            "ledger_id": meta.ledger_id,
-            "topic": meta.topic,
-        }
-        # The code's own schemas win: a stored schema can only add fingerprints.
-        try:
-            catalog = {**store.writer_schemas(), **schemas}
-        except ChainBreak as exc:
-            return VerifyReport(
-                entries=store.count_entries(conn),
-                head=head_info,
-                first_break=Break.of(exc),
-                seconds=time.monotonic() - started,
-            )
+        return verify_snapshot(
+            store, conn, keys, started=started, progress=progress, schemas=schemas, witness=witness
+        )
 
-        def explain(seq: int) -> str | None:
-            stored = store.entry_view(conn, seq)
-            return None if stored is None else changed_column(*stored, catalog)
 
-        checked = 0
-        found: ChainBreak | None = None
-        walk: LedgerWalk | None = None
-        start: WalkStart | None = None
-        try:
-            start = walk_start(conn, meta, keys)
-            walk = LedgerWalk(meta=meta, keys=keys, head=head, explain=explain, start=start)
-            rows = _Peekable(store.iter_sealed_rows(conn, from_seq=walk.next_seq))
-            for row in rows:
-                walk.check(row, rows)
-                checked += 1
-                if progress is not None and checked % 10_000 == 0:
-                    progress(10_000)
-            walk.finish()
-        except ChainBreak as exc:
-            found = exc
-        duplicate = first_bad_duplicate(conn)
-        if duplicate is not None and (found is None or duplicate < found.seq):
-            found = ValueMismatch(
-                duplicate, "duplicate entry does not point at an earlier entry of the same event id"
-            )
-        if progress is not None:
-            progress(checked % 10_000)
-        entries = store.count_entries(conn)
-        witnessed = None
-        if witness is not None:
-            witnessed, witness_break = witness.check(conn, meta=meta, first_break=found)
-            found = found or witness_break
+def verify_snapshot(
+    store: PostgresLedgerStore,
+    conn: Connection,
+    keys: Mapping[str, SigningKey],
+    *,
+    started: float,
+    progress: Progress | None = None,
+    schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS,
+    witness: WitnessCheck | None = None,
+    resume: Resume | None = None,
+    each: Callable[[SealedRow], None] | None = None,
+) -> VerifyReport:
+    """:func:`verify_ledger` inside a snapshot (``store.snapshot()``) the caller holds, where
+    it may check more (``incremental.py``); ``witness`` is prepared by the caller.
+
+    With ``resume``, only the entries after it are walked (its own link and offset must be
+    unchanged), unless a retention anchor lies beyond it; duplicates are checked from there
+    and the entry count is the head's seq less the anchored entries, instead of a count.
+    ``each`` sees every row the walk accepted and may raise :class:`ChainBreak`. Raises
+    :class:`StoreUnavailable` or :class:`ConfigError` when it cannot check.
+    """
+    meta = store.read_meta()
+    head = store.read_head()
+    head_info = {
+        "seq": head.seq,
+        "offset": head.offset,
+        "link": head.link.hex(),
+        "epoch": head.epoch,
+        "ledger_id": meta.ledger_id,
+        "topic": meta.topic,
+    }
+    # The code's own schemas win: a stored schema can only add fingerprints.
+    try:
+        catalog = {**store.writer_schemas(), **schemas}
+    except ChainBreak as exc:
+        return VerifyReport(
+            entries=store.count_entries(conn),
+            head=head_info,
+            first_break=Break.of(exc),
+            seconds=time.monotonic() - started,
+        )
+
+    def explain(seq: int) -> str | None:
+        stored = store.entry_view(conn, seq)
+        return None if stored is None else changed_column(*stored, catalog)
+
+    checked = 0
+    found: ChainBreak | None = None
+    walk: LedgerWalk | None = None
+    start: WalkStart | None = None
+    try:
+        start = walk_start(conn, meta, keys)
+        walk = LedgerWalk(meta=meta, keys=keys, head=head, explain=explain, start=start)
+        resumed = resume is not None and resume.seq >= walk.next_seq
+        first = resume.seq if resume is not None and resumed else walk.next_seq
+        rows = _Peekable(store.iter_sealed_rows(conn, from_seq=first))
+        if resume is not None:
+            if resumed:
+                _resume(walk, rows, resume, start, head)
+            else:
+                _met_anchor(start, resume)
+        for row in rows:
+            walk.check(row, rows)
+            if each is not None:
+                each(row)
+            checked += 1
+            if progress is not None and checked % 10_000 == 0:
+                progress(10_000)
+        walk.finish()
+    except ChainBreak as exc:
+        found = exc
+    from_seq = 1 if resume is None else resume.seq + 1
+    duplicate = first_bad_duplicate(conn, from_seq=from_seq)
+    if duplicate is not None and (found is None or duplicate < found.seq):
+        found = ValueMismatch(
+            duplicate, "duplicate entry does not point at an earlier entry of the same event id"
+        )
+    if progress is not None:
+        progress(checked % 10_000)
+    anchored = start.anchor.seq if start is not None and start.anchor is not None else 0
+    entries = store.count_entries(conn) if resume is None else max(head.seq - anchored, 0)
+    witnessed = None
+    if witness is not None:
+        witnessed, witness_break = witness.check(conn, meta=meta, first_break=found)
+        found = found or witness_break
     retention = (
         None
         if start is None or walk is None
@@ -409,3 +465,36 @@ def verify_ledger(
         witness=witnessed,
         retention=retention,
     )
+
+
+def _resume(walk: LedgerWalk, rows: _Peekable, resume: Resume, start: WalkStart, head: HeadRow) -> None:
+    """Place ``walk`` after the entry an earlier walk verified, which must be unchanged."""
+    if head.seq < resume.seq:
+        raise SequenceGap(
+            head.seq + 1,
+            None,
+            f"the ledger ends at seq {head.seq}, but an earlier walk verified entries up to seq "
+            f"{resume.seq}: the tail was deleted (with the chain head rolled back to match)",
+        )
+    row = rows.peek()
+    if row is None or row[SEQ] != resume.seq:
+        raise SequenceGap(resume.seq, None if row is None else row[SEQ], f"entry {resume.seq} is gone")
+    if not hmac.compare_digest(row[LINK], resume.link) or row[KAFKA_OFFSET] != resume.offset:
+        raise ValueMismatch(
+            resume.seq, "entry no longer has the link and offset an earlier walk verified it with"
+        )
+    anchor_link = start.anchor_links.get(resume.seq)
+    if anchor_link is not None and not hmac.compare_digest(anchor_link, row[LINK]):
+        raise ValueMismatch(
+            resume.seq, f"the retention anchor at seq {resume.seq} does not hold this entry's link"
+        )
+    walk.resume_after(next(rows))
+
+
+def _met_anchor(start: WalkStart, resume: Resume) -> None:
+    """Retention dropped the entry an earlier walk verified: an anchor on it must hold its link."""
+    anchor_link = start.anchor_links.get(resume.seq)
+    if anchor_link is not None and not hmac.compare_digest(anchor_link, resume.link):
+        raise ValueMismatch(
+            resume.seq, f"the retention anchor at seq {resume.seq} does not hold the link verified earlier"
+        )
