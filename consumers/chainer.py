@@ -294,6 +294,8 @@ class Chainer:
         self.stats.takeovers += 1
         self.stats.head_seq, self.stats.head_offset = head.seq, head.offset
         self._observer.assigned(head.seq, head.offset)
+        if self._checkpointer is not None:  # another chainer may have signed some meanwhile
+            self._checkpointer.reload()
         log.info(
             "took over the chain head at seq %d, offset %d (epoch %d)", head.seq, head.offset, head.epoch
         )

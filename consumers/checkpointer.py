@@ -316,6 +316,11 @@ class Checkpointer:
                 self.stats.last_signed_at = newest.signed_at
         return self._last_size
 
+    def reload(self) -> None:
+        """Read the newest stored checkpoint again when next due (after a takeover)."""
+        self._last_size = None
+        self.stats.last_signed_at = None
+
     def after_batch(self, head_seq: int) -> None:
         """The chainer's hook (after each batch, and when idle): checkpoint if due."""
         if self._clock() >= self._retry_at:

@@ -229,3 +229,34 @@ def test_an_until_idle_run_ends_with_a_checkpoint_of_its_head(ledger: Ledger, tm
         from confluent_kafka.admin import AdminClient
 
         AdminClient({"bootstrap.servers": ledger.bootstrap}).delete_topics([f"{ledger.topic}.checkpoints"])
+
+
+def test_the_checkpoint_age_counts_from_a_checkpoint_signed_before_the_chainer_started(
+    ledger: Ledger, processes: list[subprocess.Popen[str]]
+) -> None:
+    ledger.env["BALDUR_CHECKPOINT_EVERY"] = "5"
+    try:
+        ledger.produce_events(5)
+        done = ledger.cli("chain", "--until-idle", "1", "--session-timeout", "3")
+        assert done.returncode == 0, done.stderr
+        assert _checkpoint_sizes(ledger) == [5]
+        ledger.env["BALDUR_CHECKPOINT_EVERY"] = "1000000"  # none comes due in this run
+        ledger.env["BALDUR_CHECKPOINT_INTERVAL"] = "3600"
+        port = free_port()
+        processes.append(start_chainer(ledger, port))
+        samples = wait_for(
+            lambda: (
+                (found := scrape(port)).get("baldur_audit_chainer_active") == 1
+                and "baldur_audit_checkpoint_age_seconds" in found
+                and found
+            ),
+            60,
+            "the chainer to report the stored checkpoint's age",
+        )
+        assert 0 <= samples["baldur_audit_checkpoint_age_seconds"] < 600
+        assert samples["baldur_audit_checkpoint_failures_total"] == 0
+        assert _checkpoint_sizes(ledger) == [5]
+    finally:
+        from confluent_kafka.admin import AdminClient
+
+        AdminClient({"bootstrap.servers": ledger.bootstrap}).delete_topics([f"{ledger.topic}.checkpoints"])
