@@ -1,17 +1,19 @@
 """The architecture's one rule, checked: imports point down only.
 
-    schemas  <-  producers  <-  consumers.{settings, files, chain_keys, checkpoint_keys}
+    schemas  <-  producers  <-  consumers.{settings, files, chain_keys, checkpoint_keys, times}
                             <-  consumers.{postgres, kafka, metrics}   (the adapters)
                             <-  consumers.{chainer, checkpointer, witnesses, retention,
                                            verification, evidence}
+                            <-  consumers.web                          (the viewer and its API)
                             <-  consumers.cli                          (imported by nobody)
 
 Each technology has one boundary: only ``consumers/postgres/`` imports psycopg, only
 ``consumers/kafka/`` and ``producers/`` import confluent_kafka, only ``consumers/metrics/`` and
 ``producers/metrics.py`` (optionally) import prometheus_client, only ``consumers/cli/`` imports
-click. There is no import cycle inside the package, and what an auditor runs offline
-(``consumers/evidence/check.py``) and the pure core load no driver when imported. Every import
-counts, also one inside a function or under ``TYPE_CHECKING``: that is where cycles hide.
+click, only ``consumers/web/`` imports starlette, uvicorn and jinja2. There is no import cycle
+inside the package, and what an auditor runs offline (``consumers/evidence/check.py``) and the
+pure core load no driver when imported. Every import counts, also one inside a function or
+under ``TYPE_CHECKING``: that is where cycles hide.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ C = "baldur_audit.consumers"
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("baldur_audit.schemas",),
     ("baldur_audit.producers",),
-    (f"{C}.settings", f"{C}.files", f"{C}.chain_keys", f"{C}.checkpoint_keys"),
+    (f"{C}.settings", f"{C}.files", f"{C}.chain_keys", f"{C}.checkpoint_keys", f"{C}.times"),
     (f"{C}.postgres", f"{C}.kafka", f"{C}.metrics"),
     (
         f"{C}.chainer",
@@ -50,6 +52,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
         f"{C}.verification",
         f"{C}.evidence",
     ),
+    (f"{C}.web",),  # the viewer and its API: reads through postgres/, evidence/ and verification
     (f"{C}.cli", f"{C}.__main__"),
 )
 #: Third-party packages and the only places that may import them.
@@ -59,6 +62,9 @@ BOUNDARIES = {
     "confluent_kafka": (f"{C}.kafka", "baldur_audit.producers"),
     "prometheus_client": (f"{C}.metrics", "baldur_audit.producers.metrics"),
     "click": (f"{C}.cli",),
+    "starlette": (f"{C}.web",),
+    "uvicorn": (f"{C}.web",),
+    "jinja2": (f"{C}.web",),
 }
 DRIVERS = ("psycopg", "psycopg_binary", "confluent_kafka", "prometheus_client", "click")
 
