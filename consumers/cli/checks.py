@@ -14,6 +14,8 @@ from baldur_audit.schemas.errors import AuditError
 
 from ..kafka.admin import KafkaTopicAdmin
 from ..kafka.source import KafkaTopicReader
+from ..postgres.verify_results import record_verify_result
+from ..settings import scrub
 from ..verification.epochs import with_epoch_check
 from ..verification.replay import rebuild_ledger, replay_compare
 from ..verification.verify import verify_ledger
@@ -54,9 +56,12 @@ def break_exit_code(kind: str | None) -> ExitCode:
     help="Keep the last accepted checkpoint here; refuse a ledger that does not extend it.",
 )
 @click.option("--no-witness", is_flag=True, help="Do not read the witnessed checkpoints.")
+@click.option(
+    "--record", is_flag=True, help="Record the result in the ledger database (the viewer's status banner)."
+)
 @json_option("Print the report as JSON.")
 @pass_app
-def verify(app: App, state: Path | None, no_witness: bool, as_json: bool) -> None:
+def verify(app: App, state: Path | None, no_witness: bool, record: bool, as_json: bool) -> None:
     """Walk the ledger and recompute every link (exit 0 intact, 1 tampered, 2 could not check)."""
     with app.guard():
         keys, schedule = app.verification_keys()
@@ -94,7 +99,40 @@ def verify(app: App, state: Path | None, no_witness: bool, as_json: bool) -> Non
             assert brk is not None
             click.echo(f"TAMPERED: first break at seq {brk.seq}: {brk.kind}: {brk.detail}")
     brk = report.first_break
-    sys.exit(witness_exit_code(report.witness) if brk is None else break_exit_code(brk.kind))
+    code = witness_exit_code(report.witness) if brk is None else break_exit_code(brk.kind)
+    if record:
+        code = _record(app, report, code)
+    sys.exit(code)
+
+
+def _record(app: App, report: Any, code: ExitCode) -> ExitCode:
+    """Append ``verify``'s result to ``verify_results``; a failure to record is said in one
+    line and turns an intact result's exit status into 2 (a tampered one stays 1)."""
+    brk = report.first_break
+    witness = report.witness or {}
+    status = {ExitCode.OK: "intact", ExitCode.FAILED: "tampered"}.get(code, "unchecked")
+    detail = brk.detail if brk is not None else witness.get("detail") if code != ExitCode.OK else None
+    try:
+        with app.store() as store:
+            record_verify_result(
+                store,
+                tool="verify",
+                mode="full",
+                status=status,
+                entries=report.entries,
+                head_seq=(report.head or {}).get("seq"),
+                break_seq=brk.seq if brk is not None else None,
+                break_kind=brk.kind
+                if brk is not None
+                else witness.get("status")
+                if status != "intact"
+                else None,
+                detail=detail,
+            )
+    except AuditError as exc:
+        click.echo(scrub(f"baldur-audit: could not record the result: {exc}", *app.secrets()), err=True)
+        return ExitCode.UNCHECKED if code == ExitCode.OK else code
+    return code
 
 
 @click.command()
