@@ -56,6 +56,9 @@ ORIGIN_ENV = "BALDUR_CHECKPOINT_ORIGIN"
 KAFKA_CONFIG_ENV = CONFIG_ENV  # BALDUR_KAFKA_CONFIG, shared with the producer library
 METRICS_ADDRESS_ENV = "BALDUR_METRICS_ADDRESS"
 LOG_FORMAT_ENV = "BALDUR_LOG_FORMAT"
+READER_DSN_ENV = "BALDUR_SQL_READER_DSN"
+VIEWER_TOKENS_ENV = "BALDUR_VIEWER_TOKENS"
+TRACE_URL_ENV = "BALDUR_VIEWER_TRACE_URL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(ORIGIN_ENV),
     Variable(METRICS_ADDRESS_ENV, "--metrics-address"),
     Variable(LOG_FORMAT_ENV, "--log-format"),
+    Variable(READER_DSN_ENV, "--reader-dsn", secret=True),  # its password is
+    Variable(VIEWER_TOKENS_ENV),
+    Variable(TRACE_URL_ENV, "--trace-url"),
 )
 #: Besides its own variables, the state folder's default follows the XDG base directories.
 _ALSO_READ = ("XDG_STATE_HOME",)

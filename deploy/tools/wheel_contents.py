@@ -35,6 +35,10 @@ REQUIRED_FILES = [
     "baldur_audit/consumers/metrics/__init__.py",
     "baldur_audit/consumers/postgres/__init__.py",
     "baldur_audit/consumers/verification/__init__.py",
+    "baldur_audit/consumers/web/__init__.py",
+    # the viewer's package data
+    "baldur_audit/consumers/web/templates/base.html",
+    "baldur_audit/consumers/web/static/style.css",
 ]
 REQUIRED_PREFIXES = {
     # wheels have no directory entries: require at least one SQL file in it

@@ -1,0 +1,233 @@
+"""What the viewer and its API read from the ledger, through read-only connections
+(``postgres/reader.py``): pages of entries with ``log``'s filters (``postgres/search.py``),
+one entry, its evidence bundle (the same bytes as ``prove``), the public keys (as
+``keys public`` prints them) and the ledger's status with the last recorded verify result.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from baldur_audit.schemas.checkpoint import UnverifiableCheckpoint, VerifierKey
+from baldur_audit.schemas.errors import AuditError, ConfigError
+
+from ..evidence.build import build_inclusion_bundle
+from ..evidence.bundle import BundleInvalid, render
+from ..evidence.check import check_bundle
+from ..postgres.merkle import stored_checkpoint
+from ..postgres.reader import ReaderPool
+from ..postgres.search import LogFilter, LogPage, search_page
+from ..postgres.verify_results import last_verify_result
+from ..times import parse_duration, parse_time
+
+log = logging.getLogger(__name__)
+
+KINDS: dict[str, tuple[str, ...]] = {
+    "event": ("event",),
+    "rejected": ("rejected",),
+    "duplicate": ("duplicate",),
+    "all": ("event", "duplicate", "rejected"),
+}
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+FILTER_FIELDS = ("target", "actor", "action", "trace_id", "since", "until", "before", "window", "kind")
+
+
+class BundleRefused(AuditError):
+    """The bundle was built but does not verify: the ledger or its tree was changed."""
+
+
+def _text(params: Mapping[str, str], name: str, limit: int = 500) -> str | None:
+    value = (params.get(name) or "").strip()
+    if len(value) > limit:
+        raise ConfigError(f"{name}: at most {limit} characters")
+    return value or None
+
+
+def _whole(params: Mapping[str, str], name: str, low: int, high: int, default: int | None) -> int | None:
+    text = (params.get(name) or "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ConfigError(f"{name}: a whole number from {low} to {high}")
+    return int(text)
+
+
+def parse_filter(params: Mapping[str, str], *, now: datetime) -> LogFilter:
+    """The :class:`LogFilter` of a request's query parameters — the same filters as ``log``:
+    ``target``/``actor`` (``*`` wildcards), ``action``, ``trace_id``, ``since``/``until`` or
+    ``before`` with ``window`` (default 1h), ``kind`` (event, rejected, duplicate, all),
+    ``after_seq`` and ``limit``. Raises :class:`ConfigError` (a bad request)."""
+    since, until, before = (_text(params, name, 64) for name in ("since", "until", "before"))
+    start = parse_time(since, now=now) if since else None
+    end = parse_time(until, now=now) if until else None
+    if before:
+        if since or until:
+            raise ConfigError("before cannot be combined with since/until")
+        end = parse_time(before, now=now)
+        try:
+            start = end - parse_duration(_text(params, "window", 32) or "1h")
+        except OverflowError:
+            raise ConfigError("window reaches before year 1") from None
+    kind = _text(params, "kind", 16) or "event"
+    if kind not in KINDS:
+        raise ConfigError(f"kind: one of {', '.join(KINDS)}")
+    trace_id = _text(params, "trace_id", 64)
+    return LogFilter(
+        target=_text(params, "target"),
+        actor=_text(params, "actor"),
+        action=_text(params, "action", 100),
+        trace_id=trace_id,
+        since=start,
+        until=end,
+        kinds=KINDS[kind],
+        limit=_whole(params, "limit", 1, MAX_LIMIT, DEFAULT_LIMIT) or DEFAULT_LIMIT,
+        after_seq=_whole(params, "after_seq", 0, 2**63 - 1, None),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Banner:
+    """The status banner: ``state`` is intact, tampered or unverified, ``text`` says it."""
+
+    state: str
+    text: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"state": self.state, "text": self.text}
+
+
+def stamp(moment: datetime) -> str:
+    """A time as the viewer shows it: UTC, to the second."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def banner_of(result: Any, *, now: datetime, max_age: timedelta) -> Banner:
+    """What the banner says for the newest recorded verify result (None: never verified)."""
+    if result is None:
+        return Banner("unverified", "not verified since: never (no verify result was recorded)")
+    when = stamp(result.checked_at)
+    if result.status == "tampered":
+        where = f" at seq {result.break_seq}" if result.break_seq is not None else ""
+        kind = f" ({result.break_kind})" if result.break_kind else ""
+        return Banner("tampered", f"tampered{where}{kind}: found by {result.tool} at {when}")
+    if result.status != "intact":
+        return Banner("unverified", f"not verified since {when} (the last check could not complete)")
+    if now - result.checked_at > max_age:
+        return Banner("unverified", f"not verified since {when}")
+    through = f" through seq {result.head_seq}" if result.head_seq is not None else ""
+    return Banner("intact", f"intact: verified{through} by {result.tool} at {when}")
+
+
+class LagProbe:
+    """The topic's end offset, read at most every ``ttl`` seconds (None while the broker
+    cannot be reached): the status page must not wait for Kafka on every request."""
+
+    def __init__(self, read_end: Callable[[], int], *, ttl: float = 10.0) -> None:
+        self._read_end = read_end
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._at = float("-inf")
+        self._end: int | None = None
+
+    def end_offset(self) -> int | None:
+        with self._lock:
+            if time.monotonic() - self._at >= self._ttl:
+                try:
+                    self._end = self._read_end()
+                except AuditError as exc:
+                    log.warning("topic end offset unavailable: %s", exc)
+                    self._end = None
+                self._at = time.monotonic()
+            return self._end
+
+
+class LedgerReads:
+    """The viewer's reads, each on a read-only connection borrowed from ``pool``."""
+
+    def __init__(
+        self,
+        pool: ReaderPool,
+        *,
+        verifiers: Sequence[VerifierKey] = (),
+        public_keys: str | None = None,
+        lag: LagProbe | None = None,
+        verify_max_age: timedelta = timedelta(hours=25),
+    ) -> None:
+        self._pool = pool
+        self._verifiers = tuple(verifiers)
+        self.public_keys = public_keys
+        self._lag = lag
+        self._max_age = verify_max_age
+
+    def page(self, query: LogFilter) -> LogPage:
+        """A page of entries matching ``query`` (with how many match in all)."""
+        with self._pool.borrow() as store:
+            return search_page(store, query)
+
+    def entry(self, seq: int) -> dict[str, Any] | None:
+        """Entry ``seq`` of any kind, with its before/after (None: there is none)."""
+        with self._pool.borrow() as store:
+            page = search_page(store, LogFilter(kinds=KINDS["all"], after_seq=seq - 1, limit=1))
+        found = page.entries[0] if page.entries else None
+        return found if found is not None and found["seq"] == seq else None
+
+    def bundle(self, seq: int) -> str:
+        """The evidence bundle of entry ``seq``, the same bytes as ``prove SEQ`` prints.
+
+        Raises ProofUnavailable (no checkpoint covers it yet), ChainBreak, and
+        :class:`BundleRefused` when it does not verify with the configured keys (as ``prove``
+        refuses to print it).
+        """
+        with self._pool.borrow() as store, store.snapshot() as conn:
+            text = render(build_inclusion_bundle(conn, seq, include_payload=True))
+        if self._verifiers:
+            try:
+                check_bundle(text, self._verifiers)
+            except BundleInvalid as exc:
+                raise BundleRefused(
+                    f"the bundle of entry {seq} does not verify (the ledger or its tree was changed): "
+                    f"{exc.detail}"
+                ) from None
+            except UnverifiableCheckpoint:
+                pass  # signed by a key this side does not hold: the auditor's key decides
+        return text
+
+    def status(self, *, now: datetime | None = None) -> dict[str, Any]:
+        """Head, lag, newest checkpoint, the last verify result and the banner."""
+        now = now or datetime.now(UTC)
+        with self._pool.borrow() as store:
+            meta = store.read_meta()
+            head = store.read_head()
+            with store.snapshot() as conn:
+                checkpoint = stored_checkpoint(conn)
+                result = last_verify_result(conn)
+        end = self._lag.end_offset() if self._lag is not None else None
+        return {
+            "ledger_id": meta.ledger_id,
+            "topic": meta.topic,
+            "head": {"seq": head.seq, "offset": head.offset, "epoch": head.epoch},
+            "topic_end_offset": end,
+            "lag": None if end is None else max(end - (head.offset + 1), 0),
+            "checkpoint": None
+            if checkpoint is None
+            else {
+                "size": checkpoint.tree_size,
+                "root": checkpoint.root.hex(),
+                "signed_at": checkpoint.signed_at,
+            },
+            "last_verify": None if result is None else result.as_dict(),
+            "banner": banner_of(result, now=now, max_age=self._max_age).as_dict(),
+        }
+
+    def banner(self, *, now: datetime | None = None) -> Banner:
+        """The banner alone (one small query), for every viewer page."""
+        with self._pool.borrow() as store, store.snapshot() as conn:
+            result = last_verify_result(conn)
+        return banner_of(result, now=now or datetime.now(UTC), max_age=self._max_age)
