@@ -325,7 +325,10 @@ def check_json_text(name: str, text: str) -> Any:
         raise InvalidEvent(name, "contains a number too large to store") from None
     except (ValueError, RecursionError, decimal.InvalidOperation):
         raise InvalidEvent(name, "not valid JSON text") from None
-    # The walks below are skipped when the text cannot hold what they look for.
+    # Nesting (CHAIN.md §7, JSON text rule 6): refused only when BOTH the text holds more than
+    # 64 '[' and '{' characters (anywhere, inside strings too) AND some value, scalars counted,
+    # lies deeper than 64. The count is part of the chain-format-2 rule, not a shortcut: a
+    # scalar inside exactly 64 containers is accepted. Repeated names count by their last value.
     if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise InvalidEvent(name, f"nested deeper than {MAX_JSON_DEPTH} levels")
     if "\\u" in text and _has_unstorable_string(value):

@@ -12,7 +12,9 @@ its value bytes as CHAIN.md §6.1 and §7 say (tests/unit/schemas/test_chain.py 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import struct
 import sys
 import uuid
 from datetime import UTC, datetime
@@ -23,6 +25,7 @@ from baldur_audit.schemas.chain import (
     Linker,
     LinkInput,
     SigningKey,
+    frame,
     genesis_link,
     genesis_message,
     link_message,
@@ -153,6 +156,32 @@ def build() -> dict[str, Any]:
         "genesis_link_hex": genesis.hex(),
         "entries": entries,
         "empty_digest_hex": hashlib.sha256(b"").hexdigest(),
+        "anchor": anchor(key, entries[2]),
+    }
+
+
+def anchor(key: SigningKey, entry: dict[str, Any]) -> dict[str, Any]:
+    """A retention anchor at ``entry`` (CHAIN.md §17), built from the text with frame()."""
+    message = frame(
+        b"baldur-audit/anchor/v1",
+        [
+            (b"ledger", LEDGER_ID.encode("utf-8")),
+            (b"key_id", key.key_id.encode("ascii")),
+            (b"seq", struct.pack(">Q", entry["seq"])),
+            (b"offset", struct.pack(">q", entry["offset"])),
+            (b"timestamp", struct.pack(">q", entry["timestamp_ms"])),
+            (b"link", bytes.fromhex(entry["link_hex"])),
+        ],
+    )
+    return {
+        "description": "a retention anchor at seq 3 under the vector key (entries 1-3 deleted)",
+        "seq": entry["seq"],
+        "offset": entry["offset"],
+        "timestamp_ms": entry["timestamp_ms"],
+        "link_hex": entry["link_hex"],
+        "key_id": key.key_id,
+        "message_hex": message.hex(),
+        "signature_hex": hmac.new(key.secret, message, hashlib.sha256).hexdigest(),
     }
 
 

@@ -182,3 +182,22 @@ def test_sequence_kinds_and_first_occurrences() -> None:
         assert entry.seq == step["seq"]
         assert entry.kind.label == step["kind"], step["description"]
         assert (entry.duplicate_of or 0) == step["duplicate_of"], step["description"]
+
+
+def test_retention_anchor_vector_is_what_retention_signs() -> None:
+    """CHAIN.md §17 against the code that signs and checks anchors."""
+    from baldur_audit.consumers.verification.anchors import anchor_message, sign_anchor
+
+    chain = json.loads((VECTORS.parent / "chain-v2.json").read_text(encoding="utf-8"))
+    vector = chain["anchor"]
+    key = SigningKey.derive(bytes.fromhex(chain["key_hex"]))
+    fields = {
+        "ledger_id": chain["ledger_id"],
+        "seq": vector["seq"],
+        "offset": vector["offset"],
+        "timestamp_ms": vector["timestamp_ms"],
+        "link": bytes.fromhex(vector["link_hex"]),
+    }
+    assert anchor_message(**fields, key_id=key.key_id).hex() == vector["message_hex"]
+    assert sign_anchor(key, **fields).hex() == vector["signature_hex"]
+    assert chain["entries"][vector["seq"] - 1]["link_hex"] == vector["link_hex"]
