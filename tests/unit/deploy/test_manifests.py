@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -106,11 +107,47 @@ def test_the_rendered_stream_holds_every_part(
         re.findall(r"- (\S+)", block) for block in re.findall(r"args:\n((?:\s+- .+\n)+)", done.stdout)
     ]
     assert sorted(commands) == [
-        ["chain", "--metrics-address", "0.0.0.0:9464", "--log-format", "json"],
-        ["monitor", "--every", "5m", "--full-every", "24h", "--metrics-address", "0.0.0.0:9465"]
-        + ["--log-format", "json"],
+        ["chain", "--metrics-address", "0.0.0.0:9464"],
+        ["monitor", "--every", "5m", "--full-every", "24h", "--metrics-address", "0.0.0.0:9465"],
         ["verify", "--json"],
     ]
+    assert "BALDUR_LOG_FORMAT: json" in done.stdout
+
+
+def command_lines() -> dict[str, list[str]]:
+    """Every command line of the manifests, the init Job and the compose file."""
+    texts = {path.name: path.read_text() for path in (*BASE.glob("*.yaml"), BASE.parent / "init-job.yaml")}
+    found: dict[str, list[str]] = {}
+    for name, text in texts.items():
+        for match in re.finditer(r"args: \[(.*)\]|args:\n((?:\s+- .+\n)+)", text):
+            if match[1] is not None:
+                args = re.findall(r'"([^"]*)"', match[1])
+            else:
+                args = re.findall(r"- (\S+)", match[2])
+            found[f"{name}: {args[0]}"] = args
+    for match in re.finditer(
+        r"^  (\w+):\n    <<: \*baldur-audit\n(?:    .*\n)*?    command: \[(.*)\]",
+        COMPOSE.read_text(),
+        re.MULTILINE,
+    ):
+        found[f"docker-compose.yml: {match[1]}"] = re.findall(r'"([^"]*)"', match[2])
+    return found
+
+
+def test_every_command_line_is_one_the_cli_accepts() -> None:
+    """The commands and options the manifests pass exist (click rejects an unknown option before
+    it handles --help), so a renamed flag cannot break the deployment unnoticed."""
+    found = command_lines()
+    assert len(found) == 7, sorted(found)  # chainer, monitor, verify, init; compose: init, chainer, monitor
+    for where, args in sorted(found.items()):
+        done = subprocess.run(
+            [sys.executable, "-m", "baldur_audit.consumers", *args, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            check=False,
+        )
+        assert done.returncode == 0, f"{where}: {args}: {done.stderr}"
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
