@@ -33,7 +33,7 @@ from ..settings import (
     TOPIC_ENV,
     Settings,
 )
-from . import checks, emit, evidence, ledger, log, monitor, retention, serve
+from . import checks, emit, evidence, export, ledger, log, monitor, retention, serve
 from .app import App, ExitCode, fail
 from .logs import FORMATS, configure_logging
 
@@ -138,6 +138,7 @@ for _command in (
     emit.emit,
     *evidence.COMMANDS,
     *retention.COMMANDS,
+    *export.COMMANDS,
     *serve.COMMANDS,
 ):
     cli.add_command(_command)
