@@ -490,6 +490,7 @@ def verify_round(
                 verifiers=verifiers,
                 origin=origin,
             )
+            behind = None if incremental or state is None else _still_verified(conn, state.verified)
             leaves = _Leaves(conn, meta, tree_size(conn)) if incremental else None
             rule = _epoch_rule(schedule) if incremental and schedule is not None else None
 
@@ -523,8 +524,9 @@ def verify_round(
             witness.close()
     if schedule is not None and not incremental:
         report = with_epoch_check(store, report, schedule)
-    if step.found is not None:
-        report = _earliest(report, step.found)
+    for found in (step.found, behind):
+        if found is not None:
+            report = _earliest(report, found)
     first = 1 if resume is None else resume.seq + 1
     if resume is None and report.retention and report.retention["anchor"]:
         first = int(report.retention["anchor"]["seq"]) + 1
@@ -537,6 +539,27 @@ def verify_round(
         leaves=leaves.checked if leaves is not None else 0,
         genesis_link=meta.genesis_link,
     )
+
+
+def _still_verified(conn: Connection, verified: Resume) -> ChainBreak | None:
+    """In a full round: the entry the last round verified last must still be there with the
+    link it had (a re-link by a holder of the HMAC key links perfectly, but not to it)."""
+    if verified.seq == 0:
+        return None
+    end, anchored = ledger_end(conn)
+    if verified.seq > max(end, anchored):
+        return SequenceGap(
+            end + 1,
+            None,
+            f"the ledger ends at seq {end}, but an earlier walk verified entries up to seq "
+            f"{verified.seq}: the tail was deleted (with the chain head rolled back to match)",
+        )
+    link = link_at(conn, verified.seq)  # or its retention anchor's
+    if link is None:
+        return SequenceGap(verified.seq, None, f"entry {verified.seq} is gone")
+    if not hmac.compare_digest(link, verified.link):
+        return ValueMismatch(verified.seq, "entry no longer has the link an earlier walk verified it with")
+    return None
 
 
 def _earliest(report: VerifyReport, found: ChainBreak) -> VerifyReport:

@@ -301,6 +301,21 @@ def test_a_history_rewritten_by_a_holder_of_both_keys_fails_the_checkpoint_step(
     assert "accepted earlier" in rnd["first_break"]["detail"] and "1..20" in rnd["first_break"]["detail"]
 
 
+def test_entries_re_linked_by_a_key_holder_below_the_verified_seq_are_found_by_either_round(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    led, state = ledger, tmp_path / "monitor.json"
+    led.produce_events(20)
+    chain(led)
+    monitor_once(led, state, "--no-witness")
+    forge_from(led, 12, TEST_KEY)  # no checkpoint: only the verified entry's link remembers
+    assert verify(led, "--no-witness")["intact"] is True
+    for mode in ("incremental", "full"):  # after a break, the next round is full
+        rnd = monitor_once(led, state, "--no-witness", expect=1)
+        assert rnd["mode"] == mode and rnd["first_break"]["seq"] == 20, rnd
+        assert "earlier walk" in rnd["first_break"]["detail"]
+
+
 def test_a_stored_tree_that_no_longer_proves_the_accepted_checkpoint_fails_the_consistency_step(
     witnessed: Ledger, tmp_path: Path
 ) -> None:
