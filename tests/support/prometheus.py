@@ -222,12 +222,12 @@ class PrometheusServer:
         return list(self.api("targets")["activeTargets"])
 
     def wait_for(self, check: Callable[[], T | None], *, timeout: float, what: str, every: float = 0.2) -> T:
-        """Poll ``check`` until it returns something other than None or False; raises
+        """Poll ``check`` until it returns something true (not None, False or empty); raises
         AssertionError naming ``what`` (with the log's tail) after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:
             found = check()
-            if found is not None and found is not False:
+            if found:
                 return found
             if time.monotonic() > deadline:
                 raise AssertionError(f"prometheus: {what} not seen within {timeout:.0f} s\n{self.log_tail()}")
