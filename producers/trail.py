@@ -57,6 +57,7 @@ import dataclasses
 import functools
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -148,6 +149,24 @@ def _env_key(text: str) -> bytes:
         except ValueError:
             pass  # not hex: the raw text is the key
     return stripped.encode("utf-8")
+
+
+_UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def caller_event_id(value: object) -> uuid.UUID:
+    """A caller's event id (``record(event_id=...)``): a :class:`uuid.UUID`, or its
+    36-character hyphenated text in either case; not the nil UUID, which a disabled trail
+    returns. Re-sending an event under the id it had makes the ledger seal the copy as a
+    *duplicate*, never as a second event (an outbox or a retrying sender relies on that).
+    Raises :class:`InvalidEvent` naming ``event_id`` (quoting no value)."""
+    if isinstance(value, str) and _UUID_TEXT.fullmatch(value):
+        value = uuid.UUID(value)
+    if not isinstance(value, uuid.UUID):
+        raise InvalidEvent("event_id", "expected a UUID (36 characters, hyphenated hex)")
+    if value == NIL_EVENT_ID:
+        raise InvalidEvent("event_id", "the nil UUID is not an event id")
+    return value
 
 
 class AuditTrail:
@@ -328,13 +347,16 @@ class AuditTrail:
         client_ip: str | list[str] | None = None,
         attributes: Mapping[str, str] | None = None,
         occurred_at: datetime | None = None,
-        event_id: uuid.UUID | None = None,
+        event_id: uuid.UUID | str | None = None,
     ) -> uuid.UUID:
         """Record one change and return its event id (:data:`NIL_EVENT_ID` when disabled).
 
         ``actor`` is a name (typed by ``actor_type``) or an :class:`Actor`. ``before`` and
-        ``after`` are JSON-like values. A disabled trail returns at once, validating
-        nothing. Raises what :meth:`prepare` and :meth:`publish` raise.
+        ``after`` are JSON-like values. ``event_id`` (a UUID, or its text) is the caller's
+        own id for the event, for an outbox or a retrying sender: a re-send with the same id
+        is sealed as a *duplicate*, never as a second event; by default a new UUIDv7. A
+        disabled trail returns at once, validating nothing. Raises what :meth:`prepare` and
+        :meth:`publish` raise.
         """
         if not self._enabled:
             return NIL_EVENT_ID
@@ -375,7 +397,7 @@ class AuditTrail:
         client_ip: str | list[str] | None = None,
         attributes: Mapping[str, str] | None = None,
         occurred_at: datetime | None = None,
-        event_id: uuid.UUID | None = None,
+        event_id: uuid.UUID | str | None = None,
     ) -> ChangeEvent:
         """The redacted, masked and validated event :meth:`record` would send; sends nothing.
 
@@ -388,7 +410,9 @@ class AuditTrail:
         if self._service is not None:
             extra.setdefault("service", self._service)
         return ChangeEvent(
-            event_id=uuid7(time.time_ns() // 1_000_000, os.urandom(10)) if event_id is None else event_id,
+            event_id=uuid7(time.time_ns() // 1_000_000, os.urandom(10))
+            if event_id is None
+            else caller_event_id(event_id),
             occurred_at=datetime.now(UTC) if occurred_at is None else occurred_at,
             actor=self._actor(actor, actor_type),
             action=action,

@@ -38,6 +38,7 @@ LINE_KEYS = {
     "client_ip",
     "trace_id",
     "attributes",
+    "event_id",
 }
 REQUIRED_KEYS = ("actor", "action", "target")
 MAX_LINES = 100_000
@@ -52,6 +53,7 @@ EVENT_OPTIONS = {
     "client_ip": "--client-ip",
     "trace_id": "--trace-id",
     "attributes": "--attribute",
+    "event_id": "--event-id",
 }
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 
@@ -185,6 +187,11 @@ def iter_lines(stream: BinaryIO) -> Iterator[tuple[int, dict[str, Any]]]:
 @click.option("--client-ip", help="Client IP (masked before sending).")
 @click.option("--trace-id", help="W3C trace id, 32 hex digits.")
 @click.option(
+    "--event-id",
+    help="The event's own id, a UUID (default: a new UUIDv7). Sending the same id again "
+    "records a duplicate, never a second event.",
+)
+@click.option(
     "--attribute",
     "attributes",
     multiple=True,
@@ -212,6 +219,7 @@ def emit(
     source: str,
     client_ip: str | None,
     trace_id: str | None,
+    event_id: str | None,
     attributes: tuple[str, ...],
     file_: BinaryIO | None,
     timeout: float,
@@ -229,6 +237,7 @@ def emit(
                 "client_ip": client_ip,
                 "trace_id": trace_id,
                 "attributes": attributes,
+                "event_id": event_id,
             }
             named = [flag for name, flag in EVENT_OPTIONS.items() if given[name]]
             if named:
@@ -263,6 +272,7 @@ def emit(
                             "client_ip": client_ip,
                             "trace_id": trace_id,
                             "attributes": attrs,
+                            "event_id": event_id,
                         },
                     )
                 ]
