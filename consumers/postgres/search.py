@@ -103,6 +103,8 @@ def search_page(store: PostgresLedgerStore, query: LogFilter) -> LogPage:
         conditions.append(sql.SQL("{} >= {}").format(when, sql.Literal(query.since)))
     if query.until:
         conditions.append(sql.SQL("{} < {}").format(when, sql.Literal(query.until)))
+    inner_order: sql.Composable
+    outer_order: sql.Composable
     if query.after_seq is not None:
         conditions.append(sql.SQL("seq > {}").format(sql.Literal(query.after_seq)))
         inner_order, outer_order = sql.SQL("seq"), sql.SQL("seq")
