@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -175,6 +176,43 @@ def firing(server: PrometheusServer, name: str) -> list[dict[str, Any]]:
     return [alert for alert in server.alert(name) if alert["state"] == "firing"]
 
 
+def dashboard_gaps(server: PrometheusServer) -> list[str]:
+    """The dashboard queries about the chainer and the verifier that have no data, or lack a
+    label their legend names; not the producers' (no service here) nor the checkpoint age (this
+    ledger makes no checkpoints)."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = [p for top in dashboard["panels"] for p in (top, *top.get("panels", []))]
+    gaps = []
+    for panel in panels:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            if "baldur_audit_producer_" in expr or "baldur_audit_checkpoint_age_seconds" in expr:
+                continue
+            for variable, replacement in GRAFANA_VARIABLES.items():
+                expr = expr.replace(variable, replacement)
+            result = server.query(expr)
+            legend_labels = set(re.findall(r"{{\s*(\w+)\s*}}", target.get("legendFormat", "")))
+            if not result:
+                gaps.append(f"{panel['title']}: no data for {expr}")
+            elif any(not legend_labels <= set(sample["metric"]) for sample in result):
+                gaps.append(f"{panel['title']}: {expr} lacks a label of its legend {sorted(legend_labels)}")
+    return gaps
+
+
+def assert_dashboard_shows_the_ledger_side(server: PrometheusServer) -> None:
+    """Within 30 s (rates need two scrapes), every query of :func:`dashboard_gaps` has data."""
+    gaps: list[str] = []
+
+    def shown() -> bool:
+        gaps[:] = dashboard_gaps(server)
+        return not gaps
+
+    try:
+        server.wait_for(shown, timeout=30, what="data for every chainer and verifier panel")
+    except AssertionError:
+        raise AssertionError("dashboard panels without data:\n" + "\n".join(gaps)) from None
+
+
 def test_editing_one_entry_fires_the_tamper_alert_naming_its_seq(
     ledger: Ledger, processes: list[Process], tmp_path: Path
 ) -> None:
@@ -228,6 +266,7 @@ def test_editing_one_entry_fires_the_tamper_alert_naming_its_seq(
 
         server.wait_for(healthy, timeout=90, what="both targets up, the ledger sealed and verified intact")
         assert server.alert("BaldurAuditLedgerTampered") == []
+        assert_dashboard_shows_the_ledger_side(server)
 
         with ledger.admin() as conn:  # a superuser, the append-only guard lifted
             changed = conn.execute(
