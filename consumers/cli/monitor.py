@@ -23,6 +23,7 @@ from baldur_audit.schemas.errors import AuditError, StoreUnavailable
 
 from ..metrics.monitor import MonitorMetrics
 from ..metrics.server import MetricsServer, parse_address
+from ..postgres.verify_results import record_verify_result
 from ..settings import METRICS_ADDRESS_ENV, scrub
 from ..verification.incremental import (
     FULL,
@@ -125,7 +126,29 @@ class _Rounds:
             self._unchecked(mode, exc, time.monotonic() - started)
             return ExitCode.UNCHECKED
         self._checked(rnd, result, code, saved.verified.seq if saved and result == "intact" else None)
+        self._record(rnd, result)
         return code
+
+    def _record(self, rnd: RoundReport, result: str) -> None:
+        """The round's result in ``verify_results`` (the viewer's banner); a failure is logged."""
+        report, brk = rnd.report, rnd.report.first_break
+        try:
+            with self.app.store() as store:
+                record_verify_result(
+                    store,
+                    tool="monitor",
+                    mode=rnd.mode,
+                    status=result,
+                    entries=rnd.walked,
+                    head_seq=report.head.get("seq"),
+                    break_seq=brk.seq if brk is not None else None,
+                    break_kind=brk.kind if brk is not None else None,
+                    detail=brk.detail if brk is not None else None,
+                )
+        except AuditError as exc:
+            log.warning(
+                "could not record round %d's result: %s", self.count, scrub(str(exc), *self.app.secrets())
+            )
 
     def _checked(self, rnd: RoundReport, result: str, code: ExitCode, verified_seq: int | None) -> None:
         report = rnd.report

@@ -335,3 +335,14 @@ def test_views_are_recorded_on_the_ledger_only_when_asked(ledger: Ledger, tmp_pa
     assert ledger.cli("chain", "--until-idle", "1").returncode == 0
     views = [json.loads(line) for line in ledger.cli("log", "--action", "view", "--json").stdout.splitlines()]
     assert [(v["actor"], v["target"], v["seq"]) for v in views] == [("erin", "baldur-audit/entries/1", 2)]
+
+
+def test_the_monitor_records_each_round_for_the_banner(ledger: Ledger, tmp_path: Path) -> None:
+    ledger.produce_events(3)
+    assert ledger.cli("chain", "--until-idle", "1").returncode == 0
+    done = ledger.cli("monitor", "--once", "--no-witness", "--state", str(tmp_path / "monitor.json"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    with running_viewer(ledger, tmp_path) as viewer:
+        status = viewer.request("/api/v1/status").json()
+    assert status["last_verify"]["tool"] == "monitor" and status["last_verify"]["mode"] == "full"
+    assert status["banner"]["text"].startswith("intact: verified through seq 3 by monitor at ")
