@@ -466,11 +466,6 @@ def write_export(
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r} (expected {' or '.join(FORMATS)})")
-    if not keys.signers:
-        raise ConfigError(
-            "the export manifest is signed with the checkpoint key, and none is configured "
-            "(BALDUR_SECRETS_CHECKPOINT_KEY)"
-        )
     started = time.perf_counter()
     meta = store.read_meta()
     staging = _prepare(out, force=force)
@@ -479,6 +474,11 @@ def write_export(
             plan = plan_export(
                 conn, first_seq=first_seq, last_seq=last_seq, since=since, until=until, size=size
             )
+            if not keys.signers:
+                raise ConfigError(
+                    "the export manifest is signed with the checkpoint key, and none is configured "
+                    "(BALDUR_SECRETS_CHECKPOINT_KEY)"
+                )
             if plan_ready is not None:
                 plan_ready(plan)
             written = _write_entries(
