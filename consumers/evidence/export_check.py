@@ -20,17 +20,13 @@ The API (the CLI's ``check-export`` and the HTTP API call it)::
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import hmac
-import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from baldur_audit.schemas.checkpoint import (
     Checkpoint,
@@ -40,27 +36,25 @@ from baldur_audit.schemas.checkpoint import (
     open_checkpoint,
     open_note,
 )
-from baldur_audit.schemas.codec import read_fingerprint
-from baldur_audit.schemas.errors import AuditError, DecodeError
+from baldur_audit.schemas.errors import AuditError
 from baldur_audit.schemas.merkle import MerkleError, ProofError, decode_hash, verify_range
-from baldur_audit.schemas.view import entry_view, rejected_view_body, view_digest
 
-from .bundle import BundleInvalid, entry_leaf, fields_view_body, ms_iso, note_key_ids, render
+from .bundle import note_key_ids, render
 from .export_format import (
-    COLUMNS,
-    CSV_HEADER,
     DATA_NAMES,
     EXPORT_FORMAT,
-    FIELD_NAMES,
     FILE_KEYS,
     KINDS,
     MANIFEST_KEYS,
     MANIFEST_NAME,
-    csv_cells,
-    csv_line,
-    leaf_document,
-    ndjson_line,
+    Digest,
+    FormatError,
+    RowInvalid,
+    check_row,
+    csv_rows,
+    ndjson_rows,
     signature_text,
+    strict_json,
 )
 
 MAX_FAILURES = 50
@@ -151,46 +145,24 @@ class _Failures:
         return bool(self.found)
 
 
-class _Malformed(Exception):
-    """The manifest is not what the format says: the check stops here."""
-
-
 # --- the manifest --------------------------------------------------------------------------------
-
-
-def _strict_json(text: str) -> Any:
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        for key, value in items:
-            if key in result:
-                raise _Malformed(f"it repeats the key {key!r}")
-            result[key] = value
-        return result
-
-    def constant(token: str) -> Any:
-        raise _Malformed(f"it holds {token}, which is not JSON")
-
-    try:
-        return json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
-    except (ValueError, RecursionError) as exc:
-        raise _Malformed(f"it is not JSON ({str(exc).split(':')[0]})") from None
 
 
 def _int(value: object, where: str, low: int = 0, high: int = 2**63 - 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise _Malformed(f"{where} must be an integer in [{low}, {high}]")
+        raise FormatError(f"{where} must be an integer in [{low}, {high}]")
     return value
 
 
 def _text(value: object, where: str) -> str:
     if not isinstance(value, str):
-        raise _Malformed(f"{where} must be text")
+        raise FormatError(f"{where} must be text")
     return value
 
 
 def _keys(document: object, expected: frozenset[str] | set[str], where: str) -> dict[str, Any]:
     if not isinstance(document, dict) or set(document) != set(expected):
-        raise _Malformed(f"{where} must hold exactly the keys {', '.join(sorted(expected))}")
+        raise FormatError(f"{where} must hold exactly the keys {', '.join(sorted(expected))}")
     return document
 
 
@@ -215,7 +187,7 @@ class _Manifest:
 def _read_manifest(document: object) -> _Manifest:
     doc = _keys(document, MANIFEST_KEYS, "manifest.json")
     if doc["format"] != EXPORT_FORMAT:
-        raise _Malformed(f"manifest.json format must be {EXPORT_FORMAT}")
+        raise FormatError(f"manifest.json format must be {EXPORT_FORMAT}")
     checkpoint = _keys(doc["checkpoint"], {"note", "key_ids"}, "checkpoint")
     kinds = _keys(doc["kinds"], set(KINDS), "kinds")
     selection = _keys(doc["selection"], {"since", "until"}, "selection")
@@ -226,10 +198,10 @@ def _read_manifest(document: object) -> _Manifest:
     if not isinstance(checkpoint["key_ids"], list) or not all(
         isinstance(k, str) for k in checkpoint["key_ids"]
     ):
-        raise _Malformed("checkpoint.key_ids must be a list of key ids")
+        raise FormatError("checkpoint.key_ids must be a list of key ids")
     files = doc["files"]
     if not isinstance(files, list) or not files:
-        raise _Malformed("files must be a non-empty list")
+        raise FormatError("files must be a non-empty list")
     names = set()
     for number, entry in enumerate(files):
         item = _keys(entry, FILE_KEYS, f"files[{number}]")
@@ -240,20 +212,20 @@ def _read_manifest(document: object) -> _Manifest:
             or name == MANIFEST_NAME
             or name in names
         ):
-            raise _Malformed(f"files[{number}] must name a data file of format ndjson or csv, once")
+            raise FormatError(f"files[{number}] must name a data file of format ndjson or csv, once")
         names.add(name)
         _int(item["bytes"], f"files[{number}].bytes")
         _int(item["entries"], f"files[{number}].entries")
         if not isinstance(item["sha256"], str) or not _HEX32.fullmatch(item["sha256"]):
-            raise _Malformed(f"files[{number}].sha256 must be 64 lowercase hex digits")
+            raise FormatError(f"files[{number}].sha256 must be 64 lowercase hex digits")
     for name in ("leaf_hashes", "range_proof", "signed_by"):
         if not isinstance(doc[name], list) or not all(isinstance(h, str) for h in doc[name]):
-            raise _Malformed(f"{name} must be a list of text")
+            raise FormatError(f"{name} must be a list of text")
     try:
         leaves = [decode_hash(text, f"leaf_hashes[{i}]") for i, text in enumerate(doc["leaf_hashes"])]
         proof = [decode_hash(text, f"range_proof[{i}]") for i, text in enumerate(doc["range_proof"])]
     except MerkleError as exc:
-        raise _Malformed(str(exc)) from None
+        raise FormatError(str(exc)) from None
     return _Manifest(
         document=doc,
         origin=_text(doc["origin"], "origin"),
@@ -367,166 +339,6 @@ def _range(manifest: _Manifest, checkpoint: Checkpoint | None, failures: _Failur
 # --- the entries ---------------------------------------------------------------------------------
 
 
-class _RowInvalid(Exception):
-    def __init__(self, check: str, detail: str) -> None:
-        self.check = check
-        self.detail = detail
-        super().__init__(detail)
-
-
-def _row_int(row: dict[str, Any], name: str, low: int, high: int) -> int:
-    value = row[name]
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise _RowInvalid("entry", f"{name} must be an integer in [{low}, {high}]")
-    return value
-
-
-def _row_hex(row: dict[str, Any], name: str) -> bytes:
-    value = row[name]
-    if not isinstance(value, str) or not _HEX32.fullmatch(value):
-        raise _RowInvalid("entry", f"{name} must be 64 lowercase hex digits")
-    return bytes.fromhex(value)
-
-
-def _check_row(row: dict[str, Any], manifest: _Manifest) -> bytes:
-    """A row's checks (see the module docstring); its leaf hash. Raises _RowInvalid."""
-    seq = _row_int(row, "seq", 1, 2**63 - 1)
-    kind = row["kind"]
-    if kind not in KINDS:
-        raise _RowInvalid("entry", "kind must be event, duplicate or rejected")
-    duplicate_of = _row_int(row, "duplicate_of", 0, seq - 1)
-    if (kind == "duplicate") != (duplicate_of > 0):
-        raise _RowInvalid(
-            "entry", "duplicate_of must name an earlier entry for a duplicate, and be 0 otherwise"
-        )
-    _row_int(row, "kafka_offset", 0, 2**63 - 1)
-    timestamp_ms = _row_int(row, "kafka_timestamp_ms", -(2**53), 2**53)
-    try:
-        shown = ms_iso(timestamp_ms)
-    except OverflowError:
-        shown = None
-    if row["kafka_timestamp"] != shown:
-        raise _RowInvalid("entry", "kafka_timestamp is not kafka_timestamp_ms")
-    if not isinstance(row["pruned"], bool) or not isinstance(row["value_null"], bool):
-        raise _RowInvalid("entry", "pruned and value_null must be true or false")
-    digest = _row_hex(row, "digest")
-    sealed_view = _row_hex(row, "view_digest")
-    _row_hex(row, "link")
-    if not isinstance(row["key_id"], str) or not row["key_id"]:
-        raise _RowInvalid("entry", "key_id must be text")
-    encoded = row["payload"]
-    if row["pruned"]:
-        if encoded is not None or any(row[name] is not None for name in FIELD_NAMES):
-            raise _RowInvalid("entry", "a pruned entry has no visible columns and no payload")
-    else:
-        try:
-            body = fields_view_body({name: row[name] for name in FIELD_NAMES})
-        except BundleInvalid as exc:
-            raise _RowInvalid("entry", exc.detail.replace("entry.fields.", "")) from None
-        if not hmac.compare_digest(view_digest(entry_view(timestamp_ms, body)), sealed_view):
-            raise _RowInvalid(
-                "view digest",
-                "the visible columns do not hash to view_digest: the columns shown are not the ones sealed",
-            )
-        if kind == "rejected" and not row["value_null"]:
-            _check_payload(encoded, digest, body)
-        elif encoded is not None:
-            raise _RowInvalid("entry", "only a rejected entry shows its payload")
-    return entry_leaf(leaf_document(row, topic=manifest.topic, partition=manifest.partition))
-
-
-def _check_payload(encoded: object, digest: bytes, body: bytes) -> None:
-    if not isinstance(encoded, str):
-        raise _RowInvalid("payload", "a rejected entry must show its payload (base64)")
-    try:
-        payload = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        raise _RowInvalid("payload", "payload is not base64") from None
-    if base64.b64encode(payload).decode("ascii") != encoded:
-        raise _RowInvalid("payload", "payload is not canonical base64")
-    if not hmac.compare_digest(hashlib.sha256(payload).digest(), digest):
-        raise _RowInvalid("payload", "the payload does not hash to digest: it is not the record sealed")
-    try:
-        fingerprint: bytes | None = read_fingerprint(payload) if payload else None
-    except DecodeError:
-        fingerprint = None
-    if rejected_view_body(fingerprint) != body:
-        raise _RowInvalid("payload", "the columns of the rejected entry are not what its payload says")
-
-
-class _Digest:
-    """SHA-256 and size of what was read."""
-
-    def __init__(self) -> None:
-        self._sha = hashlib.sha256()
-        self.size = 0
-
-    def update(self, data: bytes) -> None:
-        self._sha.update(data)
-        self.size += len(data)
-
-    def hexdigest(self) -> str:
-        return self._sha.hexdigest()
-
-
-def _ndjson_rows(handle: BinaryIO, digest: _Digest) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """(line number, row or a failure detail) per line, hashing what it reads."""
-    for number, line in enumerate(handle, start=1):
-        digest.update(line)
-        if not line.endswith(b"\n"):
-            yield number, "the last line does not end with a newline"
-            continue
-        try:
-            parsed = _strict_json(line.decode("utf-8"))
-        except (UnicodeDecodeError, _Malformed) as exc:
-            yield number, f"not a JSON line: {exc}" if isinstance(exc, _Malformed) else "not UTF-8"
-            continue
-        if not isinstance(parsed, dict) or list(parsed) != list(COLUMNS):
-            yield number, "the line must hold exactly the export's columns, in order"
-            continue
-        if ndjson_line(parsed) != line:
-            yield number, "the line is not in its canonical form (edited or reformatted)"
-            continue
-        yield number, parsed
-
-
-def _csv_rows(handle: BinaryIO, digest: _Digest) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """As :func:`_ndjson_rows` for CSV: the header, then one record per entry (a quoted cell
-    may hold line breaks, so a record is the lines up to balanced quotes)."""
-    header = handle.readline()
-    digest.update(header)
-    if header != CSV_HEADER:
-        yield 1, "the first line is not the export's CSV header"
-        return
-    number, start, pending = 1, 2, b""
-    for line in handle:
-        digest.update(line)
-        number += 1
-        pending += line
-        if pending.count(b'"') % 2 and line.endswith(b"\n"):
-            continue  # inside a quoted cell
-        record, pending, first_line = pending, b"", start
-        start = number + 1
-        if not record.endswith(b"\r\n"):
-            yield first_line, "the record does not end with CRLF"
-            continue
-        try:
-            cells = csv_cells(record[:-2].decode("utf-8"))
-        except UnicodeDecodeError:
-            yield first_line, "not UTF-8"
-            continue
-        if cells is None or len(cells) != len(COLUMNS):
-            yield first_line, f"the record must hold the export's {len(COLUMNS)} cells"
-            continue
-        row = dict(zip(COLUMNS, cells, strict=True))
-        if csv_line(row) != record:
-            yield first_line, "the record is not in its canonical form (edited or reformatted)"
-            continue
-        yield first_line, row
-    if pending:
-        yield start, "the file ends inside a quoted cell"
-
-
 def _entries(folder: Path, manifest: _Manifest, failures: _Failures) -> str | None:
     """Every data file: its size and SHA-256, then each entry, in seq order. Returns the
     last entry's link as shown."""
@@ -539,9 +351,9 @@ def _entries(folder: Path, manifest: _Manifest, failures: _Failures) -> str | No
     for item in manifest.files:
         name = item["name"]
         path = folder / name
-        digest = _Digest()
+        digest = Digest()
         in_file = 0
-        reader = _csv_rows if item["format"] == "csv" else _ndjson_rows
+        reader = csv_rows if item["format"] == "csv" else ndjson_rows
         try:
             handle = path.open("rb")
         except FileNotFoundError:
@@ -567,11 +379,11 @@ def _entries(folder: Path, manifest: _Manifest, failures: _Failures) -> str | No
                     expected = seq
                 expected += 1
                 try:
-                    leaf = _check_row(parsed, manifest)
-                except _RowInvalid as exc:
+                    leaf = check_row(parsed, topic=manifest.topic, partition=manifest.partition)
+                except RowInvalid as exc:
                     failures.add(exc.check, exc.detail, **where)
                     continue
-                assert seq is not None  # _check_row checked it
+                assert seq is not None  # check_row checked it
                 if manifest.first <= seq <= manifest.last and seq - manifest.first < len(manifest.leaves):
                     if not hmac.compare_digest(leaf, manifest.leaves[seq - manifest.first]):
                         failures.add(
@@ -642,10 +454,10 @@ def check_export(
         try:
             text = data.decode("ascii")
         except UnicodeDecodeError:
-            raise _Malformed("it is not ASCII JSON") from None
-        document = _strict_json(text)
+            raise FormatError("it is not ASCII JSON") from None
+        document = strict_json(text)
         if not isinstance(document, dict):
-            raise _Malformed("it is not a JSON object")
+            raise FormatError("it is not a JSON object")
         if render(document) != text:
             failures.add(
                 "manifest",
@@ -653,7 +465,7 @@ def check_export(
                 file=MANIFEST_NAME,
             )
         manifest = _read_manifest(document)
-    except _Malformed as exc:
+    except FormatError as exc:
         failures.add("manifest", str(exc), file=MANIFEST_NAME)
         return ExportCheck("invalid", tuple(failures.found), failures.more)
     except UnicodeEncodeError:

@@ -1,6 +1,8 @@
-"""The export format (docs/EXPORT-FORMAT.md): the entry columns, their NDJSON and CSV spellings,
-and the manifest's names and signed text. Shared by the writer (``export.py``) and the offline
-checker (``export_check.py``). Pure: no I/O; imports the core and ``bundle.py`` only.
+"""The export format (docs/EXPORT-FORMAT.md): the entry columns, their NDJSON and CSV spellings
+written and read back strictly, what makes one exported entry valid (:func:`check_row`), and the
+manifest and its signed text. Shared by the writer (``export.py``) and the offline checker
+(``export_check.py``). Pure (the readers read the file objects they are given); imports the
+core and ``bundle.py`` only.
 
 An export is a folder: one data file of entries (``entries.ndjson`` or ``entries.csv``) and
 ``manifest.json``, which names the signed checkpoint the export was cut against, the seq range,
@@ -15,17 +17,21 @@ digest (:func:`bundle.fields_view_body`); the topic and partition are in the man
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import hmac
 import json
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, BinaryIO
 
 from baldur_audit.schemas.checkpoint import CheckpointSigner, sign_note
+from baldur_audit.schemas.codec import read_fingerprint
+from baldur_audit.schemas.errors import DecodeError
 from baldur_audit.schemas.merkle import proof_to_json
-from baldur_audit.schemas.view import VIEW_COLUMNS
+from baldur_audit.schemas.view import VIEW_COLUMNS, entry_view, rejected_view_body, view_digest
 
-from .bundle import ms_iso, note_key_ids, render, view_fields
+from .bundle import BundleInvalid, entry_leaf, fields_view_body, ms_iso, note_key_ids, render, view_fields
 
 EXPORT_FORMAT = "baldur-audit/export/v1"
 #: The first line of the signed note over the manifest (domain separation from checkpoints).
@@ -77,6 +83,7 @@ MANIFEST_KEYS = frozenset(
 )
 FILE_KEYS = frozenset({"name", "format", "bytes", "sha256", "entries"})
 CSV_HEADER = (",".join(COLUMNS) + "\r\n").encode("ascii")
+_HEX32 = re.compile(r"[0-9a-f]{64}")
 
 _NDJSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
@@ -179,6 +186,202 @@ def csv_cells(record: str) -> list[object] | None:
         else:
             return None
     return cells
+
+
+# --- reading the spellings back ----------------------------------------------------------------
+
+
+class FormatError(ValueError):
+    """Text that is not what the export format says."""
+
+
+def strict_json(text: str) -> Any:
+    """JSON without repeated keys or NaN/Infinity; raises :class:`FormatError`."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in items:
+            if key in result:
+                raise FormatError(f"it repeats the key {key!r}")
+            result[key] = value
+        return result
+
+    def constant(token: str) -> Any:
+        raise FormatError(f"it holds {token}, which is not JSON")
+
+    try:
+        return json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+    except (ValueError, RecursionError) as exc:
+        raise FormatError(f"it is not JSON ({str(exc).split(':')[0]})") from None
+
+
+class Digest:
+    """SHA-256 and size of what was read."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self.size = 0
+
+    def update(self, data: bytes) -> None:
+        self._sha.update(data)
+        self.size += len(data)
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+def ndjson_rows(handle: BinaryIO, digest: Digest) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """Read an NDJSON data file: (line number, row or what is wrong with the line) per line,
+    each row with exactly :data:`COLUMNS` and spelled as :func:`ndjson_line` spells it; every
+    byte read goes to ``digest``."""
+    for number, line in enumerate(handle, start=1):
+        digest.update(line)
+        if not line.endswith(b"\n"):
+            yield number, "the last line does not end with a newline"
+            continue
+        try:
+            parsed = strict_json(line.decode("utf-8"))
+        except (UnicodeDecodeError, FormatError) as exc:
+            yield number, f"not a JSON line: {exc}" if isinstance(exc, FormatError) else "not UTF-8"
+            continue
+        if not isinstance(parsed, dict) or list(parsed) != list(COLUMNS):
+            yield number, "the line must hold exactly the export's columns, in order"
+            continue
+        if ndjson_line(parsed) != line:
+            yield number, "the line is not in its canonical form (edited or reformatted)"
+            continue
+        yield number, parsed
+
+
+def csv_rows(handle: BinaryIO, digest: Digest) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """As :func:`ndjson_rows` for CSV: the header, then one record per entry (a quoted cell
+    may hold line breaks, so a record is the lines up to balanced quotes)."""
+    header = handle.readline()
+    digest.update(header)
+    if header != CSV_HEADER:
+        yield 1, "the first line is not the export's CSV header"
+        return
+    number, start, pending = 1, 2, b""
+    for line in handle:
+        digest.update(line)
+        number += 1
+        pending += line
+        if pending.count(b'"') % 2 and line.endswith(b"\n"):
+            continue  # inside a quoted cell
+        record, pending, first_line = pending, b"", start
+        start = number + 1
+        if not record.endswith(b"\r\n"):
+            yield first_line, "the record does not end with CRLF"
+            continue
+        try:
+            cells = csv_cells(record[:-2].decode("utf-8"))
+        except UnicodeDecodeError:
+            yield first_line, "not UTF-8"
+            continue
+        if cells is None or len(cells) != len(COLUMNS):
+            yield first_line, f"the record must hold the export's {len(COLUMNS)} cells"
+            continue
+        row = dict(zip(COLUMNS, cells, strict=True))
+        if csv_line(row) != record:
+            yield first_line, "the record is not in its canonical form (edited or reformatted)"
+            continue
+        yield first_line, row
+    if pending:
+        yield start, "the file ends inside a quoted cell"
+
+
+# --- checking an entry ------------------------------------------------------------------------
+
+
+class RowInvalid(ValueError):
+    """An exported entry that fails a check: which (``check``) and what was found."""
+
+    def __init__(self, check: str, detail: str) -> None:
+        self.check = check
+        self.detail = detail
+        super().__init__(detail)
+
+
+def _row_int(row: dict[str, Any], name: str, low: int, high: int) -> int:
+    value = row[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise RowInvalid("entry", f"{name} must be an integer in [{low}, {high}]")
+    return value
+
+
+def _row_hex(row: dict[str, Any], name: str) -> bytes:
+    value = row[name]
+    if not isinstance(value, str) or not _HEX32.fullmatch(value):
+        raise RowInvalid("entry", f"{name} must be 64 lowercase hex digits")
+    return bytes.fromhex(value)
+
+
+def check_row(row: dict[str, Any], *, topic: str, partition: int) -> bytes:
+    """Check one exported entry on its own and return its leaf hash: the values' types and
+    ranges, its visible columns against its sealed view digest, a rejected entry's payload
+    against its digest and columns. Raises :class:`RowInvalid`."""
+    seq = _row_int(row, "seq", 1, 2**63 - 1)
+    kind = row["kind"]
+    if kind not in KINDS:
+        raise RowInvalid("entry", "kind must be event, duplicate or rejected")
+    duplicate_of = _row_int(row, "duplicate_of", 0, seq - 1)
+    if (kind == "duplicate") != (duplicate_of > 0):
+        raise RowInvalid(
+            "entry", "duplicate_of must name an earlier entry for a duplicate, and be 0 otherwise"
+        )
+    _row_int(row, "kafka_offset", 0, 2**63 - 1)
+    timestamp_ms = _row_int(row, "kafka_timestamp_ms", -(2**53), 2**53)
+    try:
+        shown = ms_iso(timestamp_ms)
+    except OverflowError:
+        shown = None
+    if row["kafka_timestamp"] != shown:
+        raise RowInvalid("entry", "kafka_timestamp is not kafka_timestamp_ms")
+    if not isinstance(row["pruned"], bool) or not isinstance(row["value_null"], bool):
+        raise RowInvalid("entry", "pruned and value_null must be true or false")
+    digest = _row_hex(row, "digest")
+    sealed_view = _row_hex(row, "view_digest")
+    _row_hex(row, "link")
+    if not isinstance(row["key_id"], str) or not row["key_id"]:
+        raise RowInvalid("entry", "key_id must be text")
+    encoded = row["payload"]
+    if row["pruned"]:
+        if encoded is not None or any(row[name] is not None for name in FIELD_NAMES):
+            raise RowInvalid("entry", "a pruned entry has no visible columns and no payload")
+    else:
+        try:
+            body = fields_view_body({name: row[name] for name in FIELD_NAMES})
+        except BundleInvalid as exc:
+            raise RowInvalid("entry", exc.detail.replace("entry.fields.", "")) from None
+        if not hmac.compare_digest(view_digest(entry_view(timestamp_ms, body)), sealed_view):
+            raise RowInvalid(
+                "view digest",
+                "the visible columns do not hash to view_digest: the columns shown are not the ones sealed",
+            )
+        if kind == "rejected" and not row["value_null"]:
+            _check_payload(encoded, digest, body)
+        elif encoded is not None:
+            raise RowInvalid("entry", "only a rejected entry shows its payload")
+    return entry_leaf(leaf_document(row, topic=topic, partition=partition))
+
+
+def _check_payload(encoded: object, digest: bytes, body: bytes) -> None:
+    if not isinstance(encoded, str):
+        raise RowInvalid("payload", "a rejected entry must show its payload (base64)")
+    try:
+        payload = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise RowInvalid("payload", "payload is not base64") from None
+    if base64.b64encode(payload).decode("ascii") != encoded:
+        raise RowInvalid("payload", "payload is not canonical base64")
+    if not hmac.compare_digest(hashlib.sha256(payload).digest(), digest):
+        raise RowInvalid("payload", "the payload does not hash to digest: it is not the record sealed")
+    try:
+        fingerprint: bytes | None = read_fingerprint(payload) if payload else None
+    except DecodeError:
+        fingerprint = None
+    if rejected_view_body(fingerprint) != body:
+        raise RowInvalid("payload", "the columns of the rejected entry are not what its payload says")
 
 
 # --- the manifest's signature ---------------------------------------------------------------------
