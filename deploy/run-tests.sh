@@ -25,9 +25,19 @@ load_started() {
     return 0
 }
 
+kill_tree() {
+    # A process and its descendants, by PID (the background checker build runs go and its compilers).
+    local child
+    for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do kill_tree "$child"; done
+    kill "$1" 2>/dev/null || true
+}
+
 cleanup() {
     local rc=$? i
     trap - EXIT INT TERM
+    if [[ -n "${k8scheck_pid:-}" ]] && kill -0 "$k8scheck_pid" 2>/dev/null; then
+        kill_tree "$k8scheck_pid"
+    fi
     load_started
     if [[ -n "$up_ran" && ${#started[@]} -eq 0 ]]; then
         echo "run-tests: services were already running before this run; leaving them up" >&2
