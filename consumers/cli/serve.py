@@ -15,6 +15,7 @@ import click
 from baldur_audit.producers import AuditTrail
 from baldur_audit.schemas.errors import AuditError, ConfigError
 
+from ..checkpoint_keys import CheckpointKeys
 from ..kafka.source import KafkaTopicReader
 from ..postgres import dsn_password, redact_dsn
 from ..postgres.reader import ReaderPool, connect_reader
@@ -45,19 +46,20 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _public_keys(app: App) -> tuple[str | None, tuple[Any, ...]]:
-    """The verifier keys as ``keys public`` prints them, and the keys themselves (none when no
-    checkpoint key is configured; nothing is generated)."""
+def _public_keys(app: App) -> tuple[str | None, CheckpointKeys | None]:
+    """The verifier keys as ``keys public`` prints them, and the checkpoint keys (the signer,
+    when configured, signs exports); none when no checkpoint key is configured (nothing is
+    generated)."""
     try:
         found = app.checkpoint_keys(signing=False)
     except ConfigError as exc:
         log.warning("no public keys to offer: %s", exc)
-        return None, ()
+        return None, None
     if not found.verifiers:
-        return None, ()
+        return None, found
     lines = [f"# checkpoint verifier keys of {found.origin} (for check-proof --public-key)"]
     lines += [str(key) for key in found.verifiers]
-    return "\n".join(lines) + "\n", found.verifiers
+    return "\n".join(lines) + "\n", found
 
 
 def _tokens(app: App, token_file: Path | None) -> list[Any] | None:
@@ -179,7 +181,7 @@ def serve(
             max_age = parse_duration(verify_max_age)
             with connect_reader(dsn) as probe:
                 probe.read_meta()  # fail now, in one line, if `init` has not run (or is old)
-            public_keys, verifiers = _public_keys(app)
+            public_keys, checkpoint_keys = _public_keys(app)
             settings = app.settings
             reader: list[KafkaTopicReader] = []
 
@@ -198,8 +200,9 @@ def serve(
             pool = ReaderPool(dsn, size=8)
             reads = LedgerReads(
                 pool,
-                verifiers=verifiers,
+                verifiers=checkpoint_keys.verifiers if checkpoint_keys else (),
                 public_keys=public_keys,
+                export_keys=checkpoint_keys,
                 lag=LagProbe(read_end, ttl=10.0),
                 verify_max_age=max_age,
             )

@@ -131,3 +131,19 @@ def search_page(store: PostgresLedgerStore, query: LogFilter) -> LogPage:
     for row in rows:
         del row["matched"]
     return LogPage(rows, matched)
+
+
+def entry_by_seq(store: PostgresLedgerStore, seq: int) -> dict[str, Any] | None:
+    """Entry ``seq`` of any kind with the columns of :func:`search_page` (None: there is none)."""
+    statement = sql.SQL(
+        "SELECT {columns}, " + _RETENTION_COLUMNS + " FROM audit_entries"
+        " LEFT JOIN identities ON identities.pseudonym = audit_entries.actor WHERE seq = {seq}"
+    ).format(
+        columns=sql.SQL(", ").join(sql.Identifier(c) for c in LOG_COLUMNS),
+        seq=sql.Literal(seq),
+    )
+    store.require_schema()
+    with store.snapshot() as conn, conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(statement)
+        row = cur.fetchone()
+    return dict(row) if row is not None else None

@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
+import tarfile
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -23,15 +26,17 @@ from urllib.parse import parse_qs, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from baldur_audit.schemas.errors import AuditError, ChainBreak, ConfigError, StoreUnavailable
 
 from ..evidence.build import ProofUnavailable
+from ..evidence.export import ExportMismatch, ExportRefused
 from ..postgres.search import LogFilter
 from .access import Access, bearer
 from .openapi import openapi_document
@@ -232,9 +237,9 @@ def create_app(reads: LedgerReads, config: ViewerConfig) -> Starlette:
         """An exception as a status code and one line (never a traceback)."""
         if isinstance(exc, ConfigError):
             code, text = 400, str(exc)
-        elif isinstance(exc, ProofUnavailable):
+        elif isinstance(exc, (ProofUnavailable, ExportRefused)):
             code, text = 404, str(exc)
-        elif isinstance(exc, (ChainBreak, BundleRefused)):
+        elif isinstance(exc, (ChainBreak, BundleRefused, ExportMismatch)):
             code, text = 409, f"tampered: {exc}"
         elif isinstance(exc, StoreUnavailable):
             code, text = 503, f"the ledger database is unavailable: {exc}"
@@ -319,6 +324,25 @@ def create_app(reads: LedgerReads, config: ViewerConfig) -> Starlette:
         if reads.public_keys is None:
             return api_error(404, "no checkpoint key is configured")
         return Response(reads.public_keys, media_type="text/plain; charset=utf-8")
+
+    @guarded(api=True)
+    def api_export(request: Request) -> Response:
+        scratch = Path(tempfile.mkdtemp(prefix="baldur-serve-export-"))
+        try:
+            folder = reads.export(request.query_params, scratch)
+            archive = scratch / "export.tar.gz"
+            with tarfile.open(archive, "w:gz") as tar:
+                for path in sorted(folder.iterdir()):
+                    tar.add(path, arcname=f"baldur-audit-export/{path.name}")
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        return FileResponse(
+            archive,
+            media_type="application/gzip",
+            filename="baldur-audit-export.tar.gz",
+            background=BackgroundTask(shutil.rmtree, scratch, ignore_errors=True),
+        )
 
     def api_openapi(request: Request) -> Response:
         return json_response(openapi_document())
@@ -473,6 +497,7 @@ def create_app(reads: LedgerReads, config: ViewerConfig) -> Starlette:
         Route("/api/v1/entries/{seq}/bundle", api_bundle),
         Route("/api/v1/status", api_status),
         Route("/api/v1/keys", api_keys),
+        Route("/api/v1/export", api_export),
         Route("/api/v1/openapi.json", api_openapi),
         Route("/", home),
         Route("/entries", timeline),

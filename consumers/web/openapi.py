@@ -126,6 +126,27 @@ def openapi_document() -> dict[str, Any]:
                     ),
                 }
             },
+            "/export": {
+                "get": {
+                    "summary": "An export of a seq range or time window with its signed manifest (tar.gz)",
+                    "description": "The folder `baldur-audit export` writes, as a gzipped tar; check it "
+                    "offline with `baldur-audit check-export FOLDER --public-key KEYS`. At most 100,000 "
+                    "entries at once; the server needs the checkpoint signing key.",
+                    "parameters": [
+                        {"name": name, "in": "query", "schema": {"type": kind}, "description": text}
+                        for name, kind, text in (
+                            ("first_seq", "integer", "From this seq (or `since`)."),
+                            ("last_seq", "integer", "To this seq (or `until`)."),
+                            ("since", "string", "From the first entry stamped at or after this time."),
+                            ("until", "string", "To the last entry stamped before this time."),
+                            ("format", "string", "ndjson (default) or csv."),
+                        )
+                    ],
+                    "responses": _responses(
+                        {"description": "The export.", "content": {"application/gzip": {}}}, 400, 404, 409
+                    ),
+                }
+            },
             "/keys": {
                 "get": {
                     "summary": "The checkpoint verifier keys (as `keys public` prints them)",

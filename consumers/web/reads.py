@@ -12,17 +12,21 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from baldur_audit.schemas.checkpoint import UnverifiableCheckpoint, VerifierKey
 from baldur_audit.schemas.errors import AuditError, ConfigError
 
+from ..checkpoint_keys import CheckpointKeys
 from ..evidence.build import build_inclusion_bundle
 from ..evidence.bundle import BundleInvalid, render
 from ..evidence.check import check_bundle
+from ..evidence.export import ExportPlan, write_export
+from ..evidence.export_format import FORMATS
 from ..postgres.merkle import stored_checkpoint
 from ..postgres.reader import ReaderPool
-from ..postgres.search import LogFilter, LogPage, search_page
+from ..postgres.search import LogFilter, LogPage, entry_by_seq, search_page
 from ..postgres.verify_results import last_verify_result
 from ..times import parse_duration, parse_time
 
@@ -37,6 +41,9 @@ KINDS: dict[str, tuple[str, ...]] = {
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 FILTER_FIELDS = ("target", "actor", "action", "trace_id", "since", "until", "before", "window", "kind")
+
+
+MAX_EXPORT_ENTRIES = 100_000
 
 
 class BundleRefused(AuditError):
@@ -159,12 +166,16 @@ class LedgerReads:
         public_keys: str | None = None,
         lag: LagProbe | None = None,
         verify_max_age: timedelta = timedelta(hours=25),
+        export_keys: CheckpointKeys | None = None,
+        max_export_entries: int = MAX_EXPORT_ENTRIES,
     ) -> None:
         self._pool = pool
         self._verifiers = tuple(verifiers)
         self.public_keys = public_keys
         self._lag = lag
         self._max_age = verify_max_age
+        self._export_keys = export_keys
+        self._max_export = max_export_entries
 
     def page(self, query: LogFilter) -> LogPage:
         """A page of entries matching ``query`` (with how many match in all)."""
@@ -174,9 +185,7 @@ class LedgerReads:
     def entry(self, seq: int) -> dict[str, Any] | None:
         """Entry ``seq`` of any kind, with its before/after (None: there is none)."""
         with self._pool.borrow() as store:
-            page = search_page(store, LogFilter(kinds=KINDS["all"], after_seq=seq - 1, limit=1))
-        found = page.entries[0] if page.entries else None
-        return found if found is not None and found["seq"] == seq else None
+            return entry_by_seq(store, seq)
 
     def bundle(self, seq: int) -> str:
         """The evidence bundle of entry ``seq``, the same bytes as ``prove SEQ`` prints.
@@ -231,3 +240,49 @@ class LedgerReads:
         with self._pool.borrow() as store, store.snapshot() as conn:
             result = last_verify_result(conn)
         return banner_of(result, now=now or datetime.now(UTC), max_age=self._max_age)
+
+    def export(self, params: Mapping[str, str], folder: Path, *, now: datetime | None = None) -> Path:
+        """Write the export that ``params`` select (``first_seq``/``since``, ``last_seq``/``until``,
+        ``format`` ndjson or csv) into ``folder``/export, as ``baldur-audit export`` writes it.
+
+        Raises ConfigError (a bad parameter, no checkpoint signing key, more entries than the
+        server's limit), ExportRefused, ExportMismatch, ChainBreak, StoreUnavailable.
+        """
+        if self._export_keys is None or not self._export_keys.signers:
+            raise ConfigError(
+                "exports are signed with the checkpoint key, and this server has none "
+                "(BALDUR_SECRETS_CHECKPOINT_KEY)"
+            )
+        now = now or datetime.now(UTC)
+        fmt = _text(params, "format", 16) or "ndjson"
+        if fmt not in FORMATS:
+            raise ConfigError(f"format: one of {', '.join(FORMATS)}")
+        since, until = _text(params, "since", 64), _text(params, "until", 64)
+        first = _whole(params, "first_seq", 1, 2**63 - 1, None)
+        last = _whole(params, "last_seq", 1, 2**63 - 1, None)
+        if (first is not None and since) or (last is not None and until):
+            raise ConfigError("give first_seq or since, and last_seq or until, not both")
+        limit = self._max_export
+
+        def within_limit(plan: ExportPlan) -> None:
+            if plan.count > limit:
+                raise ConfigError(
+                    f"seq {plan.first_seq}..{plan.last_seq} holds {plan.count} entries; this server "
+                    f"exports at most {limit} at once (use baldur-audit export for more)"
+                )
+
+        out = folder / "export"
+        with self._pool.borrow() as store:
+            write_export(
+                store,
+                self._export_keys,
+                out=out,
+                fmt=fmt,
+                first_seq=first,
+                last_seq=last,
+                since=parse_time(since, now=now) if since else None,
+                until=parse_time(until, now=now) if until else None,
+                plan_ready=within_limit,
+                now=now,
+            )
+        return out

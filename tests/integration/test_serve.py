@@ -8,6 +8,7 @@ escaped in the HTML, and views recorded on the ledger when asked."""
 from __future__ import annotations
 
 import json
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -346,3 +347,24 @@ def test_the_monitor_records_each_round_for_the_banner(ledger: Ledger, tmp_path:
         status = viewer.request("/api/v1/status").json()
     assert status["last_verify"]["tool"] == "monitor" and status["last_verify"]["mode"] == "full"
     assert status["banner"]["text"].startswith("intact: verified through seq 3 by monitor at ")
+
+
+def test_an_export_over_the_api_checks_offline(incident: tuple[Ledger, Viewer], tmp_path: Path) -> None:
+    ledger, viewer = incident
+    reply = viewer.request("/api/v1/export?first_seq=3&last_seq=6&format=csv")
+    assert reply.status == 200, reply.text
+    assert reply.headers["content-type"] == "application/gzip"
+    (tmp_path / "export.tar.gz").write_bytes(reply.body)
+    with tarfile.open(tmp_path / "export.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    folder = tmp_path / "baldur-audit-export"
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8").split("\n\n")[0])
+    assert (manifest["first_seq"], manifest["last_seq"]) == (3, 6)
+    (tmp_path / "keys.txt").write_text(viewer.request("/api/v1/keys").text, encoding="utf-8")
+    checked = cli_in(ledger, "check-export", str(folder), "--public-key", "keys.txt", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert viewer.request("/api/v1/export?format=xml").status == 400
+    assert viewer.request("/api/v1/export?first_seq=1&since=2h").status == 400
+    assert viewer.request("/api/v1/export?since=2030-01-01T00:00Z").status == 404
+    everything = viewer.request("/api/v1/export?since=1h")  # broker time: sealed minutes ago
+    assert everything.status == 200 and everything.body[:2] == b"\x1f\x8b"
