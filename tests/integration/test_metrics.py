@@ -59,7 +59,7 @@ def scrape(port: int) -> dict[str, float]:
     return samples
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
+def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -244,15 +244,13 @@ def test_the_checkpoint_age_counts_from_a_checkpoint_signed_before_the_chainer_s
         ledger.env["BALDUR_CHECKPOINT_INTERVAL"] = "3600"
         port = free_port()
         processes.append(start_chainer(ledger, port))
-        samples = wait_for(
-            lambda: (
-                (found := scrape(port)).get("baldur_audit_chainer_active") == 1
-                and "baldur_audit_checkpoint_age_seconds" in found
-                and found
-            ),
-            60,
-            "the chainer to report the stored checkpoint's age",
-        )
+
+        def aged() -> dict[str, float] | None:
+            found = scrape(port)
+            active = found.get("baldur_audit_chainer_active") == 1
+            return found if active and "baldur_audit_checkpoint_age_seconds" in found else None
+
+        samples = wait_for(aged, 60, "the chainer to report the stored checkpoint's age")
         assert 0 <= samples["baldur_audit_checkpoint_age_seconds"] < 600
         assert samples["baldur_audit_checkpoint_failures_total"] == 0
         assert _checkpoint_sizes(ledger) == [5]
