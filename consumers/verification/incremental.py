@@ -527,9 +527,10 @@ def verify_round(
     for found in (step.found, behind):
         if found is not None:
             report = _earliest(report, found)
-    first = 1 if resume is None else resume.seq + 1
-    if resume is None and report.retention and report.retention["anchor"]:
-        first = int(report.retention["anchor"]["seq"]) + 1
+    anchored = (
+        int(report.retention["anchor"]["seq"]) if report.retention and report.retention["anchor"] else 0
+    )
+    first = max(resume.seq if resume is not None else 0, anchored) + 1  # the first seq walked
     return RoundReport(
         mode=mode,
         report=replace(report, seconds=time.monotonic() - started),

@@ -10,6 +10,7 @@ promptly on SIGTERM."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -20,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -387,6 +389,40 @@ def test_incremental_rounds_check_the_forward_secure_epoch_rule(ledger: Ledger, 
     assert rnd["first_break"]["seq"] == 15 and rnd["first_break"]["kind"] == "modified"
     assert "epoch 3" in rnd["first_break"]["detail"]
     assert verify(led, "--no-witness", env=fs, expect=1)["first_break"]["seq"] == 15  # verify agrees
+
+
+def test_incremental_rounds_start_after_a_retention_anchor_and_check_its_signature(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    led, state = ledger, tmp_path / "monitor.json"
+    led.produce_events(2)
+    chain(led)
+    monitor_once(led, state, "--no-witness")  # verified up to seq 2
+    led.produce_events(2, start=2)
+    chain(led)
+    with led.app() as conn:
+        (old_end,) = conn.execute("SELECT max(kafka_timestamp) FROM audit_entries").fetchone()
+    time.sleep(10)  # entries 1-4 become older than the retention period, 5-7 not
+    led.produce_events(3, start=4)
+    chain(led)
+    period = f"{math.floor((datetime.now(UTC) - old_end).total_seconds())}s"
+    done = led.cli_json("prune", "--older-than", period, "--mode", "entries")
+    assert done["anchor"]["seq"] == 4
+    # entries 3-4 (never walked) were dropped behind the anchor: the round starts after it
+    rnd = monitor_once(led, state, "--no-witness")
+    assert (rnd["mode"], rnd["result"], rnd["walked"], rnd["entries"]) == ("incremental", "intact", 3, 3)
+    assert rnd["retention"]["anchor"]["seq"] == 4 and rnd["from_seq"] == 5
+    led.produce_events(2, start=7)
+    chain(led)
+    rnd = monitor_once(led, state, "--no-witness")  # from the verified seq, beyond the anchor
+    assert (rnd["mode"], rnd["walked"], rnd["from_seq"], rnd["entries"]) == ("incremental", 2, 8, 5)
+    with led.admin() as conn:  # the anchor's MAC is checked by every round
+        conn.execute("UPDATE retention_anchors SET kafka_offset = kafka_offset + 1")
+    rnd = monitor_once(led, state, "--no-witness", expect=1)
+    assert rnd["mode"] == "incremental" and (rnd["first_break"]["seq"], rnd["first_break"]["kind"]) == (
+        4,
+        "modified",
+    )
 
 
 # -- the command ------------------------------------------------------------------------------------
