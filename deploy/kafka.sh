@@ -15,6 +15,12 @@
 # Environment overrides: BALDUR_KAFKA_HOME (state dir, default .local/kafka), BALDUR_KAFKA_PORT,
 #   BALDUR_KAFKA_CONTROLLER_PORT (a second broker beside the first), KAFKA_START_TIMEOUT (s, default 90), KAFKA_HEAP_OPTS, JAVA,
 #   KAFKA_CDS=0 to disable the class-data-sharing archive (see cds_opts).
+# A secured broker (tests/support/secured.py) adds three:
+#   BALDUR_KAFKA_EXTRA_CONFIG   a properties file appended to the generated server.properties; a
+#                               later key wins, e.g. a SASL_SSL listener on BALDUR_KAFKA_PORT
+#   BALDUR_KAFKA_SCRAM          SCRAM credentials created when the storage is formatted: a file with
+#                               one `SCRAM-SHA-512=[name=NAME,password=PASSWORD]` per line
+#   BALDUR_KAFKA_CLIENT_CONFIG  a librdkafka properties file the readiness checks connect with
 # consumer-groups talks to 127.0.0.1:$BALDUR_KAFKA_PORT when that is set, else to $BALDUR_KAFKA_BOOTSTRAP,
 #   else to 127.0.0.1:29092; a --bootstrap-server among ARGS wins over all three.
 set -euo pipefail
@@ -37,6 +43,9 @@ LIBS_LOCK="$LOCAL/kafka-libs.lock"
 VENV_PY="$ROOT/.venv/bin/python"
 # The client-side readiness checks (healthy, wait_healthy), run with $VENV_PY.
 KAFKA_READY="$ROOT/deploy/tools/kafka_ready.py"
+EXTRA_CONFIG="${BALDUR_KAFKA_EXTRA_CONFIG:-}"
+SCRAM_FILE="${BALDUR_KAFKA_SCRAM:-}"
+CLIENT_CONFIG="${BALDUR_KAFKA_CLIENT_CONFIG:-}"
 
 HOST=127.0.0.1
 PORT="${BALDUR_KAFKA_PORT:-29092}"
@@ -90,7 +99,7 @@ find_broker_jvm() {
 # Falls back to a TCP connect only when the project venv does not exist yet.
 healthy() {
     if [[ -x "$VENV_PY" ]] && "$VENV_PY" -c 'import confluent_kafka' 2>/dev/null; then
-        "$VENV_PY" "$KAFKA_READY" probe "$BOOTSTRAP" >/dev/null 2>&1
+        "$VENV_PY" "$KAFKA_READY" ${CLIENT_CONFIG:+--config "$CLIENT_CONFIG"} probe "$BOOTSTRAP" >/dev/null 2>&1
     else
         (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null
     fi
@@ -232,6 +241,12 @@ group.initial.rebalance.delay.ms=0
 group.min.session.timeout.ms=1000
 num.recovery.threads.per.data.dir=1
 EOF
+    if [[ -n "$EXTRA_CONFIG" ]]; then
+        # It may hold keystore and JAAS passwords: the generated file is for the owner only.
+        chmod 600 "$tmp"
+        { echo "# Appended from $EXTRA_CONFIG (BALDUR_KAFKA_EXTRA_CONFIG): a later key wins."
+          cat "$EXTRA_CONFIG"; } >>"$tmp" || die "cannot read $EXTRA_CONFIG"
+    fi
     mv "$tmp" "$CONF"
 }
 
@@ -250,11 +265,16 @@ cluster_id() {
 
 format_storage() {
     [[ -f "$DATA/meta.properties" ]] && return 0
-    local cid
+    local cid line scram=()
     cid="$(cluster_id)"
-    log "formatting KRaft storage (cluster id $cid, --standalone)"
+    if [[ -n "$SCRAM_FILE" ]]; then
+        while IFS= read -r line || [[ -n "$line" ]]; do
+            if [[ -n "$line" ]]; then scram+=(--add-scram "$line"); fi
+        done <"$SCRAM_FILE" || die "cannot read $SCRAM_FILE"
+    fi
+    log "formatting KRaft storage (cluster id $cid, --standalone${SCRAM_FILE:+, $((${#scram[@]} / 2)) SCRAM credentials})"
     "$JAVA" -Xmx256m -Djava.net.preferIPv4Stack=true -Dlog4j2.configurationFile="file:$LOG4J" -cp "$LIBS/*" kafka.tools.StorageTool \
-        format --standalone -t "$cid" -c "$CONF" >>"$LOG" 2>&1 \
+        format --standalone -t "$cid" -c "$CONF" "${scram[@]}" >>"$LOG" 2>&1 \
         || { tail -n 30 "$LOG" >&2; die "kafka-storage format failed (log: $LOG)"; }
 }
 
@@ -265,7 +285,7 @@ wait_healthy() {
         # One client polled every 0.2 s (short reconnect backoff): sub-second readiness detection
         # without paying a Python start-up per attempt. Ready = metadata answered AND the group
         # coordinator is available.
-        took="$("$VENV_PY" "$KAFKA_READY" wait "$BOOTSTRAP" "$pid" "$START_TIMEOUT")" || rc=$?
+        took="$("$VENV_PY" "$KAFKA_READY" ${CLIENT_CONFIG:+--config "$CLIENT_CONFIG"} wait "$BOOTSTRAP" "$pid" "$START_TIMEOUT")" || rc=$?
     else
         log "no project venv yet: readiness = TCP port $PORT open (no client check)"
         local t0=$SECONDS next=5

@@ -67,6 +67,10 @@ lint_rc=0
 "$D/prometheus.sh" install || { echo "run-tests: Prometheus (deploy/prometheus.sh install) failed" >&2; exit 1; }
 "$D/java-producer.sh" build || { echo "run-tests: the Java example producer (deploy/java-producer.sh build) failed" >&2; exit 1; }
 "$D/browser.sh" install || { echo "run-tests: Chromium for the viewer's browser test (deploy/browser.sh install) failed" >&2; exit 1; }
+# The secured stack's certificates (tests/support/secured.py) are made with the openssl tool.
+command -v openssl >/dev/null 2>&1 || {
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
+} || { echo "run-tests: installing openssl failed" >&2; exit 1; }
 
 rm -f "$STARTED"
 up_ran=1

@@ -17,6 +17,10 @@ deploy/kafka.sh runs this with the project venv's interpreter, and only once
           3  not ready after TIMEOUT seconds
           1  bad arguments or an unexpected error
         Every 5 s a "kafka: waiting for BOOTSTRAP ... N s" line goes to stderr.
+
+    Either may start with ``--config FILE``: a librdkafka properties file (``name=value`` lines,
+    ``#`` comments) that every client of the check uses, for a broker whose listener needs TLS
+    or SASL (deploy/kafka.sh passes ``BALDUR_KAFKA_CLIENT_CONFIG``).
 """
 
 from __future__ import annotations
@@ -27,9 +31,26 @@ import time
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-USAGE = "usage: kafka_ready.py probe BOOTSTRAP\n       kafka_ready.py wait BOOTSTRAP PID TIMEOUT"
+USAGE = (
+    "usage: kafka_ready.py [--config FILE] probe BOOTSTRAP\n"
+    "       kafka_ready.py [--config FILE] wait BOOTSTRAP PID TIMEOUT"
+)
 HEALTHCHECK_GROUP = "baldur-deploy-healthcheck"
 HEALTHCHECK_TOPIC = "baldur-deploy-healthcheck"
+#: Client settings from ``--config FILE`` (security.protocol, sasl.*, ssl.*), for every client.
+CLIENT_CONFIG: dict[str, str] = {}
+
+
+def read_properties(path: str) -> dict[str, str]:
+    """The ``name=value`` settings of a properties file (blank and ``#``/``!`` lines skipped)."""
+    settings = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            text = line.strip()
+            if text and text[0] not in "#!" and "=" in text:
+                name, value = text.split("=", 1)
+                settings[name.strip()] = value.strip()
+    return settings
 
 
 def _ignore_error(err: KafkaError) -> None:
@@ -39,7 +60,7 @@ def _ignore_error(err: KafkaError) -> None:
 def probe(bootstrap: str) -> int:
     """0 when the broker answers a metadata request within 1 s, else 1."""
     try:
-        AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=1)
+        AdminClient({**CLIENT_CONFIG, "bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=1)
     except Exception:
         return 1
     return 0
@@ -61,6 +82,7 @@ def coordinator_ready(bootstrap: str) -> bool:
     # Count the broker as ready only once a group coordinator answers (~1 s, first start only).
     c = Consumer(
         {
+            **CLIENT_CONFIG,
             "bootstrap.servers": bootstrap,
             "group.id": HEALTHCHECK_GROUP,
             "log_level": 0,
@@ -81,6 +103,7 @@ def wait(bootstrap: str, pid: int, timeout: float) -> int:
     t0, nxt = time.monotonic(), 5.0
     admin = AdminClient(
         {
+            **CLIENT_CONFIG,
             "bootstrap.servers": bootstrap,
             "log_level": 0,
             "error_cb": _ignore_error,
@@ -113,6 +136,13 @@ def wait(bootstrap: str, pid: int, timeout: float) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if len(args) >= 2 and args[0] == "--config":
+        try:
+            CLIENT_CONFIG.update(read_properties(args[1]))
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"kafka_ready.py: cannot read {args[1]}: {exc}", file=sys.stderr)
+            return 1
+        args = args[2:]
     if len(args) == 2 and args[0] == "probe":
         return probe(args[1])
     if len(args) == 4 and args[0] == "wait":
