@@ -61,6 +61,20 @@ _PERMANENT_ERRORS = frozenset(
     )
     if hasattr(confluent_kafka.KafkaError, name)
 )
+_CREDENTIALS = "check sasl.mechanism, sasl.username and sasl.password in the Kafka client configuration"
+#: Errors that say the cluster refuses the client itself (its credentials, its TLS settings, its
+#: ACLs), with what to check. librdkafka retries them for ever like any connection error, and
+#: says why only through ``error_cb`` and its log, so the clients look for them there.
+REFUSALS: dict[int, str] = {
+    confluent_kafka.KafkaError._AUTHENTICATION: _CREDENTIALS,
+    confluent_kafka.KafkaError.SASL_AUTHENTICATION_FAILED: _CREDENTIALS,
+    confluent_kafka.KafkaError.UNSUPPORTED_SASL_MECHANISM: _CREDENTIALS,
+    confluent_kafka.KafkaError._SSL: "check ssl.ca.location (the CA that signed the broker's "
+    "certificate) and the client certificate and key in the Kafka client configuration",
+    confluent_kafka.KafkaError.TOPIC_AUTHORIZATION_FAILED: "the principal lacks an ACL on the topic",
+    confluent_kafka.KafkaError.GROUP_AUTHORIZATION_FAILED: "the principal lacks an ACL on the group",
+    confluent_kafka.KafkaError.CLUSTER_AUTHORIZATION_FAILED: "the principal lacks an ACL on the cluster",
+}
 
 
 class KafkaProducerPort(Protocol):
@@ -75,6 +89,19 @@ class KafkaProducerPort(Protocol):
     def purge(self, in_queue: bool = ..., in_flight: bool = ..., blocking: bool = ...) -> None: ...
 
     def __len__(self) -> int: ...
+
+
+#: librdkafka reports some failed TLS handshakes as transport errors: these words tell them.
+_TLS_FAILURES = ("SSL handshake failed", "certificate verify failed")
+
+
+def refusal_hint(error: confluent_kafka.KafkaError) -> str | None:
+    """What to check when ``error`` says the cluster refuses this client (see :data:`REFUSALS`);
+    None for any other error."""
+    code = error.code()
+    if code == confluent_kafka.KafkaError._TRANSPORT and any(words in error.str() for words in _TLS_FAILURES):
+        code = confluent_kafka.KafkaError._SSL
+    return REFUSALS.get(code)
 
 
 def is_permanent(error: confluent_kafka.KafkaError) -> bool:

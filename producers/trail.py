@@ -75,7 +75,7 @@ from baldur_audit.schemas.errors import AuditError, BrokerUnavailable, ConfigErr
 from baldur_audit.schemas.event import Actor, ChangeEvent, to_json_text, uuid7
 
 from .kafka_config import CONFIG_ENV, load_client_config
-from .kafka_producer import KafkaProducerPort, build_producer, is_permanent, scrub_settings
+from .kafka_producer import KafkaProducerPort, build_producer, is_permanent, refusal_hint, scrub_settings
 from .mask import mask_client_ip
 from .metrics import TrailMetrics
 from .redact import Redactor
@@ -229,6 +229,9 @@ class AuditTrail:
         self._metrics = TrailMetrics(topic, enabled=enabled)  # Prometheus, if installed
         self._closed = False
         self._fatal = False
+        # Why the cluster refused the producer (credentials, TLS, ACLs), and when that was logged.
+        self._refusal: str | None = None
+        self._refusal_logged = -60.0
         self._producer: KafkaProducerPort | None = None
         self._settings: dict[str, Any] = {}
         self._durability = durability if enabled else "memory"
@@ -317,6 +320,13 @@ class AuditTrail:
     @property
     def enabled(self) -> bool:
         return self._enabled
+
+    @property
+    def refusal(self) -> str | None:
+        """The last error by which the cluster refused this producer (authentication, TLS,
+        authorization), with what to check; None if it never did. Kafka keeps refusing until
+        the configuration or the cluster changes, however often the client retries."""
+        return self._refusal
 
     @property
     def stats(self) -> TrailStats:
@@ -751,6 +761,17 @@ class AuditTrail:
                 self._purge_due = True
                 if self._drainer is not None:
                     self._drainer.wake()
+        hint = refusal_hint(error)
+        if hint is not None:
+            self._refusal = f"{text} ({hint})"
+            # librdkafka retries at once: one line a minute, not one per attempt.
+            if time.monotonic() - self._refusal_logged >= 60:
+                self._refusal_logged = time.monotonic()
+                logger.error("kafka refuses the audit producer: %s", self._refusal)
+            return
+        if self._refusal is not None and error.code() in _UNREACHABLE:
+            logger.debug("kafka producer error %s: %s", error.name(), text)  # the refusal's echo
+            return
         if error.fatal():
             self._fatal = True  # the next record() builds a new producer
             logger.error("kafka producer fatal error %s: %s; it will be recreated", error.name(), text)

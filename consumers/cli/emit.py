@@ -13,9 +13,12 @@ plain word, never a value.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 import click
@@ -281,44 +284,74 @@ def emit(
         failed_ids: set[str] = set()
         # A large file may fill the producer's queue: wait for room (up to --timeout) rather
         # than stop half-way.
-        trail = AuditTrail(
-            bootstrap=settings.bootstrap,
-            topic=settings.topic,
-            producer_config=app.kafka_config(),
-            max_block_ms=int(timeout * 1000),
-            on_failure=lambda event_id, _error: failed_ids.add(str(event_id)),
-        )
-        ids: list[Any] = []
-        prepared = []
-        refused = ""
-        try:
-            for line, item in lines:  # each line parsed, then validated: the first bad one fails
-                item.setdefault("source", "cli")
-                try:
-                    prepared.append(trail.prepare(**item))
-                except InvalidEvent as exc:
-                    where = f"line {line}: " if line is not None else ""
-                    raise click.UsageError(f"{where}{exc}") from None
+        with _producer_logs_quiet():
+            trail = AuditTrail(
+                bootstrap=settings.bootstrap,
+                topic=settings.topic,
+                producer_config=app.kafka_config(),
+                max_block_ms=int(timeout * 1000),
+                on_failure=lambda event_id, _error: failed_ids.add(str(event_id)),
+            )
+            ids: list[Any] = []
+            prepared = []
+            refused = ""
             try:
-                for event in prepared:
-                    ids.append(trail.publish(event))
-            except AuditError as exc:  # the queue stayed full: stop, report what went
-                refused = str(exc)
+                for line, item in lines:  # each line parsed, then validated: the first bad one fails
+                    item.setdefault("source", "cli")
+                    try:
+                        prepared.append(trail.prepare(**item))
+                    except InvalidEvent as exc:
+                        where = f"line {line}: " if line is not None else ""
+                        raise click.UsageError(f"{where}{exc}") from None
+                try:
+                    for event in prepared:
+                        ids.append(trail.publish(event))
+                except AuditError as exc:  # the queue stayed full: stop, report what went
+                    refused = str(exc)
+                finally:
+                    _flush(trail, timeout)
             finally:
-                trail.flush(timeout)
-        finally:
-            trail.close(timeout=1.0)  # purges what is left: reported through on_failure
+                trail.close(timeout=1.0)  # purges what is left: reported through on_failure
         delivered = [str(event_id) for event_id in ids if str(event_id) not in failed_ids]
         for event_id in delivered:  # what Kafka acknowledged is printed even on failure
             click.echo(event_id)
         if len(delivered) < len(prepared):
             app.fail(
-                f"error: {len(prepared) - len(delivered)} of {len(prepared)} events not "
-                f"acknowledged by Kafka at {settings.bootstrap} within {timeout:.0f} s"
+                f"error: {len(prepared) - len(delivered)} of {len(prepared)} events not acknowledged "
+                + (
+                    f"(Kafka at {settings.bootstrap} refused the producer: {trail.refusal})"
+                    if trail.refusal
+                    else f"by Kafka at {settings.bootstrap} within {timeout:.0f} s"
+                )
                 + (f" ({refused})" if refused else "")
             )
         if len(ids) > 1:
             click.echo(f"recorded {len(ids)} events", err=True)
+
+
+@contextmanager
+def _producer_logs_quiet() -> Iterator[None]:
+    """Without ``-v``, the producer library's own log lines (written for the services that embed
+    it) stay quiet: the command reports what failed in its one line."""
+    library = logging.getLogger("baldur_audit.producers")
+    if library.isEnabledFor(logging.INFO):
+        yield
+        return
+    level = library.level
+    library.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        library.setLevel(level)
+
+
+def _flush(trail: AuditTrail, timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for delivery, but no longer once the cluster refused the
+    producer (its credentials, TLS settings or ACLs): waiting cannot change that."""
+    deadline = time.monotonic() + timeout
+    while trail.flush(min(0.2, max(0.0, deadline - time.monotonic()))):
+        if trail.refusal is not None or time.monotonic() >= deadline:
+            return
 
 
 __all__ = ["emit", "iter_lines", "parse_lines"]

@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, Resourc
 
 from baldur_audit.schemas.errors import BrokerUnavailable, TopicMisconfigured
 
-from . import build_client
+from . import ClientErrors, build_client, patiently
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +51,45 @@ class KafkaTopicAdmin:
     def __init__(
         self, bootstrap: str, *, timeout: float = 15.0, config: Mapping[str, str] | None = None
     ) -> None:
+        self._errors = ClientErrors("Kafka admin client", config)
         self._admin = build_client(
             AdminClient,
             bootstrap=bootstrap,
             config=config,
             what="Kafka admin client",
-            own={"socket.timeout.ms": 10000, "logger": log},
+            errors=self._errors,
+            own={"socket.timeout.ms": 10000},
         )
         self._bootstrap = bootstrap
         self._timeout = timeout
 
+    def _check_refused(self) -> None:
+        """After a failed request: raise the cluster's refusal of this client, if that was why."""
+        self._admin.poll(0)
+        self._errors.check()
+
+    def _result(self, future: Any, what: str) -> Any:
+        """``future.result()``, waited for in slices of a second so that a refusal fails at once
+        (:meth:`_check_refused`); raises :class:`BrokerUnavailable` after the timeout."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                return future.result(timeout=max(0.05, min(1.0, deadline - time.monotonic())))
+            except TimeoutError:
+                self._check_refused()
+                if time.monotonic() >= deadline:
+                    raise BrokerUnavailable(
+                        f"{what}: no answer from Kafka at {self._bootstrap} within {self._timeout:.0f} s"
+                    ) from None
+
     def _partitions(self, topic: str) -> int | None:
         try:
-            metadata = self._admin.list_topics(topic=topic, timeout=self._timeout)
+            metadata = patiently(
+                lambda seconds: self._admin.list_topics(topic=topic, timeout=seconds),
+                timeout=self._timeout,
+                errors=self._errors,
+                serve=lambda: self._admin.poll(0),
+            )
         except KafkaException as exc:
             raise BrokerUnavailable(f"cannot reach Kafka at {self._bootstrap}: {_kafka_error(exc)}") from None
         found = metadata.topics.get(topic)
@@ -85,12 +111,13 @@ class KafkaTopicAdmin:
             )
             future = self._admin.create_topics([new], operation_timeout=self._timeout)[topic]
             try:
-                future.result(timeout=self._timeout)
+                self._result(future, f"cannot create topic {topic}")
                 created = True
             except KafkaException as exc:
                 if "TOPIC_ALREADY_EXISTS" not in _kafka_error(exc).upper().replace(
                     " ", "_"
                 ) and "already exists" not in _kafka_error(exc):
+                    self._check_refused()
                     raise BrokerUnavailable(f"cannot create topic {topic}: {_kafka_error(exc)}") from None
             partitions = self._partitions(topic) or 1
         config = self.topic_config(topic, new=created)
@@ -130,10 +157,13 @@ class KafkaTopicAdmin:
         deadline = time.monotonic() + (self._timeout if new else 0.0)
         while True:
             try:
-                result = self._admin.describe_configs([resource])[resource].result(timeout=self._timeout)
+                result = self._result(
+                    self._admin.describe_configs([resource])[resource], f"cannot describe topic {topic}"
+                )
                 break
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() >= deadline:
+                    self._check_refused()
                     raise BrokerUnavailable(f"cannot describe topic {topic}: {_kafka_error(exc)}") from None
                 time.sleep(0.1)
         wanted = set(REQUIRED_CONFIG) | {"min.insync.replicas"}
@@ -142,11 +172,17 @@ class KafkaTopicAdmin:
     def group_state(self, group: str, topic: str) -> dict[str, Any]:
         """The consumer group: state, members (client id, host) and committed offset."""
         try:
-            described = self._admin.describe_consumer_groups([group])[group].result(timeout=self._timeout)
-            offsets = self._admin.list_consumer_group_offsets(
-                [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])]
-            )[group].result(timeout=self._timeout)
+            described = self._result(
+                self._admin.describe_consumer_groups([group])[group], f"cannot describe group {group}"
+            )
+            offsets = self._result(
+                self._admin.list_consumer_group_offsets(
+                    [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])]
+                )[group],
+                f"cannot describe group {group}",
+            )
         except KafkaException as exc:
+            self._check_refused()
             raise BrokerUnavailable(f"cannot describe group {group}: {_kafka_error(exc)}") from None
         committed = None
         for tp in offsets.topic_partitions:
@@ -177,8 +213,9 @@ class KafkaTopicAdmin:
         """Delete a topic (tests and the demo's scratch topics only)."""
         future = self._admin.delete_topics([topic], operation_timeout=self._timeout)[topic]
         try:
-            future.result(timeout=self._timeout)
+            self._result(future, f"cannot delete topic {topic}")
         except KafkaException as exc:
+            self._check_refused()
             raise BrokerUnavailable(f"cannot delete topic {topic}: {_kafka_error(exc)}") from None
 
 
@@ -192,9 +229,18 @@ def ensure_identities_topic(
 ) -> bool:
     """Create the identities topic ``name`` (compacted, one partition) unless it exists;
     returns whether it was created. Raises :class:`BrokerUnavailable`."""
-    admin = build_client(AdminClient, bootstrap=bootstrap, config=config, what="Kafka admin client", own={})
+    errors = ClientErrors("Kafka admin client", config)
+    admin = build_client(
+        AdminClient, bootstrap=bootstrap, config=config, what="Kafka admin client", errors=errors, own={}
+    )
     try:
-        if name in admin.list_topics(timeout=timeout).topics:
+        listed = patiently(
+            lambda seconds: admin.list_topics(timeout=seconds),
+            timeout=timeout,
+            errors=errors,
+            serve=lambda: admin.poll(0),
+        )
+        if name in listed.topics:
             return False
         new = NewTopic(
             name,
@@ -207,5 +253,7 @@ def ensure_identities_topic(
         error = exc.args[0] if exc.args else None
         if getattr(error, "code", lambda: None)() == KafkaError.TOPIC_ALREADY_EXISTS:
             return False
+        admin.poll(0)
+        errors.check()
         raise BrokerUnavailable(f"cannot create {name}: {error}") from None
     return True

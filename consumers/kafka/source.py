@@ -22,7 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from baldur_audit.schemas.chain import TopicRecord
 from baldur_audit.schemas.errors import BrokerUnavailable
 
-from . import build_client
+from . import ClientErrors, build_client, patiently, serve_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +118,13 @@ class KafkaEventSource:
         self._assigned = False
         self._session_timeout_s = session_timeout_ms / 1000
         self._pauses = PauseDetector()
+        self._errors = ClientErrors("chainer", config)
         self._consumer = build_client(
             Consumer,
             bootstrap=bootstrap,
             config=config,
             what="chainer",
+            errors=self._errors,
             own={
                 "group.id": group,
                 "client.id": client_id or f"baldur-chainer-{uuid.uuid4().hex[:8]}",
@@ -139,7 +141,6 @@ class KafkaEventSource:
                 # Prefetch at most 4 MB (librdkafka's default is 64 MB): memory stays flat however
                 # long the backlog, and a batch of thousands of records is still always ready.
                 "queued.max.messages.kbytes": 4 * 1024,
-                "logger": log,
             },
         )
         self._consumer.subscribe([topic], on_assign=self._assign, on_revoke=self._revoke, on_lost=self._lost)
@@ -179,11 +180,14 @@ class KafkaEventSource:
 
     def poll_batch(self, max_records: int, timeout: float) -> list[TopicRecord]:
         """Up to ``max_records`` records in offset order; raises :class:`BrokerUnavailable`
-        on a fatal or offset error (transient transport errors are retried by the client)."""
+        on a fatal or offset error, or when the cluster refuses this client (authentication,
+        TLS); transient transport errors are retried by the client."""
         try:
             messages = self._consumer.consume(num_messages=max_records, timeout=timeout)
         except KafkaException as exc:
+            self._errors.check()
             raise BrokerUnavailable(f"kafka consume failed: {exc.args[0].str()}") from None
+        self._errors.check()  # consume() ran the error callback
         records = []
         for message in messages:
             error = message.error()
@@ -224,6 +228,7 @@ class KafkaEventSource:
                 TopicPartition(self.topic, PARTITION), timeout=timeout, cached=False
             )
         except KafkaException as exc:
+            self._errors.check()
             raise BrokerUnavailable(f"cannot read the end offset: {exc.args[0].str()}") from None
         return int(high)
 
@@ -260,11 +265,13 @@ class KafkaTopicReader:
 
     def __init__(self, *, bootstrap: str, topic: str, config: Mapping[str, str] | None = None) -> None:
         self.topic = topic
+        self._errors = ClientErrors(f"reader of {topic}", config)
         self._consumer = build_client(
             Consumer,
             bootstrap=bootstrap,
             config=config,
             what=f"reader of {topic}",
+            errors=self._errors,
             own={
                 "group.id": f"baldur-audit-replay-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
@@ -275,15 +282,20 @@ class KafkaTopicReader:
                 "max.partition.fetch.bytes": 16 * 1024 * 1024,
                 "fetch.wait.max.ms": 100,
                 "queued.max.messages.kbytes": 32 * 1024,  # flat memory on long topics
-                "logger": log,
             },
         )
 
     def watermarks(self, timeout: float = 10.0) -> tuple[int, int]:
         """(low, high) offsets of the partition; raises :class:`BrokerUnavailable`."""
+        partition = TopicPartition(self.topic, PARTITION)
         try:
-            low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self.topic, PARTITION), timeout=timeout, cached=False
+            low, high = patiently(
+                lambda seconds: self._consumer.get_watermark_offsets(
+                    partition, timeout=seconds, cached=False
+                ),
+                timeout=timeout,
+                errors=self._errors,
+                serve=lambda: serve_callbacks(self._consumer),
             )
         except KafkaException as exc:
             raise BrokerUnavailable(f"cannot read topic {self.topic}: {exc.args[0].str()}") from None
@@ -306,7 +318,9 @@ class KafkaTopicReader:
             try:
                 messages = self._consumer.consume(num_messages=batch, timeout=0.5)
             except KafkaException as exc:
+                self._errors.check()
                 raise BrokerUnavailable(f"kafka consume failed: {exc.args[0].str()}") from None
+            self._errors.check()
             records = []
             for message in messages:
                 error = message.error()
@@ -349,11 +363,13 @@ def read_identity_mappings(
     """Every mapping (key → value) of the compacted topic ``name`` whose key ``accept`` takes,
     tombstones applied, read from the beginning to the end seen at the start.
     Raises :class:`BrokerUnavailable`."""
+    errors = ClientErrors(f"reader of {name}", config)
     consumer = build_client(
         Consumer,
         bootstrap=bootstrap,
         config=config,
         what=f"reader of {name}",
+        errors=errors,
         own={
             "group.id": f"baldur-identities-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
@@ -364,7 +380,12 @@ def read_identity_mappings(
     mappings: dict[str, str] = {}
     try:
         try:
-            meta = consumer.list_topics(name, timeout=timeout)
+            meta = patiently(
+                lambda seconds: consumer.list_topics(name, timeout=seconds),
+                timeout=timeout,
+                errors=errors,
+                serve=lambda: serve_callbacks(consumer),
+            )
         except KafkaException as exc:
             raise BrokerUnavailable(f"cannot read {name}: {exc}") from None
         described = meta.topics.get(name)
@@ -379,6 +400,7 @@ def read_identity_mappings(
         remaining = {p for p, end in ends.items() if end > 0}
         while remaining:
             message = consumer.poll(timeout)
+            errors.check()
             if message is None:
                 raise BrokerUnavailable(f"timed out reading {name}")
             error = message.error()

@@ -5,7 +5,6 @@ offset. A :class:`~baldur_audit.consumers.witnesses.WitnessSink` and ``WitnessLo
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,11 +13,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from baldur_audit.schemas.checkpoint import Checkpoint
 from baldur_audit.schemas.errors import BrokerUnavailable
 
-from . import build_client
+from . import ClientErrors, build_client, patiently, serve_callbacks
 from .admin import KafkaTopicAdmin
 from .source import close_quietly
-
-log = logging.getLogger(__name__)
 
 
 class KafkaWitness:
@@ -43,6 +40,7 @@ class KafkaWitness:
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
         self._ensured = False
+        self._errors = ClientErrors(f"witness topic {topic}", config)
 
     def publish(self, checkpoint: Checkpoint, note: str) -> str:
         """Produce the note (key: the tree size); raises BrokerUnavailable unless acknowledged."""
@@ -57,10 +55,10 @@ class KafkaWitness:
                 bootstrap=self._bootstrap,
                 config=self._config,
                 what=f"witness topic {self.topic}",
+                errors=self._errors,
                 own={
                     "enable.idempotence": True,
                     "message.timeout.ms": int(self._timeout * 3000),
-                    "logger": log,
                 },
             )
         outcome: list[Any] = []
@@ -71,6 +69,7 @@ class KafkaWitness:
             on_delivery=lambda err, msg: outcome.append((err, msg)),
         )
         remaining = self._producer.flush(self._timeout)
+        self._errors.check()  # flush() ran the error callback
         if remaining or not outcome:
             raise BrokerUnavailable(
                 f"witness topic {self.topic}: the checkpoint of size "
@@ -89,6 +88,7 @@ class KafkaWitness:
                 bootstrap=self._bootstrap,
                 config=self._config,
                 what=f"witness topic {self.topic}",
+                errors=self._errors,
                 own={
                     "group.id": "baldur-audit-witness-reader",
                     "enable.auto.commit": False,
@@ -96,7 +96,6 @@ class KafkaWitness:
                     "auto.offset.reset": "error",
                     "isolation.level": "read_committed",
                     "allow.auto.create.topics": False,
-                    "logger": log,
                 },
             )
         return self._consumer
@@ -105,7 +104,12 @@ class KafkaWitness:
         """The topic's offsets (empty when the topic does not exist)."""
         consumer = self._reader()
         try:
-            metadata = consumer.list_topics(topic=self.topic, timeout=self._timeout)
+            metadata = patiently(
+                lambda seconds: consumer.list_topics(topic=self.topic, timeout=seconds),
+                timeout=self._timeout,
+                errors=self._errors,
+                serve=lambda: serve_callbacks(consumer),
+            )
             found = metadata.topics.get(self.topic)
             if found is None or (
                 found.error is not None and found.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
@@ -117,6 +121,7 @@ class KafkaWitness:
                 TopicPartition(self.topic, 0), timeout=self._timeout, cached=False
             )
         except KafkaException as exc:
+            self._errors.check()
             raise BrokerUnavailable(f"cannot read witness topic {self.topic}: {exc.args[0].str()}") from None
         return range(int(low), int(high))
 
@@ -126,7 +131,9 @@ class KafkaWitness:
         try:
             consumer.assign([TopicPartition(self.topic, 0, position)])
             for _ in range(max(1, int(self._timeout / 0.5))):
-                for message in consumer.consume(num_messages=1, timeout=0.5):
+                messages = consumer.consume(num_messages=1, timeout=0.5)
+                self._errors.check()
+                for message in messages:
                     error = message.error()
                     if error is not None:
                         if error.code() == KafkaError._PARTITION_EOF:
