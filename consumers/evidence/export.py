@@ -54,7 +54,7 @@ from ..postgres.ledger import PostgresLedgerStore, ledger_end
 from ..postgres.merkle import PostgresMerkleNodes, StoredCheckpoint, stored_checkpoint, tree_size
 from ..postgres.retention import read_anchors
 from ..postgres.rows import ms_to_datetime
-from .bundle import entry_leaf, note_key_ids
+from .bundle import entry_leaf
 from .export_format import (
     CSV_HEADER,
     DATA_NAMES,
@@ -146,7 +146,7 @@ class ExportManifest:
             "checkpoint": {"size": checkpoint.size, "root": checkpoint.root_hash.hex()},
             "files": [{key: f[key] for key in ("name", "bytes", "sha256", "entries")} for f in doc["files"]]
             + [{"name": MANIFEST_NAME}],
-            "signed_by": note_key_ids(doc["signature"]),
+            "signed_by": doc["signed_by"],
             "left_out": self.left_out,
             "seconds": round(self.seconds, 3),
             "entries_per_second": round(self.count / self.seconds) if self.seconds > 0 else None,

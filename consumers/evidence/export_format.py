@@ -144,6 +144,8 @@ def ndjson_line(row: Mapping[str, Any]) -> bytes:
 
 
 def _csv_cell(value: object) -> str:
+    if type(value) is str:  # the common case first
+        return '"' + value.replace('"', '""') + '"'
     if value is None:
         return ""
     if value is True:
