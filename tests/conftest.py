@@ -20,10 +20,12 @@ from tests.support.stack import Ledger, fresh_ledger, require_services
 #: ``make test`` runs the suite on 2 pytest-xdist workers. Tests that share a private
 #: restartable service or an expensive module fixture must run on one worker, in one unit:
 #: the fault scenarios (one session-wide private broker and cluster, ports 19092/15432), the
-#: spool's private broker (19192) and the tamper matrix's template ledger.
+#: spool's private broker (19192), the secured broker and cluster (19392/15532) and the tamper
+#: matrix's template ledger.
 XDIST_UNITS = {
     "tests/faults/": "faults",
     "tests/integration/test_spool_kafka.py": "spool-broker",
+    "tests/integration/test_secured_stack.py": "secured-stack",
     "tests/integration/test_tamper_random.py": "tamper-template",
 }
 
