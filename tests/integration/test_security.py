@@ -953,5 +953,6 @@ def test_docker_compose_publishes_on_loopback_only() -> None:
         "\n".join(block for block in re.findall(r"ports:\n((?:\s+-.*\n)+)", text)),
         re.M,
     )
-    assert len(published) == 2, published
+    # Kafka, PostgreSQL, and the chainer's and the monitor's metrics (the `ledger` profile).
+    assert len(published) == 4, published
     assert all(entry.startswith("127.0.0.1:") for entry in published), published
