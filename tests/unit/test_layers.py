@@ -11,8 +11,8 @@ Each technology has one boundary: only ``consumers/postgres/`` imports psycopg, 
 ``consumers/kafka/`` and ``producers/`` import confluent_kafka, only ``consumers/metrics/`` and
 ``producers/metrics.py`` (optionally) import prometheus_client, only ``consumers/cli/`` imports
 click, only ``consumers/web/`` imports starlette, uvicorn and jinja2. There is no import cycle
-inside the package, and what an auditor runs offline (``consumers/evidence/check.py``) and the
-pure core load no driver when imported. Every import counts, also one inside a function or
+inside the package, and what an auditor runs offline (``consumers/evidence/check.py`` and
+``export_check.py``) and the pure core load no driver when imported. Every import counts, also one inside a function or
 under ``TYPE_CHECKING``: that is where cycles hide.
 """
 
@@ -327,9 +327,16 @@ def test_the_pure_core_loads_no_driver_and_nothing_above_it(module: str) -> None
     assert [m for m in loaded if not _within(m, "baldur_audit.schemas") and m != "baldur_audit"] == []
 
 
-def test_the_offline_checker_loads_the_core_and_the_bundle_format_only() -> None:
-    loaded = _loaded_after_import(f"{C}.evidence.check")
-    allowed = {"baldur_audit", C, f"{C}.evidence", f"{C}.evidence.bundle", f"{C}.evidence.check"}
+@pytest.mark.parametrize(
+    ("checker", "formats"),
+    [("check", ("bundle",)), ("export_check", ("bundle", "export_format"))],
+)
+def test_the_offline_checkers_load_the_core_and_their_formats_only(
+    checker: str, formats: tuple[str, ...]
+) -> None:
+    """What an auditor runs offline (check-proof, check-export) loads no driver and no adapter."""
+    loaded = _loaded_after_import(f"{C}.evidence.{checker}")
+    allowed = {"baldur_audit", C, f"{C}.evidence", *(f"{C}.evidence.{name}" for name in (*formats, checker))}
     assert [m for m in loaded if m not in allowed and not _within(m, "baldur_audit.schemas")] == []
 
 
