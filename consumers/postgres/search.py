@@ -111,25 +111,33 @@ def search_page(store: PostgresLedgerStore, query: LogFilter) -> LogPage:
     else:
         inner_order = sql.SQL("{} DESC, seq DESC").format(when)
         outer_order = sql.SQL("{}, seq").format(when)
+    # The page and the count are two statements in one snapshot: a window count over the page
+    # query would read every matching row, columns and all, before the LIMIT (seconds on a
+    # million entries); this way the page reads only its rows (audit_entries_when, 006).
+    where = sql.SQL(" AND ").join(conditions)
+    joined = sql.SQL("audit_entries LEFT JOIN identities ON identities.pseudonym = audit_entries.actor")
     statement = sql.SQL(
-        "SELECT * FROM (SELECT {columns}, " + _RETENTION_COLUMNS + ", count(*) OVER () AS matched"
-        " FROM audit_entries LEFT JOIN identities ON identities.pseudonym = audit_entries.actor"
-        " WHERE {where}"
-        " ORDER BY {inner_order} LIMIT {limit}) page ORDER BY {outer_order}"
+        "SELECT * FROM (SELECT {columns}, " + _RETENTION_COLUMNS + " FROM {joined}"
+        " WHERE {where} ORDER BY {inner_order} LIMIT {limit}) page ORDER BY {outer_order}"
     ).format(
         columns=sql.SQL(", ").join(sql.Identifier(c) for c in LOG_COLUMNS),
-        where=sql.SQL(" AND ").join(conditions),
+        joined=joined,
+        where=where,
         inner_order=inner_order,
         outer_order=outer_order,
         limit=sql.Literal(query.limit),
     )
+    counting = sql.SQL("SELECT count(*) FROM {joined} WHERE {where}").format(joined=joined, where=where)
     store.require_schema()
     with store.snapshot() as conn, conn.cursor(row_factory=dict_row) as cur:
         cur.execute(statement)
         rows = list(cur.fetchall())
-    matched = int(rows[0]["matched"]) if rows else 0
-    for row in rows:
-        del row["matched"]
+        if len(rows) < query.limit:  # the page holds every match: no need to count them
+            matched = len(rows)
+        else:
+            cur.execute(counting)
+            found = cur.fetchone()
+            matched = int(found["count"]) if found else 0
     return LogPage(rows, matched)
 
 
