@@ -74,6 +74,7 @@ from baldur_audit.schemas.defaults import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC
 from baldur_audit.schemas.errors import AuditError, BrokerUnavailable, ConfigError, InvalidEvent
 from baldur_audit.schemas.event import Actor, ChangeEvent, to_json_text, uuid7
 
+from .context import fill_from_context
 from .kafka_config import CONFIG_ENV, load_client_config
 from .kafka_producer import KafkaProducerPort, build_producer, is_permanent, refusal_hint, scrub_settings
 from .mask import mask_client_ip
@@ -344,14 +345,14 @@ class AuditTrail:
     def record(
         self,
         *,
-        actor: str | Actor,
+        actor: str | Actor | None = None,
         action: str,
         target: str,
         before: Any = None,
         after: Any = None,
         reason: str | None = None,
         source: str = "api",
-        actor_type: str = "user",
+        actor_type: str | None = None,
         trace_id: str | None = None,
         traceparent: str | None = None,
         client_ip: str | list[str] | None = None,
@@ -361,7 +362,9 @@ class AuditTrail:
     ) -> uuid.UUID:
         """Record one change and return its event id (:data:`NIL_EVENT_ID` when disabled).
 
-        ``actor`` is a name (typed by ``actor_type``) or an :class:`Actor`. ``before`` and
+        ``actor`` is a name (typed by ``actor_type``, default ``user``) or an :class:`Actor`.
+        Inside a request (:mod:`.context`, set by :mod:`.middleware`) the actor, client IP
+        and trace the caller leaves out come from the request context. ``before`` and
         ``after`` are JSON-like values. ``event_id`` (a UUID, or its text) is the caller's
         own id for the event, for an outbox or a retrying sender: a re-send with the same id
         is sealed as a *duplicate*, never as a second event; by default a new UUIDv7. A
@@ -394,14 +397,14 @@ class AuditTrail:
     def prepare(
         self,
         *,
-        actor: str | Actor,
+        actor: str | Actor | None = None,
         action: str,
         target: str,
         before: Any = None,
         after: Any = None,
         reason: str | None = None,
         source: str = "api",
-        actor_type: str = "user",
+        actor_type: str | None = None,
         trace_id: str | None = None,
         traceparent: str | None = None,
         client_ip: str | list[str] | None = None,
@@ -416,6 +419,15 @@ class AuditTrail:
         """
         if attributes is not None and not isinstance(attributes, Mapping):
             raise InvalidEvent("attributes", "expected a mapping of strings to strings")
+        filled = fill_from_context(
+            {
+                "actor": actor,
+                "actor_type": actor_type,
+                "client_ip": client_ip,
+                "trace_id": trace_id,
+                "traceparent": traceparent,
+            }
+        )
         extra = dict(attributes or {})
         if self._service is not None:
             extra.setdefault("service", self._service)
@@ -424,15 +436,15 @@ class AuditTrail:
             if event_id is None
             else caller_event_id(event_id),
             occurred_at=datetime.now(UTC) if occurred_at is None else occurred_at,
-            actor=self._actor(actor, actor_type),
+            actor=self._actor(filled["actor"], filled["actor_type"]),
             action=action,
             target=self._redactor.redact(target) if isinstance(target, str) else target,
             source=source,
             before=self._json("before", before),
             after=self._json("after", after),
             reason=self._redactor.redact(reason),
-            trace_id=resolve_trace_id(trace_id, traceparent),
-            client_ip=mask_client_ip(client_ip),
+            trace_id=resolve_trace_id(filled["trace_id"], filled["traceparent"]),
+            client_ip=mask_client_ip(filled["client_ip"]),
             attributes=self._redactor.redact(extra),
         )
 
@@ -469,7 +481,7 @@ class AuditTrail:
     def record_change(
         self,
         *,
-        actor: str | Actor,
+        actor: str | Actor | None = None,
         target: str,
         before: Any,
         after: Any,
