@@ -297,7 +297,11 @@ class Chainer:
         if self._checkpointer is not None:  # another chainer may have signed some meanwhile
             self._checkpointer.reload()
         log.info(
-            "took over the chain head at seq %d, offset %d (epoch %d)", head.seq, head.offset, head.epoch
+            "took over the chain head at seq %d, offset %d (epoch %d)",
+            head.seq,
+            head.offset,
+            head.epoch,
+            extra={"seq": head.seq, "offset": head.offset},
         )
         return head.offset + 1
 
@@ -374,6 +378,7 @@ class Chainer:
                     entry.record.offset,
                     entry.seq,
                     entry.reject_reason,
+                    extra={"seq": entry.seq, "offset": entry.record.offset},
                 )
         duplicates = len(entries) - events - rejected
         self.stats.batches += 1

@@ -295,6 +295,7 @@ class Checkpointer:
             tree.size,
             tree.root.hex()[:16],
             made.seconds * 1000,
+            extra={"seq": tree.size},
         )
         return made
 

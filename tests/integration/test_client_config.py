@@ -70,14 +70,18 @@ def test_a_missing_configuration_file_is_named_in_one_line(ledger: Ledger, tmp_p
     assert "absent.properties: cannot read it" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
-def test_json_logs_are_one_object_per_line(ledger: Ledger) -> None:
+def test_json_logs_are_one_object_per_line_with_the_entry_they_are_about(ledger: Ledger) -> None:
     ledger.produce_events(3)
+    ledger.produce_raw([b"not an avro record"])  # sealed as rejected, at seq 4, offset 3
     done = ledger.cli("-v", "--log-format", "json", "chain", "--until-idle", "1")
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
     assert lines, "the chainer logs at INFO with -v"
     assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
     assert any(line["logger"].startswith("baldur_audit") for line in lines)
+    rejected = [line for line in lines if "as rejected" in line["message"]]
+    assert rejected and rejected[0]["level"] == "warning"
+    assert rejected[0]["seq"] == 4 and rejected[0]["offset"] == 3
     env_done = ledger.cli("-v", "status", extra_env={"BALDUR_LOG_FORMAT": "json"})
     assert env_done.returncode == 0
     assert all(json.loads(line) for line in env_done.stderr.splitlines() if line.strip())
