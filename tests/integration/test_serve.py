@@ -368,3 +368,18 @@ def test_an_export_over_the_api_checks_offline(incident: tuple[Ledger, Viewer], 
     assert viewer.request("/api/v1/export?since=2030-01-01T00:00Z").status == 404
     everything = viewer.request("/api/v1/export?since=1h")  # broker time: sealed minutes ago
     assert everything.status == 200 and everything.body[:2] == b"\x1f\x8b"
+
+
+def test_trace_ids_link_to_the_tracing_ui_when_configured(
+    incident: tuple[Ledger, Viewer], tmp_path: Path
+) -> None:
+    ledger, plain = incident
+    trace = f"{FRAUD_RULES - 1 + 0xABC:032x}"
+    assert 'href="https://tracing.example' not in plain.request(f"/entries/{FRAUD_RULES}").text
+    url = "https://tracing.example/trace/{trace_id}?from=baldur"
+    with running_viewer(ledger, tmp_path, "--trace-url", url) as viewer:
+        page = viewer.request(f"/entries/{FRAUD_RULES}").text
+    assert (
+        f'<a href="https://tracing.example/trace/{trace}?from=baldur" rel="noreferrer noopener">{trace}</a>'
+        in page
+    )
