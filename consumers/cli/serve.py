@@ -21,8 +21,6 @@ from ..postgres import dsn_password, redact_dsn
 from ..postgres.reader import ReaderPool, connect_reader
 from ..settings import READER_DSN_ENV, TRACE_URL_ENV, VIEWER_TOKENS_ENV, scrub
 from ..times import parse_duration
-from ..web import Access, LagProbe, LedgerReads, ViewerConfig, create_app, hash_token, parse_tokens
-from ..web.server import bind, serve_forever
 from .app import App, pass_app
 
 log = logging.getLogger(__name__)
@@ -62,8 +60,22 @@ def _public_keys(app: App) -> tuple[str | None, CheckpointKeys | None]:
     return "\n".join(lines) + "\n", found
 
 
+def _web() -> Any:
+    """The viewer package: Starlette, uvicorn and Jinja2 come with the ``web`` extra, so a
+    ledger-only install runs every other command without them."""
+    try:
+        from .. import web
+        from ..web import server
+    except ImportError as exc:
+        raise ConfigError(
+            f"serve needs the web extra ({exc.name} is missing): pip install 'baldur-audit[ledger,web]'"
+        ) from None
+    return web, server
+
+
 def _tokens(app: App, token_file: Path | None) -> list[Any] | None:
     """The stored token hashes of ``--token-file`` or ``BALDUR_VIEWER_TOKENS`` (None: neither)."""
+    parse_tokens = _web()[0].parse_tokens
     from_env = app.settings.environ.get(VIEWER_TOKENS_ENV, "").strip()
     if token_file is not None and from_env:
         raise ConfigError(f"give --token-file or {VIEWER_TOKENS_ENV}, not both")
@@ -172,8 +184,9 @@ def serve(
     trail = None
     try:
         with app.guard():
+            web, server = _web()
             host, port = parse_listen(address)
-            access = Access.build(
+            access = web.Access.build(
                 tokens=_tokens(app, token_file), header=trusted_header, proxies=trusted_proxy, host=host
             )
             if trace_url and (not re.match(r"https?://", trace_url) or "{trace_id}" not in trace_url):
@@ -198,21 +211,21 @@ def serve(
             if record_views:
                 recorder, trail = _view_recorder(app)
             pool = ReaderPool(dsn, size=8)
-            reads = LedgerReads(
+            reads = web.LedgerReads(
                 pool,
                 verifiers=checkpoint_keys.verifiers if checkpoint_keys else (),
                 public_keys=public_keys,
                 export_keys=checkpoint_keys,
-                lag=LagProbe(read_end, ttl=10.0),
+                lag=web.LagProbe(read_end, ttl=10.0),
                 verify_max_age=max_age,
             )
-            web_app = create_app(
+            web_app = web.create_app(
                 reads,
-                ViewerConfig(
+                web.ViewerConfig(
                     access=access, trace_url=trace_url, record_view=recorder, secure_cookie=secure_cookie
                 ),
             )
-            sock = bind(host, port)
+            sock = server.bind(host, port)
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         logging.getLogger("baldur_audit.consumers.web.access").setLevel(logging.INFO)
@@ -222,7 +235,7 @@ def serve(
             err=True,
         )
         try:
-            serve_forever(web_app, sock)
+            server.serve_forever(web_app, sock)
         finally:
             pool.close()
             for one in reader:
@@ -236,12 +249,15 @@ def serve(
 
 @serve.command(name="hash-token")
 @click.option("--new", "new", is_flag=True, help="Make a new random token and print it, then its hash.")
-def hash_token_command(new: bool) -> None:
+@pass_app
+def hash_token_command(app: App, new: bool) -> None:
     """Print the line to store for a token (read from stdin): sha256:<hex>.
 
     With --new, print a new random token on the first line (hand it to the person) and the
     line to store on the second. Same as `printf %s TOKEN | sha256sum`.
     """
+    with app.guard():
+        hash_token = _web()[0].hash_token
     if new:
         token = secrets.token_urlsafe(32)
         click.echo(token)
