@@ -29,6 +29,7 @@ REQUIRED_FILES = [
     "baldur_audit/schemas/vectors/producer-v1.json",
     # every subpackage (a package missing from pyproject's list would be left out)
     "baldur_audit/producers/spool/__init__.py",
+    "baldur_audit/producers/filechain/__init__.py",
     "baldur_audit/consumers/cli/__init__.py",
     "baldur_audit/consumers/evidence/__init__.py",
     "baldur_audit/consumers/kafka/__init__.py",
