@@ -22,18 +22,15 @@ in a new epoch is committed, so the previous epoch's key is no longer on disk.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
-import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from baldur_audit.schemas.chain import MIN_KEY_BYTES, SigningKey
+from baldur_audit.producers.signing_key import dev_signing_key, parse_key
+from baldur_audit.schemas.chain import SigningKey
 from baldur_audit.schemas.errors import ConfigError
 from baldur_audit.schemas.keys import EpochRatchet, Keyring, epoch_keys, epoch_of
 
@@ -42,35 +39,11 @@ from .settings import EPOCH_ENV, OLD_KEYS_ENV, RETIRED_IDS_ENV, SIGNING_KEY_ENV,
 
 log = logging.getLogger(__name__)
 
-DEV_KEY_FILE = "dev-signing-key"
 RATCHET_FILE = "ratchet-state.json"
 STATE_VERSION = 1
 #: Epoch keys derived for ``verify`` beyond the head it saw first, so that entries the
 #: chainer appends before verify's snapshot still find their key (HKDF is cheap).
 VERIFY_MARGIN_EPOCHS = 1000
-
-
-def parse_key(text: str) -> bytes:
-    """Key material from its configured form: ``hex:…``, ``base64:…``, or the raw text.
-
-    Raises :class:`ConfigError` (never echoing the value) if it is malformed or
-    shorter than 32 bytes.
-    """
-    text = text.strip()
-    try:
-        if text.startswith("hex:"):
-            secret = bytes.fromhex(text[4:])
-        elif text.startswith("base64:"):
-            secret = base64.b64decode(text[7:], validate=True)
-        else:
-            secret = text.encode("utf-8")
-    except (ValueError, binascii.Error):
-        raise ConfigError(f"{SIGNING_KEY_ENV} is malformed (expected hex:…, base64:… or raw text)") from None
-    if len(secret) < MIN_KEY_BYTES:
-        raise ConfigError(
-            f"{SIGNING_KEY_ENV} must hold at least {MIN_KEY_BYTES} bytes of key material, found {len(secret)}"
-        )
-    return secret
 
 
 def load_signing_key(settings: Settings) -> SigningKey:
@@ -86,20 +59,7 @@ def load_signing_key(settings: Settings) -> SigningKey:
         raise ConfigError(
             f"{SIGNING_KEY_ENV} is not set: refusing to start in production without the chain signing key"
         )
-    path = settings.state_dir / DEV_KEY_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write("hex:" + secrets.token_hex(32) + "\n")
-    key = SigningKey.derive(parse_key(path.read_text(encoding="utf-8")))
-    log.warning(
-        "%s is not set: using the development signing key %s from %s (never do this in production)",
-        SIGNING_KEY_ENV,
-        key.key_id,
-        path,
-    )
-    return key
+    return dev_signing_key(settings.state_dir)
 
 
 def parse_old_keys(text: str) -> list[SigningKey]:

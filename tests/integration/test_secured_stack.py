@@ -79,6 +79,7 @@ def record_with_library(led: SecuredLedger, config: Path, caplog: pytest.LogCapt
         "BALDUR_AUDIT_TOPIC": led.topic,
         "BALDUR_KAFKA_CONFIG": str(config),
         "BALDUR_SERVICE_NAME": "payments",
+        "BALDUR_AUDIT_DISTRIBUTED_HASH_CHAIN": "true",
     }
     with caplog.at_level(logging.DEBUG, logger="baldur_audit"):
         trail = AuditTrail.from_env(environ)

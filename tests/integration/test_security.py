@@ -587,7 +587,9 @@ def sentinel_session(tmp_path: Path) -> Session:
         )
         from baldur_audit.producers.trail import AuditTrail
 
-        with AuditTrail.from_env({**led.env, "BALDUR_AUDIT_ENABLED": "true"}) as trail:
+        with AuditTrail.from_env(
+            {**led.env, "BALDUR_AUDIT_ENABLED": "true", "BALDUR_AUDIT_DISTRIBUTED_HASH_CHAIN": "true"}
+        ) as trail:
             for line in lines:
                 trail.record(**line)
             assert trail.flush(30) == 0
@@ -597,6 +599,7 @@ def sentinel_session(tmp_path: Path) -> Session:
             **led.env,
             "BALDUR_AUDIT_ENABLED": "true",
             "BALDUR_AUDIT_DURABILITY": "always",
+            "BALDUR_AUDIT_DISTRIBUTED_HASH_CHAIN": "true",
             "BALDUR_KAFKA_BOOTSTRAP": "127.0.0.1:1",
             "BALDUR_AUDIT_TOPIC": f"{led.topic}.unreachable",
         }

@@ -94,6 +94,7 @@ def test_the_producer_library_reads_the_file_named_by_the_environment(tmp_path: 
             "BALDUR_AUDIT_DURABILITY": "memory",
             "BALDUR_KAFKA_BOOTSTRAP": "127.0.0.1:1",
             "BALDUR_KAFKA_CONFIG": str(path),
+            "BALDUR_AUDIT_DISTRIBUTED_HASH_CHAIN": "true",
         },
         producer_factory=capture,
     )

@@ -183,7 +183,12 @@ def test_disabled_trail_sends_nothing(capture: Capture) -> None:
 @pytest.mark.parametrize("value", ["true", "TRUE", "1", "yes", "on", " On "])
 def test_from_env_enabled(capture: Capture, value: str, tmp_path: Path) -> None:
     trail = AuditTrail.from_env(
-        {"BALDUR_AUDIT_ENABLED": value, "BALDUR_STATE_DIR": str(tmp_path)}, producer_factory=capture
+        {
+            "BALDUR_AUDIT_ENABLED": value,
+            "BALDUR_STATE_DIR": str(tmp_path),
+            "BALDUR_AUDIT_DISTRIBUTED_HASH_CHAIN": "true",
+        },
+        producer_factory=capture,
     )
     try:
         assert trail.enabled
@@ -220,6 +225,7 @@ def test_from_env_settings(capture: Capture, key_text: str, key: bytes) -> None:
         "BALDUR_REDACTION_KEY": key_text,
         "BALDUR_SERVICE_NAME": "billing",
         "BALDUR_AUDIT_DURABILITY": "memory",
+        "BALDUR_AUDIT_DISTRIBUTED_HASH_CHAIN": "true",
     }
     with AuditTrail.from_env(environ, producer_factory=capture) as trail:
         trail.record(actor="a", action="update", target="t", after={"password": "pw"})
@@ -741,6 +747,7 @@ def test_durability_settings_are_checked(tmp_path: Path) -> None:
         "BALDUR_AUDIT_SPOOL_DIR": str(tmp_path / "sp"),
         "BALDUR_AUDIT_DURABILITY": "always",
         "BALDUR_AUDIT_TOPIC": "x",
+        "BALDUR_AUDIT_DISTRIBUTED_HASH_CHAIN": "true",
     }
     broker = FakeBroker("down")
     trail = AuditTrail.from_env(environ, producer_factory=broker.factory)
