@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from baldur_audit.schemas.chain import SealedEntry, Sealer, SigningKey, TopicRecord
-from baldur_audit.schemas.codec import KNOWN_SCHEMAS, WriterSchema
+from baldur_audit.schemas.codec import KNOWN_SCHEMAS, UNKNOWN_SCHEMA, WriterSchema
 from baldur_audit.schemas.errors import (
     BrokerUnavailable,
     ConfigError,
@@ -93,6 +93,8 @@ class CommittedBatch:
     seconds: float
     #: Wall-clock time (``time.time()``) of the commit, to compare with broker timestamps.
     committed_at: float
+    #: Accepted schema records (CHAIN.md §19); not counted in ``duplicates``.
+    schemas: int = 0
 
     @property
     def head_seq(self) -> int:
@@ -138,6 +140,9 @@ class ChainerObserver(Protocol):
     def checkpoint_failed(self) -> None:
         """A checkpoint could not be made (the checkpointer retries later)."""
 
+    def unknown_schema(self, fingerprint: str) -> None:
+        """A record named a writer schema fingerprint (hex) that no schema record announced."""
+
     def stopped(self, reason: str) -> None:
         """The loop ended: ``finished``, ``fenced``, or what failed."""
 
@@ -170,6 +175,9 @@ class NoObserver:
         pass
 
     def checkpoint_failed(self) -> None:
+        pass
+
+    def unknown_schema(self, fingerprint: str) -> None:
         pass
 
     def stopped(self, reason: str) -> None:
@@ -282,11 +290,15 @@ class Chainer:
         head = store.take_over(stalled_after_s=STALLED_TRANSACTION)
         self._epoch = head.epoch
         self._revoked_epoch = None
+        # Schema records (CHAIN.md §19): classified from the seq the first sealer that knew
+        # them recorded; the schemas they taught before this take-over are in writer_schemas.
+        schema_records_from = store.adopt_schema_records(head.seq + 1)
         self._sealer = Sealer(
             key=self._key if self._chain_keys is None else None,
             key_for=None if self._chain_keys is None else self._chain_keys.key_for,
             head=head.chain_head(),
-            schemas=self._schemas,
+            schemas={**store.writer_schemas(), **self._schemas},
+            schema_records_from=schema_records_from,
         )
         if self._chain_keys is not None:  # a standby that takes over drops its stale epoch key
             self._chain_keys.committed(head.seq)
@@ -359,20 +371,42 @@ class Chainer:
         if not records:
             return
         entries = self._sealer.seal_batch(records, self._store.first_seqs)
-        new_schemas = schemas_to_store(entries, self._stored_schemas, self._schemas)
+        new_schemas = schemas_to_store(entries, self._stored_schemas, self._sealer.schemas)
         self._store.append(entries, epoch=self._epoch, new_schemas=new_schemas)
         committed_at = time.time()
         seconds = time.perf_counter() - started
         if self._chain_keys is not None:  # after the commit: only then may an epoch key go
             self._chain_keys.committed(entries[-1].seq)
         self._source.commit(entries[-1].record.offset + 1)
-        events = rejected = 0
+        events = rejected = schemas = 0
         for entry in entries:
             label = entry.kind.label
             if label == "event":
                 events += 1
+            elif label == "schema":
+                schemas += 1
+                log.info(
+                    "writer schema %s known from seq %d",
+                    (entry.schema_fingerprint or b"").hex(),
+                    entry.seq + 1,
+                )
             elif label == "rejected":
                 rejected += 1
+                reason = entry.reject_reason or ""
+                if reason.startswith(UNKNOWN_SCHEMA):
+                    # A producer ahead of the ledger, or one that skipped its schema record: the
+                    # event is lost to readers for good, so this is an alarm, not a warning.
+                    fingerprint = reason[len(UNKNOWN_SCHEMA) :].split()[0]
+                    log.error(
+                        "sealed offset %d as rejected (seq %d): unknown writer schema fingerprint %s;"
+                        " publish its schema record (`baldur-audit schemas publish`) before its events",
+                        entry.record.offset,
+                        entry.seq,
+                        fingerprint,
+                        extra={"seq": entry.seq, "offset": entry.record.offset},
+                    )
+                    self._observer.unknown_schema(fingerprint)
+                    continue
                 log.warning(
                     "sealed offset %d as rejected (seq %d): %s",
                     entry.record.offset,
@@ -380,7 +414,7 @@ class Chainer:
                     entry.reject_reason,
                     extra={"seq": entry.seq, "offset": entry.record.offset},
                 )
-        duplicates = len(entries) - events - rejected
+        duplicates = len(entries) - events - rejected - schemas
         self.stats.batches += 1
         self.stats.sealed += len(entries)
         self.stats.events += events
@@ -395,6 +429,7 @@ class Chainer:
                 duplicates=duplicates,
                 seconds=seconds,
                 committed_at=committed_at,
+                schemas=schemas,
             )
         )
 

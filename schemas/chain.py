@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from . import fastpath
-from .codec import WriterSchema, decode_event, read_fingerprint
+from .codec import WriterSchema, decode_event, decode_schema_record, is_schema_record, read_fingerprint
 from .errors import ConfigError, DecodeError
 from .view import entry_view, event_view_body, rejected_view_body, view_digest
 
@@ -38,6 +38,8 @@ class EntryKind(Enum):
     EVENT = ("event", 1)
     REJECTED = ("rejected", 2)
     DUPLICATE = ("duplicate", 3)
+    #: An accepted schema record (CHAIN.md §19): from the next seq on, its writer schema is known.
+    SCHEMA = ("schema", 4)
 
     def __init__(self, label: str, code: int) -> None:
         self.label = label
@@ -318,14 +320,39 @@ class Classified:
     view_body: bytes
     reject_reason: str | None
     schema_fingerprint: bytes | None
+    #: The writer schema of an accepted schema record (CHAIN.md §19), else None.
+    schema: WriterSchema | None = None
 
 
-def classify(value: bytes | None, schemas: Mapping[bytes, WriterSchema]) -> Classified:
-    """Decode ``value`` into an event, or say why it must be sealed as rejected.
+def classify(
+    value: bytes | None, schemas: Mapping[bytes, WriterSchema], *, schema_records: bool = True
+) -> Classified:
+    """Decode ``value`` into an event or a schema record, or say why it must be sealed as rejected.
 
     Records of the current schema go through :mod:`fastpath`, which returns the same
-    outcome as :func:`classify_reference` or defers to it.
+    outcome as :func:`classify_reference` or defers to it. With ``schema_records`` False
+    (a ledger's seqs before its sealers knew schema records: CHAIN.md §19), a schema
+    record is classified as any other value, which rejects it.
     """
+    if schema_records and is_schema_record(value):
+        assert value is not None
+        fingerprint = bytes(value[2:10])
+        try:
+            schema = decode_schema_record(value)
+        except DecodeError as exc:
+            return Classified(
+                event_id=None,
+                view_body=rejected_view_body(fingerprint),
+                reject_reason=exc.reason,
+                schema_fingerprint=fingerprint,
+            )
+        return Classified(
+            event_id=None,
+            view_body=rejected_view_body(fingerprint),
+            reject_reason=None,
+            schema_fingerprint=fingerprint,
+            schema=schema,
+        )
     if value is not None and fastpath.FINGERPRINT in schemas:
         fast = fastpath.decode_view(value)
         if fast is not None:
@@ -393,6 +420,7 @@ class Sealer:
         head: ChainHead,
         schemas: Mapping[bytes, WriterSchema],
         key_for: Callable[[int], SigningKey] | None = None,
+        schema_records_from: int | None = 1,
     ) -> None:
         # ``key_for(seq)`` picks the key per entry (rotation, forward-secure epochs:
         # schemas/keys.py); without it every entry is sealed with ``key``.
@@ -402,7 +430,10 @@ class Sealer:
         self._linker = Linker(key) if key is not None else None
         self._last: Linker | None = None
         self.head = ChainHead(head.seq, head.offset, head.link)
-        self._schemas = schemas
+        # The known writer schemas grow with each accepted schema record (CHAIN.md §19), from
+        # seq ``schema_records_from`` on (None: never, the rule of ledgers sealed before it).
+        self.schemas: dict[bytes, WriterSchema] = dict(schemas)
+        self._schema_records_from = schema_records_from
 
     def _linker_for(self, seq: int) -> Linker:
         if self._linker is not None:
@@ -422,7 +453,15 @@ class Sealer:
         The head advances only as far as the returned entries; on an exception
         (including ``UnknownKey``/``ConfigError`` from ``key_for``) it is left unchanged.
         """
-        classified = [(record, classify(record.value, self._schemas)) for record in records]
+        records = list(records)
+        schemas = dict(self.schemas)  # adopted with the head, only if the whole batch seals
+        start = self._schema_records_from
+        classified = []
+        for position, record in enumerate(records, start=self.head.seq + 1):
+            outcome = classify(record.value, schemas, schema_records=start is not None and position >= start)
+            if outcome.schema is not None:
+                schemas.setdefault(outcome.schema.fingerprint, outcome.schema)
+            classified.append((record, outcome))
         ids = [c.event_id for _, c in classified if c.event_id is not None]
         known = dict(first_seq_of(ids)) if ids else {}
         head = ChainHead(self.head.seq, self.head.offset, self.head.link)
@@ -432,7 +471,9 @@ class Sealer:
                 raise ValueError(f"offset {record.offset} does not follow head offset {head.offset}")
             seq = head.seq + 1
             duplicate_of: int | None = None
-            if outcome.event_id is None:
+            if outcome.schema is not None:
+                kind = EntryKind.SCHEMA
+            elif outcome.event_id is None:
                 kind = EntryKind.REJECTED
             else:
                 first = known.get(outcome.event_id)
@@ -475,4 +516,5 @@ class Sealer:
             )
             head = ChainHead(seq, record.offset, link)
         self.head = head
+        self.schemas = schemas
         return entries

@@ -24,6 +24,9 @@ from .errors import DecodeError, InvalidEvent
 from .event import Actor, ChangeEvent
 
 MAGIC = b"\xc3\x01"
+#: How the reject reason of a record whose writer schema is not known begins (the chainer
+#: raises an alarm on it); the fingerprint in hex follows.
+UNKNOWN_SCHEMA = "unknown writer schema fingerprint "
 HEADER_LEN = 10
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -135,7 +138,7 @@ def decode_event(value: bytes | None, schemas: Mapping[bytes, WriterSchema]) -> 
     fp = read_fingerprint(value)
     schema = schemas.get(fp)
     if schema is None:
-        raise DecodeError(f"unknown writer schema fingerprint {fp.hex()}")
+        raise DecodeError(f"{UNKNOWN_SCHEMA}{fp.hex()}")
     stream = io.BytesIO(value)
     stream.seek(HEADER_LEN)
     try:
@@ -203,3 +206,196 @@ def record_to_event(record: Mapping[str, Any]) -> ChangeEvent:
         raise DecodeError(f"field {exc.field} cannot be sealed: {exc.message}") from None
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise DecodeError(f"record does not fit the event model: {type(exc).__name__}") from None
+
+
+# -- schema records (CHAIN.md §19) ----------------------------------------------------------
+
+#: The first two bytes of a schema record: the writer schema itself, published to the topic.
+SCHEMA_MAGIC = b"\xc3\x53"
+#: The largest schema text a schema record may carry (UTF-8 bytes).
+MAX_SCHEMA_BYTES = 262_144
+#: Writer schemas every sealer of chain format 2 knows without a schema record.
+BUILT_IN_FINGERPRINTS = frozenset(KNOWN_SCHEMAS)
+_PROMOTIONS = frozenset(
+    {
+        ("int", "long"),
+        ("int", "float"),
+        ("int", "double"),
+        ("long", "float"),
+        ("long", "double"),
+        ("float", "double"),
+        ("string", "bytes"),
+        ("bytes", "string"),
+    }
+)
+_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+
+
+def encode_schema_record(schema: WriterSchema) -> bytes:
+    """The schema record of ``schema``: ``C3 53``, its fingerprint, its JSON text (UTF-8)."""
+    return SCHEMA_MAGIC + schema.fingerprint + schema.schema_json.encode("utf-8")
+
+
+def is_schema_record(value: bytes | None) -> bool:
+    """True when ``value`` has the framing of a schema record (its content may still be bad)."""
+    return value is not None and len(value) >= HEADER_LEN and value[:2] == SCHEMA_MAGIC
+
+
+def decode_schema_record(value: bytes, reader: WriterSchema = CURRENT_SCHEMA) -> WriterSchema:
+    """The writer schema a schema record carries, checked; raises :class:`DecodeError`.
+
+    Checks (CHAIN.md §19): the framing, the size, UTF-8 JSON text of an Avro schema, whose
+    Parsing Canonical Form has the fingerprint of the header, and which resolves against
+    ``reader`` under Avro's schema-resolution rules (:func:`resolution_problem`).
+    """
+    if not is_schema_record(value):
+        raise DecodeError("not a schema record")
+    named = bytes(value[2:HEADER_LEN])
+    raw = value[HEADER_LEN:]
+    if len(raw) > MAX_SCHEMA_BYTES:
+        raise DecodeError(f"schema record {named.hex()} holds {len(raw)} bytes, more than {MAX_SCHEMA_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError(f"schema record {named.hex()} is not UTF-8 text") from None
+    try:
+        schema = WriterSchema.from_json(text)
+    except DecodeError as exc:
+        raise DecodeError(f"schema record {named.hex()} holds an {exc.reason}") from None
+    if schema.fingerprint != named:
+        raise DecodeError(
+            f"schema record names fingerprint {named.hex()}, its schema has {schema.fingerprint.hex()}"
+        )
+    problem = resolution_problem(schema, reader)
+    if problem is not None:
+        raise DecodeError(
+            f"writer schema {named.hex()} does not resolve against the reader schema: {problem}"
+        )
+    return schema
+
+
+def resolution_problem(writer: WriterSchema, reader: WriterSchema = CURRENT_SCHEMA) -> str | None:
+    """Why data written with ``writer`` cannot be read with ``reader`` (None when it can).
+
+    Avro's schema-resolution rules, checked for every datum the writer schema allows (as
+    Avro Java's ``SchemaCompatibility`` does): a reader field the writer lacks needs a
+    default; a writer enum symbol the reader lacks needs a reader default; a writer union
+    branch must resolve against the reader (or a reader branch); primitives are equal or
+    promoted (int to long, float, double; long to float, double; float to double; string
+    and bytes). Named types match by unqualified name. Fields the reader does not know are
+    skipped by the reader (and kept in the payload).
+    """
+    w_named: dict[str, Any] = {}
+    r_named: dict[str, Any] = {}
+    w_root = fastavro.parse_schema(json.loads(writer.schema_json), named_schemas=w_named)
+    r_root = fastavro.parse_schema(json.loads(reader.schema_json), named_schemas=r_named)
+    return _resolve(w_root, r_root, w_named, r_named, "", set())
+
+
+def _deref(node: Any, named: Mapping[str, Any]) -> Any:
+    if isinstance(node, str):
+        return named.get(node, node)
+    if isinstance(node, dict) and node.get("type") in _PRIMITIVES:
+        return node["type"]
+    return node
+
+
+def _type_name(node: Any) -> str:
+    if isinstance(node, str):
+        return node
+    if isinstance(node, list):
+        return "union"
+    return str(node.get("type"))
+
+
+def _short(name: Any) -> str:
+    return str(name).rsplit(".", 1)[-1]
+
+
+def _resolve(
+    writer: Any,
+    reader: Any,
+    w_named: Mapping[str, Any],
+    r_named: Mapping[str, Any],
+    path: str,
+    seen: set[tuple[int, int]],
+) -> str | None:
+    w, r = _deref(writer, w_named), _deref(reader, r_named)
+    where = path or "the record"
+    if isinstance(w, list):
+        for branch in w:
+            problem = _resolve(branch, r, w_named, r_named, path, seen)
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(r, list):
+        if any(_resolve(w, branch, w_named, r_named, path, seen) is None for branch in r):
+            return None
+        return f"{where}: the writer's {_type_name(w)} matches no branch of the reader's union"
+    if isinstance(w, str) or isinstance(r, str):
+        if isinstance(w, str) and isinstance(r, str) and (w == r or (w, r) in _PROMOTIONS):
+            return None
+        return f"{where}: the writer's {_type_name(w)} cannot be read as {_type_name(r)}"
+    kind = w.get("type")
+    if kind != r.get("type"):
+        return f"{where}: the writer's {kind} cannot be read as {r.get('type')}"
+    if kind in ("record", "enum", "fixed") and _short(w.get("name")) != _short(r.get("name")):
+        w_name, r_name = _short(w.get("name")), _short(r.get("name"))
+        return f"{where}: the writer's {kind} {w_name} is not the reader's {r_name}"
+    if kind == "record":
+        if (id(w), id(r)) in seen:
+            return None
+        seen.add((id(w), id(r)))
+        written = {f["name"]: f for f in w["fields"]}
+        for read in r["fields"]:
+            name = read["name"]
+            inner = f"{path}.{name}" if path else name
+            source = written.get(name)
+            if source is None:
+                source = next((written[a] for a in read.get("aliases", ()) if a in written), None)
+            if source is None:
+                if "default" not in read:
+                    return f"field {inner} has no default in the reader and is missing from the writer"
+                continue
+            problem = _resolve(source["type"], read["type"], w_named, r_named, inner, seen)
+            if problem is not None:
+                return problem
+        return None
+    if kind == "enum":
+        missing = [s for s in w["symbols"] if s not in r["symbols"]]
+        if missing and "default" not in r:
+            enum = _short(w.get("name"))
+            return f"{where}: symbol {missing[0]} of enum {enum} is unknown to the reader (no default)"
+        return None
+    if kind == "array":
+        return _resolve(w["items"], r["items"], w_named, r_named, f"{where}[]", seen)
+    if kind == "map":
+        return _resolve(w["values"], r["values"], w_named, r_named, f"{where}{{}}", seen)
+    if kind == "fixed" and w.get("size") != r.get("size"):
+        return (
+            f"{where}: fixed {_short(w.get('name'))} has size {w.get('size')}, the reader's {r.get('size')}"
+        )
+    return None
+
+
+def extra_fields(value: bytes, schema: WriterSchema, reader: WriterSchema = CURRENT_SCHEMA) -> dict[str, Any]:
+    """The top-level fields of an event that its writer schema has and ``reader`` lacks, as
+    JSON-ready values (bytes as hex); empty when there are none or the body does not decode."""
+    known = {f["name"] for f in reader.plain["fields"]}
+    if all(f["name"] in known for f in schema.plain["fields"]):
+        return {}
+    try:
+        record = fastavro.schemaless_reader(io.BytesIO(value[HEADER_LEN:]), schema.plain, None)
+    except Exception:  # fastavro raises several unrelated types; a sealed event decodes
+        return {}
+    return {name: _jsonable(item) for name, item in cast(dict[str, Any], record).items() if name not in known}
+
+
+def _jsonable(item: Any) -> Any:
+    if isinstance(item, bytes):
+        return item.hex()
+    if isinstance(item, dict):
+        return {key: _jsonable(inner) for key, inner in item.items()}
+    if isinstance(item, list):
+        return [_jsonable(inner) for inner in item]
+    return item

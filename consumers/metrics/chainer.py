@@ -24,7 +24,7 @@ from prometheus_client.utils import floatToGoString
 SEAL_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: Sealing and writing one batch.
 BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-KINDS = ("event", "rejected", "duplicate")
+KINDS = ("event", "rejected", "duplicate", "schema")
 
 
 class _Batch(Protocol):
@@ -32,6 +32,9 @@ class _Batch(Protocol):
 
     @property
     def events(self) -> int: ...
+
+    @property
+    def schemas(self) -> int: ...
 
     @property
     def rejected(self) -> int: ...
@@ -170,7 +173,7 @@ class PrometheusChainerMetrics:
         ).labels(package_version()).set(1)
         sealed = Counter(
             "baldur_audit_sealed_total",
-            "Entries sealed into the ledger by this chainer, by kind (event, rejected, duplicate).",
+            "Entries sealed into the ledger by this chainer, by kind (event, rejected, duplicate, schema).",
             ["kind"],
             registry=r,
         )
@@ -190,6 +193,12 @@ class PrometheusChainerMetrics:
         self._retries = Counter(
             "baldur_audit_store_retries_total",
             "Database operations that failed and were retried.",
+            registry=r,
+        )
+        self._unknown_schemas = Counter(
+            "baldur_audit_unknown_schema_total",
+            "Records sealed as rejected because no schema record announced their writer schema.",
+            ["fingerprint"],
             registry=r,
         )
         self._checkpoint_failures = Counter(
@@ -245,6 +254,8 @@ class PrometheusChainerMetrics:
             self._sealed["rejected"].inc(batch.rejected)
         if batch.duplicates:
             self._sealed["duplicate"].inc(batch.duplicates)
+        if batch.schemas:
+            self._sealed["schema"].inc(batch.schemas)
         self._head_seq.set(batch.head_seq)
         self._batch_seconds.observe(batch.seconds)
         self._latency.observe_ages(batch.timestamps_ms(), batch.committed_at)
@@ -264,6 +275,9 @@ class PrometheusChainerMetrics:
 
     def checkpoint_failed(self) -> None:
         self._checkpoint_failures.inc()
+
+    def unknown_schema(self, fingerprint: str) -> None:
+        self._unknown_schemas.labels(fingerprint).inc()
 
     def stopped(self, reason: str) -> None:
         self._stopped = reason

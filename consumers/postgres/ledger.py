@@ -19,7 +19,7 @@ from importlib import resources
 import psycopg
 from psycopg import sql
 
-from baldur_audit.schemas.chain import SealedEntry, SigningKey, genesis_link
+from baldur_audit.schemas.chain import EntryKind, SealedEntry, SigningKey, genesis_link
 from baldur_audit.schemas.codec import WriterSchema
 from baldur_audit.schemas.errors import (
     ConfigError,
@@ -309,6 +309,39 @@ class PostgresLedgerStore:
                 found[bytes(fingerprint)] = schema
             return found
 
+    def writer_schema_rows(self) -> list[tuple[bytes, str, int]]:
+        """Every stored writer schema as (fingerprint, schema JSON, first seq), by first seq."""
+        with self._translated("read writer schemas"), self._conn.transaction():
+            rows = self._conn.execute(
+                "SELECT fingerprint, schema_json, first_seq FROM writer_schemas"
+                " ORDER BY first_seq, fingerprint"
+            ).fetchall()
+        return [(bytes(row[0]), row[1], int(row[2])) for row in rows]
+
+    def schema_records_from(self) -> int | None:
+        """The seq from which this ledger's sealers classify schema records (CHAIN.md §19),
+        None when no sealer has yet."""
+        with self._translated("read chain rules"), self._conn.transaction():
+            row = self._conn.execute(
+                "SELECT from_seq FROM chain_rules WHERE name = 'schema-records'"
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def adopt_schema_records(self, from_seq: int) -> int:
+        """Record that schema records are classified from ``from_seq`` on, unless a sealer
+        recorded it already; returns the stored seq (call it while holding the head)."""
+        with self._translated("write chain rules"), self._conn.transaction():
+            self._conn.execute(
+                "INSERT INTO chain_rules (name, from_seq) VALUES ('schema-records', %s)"
+                " ON CONFLICT (name) DO NOTHING",
+                (from_seq,),
+            )
+            row = self._conn.execute(
+                "SELECT from_seq FROM chain_rules WHERE name = 'schema-records'"
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
     def append(
         self,
         entries: Sequence[SealedEntry],
@@ -486,14 +519,16 @@ def ledger_end(conn: Connection) -> tuple[int, int]:
 def schemas_to_store(
     entries: Sequence[SealedEntry], known: set[bytes], catalog: Mapping[bytes, WriterSchema]
 ) -> list[tuple[WriterSchema, int]]:
-    """Writer schemas first used by ``entries`` and not yet stored, with the first seq.
+    """Writer schemas first used by ``entries`` or first published by one of them (an entry
+    of kind schema, CHAIN.md §19) and not yet stored, with that entry's seq.
 
     Updates ``known`` so each schema is stored once.
     """
     found = []
     for entry in entries:
         fingerprint = entry.schema_fingerprint
-        if entry.event_id is not None and fingerprint is not None and fingerprint not in known:
+        carries = entry.event_id is not None or entry.kind is EntryKind.SCHEMA
+        if carries and fingerprint is not None and fingerprint not in known:
             found.append((catalog[fingerprint], entry.seq))
             known.add(fingerprint)
     return found

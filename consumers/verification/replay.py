@@ -199,7 +199,16 @@ def replay_compare(
             ),
         )
     head = _genesis_head(genesis_key, ledger_id=meta.ledger_id, topic=meta.topic)
-    sealer = Sealer(key=key if key_for is None else None, key_for=key_for, head=head, schemas=schemas)
+    # Classification follows the ledger's sealers (CHAIN.md §19): schema records from the seq
+    # recorded by the first sealer that knew them, the known schemas growing with each one.
+    schema_records_from = store.schema_records_from()
+    sealer = Sealer(
+        key=key if key_for is None else None,
+        key_for=key_for,
+        head=head,
+        schemas=schemas,
+        schema_records_from=schema_records_from,
+    )
     index = _EventIndex()
     found: Divergence | None = None
     topic_records = 0
@@ -227,11 +236,19 @@ def replay_compare(
         if anchor is not None and low > 0 and low <= anchor.offset + 1:
             after_offset = anchor.offset
             index.add_retired(conn)
+            # The schema records behind the anchor are gone from the topic: what they taught
+            # is in writer_schemas, each from the seq of its record.
+            taught = {
+                fingerprint: WriterSchema.from_json(text)
+                for fingerprint, text, first_seq in store.writer_schema_rows()
+                if first_seq <= anchor.seq
+            }
             sealer = Sealer(
                 key=key if key_for is None else None,
                 key_for=key_for,
                 head=ChainHead(anchor.seq, anchor.offset, anchor.link),
-                schemas=schemas,
+                schemas={**taught, **schemas},
+                schema_records_from=schema_records_from,
             )
         elif low > 0:
             raise ConfigError(
@@ -354,12 +371,13 @@ def rebuild_ledger(
     low, high = reader.watermarks()
     if low > 0:
         raise ConfigError(f"topic {topic} starts at offset {low}: cannot rebuild from genesis")
-    sealer = Sealer(key=key, head=head.chain_head(), schemas=schemas)
+    schema_records_from = store.adopt_schema_records(head.seq + 1)
+    sealer = Sealer(key=key, head=head.chain_head(), schemas=schemas, schema_records_from=schema_records_from)
     known: set[bytes] = set()
     count = 0
     for batch in reader.read(high):
         entries = sealer.seal_batch(batch, store.first_seqs)
-        store.append(entries, epoch=head.epoch, new_schemas=schemas_to_store(entries, known, schemas))
+        store.append(entries, epoch=head.epoch, new_schemas=schemas_to_store(entries, known, sealer.schemas))
         count += len(entries)
         if progress is not None:
             progress(len(entries))

@@ -75,7 +75,7 @@ def test_vectors_cover_every_kind_and_null() -> None:
 # --- (b) an independent implementation of CHAIN.md -----------------------------------------
 # Written from the spec with hashlib/hmac/struct only; it must not import chain.py's framing.
 
-KIND_CODES = {"event": 1, "rejected": 2, "duplicate": 3}
+KIND_CODES = {"event": 1, "rejected": 2, "duplicate": 3, "schema": 4}  # schema: CHAIN.md §19
 
 
 def spec_field(name: str, value: bytes) -> bytes:

@@ -32,6 +32,7 @@ class Batch:
     events: int = 0
     rejected: int = 0
     duplicates: int = 0
+    schemas: int = 0
     seconds: float = 0.01
     committed_at: float = NOW
     head_seq: int = 0
