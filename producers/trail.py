@@ -65,7 +65,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import confluent_kafka
 
@@ -74,6 +74,7 @@ from baldur_audit.schemas.defaults import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC
 from baldur_audit.schemas.errors import AuditError, BrokerUnavailable, ConfigError, InvalidEvent
 from baldur_audit.schemas.event import Actor, ChangeEvent, to_json_text, uuid7
 
+from .buffer import DEFAULT_MIN_IDLE_MS, open_redis_buffer, redis_buffer_settings
 from .context import fill_from_context
 from .filechain.config import DISTRIBUTED_ENV
 from .filechain.config import open_from_env as open_file_chain
@@ -88,6 +89,9 @@ from .spool.disk import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, DiskSpool, Spo
 from .spool.drain import SpoolDrainer
 from .spool.slots import default_spool_dir, open_slots
 from .trace import make_traceparent, resolve_trace_id
+
+if TYPE_CHECKING:
+    from .buffer.redis_stream import RedisStreamBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +201,8 @@ class AuditTrail:
         producer_factory: ProducerFactory | None = None,
         pseudonymize_actors: Callable[[str], str] | None = None,
         file_chain: FileChainWriter | None = None,
+        redis_url: str | None = None,
+        redis_min_idle_ms: int = DEFAULT_MIN_IDLE_MS,
     ) -> None:
         """Raises :class:`ConfigError` on a bad setting, a producer librdkafka refuses or an
         unusable spool directory; :class:`SpoolError` when the spool cannot be recovered.
@@ -204,12 +210,15 @@ class AuditTrail:
         ``durability`` is ``"memory"``, ``"spool"`` or ``"always"`` (module docstring); it
         defaults to ``"spool"`` when ``spool_dir`` is given, else ``"memory"``. The spool of
         a trail lives in ``<spool_dir>/<topic>/<slot>`` (``spool_dir`` defaults to
-        ``$BALDUR_AUDIT_SPOOL_DIR`` or ``spool`` in the state folder).
+        ``$BALDUR_AUDIT_SPOOL_DIR`` or ``spool`` in the state folder). With ``redis_url``
+        the spool is a Redis stream instead (:mod:`.buffer.redis_stream`), shared by every
+        trail of the topic: each drains what it staged and claims what a dead one left
+        after ``redis_min_idle_ms``.
         """
         if not isinstance(topic, str) or not topic.strip():
             raise ConfigError("topic: expected a topic name")
         if durability is None:
-            durability = "memory" if spool_dir is None else "spool"
+            durability = "memory" if spool_dir is None and redis_url is None else "spool"
         if durability not in DURABILITIES:
             raise ConfigError(
                 f"durability: expected one of {', '.join(DURABILITIES)}, found {str(durability)[:20]!r}"
@@ -241,7 +250,7 @@ class AuditTrail:
         self._producer: KafkaProducerPort | None = None
         self._settings: dict[str, Any] = {}
         self._durability = durability if enabled else "memory"
-        self._spool: DiskSpool | None = None
+        self._spool: DiskSpool | RedisStreamBuffer | None = None
         self._drainer: SpoolDrainer | None = None
         # True once the broker acknowledged, False after it was found unreachable, None
         # before either: with a spool, events are spooled unless it is True.
@@ -261,7 +270,17 @@ class AuditTrail:
             "queue_max_messages": queue_max_messages,
         }
         adopted: list[DiskSpool] = []
-        if self._durability != "memory":
+        if self._durability == "memory" and redis_url is not None and enabled:
+            raise ConfigError("redis_url: the Redis buffer needs durability spool or always, not memory")
+        if self._durability != "memory" and redis_url is not None:
+            self._spool = open_redis_buffer(
+                redis_url,
+                topic,
+                max_bytes=spool_max_bytes,
+                min_idle_ms=redis_min_idle_ms,
+                on_claimed=lambda count: self._count(queued=count, recovered=count),
+            )
+        elif self._durability != "memory":
             root = Path(spool_dir) if spool_dir is not None else default_spool_dir(os.environ)
             self._spool, adopted = open_slots(
                 root, topic, max_bytes=spool_max_bytes, segment_bytes=spool_segment_bytes
@@ -324,6 +343,7 @@ class AuditTrail:
             settings["producer_config"] = load_client_config(config_file)
         if settings["enabled"] and not _env_flag(env, DISTRIBUTED_ENV) and "file_chain" not in options:
             settings["file_chain"] = open_file_chain(env, topic=options.get("topic", settings["topic"]))
+        settings.update(redis_buffer_settings(env))
         settings.update(options)
         return cls(**settings)
 
@@ -617,7 +637,8 @@ class AuditTrail:
         left = sum(other.close() for other in drainer.spools if other is not spool)
         left += spool.close()
         try:
-            spool.directory.parent.rmdir()  # the topic's folder, once no slot is left in it
+            if isinstance(spool, DiskSpool):
+                spool.directory.parent.rmdir()  # the topic's folder, once no slot is left in it
         except OSError:
             pass
         if left:
@@ -627,7 +648,7 @@ class AuditTrail:
                 "again",
                 left,
                 self._topic,
-                spool.directory.parent,
+                _place(spool),
             )
         return left
 
@@ -790,7 +811,7 @@ class AuditTrail:
                 logger.info(
                     "kafka unreachable (%s): audit events go to the spool %s until it acknowledges again",
                     error.name(),
-                    self._spool.directory.parent,
+                    _place(self._spool),
                 )
             self._reachable = False
             if error.code() == confluent_kafka.KafkaError._ALL_BROKERS_DOWN and self._purge_armed:
@@ -852,6 +873,11 @@ class AuditTrail:
             text,
         )
         self._tell(event_id, text)
+
+
+def _place(spool: DiskSpool | RedisStreamBuffer) -> object:
+    """Where a spool keeps its events, for log lines (never a Redis password)."""
+    return spool.directory.parent if isinstance(spool, DiskSpool) else spool.where
 
 
 class _Hooks:

@@ -30,6 +30,7 @@ REQUIRED_FILES = [
     # every subpackage (a package missing from pyproject's list would be left out)
     "baldur_audit/producers/spool/__init__.py",
     "baldur_audit/producers/filechain/__init__.py",
+    "baldur_audit/producers/buffer/__init__.py",
     "baldur_audit/consumers/cli/__init__.py",
     "baldur_audit/consumers/evidence/__init__.py",
     "baldur_audit/consumers/kafka/__init__.py",

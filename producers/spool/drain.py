@@ -27,7 +27,7 @@ from typing import Protocol
 import confluent_kafka
 
 from ..kafka_producer import KafkaProducerPort, is_permanent
-from .disk import DiskSpool, SpoolError, SpoolPosition, SpoolRecord
+from .disk import SpoolError, SpoolPosition, SpoolRecord
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,29 @@ BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
 
 _SENT, _ACKED, _RETRY, _DROPPED = range(4)
+
+
+class DrainSource(Protocol):
+    """What the drainer reads from: a :class:`DiskSpool`, or a buffer with its interface
+    (:class:`~..buffer.redis_stream.RedisStreamBuffer`)."""
+
+    @property
+    def pending(self) -> int: ...
+
+    @property
+    def pending_bytes(self) -> int: ...
+
+    def start(self) -> SpoolPosition: ...
+
+    def read(
+        self, position: SpoolPosition, *, max_records: int
+    ) -> tuple[list[SpoolRecord], SpoolPosition]: ...
+
+    def commit(self, position: SpoolPosition, *, records: int, nbytes: int) -> None: ...
+
+    def persist(self) -> None: ...
+
+    def close(self) -> int: ...
 
 
 class DrainHooks(Protocol):
@@ -57,7 +80,7 @@ class DrainHooks(Protocol):
 
 @dataclass(slots=True)
 class _Flight:
-    spool: DiskSpool
+    spool: DrainSource
     record: SpoolRecord
     state: int = _SENT
     error: str = ""
@@ -78,7 +101,7 @@ class SpoolDrainer:
         self,
         *,
         topic: str,
-        spools: list[DiskSpool],
+        spools: list[DrainSource],
         hooks: DrainHooks,
         window: int = DEFAULT_WINDOW,
         name: str = "baldur-audit-drain",
@@ -91,7 +114,7 @@ class SpoolDrainer:
         self._inflight: deque[_Flight] = deque()
         self._retry = False
         self._positions = {id(spool): spool.start() for spool in self._spools}
-        self._dirty: dict[int, DiskSpool] = {}
+        self._dirty: dict[int, DrainSource] = {}
         self._last_persist = time.monotonic()
         self._resume_at = 0.0
         self._delay = BACKOFF_FIRST_S
@@ -100,7 +123,7 @@ class SpoolDrainer:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     @property
-    def spools(self) -> list[DiskSpool]:
+    def spools(self) -> list[DrainSource]:
         return list(self._spools)
 
     def start(self) -> None:
@@ -163,7 +186,7 @@ class SpoolDrainer:
             if room <= 0:
                 return
 
-    def _produce(self, producer: KafkaProducerPort, spool: DiskSpool, record: SpoolRecord) -> bool:
+    def _produce(self, producer: KafkaProducerPort, spool: DrainSource, record: SpoolRecord) -> bool:
         """Hand one record to the producer; False when the producer cannot take more now."""
         flight = _Flight(spool, record)
         try:
@@ -270,4 +293,4 @@ class SpoolDrainer:
                 self._positions.pop(id(spool), None)
                 self._dirty.pop(id(spool), None)
                 spool.close()
-                logger.info("adopted audit spool %s is drained and removed", spool.directory)
+                logger.info("adopted audit spool %s is drained and removed", getattr(spool, "directory", "?"))

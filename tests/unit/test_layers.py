@@ -65,6 +65,7 @@ BOUNDARIES = {
     "starlette": (f"{C}.web",),
     "uvicorn": (f"{C}.web",),
     "jinja2": (f"{C}.web",),
+    "redis": ("baldur_audit.producers.buffer",),
 }
 DRIVERS = ("psycopg", "psycopg_binary", "confluent_kafka", "prometheus_client", "click")
 
