@@ -65,6 +65,7 @@ lint_rc=0
 # client of the poison scenario, from Debian's packages).
 "$D/run-faults.sh" --setup-only || { echo "run-tests: fault-scenario set-up failed" >&2; exit 1; }
 "$D/prometheus.sh" install || { echo "run-tests: Prometheus (deploy/prometheus.sh install) failed" >&2; exit 1; }
+"$D/redis.sh" install || { echo "run-tests: redis-server (deploy/redis.sh install) failed" >&2; exit 1; }
 "$D/java-producer.sh" build || { echo "run-tests: the Java example producer (deploy/java-producer.sh build) failed" >&2; exit 1; }
 "$D/browser.sh" install || { echo "run-tests: Chromium for the viewer's browser test (deploy/browser.sh install) failed" >&2; exit 1; }
 # The secured stack's certificates (tests/support/secured.py) are made with the openssl tool.
