@@ -17,6 +17,7 @@ from ..kafka.source import KafkaTopicReader
 from ..postgres.verify_results import record_verify_result
 from ..settings import scrub
 from ..verification.epochs import with_epoch_check
+from ..verification.file_chain import FileChainError, verify_file_chain
 from ..verification.replay import rebuild_ledger, replay_compare
 from ..verification.verify import verify_ledger
 from .app import App, ExitCode, emit_json, pass_app, progress
@@ -57,12 +58,23 @@ def break_exit_code(kind: str | None) -> ExitCode:
 )
 @click.option("--no-witness", is_flag=True, help="Do not read the witnessed checkpoints.")
 @click.option(
+    "--file",
+    "file_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Verify the local file chain in this folder instead of the ledger.",
+)
+@click.option(
     "--record", is_flag=True, help="Record the result in the ledger database (the viewer's status banner)."
 )
 @json_option("Print the report as JSON.")
 @pass_app
-def verify(app: App, state: Path | None, no_witness: bool, record: bool, as_json: bool) -> None:
+def verify(
+    app: App, state: Path | None, no_witness: bool, file_dir: Path | None, record: bool, as_json: bool
+) -> None:
     """Walk the ledger and recompute every link (exit 0 intact, 1 tampered, 2 could not check)."""
+    if file_dir is not None:
+        sys.exit(verify_file(app, file_dir, as_json))
     with app.guard():
         keys, schedule = app.verification_keys()
         witness = (
@@ -103,6 +115,40 @@ def verify(app: App, state: Path | None, no_witness: bool, record: bool, as_json
     if record:
         code = _record(app, report, code)
     sys.exit(code)
+
+
+def verify_file(app: App, directory: Path, as_json: bool) -> ExitCode:
+    """``verify --file``: the file chain's report, printed; returns the exit status."""
+    with app.guard():
+        try:
+            result = verify_file_chain(directory, dict(app.keyring()), progress=progress("verifying", None))
+        except OSError as exc:
+            raise FileChainError(f"cannot read {directory}: {exc.strerror or exc}") from None
+        report = result.report
+        if as_json:
+            emit_json(result.as_dict())
+        elif report.intact:
+            torn = (
+                f"; a torn tail of {result.torn_bytes} bytes (cut by the next writer)"
+                if result.torn_bytes
+                else ""
+            )
+            click.echo(
+                f"intact: {report.entries} entries, head seq {report.head['seq']} "
+                f"in {result.segments} segments"
+                + (
+                    f"; from the retention anchor at seq {report.retention['anchor']['seq']}"
+                    if report.retention
+                    else ""
+                )
+                + torn
+            )
+        else:
+            brk = report.first_break
+            assert brk is not None
+            click.echo(f"TAMPERED: first break at seq {brk.seq}: {brk.kind}: {brk.detail}")
+    brk = report.first_break
+    return break_exit_code(None if brk is None else brk.kind)
 
 
 def _record(app: App, report: Any, code: ExitCode) -> ExitCode:

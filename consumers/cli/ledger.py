@@ -7,9 +7,13 @@ import os
 import signal
 import socket
 from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
+
+from baldur_audit.producers.filechain import FileChainError, chain_status
 
 from ..chain_keys import ForwardSecureChainKeys, genesis_key, load_chain_keys
 from ..chainer import Chainer, require_chain_keys
@@ -152,6 +156,7 @@ def chain(
             until_idle=until_idle,
             checkpointer=app.checkpointer(app.keyring()),
             observer=metrics,
+            retention=retention_schedule(app, lambda: chain_keys.current),
         )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: chainer.stop())
@@ -167,6 +172,17 @@ def chain(
             )
 
 
+def retention_schedule(app: App, key: Callable[[], SigningKey]) -> RetentionSchedule | None:
+    """The chainer's scheduled retention from ``BALDUR_AUDIT_RETENTION`` (None: unset); in
+    entries mode the anchors are signed with the first checkpoint signing key too."""
+    period = app.settings.retention
+    if period is None:
+        return None
+    mode = app.settings.retention_mode
+    signer = app.checkpoint_keys(signing=True).signers[0] if mode == "entries" else None
+    return RetentionSchedule(period=period, mode=mode, key=key, signer=signer)
+
+
 def metrics_address_option(value: str | None) -> str | None:
     """``--metrics-address``: checked before anything starts (a bad one is a usage error)."""
     if not value:
@@ -179,10 +195,21 @@ def metrics_address_option(value: str | None) -> str | None:
 
 
 @click.command()
+@click.option(
+    "--file",
+    "file_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The local file chain in this folder: head seq, segments, size, last append.",
+)
 @json_option("Print the status as JSON.")
 @pass_app
-def status(app: App, as_json: bool) -> None:
+def status(app: App, file_dir: Path | None, as_json: bool) -> None:
     """Chain head, topic end offset, lag and the chainer group's members."""
+    if file_dir is not None:
+        with app.guard():
+            _file_status(file_dir, as_json)
+        return
     with app.guard():
         settings = app.settings
         with app.store() as store:
@@ -220,6 +247,27 @@ def status(app: App, as_json: bool) -> None:
             f"{end}; lag {result['lag']}; group {group['group']} {group['state']}, "
             f"committed {group['committed_offset']}, members: {members}"
         )
+
+
+def _file_status(directory: Path, as_json: bool) -> None:
+    try:
+        found = chain_status(directory)
+    except OSError as exc:
+        raise FileChainError(f"cannot read {directory}: {exc.strerror or exc}") from None
+    if as_json:
+        emit_json(found.as_dict())
+        return
+    last = (
+        "never"
+        if found.last_append_ms is None
+        else datetime.fromtimestamp(found.last_append_ms / 1000, UTC).isoformat(timespec="milliseconds")
+    )
+    click.echo(
+        f"file chain {found.directory}: head seq {found.head_seq}, {found.segments} segments, "
+        f"{found.bytes} bytes, last append {last}"
+        + (f", from the retention anchor at seq {found.anchor.seq}" if found.anchor else "")
+        + (f", torn tail of {found.torn_bytes} bytes" if found.torn_bytes else "")
+    )
 
 
 COMMANDS = (init, chain, status)

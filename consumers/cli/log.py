@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
 
 from ..postgres.search import LogFilter, LogPage, search_page
+from ..verification.file_chain import FileChainError, file_log
 from .app import App, emit_json, pass_app
 from .options import json_option, parse_duration, parse_time
 
@@ -50,6 +52,13 @@ def _render_value(value: Any, width: int = 72) -> str:
     metavar="SEQ",
     help="Page forward: the first --limit matches after SEQ, in seq order (default: the newest).",
 )
+@click.option(
+    "--file",
+    "file_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Read the local file chain in this folder instead of the ledger.",
+)
 @json_option("One JSON object per line.")
 @pass_app
 def log_command(
@@ -66,6 +75,7 @@ def log_command(
     all_kinds: bool,
     limit: int,
     after_seq: int | None,
+    file_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Forensic queries: what changed, by whom, when, in which trace."""
@@ -93,8 +103,14 @@ def log_command(
             limit=limit,
             after_seq=after_seq,
         )
-        with app.store() as store:
-            page = search_page(store, query)
+        if file_dir is not None:
+            try:
+                page = LogPage(*file_log(file_dir, query))
+            except OSError as exc:
+                raise FileChainError(f"cannot read {file_dir}: {exc.strerror or exc}") from None
+        else:
+            with app.store() as store:
+                page = search_page(store, query)
         rows = page.entries
         if as_json:
             for row in rows:

@@ -8,16 +8,19 @@ appending) is not a break: it is reported in ``file.torn_bytes`` and cut by the 
 
 from __future__ import annotations
 
+import fnmatch
 import hmac
+import json
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from baldur_audit.producers.filechain.format import PARTITION, FileChainError, FileRecord, SegmentHeader
-from baldur_audit.producers.filechain.reader import scan_chain
+from baldur_audit.producers.filechain.reader import iter_records, scan_chain
 from baldur_audit.producers.filechain.retention import FileAnchor, read_anchor
 from baldur_audit.schemas.chain import (
     EntryKind,
@@ -27,9 +30,11 @@ from baldur_audit.schemas.chain import (
     genesis_link,
     payload_digest,
 )
-from baldur_audit.schemas.codec import KNOWN_SCHEMAS
+from baldur_audit.schemas.codec import KNOWN_SCHEMAS, decode_event
+from baldur_audit.schemas.errors import DecodeError
 from baldur_audit.schemas.view import entry_view, view_digest
 
+from ..postgres.search import LogFilter
 from .verify import Break, VerifyReport
 
 Progress = Callable[[int], None]
@@ -280,4 +285,88 @@ def _start(
         walk.timestamp_ms = anchor.timestamp_ms
 
 
-__all__ = ["FileChainError", "FileVerifyReport", "verify_file_chain"]
+def file_log(directory: Path, query: LogFilter) -> tuple[list[dict[str, Any]], int]:
+    """``log --file``: the records of a file chain that match ``query`` (the ledger's filter),
+    as rows shaped like the ledger's, and how many match in all. Newest ``query.limit``
+    first-to-last, or the first ``limit`` after ``query.after_seq``.
+
+    Reads without verifying. Raises :class:`FileChainError` or ``OSError``.
+    """
+    matches: list[dict[str, Any]] = []
+    matched = 0
+    for found in iter_records(directory):
+        record = found.record
+        if query.after_seq is not None and record.seq <= query.after_seq:
+            continue
+        label = KIND_LABELS.get(record.kind, str(record.kind))
+        if label not in query.kinds:
+            continue
+        row = _row(record, label)
+        if not _matches(row, query):
+            continue
+        matched += 1
+        matches.append(row)
+        if query.after_seq is None and len(matches) > query.limit:
+            matches.pop(0)
+        elif query.after_seq is not None and len(matches) > query.limit:
+            matches.pop()
+    return matches, matched
+
+
+def _row(record: FileRecord, label: str) -> dict[str, Any]:
+    stamp = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
+    row: dict[str, Any] = {
+        "seq": record.seq,
+        "kafka_offset": record.offset,
+        "kafka_timestamp": stamp,
+        "kind": label,
+        "duplicate_of": record.duplicate_of or None,
+        "reject_reason": None,
+        "event_id": record.event_id,
+    }
+    fields = dict.fromkeys(
+        ("occurred_at", "actor", "actor_type", "action", "target", "before", "after", "reason")
+        + ("source", "trace_id", "client_ip", "attributes")
+    )
+    try:
+        event = decode_event(record.value, KNOWN_SCHEMAS)
+    except DecodeError as exc:
+        row["reject_reason"] = exc.reason
+    else:
+        fields.update(
+            occurred_at=event.occurred_at,
+            actor=event.actor.id,
+            actor_type=event.actor.type,
+            action=event.action,
+            target=event.target,
+            before=_json_value(event.before),
+            after=_json_value(event.after),
+            reason=event.reason,
+            source=event.source,
+            trace_id=event.trace_id,
+            client_ip=event.client_ip,
+            attributes=dict(event.attributes),
+        )
+    row.update(fields)
+    return row
+
+
+def _json_value(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _matches(row: dict[str, Any], query: LogFilter) -> bool:
+    for name, pattern in (("target", query.target), ("actor", query.actor)):
+        if pattern is not None and not fnmatch.fnmatchcase(row[name] or "", pattern):
+            return False
+    if query.action is not None and row["action"] != query.action:
+        return False
+    if query.trace_id is not None and row["trace_id"] != query.trace_id:
+        return False
+    stamp = row["kafka_timestamp"]
+    if query.since is not None and stamp < query.since:
+        return False
+    return query.until is None or stamp < query.until
+
+
+__all__ = ["FileChainError", "FileVerifyReport", "file_log", "verify_file_chain"]
