@@ -33,7 +33,7 @@ from ..settings import (
     TOPIC_ENV,
     Settings,
 )
-from . import checks, emit, evidence, export, ledger, log, monitor, retention, serve
+from . import checks, emit, evidence, export, ledger, log, monitor, retention, serve, ship
 from .app import App, ExitCode, fail
 from .logs import FORMATS, configure_logging
 
@@ -140,6 +140,7 @@ for _command in (
     *retention.COMMANDS,
     *export.COMMANDS,
     *serve.COMMANDS,
+    *ship.COMMANDS,
 ):
     cli.add_command(_command)
 
