@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Any
 
 import confluent_kafka
 
-from baldur_audit.schemas.codec import encode_event
+from baldur_audit.schemas.codec import KNOWN_SCHEMAS, encode_event
 from baldur_audit.schemas.defaults import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC
 from baldur_audit.schemas.errors import AuditError, BrokerUnavailable, ConfigError, InvalidEvent
 from baldur_audit.schemas.event import Actor, ChangeEvent, to_json_text, uuid7
@@ -85,6 +85,7 @@ from .kafka_producer import KafkaProducerPort, build_producer, is_permanent, ref
 from .mask import mask_client_ip
 from .metrics import TrailMetrics
 from .redact import Redactor
+from .schema_records import SchemaAnnouncer
 from .spool.disk import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, DiskSpool, SpoolError
 from .spool.drain import SpoolDrainer
 from .spool.slots import default_spool_dir, open_slots
@@ -240,6 +241,7 @@ class AuditTrail:
         self._max_block_ms = max(0, int(max_block_ms))
         self._lock = threading.Lock()
         self._order = threading.RLock()  # routing: spool appends and direct sends keep order
+        self._schema_records = SchemaAnnouncer(schemas=KNOWN_SCHEMAS)  # CHAIN.md §19
         self._stats = TrailStats()
         self._metrics = TrailMetrics(topic, enabled=enabled)  # Prometheus, if installed
         self._closed = False
@@ -504,7 +506,11 @@ class AuditTrail:
         headers = None
         if event.trace_id is not None:
             headers = [("traceparent", make_traceparent(event.trace_id).encode("ascii"))]
-        self._send(event.event_id, encode_event(event), headers)
+        value = encode_event(event)
+        record = self._schema_records.before(self._topic, value)  # its writer schema first
+        if record is not None:
+            self._send(record[0], record[1], None)
+        self._send(event.event_id, value, headers)
         return event.event_id
 
     def record_change(

@@ -33,7 +33,7 @@ from ..settings import (
     TOPIC_ENV,
     Settings,
 )
-from . import checks, emit, evidence, export, ledger, log, monitor, retention, serve, ship
+from . import checks, emit, evidence, export, ledger, log, monitor, retention, schemas, serve, ship
 from .app import App, ExitCode, fail
 from .logs import FORMATS, configure_logging
 
@@ -141,6 +141,7 @@ for _command in (
     *export.COMMANDS,
     *serve.COMMANDS,
     *ship.COMMANDS,
+    *schemas.COMMANDS,
 ):
     cli.add_command(_command)
 

@@ -215,6 +215,7 @@ def status(app: App, file_dir: Path | None, as_json: bool) -> None:
         with app.store() as store:
             meta = store.read_meta()
             head = store.read_head()
+            rejected = store.rejected_by_reason()  # an unknown writer schema is an alarm
         reader = KafkaTopicReader(
             bootstrap=settings.bootstrap, topic=settings.topic, config=app.kafka_config()
         )
@@ -231,6 +232,7 @@ def status(app: App, file_dir: Path | None, as_json: bool) -> None:
             "topic_end_offset": end,
             "lag": max(end - (head.offset + 1), 0),
             "group": group,
+            "rejected_by_reason": rejected,
         }
         if as_json:
             emit_json(result)
@@ -247,6 +249,8 @@ def status(app: App, file_dir: Path | None, as_json: bool) -> None:
             f"{end}; lag {result['lag']}; group {group['group']} {group['state']}, "
             f"committed {group['committed_offset']}, members: {members}"
         )
+        for reason, count in rejected.items():
+            click.echo(f"rejected: {count} x {reason}")
 
 
 def _file_status(directory: Path, as_json: bool) -> None:

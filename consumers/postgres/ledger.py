@@ -318,6 +318,16 @@ class PostgresLedgerStore:
             ).fetchall()
         return [(bytes(row[0]), row[1], int(row[2])) for row in rows]
 
+    def rejected_by_reason(self, limit: int = 20) -> dict[str, int]:
+        """How many entries are rejected, by reason (the ``limit`` most frequent reasons)."""
+        with self._translated("count rejected entries"), self._conn.transaction():
+            rows = self._conn.execute(
+                "SELECT coalesce(reject_reason, ''), count(*) FROM audit_entries WHERE kind = 'rejected'"
+                " GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT %s",
+                (limit,),
+            ).fetchall()
+        return {row[0]: int(row[1]) for row in rows}
+
     def schema_records_from(self) -> int | None:
         """The seq from which this ledger's sealers classify schema records (CHAIN.md §19),
         None when no sealer has yet."""

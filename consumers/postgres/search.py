@@ -10,6 +10,8 @@ from typing import Any
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from baldur_audit.schemas.codec import BUILT_IN_FINGERPRINTS, WriterSchema, extra_fields
+
 from .ledger import PostgresLedgerStore
 
 LOG_COLUMNS = (
@@ -138,6 +140,7 @@ def search_page(store: PostgresLedgerStore, query: LogFilter) -> LogPage:
             cur.execute(counting)
             found = cur.fetchone()
             matched = int(found["count"]) if found else 0
+        add_extra_fields(conn, rows)
     return LogPage(rows, matched)
 
 
@@ -154,4 +157,33 @@ def entry_by_seq(store: PostgresLedgerStore, seq: int) -> dict[str, Any] | None:
     with store.snapshot() as conn, conn.cursor(row_factory=dict_row) as cur:
         cur.execute(statement)
         row = cur.fetchone()
+        if row is not None:
+            add_extra_fields(conn, [row])
     return dict(row) if row is not None else None
+
+
+def add_extra_fields(conn: Any, rows: list[dict[str, Any]]) -> None:
+    """Give each event written with a newer writer schema an ``extra`` object: the fields of
+    its payload that the reader schema does not know (schemas/CHAIN.md §19). One query for
+    the whole page; entries of a built-in schema (the usual case) are never decoded."""
+    seqs = [row["seq"] for row in rows if row.get("kind") in ("event", "duplicate")]
+    if not seqs:
+        return
+    found = conn.execute(
+        "SELECT a.seq, a.payload, w.fingerprint, w.schema_json FROM audit_entries a"
+        " JOIN writer_schemas w ON w.fingerprint = a.schema_fingerprint"
+        " WHERE a.seq = ANY(%s) AND a.payload IS NOT NULL AND NOT (a.schema_fingerprint = ANY(%s))",
+        (seqs, list(BUILT_IN_FINGERPRINTS)),
+    ).fetchall()
+    schemas: dict[bytes, WriterSchema] = {}
+    extra: dict[int, dict[str, Any]] = {}
+    for seq, payload, fingerprint, schema_json in found:
+        key = bytes(fingerprint)
+        if key not in schemas:
+            schemas[key] = WriterSchema.from_json(schema_json)
+        fields = extra_fields(bytes(payload), schemas[key])
+        if fields:
+            extra[seq] = fields
+    for row in rows:
+        if row["seq"] in extra:
+            row["extra"] = extra[row["seq"]]
