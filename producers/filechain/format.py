@@ -2,11 +2,14 @@
 
 A segment file starts with a header naming the chain (ledger id, topic, genesis key id) and
 the entry before its first record (seq and link); records follow, each framed as
-``u32 body length | u32 CRC-32(body) | body``. Integers are big-endian. Pure code: no I/O.
+``u32 body length | u32 CRC-32(length field) | u32 CRC-32(body) | body``. Integers are
+big-endian. Pure code: no I/O. The length has its own CRC so that a damaged length is never
+mistaken for a frame that runs past the end of the file (a torn tail, which is cut).
 
 Parsing a segment tells three endings apart: *clean* (the last frame ends at the end of the
-data), *torn* (the data ends inside a frame, or everything from a frame's start to the end is
-zero bytes: a crash while appending, cut off by the next writer) and *corrupt* (a complete
+data), *torn* (fewer than 12 bytes of a frame head, a frame whose checked length runs past the end
+of the data, or nothing but zero bytes from a frame's start to the end: a crash while
+appending, cut off by the next writer) and *corrupt* (a complete
 frame whose CRC or fields are wrong: never cut, reported by verify as a break).
 """
 
@@ -28,7 +31,8 @@ PARTITION = 0
 #: The largest record body; a Kafka record value is at most about 1 MB by default.
 MAX_BODY_BYTES = 16 << 20
 SEGMENT_SUFFIX = ".bfc"
-FRAME_HEAD = struct.Struct(">II")  # body length, crc32(body)
+FRAME_HEAD = struct.Struct(">III")  # body length, crc32(length field), crc32(body)
+_LENGTH = struct.Struct(">I")
 _HEAD_FIXED = struct.Struct(">8sHQ32s")  # magic, version, prev seq, prev link
 _BODY_FIXED = struct.Struct(">BQqBQB16s32sB")  # version seq ts kind dup null event_id link key_id_len
 NIL_ID = bytes(16)
@@ -135,7 +139,8 @@ class FileRecord:
         )
         if len(body) > MAX_BODY_BYTES:
             raise FileChainError(f"record of {len(body)} bytes is larger than {MAX_BODY_BYTES}")
-        return FRAME_HEAD.pack(len(body), zlib.crc32(body)) + body
+        length = _LENGTH.pack(len(body))
+        return length + _LENGTH.pack(zlib.crc32(length)) + _LENGTH.pack(zlib.crc32(body)) + body
 
 
 def decode_body(body: bytes) -> FileRecord:
@@ -202,9 +207,11 @@ def parse_frames(data: bytes | memoryview, start: int) -> ParsedFrames:
         left = size - pos
         if left < FRAME_HEAD.size:
             return ParsedFrames(frames, pos, left, None)
-        length, crc = FRAME_HEAD.unpack_from(view, pos)
-        if length == 0 and not any(view[pos:]):
+        length, length_crc, crc = FRAME_HEAD.unpack_from(view, pos)
+        if not any(view[pos:]):
             return ParsedFrames(frames, pos, left, None)  # zero-filled: the write never landed
+        if zlib.crc32(view[pos : pos + 4]) != length_crc:
+            return ParsedFrames(frames, pos, 0, Damage(pos, "frame length CRC does not match"))
         if length > MAX_BODY_BYTES:
             return ParsedFrames(frames, pos, 0, Damage(pos, f"frame length {length} is too large"))
         if FRAME_HEAD.size + length > left:
