@@ -22,6 +22,7 @@ from typing import Protocol
 from baldur_audit.schemas.chain import SealedEntry, Sealer, SigningKey, TopicRecord
 from baldur_audit.schemas.codec import KNOWN_SCHEMAS, UNKNOWN_SCHEMA, WriterSchema
 from baldur_audit.schemas.errors import (
+    AuditError,
     BrokerUnavailable,
     ConfigError,
     Fenced,
@@ -34,6 +35,7 @@ from .checkpointer import Checkpointer
 from .kafka.source import KafkaEventSource
 from .postgres.ledger import PostgresLedgerStore, schemas_to_store
 from .postgres.rows import LedgerMeta
+from .retention_schedule import RetentionSchedule
 
 log = logging.getLogger(__name__)
 
@@ -235,8 +237,10 @@ class Chainer:
         checkpointer: Checkpointer | None = None,
         chain_keys: ChainKeys | None = None,
         observer: ChainerObserver | None = None,
+        retention: RetentionSchedule | None = None,
     ) -> None:
         self._store_factory = store_factory
+        self._retention = retention  # scheduled pruning (retention_schedule.py), between batches
         self._observer: ChainerObserver = observer or NoObserver()
         self._member = False
         self._lag_at = 0.0
@@ -449,6 +453,21 @@ class Chainer:
         if checkpointer.stats.failed != failed:
             self._observer.checkpoint_failed()
 
+    def _retain(self) -> None:
+        """Prune what the retention period lets go, if due; only while holding the partition
+        (a standby never prunes). Its failures are logged by the schedule, never raised."""
+        if self._retention is None or self._sealer is None or not self._retention.due():
+            return
+        # Its own connection: the writer's session (fencing, timeouts) stays as it is.
+        try:
+            store = self._store_factory()
+        except AuditError as exc:
+            log.warning("scheduled retention skipped: %s", exc)
+            self._retention.skipped()
+            return
+        with store:
+            self._retention.after_batch(store)
+
     def _watch(self) -> None:
         """Tell the observer about group membership and lag (cheap: no broker round trip)."""
         member = self._source.joined()
@@ -510,6 +529,7 @@ class Chainer:
                         self._seal_and_write(records)
                         batch_backoff.reset()
                         self._checkpoint()
+                        self._retain()
                     except StoreUnavailable as exc:
                         self._observer.store_retry(type(exc).__name__)
                         batch_backoff.wait_or_raise(exc, "batch not written, retrying from the stored head")
@@ -518,6 +538,7 @@ class Chainer:
                     idle_since = time.monotonic()
                     continue
                 self._checkpoint()
+                self._retain()
                 if (
                     self._until_idle is not None
                     and time.monotonic() - idle_since >= self._until_idle

@@ -5,9 +5,10 @@ Two prune modes. ``payload`` drops the payload and every visible column but the 
 the entries older than the retention period; each keeps its link inputs (digest, value_null,
 view_digest, …), so the chain from genesis still verifies. ``entries`` deletes those entries
 behind a *retention anchor* (``verification/anchors.py``): entry N's seq, Kafka position and
-link, MACed with the chain key (the anchor key is the HMAC chain key: Ed25519 checkpoint keys
-are not wired into the configuration yet). ``verify`` then starts at N + 1 with the anchor's
-link as predecessor.
+link, MACed with the chain key and signed with the Ed25519 checkpoint key (when a signer is
+given), so that the public checkpoint key alone checks it (CHAIN.md §17). ``verify`` then
+starts at N + 1 with the anchor's link as predecessor. ``retention_schedule.py`` runs this on a
+schedule inside the chainer (``BALDUR_AUDIT_RETENTION``).
 
 Pruned entries always form a prefix of the ledger (the cut is the longest run of entries all
 older than the period): ``verify`` reports a pruned entry after an unpruned one.
@@ -24,6 +25,7 @@ from typing import Any
 from baldur_audit.producers.pseudonym import KafkaIdentityPublisher, identities_topic, is_pseudonym
 from baldur_audit.producers.trail import AuditTrail
 from baldur_audit.schemas.chain import SigningKey
+from baldur_audit.schemas.checkpoint import CheckpointSigner
 from baldur_audit.schemas.errors import BrokerUnavailable, ConfigError
 
 from .kafka.admin import ensure_identities_topic
@@ -31,7 +33,7 @@ from .kafka.source import read_identity_mappings
 from .postgres import retention as stored
 from .postgres.ledger import PostgresLedgerStore
 from .postgres.rows import Anchor
-from .verification.anchors import sign_anchor
+from .verification.anchors import sign_anchor, sign_anchor_ed25519
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +65,21 @@ class PruneReport:
 
 
 def prune(
-    store: PostgresLedgerStore, *, older_than: timedelta, mode: str, key: SigningKey, dry_run: bool = False
+    store: PostgresLedgerStore,
+    *,
+    older_than: timedelta,
+    mode: str,
+    key: SigningKey,
+    dry_run: bool = False,
+    signer: CheckpointSigner | None = None,
+    max_entries: int | None = None,
 ) -> PruneReport:
     """Prune entries older than ``older_than`` (``mode`` payload or entries).
 
-    Raises :class:`ConfigError` for a bad mode or period, :class:`StoreUnavailable` /
+    In entries mode the anchor is MACed with ``key`` and, with ``signer``, signed with that
+    Ed25519 checkpoint key too. ``max_entries`` bounds one call (the first that many entries
+    not pruned yet; a scheduled prune calls again for the rest), so the lock it holds stays
+    short. Raises :class:`ConfigError` for a bad mode or period, :class:`StoreUnavailable` /
     :class:`StoreRefused` when the database fails or refuses.
     """
     if mode not in MODES:
@@ -77,6 +89,12 @@ def prune(
     store.require_schema()
     with store.transaction("prune") as conn:
         cut = stored.retention_cut(conn, older_than)
+        if max_entries is not None:
+            start = (
+                stored.first_unpruned_seq(conn) if mode == "payload" else stored.newest_anchor_seq(conn) + 1
+            )
+            if start is not None:
+                cut = min(cut, start + max(1, max_entries) - 1)
         if mode == "payload":
             if dry_run:
                 return PruneReport(mode, cut, stored.count_entries_up_to(conn, cut, unpruned_only=True), True)
@@ -92,10 +110,17 @@ def prune(
         signature = sign_anchor(
             key, ledger_id=meta.ledger_id, seq=cut, offset=offset, timestamp_ms=timestamp_ms, link=link
         )
+        ed25519 = None
+        if signer is not None:
+            ed25519 = sign_anchor_ed25519(
+                signer, ledger_id=meta.ledger_id, seq=cut, offset=offset, timestamp_ms=timestamp_ms, link=link
+            )
         deleted = stored.count_entries_up_to(conn, cut, unpruned_only=False)
         if dry_run:
             return PruneReport(mode, cut, deleted, True)
-        cut_seq, changed = stored.prune_entries(conn, older_than, cut, key_id=key.key_id, signature=signature)
+        cut_seq, changed = stored.prune_entries(
+            conn, older_than, cut, key_id=key.key_id, signature=signature, ed25519=ed25519
+        )
         anchor = Anchor(
             seq=cut,
             offset=offset,
@@ -104,6 +129,7 @@ def prune(
             key_id=key.key_id,
             signature=signature,
             entries_deleted=changed,
+            ed25519=ed25519,
         )
         return PruneReport(mode, cut_seq, changed, False, anchor)
 

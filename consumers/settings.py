@@ -15,12 +15,15 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from baldur_audit.producers.kafka_config import CONFIG_ENV, client_config_secrets, load_client_config
 from baldur_audit.schemas.checkpoint import default_origin, is_valid_name
 from baldur_audit.schemas.defaults import DEFAULT_BOOTSTRAP, DEFAULT_DSN, DEFAULT_GROUP, DEFAULT_TOPIC
 from baldur_audit.schemas.errors import ConfigError
+
+from .times import parse_duration
 
 __all__ = [
     "DEFAULT_BOOTSTRAP",
@@ -59,6 +62,8 @@ LOG_FORMAT_ENV = "BALDUR_LOG_FORMAT"
 READER_DSN_ENV = "BALDUR_SQL_READER_DSN"
 VIEWER_TOKENS_ENV = "BALDUR_VIEWER_TOKENS"
 TRACE_URL_ENV = "BALDUR_VIEWER_TRACE_URL"
+RETENTION_ENV = "BALDUR_AUDIT_RETENTION"
+RETENTION_MODE_ENV = "BALDUR_AUDIT_RETENTION_MODE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +101,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(READER_DSN_ENV, "--reader-dsn", secret=True),  # its password is
     Variable(VIEWER_TOKENS_ENV),
     Variable(TRACE_URL_ENV, "--trace-url"),
+    Variable(RETENTION_ENV),
+    Variable(RETENTION_MODE_ENV),
 )
 #: Besides its own variables, the state folder's default follows the XDG base directories.
 _ALSO_READ = ("XDG_STATE_HOME",)
@@ -252,6 +259,32 @@ class Settings:
         """``$BALDUR_CHECKPOINT_DIR``: also write each checkpoint there (None: unset)."""
         folder = self._text(CHECKPOINT_DIR_ENV)
         return Path(folder) if folder else None
+
+    # -- retention (retention_schedule.py applies it in the chainer) ------------------------------
+
+    @property
+    def retention(self) -> timedelta | None:
+        """``BALDUR_AUDIT_RETENTION`` (``400d``, ``12w``, ``36h``...): how long entries are kept
+        whole; None (unset): forever. Raises :class:`ConfigError` naming the variable."""
+        text = self._text(RETENTION_ENV)
+        if not text:
+            return None
+        try:
+            period = parse_duration(text)
+        except ConfigError as exc:
+            raise ConfigError(f"{RETENTION_ENV}: {exc}") from None
+        if period <= timedelta(0):
+            raise ConfigError(f"{RETENTION_ENV} must be longer than 0 (unset it to keep entries forever)")
+        return period
+
+    @property
+    def retention_mode(self) -> str:
+        """``BALDUR_AUDIT_RETENTION_MODE``: ``payload`` (default: drop payloads and personal
+        fields, keep the entries) or ``entries`` (drop the entries behind a signed anchor)."""
+        mode = self._text(RETENTION_MODE_ENV).lower() or "payload"
+        if mode not in ("payload", "entries"):
+            raise ConfigError(f"{RETENTION_MODE_ENV} must be payload or entries, found {mode[:20]!r}")
+        return mode
 
     # -- what must never be shown -----------------------------------------------------------------
 

@@ -246,6 +246,10 @@ class CheckpointSigner:
         """The checkpoint as a note signed by this key alone."""
         return sign_note(checkpoint.body(), [self])
 
+    def sign_bytes(self, message: bytes) -> bytes:
+        """The 64-byte Ed25519 signature of ``message`` (retention anchors, CHAIN.md §17)."""
+        return self._private.sign(message)
+
     def __repr__(self) -> str:
         return f"CheckpointSigner(name={self.name!r}, key_hash={self.key_hash.hex()!r})"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import click
 
 from baldur_audit.producers.filechain import FileChainError, chain_status
+from baldur_audit.schemas.chain import SigningKey
 
 from ..chain_keys import ForwardSecureChainKeys, genesis_key, load_chain_keys
 from ..chainer import Chainer, require_chain_keys
@@ -21,6 +23,7 @@ from ..kafka.admin import KafkaTopicAdmin
 from ..kafka.source import KafkaEventSource, KafkaTopicReader
 from ..metrics.chainer import PrometheusChainerMetrics
 from ..metrics.server import MetricsServer, parse_address
+from ..retention_schedule import RetentionSchedule
 from ..settings import METRICS_ADDRESS_ENV
 from .app import App, emit_json, pass_app
 from .options import client_id as check_client_id

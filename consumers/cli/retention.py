@@ -35,8 +35,10 @@ def prune_command(app: App, older_than: str, mode: str, dry_run: bool, as_json: 
     with app.guard():
         period = parse_duration(older_than)
         key = app.keyring().current
+        # Entries mode: the anchor is signed with the Ed25519 checkpoint key too (CHAIN.md §17).
+        signer = app.checkpoint_keys(signing=True).signers[0] if mode == "entries" else None
         with app.store() as store:
-            report = prune(store, older_than=period, mode=mode, key=key, dry_run=dry_run)
+            report = prune(store, older_than=period, mode=mode, key=key, dry_run=dry_run, signer=signer)
         if as_json:
             emit_json(report.as_dict())
             return

@@ -22,7 +22,7 @@ def read_anchors(conn: Connection) -> list[Anchor]:
     with translated("read retention anchors", conn):
         rows = conn.execute(
             "SELECT seq, kafka_offset, kafka_timestamp, link, key_id, signature,"
-            " entries_deleted FROM retention_anchors ORDER BY seq"
+            " entries_deleted, ed25519_signature FROM retention_anchors ORDER BY seq"
         ).fetchall()
     return [
         Anchor(
@@ -33,6 +33,7 @@ def read_anchors(conn: Connection) -> list[Anchor]:
             key_id=r[4],
             signature=bytes(r[5]),
             entries_deleted=r[6],
+            ed25519=None if r[7] is None else bytes(r[7]),
         )
         for r in rows
     ]
@@ -71,6 +72,12 @@ def retention_cut(conn: Connection, older_than: timedelta) -> int:
     return int(row[0]) if row else 0
 
 
+def first_unpruned_seq(conn: Connection) -> int | None:
+    """The smallest seq whose payload is not pruned yet (None: every entry is)."""
+    row = conn.execute("SELECT min(seq) FROM audit_entries WHERE pruned_at IS NULL").fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def count_entries_up_to(conn: Connection, cut: int, *, unpruned_only: bool) -> int:
     """How many entries up to seq ``cut`` there are (not yet pruned ones only, if asked)."""
     row = conn.execute(
@@ -91,13 +98,19 @@ def prune_payloads(conn: Connection, older_than: timedelta, cut: int) -> tuple[i
 
 
 def prune_entries(
-    conn: Connection, older_than: timedelta, cut: int, *, key_id: str, signature: bytes
+    conn: Connection,
+    older_than: timedelta,
+    cut: int,
+    *,
+    key_id: str,
+    signature: bytes,
+    ed25519: bytes | None = None,
 ) -> tuple[int, int]:
     """``baldur_prune`` in entries mode: delete up to ``cut`` behind an anchor with this
-    signature; ``(cut_seq, changed)``."""
+    MAC (and Ed25519 signature, if given); ``(cut_seq, changed)``."""
     row = conn.execute(
-        "SELECT cut_seq, changed FROM baldur_prune(%s, 'entries', %s, %s, %s)",
-        (older_than, cut, key_id, signature),
+        "SELECT cut_seq, changed FROM baldur_prune(%s, 'entries', %s, %s, %s, %s)",
+        (older_than, cut, key_id, signature, ed25519),
     ).fetchone()
     assert row is not None  # a set-returning function that always returns one row
     return int(row[0]), int(row[1])

@@ -209,13 +209,17 @@ class Anchor:
     key_id: str
     signature: bytes
     entries_deleted: int
+    ed25519: bytes | None = None  # key hash (4) + Ed25519 signature (64); None: HMAC only
 
     def as_dict(self) -> dict[str, Any]:
-        """The ``--json`` shape (no secret in it: the MAC is public)."""
+        """The ``--json`` shape (no secret in it: the MAC is public); with the Ed25519
+        signature, everything an outsider needs to check it (CHAIN.md §17)."""
         return {
             "seq": self.seq,
             "offset": self.offset,
+            "timestamp_ms": self.timestamp_ms,
             "link": self.link.hex(),
             "key_id": self.key_id,
             "entries_deleted": self.entries_deleted,
+            "ed25519_signature": None if self.ed25519 is None else self.ed25519.hex(),
         }

@@ -413,7 +413,9 @@ def verify_snapshot(
     walk: LedgerWalk | None = None
     start: WalkStart | None = None
     try:
-        start = walk_start(conn, meta, keys)
+        # The Ed25519 signature of a retention anchor is checked with the checkpoint verifier
+        # keys the witness check holds (CHAIN.md §17).
+        start = walk_start(conn, meta, keys, witness.verifiers if witness is not None else ())
         walk = LedgerWalk(meta=meta, keys=keys, head=head, explain=explain, start=start)
         resumed = resume is not None and resume.seq >= walk.next_seq
         first = resume.seq if resume is not None and resumed else walk.next_seq

@@ -106,6 +106,11 @@ class WitnessCheck:
 
     # -- reading -------------------------------------------------------------------------------
 
+    @property
+    def verifiers(self) -> tuple[VerifierKey, ...]:
+        """The checkpoint verifier keys this check accepts (also used for retention anchors)."""
+        return self._verifiers
+
     def _open(self, note: bytes | str | None, where: str, position: int) -> Witnessed:
         if note is None:
             raise InvalidCheckpoint("no checkpoint there")

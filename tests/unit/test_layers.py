@@ -49,6 +49,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
         f"{C}.checkpointer",
         f"{C}.witnesses",
         f"{C}.retention",
+        f"{C}.retention_schedule",
         f"{C}.verification",
         f"{C}.evidence",
     ),
