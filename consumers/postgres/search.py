@@ -52,14 +52,18 @@ class LogFilter:
     #: Keyset paging: only entries after this seq, the oldest ``limit`` of them, in seq order
     #: (None: the newest ``limit`` matches, in time order).
     after_seq: int | None = None
+    #: Count the matches only up to this many (None: all of them, however many that is).
+    count_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class LogPage:
-    """One page of matches: its entries and how many entries match in all."""
+    """One page of matches: its entries and how many entries match in all (with
+    ``LogFilter.count_limit``, at most that many: ``capped`` says more match)."""
 
     entries: list[dict[str, Any]]
     matched: int
+    capped: bool = False
 
 
 def _match(column: str, pattern: str) -> sql.Composable:
@@ -130,6 +134,10 @@ def search_page(store: PostgresLedgerStore, query: LogFilter) -> LogPage:
         limit=sql.Literal(query.limit),
     )
     counting = sql.SQL("SELECT count(*) FROM {joined} WHERE {where}").format(joined=joined, where=where)
+    if query.count_limit is not None:
+        counting = sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {joined} WHERE {where} LIMIT {n}) m").format(
+            joined=joined, where=where, n=sql.Literal(query.count_limit + 1)
+        )
     store.require_schema()
     with store.snapshot() as conn, conn.cursor(row_factory=dict_row) as cur:
         cur.execute(statement)
@@ -141,6 +149,8 @@ def search_page(store: PostgresLedgerStore, query: LogFilter) -> LogPage:
             found = cur.fetchone()
             matched = int(found["count"]) if found else 0
         add_extra_fields(conn, rows)
+    if query.count_limit is not None and matched > query.count_limit:
+        return LogPage(rows, query.count_limit, capped=True)
     return LogPage(rows, matched)
 
 

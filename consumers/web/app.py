@@ -280,8 +280,8 @@ def create_app(reads: LedgerReads, config: ViewerConfig) -> Starlette:
         except AuditError as exc:  # the view is served; the failure is logged
             log.error("could not record the view of entry %s: %s", seq, exc)
 
-    def next_after(query: LogFilter, rows: list[dict[str, Any]], matched: int) -> int | None:
-        if query.after_seq is None or len(rows) >= matched or not rows:
+    def next_after(query: LogFilter, rows: list[dict[str, Any]], matched: int, more: bool) -> int | None:
+        if query.after_seq is None or not rows or (len(rows) >= matched and not more):
             return None
         return int(rows[-1]["seq"])
 
@@ -295,7 +295,8 @@ def create_app(reads: LedgerReads, config: ViewerConfig) -> Starlette:
             {
                 "entries": result.entries,
                 "matched": result.matched,
-                "next_after_seq": next_after(query, result.entries, result.matched),
+                "matched_more": result.capped,
+                "next_after_seq": next_after(query, result.entries, result.matched, result.capped),
             }
         )
 
@@ -365,7 +366,7 @@ def create_app(reads: LedgerReads, config: ViewerConfig) -> Starlette:
         query = parse_filter({**params, **values}, now=datetime.now(UTC))
         result = reads.page(query)
         keep = {k: v for k, v in values.items() if v and not (incident and k == "before")}
-        following = next_after(query, result.entries, result.matched)
+        following = next_after(query, result.entries, result.matched, result.capped)
         return page(
             request,
             "timeline.html",
@@ -374,9 +375,10 @@ def create_app(reads: LedgerReads, config: ViewerConfig) -> Starlette:
             query=query,
             rows=result.entries,
             matched=result.matched,
+            matched_more=result.capped,
             next_link=f"/entries?{urlencode({**keep, 'after_seq': following})}" if following else None,
             first_link=f"/entries?{urlencode({**keep, 'after_seq': 0})}"
-            if query.after_seq is None and len(result.entries) < result.matched
+            if query.after_seq is None and (len(result.entries) < result.matched or result.capped)
             else None,
             summary=_summary,
         )

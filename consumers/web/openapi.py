@@ -89,6 +89,11 @@ def openapi_document() -> dict[str, Any]:
                                         "properties": {
                                             "entries": {"type": "array", "items": entry},
                                             "matched": {"type": "integer"},
+                                            "matched_more": {
+                                                "type": "boolean",
+                                                "description": "More than `matched` (10,000) match: "
+                                                "matches are counted up to that many.",
+                                            },
                                             "next_after_seq": {"type": ["integer", "null"]},
                                         },
                                     }

@@ -383,3 +383,19 @@ def test_trace_ids_link_to_the_tracing_ui_when_configured(
         f'<a href="https://tracing.example/trace/{trace}?from=baldur" rel="noreferrer noopener">{trace}</a>'
         in page
     )
+
+
+def test_matches_are_counted_up_to_a_limit(incident: tuple[Ledger, Viewer]) -> None:
+    from baldur_audit.consumers.postgres.search import LogFilter, search_page
+
+    ledger, _ = incident
+    with connect_reader(ledger.dsn) as store:
+        exact = search_page(store, LogFilter(limit=2))
+        capped = search_page(store, LogFilter(limit=2, count_limit=4))
+        enough = search_page(store, LogFilter(limit=2, count_limit=7))
+        paged = search_page(store, LogFilter(limit=2, count_limit=4, after_seq=4))
+    assert (exact.matched, exact.capped) == (7, False)
+    assert (capped.matched, capped.capped) == (4, True)
+    assert (enough.matched, enough.capped) == (7, False)
+    assert (paged.matched, paged.capped) == (3, False)
+    assert [e["seq"] for e in capped.entries] == [e["seq"] for e in exact.entries] == [6, 7]
