@@ -87,11 +87,12 @@ def list_schemas(app: App, as_json: bool) -> None:
         found[fingerprint.hex()] = _entry(
             schema, known_from=first_seq + 1, origin=f"schema record seq {first_seq}"
         )
-    result = {"schema_records_from": start, "schemas": list(found.values())}
+    listed = list(found.values())
+    result = {"schema_records_from": start, "schemas": listed}
     if as_json:
         emit_json(result)
         return
-    for item in result["schemas"]:
+    for item in listed:
         click.echo(
             f"{item['fingerprint']}  {item['name']}  known from seq {item['known_from']} ({item['origin']})"
         )

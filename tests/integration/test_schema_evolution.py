@@ -21,7 +21,8 @@ pytestmark = pytest.mark.integration
 
 
 def chain(ledger: Ledger) -> dict[str, Any]:
-    return ledger.cli_json("chain", "--until-idle", "1", "--session-timeout", "3")  # type: ignore[no-any-return]
+    stats: dict[str, Any] = ledger.cli_json("chain", "--until-idle", "1", "--session-timeout", "3")
+    return stats
 
 
 def events(writer: WriterSchema, count: int, **extra: Any) -> list[bytes]:
