@@ -1,4 +1,4 @@
-"""``verify --file``: walk a local file chain (CHAIN.md §19) and recompute every link.
+"""``verify --file``: walk a local file chain (CHAIN.md §20) and recompute every link.
 
 Same report as the ledger's ``verify`` (:class:`VerifyReport`: verdict kinds ``modified``,
 ``missing``, ``inserted``, ``reordered``, ``unverifiable``), with the classification of every

@@ -2,7 +2,7 @@
 
 The default backend of :meth:`~baldur_audit.producers.AuditTrail.from_env` when
 ``BALDUR_AUDIT_DISTRIBUTED_HASH_CHAIN`` is false. Same key, key ids, genesis binding,
-framing and link rule as the Kafka ledger (CHAIN.md §19 specifies the container).
+framing and link rule as the Kafka ledger (CHAIN.md §20 specifies the container).
 """
 
 from .format import FileChainError, FileRecord, SegmentHeader

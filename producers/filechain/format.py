@@ -1,4 +1,4 @@
-"""The bytes of a file chain (CHAIN.md §19): segment headers, record frames, parsing.
+"""The bytes of a file chain (CHAIN.md §20): segment headers, record frames, parsing.
 
 A segment file starts with a header naming the chain (ledger id, topic, genesis key id) and
 the entry before its first record (seq and link); records follow, each framed as

@@ -1,5 +1,5 @@
 """Retention of a file chain: whole segments whose every record is older than the retention
-period are dropped behind a retention *anchor* (CHAIN.md §17's message, §19.5's file).
+period are dropped behind a retention *anchor* (CHAIN.md §17's message, §20.5's file).
 
 The anchor names the last dropped record (seq, offset, timestamp, link) and is MACed with
 the chain key, so ``verify --file`` starts after it. It is written (temporary file, fsync,
