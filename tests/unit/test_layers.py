@@ -12,8 +12,8 @@ Each technology has one boundary: only ``consumers/postgres/`` imports psycopg, 
 ``producers/metrics.py`` (optionally) import prometheus_client, only ``consumers/cli/`` imports
 click, only ``consumers/web/`` imports starlette, uvicorn and jinja2. There is no import cycle
 inside the package, and what an auditor runs offline (``consumers/evidence/check.py`` and
-``export_check.py``) and the pure core load no driver when imported. Every import counts, also one inside a function or
-under ``TYPE_CHECKING``: that is where cycles hide.
+``export_check.py``) and the pure core load no driver when imported. Every import counts,
+also one inside a function or under ``TYPE_CHECKING``: that is where cycles hide.
 """
 
 from __future__ import annotations
