@@ -228,11 +228,16 @@ def serve(
             sock = server.bind(host, port)
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        logging.getLogger("baldur_audit.consumers.web.access").setLevel(logging.INFO)
-        click.echo(
-            f"serving the viewer on http://{shown}:{bound_port}/ (API /api/v1, access: {access.mode}, "
-            f"database {redact_dsn(dsn)}, read-only)",
-            err=True,
+        # The request log and this line are the server's own output: shown at the default level,
+        # in the configured format (--log-format json: one object per line).
+        viewer_log = logging.getLogger("baldur_audit.consumers.web")
+        viewer_log.setLevel(logging.INFO)
+        viewer_log.info(
+            "serving the viewer on http://%s:%s/ (API /api/v1, access: %s, database %s, read-only)",
+            shown,
+            bound_port,
+            access.mode,
+            redact_dsn(dsn),
         )
         try:
             server.serve_forever(web_app, sock)

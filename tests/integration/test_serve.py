@@ -240,10 +240,14 @@ def test_tokens_are_asked_for_checked_and_logged(ledger: Ledger, tmp_path: Path)
     assert ledger.cli("serve", "hash-token", input_text="s3cret-token").stdout.strip() == hash_token(
         "s3cret-token"
     )
-    env = {"BALDUR_VIEWER_TOKENS": f"{made[1]} ci"}
+    env = {"BALDUR_VIEWER_TOKENS": f"{made[1]} ci", "BALDUR_LOG_FORMAT": "json"}
     with running_viewer(ledger, tmp_path, extra_env=env) as viewer:
         assert viewer.request("/api/v1/status", token=made[0]).status == 200
         assert viewer.request("/api/v1/status", token="s3cret-token").status == 401
+        viewer.request("/static/style.css")  # its line is written after the one before
+        lines = [json.loads(line) for line in viewer.log().splitlines()]
+    assert any(line["message"].startswith("GET /api/v1/status 200 who=ci ") for line in lines)
+    assert made[0] not in json.dumps(lines)
 
 
 def test_a_trusted_proxy_header_counts_only_from_the_proxy(ledger: Ledger, tmp_path: Path) -> None:
