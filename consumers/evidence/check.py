@@ -27,7 +27,7 @@ from baldur_audit.schemas.checkpoint import (
     VerifierKey,
     open_checkpoint,
 )
-from baldur_audit.schemas.codec import KNOWN_SCHEMAS, WriterSchema, read_fingerprint
+from baldur_audit.schemas.codec import KNOWN_SCHEMAS, WriterSchema, is_schema_record, read_fingerprint
 from baldur_audit.schemas.errors import DecodeError
 from baldur_audit.schemas.merkle import (
     MerkleError,
@@ -157,7 +157,7 @@ def _check_entry(document: object) -> tuple[dict[str, Any], list[str]]:
     if not isinstance(entry["topic"], str) or not isinstance(entry["key_id"], str) or not entry["key_id"]:
         raise BundleInvalid("entry.topic and entry.key_id must be text")
     if not isinstance(entry["kind"], str) or entry["kind"] not in {kind.label for kind in EntryKind}:
-        raise BundleInvalid("entry.kind must be event, rejected or duplicate")
+        raise BundleInvalid("entry.kind must be event, rejected, duplicate or schema")
     duplicate_of = _int(entry["duplicate_of"], "entry.duplicate_of", 0, seq - 1)
     if (entry["kind"] == "duplicate") != (duplicate_of > 0):
         raise BundleInvalid(
@@ -225,6 +225,15 @@ def _check_payload(entry: dict[str, Any], digest: bytes, body: bytes) -> list[st
         except DecodeError:
             fingerprint = None
         expected = rejected_view_body(fingerprint)
+        if payload and is_schema_record(payload) and rejected_view_body(payload[2:10]) == body:
+            expected = body  # a refused schema record shows its header's fingerprint (CHAIN.md §19)
+    elif entry["kind"] == "schema":
+        outcome = classify(payload, schemas)
+        if outcome.schema is None:
+            raise BundleInvalid(
+                f"the entry is sealed as schema but its payload is not one: {outcome.reject_reason}"
+            )
+        expected = outcome.view_body
     else:
         outcome = classify(payload, schemas)
         if outcome.event_id is None:
