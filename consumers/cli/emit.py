@@ -173,6 +173,9 @@ def iter_lines(stream: BinaryIO) -> Iterator[tuple[int, dict[str, Any]]]:
         missing = [key for key in REQUIRED_KEYS if not item.get(key)]
         if missing:
             raise click.UsageError(f"line {number}: missing {missing[0]!r}")
+        if "actor_type" in item and item["actor_type"] is None:
+            # The library fills an absent type from the request context; a line says it, or omits it.
+            raise click.UsageError(f"line {number}: actor_type: expected user, service or system, not null")
         yield number, item
 
 
