@@ -39,7 +39,9 @@ SIGNATURE_TAG = "baldur-audit/export-manifest/v1"
 MANIFEST_NAME = "manifest.json"
 FORMATS = ("ndjson", "csv")
 DATA_NAMES = {"ndjson": "entries.ndjson", "csv": "entries.csv"}
-KINDS = ("event", "duplicate", "rejected")
+KINDS = ("event", "duplicate", "rejected", "schema")
+#: Kinds whose entries show their raw record bytes: they have no columns of their own to show.
+PAYLOAD_KINDS = ("rejected", "schema")
 
 #: The visible columns of an entry's view after kafka_timestamp, as bundles show them.
 FIELD_NAMES = tuple(name for name, _ in VIEW_COLUMNS[1:])
@@ -108,7 +110,7 @@ def entry_row(
 
     ``sealed_view_digest`` is the view digest the leaf covers: SHA-256 of ``view`` as the
     database computes it from the stored columns, or the stored digest of a pruned entry.
-    ``payload`` is given for rejected entries only (their raw record bytes). Raises
+    ``payload`` is given for rejected and schema entries only (their raw record bytes). Raises
     ValueMismatch if ``view`` is not well framed.
     """
     fields = view_fields(view, seq) if view is not None else dict.fromkeys(FIELD_NAMES)
@@ -325,7 +327,7 @@ def check_row(row: dict[str, Any], *, topic: str, partition: int) -> bytes:
     seq = _row_int(row, "seq", 1, 2**63 - 1)
     kind = row["kind"]
     if kind not in KINDS:
-        raise RowInvalid("entry", "kind must be event, duplicate or rejected")
+        raise RowInvalid("entry", "kind must be event, duplicate, rejected or schema")
     duplicate_of = _row_int(row, "duplicate_of", 0, seq - 1)
     if (kind == "duplicate") != (duplicate_of > 0):
         raise RowInvalid(
@@ -360,16 +362,16 @@ def check_row(row: dict[str, Any], *, topic: str, partition: int) -> bytes:
                 "view digest",
                 "the visible columns do not hash to view_digest: the columns shown are not the ones sealed",
             )
-        if kind == "rejected" and not row["value_null"]:
-            _check_payload(encoded, digest, body)
+        if kind in PAYLOAD_KINDS and not row["value_null"]:
+            _check_payload(encoded, digest, body, kind)
         elif encoded is not None:
-            raise RowInvalid("entry", "only a rejected entry shows its payload")
+            raise RowInvalid("entry", "only a rejected or schema entry shows its payload")
     return entry_leaf(leaf_document(row, topic=topic, partition=partition))
 
 
-def _check_payload(encoded: object, digest: bytes, body: bytes) -> None:
+def _check_payload(encoded: object, digest: bytes, body: bytes, kind: str) -> None:
     if not isinstance(encoded, str):
-        raise RowInvalid("payload", "a rejected entry must show its payload (base64)")
+        raise RowInvalid("payload", f"a {kind} entry must show its payload (base64)")
     try:
         payload = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
@@ -382,10 +384,12 @@ def _check_payload(encoded: object, digest: bytes, body: bytes) -> None:
         fingerprint: bytes | None = read_fingerprint(payload) if payload else None
     except DecodeError:
         fingerprint = None
+    if kind == "schema" and not is_schema_record(payload):
+        raise RowInvalid("payload", "a schema entry's payload is not a schema record")
     if is_schema_record(payload) and rejected_view_body(payload[2:10]) == body:
-        return  # a refused schema record shows its header's fingerprint (CHAIN.md §19)
+        return  # a schema record (accepted or refused) shows its header's fingerprint (CHAIN.md §19)
     if rejected_view_body(fingerprint) != body:
-        raise RowInvalid("payload", "the columns of the rejected entry are not what its payload says")
+        raise RowInvalid("payload", f"the columns of the {kind} entry are not what its payload says")
 
 
 # --- the manifest's signature ---------------------------------------------------------------------

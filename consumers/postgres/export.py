@@ -24,7 +24,7 @@ STORED_VIEW_DIGEST: Final = 8  # the stored view_digest column (what a pruned en
 PRUNED: Final = 9
 TIMESTAMP_MS: Final = 10  # None when not finite
 VIEW: Final = 11  # the view computed from the stored columns (None when pruned)
-PAYLOAD: Final = 12  # the raw record bytes of an unpruned rejected entry, else None
+PAYLOAD: Final = 12  # the raw record bytes of an unpruned rejected or schema entry, else None
 
 _EXPORT_ROWS = (
     "SELECT seq, kafka_offset, kind, coalesce(duplicate_of, 0), value_null, digest, key_id, link,"
@@ -32,7 +32,7 @@ _EXPORT_ROWS = (
     + TIMESTAMP_MS_SQL
     + ", CASE WHEN pruned_at IS NULL THEN "
     + VIEW_SQL
-    + " END, CASE WHEN pruned_at IS NULL AND kind = 'rejected' THEN payload END"
+    + " END, CASE WHEN pruned_at IS NULL AND kind IN ('rejected', 'schema') THEN payload END"
     " FROM audit_entries WHERE seq >= %s AND seq <= %s ORDER BY seq"
 )
 

@@ -122,7 +122,7 @@ def test_an_export_checks_offline_and_every_change_is_refused(
     done = export(ledger, "--first-seq", "2", "--format", fmt, "--out", str(tmp_path / "review"), "--json")
     summary = json.loads(done.stdout)
     assert (summary["first_seq"], summary["last_seq"], summary["count"]) == (2, 23, 22)
-    assert summary["kinds"] == {"event": 19, "duplicate": 1, "rejected": 2}
+    assert summary["kinds"] == {"event": 19, "duplicate": 1, "rejected": 2, "schema": 0}
     assert summary["checkpoint"]["size"] == 23
     data_name = f"entries.{fmt}"
     review = tmp_path / "review"
@@ -313,3 +313,34 @@ def test_exports_behind_retention(ledger: Ledger, tmp_path: Path) -> None:
     summary = json.loads(export(ledger, "--out", str(tmp_path / "after"), "--json").stdout)
     assert (summary["first_seq"], summary["last_seq"], summary["pruned"]) == (5, 7, 0)
     assert check(tmp_path, "after").returncode == 0
+
+
+def test_an_export_with_a_schema_record_checks_offline(ledger: Ledger, tmp_path: Path) -> None:
+    """A schema entry shows its record (the writer schema), which the checker holds to its digest."""
+    from baldur_audit.schemas.codec import encode_schema_record
+    from tests.integration.test_schema_evolution import events
+    from tests.unit.schemas.test_schema_records import with_ticket
+
+    writer = with_ticket()
+    ledger.produce_raw([encode_schema_record(writer), *events(writer, 3, ticket="OPS-7")])
+    assert chain(ledger)["sealed"] == 4
+    checkpoint(ledger)
+    public_keys(ledger, tmp_path)
+    done = export(ledger, "--first-seq", "1", "--out", str(tmp_path / "review"), "--json")
+    assert json.loads(done.stdout)["kinds"] == {"event": 3, "duplicate": 0, "rejected": 0, "schema": 1}
+    checked = check(tmp_path, "review")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    data = (tmp_path / "review" / "entries.ndjson").read_bytes()
+    first = json.loads(data.split(b"\n", 1)[0])
+    assert first["kind"] == "schema" and first["payload"]
+    changed = dict(first, kind="rejected")
+    tampered = mutated(
+        tmp_path / "review",
+        tmp_path / "tampered",
+        "entries.ndjson",
+        lambda text: text.replace(
+            data.split(b"\n", 1)[0], json.dumps(changed, separators=(",", ":")).encode(), 1
+        ),
+    )
+    refused = check(tmp_path, tampered.name)
+    assert refused.returncode == 1, refused.stdout + refused.stderr

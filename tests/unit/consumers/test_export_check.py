@@ -216,7 +216,7 @@ def test_every_kind_awkward_text_and_pruned_entries_round_trip(tmp_path: Path) -
         result = check(LEDGER.export(tmp_path / fmt, fmt=fmt, pruned=3))
         assert result.status == "valid", result.lines()
         assert result.summary["pruned"] == 3
-        assert result.summary["kinds"] == {"event": 13, "duplicate": 1, "rejected": 2}
+        assert result.summary["kinds"] == {"event": 13, "duplicate": 1, "rejected": 2, "schema": 0}
     csv_text = (tmp_path / "csv" / "entries.csv").read_bytes()
     assert b'"first line\r\nsecond, ""quoted""\nthird\rfourth"' in csv_text  # one record over lines
     lines = (tmp_path / "ndjson" / "entries.ndjson").read_text(encoding="utf-8").splitlines()
