@@ -37,7 +37,12 @@ def _render_value(value: Any, width: int = 72) -> str:
 @click.option("--before", "before_", metavar="TIME", help="What changed right before TIME (with --window).")
 @click.option("--window", default="1h", show_default=True, help="Window for --before.")
 @click.option("--rejected", is_flag=True, help="Show rejected records instead of events.")
-@click.option("--all", "all_kinds", is_flag=True, help="Show events, duplicates and rejected.")
+@click.option(
+    "--all",
+    "all_kinds",
+    is_flag=True,
+    help="Show every entry: events, duplicates, rejected and schema records.",
+)
 @click.option(
     "--limit",
     default=100,
@@ -91,7 +96,13 @@ def log_command(
                 start = end - parse_duration(window)
             except OverflowError:
                 raise click.UsageError("--window reaches before year 1") from None
-        kinds = ("event", "duplicate", "rejected") if all_kinds else ("rejected",) if rejected else ("event",)
+        kinds = (
+            ("event", "duplicate", "rejected", "schema")
+            if all_kinds
+            else ("rejected",)
+            if rejected
+            else ("event",)
+        )
         query = LogFilter(
             target=target,
             actor=actor,
@@ -144,6 +155,11 @@ def _print(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         when = (row["occurred_at"] or row["kafka_timestamp"]).astimezone(UTC)
         stamp = when.strftime("%Y-%m-%d %H:%M:%S")
+        if row["kind"] == "schema":
+            click.echo(
+                f"#{row['seq']:<6} {stamp}  SCHEMA record at offset {row['kafka_offset']} (a writer schema)"
+            )
+            continue
         if row["kind"] == "rejected":
             click.echo(
                 f"#{row['seq']:<6} {stamp}  REJECTED offset {row['kafka_offset']}: {row['reject_reason']}"

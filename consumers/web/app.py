@@ -520,6 +520,8 @@ def _summary(row: Mapping[str, Any], limit: int = 120) -> str:
     """One line saying what an entry changed: before → after, clipped."""
     if row.get("kind") == "rejected":
         return f"rejected: {row.get('reject_reason') or ''}"[:limit]
+    if row.get("kind") == "schema":
+        return "writer schema record: events of its fingerprint are read from the next entry on"[:limit]
     if row.get("pruned"):
         return "[pruned]"
     before = "∅" if row.get("before") is None else compact_json(row["before"])

@@ -22,7 +22,7 @@ _FILTERS: list[dict[str, Any]] = [
         "description": "What changed right before this time (with `window`); not with since/until.",
     },
     {"name": "window", "description": "The window before `before` (default `1h`): `30m`, `1h30m`, `2d`."},
-    {"name": "kind", "description": "event (default), rejected, duplicate or all."},
+    {"name": "kind", "description": "event (default), rejected, duplicate, schema or all."},
     {
         "name": "after_seq",
         "description": "Keyset paging: the first `limit` matches after this seq, in seq order "
@@ -184,7 +184,7 @@ def openapi_document() -> dict[str, Any]:
                     "description": "A ledger entry as `baldur-audit log --json` prints it.",
                     "properties": {
                         "seq": {"type": "integer"},
-                        "kind": {"enum": ["event", "duplicate", "rejected"]},
+                        "kind": {"enum": ["event", "duplicate", "rejected", "schema"]},
                         "occurred_at": {"type": ["string", "null"], "format": "date-time"},
                         "kafka_timestamp": {"type": "string", "format": "date-time"},
                         "actor": {"type": ["string", "null"]},

@@ -36,7 +36,8 @@ KINDS: dict[str, tuple[str, ...]] = {
     "event": ("event",),
     "rejected": ("rejected",),
     "duplicate": ("duplicate",),
-    "all": ("event", "duplicate", "rejected"),
+    "schema": ("schema",),
+    "all": ("event", "duplicate", "rejected", "schema"),
 }
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -72,7 +73,7 @@ def _whole(params: Mapping[str, str], name: str, low: int, high: int, default: i
 def parse_filter(params: Mapping[str, str], *, now: datetime) -> LogFilter:
     """The :class:`LogFilter` of a request's query parameters — the same filters as ``log``:
     ``target``/``actor`` (``*`` wildcards), ``action``, ``trace_id``, ``since``/``until`` or
-    ``before`` with ``window`` (default 1h), ``kind`` (event, rejected, duplicate, all),
+    ``before`` with ``window`` (default 1h), ``kind`` (event, rejected, duplicate, schema, all),
     ``after_seq`` and ``limit``. Raises :class:`ConfigError` (a bad request)."""
     since, until, before = (_text(params, name, 64) for name in ("since", "until", "before"))
     start = parse_time(since, now=now) if since else None

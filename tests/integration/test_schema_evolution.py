@@ -165,3 +165,14 @@ def test_trail_events_are_unchanged_by_schema_records(ledger: Ledger) -> None:
     assert uuid.UUID(str(ids[0]))
     intact_and_consistent(ledger)
     assert json.dumps(ledger.cli_json("schemas", "list")["schemas"][0]["origin"]) == '"built-in"'
+
+
+def test_log_all_shows_the_schema_record_among_the_entries(ledger: Ledger) -> None:
+    writer = with_ticket()
+    ledger.produce_raw([encode_schema_record(writer), *events(writer, 2)])
+    chain(ledger)
+    done = ledger.cli("log", "--all", "--after-seq", "0", "--json")  # in seq order
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["kind"] for line in done.stdout.splitlines()] == ["schema", "event", "event"]
+    text = ledger.cli("log", "--all", "--after-seq", "0")
+    assert text.returncode == 0 and "SCHEMA record at offset 0" in text.stdout.splitlines()[0]
