@@ -47,6 +47,32 @@ class ExitCode(IntEnum):
     FENCED = 3  # ``chain`` only: another chainer took the chain over
 
 
+#: The exit status a witness status leads to when the chain walk itself is intact.
+EXIT_OF_WITNESS = {
+    "matched": ExitCode.OK,
+    "none": ExitCode.OK,
+    "skipped": ExitCode.OK,
+    "mismatch": ExitCode.FAILED,
+    "invalid": ExitCode.FAILED,
+    "unverifiable": ExitCode.UNCHECKED,
+    "unavailable": ExitCode.UNCHECKED,
+}
+
+
+def witness_exit_code(witness: dict[str, Any] | None) -> ExitCode:
+    """The exit status ``verify`` owes the witness check (0 when there was none)."""
+    if witness is None:
+        return ExitCode.OK
+    return EXIT_OF_WITNESS.get(witness.get("status", "none"), ExitCode.UNCHECKED)
+
+
+def break_exit_code(kind: str | None) -> ExitCode:
+    """The exit status of a first break or divergence of this kind (None: there is none)."""
+    if kind is None:
+        return ExitCode.OK
+    return ExitCode.UNCHECKED if kind == "unverifiable" else ExitCode.FAILED
+
+
 def fail(
     message: str, code: ExitCode = ExitCode.UNCHECKED, *, secrets: Sequence[str | bytes | None] = ()
 ) -> NoReturn:

@@ -20,33 +20,8 @@ from ..verification.epochs import with_epoch_check
 from ..verification.file_chain import FileChainError, verify_file_chain
 from ..verification.replay import rebuild_ledger, replay_compare
 from ..verification.verify import verify_ledger
-from .app import App, ExitCode, emit_json, pass_app, progress
+from .app import App, ExitCode, break_exit_code, emit_json, pass_app, progress, witness_exit_code
 from .options import json_option, parse_duration
-
-#: The exit status a witness status leads to when the chain walk itself is intact.
-EXIT_OF_WITNESS = {
-    "matched": ExitCode.OK,
-    "none": ExitCode.OK,
-    "skipped": ExitCode.OK,
-    "mismatch": ExitCode.FAILED,
-    "invalid": ExitCode.FAILED,
-    "unverifiable": ExitCode.UNCHECKED,
-    "unavailable": ExitCode.UNCHECKED,
-}
-
-
-def witness_exit_code(witness: dict[str, Any] | None) -> ExitCode:
-    """The exit status ``verify`` owes the witness check (0 when there was none)."""
-    if witness is None:
-        return ExitCode.OK
-    return EXIT_OF_WITNESS.get(witness.get("status", "none"), ExitCode.UNCHECKED)
-
-
-def break_exit_code(kind: str | None) -> ExitCode:
-    """The exit status of a first break or divergence of this kind (None: there is none)."""
-    if kind is None:
-        return ExitCode.OK
-    return ExitCode.UNCHECKED if kind == "unverifiable" else ExitCode.FAILED
 
 
 @click.command()

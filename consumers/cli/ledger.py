@@ -22,12 +22,11 @@ from ..chainer import Chainer, require_chain_keys
 from ..kafka.admin import KafkaTopicAdmin
 from ..kafka.source import KafkaEventSource, KafkaTopicReader
 from ..metrics.chainer import PrometheusChainerMetrics
-from ..metrics.server import MetricsServer, parse_address
+from ..metrics.server import MetricsServer
 from ..retention_schedule import RetentionSchedule
-from ..settings import METRICS_ADDRESS_ENV
 from .app import App, emit_json, pass_app
 from .options import client_id as check_client_id
-from .options import json_option, replication_factor_option
+from .options import json_option, metrics_address_option, replication_factor_option
 
 
 @click.command()
@@ -100,15 +99,7 @@ def init(app: App, replication_factor: int, as_json: bool) -> None:
     help="This chainer's Kafka client id, as `status` and kafka-consumer-groups show it "
     "(default: baldur-chainer-HOST-PID).",
 )
-@click.option(
-    "--metrics-address",
-    envvar=METRICS_ADDRESS_ENV,
-    default=None,
-    metavar="HOST:PORT",
-    callback=lambda _ctx, _param, value: metrics_address_option(value),
-    help="Serve Prometheus metrics, /livez and /readyz on HOST:PORT (a bare PORT binds "
-    f"127.0.0.1; default: off) [env {METRICS_ADDRESS_ENV}].",
-)
+@metrics_address_option()
 @json_option("Print run statistics as JSON at the end.")
 @pass_app
 def chain(
@@ -184,17 +175,6 @@ def retention_schedule(app: App, key: Callable[[], SigningKey]) -> RetentionSche
     mode = app.settings.retention_mode
     signer = app.checkpoint_keys(signing=True).signers[0] if mode == "entries" else None
     return RetentionSchedule(period=period, mode=mode, key=key, signer=signer)
-
-
-def metrics_address_option(value: str | None) -> str | None:
-    """``--metrics-address``: checked before anything starts (a bad one is a usage error)."""
-    if not value:
-        return None
-    try:
-        parse_address(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return value
 
 
 @click.command()

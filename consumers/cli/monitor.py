@@ -22,9 +22,9 @@ import click
 from baldur_audit.schemas.errors import AuditError, StoreUnavailable
 
 from ..metrics.monitor import MonitorMetrics
-from ..metrics.server import MetricsServer, parse_address
+from ..metrics.server import MetricsServer
 from ..postgres.verify_results import record_verify_result
-from ..settings import METRICS_ADDRESS_ENV, scrub
+from ..settings import scrub
 from ..verification.incremental import (
     FULL,
     RoundReport,
@@ -34,9 +34,8 @@ from ..verification.incremental import (
     state_after,
     verify_round,
 )
-from .app import App, ExitCode, emit_json, pass_app
-from .checks import break_exit_code, witness_exit_code
-from .options import json_option, parse_duration
+from .app import App, ExitCode, break_exit_code, emit_json, pass_app, witness_exit_code
+from .options import json_option, metrics_address_option, parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +46,6 @@ RESULT_OF_EXIT = {ExitCode.OK: "intact", ExitCode.FAILED: "tampered"}
 
 class Stopped(Exception):
     """A round abandoned because the process was asked to stop."""
-
-
-def _metrics_address(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    if not value:
-        return None
-    try:
-        parse_address(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return value
 
 
 class _Rounds:
@@ -245,15 +234,7 @@ class _Rounds:
     help="Walk the whole ledger when the last intact full round is this old (0s: every round); "
     "other rounds walk only the new entries.",
 )
-@click.option(
-    "--metrics-address",
-    envvar=METRICS_ADDRESS_ENV,
-    default=None,
-    metavar="HOST:PORT",
-    callback=_metrics_address,
-    help="Serve Prometheus metrics, /livez and /readyz on HOST:PORT (a bare PORT binds "
-    f"127.0.0.1; default: off) [env {METRICS_ADDRESS_ENV}].",
-)
+@metrics_address_option()
 @click.option(
     "--state",
     type=click.Path(dir_okay=False, path_type=Path),

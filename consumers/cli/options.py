@@ -1,6 +1,6 @@
 """Options and arguments shared by the commands: durations and times as people write them
-(parsed in ``consumers/times.py``, shared with the viewer), the ``--client-id`` check, and the
-``--json`` flag."""
+(parsed in ``consumers/times.py``, shared with the viewer), the ``--client-id`` check, the
+``--json`` flag and ``--metrics-address``."""
 
 from __future__ import annotations
 
@@ -10,9 +10,18 @@ from typing import Any, TypeVar
 
 import click
 
+from ..metrics.server import parse_address
+from ..settings import METRICS_ADDRESS_ENV
 from ..times import parse_duration, parse_time
 
-__all__ = ["client_id", "json_option", "parse_duration", "parse_time", "replication_factor_option"]
+__all__ = [
+    "client_id",
+    "json_option",
+    "metrics_address_option",
+    "parse_duration",
+    "parse_time",
+    "replication_factor_option",
+]
 
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
@@ -40,3 +49,27 @@ def replication_factor_option(help_text: str) -> Callable[[F], F]:
 def json_option(help_text: str) -> Callable[[F], F]:
     """The ``--json`` flag (passed as ``as_json``), with the command's own help text."""
     return click.option("--json", "as_json", is_flag=True, help=help_text)
+
+
+def _metrics_address(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Checked before anything starts: a bad address is a usage error."""
+    if not value:
+        return None
+    try:
+        parse_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def metrics_address_option() -> Callable[[F], F]:
+    """``--metrics-address HOST:PORT`` (env ``BALDUR_METRICS_ADDRESS``) of a long-running command."""
+    return click.option(
+        "--metrics-address",
+        envvar=METRICS_ADDRESS_ENV,
+        default=None,
+        metavar="HOST:PORT",
+        callback=_metrics_address,
+        help="Serve Prometheus metrics, /livez and /readyz on HOST:PORT (a bare PORT binds "
+        f"127.0.0.1; default: off) [env {METRICS_ADDRESS_ENV}].",
+    )

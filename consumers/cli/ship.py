@@ -27,8 +27,7 @@ from baldur_audit.schemas.codec import KNOWN_SCHEMAS, decode_event, encode_event
 from baldur_audit.schemas.errors import AuditError, BrokerUnavailable, DecodeError
 
 from ..verification.file_chain import verify_file_chain
-from .app import App, ExitCode, emit_json, pass_app
-from .checks import break_exit_code
+from .app import App, ExitCode, break_exit_code, emit_json, pass_app
 from .options import json_option
 
 #: Events sent between two acknowledged checkpoints of the progress file.

@@ -207,6 +207,23 @@ def test_the_package_keeps_the_import_rule() -> None:
     assert violations(source_tree()) == []
 
 
+#: The CLI's shared modules; a command module imports these, never another command module.
+CLI_SHARED = (f"{C}.cli.app", f"{C}.cli.options", f"{C}.cli.logs")
+
+
+def test_no_command_module_imports_another() -> None:
+    """Each command module stands alone on the CLI's shared modules (hatch's cli/ layout)."""
+    modules = modules_of(source_tree())
+    commands = [name for name in modules if name.startswith(f"{C}.cli.") and name not in CLI_SHARED]
+    crossing = [
+        f"{found.importer}:{found.line} imports {found.target}"
+        for name in commands
+        for found in imports_of(name, modules[name], modules)
+        if found.target in commands and found.target != name
+    ]
+    assert crossing == []
+
+
 def test_every_consumers_module_has_a_floor() -> None:
     unplaced = [
         name for name in modules_of(source_tree()) if floor_of(name) is None and name not in PACKAGES.values()
