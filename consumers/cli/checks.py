@@ -58,7 +58,13 @@ def verify(
             else app.witness_check(state=state, use_witness=not no_witness)
         )
         with app.store() as store:
-            report = verify_ledger(store, keys, progress=progress("verifying", None), witness=witness)
+            report = verify_ledger(
+                store,
+                keys,
+                progress=progress("verifying", None),
+                witness=witness,
+                anchor_verifiers=app.checkpoint_keys(signing=False).verifiers,
+            )
         if schedule is not None:
             with app.store() as store:
                 report = with_epoch_check(store, report, schedule)

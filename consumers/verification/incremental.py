@@ -513,6 +513,7 @@ def verify_round(
                 witness=witness,
                 resume=resume,
                 each=each,
+                anchor_verifiers=verifiers,
             )
             if leaves is not None:
                 try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from baldur_audit.schemas.chain import (
     classify,
     genesis_link,
 )
+from baldur_audit.schemas.checkpoint import VerifierKey
 from baldur_audit.schemas.codec import KNOWN_SCHEMAS, WriterSchema
 from baldur_audit.schemas.errors import (
     ChainBreak,
@@ -346,9 +347,11 @@ def verify_ledger(
     progress: Progress | None = None,
     schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS,
     witness: WitnessCheck | None = None,
+    anchor_verifiers: Sequence[VerifierKey] | None = None,
 ) -> VerifyReport:
     """Walk the whole ledger; returns a report (intact, or the first break), cross-checked
-    with the newest witnessed checkpoints when ``witness`` is given.
+    with the newest witnessed checkpoints when ``witness`` is given. A retention anchor's
+    Ed25519 signature is checked with ``anchor_verifiers`` (default: the witness check's keys).
 
     Raises :class:`StoreUnavailable` or :class:`ConfigError` when it cannot check.
     """
@@ -358,7 +361,14 @@ def verify_ledger(
     store.require_schema()
     with store.snapshot() as conn:
         return verify_snapshot(
-            store, conn, keys, started=started, progress=progress, schemas=schemas, witness=witness
+            store,
+            conn,
+            keys,
+            started=started,
+            progress=progress,
+            schemas=schemas,
+            witness=witness,
+            anchor_verifiers=anchor_verifiers,
         )
 
 
@@ -373,6 +383,7 @@ def verify_snapshot(
     witness: WitnessCheck | None = None,
     resume: Resume | None = None,
     each: Callable[[SealedRow], None] | None = None,
+    anchor_verifiers: Sequence[VerifierKey] | None = None,
 ) -> VerifyReport:
     """:func:`verify_ledger` inside a snapshot (``store.snapshot()``) the caller holds, where
     it may check more (``incremental.py``); ``witness`` is prepared by the caller.
@@ -414,8 +425,10 @@ def verify_snapshot(
     start: WalkStart | None = None
     try:
         # The Ed25519 signature of a retention anchor is checked with the checkpoint verifier
-        # keys the witness check holds (CHAIN.md §17).
-        start = walk_start(conn, meta, keys, witness.verifiers if witness is not None else ())
+        # keys (CHAIN.md §17): those given, else the ones the witness check holds.
+        if anchor_verifiers is None:
+            anchor_verifiers = witness.verifiers if witness is not None else ()
+        start = walk_start(conn, meta, keys, anchor_verifiers)
         walk = LedgerWalk(meta=meta, keys=keys, head=head, explain=explain, start=start)
         resumed = resume is not None and resume.seq >= walk.next_seq
         first = resume.seq if resume is not None and resumed else walk.next_seq

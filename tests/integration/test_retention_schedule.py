@@ -113,10 +113,11 @@ def test_the_running_chainer_drops_old_entries_behind_a_signed_anchor(ledger: Le
             "UPDATE retention_anchors SET ed25519_signature = %s WHERE seq = %s",
             (bytes(forged), anchor["seq"]),
         )
-    done = ledger.cli("verify", "--json")
-    assert done.returncode == 1, (done.stdout, done.stderr)
-    broken = json.loads(done.stdout)["first_break"]
-    assert broken["seq"] == anchor["seq"] and "Ed25519" in broken["detail"]
+    for args in (("verify", "--json"), ("verify", "--no-witness", "--json")):  # with or without a witness
+        done = ledger.cli(*args)
+        assert done.returncode == 1, (args, done.stdout, done.stderr)
+        broken = json.loads(done.stdout)["first_break"]
+        assert broken["seq"] == anchor["seq"] and "Ed25519" in broken["detail"]
 
 
 def test_payload_mode_hides_old_payloads_and_keeps_the_chain(ledger: Ledger, tmp_path: Path) -> None:
