@@ -518,3 +518,25 @@ class Sealer:
         self.head = head
         self.schemas = schemas
         return entries
+
+
+#: Domain tag of a retention anchor's MAC (CHAIN.md §17).
+ANCHOR_TAG = b"baldur-audit/anchor/v1"
+
+
+def anchor_message(
+    *, ledger_id: str, key_id: str, seq: int, offset: int, timestamp_ms: int, link: bytes
+) -> bytes:
+    """The bytes a retention anchor's MAC covers, framed like a link (CHAIN.md §2, §17): the
+    same for the ledger's anchors and a file chain's."""
+    return frame(
+        ANCHOR_TAG,
+        [
+            (b"ledger", ledger_id.encode("utf-8")),
+            (b"key_id", key_id.encode("utf-8")),
+            (b"seq", struct.pack(">Q", seq)),
+            (b"offset", struct.pack(">q", offset)),
+            (b"timestamp", struct.pack(">q", timestamp_ms)),
+            (b"link", link),
+        ],
+    )

@@ -15,7 +15,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from baldur_audit.schemas.chain import SigningKey, frame
+from baldur_audit.schemas.chain import SigningKey, anchor_message, frame
 from baldur_audit.schemas.checkpoint import CheckpointSigner, VerifierKey
 from baldur_audit.schemas.errors import SequenceGap, UnknownKey, ValueMismatch
 
@@ -23,26 +23,8 @@ from ..postgres import Connection
 from ..postgres.retention import first_entry_seq, read_anchors
 from ..postgres.rows import Anchor, LedgerMeta
 
-ANCHOR_TAG = b"baldur-audit/anchor/v1"
 SIGNED_ANCHOR_TAG = b"baldur-audit/anchor-ed25519/v1"
 KEY_HASH_BYTES = 4
-
-
-def anchor_message(
-    *, ledger_id: str, seq: int, offset: int, timestamp_ms: int, link: bytes, key_id: str
-) -> bytes:
-    """The bytes an anchor's MAC covers (framed like a link, CHAIN.md §2)."""
-    return frame(
-        ANCHOR_TAG,
-        [
-            (b"ledger", ledger_id.encode("utf-8")),
-            (b"key_id", key_id.encode("utf-8")),
-            (b"seq", struct.pack(">Q", seq)),
-            (b"offset", struct.pack(">q", offset)),
-            (b"timestamp", struct.pack(">q", timestamp_ms)),
-            (b"link", link),
-        ],
-    )
 
 
 def sign_anchor(

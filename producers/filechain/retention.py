@@ -13,11 +13,10 @@ import hmac
 import json
 import logging
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from baldur_audit.schemas.chain import SigningKey, frame
+from baldur_audit.schemas.chain import SigningKey, anchor_message
 
 from .format import FileChainError, decode_header, parse_frames, segment_first_seq
 
@@ -25,24 +24,6 @@ log = logging.getLogger(__name__)
 
 ANCHOR_FILE = "anchor.json"
 ANCHOR_FORMAT = "baldur-audit/file-anchor/v1"
-ANCHOR_TAG = b"baldur-audit/anchor/v1"
-
-
-def anchor_message(
-    *, ledger_id: str, key_id: str, seq: int, offset: int, timestamp_ms: int, link: bytes
-) -> bytes:
-    """The bytes an anchor's MAC covers (CHAIN.md §17)."""
-    return frame(
-        ANCHOR_TAG,
-        [
-            (b"ledger", ledger_id.encode("utf-8")),
-            (b"key_id", key_id.encode("utf-8")),
-            (b"seq", struct.pack(">Q", seq)),
-            (b"offset", struct.pack(">q", offset)),
-            (b"timestamp", struct.pack(">q", timestamp_ms)),
-            (b"link", link),
-        ],
-    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
