@@ -18,7 +18,7 @@ import click
 from baldur_audit.schemas.checkpoint import Checkpoint, UnverifiableCheckpoint, open_checkpoint
 from baldur_audit.schemas.errors import ChainBreak, ConfigError
 
-from ..checkpoint_keys import CheckpointKeys, read_verifier_keys
+from ..checkpoint_keys import CheckpointKeys
 from ..checkpointer import Checkpointer
 from ..evidence.build import ProofUnavailable, build_consistency_bundle, build_inclusion_bundle
 from ..evidence.bundle import BundleInvalid, render
@@ -26,7 +26,7 @@ from ..evidence.check import check_bundle
 from ..postgres import Connection
 from ..postgres.merkle import stored_checkpoint
 from .app import App, ExitCode, emit_json, pass_app
-from .options import json_option, replication_factor_option
+from .options import json_option, public_key_option, read_public_keys, replication_factor_option
 
 
 def _write_bundle(text: str) -> None:
@@ -151,30 +151,14 @@ def consistency(app: App, old: str, new: str) -> None:
 
 @click.command(name="check-proof")
 @click.argument("bundle", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option(
-    "--public-key",
-    "public_keys",
-    multiple=True,
-    required=True,
-    metavar="FILE",
-    type=click.Path(dir_okay=False),
-    help="File of checkpoint verifier keys (from `baldur-audit keys public`); repeatable.",
-)
+@public_key_option()
 @json_option("Print the result as JSON.")
 @pass_app
 def check_proof(app: App, bundle: str, public_keys: tuple[str, ...], as_json: bool) -> None:
     """Verify an evidence bundle offline, with public keys only (exit 0 valid, 1 invalid,
     2 could not check)."""
     with app.guard():
-        verifiers = []
-        for name in public_keys:
-            try:
-                text = Path(name).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(
-                    f"cannot read public key file {name}: {getattr(exc, 'strerror', None) or exc}"
-                ) from None
-            verifiers.extend(read_verifier_keys(text, name))
+        verifiers = read_public_keys(public_keys)
         try:
             data = sys.stdin.buffer.read() if bundle == "-" else Path(bundle).read_bytes()
         except OSError as exc:

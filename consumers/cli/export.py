@@ -10,14 +10,13 @@ from pathlib import Path
 
 import click
 
-from baldur_audit.schemas.errors import ChainBreak, ConfigError
+from baldur_audit.schemas.errors import ChainBreak
 
-from ..checkpoint_keys import read_verifier_keys
 from ..evidence.export import ExportMismatch, ExportPlan, write_export
 from ..evidence.export_check import ExportUnreadable, check_export
 from ..evidence.export_format import FORMATS
 from .app import App, ExitCode, emit_json, pass_app, progress
-from .options import json_option, parse_time
+from .options import json_option, parse_time, public_key_option, read_public_keys
 
 
 @click.command(name="export")
@@ -135,30 +134,14 @@ def export(
 
 @click.command(name="check-export")
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option(
-    "--public-key",
-    "public_keys",
-    multiple=True,
-    required=True,
-    metavar="FILE",
-    type=click.Path(dir_okay=False),
-    help="File of checkpoint verifier keys (from `baldur-audit keys public`); repeatable.",
-)
+@public_key_option()
 @json_option("Print the result as JSON.")
 @pass_app
 def check_export_command(app: App, folder: Path, public_keys: tuple[str, ...], as_json: bool) -> None:
     """Prove offline, with public keys only, that the export in FOLDER is complete for its range
     and unaltered (exit 0 valid, 1 invalid: one line per failure, 2 could not check)."""
     with app.guard():
-        verifiers = []
-        for name in public_keys:
-            try:
-                text = Path(name).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(
-                    f"cannot read public key file {name}: {getattr(exc, 'strerror', None) or exc}"
-                ) from None
-            verifiers.extend(read_verifier_keys(text, name))
+        verifiers = read_public_keys(public_keys)
         try:
             result = check_export(folder, verifiers)
         except ExportUnreadable as exc:

@@ -5,11 +5,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from baldur_audit.schemas.checkpoint import VerifierKey
+from baldur_audit.schemas.errors import ConfigError
+
+from ..checkpoint_keys import read_verifier_keys
 from ..metrics.server import parse_address
 from ..settings import METRICS_ADDRESS_ENV
 from ..times import parse_duration, parse_time
@@ -20,6 +25,8 @@ __all__ = [
     "metrics_address_option",
     "parse_duration",
     "parse_time",
+    "public_key_option",
+    "read_public_keys",
     "replication_factor_option",
 ]
 
@@ -73,3 +80,29 @@ def metrics_address_option() -> Callable[[F], F]:
         help="Serve Prometheus metrics, /livez and /readyz on HOST:PORT (a bare PORT binds "
         f"127.0.0.1; default: off) [env {METRICS_ADDRESS_ENV}].",
     )
+
+
+def public_key_option() -> Callable[[F], F]:
+    """``--public-key FILE`` (repeatable, required) of the offline checkers."""
+    return click.option(
+        "--public-key",
+        "public_keys",
+        multiple=True,
+        required=True,
+        metavar="FILE",
+        type=click.Path(dir_okay=False),
+        help="File of checkpoint verifier keys (from `baldur-audit keys public`); repeatable.",
+    )
+
+
+def read_public_keys(paths: Sequence[str]) -> list[VerifierKey]:
+    """The verifier keys in the ``--public-key`` files; raises :class:`ConfigError`."""
+    verifiers: list[VerifierKey] = []
+    for name in paths:
+        try:
+            text = Path(name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or exc
+            raise ConfigError(f"cannot read public key file {name}: {why}") from None
+        verifiers.extend(read_verifier_keys(text, name))
+    return verifiers
