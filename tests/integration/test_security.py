@@ -160,7 +160,7 @@ def test_non_owner_roles_are_refused_even_when_granted_too_much(ledger: Ledger) 
         with psycopg.connect(ledger.admin_dsn, autocommit=True) as admin:
             for role in (reader, chainer, careless):
                 admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
-            admin.execute(f'GRANT INSERT ON audit_entries, writer_schemas TO "{chainer}"')
+            admin.execute(f'GRANT INSERT ON audit_entries, writer_schemas, chain_rules TO "{chainer}"')
             admin.execute(f'GRANT UPDATE ON chain_head TO "{chainer}"')
             admin.execute(f'GRANT ALL PRIVILEGES ON ALL TABLES IN SCHEMA public TO "{careless}"')
         # The recommended production shape works: a chainer that owns nothing seals (and so

@@ -26,7 +26,7 @@ def test_defaults_kinds_paging_and_relative_times() -> None:
         {"since": "2h", "kind": "all", "after_seq": "40", "limit": "7", "actor": " "}, now=NOW
     )
     assert query.since == NOW - timedelta(hours=2) and query.until is None
-    assert query.kinds == ("event", "duplicate", "rejected")
+    assert query.kinds == ("event", "duplicate", "rejected", "schema")
     assert (query.after_seq, query.limit, query.actor) == (40, 7, None)
     assert parse_filter({"before": "now"}, now=NOW).since == NOW - timedelta(hours=1)
 
