@@ -137,13 +137,16 @@ def test_case_classifies_as_stated(case: dict[str, Any]) -> None:
             assert str(outcome.event_id) == expected_id
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c["description"][:60] for c in CASES])
+#: Events whose fields the vector lists (a few are too long to list: for those the view digest is
+#: checked against the decoder above).
+LISTED = [c for c in CASES if c["kind"] != "event" or "event" in c]
+
+
+@pytest.mark.parametrize("case", LISTED, ids=[c["description"][:60] for c in LISTED])
 def test_view_derives_from_the_decoded_fields_by_the_text(case: dict[str, Any]) -> None:
     fingerprint = (
         None if case["schema_fingerprint_hex"] is None else bytes.fromhex(case["schema_fingerprint_hex"])
     )
-    if case["kind"] == "event" and "event" not in case:
-        pytest.skip("fields too long to list: the digest is checked against the decoder")
     view = spec_view(classification.TIMESTAMP_MS, case.get("event"), fingerprint)
     assert hashlib.sha256(view).hexdigest() == case["view_digest_hex"]
     if "view_hex" in case:
