@@ -77,6 +77,8 @@ def test_a_reviewer_finds_what_changed_before_an_incident_and_checks_it(
         assert driver.current_url.endswith("/login")
         driver.find_element(By.ID, "token").send_keys("wrong")
         driver.find_element(By.ID, "signin").click()
+        # The refusal comes back to /login: wait for the new page, not just any /login URL.
+        _wait(driver, lambda d: d.find_elements(By.ID, "error"))
         assert "not valid" in driver.find_element(By.ID, "error").text
         driver.find_element(By.ID, "token").send_keys(TOKEN)
         driver.find_element(By.ID, "signin").click()
