@@ -12,28 +12,23 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
+from tests.support.scrape import free_port, get, scrape, wait_for
 from tests.support.stack import ADMIN_DSN, TEST_KEY, Ledger, with_dbname
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 KEY_B = "hex:" + "b7" * 32
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?P<labels>\{[^}]*\})? (?P<value>\S+)$")
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -69,46 +64,6 @@ def verify(ledger: Ledger, *extra: str, expect: int = 0, env: dict[str, str] | N
     done = ledger.cli("verify", "--json", *extra, extra_env=env)
     assert done.returncode == expect, (done.stdout, done.stderr)
     return dict(json.loads(done.stdout))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    """(status, body) of ``GET http://127.0.0.1:PORT/PATH``; (0, reason) when nothing answers."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:  # noqa: S310
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError as exc:
-        return 0, str(exc)
-
-
-def scrape(port: int) -> dict[str, float]:
-    """``name{labels}`` → value of ``/metrics`` (empty when nothing answers)."""
-    status, body = get(port, "/metrics")
-    if status != 200:
-        return {}
-    samples = {}
-    for line in body.splitlines():
-        found = _SAMPLE.match(line)
-        if found is not None:
-            samples[found["name"] + (found["labels"] or "")] = float(found["value"])
-    return samples
-
-
-def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture
