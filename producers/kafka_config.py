@@ -18,12 +18,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from baldur_audit.schemas.errors import ConfigError
 
 from .redact import is_sensitive_key
 
-__all__ = ["CONFIG_ENV", "OWNED_BY_CLIENTS", "client_config_secrets", "load_client_config"]
+__all__ = [
+    "CONFIG_ENV",
+    "OWNED_BY_CLIENTS",
+    "client_config_secrets",
+    "load_client_config",
+    "scrub_client_secrets",
+]
 
 #: The environment variable naming the file.
 CONFIG_ENV = "BALDUR_KAFKA_CONFIG"
@@ -105,6 +112,17 @@ def parse_client_config(text: str, *, where: str = "Kafka client configuration")
     return settings
 
 
-def client_config_secrets(settings: Mapping[str, str]) -> list[str]:
+def client_config_secrets(settings: Mapping[str, Any]) -> list[str]:
     """The values of the secret settings, for scrubbing messages."""
-    return [value for name, value in settings.items() if value and is_secret_client_setting(name)]
+    return [
+        value
+        for name, value in settings.items()
+        if isinstance(value, str) and value and is_secret_client_setting(str(name))
+    ]
+
+
+def scrub_client_secrets(text: str, settings: Mapping[str, Any] | None, marker: str = "***") -> str:
+    """``text`` with the value of every secret setting of ``settings`` replaced by ``marker``."""
+    for secret in client_config_secrets(settings or {}):
+        text = text.replace(secret, marker)
+    return text

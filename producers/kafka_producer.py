@@ -20,7 +20,7 @@ import confluent_kafka
 
 from baldur_audit.schemas.errors import ConfigError
 
-from .kafka_config import is_secret_client_setting as is_secret_setting
+from .kafka_config import scrub_client_secrets
 from .redact import REDACTED
 
 logger = logging.getLogger(__name__)
@@ -111,10 +111,7 @@ def is_permanent(error: confluent_kafka.KafkaError) -> bool:
 
 def scrub_settings(text: str, settings: Mapping[str, Any]) -> str:
     """``text`` with the value of every secret setting replaced by ``[REDACTED]``."""
-    for name, value in settings.items():
-        if is_secret_setting(str(name)) and isinstance(value, str) and value:
-            text = text.replace(value, REDACTED)
-    return text
+    return scrub_client_secrets(text, settings, REDACTED)
 
 
 def producer_settings(

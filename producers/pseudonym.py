@@ -32,7 +32,7 @@ import confluent_kafka
 
 from baldur_audit.schemas.errors import ConfigError, InvalidEvent
 
-from .kafka_config import client_config_secrets
+from .kafka_config import scrub_client_secrets
 
 log = logging.getLogger(__name__)
 
@@ -141,10 +141,9 @@ class KafkaIdentityPublisher:
                 }
             )
         except confluent_kafka.KafkaException as exc:
-            message = str(exc)
-            for secret in client_config_secrets(producer_config or {}):
-                message = message.replace(secret, "***")
-            raise ConfigError(f"identity publisher: {message}") from None
+            raise ConfigError(
+                f"identity publisher: {scrub_client_secrets(str(exc), producer_config)}"
+            ) from None
 
     def _delivered(self, err: Any, _msg: Any) -> None:
         if err is not None:

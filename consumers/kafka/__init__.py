@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 
-from baldur_audit.producers.kafka_config import client_config_secrets
+from baldur_audit.producers.kafka_config import scrub_client_secrets
 from baldur_audit.producers.kafka_producer import refusal_hint
 from baldur_audit.schemas.errors import BrokerUnavailable, ConfigError
 
@@ -57,13 +57,11 @@ class ClientErrors:
     def __init__(self, what: str, config: Mapping[str, str] | None = None) -> None:
         self.what = what
         self.refusal: str | None = None
-        self._secrets = client_config_secrets(config or {})
+        self._config = config
         self._warned: dict[int, float] = {}
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return scrub_client_secrets(text, self._config)
 
     def __call__(self, error: KafkaError) -> None:
         code, text, hint = error.code(), self._scrub(error.str()), refusal_hint(error)
@@ -137,7 +135,5 @@ def build_client(
     try:
         return factory(settings)
     except (KafkaException, ValueError, TypeError) as exc:
-        message = str(exc.args[0] if exc.args else exc)
-        for secret in client_config_secrets(config or {}):
-            message = message.replace(secret, "***")
+        message = scrub_client_secrets(str(exc.args[0] if exc.args else exc), config)
         raise ConfigError(f"{what}: Kafka client settings refused: {message}") from None
