@@ -28,8 +28,6 @@ from baldur_audit.producers.middleware import AuditContextASGI, AuditContextWSGI
 from baldur_audit.schemas.event import Actor, ChangeEvent
 from tests.unit.producers.test_trail import UNREACHABLE, Capture
 
-ASGI_PORT = 19700
-WSGI_PORT = 19701
 TRACE_A = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACE_B = "0af7651916cd43dd8448eb211c80319c"
 
@@ -92,11 +90,12 @@ def asgi_app(trail: AuditTrail, gates: dict[str, asyncio.Event]) -> Callable[...
 
 
 @contextmanager
-def running_uvicorn(app: Any, port: int) -> Iterator[None]:
+def running_uvicorn(app: Any) -> Iterator[int]:
+    """Serve ``app`` with uvicorn on a port of 127.0.0.1 the kernel picks; yields the port."""
     # proxy_headers=False: uvicorn's own proxy handling would rewrite the client address from
     # X-Forwarded-For (it trusts 127.0.0.1 by default) before the middleware sees the peer.
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="off", log_config=None, proxy_headers=False
+        app, host="127.0.0.1", port=0, lifespan="off", log_config=None, proxy_headers=False
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -107,7 +106,7 @@ def running_uvicorn(app: Any, port: int) -> Iterator[None]:
                 break
             threading.Event().wait(0.01)
         assert server.started, "uvicorn did not start"
-        yield
+        yield int(server.servers[0].sockets[0].getsockname()[1])
     finally:
         server.should_exit = True
         thread.join(10)
@@ -118,9 +117,9 @@ def test_asgi_request_context_reaches_the_event(trail: AuditTrail, capture: Capt
     app = AuditContextASGI(
         asgi_app(trail, gates), trusted_proxies=["127.0.0.1/32", "10.0.0.0/8"], user_header="X-Auth-User"
     )
-    with running_uvicorn(app, ASGI_PORT):
+    with running_uvicorn(app) as port:
         get(
-            ASGI_PORT,
+            port,
             "/plain",
             {
                 "traceparent": traceparent(TRACE_A),
@@ -128,7 +127,7 @@ def test_asgi_request_context_reaches_the_event(trail: AuditTrail, capture: Capt
                 "X-Forwarded-For": "198.51.100.23, 203.0.113.9, 10.1.2.3",
             },
         )
-        get(ASGI_PORT, "/login")
+        get(port, "/login")
     events = by_target(capture.events())
     plain = events["asgi/plain"]
     # The right-most address a trusted proxy did not add: 10.1.2.3 is a trusted hop.
@@ -142,9 +141,9 @@ def test_asgi_request_context_reaches_the_event(trail: AuditTrail, capture: Capt
 
 def test_asgi_forwarded_for_from_an_untrusted_peer_is_ignored(trail: AuditTrail, capture: Capture) -> None:
     app = AuditContextASGI(asgi_app(trail, {}), trusted_proxies=["10.0.0.0/8"], user_header="X-Auth-User")
-    with running_uvicorn(app, ASGI_PORT + 2):
+    with running_uvicorn(app) as port:
         get(
-            ASGI_PORT + 2,
+            port,
             "/forged",
             {"X-Forwarded-For": "203.0.113.9", "X-Auth-User": "mallory", "traceparent": "garbage"},
         )
@@ -167,19 +166,19 @@ def test_asgi_streaming_and_overlapping_requests_keep_their_own_context(
     app = AuditContextASGI(asgi_app(trail, gates), user=user)
     results: list[bytes] = []
     waiting = threading.Thread(
-        target=lambda: results.append(get(ASGI_PORT + 3, "/wait/a", {"traceparent": traceparent(TRACE_A)}))
+        target=lambda: results.append(get(port, "/wait/a", {"traceparent": traceparent(TRACE_A)}))
     )
-    with running_uvicorn(app, ASGI_PORT + 3):
+    with running_uvicorn(app) as port:
         waiting.start()
         # Request B starts while request A is suspended inside its handler.
         for _ in range(500):
             if "a" in gates:
                 break
             threading.Event().wait(0.01)
-        get(ASGI_PORT + 3, "/open/a", {"traceparent": traceparent(TRACE_B)})
+        get(port, "/open/a", {"traceparent": traceparent(TRACE_B)})
         waiting.join(15)
         assert results == [b"ok"]
-        get(ASGI_PORT + 3, "/stream", {"traceparent": traceparent(TRACE_B)})
+        get(port, "/stream", {"traceparent": traceparent(TRACE_B)})
     events = by_target(capture.events())
     assert (events["asgi/wait/a"].actor.id, events["asgi/wait/a"].trace_id) == ("alice", TRACE_A)
     assert (events["asgi/open/a"].actor.id, events["asgi/open/a"].trace_id) == ("bob", TRACE_B)
@@ -221,12 +220,13 @@ def wsgi_app(trail: AuditTrail, barrier: threading.Barrier) -> Callable[..., Any
 
 
 @contextmanager
-def running_wsgi(app: Any, port: int) -> Iterator[None]:
-    server = make_server("127.0.0.1", port, app, server_class=ThreadingWSGIServer, handler_class=QuietHandler)
+def running_wsgi(app: Any) -> Iterator[int]:
+    """Serve ``app`` with the standard library's WSGI server on a port the kernel picks."""
+    server = make_server("127.0.0.1", 0, app, server_class=ThreadingWSGIServer, handler_class=QuietHandler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield
+        yield int(server.server_port)
     finally:
         server.shutdown()
         server.server_close()
@@ -241,19 +241,19 @@ def test_wsgi_request_context_reaches_the_event(trail: AuditTrail, capture: Capt
         trusted_proxies=["127.0.0.0/8"],
         user=lambda environ: users.get(environ["PATH_INFO"], "streamer"),
     )
-    with running_wsgi(app, WSGI_PORT):
+    with running_wsgi(app) as port:
         first = threading.Thread(
             target=get,
             args=(
-                WSGI_PORT,
+                port,
                 "/together/a",
                 {"traceparent": traceparent(TRACE_A), "X-Forwarded-For": "198.51.100.7"},
             ),
         )
         first.start()
-        get(WSGI_PORT, "/together/b", {"traceparent": traceparent(TRACE_B)})
+        get(port, "/together/b", {"traceparent": traceparent(TRACE_B)})
         first.join(15)
-        streamed = get(WSGI_PORT, "/stream", {"traceparent": traceparent(TRACE_A)})
+        streamed = get(port, "/stream", {"traceparent": traceparent(TRACE_A)})
     events = by_target(capture.events())
     a, b = events["wsgi/together/a"], events["wsgi/together/b"]
     assert (a.actor.id, a.trace_id, a.client_ip) == ("alice", TRACE_A, "198.51.***.***")
@@ -268,8 +268,8 @@ def test_wsgi_remote_user_and_untrusted_forwarded_for(trail: AuditTrail, capture
         environ["REMOTE_USER"] = "carol"  # what a server's own authentication sets
         return AuditContextWSGI(wsgi_app(trail, threading.Barrier(1)))(environ, start_response)
 
-    with running_wsgi(with_remote_user, WSGI_PORT + 1):
-        get(WSGI_PORT + 1, "/remote", {"X-Forwarded-For": "203.0.113.9"})
+    with running_wsgi(with_remote_user) as port:
+        get(port, "/remote", {"X-Forwarded-For": "203.0.113.9"})
     (event,) = capture.events()
     assert event.actor == Actor("carol", "user")
     assert event.client_ip == "127.0.***.***"
