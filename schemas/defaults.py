@@ -13,6 +13,15 @@ DEFAULT_BOOTSTRAP = "127.0.0.1:29092"
 DEFAULT_TOPIC = "baldur.audit.events"
 #: The ledger database of the local stack (``BALDUR_SQL_DSN``); a development-only password.
 DEFAULT_DSN = "postgresql://baldur:baldur-local@127.0.0.1:25432/baldur_audit"
+#: The same database as its owner, the role ``init`` runs as (``BALDUR_SQL_OWNER_DSN``): it
+#: creates the tables and grants the runtime roles (deploy/postgres/bootstrap.sql) their
+#: privileges. No other command uses it.
+DEFAULT_OWNER_DSN = "postgresql://baldur:baldur-local@127.0.0.1:25432/baldur_audit"
+#: The local stack's read-only role (``BALDUR_SQL_READER_DSN``, and ``init``'s reader role).
+LOCAL_READER_DSN = "postgresql://baldur_reader:baldur-reader-local@127.0.0.1:25432/baldur_audit"
+#: The local stack's operator role: retention and erasure through ``baldur_prune`` and
+#: ``baldur_erase`` only (``init``'s operator role).
+LOCAL_OPERATOR_DSN = "postgresql://baldur_operator:baldur-operator-local@127.0.0.1:25432/baldur_audit"
 #: The chainers' consumer group (``BALDUR_CHAINER_GROUP``).
 DEFAULT_GROUP = "baldur-audit-chainer"
 #: The local stack's database superuser: for tests, benchmarks and the demo, which create and
