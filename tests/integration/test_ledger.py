@@ -301,14 +301,15 @@ def test_rebuild_writes_an_identical_ledger_into_an_empty_database(ledger: Ledge
     ledger.produce_raw([b"junk"])
     chain(ledger)
     fresh = ledger.dbname + "_rb"
-    with psycopg.connect(ledger.dsn, autocommit=True) as conn:
+    # A rebuild creates the tables: the owner's work, like `init`.
+    with ledger.owner() as conn:
         conn.execute(f'CREATE DATABASE "{fresh}"')
     try:
-        done = ledger.cli("--dsn", with_dbname(ledger.dsn, fresh), "replay", "--rebuild", "--json")
+        done = ledger.cli("--dsn", with_dbname(ledger.owner_dsn, fresh), "replay", "--rebuild", "--json")
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["topic_records"] == 13
         query = "SELECT seq, kafka_offset, kind, link, digest FROM audit_entries ORDER BY seq"
-        with ledger.app() as original, psycopg.connect(with_dbname(ledger.dsn, fresh)) as rebuilt:
+        with ledger.app() as original, psycopg.connect(with_dbname(ledger.owner_dsn, fresh)) as rebuilt:
             assert original.execute(query).fetchall() == rebuilt.execute(query).fetchall()
     finally:
         with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:

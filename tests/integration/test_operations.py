@@ -109,9 +109,10 @@ def test_development_key_is_generated_once_privately_and_never_printed(ledger: L
     from tests.support.stack import with_dbname
 
     dbname = ledger.dbname + "_dk"
-    with psycopg.connect(ledger.dsn, autocommit=True) as conn:
+    with ledger.owner() as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
     ledger.env["BALDUR_SQL_DSN"] = with_dbname(ledger.dsn, dbname)
+    ledger.env["BALDUR_SQL_OWNER_DSN"] = with_dbname(ledger.owner_dsn, dbname)
     try:
         first = ledger.cli("init")
         assert first.returncode == 0, first.stderr

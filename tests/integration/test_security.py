@@ -124,14 +124,14 @@ def chain(ledger: Ledger, *extra: str, env: dict[str, str] | None = None) -> sub
 
 
 def test_the_owner_role_cannot_update_delete_or_truncate_the_ledger(ledger: Ledger) -> None:
-    """The role in BALDUR_SQL_DSN runs `init` and owns the tables; its privileges are revoked
-    (checked before any row is read, so the empty ledger `init` made is enough)."""
-    with ledger.app() as conn:
+    """The owner runs `init` and owns the tables; its privileges are revoked (checked before
+    any row is read, so the empty ledger `init` made is enough)."""
+    with ledger.owner() as conn:
         owner = conn.execute("SELECT current_user").fetchone()[0]
         owners = {
             row[0] for row in conn.execute("SELECT tableowner FROM pg_tables WHERE schemaname = 'public'")
         }
-        assert owners == {owner}, "the application role is expected to own every table"
+        assert owners == {owner}, "the owner role is expected to own every table"
         for table, _op, statement in REFUSED:
             if table == "audit_entries" and _op in ("UPDATE", "DELETE"):
                 continue  # 004_retention gives these back for baldur_prune: the trigger refuses

@@ -3,9 +3,11 @@ a fresh topic and a fresh database per test, records to produce, the CLI to run.
 
 The addresses are those of ``make up`` (``baldur_audit.schemas.defaults``), each overridden by
 its environment variable (``make env`` prints them): ``BALDUR_KAFKA_BOOTSTRAP``,
-``BALDUR_SQL_DSN`` and ``BALDUR_TEST_ADMIN_DSN`` (a superuser, to create, drop and tamper
-with test databases). Locally a missing service skips the integration tests with a reason;
-under ``CI=true`` it fails them, so CI can never pass by skipping.
+``BALDUR_SQL_DSN`` (the runtime role every command but ``init`` runs as),
+``BALDUR_SQL_OWNER_DSN`` (the owner: creates each test's database and runs ``init``),
+``BALDUR_SQL_READER_DSN`` and ``BALDUR_TEST_ADMIN_DSN`` (a superuser, to drop and tamper with
+test databases). Locally a missing service skips the integration tests with a reason; under
+``CI=true`` it fails them, so CI can never pass by skipping.
 """
 
 from __future__ import annotations
@@ -25,10 +27,22 @@ from typing import Any
 
 import pytest
 
-from baldur_audit.schemas.defaults import DEFAULT_BOOTSTRAP, DEFAULT_DSN, LOCAL_ADMIN_DSN
+from baldur_audit.schemas.defaults import (
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_DSN,
+    DEFAULT_OWNER_DSN,
+    LOCAL_ADMIN_DSN,
+    LOCAL_OPERATOR_DSN,
+    LOCAL_READER_DSN,
+)
 
 BOOTSTRAP = os.environ.get("BALDUR_KAFKA_BOOTSTRAP", DEFAULT_BOOTSTRAP)
 DSN = os.environ.get("BALDUR_SQL_DSN", DEFAULT_DSN)
+#: The owner of the tests' databases, the role ``init`` runs as.
+OWNER_DSN = os.environ.get("BALDUR_SQL_OWNER_DSN", DEFAULT_OWNER_DSN)
+READER_DSN = os.environ.get("BALDUR_SQL_READER_DSN", LOCAL_READER_DSN)
+#: Retention and erasure (``baldur_prune``/``baldur_erase``); the stack's env does not export it.
+OPERATOR_DSN = os.environ.get("BALDUR_TEST_OPERATOR_DSN", LOCAL_OPERATOR_DSN)
 ADMIN_DSN = os.environ.get("BALDUR_TEST_ADMIN_DSN", LOCAL_ADMIN_DSN)
 TEST_KEY = "hex:" + "5e" * 32  # a test-only signing key
 
@@ -65,6 +79,13 @@ def require_services() -> None:
         pytest.skip(message)
 
 
+def dsn_user(dsn: str) -> str:
+    """The role a libpq connection string logs in as."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    return str(conninfo_to_dict(dsn).get("user", ""))
+
+
 def with_dbname(dsn: str, dbname: str) -> str:
     """``dsn`` pointing at another database."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -76,7 +97,11 @@ def with_dbname(dsn: str, dbname: str) -> str:
 
 @dataclass
 class Ledger:
-    """A fresh topic and database for one test, with helpers."""
+    """A fresh topic and database for one test, with helpers.
+
+    ``dsn`` is the runtime role's (``BALDUR_SQL_DSN`` of every command); ``owner_dsn`` the
+    owner's, which made the database and runs ``init`` (``BALDUR_SQL_OWNER_DSN``); on a cluster
+    with one role for both they are equal."""
 
     topic: str
     dbname: str
@@ -85,6 +110,10 @@ class Ledger:
     env: dict[str, str]
     state_dir: Path
     bootstrap: str = BOOTSTRAP
+    owner_dsn: str = ""
+
+    def __post_init__(self) -> None:
+        self.owner_dsn = self.owner_dsn or self.dsn
 
     # -- CLI ------------------------------------------------------------------
     def cli(
@@ -155,10 +184,21 @@ class Ledger:
         return conn
 
     def app(self) -> Any:
-        """A connection as the application role."""
+        """A connection as the application (runtime) role."""
         import psycopg
 
         return psycopg.connect(self.dsn, autocommit=True)
+
+    def owner(self) -> Any:
+        """A connection as the tables' owner."""
+        import psycopg
+
+        return psycopg.connect(self.owner_dsn, autocommit=True)
+
+    def role_env(self, dsn: str) -> dict[str, str]:
+        """``extra_env`` for a command that runs as another role of the same server
+        (e.g. ``OPERATOR_DSN`` for ``erase``): ``dsn`` pointed at this ledger's database."""
+        return {"BALDUR_SQL_DSN": with_dbname(dsn, self.dbname)}
 
 
 def make_event(i: int, *, target: str = "svc.timeout", actor: str = "alice") -> Any:
@@ -188,17 +228,21 @@ def fresh_ledger(
     bootstrap: str = BOOTSTRAP,
     dsn: str = DSN,
     admin_dsn: str = ADMIN_DSN,
+    owner_dsn: str | None = None,
     init: bool = True,
 ) -> Iterator[Ledger]:
-    """A fresh topic and database (created by the application role) on the given services,
-    `init` done unless ``init=False``; both are removed afterwards."""
+    """A fresh topic and database on the given services, `init` done unless ``init=False``;
+    both are removed afterwards. The owner (``owner_dsn``; by default the stack's owner for the
+    stack's ``dsn``, else ``dsn`` itself) creates the database and runs ``init``; every other
+    command runs as the role of ``dsn``."""
     import psycopg
     from confluent_kafka.admin import AdminClient
 
+    owner = owner_dsn or (OWNER_DSN if dsn == DSN else dsn)
     suffix = uuid.uuid4().hex[:10]
     topic = f"baldur.test.{suffix}"
     dbname = f"baldur_test_{suffix}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(owner, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
     state_dir = tmp_path / f"state-{suffix}"
     env = {
@@ -206,6 +250,8 @@ def fresh_ledger(
         "BALDUR_KAFKA_BOOTSTRAP": bootstrap,
         "BALDUR_AUDIT_TOPIC": topic,
         "BALDUR_SQL_DSN": with_dbname(dsn, dbname),
+        # Read by `init` only.
+        "BALDUR_SQL_OWNER_DSN": with_dbname(owner, dbname),
         "BALDUR_SECRETS_AUDIT_SIGNING_KEY": TEST_KEY,
         "BALDUR_STATE_DIR": str(state_dir),
         "BALDUR_CHAINER_GROUP": f"baldur-test-chainer-{suffix}",
@@ -215,6 +261,13 @@ def fresh_ledger(
         "BALDUR_CHECKPOINT_INTERVAL": "0",
     }
     env.pop("BALDUR_ENV", None)
+    # A serve DSN of the shell's own database must not leak into a test's ledger.
+    env.pop("BALDUR_SQL_READER_DSN", None)
+    if dsn_user(dsn) != dsn_user(owner):
+        # The roles `init` grants to, as `make env` names them, also when the shell has none.
+        env.setdefault("BALDUR_SQL_CHAINER_ROLE", dsn_user(dsn))
+        env.setdefault("BALDUR_SQL_READER_ROLE", dsn_user(READER_DSN))
+        env.setdefault("BALDUR_SQL_OPERATOR_ROLE", dsn_user(OPERATOR_DSN))
     led = Ledger(
         topic=topic,
         dbname=dbname,
@@ -223,6 +276,7 @@ def fresh_ledger(
         env=env,
         state_dir=state_dir,
         bootstrap=bootstrap,
+        owner_dsn=with_dbname(owner, dbname),
     )
     if init:
         done = led.cli("init")
