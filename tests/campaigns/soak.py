@@ -322,6 +322,7 @@ def main() -> int:
     args = parser.parse_args()
 
     bootstrap, dsn, admin_dsn = BOOTSTRAP, DSN, ADMIN_DSN
+    owner_dsn: str | None = None  # the stack's owner (tests/support/stack.py)
     started: list[Any] = []
     if args.private:
         # The fault sessions' lock (tests/faults/conftest.py): never two users of these ports.
@@ -345,11 +346,13 @@ def main() -> int:
             ):
                 started.append(service)
             service.start()
-        bootstrap, dsn, admin_dsn = kafka.bootstrap, pg.dsn, pg.admin_dsn
+        bootstrap, dsn, admin_dsn, owner_dsn = kafka.bootstrap, pg.dsn, pg.admin_dsn, pg.owner_dsn
     workdir = ROOT / ".local" / "soak"
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        with fresh_ledger(workdir, bootstrap=bootstrap, dsn=dsn, admin_dsn=admin_dsn) as ledger:
+        with fresh_ledger(
+            workdir, bootstrap=bootstrap, dsn=dsn, owner_dsn=owner_dsn, admin_dsn=admin_dsn
+        ) as ledger:
             result = soak(ledger, args, workdir)
     finally:
         for service in reversed(started):

@@ -148,6 +148,7 @@ def led(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         tmp_path_factory.mktemp("faults"),
         bootstrap=services.kafka.bootstrap,
         dsn=services.pg.dsn,
+        owner_dsn=services.pg.owner_dsn,
         admin_dsn=services.pg.admin_dsn,
     ) as ledger:
         yield ledger

@@ -20,6 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 LOCAL = ROOT / ".local" / "dedicated"
 PASSWORD = "baldur-local"
 ADMIN_PASSWORD = "baldur-local-admin"
+#: The runtime role every command but `init` runs as (deploy/postgres/bootstrap.sql).
+CHAINER_USER = "baldur_chainer"
+CHAINER_PASSWORD = "baldur-chainer-local"
 
 
 def _script(name: str, *args: str, env: dict[str, str], timeout: float = 240) -> None:
@@ -87,7 +90,8 @@ class DedicatedKafka:
 
 @dataclass
 class DedicatedPostgres:
-    """A PostgreSQL 15 cluster on ``127.0.0.1:port`` with the same roles as the main stack."""
+    """A PostgreSQL 15 cluster on ``127.0.0.1:port`` with the same roles as the main stack:
+    ``dsn`` is the runtime role's, ``owner_dsn`` the owner's (creates databases, runs `init`)."""
 
     name: str
     port: int
@@ -98,6 +102,10 @@ class DedicatedPostgres:
 
     @property
     def dsn(self) -> str:
+        return f"postgresql://baldur:{PASSWORD}@127.0.0.1:{self.port}/baldur_audit"
+
+    @property
+    def owner_dsn(self) -> str:
         return f"postgresql://baldur:{PASSWORD}@127.0.0.1:{self.port}/baldur_audit"
 
     @property
