@@ -404,6 +404,9 @@ def secured_ledger(stack: SecuredStack, tmp_path: Path, config: Path) -> Iterato
         "BALDUR_KAFKA_CONFIG": str(config),
         "BALDUR_AUDIT_TOPIC": topic,
         "BALDUR_SQL_DSN": with_dbname(stack.dsn(), dbname),
+        # The certificate's role owns this database: `init` runs as it too (not as the owner
+        # of the shared stack, which the shell's BALDUR_SQL_OWNER_DSN names).
+        "BALDUR_SQL_OWNER_DSN": with_dbname(stack.dsn(), dbname),
         "BALDUR_SECRETS_AUDIT_SIGNING_KEY": TEST_KEY,
         "BALDUR_STATE_DIR": str(tmp_path / f"state-{suffix}"),
         "BALDUR_CHAINER_GROUP": f"baldur-secured-chainer-{suffix}",
@@ -411,6 +414,7 @@ def secured_ledger(stack: SecuredStack, tmp_path: Path, config: Path) -> Iterato
         "BALDUR_CHECKPOINT_INTERVAL": "0",
     }
     env.pop("BALDUR_ENV", None)
+    env.pop("BALDUR_SQL_READER_DSN", None)  # the shared stack's
     try:
         yield SecuredLedger(stack=stack, topic=topic, dbname=dbname, dsn=env["BALDUR_SQL_DSN"], env=env)
     finally:
