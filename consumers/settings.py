@@ -64,6 +64,11 @@ VIEWER_TOKENS_ENV = "BALDUR_VIEWER_TOKENS"
 TRACE_URL_ENV = "BALDUR_VIEWER_TRACE_URL"
 RETENTION_ENV = "BALDUR_AUDIT_RETENTION"
 RETENTION_MODE_ENV = "BALDUR_AUDIT_RETENTION_MODE"
+OWNER_DSN_ENV = "BALDUR_SQL_OWNER_DSN"
+CHAINER_ROLE_ENV = "BALDUR_SQL_CHAINER_ROLE"
+READER_ROLE_ENV = "BALDUR_SQL_READER_ROLE"
+OPERATOR_ROLE_ENV = "BALDUR_SQL_OPERATOR_ROLE"
+ALLOW_OWNER_ENV = "BALDUR_ALLOW_OWNER_ROLE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,11 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(TRACE_URL_ENV, "--trace-url"),
     Variable(RETENTION_ENV),
     Variable(RETENTION_MODE_ENV),
+    Variable(OWNER_DSN_ENV, "--owner-dsn", secret=True),  # its password is
+    Variable(CHAINER_ROLE_ENV, "--chainer-role"),
+    Variable(READER_ROLE_ENV, "--reader-role"),
+    Variable(OPERATOR_ROLE_ENV, "--operator-role"),
+    Variable(ALLOW_OWNER_ENV),
 )
 #: Besides its own variables, the state folder's default follows the XDG base directories.
 _ALSO_READ = ("XDG_STATE_HOME",)
@@ -285,6 +295,20 @@ class Settings:
         if mode not in ("payload", "entries"):
             raise ConfigError(f"{RETENTION_MODE_ENV} must be payload or entries, found {mode[:20]!r}")
         return mode
+
+    # -- least privilege (postgres/privileges.py) -------------------------------------------------
+
+    @property
+    def allow_owner_role(self) -> bool:
+        """``BALDUR_ALLOW_OWNER_ROLE=true``: break-glass, a long-running process may run as a
+        superuser or the ledger's owner in production (it warns on every start). Raises
+        :class:`ConfigError` unless it is true or false."""
+        text = self._text(ALLOW_OWNER_ENV).lower()
+        if text in ("", "false", "0", "no"):
+            return False
+        if text in ("true", "1", "yes"):
+            return True
+        raise ConfigError(f"{ALLOW_OWNER_ENV} must be true or false, found {text[:20]!r}")
 
     # -- what must never be shown -----------------------------------------------------------------
 

@@ -23,7 +23,21 @@ from ..kafka.admin import KafkaTopicAdmin
 from ..kafka.source import KafkaEventSource, KafkaTopicReader
 from ..metrics.chainer import PrometheusChainerMetrics
 from ..metrics.server import MetricsServer
+from ..postgres.ledger import PostgresLedgerStore
+from ..postgres.privileges import (
+    Roles,
+    apply_grants,
+    check_roles,
+    dsn_database,
+    dsn_user,
+    grant_plan,
+    grants_script,
+    require_least_privilege,
+    require_roles,
+    store_posture,
+)
 from ..retention_schedule import RetentionSchedule
+from ..settings import CHAINER_ROLE_ENV, OPERATOR_ROLE_ENV, OWNER_DSN_ENV, READER_ROLE_ENV
 from .app import App, emit_json, pass_app
 from .options import client_id as check_client_id
 from .options import json_option, metrics_address_option, replication_factor_option
@@ -31,10 +45,65 @@ from .options import json_option, metrics_address_option, replication_factor_opt
 
 @click.command()
 @replication_factor_option("Replication factor when the topic is created (3 in production).")
+@click.option(
+    "--owner-dsn",
+    envvar=OWNER_DSN_ENV,
+    default=None,
+    help=f"PostgreSQL DSN of the role that owns the ledger: migrates and grants [env {OWNER_DSN_ENV}; "
+    "default: --dsn].",
+)
+@click.option(
+    "--chainer-role",
+    envvar=CHAINER_ROLE_ENV,
+    default=None,
+    metavar="ROLE",
+    help=f"Grant the chainer's privileges to ROLE [env {CHAINER_ROLE_ENV}; default: the user of --dsn "
+    "when it is not the owner].",
+)
+@click.option(
+    "--reader-role",
+    envvar=READER_ROLE_ENV,
+    default=None,
+    metavar="ROLE",
+    help=f"Grant SELECT only to ROLE [env {READER_ROLE_ENV}].",
+)
+@click.option(
+    "--operator-role",
+    envvar=OPERATOR_ROLE_ENV,
+    default=None,
+    metavar="ROLE",
+    help=f"Grant EXECUTE on baldur_prune and baldur_erase only to ROLE [env {OPERATOR_ROLE_ENV}].",
+)
+@click.option(
+    "--print-grants",
+    is_flag=True,
+    help="Print the SQL that grants the roles their privileges (for a DBA) and exit; connects to nothing.",
+)
 @json_option("Print the result as JSON.")
 @pass_app
-def init(app: App, replication_factor: int, as_json: bool) -> None:
-    """Create or upgrade the database schema and create or validate the topic."""
+def init(
+    app: App,
+    replication_factor: int,
+    owner_dsn: str | None,
+    chainer_role: str | None,
+    reader_role: str | None,
+    operator_role: str | None,
+    print_grants: bool,
+    as_json: bool,
+) -> None:
+    """Create or upgrade the database schema, grant the runtime roles their privileges, and
+    create or validate the topic."""
+    owner_dsn = owner_dsn or app.settings.dsn
+    if print_grants:
+        with app.guard():
+            roles = runtime_roles(app, owner_dsn, None, chainer_role, reader_role, operator_role)
+            check_roles(roles, owner=dsn_user(owner_dsn))
+            plan = grant_plan(roles, schema="public", database=dsn_database(owner_dsn))
+            if as_json:
+                emit_json({"sql": grants_script(plan), "granted": plan.granted})
+            else:
+                click.echo(grants_script(plan), nl=False)
+        return
     with app.guard():
         app.key()
         ring = app.keyring()
@@ -42,12 +111,17 @@ def init(app: App, replication_factor: int, as_json: bool) -> None:
         report = KafkaTopicAdmin(app.settings.bootstrap, config=app.kafka_config()).ensure_topic(
             app.settings.topic, replication_factor=replication_factor
         )
-        with app.store() as store:
+        with PostgresLedgerStore.connect(owner_dsn) as store:
+            roles = runtime_roles(
+                app, owner_dsn, store_posture(store).role, chainer_role, reader_role, operator_role
+            )
+            require_roles(store, roles)  # before anything changes
             applied = store.migrate()
             key = genesis_key(ring, store.stored_genesis_key_id())
             meta = store.ensure_ledger(
                 ledger_id=app.settings.effective_ledger_id, topic=app.settings.topic, partition=0, key=key
             )
+            grants = apply_grants(store, roles)
         result = {
             "migrations_applied": applied,
             "ledger_id": meta.ledger_id,
@@ -56,6 +130,8 @@ def init(app: App, replication_factor: int, as_json: bool) -> None:
             "topic_created": report.created,
             "topic_config": report.config,
             "warnings": list(report.warnings),
+            "owner": grants["owner"],
+            "granted": grants["granted"],
         }
         if as_json:
             emit_json(result)
@@ -65,6 +141,26 @@ def init(app: App, replication_factor: int, as_json: bool) -> None:
                 f"{applied or 'none'}); topic {report.topic} "
                 f"{'created' if report.created else 'validated'}; key {meta.genesis_key_id}"
             )
+            for kind, given in grants["granted"].items():
+                click.echo(f"granted the {kind} privileges to role {given['role']}")
+
+
+def runtime_roles(
+    app: App,
+    owner_dsn: str,
+    owner: str | None,
+    chainer: str | None,
+    reader: str | None,
+    operator: str | None,
+) -> Roles:
+    """The roles ``init`` grants to: as given, the chainer by default the user of ``--dsn``
+    when ``--owner-dsn`` is another DSN and that user is not the owner (``owner`` None: the
+    owner DSN's user)."""
+    if chainer is None and owner_dsn != app.settings.dsn:
+        user = dsn_user(app.settings.dsn)
+        if user is not None and user != (owner or dsn_user(owner_dsn)):
+            chainer = user
+    return Roles(chainer=chainer or None, reader=reader or None, operator=operator or None)
 
 
 @click.command()
@@ -128,6 +224,9 @@ def chain(
         kafka_config = app.kafka_config()
         with app.store() as probe:
             probe.read_meta()  # fail fast, in one line, if `init` has not run
+            require_least_privilege(
+                probe, process="chain", production=settings.production, allow_owner=settings.allow_owner_role
+            )
             require_chain_keys(probe, chain_keys)
 
         def source_factory(**callbacks: Any) -> KafkaEventSource:
@@ -199,6 +298,7 @@ def status(app: App, file_dir: Path | None, as_json: bool) -> None:
             meta = store.read_meta()
             head = store.read_head()
             rejected = store.rejected_by_reason()  # an unknown writer schema is an alarm
+            role = store_posture(store)
         reader = KafkaTopicReader(
             bootstrap=settings.bootstrap, topic=settings.topic, config=app.kafka_config()
         )
@@ -216,6 +316,7 @@ def status(app: App, file_dir: Path | None, as_json: bool) -> None:
             "lag": max(end - (head.offset + 1), 0),
             "group": group,
             "rejected_by_reason": rejected,
+            "role": role.as_dict(),
         }
         if as_json:
             emit_json(result)
@@ -234,6 +335,15 @@ def status(app: App, file_dir: Path | None, as_json: bool) -> None:
         )
         for reason, count in rejected.items():
             click.echo(f"rejected: {count} x {reason}")
+        click.echo(
+            f"role {role.role}: owner {_yes(role.owner)}, superuser {_yes(role.superuser)}, "
+            f"can create {_yes(role.can_create)}"
+            + ("" if role.least_privilege else " (it could lift the ledger's guards)")
+        )
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 def _file_status(directory: Path, as_json: bool) -> None:

@@ -23,6 +23,7 @@ from baldur_audit.schemas.errors import AuditError, StoreUnavailable
 
 from ..metrics.monitor import MonitorMetrics
 from ..metrics.server import MetricsServer
+from ..postgres.privileges import require_least_privilege
 from ..postgres.verify_results import record_verify_result
 from ..settings import scrub
 from ..verification.incremental import (
@@ -289,6 +290,13 @@ def monitor(
         if once:
             code = rounds.run()
         else:
+            with app.store() as probe:
+                require_least_privilege(
+                    probe,
+                    process="monitor",
+                    production=app.settings.production,
+                    allow_owner=app.settings.allow_owner_role,
+                )
             while not stop.is_set():
                 started = time.monotonic()
                 rounds.run()

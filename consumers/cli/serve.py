@@ -18,6 +18,7 @@ from baldur_audit.schemas.errors import AuditError, ConfigError
 from ..checkpoint_keys import CheckpointKeys
 from ..kafka.source import KafkaTopicReader
 from ..postgres import dsn_password, redact_dsn
+from ..postgres.privileges import require_least_privilege
 from ..postgres.reader import ReaderPool, connect_reader
 from ..settings import READER_DSN_ENV, TRACE_URL_ENV, VIEWER_TOKENS_ENV, scrub
 from ..times import parse_duration
@@ -194,6 +195,12 @@ def serve(
             max_age = parse_duration(verify_max_age)
             with connect_reader(dsn) as probe:
                 probe.read_meta()  # fail now, in one line, if `init` has not run (or is old)
+                require_least_privilege(
+                    probe,
+                    process="serve",
+                    production=app.settings.production,
+                    allow_owner=app.settings.allow_owner_role,
+                )
             public_keys, checkpoint_keys = _public_keys(app)
             settings = app.settings
             reader: list[KafkaTopicReader] = []

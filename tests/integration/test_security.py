@@ -250,6 +250,9 @@ def test_the_owner_can_lift_the_protection_and_only_replay_sees_a_cut_tail(ledge
     with ledger.app() as conn:
         conn.execute("UPDATE audit_entries SET actor = 'alice' WHERE seq = 2")
         conn.execute("DELETE FROM audit_entries WHERE seq > 4")
+        # The head only moves forward (009_forward_head.sql) until its owner lifts that guard too.
+        assert refusal(conn, "UPDATE chain_head SET last_seq = 4")[0] == "42501"
+        conn.execute("ALTER TABLE chain_head DISABLE TRIGGER USER")
         conn.execute(
             "UPDATE chain_head SET last_seq = e.seq, last_offset = e.kafka_offset,"
             " last_link = e.link FROM audit_entries e WHERE e.seq = 4"
