@@ -10,6 +10,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Extra arguments of `make bench`, e.g. BENCH_ARGS="--profile bench/results/profiles".
+BENCH_ARGS ?=
 export PYTHON PYTEST_ARGS
 
 .PHONY: help venv up down env status test unit lint demo wheel-check clean faults bench
@@ -23,7 +25,8 @@ help:
 	@echo "make test         start missing services, run pytest tests, stop what it started"
 	@echo "                  (PYTEST_ARGS='-k foo -x' passes arguments to pytest)"
 	@echo "make faults       the whole fault/tamper/soak campaign at full scale (docs/RELIABILITY.md)"
-	@echo "make bench        the pipeline benchmark, one table + JSON (docs/PERFORMANCE.md)"
+	@echo "make bench        the pipeline benchmark against this machine's limits, targets PASS/MISS"
+	@echo "                  (~20-35 min on 2 cores; BENCH_ARGS=\"--quick\" or \"--profile DIR\"; docs/PERFORMANCE.md)"
 	@echo "make unit         pytest tests/unit only (no services)"
 	@echo "make lint         ruff check, ruff format --check, mypy (strict for schemas/)"
 	@echo "make demo         venv + up + deploy/demo.py; leaves the stack running"
@@ -54,7 +57,7 @@ faults: venv
 	@deploy/run-faults.sh
 
 bench: venv up
-	@eval "$$(deploy/stack.sh env)" && $(PY) -m bench.pipeline
+	@eval "$$(deploy/stack.sh env)" && $(PY) -m bench.pipeline $(BENCH_ARGS)
 
 unit: venv
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)

@@ -1,8 +1,10 @@
 """The limits and the alternatives the pipeline is measured against, in the same run.
 
-Limits: raw consume of the topic (no processing), binary COPY of the very rows the
-chainer wrote into an identical ``audit_entries`` table (no chaining), HMAC chaining
-alone, decoding alone. Alternatives: a naive chainer (one INSERT + head UPDATE + COMMIT
+Limits: raw consume of the topic (the client's ceiling: large fetches, ``consume(10000)``,
+nothing done per record but reading its value), binary COPY of the very rows the chainer
+wrote, pre-serialized, into a table built from ``audit_entries`` itself (``LIKE … INCLUDING
+ALL``: same columns, constraints and indexes; no chaining), HMAC chaining alone, decoding
+alone. Alternatives: a naive chainer (one INSERT + head UPDATE + COMMIT
 per event) and a chain built inside PostgreSQL (a plpgsql trigger with pgcrypto's
 ``hmac()`` that locks the head row per insert), single-row and batched.
 
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .harness import BOOTSTRAP, BenchError, chunks
+from .harness import BOOTSTRAP, BenchError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -149,7 +151,19 @@ def decode_alone(records: Sequence[Record]) -> float:
 # -- the topic ---------------------------------------------------------------------------
 
 
-def _consumer(bootstrap: str) -> Any:
+#: The consumer's ceiling on one partition (../shared/NOTES.md §4): fetches of up to 50 MB
+#: (librdkafka's default ``fetch.max.bytes``; the per-partition default is 1 MB) and the
+#: default 64 MB prefetch queue, set explicitly (a 256 MB or 1 GB queue was not faster here).
+FAST_FETCH = {
+    "fetch.max.bytes": 50 * 1024 * 1024,
+    "max.partition.fetch.bytes": 50 * 1024 * 1024,
+    "queued.max.messages.kbytes": 64 * 1024,
+}
+#: Records per ``consume()`` call of the raw-consume limit.
+CONSUME_BATCH = 10_000
+
+
+def _consumer(bootstrap: str, *, eof: bool = True) -> Any:
     from confluent_kafka import Consumer
 
     return Consumer(
@@ -157,11 +171,10 @@ def _consumer(bootstrap: str) -> Any:
             "bootstrap.servers": bootstrap,
             "group.id": f"baldur-bench-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
-            "enable.partition.eof": True,
+            "enable.partition.eof": eof,
             "auto.offset.reset": "error",
             "isolation.level": "read_committed",
-            "max.partition.fetch.bytes": 16 * 1024 * 1024,
-            "fetch.wait.max.ms": 100,
+            **FAST_FETCH,
         }
     )
 
@@ -196,13 +209,58 @@ def topic_batches(
         consumer.close()
 
 
-def raw_consume(topic: str, end: int, **options: Any) -> tuple[float, int]:
-    """Read the topic to ``end`` touching nothing but the offset: (seconds, records)."""
-    started = time.perf_counter()
-    count = 0
-    for messages in topic_batches(topic, end, **options):
-        count += len(messages)
-    return time.perf_counter() - started, count
+@dataclass(frozen=True)
+class ConsumeRun:
+    """One raw read of a topic: records, seconds from ``assign`` to the last record, and
+    seconds from the first batch returned to the last record."""
+
+    records: int
+    seconds: float
+    after_first_batch: float
+
+
+def raw_consume(
+    topic: str,
+    end: int,
+    *,
+    bootstrap: str = BOOTSTRAP,
+    batch: int = CONSUME_BATCH,
+    idle_timeout: float = 30.0,
+) -> ConsumeRun:
+    """Read ``topic`` from offset 0 until ``end`` records were returned, as fast as the
+    client can: ``consume(batch)``, :data:`FAST_FETCH`, and per record nothing but reading
+    its value (``value()`` copies the bytes into Python, as any consumer must). The clock
+    starts at ``assign`` with the broker connection already up; the last record must be at
+    offset ``records - 1`` with no error (dense offsets: one producer, no transactions)."""
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    consumer = _consumer(bootstrap, eof=False)
+    try:
+        consumer.list_topics(topic, timeout=10)  # connected before the clock starts
+        started = time.perf_counter()
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        count, first, last, waited = 0, 0.0, None, time.monotonic()
+        while count < end:
+            messages = consumer.consume(num_messages=batch, timeout=0.5)
+            if not messages:
+                if time.monotonic() - waited > idle_timeout:
+                    raise BenchError(f"raw consume of {topic}: stuck after {count} of {end} records")
+                continue
+            if not first:
+                first = time.perf_counter()
+            for message in messages:
+                message.value()
+            count += len(messages)
+            last = messages[-1]
+            waited = time.monotonic()
+        finished = time.perf_counter()
+    finally:
+        consumer.close()
+    error = last.error() if last is not None else None
+    if last is None or error is not None or last.offset() != count - 1:
+        found = error.str() if error is not None else f"offset {last.offset() if last else None}"
+        raise BenchError(f"raw consume of {topic}: record {count - 1} is {found}")
+    return ConsumeRun(count, finished - started, finished - first)
 
 
 def topic_records(topic: str, end: int, **options: Any) -> Iterator[Record]:
@@ -230,44 +288,111 @@ def table_columns(conn: Any, table: str = "audit_entries") -> list[tuple[str, st
 JSON_TYPES = ("json", "jsonb")
 
 
-def _raw_json(text: str | None) -> Any:
-    """JSON text passed through verbatim (the dumper is chosen by the COPY's column types)."""
-    from psycopg.types.json import Jsonb
-
-    return None if text is None else Jsonb(text, dumps=lambda value: value)
-
-
-def ledger_rows(dsn: str, limit: int | None = None) -> tuple[list[str], list[str], list[tuple]]:
-    """The ledger's rows as Python values, ready for a binary COPY: (columns, types, rows).
-
-    json/jsonb is read as text and written back verbatim, as the chainer writes it.
-    """
+def copy_chunks(dsn: str, batch: int) -> tuple[list[str], list[bytes], int]:
+    """The ledger's rows as binary COPY data, ``batch`` rows (by seq) per chunk, each chunk a
+    complete COPY file (header, rows, trailer) as PostgreSQL writes it: (columns, chunks,
+    rows). Read once, not timed."""
     import psycopg
     from psycopg import sql
 
     with psycopg.connect(dsn) as conn:
-        spec = table_columns(conn)
-        columns = [name for name, _ in spec]
-        types = [udt for _, udt in spec]
-        select = sql.SQL(", ").join(
-            sql.SQL("{}::text").format(sql.Identifier(name)) if udt in JSON_TYPES else sql.Identifier(name)
-            for name, udt in spec
-        )
-        query = sql.SQL(
-            "COPY (SELECT {} FROM audit_entries ORDER BY seq {}) TO STDOUT (FORMAT BINARY)"
-        ).format(select, sql.SQL("LIMIT {}").format(sql.Literal(limit)) if limit else sql.SQL(""))
-        json_at = [i for i, udt in enumerate(types) if udt in JSON_TYPES]
-        rows = []
-        with conn.cursor() as cur, cur.copy(query) as copy:
-            copy.set_types(["text" if udt in JSON_TYPES else udt for udt in types])
-            for row in copy.rows():
-                if json_at:
-                    values = list(row)
-                    for i in json_at:
-                        values[i] = _raw_json(values[i])
-                    row = tuple(values)
-                rows.append(row)
-    return columns, types, rows
+        columns = [name for name, _ in table_columns(conn)]
+        row = conn.execute("SELECT coalesce(max(seq), 0) FROM audit_entries").fetchone()
+        last = int(row[0]) if row else 0
+        select = sql.SQL(
+            "COPY (SELECT {} FROM audit_entries WHERE seq BETWEEN %s AND %s ORDER BY seq)"
+            " TO STDOUT (FORMAT BINARY)"
+        ).format(sql.SQL(", ").join(sql.Identifier(c) for c in columns))
+        chunks_out = []
+        for low in range(1, last + 1, batch):
+            with conn.cursor() as cur, cur.copy(select, (low, min(low + batch - 1, last))) as copy:
+                chunks_out.append(b"".join(bytes(block) for block in copy))
+    return columns, chunks_out, last
+
+
+def entries_table_like(conn: Any, table: str) -> None:
+    """``CREATE TABLE table (LIKE audit_entries INCLUDING ALL)``: the columns (types, NOT
+    NULL, defaults, generated, storage, compression), CHECK constraints, and every index of
+    the real table, partial ones included (the unique ``event_id`` index of first
+    occurrences, the ``trace_id`` index) and the primary key and UNIQUE constraints with
+    them. Not copied by LIKE: triggers and foreign keys (see :func:`entries_table_differences`
+    and :func:`insert_triggers`)."""
+    from psycopg import sql
+
+    conn.execute(sql.SQL("CREATE TABLE {} (LIKE audit_entries INCLUDING ALL)").format(sql.Identifier(table)))
+
+
+def _definitions(conn: Any, table: str) -> dict[str, list[str]]:
+    """Columns, constraints and indexes of ``table``, with its own name taken out."""
+    columns = conn.execute(
+        "SELECT column_name || ' ' || data_type || ' ' || is_nullable || ' ' ||"
+        " coalesce(column_default, '') FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
+        (table,),
+    ).fetchall()
+    constraints = conn.execute(
+        "SELECT contype::text || ' ' || pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid = to_regclass(%s) ORDER BY 1",
+        (table,),
+    ).fetchall()
+    indexes = conn.execute(
+        "SELECT indisunique::text || ' ' || indisprimary::text || ' ' ||"
+        " regexp_replace(pg_get_indexdef(indexrelid), '^.* USING ', '')"
+        " FROM pg_index WHERE indrelid = to_regclass(%s) ORDER BY 1",
+        (table,),
+    ).fetchall()
+    return {
+        "columns": [r[0] for r in columns],
+        "constraints": sorted(r[0] for r in constraints),
+        "indexes": sorted(r[0] for r in indexes),
+    }
+
+
+def entries_table_differences(conn: Any, table: str) -> list[str]:
+    """What ``table`` lacks or has beyond ``audit_entries`` (columns, constraints, indexes);
+    empty when they are the same."""
+    real, copy = _definitions(conn, "audit_entries"), _definitions(conn, table)
+    found = []
+    for kind in real:
+        found += [f"{kind} only in audit_entries: {d}" for d in real[kind] if d not in copy[kind]]
+        found += [f"{kind} only in the copy: {d}" for d in copy[kind] if d not in real[kind]]
+    return found
+
+
+def insert_triggers(conn: Any) -> list[str]:
+    """Triggers on ``audit_entries`` that fire on INSERT (COPY fires them too); the ledger's
+    own triggers refuse UPDATE, DELETE and TRUNCATE and never fire on an append."""
+    rows = conn.execute(
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = 'audit_entries'::regclass"
+        " AND NOT tgisinternal AND tgtype & 4 <> 0 ORDER BY 1"  # 4: TRIGGER_TYPE_INSERT
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def copy_limit(dsn: str, columns: Sequence[str], chunks_in: Sequence[bytes]) -> tuple[float, list[str]]:
+    """Seconds to write ``chunks_in`` (from :func:`copy_chunks`) by ``COPY … FROM STDIN (FORMAT
+    BINARY)`` into a fresh table like ``audit_entries``, one transaction per chunk, as they
+    are (no Python row encoding: the server side alone); with the table's differences from
+    ``audit_entries`` (none expected). The table is dropped after."""
+    import psycopg
+    from psycopg import sql
+
+    table = f"bench_copy_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn) as conn:
+        entries_table_like(conn, table)
+        differences = entries_table_differences(conn, table)
+        conn.commit()
+        statement = _copy_sql(table, columns)
+        try:
+            started = time.perf_counter()
+            for chunk in chunks_in:
+                with conn.transaction(), conn.cursor() as cur, cur.copy(statement) as copy:
+                    copy.write(chunk)
+            return time.perf_counter() - started, differences
+        finally:
+            conn.rollback()
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))
+            conn.commit()
 
 
 def _copy_sql(table: str, columns: Sequence[str], binary: bool = True) -> Any:
@@ -278,68 +403,6 @@ def _copy_sql(table: str, columns: Sequence[str], binary: bool = True) -> Any:
         sql.SQL(", ").join(sql.Identifier(c) for c in columns),
         sql.SQL("(FORMAT BINARY)" if binary else ""),
     )
-
-
-def copy_rows(
-    dsn: str, columns: Sequence[str], types: Sequence[str], rows: Sequence[tuple], *, batch: int = 5000
-) -> float:
-    """Seconds to binary-COPY ``rows`` into a fresh copy of ``audit_entries`` (same columns,
-    constraints and indexes), ``batch`` rows per transaction; the table is dropped after."""
-    import psycopg
-    from psycopg import sql
-
-    table = f"bench_copy_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(dsn) as conn:
-        conn.execute(
-            sql.SQL("CREATE TABLE {} (LIKE audit_entries INCLUDING ALL)").format(sql.Identifier(table))
-        )
-        conn.commit()
-        statement = _copy_sql(table, columns)
-        try:
-            started = time.perf_counter()
-            for part in chunks(rows, batch):
-                with conn.transaction(), conn.cursor() as cur, cur.copy(statement) as copy:
-                    copy.set_types(list(types))
-                    for row in part:
-                        copy.write_row(row)
-            return time.perf_counter() - started
-        finally:
-            conn.rollback()
-            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))
-            conn.commit()
-
-
-def copy_stream(source_dsn: str, target_dsn: str) -> tuple[float, int]:
-    """The server-side limit: the ledger's binary COPY stream, read into memory, written
-    as it is into a fresh table in one transaction (no Python row encoding): (seconds, rows)."""
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(source_dsn) as conn:
-        columns = [name for name, _ in table_columns(conn)]
-        count_row = conn.execute("SELECT count(*) FROM audit_entries").fetchone()
-        rows = int(count_row[0]) if count_row else 0
-        query = sql.SQL("COPY (SELECT {} FROM audit_entries ORDER BY seq) TO STDOUT (FORMAT BINARY)").format(
-            sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-        )
-        with conn.cursor() as cur, cur.copy(query) as copy:
-            blocks = [bytes(block) for block in copy]
-    table = f"bench_stream_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(target_dsn) as conn:
-        conn.execute(
-            sql.SQL("CREATE TABLE {} (LIKE audit_entries INCLUDING ALL)").format(sql.Identifier(table))
-        )
-        conn.commit()
-        try:
-            started = time.perf_counter()
-            with conn.transaction(), conn.cursor() as cur, cur.copy(_copy_sql(table, columns)) as copy:
-                for block in blocks:
-                    copy.write(block)
-            return time.perf_counter() - started, rows
-        finally:
-            conn.rollback()
-            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))
-            conn.commit()
 
 
 def ledger_link(dsn: str, seq: int) -> bytes | None:

@@ -32,6 +32,9 @@ from baldur_audit.schemas.defaults import DEFAULT_BOOTSTRAP, DEFAULT_DSN, LOCAL_
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP = os.environ.get("BALDUR_KAFKA_BOOTSTRAP", DEFAULT_BOOTSTRAP)
 DSN = os.environ.get("BALDUR_SQL_DSN", DEFAULT_DSN)
+#: The role ``init`` runs as and the bench's own tables (COPY targets) are created by: the
+#: database owner, when the runtime role (``BALDUR_SQL_DSN``) is not the owner.
+OWNER_DSN = os.environ.get("BALDUR_SQL_OWNER_DSN", DSN)
 ADMIN_DSN = os.environ.get("BALDUR_TEST_ADMIN_DSN", LOCAL_ADMIN_DSN)
 #: A benchmark-only signing key (never a real one): 32 bytes of 0x42.
 KEY_SECRET = bytes([0x42]) * 32
@@ -224,12 +227,42 @@ class Resources:
         self.topics.append(topic)
         return topic
 
+    def create_topic(self, label: str) -> str:
+        """A new one-partition topic, created now (``init`` creates a ledger's own)."""
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        topic = self.new_topic(label)
+        admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+        for future in admin.create_topics([NewTopic(topic, 1, 1)]).values():
+            future.result(30)
+        return topic
+
+    def delete_topic(self, topic: str) -> None:
+        """Delete ``topic`` now (best effort: cleanup tries again)."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+        try:
+            for future in admin.delete_topics([topic]).values():
+                future.result(30)
+        except Exception as exc:  # cleanup retries it
+            log(f"could not delete topic {topic} yet: {exc}")
+            return
+        self.topics.remove(topic)
+
     def new_database(self, label: str) -> str:
+        """A fresh database owned by the owner role (created by the admin role)."""
         import psycopg
+        from psycopg import sql
+        from psycopg.conninfo import conninfo_to_dict
 
         dbname = f"baldur_bench_{label}_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(DSN, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{dbname}"')
+        owner = str(conninfo_to_dict(OWNER_DSN).get("user") or "")
+        with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+            statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname))
+            if owner:
+                statement = sql.SQL("{} OWNER {}").format(statement, sql.Identifier(owner))
+            conn.execute(statement)
         self.databases.append(dbname)
         return dbname
 
@@ -273,6 +306,7 @@ class Ledger:
     dbname: str
     dsn: str
     env: dict[str, str]
+    owner_dsn: str = ""
 
 
 def open_ledger(res: Resources, label: str, *, topic: str | None = None) -> Ledger:
@@ -285,13 +319,23 @@ def open_ledger(res: Resources, label: str, *, topic: str | None = None) -> Ledg
         **os.environ,
         "BALDUR_KAFKA_BOOTSTRAP": BOOTSTRAP,
         "BALDUR_AUDIT_TOPIC": topic,
-        "BALDUR_SQL_DSN": with_dbname(DSN, dbname),
+        "BALDUR_SQL_DSN": DSN,
         "BALDUR_SECRETS_AUDIT_SIGNING_KEY": KEY_SETTING,
         "BALDUR_CHAINER_GROUP": group,
     }
+    # Every role's DSN (runtime, owner, reader, ...) points at the fresh database.
+    for name in [key for key in env if key.startswith("BALDUR_SQL_") and key.endswith("_DSN")]:
+        env[name] = with_dbname(env[name], dbname)
+    env["BALDUR_SQL_DSN"] = with_dbname(DSN, dbname)
     env.pop("BALDUR_ENV", None)
     env.pop("BALDUR_LEDGER_ID", None)
-    led = Ledger(topic=topic, dbname=dbname, dsn=with_dbname(DSN, dbname), env=env)
+    led = Ledger(
+        topic=topic,
+        dbname=dbname,
+        dsn=with_dbname(DSN, dbname),
+        env=env,
+        owner_dsn=with_dbname(OWNER_DSN, dbname),
+    )
     run_cli(led, "init")
     return led
 
@@ -329,21 +373,36 @@ sys.exit(128 - code if code < 0 else code)
 """
 
 
+#: py-spy's sampling rate (Hz) for ``--profile``: samples / rate = seconds on a CPU.
+PROFILE_RATE = 250
+
+
+def py_spy() -> str:
+    """The py-spy executable: the one in this venv (the dev extra), else on PATH."""
+    from shutil import which
+
+    beside = Path(sys.executable).with_name("py-spy")
+    found = str(beside) if beside.exists() else which("py-spy")
+    if not found:
+        raise BenchError("py-spy not found: .venv/bin/pip install py-spy (it is in the dev extra)")
+    return found
+
+
 def cli_command(*args: str, profile: Path | None = None) -> list[str]:
-    """The argv of ``baldur-audit ARGS --json``, optionally under ``py-spy record``."""
+    """The argv of ``baldur-audit ARGS --json``, optionally under ``py-spy record``: on-CPU
+    samples only (no ``--idle``), child processes included, full file names (so the
+    breakdown can tell the package's modules apart), without pausing the process."""
     argv = [sys.executable, "-m", "baldur_audit.consumers", *args, "--json"]
     if profile is None:
         return argv
-    from shutil import which
-
-    spy = which("py-spy") or "/tmp/prof-venv/bin/py-spy"  # noqa: S108 (a developer's install)
     return [
-        spy,
+        py_spy(),
         "record",
         "--nonblocking",
-        "--idle",
+        "--subprocesses",
+        "--full-filenames",
         "--rate",
-        "250",
+        str(PROFILE_RATE),
         "--format",
         "raw",
         "--output",
@@ -402,9 +461,18 @@ def _last_json(stdout: bytes) -> dict[str, Any] | None:
     return None
 
 
-def finish_cli(child: Child, expect: Sequence[int] = (0,)) -> CliRun:
-    """Wait for the child; its CPU time and peak RSS come from the launcher's wait4."""
-    stdout = child.proc.communicate()[0] or b""
+def finish_cli(child: Child, expect: Sequence[int] = (0,), *, timeout: float | None = None) -> CliRun:
+    """Wait for the child (at most ``timeout`` seconds, then it is stopped and the phase
+    fails); its CPU time and peak RSS come from the launcher's wait4."""
+    try:
+        stdout = child.proc.communicate(timeout=timeout)[0] or b""
+    except BaseException as exc:  # a timeout, or the benchmark itself being stopped
+        stop_process(child.proc)
+        child.errors.close()
+        child.usage_file.unlink(missing_ok=True)
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise BenchError(f"{child.what} did not finish within {timeout:.0f} s; stopped") from None
+        raise
     wall = time.monotonic() - child.started
     child.errors.seek(0)
     stderr = child.errors.read()
@@ -424,9 +492,20 @@ def finish_cli(child: Child, expect: Sequence[int] = (0,)) -> CliRun:
     return CliRun(result=result, wall_seconds=wall, cpu_seconds=utime + stime, max_rss_mb=maxrss_kb / 1024)
 
 
-def run_cli(led: Ledger, *args: str, profile: Path | None = None) -> CliRun:
-    """Run ``baldur-audit ARGS --json`` to completion and measure it."""
-    return finish_cli(start_cli(led, *args, profile=profile))
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (forwarded by the launcher), then SIGKILL after 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def run_cli(led: Ledger, *args: str, profile: Path | None = None, timeout: float | None = None) -> CliRun:
+    """Run ``baldur-audit ARGS --json`` to completion (at most ``timeout`` s) and measure it."""
+    return finish_cli(start_cli(led, *args, profile=profile), timeout=timeout)
 
 
 def self_rusage() -> tuple[float, float]:

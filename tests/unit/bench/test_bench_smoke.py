@@ -176,34 +176,42 @@ def test_paced_send_sends_everything_in_order_and_stamps_each() -> None:
 def _medians(drain: float) -> dict[str, dict[str, float]]:
     return {
         "drain": {"steady_per_s": drain},
-        "limits": {"binary_copy_rows_per_s": 100_000.0},
-        "baselines": {
-            "naive_chainer_per_s": 2_000.0,
-            "trigger_batched_insert_per_s": 20_000.0,
-            "trigger_batched_copy_per_s": 10_000.0,
-        },
+        "limits": {"raw_consume_per_s": 1_000_000.0, "binary_copy_per_s": 100_000.0},
         "verify": {"entries_per_s": 250_000.0},
+        "producer": {"events_per_s": 49_000.0},
         "live_1000": {"p99_ms": 60.0},
-        "scale_10": {"chainer_max_rss_mb": 80.0, "verify_max_rss_mb": 60.0, "verify_reported_s": 1.0},
-        "scale_100": {"chainer_max_rss_mb": 90.0, "verify_max_rss_mb": 61.0, "verify_reported_s": 10.5},
+        "live_5000": {"p99_ms": 100.0},
+        "live_20000": {"p99_ms": 400.0, "sealed_per_s": 19_500.0},
+        "scale_10": {"chainer_max_rss_mb": 80.0, "verify_max_rss_mb": 60.0, "replay_max_rss_mb": 70.0},
+        "scale_100": {"chainer_max_rss_mb": 90.0, "verify_max_rss_mb": 61.0, "replay_max_rss_mb": 77.0},
     }
 
 
-def test_targets_are_ratios_of_the_same_run() -> None:
+def test_targets_are_the_issued_bounds_over_ratios_of_the_same_run() -> None:
     verdicts = {
         t.name: (t.value, t.verdict) for t in pipeline.evaluate_targets(_medians(60_000.0), (10, 100))
     }
-    assert verdicts["drain / raw binary COPY of the same rows"] == (0.6, "PASS")
-    assert verdicts["drain / naive chainer"] == (30.0, "PASS")
-    assert verdicts["drain / best batched trigger chain"] == (3.0, "PASS")
-    assert verdicts["verify entries/s"][1] == "PASS"
+    # the lower of the two limits is the COPY: 60k / 100k
+    assert verdicts["drain / lower of raw consume and raw binary COPY"] == (0.6, "PASS")
+    assert verdicts["live p99 produce -> sealed at 1,000/s"] == (60.0, "MISS")
+    assert verdicts["live p99 produce -> sealed at 5,000/s"] == (100.0, "PASS")
+    assert verdicts["live p99 produce -> sealed at 20,000/s"] == (400.0, "PASS")
+    assert verdicts["live 20,000/s keeps up: sealed rate / offered"] == (0.975, "PASS")
+    assert verdicts["verify entries/s (full walk)"][1] == "PASS"
     assert verdicts["replay records/s"] == (None, "n/a")
-    assert verdicts["live p99 at 1k/s"] == (60.0, "MISS")
-    assert verdicts["chainer RSS at 100 entries"] == (90.0, "PASS")
-    assert verdicts["verify time growth / size growth 10 -> 100"][1] == "PASS"
+    assert verdicts["producer library events/s on one core (redact+mask)"] == (49_000.0, "MISS")
+    assert verdicts["chainer peak RSS 100 / 10 entries"] == (90.0 / 80.0, "MISS")
+    assert verdicts["verify peak RSS 100 / 10 entries"][1] == "PASS"
+    assert verdicts["replay peak RSS 100 / 10 entries"] == (1.1, "PASS")
     slow = {t.name: t.verdict for t in pipeline.evaluate_targets(_medians(30_000.0), (10, 100))}
-    assert slow["drain / raw binary COPY of the same rows"] == "MISS"
-    assert slow["drain / best batched trigger chain"] == "MISS"
+    assert slow["drain / lower of raw consume and raw binary COPY"] == "MISS"
+    consume_bound = _medians(60_000.0)
+    consume_bound["limits"]["raw_consume_per_s"] = 50_000.0  # now the consumer is the lower limit
+    found = {t.name: t.value for t in pipeline.evaluate_targets(consume_bound, (10, 100))}
+    assert found["drain / lower of raw consume and raw binary COPY"] == 1.2
+    del consume_bound["limits"]["binary_copy_per_s"]  # one limit missing: no ratio
+    found = {t.name: t.value for t in pipeline.evaluate_targets(consume_bound, (10, 100))}
+    assert found["drain / lower of raw consume and raw binary COPY"] is None
 
 
 def test_table_and_report_render_from_recorded_runs() -> None:
@@ -229,19 +237,49 @@ def test_table_and_report_render_from_recorded_runs() -> None:
     assert "Example CPU, 2 cores" in table
     assert "2,000" in table and "1,000 3,000" in table
     assert "ERROR in live: BenchError: example" in table
-    assert "drain / raw binary COPY of the same rows" in table and "n/a" in table
+    assert "drain / lower of raw consume and raw binary COPY" in table and "n/a" in table
+    assert "Live 1k/s" not in table  # figures of phases that did not run are left out
 
 
-def test_top_frames_ranks_self_time_from_py_spy_raw_output() -> None:
+def test_breakdown_charges_each_sample_to_the_innermost_package_frame() -> None:
+    root = harness.ROOT
+    head = 'process 7:"python -m baldur_audit.consumers chain";<module> (<frozen runpy>:88)'
     raw = (
-        "<module> (chainer.py:10);run (chainer.py:20);execute (cursor.py:5) 30\n"
-        "<module> (chainer.py:10);run (chainer.py:20);seal (chain.py:7) 10\n"
-        "<module> (chainer.py:10);run (chainer.py:21);execute (cursor.py:6) 60\n"
+        f"{head};run ({root}/consumers/chainer.py:20);poll_batch ({root}/consumers/kafka/source.py:5) 30\n"
+        f"{head};run ({root}/consumers/chainer.py:20);seal (/venv/lib/baldur_audit/schemas/chain.py:7);"
+        "execute (/venv/lib/psycopg/cursor.py:9) 50\n"
+        f"{head};_find_and_load (<frozen importlib._bootstrap>:1);"
+        f"<module> ({root}/consumers/cli/app.py:1) 15\n"
+        "thread (12): librdkafka;poll (/venv/lib/confluent_kafka/x.py:1) 5\n"
         "not a sample line\n"
     )
-    frames = pipeline.top_frames(raw)
-    assert frames[0] == {"frame": "execute (cursor.py)", "share": 0.9}
-    assert frames[1] == {"frame": "seal (chain.py)", "share": 0.1}
+    found = pipeline.breakdown(raw, events=1_000, rate=100.0, limit=3)
+    # 100 samples at 100 Hz = 1 s of CPU over 1,000 events = 1,000 µs per event
+    assert found["samples"] == 100 and found["on_cpu_us_per_event"] == 1_000.0
+    modules = {m["name"]: m["us_per_event"] for m in found["modules"]}
+    assert modules == {
+        "schemas/chain.py": 500.0,
+        "consumers/kafka/source.py": 300.0,
+        "all other modules": 200.0,
+    }
+    functions = {f["name"]: f["share"] for f in found["functions"]}
+    assert functions["seal (schemas/chain.py)"] == 0.5
+    text = pipeline.render_breakdown({"chain": found}, 1_000)
+    assert "| `schemas/chain.py` | 500.00 | 50% |" in text
+    full = pipeline.breakdown(raw, events=1_000, rate=100.0)
+    assert {m["name"] for m in full["modules"]} >= {"imports (start-up)", "outside the package"}
+    assert pipeline.package_module(f"{root}/producers/trail.py") == "producers/trail.py"
+    assert pipeline.package_module("/elsewhere/consumers/chainer.py") is None
+
+
+def test_estimate_covers_each_phase_and_grows_with_the_sizes() -> None:
+    small = pipeline.estimate_seconds(pipeline.Config.quick(), pipeline.DEFAULT_PHASES)
+    full = pipeline.estimate_seconds(pipeline.Config(), pipeline.DEFAULT_PHASES, profile=True)
+    assert set(full) == {"encode", *pipeline.DEFAULT_PHASES, "profile"}
+    assert all(full[phase] > small[phase] for phase in small)
+    assert "baselines" not in full and "baselines" in pipeline.PHASES
+    assert pipeline.Config().pool_size(["drain"]) == 500_000
+    assert pipeline.Config().pool_size(pipeline.DEFAULT_PHASES) == 1_000_000
 
 
 def test_arguments_quick_overrides_and_refusals(capsys: pytest.CaptureFixture[str]) -> None:
@@ -249,6 +287,8 @@ def test_arguments_quick_overrides_and_refusals(capsys: pytest.CaptureFixture[st
     assert cfg.runs == 2 and cfg.events < pipeline.Config().events
     cfg, args = pipeline.parse_args(["--events", "1000", "--phases", "drain,verify"])
     assert cfg.events == 1000 and cfg.runs == 3 and args.phases == "drain,verify"
+    _, args = pipeline.parse_args([])
+    assert args.phases.split(",") == list(pipeline.DEFAULT_PHASES)
     cfg, _ = pipeline.parse_args(["--scale", "10,20", "--producer-events", "5"])
     assert cfg.scale == (10, 20) and cfg.producer_events == 5
     for bad in (
