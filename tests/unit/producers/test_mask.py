@@ -197,3 +197,31 @@ def test_forwarded_for_never_contains_the_last_two_octets(
         assert element.count(".") <= 3
     kept = [element for element in elements(masked) if element != TRUNCATED]
     assert kept == [".".join(str(a).split(".")[:2]) + ".***.***" for a in addresses[: len(kept)]]
+
+
+_OCTETS = st.integers(0, 300).map(str) | st.from_regex(r"0[0-9]{1,3}", fullmatch=True) | st.just("")
+_DOTTED = st.tuples(_OCTETS, _OCTETS, _OCTETS, _OCTETS, st.sampled_from(["", " ", "\t", " \t"])).map(
+    lambda parts: f"{parts[4]}{'.'.join(parts[:4])}{parts[4]}"
+)
+
+
+def _parsed_as_ipaddress_does(text: str) -> str:
+    try:
+        address = ipaddress.IPv4Address(text.strip(" \t"))
+    except ValueError:
+        return INVALID_IP
+    first, second = str(address).split(".")[:2]
+    return f"{first}.{second}.***.***"
+
+
+@given(_DOTTED)
+def test_dotted_ipv4_is_masked_as_the_ipaddress_module_parses_it(text: str) -> None:
+    """The shortcut for a plain dotted address (no ipaddress call) accepts and masks exactly
+    what ipaddress accepts: no leading zeros, octets up to 255."""
+    assert mask_ip(text) == _parsed_as_ipaddress_does(text)
+    assert mask_client_ip(text) == mask_ip(text)
+
+
+@given(st.text(max_size=70))
+def test_one_address_masks_as_a_forwarded_list_of_one(text: str) -> None:
+    assert mask_client_ip(text.replace(",", "")) == mask_client_ip([text.replace(",", "")])

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from baldur_audit.producers import redact as redact_module
 from baldur_audit.producers.redact import (
     REDACTED,
     TOO_DEEP,
@@ -411,3 +412,98 @@ def test_command_line_flags_and_name_value_pairs_are_redacted() -> None:
     text = json.dumps(redacted)
     assert "hunter2" not in text and "abc123def" not in text
     assert "--replicas=3" in text and '"debug"' in text
+
+
+def _every_rule(redactor: Redactor, text: str) -> str:
+    """The value-shape rules applied one after the other, each on the whole text."""
+    marker = redactor.marker
+    text = redact_module._PEM.sub(lambda m: marker(m.group(0)), text)
+    text = redact_module._URL_CREDENTIALS.sub(redactor._url_password, text)
+    text = redactor._redact_pairs(text)
+    text = redactor._redact_flag_words(text)
+    text = redact_module._JWT.sub(lambda m: marker(m.group(0)), text)
+    text = redact_module._AUTH_SCHEME.sub(redactor._scheme_credential, text)
+    return redact_module._TOKEN_SHAPES.sub(lambda m: marker(m.group(0)), text)
+
+
+#: Pieces of every rule's matches, and what comes near them, to build texts from.
+_PIECES = st.sampled_from(
+    [
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "-----END RSA PRIVATE KEY-----",
+        "PRIVATE KEY",
+        "postgresql://u:",
+        "://",
+        "@",
+        "=",
+        ":",
+        ": ",
+        "password",
+        "db_password",
+        "token",
+        "apiKey",
+        "Authorization",
+        " ",
+        "\t",
+        "\n",
+        "\x1c",
+        "\xa0",
+        "\u2003",
+        "-",
+        "--",
+        "--password",
+        "-token",
+        '"',
+        "'",
+        "eyJ",
+        "eyJhbGciOiJIUzI1NiJ9",
+        ".",
+        "Bearer",
+        "BASIC",
+        "baſic",
+        "AKIA",
+        "ASIA",
+        "ghp_",
+        "github_pat_",
+        "xoxb-",
+        "AIza",
+        "sk_live_",
+        "rk_test_",
+        "[REDACTED]",
+        "tokenizer",
+        # whole matches of each rule
+        PEM,
+        JWT,
+        " postgres://u:pw1@h/db",
+        " Authorization: Bearer abcdefgh1234",
+        " Basic dXNlcjpwYXNzd29yZA==",
+        " --password hunter2",
+        " token=abc123",
+        ' "secret": "s3cr3t"',
+        " AKIA" + "ABCDEFGHIJ012345",
+        " ghp_" + "a1" * 18,
+        " github_pat_" + "b2" * 11,
+        " xoxb-" + "123456789012",
+        " AIza" + "c" * 35,
+        " sk_live_" + "d4" * 6,
+    ]
+)
+_WORDS = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+/=", max_size=40)
+_SHAPED_TEXT = st.lists(_PIECES | _WORDS | st.text(max_size=6), max_size=12).map("".join)
+
+
+@settings(max_examples=1000)
+@given(_SHAPED_TEXT, st.booleans())
+def test_skipping_rules_that_cannot_match_changes_nothing(text: str, keyed: bool) -> None:
+    """redact_text runs a rule only when the text holds what its matches contain: the same
+    result as running every rule on every text."""
+    redactor = Redactor(KEY if keyed else None)
+    assert redactor.redact_text(text) == _every_rule(redactor, text)
+
+
+@settings(max_examples=300)
+@given(JSON_VALUES, st.booleans())
+def test_string_and_scalar_roots_redact_as_inside_a_container(value: Any, keyed: bool) -> None:
+    """The shortcut for a root that is a string or a scalar gives what the walk gives."""
+    redactor = Redactor(KEY if keyed else None)
+    assert redactor.redact([value]) == [redactor.redact(value)]
