@@ -117,9 +117,9 @@ class TrailMetrics:
         children = self._children
         if children is None:
             return
-        for field, child in children.items():
-            value = deltas.get(field)
-            if value:
+        for field, value in deltas.items():
+            child = children.get(field)
+            if child is not None and value:
                 child.inc(value)
 
     def watch_spool(self, trail: _Spooling) -> None:

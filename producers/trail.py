@@ -141,6 +141,9 @@ class TrailStats:
         return self.queued - self.delivered - self.failed
 
 
+_STAT_FIELDS = tuple(item.name for item in dataclasses.fields(TrailStats))
+
+
 def _env_flag(environ: Mapping[str, str], name: str) -> bool:
     value = environ.get(name, "").strip().lower()
     if value in _TRUE:
@@ -242,7 +245,7 @@ class AuditTrail:
         self._lock = threading.Lock()
         self._order = threading.RLock()  # routing: spool appends and direct sends keep order
         self._schema_records = SchemaAnnouncer(schemas=KNOWN_SCHEMAS)  # CHAIN.md §19
-        self._stats = TrailStats()
+        self._counts = dict.fromkeys(_STAT_FIELDS, 0)  # TrailStats fields, under _lock
         self._metrics = TrailMetrics(topic, enabled=enabled)  # Prometheus, if installed
         self._closed = False
         self._fatal = False
@@ -363,7 +366,7 @@ class AuditTrail:
     @property
     def stats(self) -> TrailStats:
         with self._lock:
-            return self._stats
+            return TrailStats(**self._counts)
 
     @property
     def spool_bytes(self) -> int:
@@ -727,13 +730,15 @@ class AuditTrail:
         producer = self._current_producer()
         # No spool to put it back into: the report needs the event id only.
         on_delivery = functools.partial(self._on_delivery, event_id, b"", None)
-        deadline = time.monotonic() + self._max_block_ms / 1000
+        deadline = None
         while True:
             try:
                 producer.produce(self._topic, value=payload, headers=headers, on_delivery=on_delivery)
                 break
             except BufferError:
                 # The queue is full: serve delivery reports to make room, briefly.
+                if deadline is None:
+                    deadline = time.monotonic() + self._max_block_ms / 1000
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self._count(refused=1)
@@ -768,13 +773,9 @@ class AuditTrail:
 
     def _count(self, **deltas: int) -> None:
         with self._lock:
-            current = self._stats
-            self._stats = TrailStats(
-                **{
-                    item.name: getattr(current, item.name) + deltas.get(item.name, 0)
-                    for item in dataclasses.fields(TrailStats)
-                }
-            )
+            counts = self._counts
+            for name, delta in deltas.items():
+                counts[name] += delta
         self._metrics.count(deltas)
 
     def _describe(self, error: confluent_kafka.KafkaError) -> str:
@@ -791,7 +792,7 @@ class AuditTrail:
     def _broker_up(self) -> None:
         if self._reachable is not True:
             self._reachable = True
-            if self._spool is not None and self._stats.spooled:
+            if self._spool is not None and self._counts["spooled"]:
                 logger.info("kafka acknowledges audit events again")
         self._purge_armed = True
 
