@@ -105,6 +105,15 @@ def event_to_record(event: ChangeEvent) -> dict[str, Any]:
 
 def encode_event(event: ChangeEvent, schema: WriterSchema = CURRENT_SCHEMA) -> bytes:
     """Single-object-encode ``event``; raises :class:`InvalidEvent` if Avro refuses a field."""
+    if schema is CURRENT_SCHEMA:
+        encoded = _encode_current(event)
+        if encoded is not None:
+            return encoded
+    return encode_event_reference(event, schema)
+
+
+def encode_event_reference(event: ChangeEvent, schema: WriterSchema = CURRENT_SCHEMA) -> bytes:
+    """:func:`encode_event` through fastavro, for any writer schema: the reference encoder."""
     body = io.BytesIO()
     body.write(MAGIC)
     body.write(schema.fingerprint)
@@ -113,6 +122,94 @@ def encode_event(event: ChangeEvent, schema: WriterSchema = CURRENT_SCHEMA) -> b
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidEvent("event", f"cannot be Avro-encoded: {type(exc).__name__}") from None
     return body.getvalue()
+
+
+# -- the encoder of the current schema ------------------------------------------------------
+#
+# ``change_event.avsc`` written field by field, as fastavro writes it (Avro binary encoding:
+# zig-zag varints; a string is its UTF-8 length and bytes; a ["null", "string"] union the
+# branch index and the value; an enum its symbol index; a non-empty map one block with its
+# count, then the end marker 0). About three times faster than fastavro's generic writer
+# per event. Anything unusual (a subclass of str or dict, a value out of range, text that is
+# not UTF-8) goes to the reference encoder, which then encodes it or refuses it as before;
+# tests/unit/schemas/test_codec_fuzz.py checks both give the same bytes on generated events.
+
+_CURRENT_HEADER = MAGIC + CURRENT_SCHEMA.fingerprint
+_ACTOR_TYPES = {"user": b"\x00", "service": b"\x02", "system": b"\x04"}
+_SOURCES = {"api": b"\x00", "cli": b"\x02", "scheduler": b"\x04", "framework": b"\x06"}
+_LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _varint(number: int) -> bytes:
+    """The zig-zag varint of an Avro long (``number`` within 64 bits)."""
+    number = (number << 1) ^ (number >> 63)
+    out = bytearray()
+    while number > 0x7F:
+        out.append((number & 0x7F) | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)
+
+
+#: The varints of 0..127: lengths of short strings and small counts.
+_SMALL = tuple(_varint(number) for number in range(128))
+
+
+def _text(value: str) -> bytes:
+    data = value.encode("utf-8")
+    size = len(data)
+    return (_SMALL[size] if size < 128 else _varint(size)) + data
+
+
+def _encode_current(event: ChangeEvent) -> bytes | None:
+    """``event`` encoded under :data:`CURRENT_SCHEMA`, or None to use the reference encoder."""
+    actor, attributes = event.actor, event.attributes
+    actor_type = _ACTOR_TYPES.get(actor.type) if type(actor.type) is str else None
+    source = _SOURCES.get(event.source) if type(event.source) is str else None
+    if (
+        actor_type is None
+        or source is None
+        or type(event.event_id) is not uuid.UUID
+        or type(event.occurred_at) is not datetime
+        or type(attributes) is not dict
+    ):
+        return None
+    parts = [_CURRENT_HEADER, _text(str(event.event_id))]
+    try:
+        micros = _micros(event.occurred_at)
+        if not _LONG_MIN <= micros <= _LONG_MAX:
+            return None
+        parts.append(_varint(micros))
+        actor_id, action, target = actor.id, event.action, event.target
+        if type(actor_id) is not str or type(action) is not str or type(target) is not str:
+            return None
+        parts += (_text(actor_id), actor_type, _text(action), _text(target))
+        for text in (event.before, event.after, event.reason):
+            if text is None:
+                parts.append(b"\x00")
+            elif type(text) is str:
+                parts.append(b"\x02" + _text(text))
+            else:
+                return None
+        parts.append(source)
+        for text in (event.trace_id, event.client_ip):
+            if text is None:
+                parts.append(b"\x00")
+            elif type(text) is str:
+                parts.append(b"\x02" + _text(text))
+            else:
+                return None
+        if attributes:
+            parts.append(_varint(len(attributes)))
+            for key, text in attributes.items():
+                if type(key) is not str or type(text) is not str:
+                    return None
+                parts.append(_text(key))
+                parts.append(_text(text))
+        parts.append(b"\x00")
+    except (TypeError, ValueError, OverflowError):  # a lone surrogate...: the reference decides
+        return None
+    return b"".join(parts)
 
 
 def read_fingerprint(value: bytes) -> bytes:

@@ -11,6 +11,7 @@ import decimal
 import json
 import math
 import re
+import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -166,7 +167,7 @@ def validate_event(event: ChangeEvent) -> None:
     for name in ("before", "after"):
         text = getattr(event, name)
         _check_text(name, text, limit=MAX_JSON_BYTES, required=False)
-        if text is not None:
+        if text is not None and not _just_made(text):
             check_json_text(name, text)
     _check_text("reason", event.reason, limit=MAX_REASON_CHARS, required=False)
     if event.trace_id is not None and (
@@ -255,7 +256,18 @@ def to_json_text(name: str, value: Any) -> str:
         kind = "not JSON-serializable" if isinstance(exc, TypeError) else "not valid JSON"
         raise InvalidEvent(name, f"{kind}: {type(exc).__name__}") from None
     check_json_text(name, text)
+    _MADE.texts = (text, *getattr(_MADE, "texts", ())[:1])
     return text
+
+
+#: The last two texts :func:`to_json_text` returned in this thread (it checked them with
+#: :func:`check_json_text`): an event built from them right after (the producer's path) need
+#: not parse them again. Held by identity, so it is the very same immutable string.
+_MADE = threading.local()
+
+
+def _just_made(text: str) -> bool:
+    return any(text is made for made in getattr(_MADE, "texts", ()))
 
 
 def _refuse_constant(token: str) -> Any:

@@ -320,3 +320,17 @@ def test_uuid7_known_value_and_short_randomness() -> None:
 
 def test_uuid7_differs_with_randomness_in_the_same_millisecond() -> None:
     assert uuid7(5, b"\x00" * 10) != uuid7(5, b"\x00" * 9 + b"\x01")
+
+
+@pytest.mark.parametrize("field", ["before", "after"])
+def test_json_text_is_checked_unless_to_json_text_just_made_it(field: str) -> None:
+    """An event built from the texts to_json_text returned (checked there) takes them as they
+    are; any other text is still parsed and refused when the ledger could not store it, also
+    right after to_json_text ran."""
+    made = to_json_text(field, {"b": [1, 2.5, None], "a": "x"})
+    assert getattr(ChangeEvent(**valid_fields(**{field: made})), field) == made
+    for bad in ('{"a":NaN}', '{"a":1', '"\\u0000"', "[" * 65 + "]" * 65):
+        to_json_text(field, {"a": 1})
+        with pytest.raises(InvalidEvent) as caught:
+            ChangeEvent(**valid_fields(**{field: bad}))
+        assert caught.value.field == field
