@@ -255,7 +255,7 @@ def test_breakdown_charges_each_sample_to_the_innermost_package_frame() -> None:
     )
     found = pipeline.breakdown(raw, events=1_000, rate=100.0, limit=3)
     # 100 samples at 100 Hz = 1 s of CPU over 1,000 events = 1,000 µs per event
-    assert found["samples"] == 100 and found["on_cpu_us_per_event"] == 1_000.0
+    assert found["samples"] == 100 and found["cpu_us_per_event"] == 1_000.0
     modules = {m["name"]: m["us_per_event"] for m in found["modules"]}
     assert modules == {
         "schemas/chain.py": 500.0,
@@ -266,6 +266,10 @@ def test_breakdown_charges_each_sample_to_the_innermost_package_frame() -> None:
     assert functions["seal (schemas/chain.py)"] == 0.5
     text = pipeline.render_breakdown({"chain": found}, 1_000)
     assert "| `schemas/chain.py` | 500.00 | 50% |" in text
+    # with the CPU time measured by wait4, the samples only split it
+    scaled = pipeline.breakdown(raw, events=1_000, rate=100.0, cpu_us_per_event=80.0, limit=3)
+    assert scaled["cpu_us_per_event"] == 80.0 and scaled["sampled_us_per_event"] == 1_000.0
+    assert scaled["modules"][0] == {"name": "schemas/chain.py", "us_per_event": 40.0, "share": 0.5}
     full = pipeline.breakdown(raw, events=1_000, rate=100.0)
     assert {m["name"] for m in full["modules"]} >= {"imports (start-up)", "outside the package"}
     assert pipeline.package_module(f"{root}/producers/trail.py") == "producers/trail.py"
