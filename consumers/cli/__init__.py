@@ -33,7 +33,7 @@ from ..settings import (
     TOPIC_ENV,
     Settings,
 )
-from . import checks, emit, evidence, export, ledger, log, monitor, retention, schemas, serve, ship
+from . import acls, checks, emit, evidence, export, ledger, log, monitor, retention, schemas, serve, ship
 from .app import App, ExitCode, fail
 from .logs import FORMATS, configure_logging
 
@@ -142,6 +142,7 @@ for _command in (
     *serve.COMMANDS,
     *ship.COMMANDS,
     *schemas.COMMANDS,
+    *acls.COMMANDS,
 ):
     cli.add_command(_command)
 
