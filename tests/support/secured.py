@@ -6,11 +6,17 @@ the ledger works through them (tests/integration/test_secured_stack.py).
   (CN ``baldur``, the database role), and a second CA that trusts none of them.
 - The broker (deploy/kafka.sh with ``BALDUR_KAFKA_EXTRA_CONFIG``/``BALDUR_KAFKA_SCRAM``/
   ``BALDUR_KAFKA_CLIENT_CONFIG``) has one client listener, SASL_SSL on 127.0.0.1:19392 with
-  SCRAM-SHA-512 (the KRaft controller listener, 127.0.0.1:19393, is no client listener). The
-  SCRAM users ``admin`` (the broker's own inter-broker user) and ``baldur`` (the ledger's) are
+  SCRAM-SHA-512 (the KRaft controller listener, 127.0.0.1:19393, is no client listener: SASL
+  PLAIN with one user, ``controller``, known to the broker's own configuration only). The SCRAM
+  users ``admin`` (the broker's own inter-broker user) and ``baldur`` (the ledger's), and the
+  least-privilege principals ``producer``, ``chainer`` and ``reader`` (``PRINCIPALS``), are
   created when the storage is formatted, with passwords drawn for the session. TLS client
   certificates are requested, not required: the SASL-only and the mTLS+SASL client
   configurations both connect.
+- Authorization is on (KRaft's ``StandardAuthorizer``, no ACL: no access): ``admin``,
+  ``controller`` and ``baldur`` are super users, so everything but the ACL test runs unhindered;
+  ``producer``, ``chainer`` and ``reader`` can do only what ACLs grant them
+  (tests/integration/test_acls.py grants them with ``baldur-audit acls --apply``).
 - The cluster (deploy/postgres.sh with ``BALDUR_PG_SSL_*``) listens on 127.0.0.1:15532 with
   ``hostssl`` lines only and ``clientcert=verify-full``: a client must use TLS and present a
   certificate of the test CA whose CN is its role.
@@ -31,7 +37,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +52,10 @@ PG_PORT = 15532
 BOOTSTRAP = f"127.0.0.1:{KAFKA_PORT}"
 APP_USER = "baldur"
 ADMIN_USER = "admin"
+#: The KRaft controller listener's only user (SASL PLAIN): the broker's own connection to it.
+CONTROLLER_USER = "controller"
+#: SCRAM users that are no super users: what they may do, ACLs say.
+PRINCIPALS = ("producer", "chainer", "reader")
 #: openssl may take a while on a loaded machine; nothing here should take longer.
 OPENSSL_TIMEOUT = 60
 
@@ -175,6 +185,9 @@ class SecuredStack:
     certs: Certificates
     kafka_password: str
     admin_password: str
+    controller_password: str = ""
+    #: The password of each of ``PRINCIPALS``.
+    principal_passwords: dict[str, str] = field(default_factory=dict)
 
     @property
     def bootstrap(self) -> str:
@@ -211,6 +224,12 @@ class SecuredStack:
         lines += extra
         return _write_private(self.folder / f"{name}.properties", "\n".join(lines) + "\n")
 
+    def principal_config(self, user: str) -> Path:
+        """The client configuration of ``user``, one of ``PRINCIPALS`` or ``ADMIN_USER``."""
+        if user == ADMIN_USER:
+            return self.client_config(f"as-{user}", user=user, password=self.admin_password)
+        return self.client_config(f"as-{user}", user=user, password=self.principal_passwords[user])
+
     def client_settings(self, config: Path | None = None) -> dict[str, str]:
         """A properties file as a dict of librdkafka settings (the test's own clients)."""
         settings = {"bootstrap.servers": BOOTSTRAP}
@@ -239,6 +258,8 @@ class SecuredStack:
         return [
             self.kafka_password,
             self.admin_password,
+            self.controller_password,
+            *self.principal_passwords.values(),
             self.certs.keystore_password,
             PG_PASSWORD,
             *self.certs.key_bodies(),
@@ -273,14 +294,28 @@ def _broker_config(stack: SecuredStack) -> str:
         "org.apache.kafka.common.security.scram.ScramLoginModule required "
         f'username="{ADMIN_USER}" password="{stack.admin_password}";'
     )
+    # The controller listener: SASL PLAIN, whose one user the JAAS line itself declares (SCRAM
+    # credentials live in the metadata log, which a controller listener cannot wait for). A
+    # PLAINTEXT controller listener would make every connection to it User:ANONYMOUS, and that
+    # principal would have to be a super user.
+    controller_jaas = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'username="{CONTROLLER_USER}" password="{stack.controller_password}" '
+        f'user_{CONTROLLER_USER}="{stack.controller_password}";'
+    )
     return f"""\
 listeners={listener},{controller}
 advertised.listeners={listener},{controller}
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
 inter.broker.listener.name=SASL_SSL
 sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={jaas}
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config={controller_jaas}
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
 ssl.keystore.type=PKCS12
 ssl.keystore.location={stack.certs.broker_keystore}
 ssl.keystore.password={stack.certs.keystore_password}
@@ -288,7 +323,7 @@ ssl.truststore.type=PEM
 ssl.truststore.location={stack.certs.ca}
 listener.name.sasl_ssl.ssl.client.auth=requested
 ssl.endpoint.identification.algorithm=https
-super.users=User:{ADMIN_USER}
+super.users=User:{ADMIN_USER};User:{CONTROLLER_USER};User:{APP_USER}
 """
 
 
@@ -323,13 +358,19 @@ def secured_stack() -> Iterator[SecuredStack]:
             certs=certs,
             kafka_password=secrets.token_urlsafe(18),
             admin_password=secrets.token_urlsafe(18),
+            controller_password=secrets.token_urlsafe(18),
+            principal_passwords={user: secrets.token_urlsafe(18) for user in PRINCIPALS},
         )
         extra = _write_private(session / "server-extra.properties", _broker_config(stack))
         scram = _write_private(
             session / "scram.txt",
             "".join(
                 f"SCRAM-SHA-512=[name={user},password={password}]\n"
-                for user, password in ((ADMIN_USER, stack.admin_password), (APP_USER, stack.kafka_password))
+                for user, password in (
+                    (ADMIN_USER, stack.admin_password),
+                    (APP_USER, stack.kafka_password),
+                    *stack.principal_passwords.items(),
+                )
             ),
         )
         ready = stack.client_config("ready", user=ADMIN_USER, password=stack.admin_password)
