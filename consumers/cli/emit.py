@@ -284,7 +284,7 @@ def emit(
                 ]
             )
         settings = app.settings
-        failed_ids: set[str] = set()
+        failed: dict[str, str] = {}  # event id -> why it was not delivered
         # A large file may fill the producer's queue: wait for room (up to --timeout) rather
         # than stop half-way.
         with _producer_logs_quiet():
@@ -293,7 +293,7 @@ def emit(
                 topic=settings.topic,
                 producer_config=app.kafka_config(),
                 max_block_ms=int(timeout * 1000),
-                on_failure=lambda event_id, _error: failed_ids.add(str(event_id)),
+                on_failure=lambda event_id, error: _note(failed, str(event_id), error),
             )
             ids: list[Any] = []
             prepared = []
@@ -315,7 +315,9 @@ def emit(
                     _flush(trail, timeout)
             finally:
                 trail.close(timeout=1.0)  # purges what is left: reported through on_failure
-        delivered = [str(event_id) for event_id in ids if str(event_id) not in failed_ids]
+        delivered = [str(event_id) for event_id in ids if str(event_id) not in failed]
+        # What the broker answered (an authorization error, say), not what the client ran out of
+        errors = [why for why in failed.values() if not why.startswith(("_MSG_TIMED_OUT", "_PURGE"))]
         for event_id in delivered:  # what Kafka acknowledged is printed even on failure
             click.echo(event_id)
         if len(delivered) < len(prepared):
@@ -324,12 +326,19 @@ def emit(
                 + (
                     f"(Kafka at {settings.bootstrap} refused the producer: {trail.refusal})"
                     if trail.refusal
+                    else f"by Kafka at {settings.bootstrap}: {errors[0]}"
+                    if errors
                     else f"by Kafka at {settings.bootstrap} within {timeout:.0f} s"
                 )
                 + (f" ({refused})" if refused else "")
             )
         if len(ids) > 1:
             click.echo(f"recorded {len(ids)} events", err=True)
+
+
+def _note(failed: dict[str, str], event_id: str, error: str) -> None:
+    """Remember the first reason an event was not delivered."""
+    failed.setdefault(event_id, error)
 
 
 @contextmanager
