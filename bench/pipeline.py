@@ -278,7 +278,7 @@ class Bench:
         records = self.main_records()
         sample = records[: self.cfg.decode_sample]
         log(f"limits: reading the ledger as binary COPY data, {self.cfg.copy_batch} rows per chunk")
-        columns, chunks, rows = baselines.copy_chunks(led.dsn, self.cfg.copy_batch)
+        columns, chunks, rows = baselines.copy_chunks(led.owner_dsn, self.cfg.copy_batch)
         target = self.base_ledger()
         with psycopg.connect(target.owner_dsn) as conn:
             self.checks["audit_entries_insert_triggers"] = (
@@ -288,7 +288,8 @@ class Bench:
             consumed = baselines.raw_consume(led.topic, n)
             hmac_s, last_link = baselines.hmac_alone(records, harness.KEY_SECRET, topic=led.topic)
             # Informational: true while the chainer seals CHAIN.md v1 links (no view digest).
-            self.checks["ledger_links_equal_chain_md_v1"] = last_link == baselines.ledger_link(led.dsn, n)
+            sealed_link = baselines.ledger_link(led.owner_dsn, n)
+            self.checks["ledger_links_equal_chain_md_v1"] = last_link == sealed_link
             decode_s = baselines.decode_alone(sample)
             copy_s, differences = baselines.copy_limit(target.owner_dsn, columns, chunks)
             self.checks["copy_table_same_as_audit_entries"] = not differences
