@@ -25,6 +25,11 @@ REQUIRED_CONFIG = {
     "retention.bytes": "-1",
     "message.timestamp.type": "LogAppendTime",
 }
+#: Replicas a production topic should have (fewer only where the cluster has fewer brokers).
+DURABLE_REPLICAS = 3
+#: ``min.insync.replicas`` of a production topic with DURABLE_REPLICAS replicas: an
+#: acknowledged record (acks=all) is on two brokers.
+DURABLE_MIN_INSYNC = 2
 
 
 def _kafka_error(exc: BaseException) -> str:
@@ -43,6 +48,8 @@ class TopicReport:
     partitions: int
     config: dict[str, str]
     warnings: tuple[str, ...] = ()
+    replication_factor: int | None = None
+    brokers: int | None = None
 
 
 class KafkaTopicAdmin:
@@ -83,6 +90,11 @@ class KafkaTopicAdmin:
                     ) from None
 
     def _partitions(self, topic: str) -> int | None:
+        return self._layout(topic)[0]
+
+    def _layout(self, topic: str) -> tuple[int | None, int, int]:
+        """From one metadata request: the partitions of ``topic`` (None when it does not exist),
+        the replicas of its partition 0 (0 then) and the brokers in the cluster."""
         try:
             metadata = patiently(
                 lambda seconds: self._admin.list_topics(topic=topic, timeout=seconds),
@@ -92,23 +104,39 @@ class KafkaTopicAdmin:
             )
         except KafkaException as exc:
             raise BrokerUnavailable(f"cannot reach Kafka at {self._bootstrap}: {_kafka_error(exc)}") from None
+        brokers = len(metadata.brokers)
         found = metadata.topics.get(topic)
         if found is None or found.error is not None:
-            return None
-        return len(found.partitions)
+            return None, 0, brokers
+        first = found.partitions.get(0)
+        return len(found.partitions), len(first.replicas) if first is not None else 0, brokers
 
-    def ensure_topic(self, topic: str, *, replication_factor: int = 1) -> TopicReport:
+    def ensure_topic(
+        self, topic: str, *, replication_factor: int | None = None, production: bool = False
+    ) -> TopicReport:
         """Create the topic as the ledger needs it, or validate an existing one.
+
+        ``replication_factor``: of a topic created here; None: 1, and in ``production``
+        min(3, brokers in the cluster). In ``production`` a created topic also gets
+        ``unclean.leader.election.enable=false`` and, with 3 replicas or more,
+        ``min.insync.replicas=2``; and the report warns, one line each, when the topic has fewer
+        replicas than that, a lower ``min.insync.replicas``, or unclean leader election on.
+        Outside production a topic is created and checked as before (no such warnings).
 
         Raises :class:`TopicMisconfigured` for more than one partition or a
         compacted topic, :class:`BrokerUnavailable` when Kafka cannot be reached.
         """
         created = False
-        partitions = self._partitions(topic)
+        partitions, replicas, brokers = self._layout(topic)
         if partitions is None:
-            new = NewTopic(
-                topic, num_partitions=1, replication_factor=replication_factor, config=dict(REQUIRED_CONFIG)
-            )
+            if replication_factor is None:
+                replication_factor = max(1, min(DURABLE_REPLICAS, brokers)) if production else 1
+            wanted = dict(REQUIRED_CONFIG)
+            if production:
+                wanted["unclean.leader.election.enable"] = "false"
+                if replication_factor >= DURABLE_REPLICAS:
+                    wanted["min.insync.replicas"] = str(DURABLE_MIN_INSYNC)
+            new = NewTopic(topic, num_partitions=1, replication_factor=replication_factor, config=wanted)
             future = self._admin.create_topics([new], operation_timeout=self._timeout)[topic]
             try:
                 self._result(future, f"cannot create topic {topic}")
@@ -119,7 +147,10 @@ class KafkaTopicAdmin:
                 ) and "already exists" not in _kafka_error(exc):
                     self._check_refused()
                     raise BrokerUnavailable(f"cannot create topic {topic}: {_kafka_error(exc)}") from None
-            partitions = self._partitions(topic) or 1
+            # Right after a creation the broker's metadata may lag: what was asked for counts.
+            partitions, replicas, brokers = self._layout(topic)
+            if created or partitions is None:
+                partitions, replicas = partitions or 1, replicas or replication_factor
         config = self.topic_config(topic, new=created)
         if partitions != 1:
             raise TopicMisconfigured(
@@ -141,10 +172,18 @@ class KafkaTopicAdmin:
             for name, wanted in REQUIRED_CONFIG.items()
             if name != "cleanup.policy" and config.get(name, wanted) != wanted
         )
+        if production:
+            warnings += durability_warnings(topic, replicas=replicas, brokers=brokers, config=config)
         for warning in warnings:
             log.warning("%s", warning)
         return TopicReport(
-            topic=topic, created=created, partitions=partitions, config=config, warnings=warnings
+            topic=topic,
+            created=created,
+            partitions=partitions,
+            config=config,
+            warnings=warnings,
+            replication_factor=replicas,
+            brokers=brokers,
         )
 
     def topic_config(self, topic: str, *, new: bool = False) -> dict[str, str]:
@@ -166,7 +205,7 @@ class KafkaTopicAdmin:
                     self._check_refused()
                     raise BrokerUnavailable(f"cannot describe topic {topic}: {_kafka_error(exc)}") from None
                 time.sleep(0.1)
-        wanted = set(REQUIRED_CONFIG) | {"min.insync.replicas"}
+        wanted = set(REQUIRED_CONFIG) | {"min.insync.replicas", "unclean.leader.election.enable"}
         return {name: str(entry.value) for name, entry in result.items() if name in wanted}
 
     def group_state(self, group: str, topic: str) -> dict[str, Any]:
@@ -217,6 +256,42 @@ class KafkaTopicAdmin:
         except KafkaException as exc:
             self._check_refused()
             raise BrokerUnavailable(f"cannot delete topic {topic}: {_kafka_error(exc)}") from None
+
+
+def durability_warnings(
+    topic: str, *, replicas: int, brokers: int, config: Mapping[str, str]
+) -> tuple[str, ...]:
+    """What makes a production ledger topic less durable than it should be, one line each:
+    fewer than min(3, brokers) replicas, or fewer than 3 where the cluster has no more brokers
+    (said as such: the topic cannot do better there); ``min.insync.replicas`` below 2 with 3
+    replicas or more; unclean leader election on."""
+    lines = []
+    best = max(1, min(DURABLE_REPLICAS, brokers))
+    if replicas < best:
+        lines.append(
+            f"topic {topic} has replication factor {replicas}, below {best} (min(3, {brokers} brokers)): "
+            "the ledger's only source loses records with a broker; add replicas "
+            "(kafka-reassign-partitions)"
+        )
+    elif replicas < DURABLE_REPLICAS:
+        lines.append(
+            f"topic {topic} has replication factor {replicas}, the most this cluster of {brokers} "
+            f"broker{'s' if brokers != 1 else ''} allows but below {DURABLE_REPLICAS}: "
+            f"losing a broker's disk loses the ledger's only source; production wants "
+            f"{DURABLE_REPLICAS} brokers"
+        )
+    min_insync = int(config.get("min.insync.replicas", "1") or 1)
+    if replicas >= DURABLE_REPLICAS and min_insync < DURABLE_MIN_INSYNC:
+        lines.append(
+            f"topic {topic} has min.insync.replicas={min_insync} with {replicas} replicas, the ledger "
+            f"expects {DURABLE_MIN_INSYNC}: an acknowledged record may be on one broker only"
+        )
+    if config.get("unclean.leader.election.enable", "false").lower() == "true":
+        lines.append(
+            f"topic {topic} has unclean.leader.election.enable=true, the ledger expects false: "
+            "an out-of-sync replica may become leader and drop acknowledged records"
+        )
+    return tuple(lines)
 
 
 def ensure_identities_topic(
