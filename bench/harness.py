@@ -284,6 +284,11 @@ class Resources:
             except Exception as exc:  # cleanup must go on
                 log(f"cleanup: could not drop database {dbname}: {type(exc).__name__}")
         admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+        try:  # topics the ledger side made beside ours (e.g. the checkpoints' <topic>.checkpoints)
+            existing = admin.list_topics(timeout=30).topics
+            self.topics += [t for t in existing if any(t.startswith(f"{ours}.") for ours in self.topics)]
+        except Exception as exc:  # cleanup must go on
+            log(f"cleanup: could not list topics: {exc}")
         for what, futures in (
             ("group", admin.delete_consumer_groups(self.groups) if self.groups else {}),
             ("topic", admin.delete_topics(self.topics) if self.topics else {}),
