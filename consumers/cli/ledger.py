@@ -108,8 +108,12 @@ def init(
         app.key()
         ring = app.keyring()
         # The topic first: a ledger identity is never bound to a topic it cannot use.
+        # Without --replication-factor: 1, and min(3, brokers) in production (an explicit one is kept)
+        given = click.get_current_context().get_parameter_source("replication_factor")
         report = KafkaTopicAdmin(app.settings.bootstrap, config=app.kafka_config()).ensure_topic(
-            app.settings.topic, replication_factor=replication_factor
+            app.settings.topic,
+            replication_factor=None if given is click.core.ParameterSource.DEFAULT else replication_factor,
+            production=app.settings.production,
         )
         with PostgresLedgerStore.connect(owner_dsn) as store:
             roles = runtime_roles(
@@ -143,6 +147,8 @@ def init(
             )
             for kind, given in grants["granted"].items():
                 click.echo(f"granted the {kind} privileges to role {given['role']}")
+            for warning in report.warnings:
+                click.echo(f"warning: {warning}")
 
 
 def runtime_roles(
@@ -224,9 +230,6 @@ def chain(
         kafka_config = app.kafka_config()
         with app.store() as probe:
             probe.read_meta()  # fail fast, in one line, if `init` has not run
-            require_least_privilege(
-                probe, process="chain", production=settings.production, allow_owner=settings.allow_owner_role
-            )
             require_chain_keys(probe, chain_keys)
 
         def source_factory(**callbacks: Any) -> KafkaEventSource:
@@ -251,6 +254,10 @@ def chain(
             observer=metrics,
             retention=retention_schedule(app, lambda: chain_keys.current),
         )
+        with app.store() as probe:  # once the configuration is known to be good
+            require_least_privilege(
+                probe, process="chain", production=settings.production, allow_owner=settings.allow_owner_role
+            )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: chainer.stop())
         stats = chainer.run()
