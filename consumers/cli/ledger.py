@@ -109,10 +109,11 @@ def init(
         ring = app.keyring()
         # The topic first: a ledger identity is never bound to a topic it cannot use.
         # Without --replication-factor: 1, and min(3, brokers) in production (an explicit one is kept)
-        given = click.get_current_context().get_parameter_source("replication_factor")
+        rf_source = click.get_current_context().get_parameter_source("replication_factor")
+        explicit_rf = rf_source is not click.core.ParameterSource.DEFAULT
         report = KafkaTopicAdmin(app.settings.bootstrap, config=app.kafka_config()).ensure_topic(
             app.settings.topic,
-            replication_factor=None if given is click.core.ParameterSource.DEFAULT else replication_factor,
+            replication_factor=replication_factor if explicit_rf else None,
             production=app.settings.production,
         )
         with PostgresLedgerStore.connect(owner_dsn) as store:
