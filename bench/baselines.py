@@ -241,7 +241,9 @@ def raw_consume(
         consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         count, first, last, waited = 0, 0.0, None, time.monotonic()
         while count < end:
-            messages = consumer.consume(num_messages=batch, timeout=0.5)
+            # consume() waits for ``batch`` records or the whole timeout: a short one keeps a
+            # partial batch (the first fetch, the tail) from waiting.
+            messages = consumer.consume(num_messages=batch, timeout=0.02)
             if not messages:
                 if time.monotonic() - waited > idle_timeout:
                     raise BenchError(f"raw consume of {topic}: stuck after {count} of {end} records")
