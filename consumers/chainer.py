@@ -290,6 +290,14 @@ class Chainer:
     def _take_over(self) -> int:
         """Fence any previous writer and load the head; returns the next offset to read."""
         store = self._connect()
+        # Kafka may hand the partition straight back to a chainer whose session was lost (in
+        # the same poll that reported the loss): if another chainer took the head over
+        # meanwhile, this one was fenced and stops (exit 3) instead of taking it back.
+        mine = self._revoked_epoch
+        if mine is not None:
+            current = store.read_head().epoch
+            if current != mine:
+                raise Fenced(mine=mine, current=current)
         self._check_meta(store.read_meta())
         head = store.take_over(stalled_after_s=STALLED_TRANSACTION)
         self._epoch = head.epoch
