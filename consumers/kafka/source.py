@@ -27,6 +27,8 @@ from . import ClientErrors, build_client, patiently, serve_callbacks
 log = logging.getLogger(__name__)
 
 PARTITION = 0
+#: How long a batch may wait for the records a backlog still holds (see ``poll_batch``).
+BACKLOG_WAIT = 0.02
 
 
 def _offset(message: Message) -> int:
@@ -141,6 +143,9 @@ class KafkaEventSource:
                 # Prefetch at most 4 MB (librdkafka's default is 64 MB): memory stays flat however
                 # long the backlog, and a batch of thousands of records is still always ready.
                 "queued.max.messages.kbytes": 4 * 1024,
+                # With the prefetch full, the next fetch waits this long (librdkafka's default is
+                # 1 s): a drain would then empty the 4 MB and sit idle for the rest of the second.
+                "fetch.queue.backoff.ms": 10,
             },
         )
         self._consumer.subscribe([topic], on_assign=self._assign, on_revoke=self._revoke, on_lost=self._lost)
@@ -179,11 +184,24 @@ class KafkaEventSource:
         consumer.unassign()
 
     def poll_batch(self, max_records: int, timeout: float) -> list[TopicRecord]:
-        """Up to ``max_records`` records in offset order; raises :class:`BrokerUnavailable`
-        on a fatal or offset error, or when the cluster refuses this client (authentication,
-        TLS); transient transport errors are retried by the client."""
+        """The records that have arrived, up to ``max_records``, in offset order, waiting up to
+        ``timeout`` seconds only while none has: a batch is sealed as soon as there is one
+        record, and grows by itself when records come faster than they are sealed.
+
+        Raises :class:`BrokerUnavailable` on a fatal or offset error, or when the cluster
+        refuses this client (authentication, TLS); transient transport errors are retried by
+        the client."""
         try:
-            messages = self._consumer.consume(num_messages=max_records, timeout=timeout)
+            # What is already fetched: no wait (``consume`` with a timeout waits for a full batch).
+            messages = self._consumer.consume(num_messages=max_records, timeout=0)
+            if not messages:
+                first = self._consumer.poll(timeout)  # returns as soon as one record is there
+                if first is not None:
+                    messages = [first]
+                    if max_records > 1:
+                        messages += self._consumer.consume(num_messages=max_records - 1, timeout=0)
+            if messages and len(messages) < max_records:
+                messages += self._backlog(messages[-1], max_records - len(messages))
         except KafkaException as exc:
             self._errors.check()
             raise BrokerUnavailable(f"kafka consume failed: {exc.args[0].str()}") from None
@@ -203,6 +221,19 @@ class KafkaEventSource:
             else:
                 log.warning("kafka: %s", error.str())
         return records
+
+    def _backlog(self, last: Message, room: int) -> list[Message]:
+        """Under a backlog (the partition holds more than the records in hand), the rest of a
+        batch from the fetch under way, waiting at most :data:`BACKLOG_WAIT`: a draining
+        chainer keeps large batches. Without a backlog: nothing, at once."""
+        end = self.known_end_offset()
+        offset = last.offset()
+        if end is None or offset is None or last.error() is not None:
+            return []
+        behind = min(end - offset - 1, room)
+        if behind <= 0:
+            return []
+        return self._consumer.consume(num_messages=behind, timeout=BACKLOG_WAIT)
 
     def seek(self, offset: int) -> None:
         """Continue reading at ``offset`` (after a failed batch was rolled back)."""
