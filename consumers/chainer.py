@@ -389,6 +389,8 @@ class Chainer:
         seconds = time.perf_counter() - started
         if self._chain_keys is not None:  # after the commit: only then may an epoch key go
             self._chain_keys.committed(entries[-1].seq)
+        if self._checkpointer is not None:  # the tree takes these leaves without reading them back
+            self._checkpointer.feed(head.link, entries)
         self._source.commit(entries[-1].record.offset + 1)
         events = rejected = schemas = 0
         for entry in entries:

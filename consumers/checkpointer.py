@@ -2,11 +2,15 @@
 (``postgres/merkle.py``), signs a checkpoint (keys: ``checkpoint_keys.py``) every N entries or
 T seconds and hands it to the witnesses (``witnesses.py``, ``kafka/witness.py``) before storing it.
 
-The tree (CHAIN.md §13-14) is extended from its stored size to the chain head by reading
-the entries back (:meth:`PostgresLedgerStore.iter_sealed_rows`), checking each entry's link
-when the HMAC keys are given (a checkpoint is then never signed over an entry that does not
-verify), and writing the new perfect nodes with ``COPY`` and the new frontier in one
-transaction per chunk. Signing key material never leaves :class:`CheckpointSigner`.
+The tree (CHAIN.md §13-14) is extended from its stored size to the chain head, writing the
+new perfect nodes with ``COPY`` and the new frontier in one transaction per chunk. Its leaves
+come from the chainer that sealed the entries (:meth:`Checkpointer.feed`, after each commit:
+the sealer's own output, nothing read back); entries it was not fed (sealed by another
+chainer, or before this process started) are read back from the database
+(:meth:`PostgresLedgerStore.iter_sealed_rows`), each entry's link checked when the HMAC keys
+are given (a checkpoint is then never signed over an entry that does not verify). Either way
+the leaves, and so what a checkpoint signs, are the same bytes. Signing key material never
+leaves :class:`CheckpointSigner`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from baldur_audit.schemas.chain import EntryKind, LedgerLinker, LinkInput, SigningKey
+from baldur_audit.schemas.chain import EntryKind, LedgerLinker, LinkInput, SealedEntry, SigningKey
 from baldur_audit.schemas.checkpoint import (
     Checkpoint,
     checkpoint_time,
@@ -46,7 +50,66 @@ log = logging.getLogger(__name__)
 
 #: Leaves appended per transaction when the tree catches up (bounds memory and lock time).
 CHUNK = 50_000
+#: Fed leaves kept while checkpoints fail (beyond it, the tree reads those entries back).
+FED_LIMIT = CHUNK
 _KINDS = {kind.label: kind for kind in EntryKind}
+
+
+class FedLeaves:
+    """The leaves of entries the chainer sealed and committed, contiguous from seq
+    ``first_seq``, with their links and the link before the first: the tree takes them
+    instead of reading the entries back, where they continue the stored tree."""
+
+    __slots__ = ("first_seq", "prev_link", "leaves", "links")
+
+    def __init__(self) -> None:
+        self.first_seq = 0
+        self.prev_link = b""
+        self.leaves: list[bytes] = []
+        self.links: list[bytes] = []
+
+    @property
+    def end_seq(self) -> int:
+        """The seq of the last fed leaf (``first_seq - 1`` when none)."""
+        return self.first_seq + len(self.leaves) - 1
+
+    def add(self, prev_link: bytes, entries: Sequence[SealedEntry]) -> None:
+        """Entries just committed after the entry whose link is ``prev_link``; a batch that does
+        not continue the fed run (or would pass :data:`FED_LIMIT`) starts a new one."""
+        if not entries:
+            return
+        first = entries[0].seq
+        continues = self.leaves and first == self.end_seq + 1 and prev_link == self.links[-1]
+        if not continues or len(self.leaves) + len(entries) > FED_LIMIT:
+            self.first_seq, self.prev_link = first, prev_link
+            self.leaves, self.links = [], []
+        for entry in entries:
+            self.leaves.append(entry_leaf_hash(entry.link_input(), key_id=entry.key_id, link=entry.link))
+            self.links.append(entry.link)
+
+    def take(self, size: int, head_link: bytes, last: int) -> tuple[list[bytes], bytes] | None:
+        """Leaves ``size + 1 ..`` up to seq ``last`` (or the last fed) and the link of the last
+        one, if they continue a tree of ``size`` leaves whose last link is ``head_link``."""
+        start = size + 1 - self.first_seq
+        if not self.leaves or start < 0 or start >= len(self.leaves):
+            return None
+        before = self.prev_link if start == 0 else self.links[start - 1]
+        if not hmac.compare_digest(before, head_link):
+            return None
+        stop = min(last - self.first_seq + 1, len(self.leaves))
+        return self.leaves[start:stop], self.links[stop - 1]
+
+    def drop_through(self, seq: int) -> None:
+        """Forget the leaves up to ``seq`` (the tree holds them now)."""
+        count = min(max(seq - self.first_seq + 1, 0), len(self.leaves))
+        if count:
+            self.prev_link = self.links[count - 1]
+            del self.leaves[:count], self.links[:count]
+            self.first_seq += count
+
+    def clear(self) -> None:
+        """Forget every fed leaf."""
+        self.leaves, self.links = [], []
 
 
 class _LinkCheck:
@@ -113,14 +176,17 @@ def extend_tree(
     keys: Mapping[str, SigningKey] | None = None,
     up_to: int | None = None,
     chunk: int = CHUNK,
+    fed: FedLeaves | None = None,
 ) -> TreeHead:
     """Append every sealed entry beyond the stored tree, up to the chain head (or ``up_to``),
     in transactions of ``chunk`` leaves; returns the tree reached.
 
-    With ``keys``, each entry's link is recomputed first and the first one that does not
-    verify raises :class:`ChainBreak` (nothing of its chunk is stored). Concurrent builders
-    serialise on the ``merkle_tree`` row. Raises StoreUnavailable/StoreRefused, ConfigError
-    (no ledger), MerkleError (stored tree inconsistent).
+    The leaves of ``fed`` are taken as they are where they continue the stored tree; the
+    other entries are read back. With ``keys``, each entry read back has its link recomputed
+    first and the first one that does not verify raises :class:`ChainBreak` (nothing of its
+    chunk is stored). Concurrent builders serialise on the ``merkle_tree`` row. Raises
+    StoreUnavailable/StoreRefused, ConfigError (no ledger), MerkleError (stored tree
+    inconsistent).
     """
     ledger = PostgresLedgerStore(conn)
     meta = ledger.read_meta()
@@ -131,6 +197,18 @@ def extend_tree(
             if frontier.size >= target:
                 return TreeHead(frontier.size, frontier.root(), tree.head_link)
             last = min(target, frontier.size + chunk)
+            taken = None if fed is None else fed.take(frontier.size, tree.head_link, last)
+            if taken is not None:
+                leaves, link = taken
+                created_fed: list[tuple[int, int, bytes]] = []
+                for leaf in leaves:
+                    created_fed.extend(frontier.append(leaf))
+                tree.save(created_fed, link)
+                if frontier.size >= target:
+                    return TreeHead(frontier.size, frontier.root(), link)
+                continue
+            if fed is not None and fed.leaves and frontier.size + 1 < fed.first_seq:
+                last = min(last, fed.first_seq - 1)  # read back only up to the fed leaves
             check = None if keys is None else _LinkCheck(keys, meta.topic, meta.partition, tree.head_link)
             created: list[tuple[int, int, bytes]] = []
             link = tree.head_link
@@ -250,6 +328,7 @@ class Checkpointer:
         self._last_time = clock()
         self._retry_at = 0.0
         self._delay = 5.0
+        self._fed = FedLeaves()
         self.stats = CheckpointerStats()
 
     def _connection(self) -> Connection:
@@ -263,7 +342,8 @@ class Checkpointer:
         conn = self._connection()
         try:
             before = read_tree(conn)
-            tree = extend_tree(conn, keys=self._chain_keys)
+            tree = extend_tree(conn, keys=self._chain_keys, fed=self._fed)
+            self._fed.drop_through(tree.size)
             checkpoint = Checkpoint(
                 origin=self._keys.origin,
                 size=tree.size,
@@ -321,6 +401,12 @@ class Checkpointer:
         """Read the newest stored checkpoint again when next due (after a takeover)."""
         self._last_size = None
         self.stats.last_signed_at = None
+        self._fed.clear()
+
+    def feed(self, prev_link: bytes, entries: Sequence[SealedEntry]) -> None:
+        """The chainer's hook after each commit: the entries it just sealed after the entry
+        whose link is ``prev_link``, whose leaves the tree then takes without reading them back."""
+        self._fed.add(prev_link, entries)
 
     def after_batch(self, head_seq: int) -> None:
         """The chainer's hook (after each batch, and when idle): checkpoint if due."""
