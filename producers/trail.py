@@ -142,6 +142,7 @@ class TrailStats:
 
 
 _STAT_FIELDS = tuple(item.name for item in dataclasses.fields(TrailStats))
+_ONE_DELIVERED = {"delivered": 1}
 
 
 def _env_flag(environ: Mapping[str, str], name: str) -> bool:
@@ -451,7 +452,7 @@ class AuditTrail:
         Lets a caller check a batch before sending any of it (then :meth:`publish` each).
         Raises :class:`InvalidEvent` naming the bad field.
         """
-        if attributes is not None and not isinstance(attributes, Mapping):
+        if attributes is not None and type(attributes) is not dict and not isinstance(attributes, Mapping):
             raise InvalidEvent("attributes", "expected a mapping of strings to strings")
         filled = fill_from_context(
             {
@@ -853,9 +854,12 @@ class AuditTrail:
         error: confluent_kafka.KafkaError | None,
         message: object,
     ) -> None:
-        if error is None:
-            self._count(delivered=1)
-            self._broker_up()
+        if error is None:  # once per event: _count without its keyword dict
+            with self._lock:
+                self._counts["delivered"] += 1
+            self._metrics.count(_ONE_DELIVERED)
+            if self._reachable is not True or not self._purge_armed:
+                self._broker_up()
             return
         text = self._describe(error)
         if self._spool is not None and not is_permanent(error):

@@ -507,3 +507,29 @@ def test_string_and_scalar_roots_redact_as_inside_a_container(value: Any, keyed:
     """The shortcut for a root that is a string or a scalar gives what the walk gives."""
     redactor = Redactor(KEY if keyed else None)
     assert redactor.redact([value]) == [redactor.redact(value)]
+
+
+def test_a_str_subclass_comes_back_as_a_plain_str() -> None:
+    class Text(str):
+        pass
+
+    redactor = Redactor(KEY)
+    for redacted in (redactor.redact_text(Text("plain words")), redactor.redact(Text("plain words"))):
+        assert type(redacted) is str and redacted == "plain words"
+
+
+def test_the_token_shape_hints_are_the_ones_redact_text_tests() -> None:
+    """One token of each shape, after innocent text, is found: redact_text tests every hint."""
+    samples = {
+        "gh": "ghs_" + "x" * 36,
+        "github_pat_": "github_pat_" + "y" * 22,
+        "AKIA": "AKIA" + "Q" * 16,
+        "ASIA": "ASIA" + "Q" * 16,
+        "xox": "xoxp-" + "1" * 12,
+        "AIza": "AIza" + "z" * 35,
+        "k_live_": "rk_live_" + "9" * 12,
+        "k_test_": "sk_test_" + "9" * 12,
+    }
+    assert set(samples) == set(redact_module._TOKEN_PREFIXES)
+    for sample in samples.values():
+        assert Redactor().redact_text(f"note {sample}") == f"note {REDACTED}"
