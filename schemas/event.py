@@ -125,6 +125,8 @@ def _check_text(name: str, value: object, *, limit: int, required: bool) -> None
         raise InvalidEvent(name, f"longer than {limit} characters ({len(value)})")
     if "\x00" in value:
         raise InvalidEvent(name, "contains a NUL character")
+    if str.isascii(value):  # a flag kept in the string: ASCII has no surrogate to look for
+        return
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -209,36 +211,56 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
-def _check_shape(name: str, value: Any) -> None:
+#: The types of a value whose JSON text needs no parse after ``json.dumps`` (see
+#: :func:`to_json_text`); subclasses may serialize differently, so they are not among them.
+_PLAIN_TYPES = frozenset({dict, list, tuple, str, int, float, bool, type(None)})
+#: Below 2**14284 (< 10**4300), an integer has at most :data:`MAX_JSON_INT_DIGITS` digits.
+_PLAIN_INT_BITS = 14284
+
+
+def _check_shape(name: str, value: Any) -> bool:
     """Refuse a value nested too deep, with a non-string key, or too large to serialize.
 
     One iterative walk that stops as soon as the value cannot fit: a structure that
     contains or shares itself (``x = [x, x]``) would otherwise be expanded without end.
     Every node is at least one byte of JSON text, and a string at least its length.
+    Returns whether every node is *plain*: of a type in :data:`_PLAIN_TYPES` (not a
+    subclass), integers below 2**14284 in magnitude.
     """
     if isinstance(value, OversizedValue):
         raise InvalidEvent(name, f"JSON text larger than {MAX_JSON_BYTES} bytes")
+    plain = True
     budget = MAX_JSON_BYTES
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > MAX_JSON_DEPTH:
             raise InvalidEvent(name, f"nested deeper than {MAX_JSON_DEPTH} levels")
+        kind = type(node)
+        if kind not in _PLAIN_TYPES or (kind is int and node.bit_length() > _PLAIN_INT_BITS):
+            plain = False
         budget -= 1 + (len(node) if isinstance(node, str) else 0)
         if isinstance(node, dict):
-            if not all(isinstance(key, str) for key in node):
-                # json.dumps would stringify them and sort by the original keys: not
-                # deterministic
-                raise InvalidEvent(name, "object keys must be strings")
+            for key in node:
+                if not isinstance(key, str):
+                    # json.dumps would stringify them and sort by the original keys: not
+                    # deterministic
+                    raise InvalidEvent(name, "object keys must be strings")
+                if type(key) is not str:
+                    plain = False
             budget -= sum(map(len, node))
             children: Any = node.values()
         elif isinstance(node, list | tuple):
             children = node
         else:
-            children = ()
+            if budget < 0:
+                raise InvalidEvent(name, f"JSON text larger than {MAX_JSON_BYTES} bytes")
+            continue
         if budget - len(children) < 0:
             raise InvalidEvent(name, f"JSON text larger than {MAX_JSON_BYTES} bytes")
-        stack.extend((child, depth + 1) for child in children)
+        deeper = depth + 1
+        stack += [(child, deeper) for child in children]
+    return plain
 
 
 def to_json_text(name: str, value: Any) -> str:
@@ -248,26 +270,35 @@ def to_json_text(name: str, value: Any) -> str:
     (they are not JSON), as are non-string keys, objects JSON cannot represent, and
     values too deep or too large for the ledger (refused before serializing).
     """
-    _check_shape(name, value)
+    plain = _check_shape(name, value)
     try:
         text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         # The message of TypeError names the Python type only, never the value.
         kind = "not JSON-serializable" if isinstance(exc, TypeError) else "not valid JSON"
         raise InvalidEvent(name, f"{kind}: {type(exc).__name__}") from None
-    check_json_text(name, text)
-    _MADE.texts = (text, *getattr(_MADE, "texts", ())[:1])
+    if plain:
+        # The text of a plain value passes every check of check_json_text but the first three
+        # (UTF-8 size, NUL): json.dumps wrote valid JSON with finite floats (repr, at most 17
+        # digits), integers of at most 4300 digits and string keys, and _check_shape found
+        # no node deeper than MAX_JSON_DEPTH; a lone surrogate fails the UTF-8 size check.
+        # tests/unit/schemas/test_event.py compares this with the full check.
+        _check_json_bytes(name, text)
+    else:
+        check_json_text(name, text)
+    _MADE.texts = (text, _MADE.__dict__.get("texts", (None,))[0])
     return text
 
 
-#: The last two texts :func:`to_json_text` returned in this thread (it checked them with
-#: :func:`check_json_text`): an event built from them right after (the producer's path) need
-#: not parse them again. Held by identity, so it is the very same immutable string.
+#: The last two texts :func:`to_json_text` returned in this thread (they passed what
+#: :func:`check_json_text` checks): an event built from them right after (the producer's
+#: path) need not parse them again. Held by identity: the very same immutable string.
 _MADE = threading.local()
 
 
 def _just_made(text: str) -> bool:
-    return any(text is made for made in getattr(_MADE, "texts", ()))
+    made = _MADE.__dict__.get("texts")
+    return made is not None and (text is made[0] or text is made[1])
 
 
 def _refuse_constant(token: str) -> Any:
@@ -317,12 +348,8 @@ def _has_unstorable_string(value: Any) -> bool:
     return False
 
 
-def check_json_text(name: str, text: str) -> Any:
-    """Parse JSON text as the ledger will store it; raises :class:`InvalidEvent` if it cannot.
-
-    PostgreSQL's ``jsonb`` refuses ``\\u0000`` and JSON has no NaN/Infinity, so
-    both are refused here rather than stalling the ledger later.
-    """
+def _check_json_bytes(name: str, text: str) -> None:
+    """The first checks of :func:`check_json_text`: UTF-8 size, lone surrogates, NUL."""
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
@@ -331,6 +358,15 @@ def check_json_text(name: str, text: str) -> Any:
         raise InvalidEvent(name, f"JSON text larger than {MAX_JSON_BYTES} bytes")
     if "\\u0000" in text or "\x00" in text:
         raise InvalidEvent(name, "contains a NUL character, which the ledger cannot store")
+
+
+def check_json_text(name: str, text: str) -> Any:
+    """Parse JSON text as the ledger will store it; raises :class:`InvalidEvent` if it cannot.
+
+    PostgreSQL's ``jsonb`` refuses ``\\u0000`` and JSON has no NaN/Infinity, so
+    both are refused here rather than stalling the ledger later.
+    """
+    _check_json_bytes(name, text)
     try:
         value = _DECODER.decode(text)
     except _TooLarge:

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from baldur_audit.schemas import event as event_module
 from baldur_audit.schemas.errors import AuditError, InvalidEvent
 from baldur_audit.schemas.event import (
     MAX_JSON_BYTES,
@@ -334,3 +335,83 @@ def test_json_text_is_checked_unless_to_json_text_just_made_it(field: str) -> No
         with pytest.raises(InvalidEvent) as caught:
             ChangeEvent(**valid_fields(**{field: bad}))
         assert caught.value.field == field
+
+
+def _outcome(make: Any, value: Any) -> tuple[str, ...]:
+    try:
+        return ("text", make("after", value))
+    except InvalidEvent as exc:
+        return ("refused", exc.field, exc.message)
+
+
+def _to_json_text_checked_in_full(name: str, value: Any) -> str:
+    """to_json_text as it was: the shape walk, json.dumps, then check_json_text's full parse."""
+    event_module._check_shape(name, value)
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        kind = "not JSON-serializable" if isinstance(exc, TypeError) else "not valid JSON"
+        raise InvalidEvent(name, f"{kind}: {type(exc).__name__}") from None
+    check_json_text(name, text)
+    return text
+
+
+_EDGE_STRINGS = st.sampled_from(
+    ["\ud800", "a\udfffb", "\x00", "\\u0000", "\\", '"', "\u2028", "é", "[{" * 40]
+)
+#: Around the 4300-digit and the 2**14284 bounds (built lazily: their repr exceeds the limit).
+_EDGE_INTS = st.sampled_from(
+    [(10, 4300, -1), (-10, 4300, 1), (10, 4300, 0), (2, 14284, -1), (2, 14284, 0), (2, 14285, 0)]
+).map(lambda spec: spec[0] ** spec[1] + spec[2] if spec[0] > 0 else -((-spec[0]) ** spec[1]) + spec[2])
+
+
+@st.composite
+def _deep(draw: st.DrawFn) -> Any:
+    value: Any = draw(st.none() | st.integers() | st.text(max_size=3))
+    for _ in range(draw(st.integers(60, 66))):
+        value = [value] if draw(st.booleans()) else {draw(st.text(max_size=2)): value}
+    return value
+
+
+_PLAIN_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | _EDGE_INTS
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(exclude_categories=()), max_size=8)
+    | _EDGE_STRINGS,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.tuples(children, children)
+        | st.dictionaries(st.text(st.characters(exclude_categories=()), max_size=4), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    _PLAIN_VALUES
+    | _deep()
+    | st.builds(
+        lambda size, tail: "x" * size + tail, st.integers(MAX_JSON_BYTES - 8, MAX_JSON_BYTES), _EDGE_STRINGS
+    )
+)
+def test_plain_values_skip_the_parse_with_the_same_outcome(value: Any) -> None:
+    """to_json_text does not parse the text of a plain value again: for any value, what it
+    returns or refuses (field and message) is what the full check of check_json_text gives."""
+    assert _outcome(to_json_text, value) == _outcome(_to_json_text_checked_in_full, value)
+
+
+def test_a_huge_integer_is_refused_by_the_full_check() -> None:
+    import sys
+
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        with pytest.raises(InvalidEvent) as caught:
+            to_json_text("after", {"n": 10**4400})
+    finally:
+        sys.set_int_max_str_digits(limit)
+    assert caught.value.message == "not valid JSON text"
