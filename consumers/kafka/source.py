@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from baldur_audit.producers.kafka_producer import refusal_hint
 from baldur_audit.schemas.chain import TopicRecord
 from baldur_audit.schemas.errors import BrokerUnavailable
 
@@ -213,6 +214,8 @@ class KafkaEventSource:
                 records.append(_to_record(message))
             elif error.code() == KafkaError._PARTITION_EOF:
                 continue
+            elif refusal_hint(error) is not None:
+                raise BrokerUnavailable(f"chainer: Kafka refused: {error.str()} ({refusal_hint(error)})")
             elif error.fatal() or error.code() in (
                 KafkaError._AUTO_OFFSET_RESET,
                 KafkaError.OFFSET_OUT_OF_RANGE,
@@ -360,6 +363,10 @@ class KafkaTopicReader:
                         if _offset(message) >= end_offset:
                             position = end_offset - 1
                         continue
+                    if refusal_hint(error) is not None:  # an ACL missing: no retry helps
+                        raise BrokerUnavailable(
+                            f"reader of {self.topic}: Kafka refused: {error.str()} ({refusal_hint(error)})"
+                        )
                     if error.fatal() or error.code() == KafkaError._AUTO_OFFSET_RESET:
                         raise BrokerUnavailable(f"kafka: {error.str()}")
                     log.warning("kafka: %s", error.str())
