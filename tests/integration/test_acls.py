@@ -81,10 +81,13 @@ def refusal(future: Any) -> KafkaError:
 
 
 def one_line_exit_2(done: subprocess.CompletedProcess[str]) -> str:
+    """The one line a refused command ends with (exit 2; before it at most warnings that are
+    no concern of this file: the secured PostgreSQL's ledger role owns its tables)."""
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-    return lines[0]
+    *before, line = done.stderr.strip().splitlines()
+    assert line.startswith("baldur-audit: ") and "Traceback" not in done.stderr, done.stderr
+    assert all(" WARNING " in other for other in before), done.stderr
+    return line
 
 
 def expected(led: SecuredLedger) -> list[Any]:
@@ -199,6 +202,14 @@ def test_the_producer_cannot_read_the_topic(ledger: SecuredLedger) -> None:
         assert KafkaError.TOPIC_AUTHORIZATION_FAILED in codes, codes
     finally:
         consumer.close()
+    # and replay, as the producer, stops at the refusal in one line (no wait for records)
+    line = one_line_exit_2(as_principal(ledger, "producer", "replay"))
+    assert "authorization failed" in line and "lacks an ACL" in line, line
+
+
+def test_a_reader_cannot_join_the_chainer_group(ledger: SecuredLedger) -> None:
+    line = one_line_exit_2(as_principal(ledger, "reader", "chain", "--until-idle", "1"))
+    assert "Group authorization failed" in line and "lacks an ACL on the group" in line, line
 
 
 def test_the_chainer_cannot_produce_to_the_ledger_topic(ledger: SecuredLedger) -> None:
