@@ -26,6 +26,7 @@ XDIST_UNITS = {
     "tests/faults/": "faults",
     "tests/integration/test_spool_kafka.py": "spool-broker",
     "tests/integration/test_secured_stack.py": "secured-stack",
+    "tests/integration/test_acls.py": "secured-stack",
     "tests/integration/test_tamper_random.py": "tamper-template",
 }
 

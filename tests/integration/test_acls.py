@@ -39,6 +39,9 @@ pytestmark = pytest.mark.integration
 BOUND = 90
 #: An admin request refused by the authorizer answers at once; this only bounds a hang.
 ANSWER = 30
+PRINCIPAL_OPTIONS = ("--producer", "User:producer", "--chainer", "User:chainer", "--reader", "User:reader")
+#: The report of the ``acls --apply`` that granted the set (by the ``ledger`` fixture).
+FIRST_APPLY: dict[str, Any] = {}
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +54,13 @@ def stack() -> Iterator[SecuredStack]:
 @pytest.fixture(scope="module")
 def ledger(stack: SecuredStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredLedger]:
     """One ledger, initialised by the administrator, whose principals hold exactly the ACLs
-    that ``acls --apply`` granted (the tests below share it: they run in file order)."""
+    that ``acls --apply`` granted (its ``--json`` report is kept in :data:`FIRST_APPLY`)."""
     with secured_ledger(stack, tmp_path_factory.mktemp("acls"), stack.principal_config(ADMIN_USER)) as led:
         done = led.cli("init", timeout=BOUND)
         assert done.returncode == 0, done.stderr
+        applied = as_principal(led, ADMIN_USER, "acls", *PRINCIPAL_OPTIONS, "--apply", "--json")
+        assert applied.returncode == 0, applied.stderr
+        FIRST_APPLY.update(json.loads(applied.stdout))
         yield led
 
 
@@ -102,12 +108,11 @@ def expected(led: SecuredLedger) -> list[Any]:
 
 
 def test_acls_apply_grants_the_least_set_once(ledger: SecuredLedger) -> None:
-    principals = ("--producer", "User:producer", "--chainer", "User:chainer", "--reader", "User:reader")
-    done = as_principal(ledger, ADMIN_USER, "acls", *principals, "--apply", "--json")
-    assert done.returncode == 0, done.stderr
-    first = json.loads(done.stdout)
+    first = FIRST_APPLY
     assert first["created"] == len(first["acls"]) == len(expected(ledger)) and first["present"] == 0, first
-    again = json.loads(as_principal(ledger, ADMIN_USER, "acls", *principals, "--apply", "--json").stdout)
+    again = json.loads(
+        as_principal(ledger, ADMIN_USER, "acls", *PRINCIPAL_OPTIONS, "--apply", "--json").stdout
+    )
     assert again["created"] == 0 and again["present"] == len(first["acls"]), again
     # What the cluster holds for each principal: exactly the set, and none of the forbidden
     acls = KafkaAcls(
