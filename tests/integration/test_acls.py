@@ -183,6 +183,9 @@ def test_the_pipeline_runs_with_exactly_these_acls(
     status = as_principal(ledger, "reader", "status", "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["group"]["committed_offset"] == 3, status.stdout
+    round_ = as_principal(ledger, "reader", "monitor", "--once", "--json")
+    assert "AUTHORIZATION" not in round_.stdout + round_.stderr.upper(), round_.stderr
+    assert json.loads(round_.stdout)["exit_code"] == 0, round_.stdout
 
 
 def test_the_producer_cannot_read_the_topic(ledger: SecuredLedger) -> None:
