@@ -6,7 +6,9 @@
 #                           .local/started-by-up (empty when both were already running)
 #   deploy/stack.sh down    stop both (whoever started them)
 #   deploy/stack.sh env     print the export lines the tests and the demo use (the ports
-#                           honour BALDUR_KAFKA_PORT and BALDUR_PG_PORT, like the scripts)
+#                           honour BALDUR_KAFKA_PORT and BALDUR_PG_PORT, like the scripts):
+#                           BALDUR_SQL_DSN is the chainer role's, which owns nothing; only
+#                           `init` uses the owner's, BALDUR_SQL_OWNER_DSN (bootstrap.sql)
 #   deploy/stack.sh status  one line per service; exit 0 only when both are healthy
 set -euo pipefail
 
@@ -24,7 +26,12 @@ cmd_env() {
     }
     cat <<EOF
 export BALDUR_KAFKA_BOOTSTRAP=127.0.0.1:$kafka_port
-export BALDUR_SQL_DSN=postgresql://baldur:baldur-local@127.0.0.1:$pg_port/baldur_audit
+export BALDUR_SQL_DSN=postgresql://baldur_chainer:baldur-chainer-local@127.0.0.1:$pg_port/baldur_audit
+export BALDUR_SQL_OWNER_DSN=postgresql://baldur:baldur-local@127.0.0.1:$pg_port/baldur_audit
+export BALDUR_SQL_READER_DSN=postgresql://baldur_reader:baldur-reader-local@127.0.0.1:$pg_port/baldur_audit
+export BALDUR_SQL_CHAINER_ROLE=baldur_chainer
+export BALDUR_SQL_READER_ROLE=baldur_reader
+export BALDUR_SQL_OPERATOR_ROLE=baldur_operator
 export BALDUR_TEST_ADMIN_DSN=postgresql://postgres:baldur-local-admin@127.0.0.1:$pg_port/postgres
 EOF
 }

@@ -11,11 +11,12 @@ from __future__ import annotations
 DEFAULT_BOOTSTRAP = "127.0.0.1:29092"
 #: The ledger topic (``BALDUR_AUDIT_TOPIC``).
 DEFAULT_TOPIC = "baldur.audit.events"
-#: The ledger database of the local stack (``BALDUR_SQL_DSN``); a development-only password.
-DEFAULT_DSN = "postgresql://baldur:baldur-local@127.0.0.1:25432/baldur_audit"
-#: The same database as its owner, the role ``init`` runs as (``BALDUR_SQL_OWNER_DSN``): it
-#: creates the tables and grants the runtime roles (deploy/postgres/bootstrap.sql) their
-#: privileges. No other command uses it.
+#: The ledger database of the local stack (``BALDUR_SQL_DSN``) as the chainer role, which owns
+#: nothing: by default no command but ``init`` runs as the owner. A development-only password.
+DEFAULT_DSN = "postgresql://baldur_chainer:baldur-chainer-local@127.0.0.1:25432/baldur_audit"
+#: The same database as its owner, the role ``init`` runs as (``BALDUR_SQL_OWNER_DSN``; also
+#: ``init``'s default while ``BALDUR_SQL_DSN`` is the default): it creates the tables and grants
+#: the runtime roles (deploy/postgres/bootstrap.sql) their privileges.
 DEFAULT_OWNER_DSN = "postgresql://baldur:baldur-local@127.0.0.1:25432/baldur_audit"
 #: The local stack's read-only role (``BALDUR_SQL_READER_DSN``, and ``init``'s reader role).
 LOCAL_READER_DSN = "postgresql://baldur_reader:baldur-reader-local@127.0.0.1:25432/baldur_audit"

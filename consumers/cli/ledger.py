@@ -16,6 +16,7 @@ import click
 
 from baldur_audit.producers.filechain import FileChainError, chain_status
 from baldur_audit.schemas.chain import SigningKey
+from baldur_audit.schemas.defaults import DEFAULT_DSN, DEFAULT_OWNER_DSN
 
 from ..chain_keys import ForwardSecureChainKeys, genesis_key, load_chain_keys
 from ..chainer import Chainer, require_chain_keys
@@ -93,7 +94,8 @@ def init(
 ) -> None:
     """Create or upgrade the database schema, grant the runtime roles their privileges, and
     create or validate the topic."""
-    owner_dsn = owner_dsn or app.settings.dsn
+    # Nothing set: the default DSN is the local stack's chainer role, whose owner is the local owner.
+    owner_dsn = owner_dsn or (DEFAULT_OWNER_DSN if app.settings.dsn == DEFAULT_DSN else app.settings.dsn)
     if print_grants:
         with app.guard():
             roles = runtime_roles(app, owner_dsn, None, chainer_role, reader_role, operator_role)

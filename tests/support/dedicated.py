@@ -102,7 +102,7 @@ class DedicatedPostgres:
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://baldur:{PASSWORD}@127.0.0.1:{self.port}/baldur_audit"
+        return f"postgresql://{CHAINER_USER}:{CHAINER_PASSWORD}@127.0.0.1:{self.port}/baldur_audit"
 
     @property
     def owner_dsn(self) -> str:
