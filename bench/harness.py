@@ -519,6 +519,42 @@ def self_rusage() -> tuple[float, float]:
     return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
+# -- the services' CPU time ---------------------------------------------------------------------
+
+
+def service_cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by the local PostgreSQL (every ``postgres`` process, with the
+    time of exited backends, which the postmaster has reaped) and the Kafka broker(s)
+    (``kafka.Kafka`` JVMs), from /proc. Machine-wide: other work on the same services counts
+    too, so deltas are exact only on a quiet machine."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {"postgresql": 0.0, "kafka": 0.0}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text(encoding="utf-8", errors="replace")
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+            if comm not in ("postgres", "java"):
+                continue
+            # after "pid (comm) ": state ppid ... utime(12) stime(13) cutime(14) cstime(15)
+            fields = stat[stat.rindex(")") + 2 :].split()
+            seconds = sum(int(v) for v in fields[11:15]) / tick
+            if comm == "postgres":
+                found["postgresql"] += seconds
+            elif b"kafka.Kafka" in Path(entry.path, "cmdline").read_bytes():
+                found["kafka"] += seconds
+        except (OSError, ValueError):
+            continue  # the process ended meanwhile
+    return found
+
+
+def service_cpu_since(before: dict[str, float], count: int) -> dict[str, float]:
+    """µs per record of PostgreSQL and Kafka CPU since ``before`` (from :func:`service_cpu_seconds`)."""
+    now = service_cpu_seconds()
+    return {f"{name}_cpu_us_per_event": (now[name] - before[name]) / max(count, 1) * 1e6 for name in before}
+
+
 # -- watching the chain head ----------------------------------------------------------------
 
 

@@ -184,8 +184,10 @@ class Bench:
         """``chain --until-idle`` over the whole topic, watched from another connection."""
         n = self.cfg.events
         with harness.HeadWatcher(led.dsn, interval=0.02) as watch:
+            services = harness.service_cpu_seconds()
             child = harness.start_cli(led, "chain", "--until-idle", str(IDLE))
             run = harness.finish_cli(child, timeout=timeout_for(n))
+            service_cpu = harness.service_cpu_since(services, n)
         if run.result.get("sealed") != n or watch.error:
             raise BenchError(f"chain sealed {run.result.get('sealed')} of {n} ({watch.error})")
         first = watch.samples[0] if watch.samples else None
@@ -200,6 +202,7 @@ class Bench:
                 "steady_per_s": steady,
                 "cli_reported_per_s": n / max(run.result["seconds"] - IDLE, 1e-9),
                 "cpu_us_per_event": run.cpu_seconds / n * 1e6,
+                **service_cpu,
                 "max_rss_mb": run.max_rss_mb,
                 "wall_s": run.wall_seconds,
                 "records_per_batch": n / max(int(run.result.get("batches") or 0), 1),
@@ -220,7 +223,9 @@ class Bench:
     def phase_verify(self) -> None:
         led, n = self.main_ledger(), self.cfg.events
         for _ in range(self.cfg.runs):
+            services = harness.service_cpu_seconds()
             run = harness.run_cli(led, "verify", timeout=timeout_for(n))
+            service_cpu = harness.service_cpu_since(services, n)
             if not run.result.get("intact") or run.result.get("entries") != n:
                 raise BenchError(f"verify: not intact or wrong count: {run.result.get('entries')}")
             self.record(
@@ -229,6 +234,7 @@ class Bench:
                     "entries_per_s": run.result["entries_per_second"],
                     "process_per_s": n / run.wall_seconds,
                     "cpu_us_per_entry": run.cpu_seconds / n * 1e6,
+                    **service_cpu,
                     "max_rss_mb": run.max_rss_mb,
                 },
             )
@@ -236,7 +242,9 @@ class Bench:
     def phase_replay(self) -> None:
         led, n = self.main_ledger(), self.cfg.events
         for _ in range(self.cfg.runs):
+            services = harness.service_cpu_seconds()
             run = harness.run_cli(led, "replay", timeout=timeout_for(n))
+            service_cpu = harness.service_cpu_since(services, n)
             if not run.result.get("consistent") or run.result.get("topic_records") != n:
                 raise BenchError(f"replay: not consistent: {run.result.get('first_divergence')}")
             self.record(
@@ -245,6 +253,7 @@ class Bench:
                     "records_per_s": run.result["records_per_second"],
                     "process_per_s": n / run.wall_seconds,
                     "cpu_us_per_record": run.cpu_seconds / n * 1e6,
+                    **service_cpu,
                     "max_rss_mb": run.max_rss_mb,
                 },
             )
@@ -452,13 +461,16 @@ class Bench:
             }
             for args in (("chain", "--until-idle", str(IDLE)), ("verify",), ("replay",)):
                 out = self.profile_dir / f"{args[0]}.txt"
+                services = harness.service_cpu_seconds()
                 run = harness.run_cli(led, *args, profile=out, timeout=2 * timeout_for(n))
+                service_cpu = harness.service_cpu_since(services, n)
                 phase, key = measured[args[0]]
                 cpu = medians(self.runs.get(phase, [])).get(key)
                 found = breakdown(
                     out.read_text(encoding="utf-8"), n, harness.PROFILE_RATE, cpu_us_per_event=cpu
                 )
                 found["wall_us_per_event"] = run.wall_seconds / n * 1e6
+                found.update(service_cpu)
                 self.profiles[args[0]] = found
                 log(f"profile of {args[0]}: {out}, {found['cpu_us_per_event']:.1f} µs of CPU per event")
         finally:
@@ -627,7 +639,9 @@ def render_breakdown(profiles: dict[str, dict[str, Any]], events: int) -> str:
         lines += [
             f"#### `{command}`: {found['cpu_us_per_event']:.1f} µs of CPU per event "
             f"({events:,} events; CPU from {found['cpu_from']}; split by {found['samples']:,} "
-            f"py-spy samples; wall {found.get('wall_us_per_event', 0):.1f} µs per event)",
+            f"py-spy samples; wall {found.get('wall_us_per_event', 0):.1f} µs per event; meanwhile "
+            f"PostgreSQL {found.get('postgresql_cpu_us_per_event', 0):.1f} µs and the Kafka broker "
+            f"{found.get('kafka_cpu_us_per_event', 0):.1f} µs of CPU per event, machine-wide)",
             "",
             "| module | µs/event | share |",
             "|---|---:|---:|",
@@ -739,6 +753,8 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("drain", "steady_per_s", "Drain: chain --until-idle, first to last row visible", "events/s"),
     ("drain", "end_to_end_per_s", "Drain: from process start to last row visible", "events/s"),
     ("drain", "cpu_us_per_event", "Drain: chainer CPU time per event", "µs"),
+    ("drain", "postgresql_cpu_us_per_event", "Drain: PostgreSQL CPU time per event", "µs"),
+    ("drain", "kafka_cpu_us_per_event", "Drain: Kafka broker CPU time per event", "µs"),
     ("drain", "max_rss_mb", "Drain: chainer peak RSS", "MB"),
     ("drain", "records_per_batch", "Drain: records per chainer transaction", "records"),
     ("limits", "raw_consume_per_s", "Limit: raw consume (assign to last record)", "records/s"),
@@ -771,10 +787,13 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("verify", "entries_per_s", "verify (as reported)", "entries/s"),
     ("verify", "process_per_s", "verify (process start to exit)", "entries/s"),
     ("verify", "cpu_us_per_entry", "verify CPU time per entry (with its child processes)", "µs"),
+    ("verify", "postgresql_cpu_us_per_event", "verify: PostgreSQL CPU time per entry", "µs"),
     ("verify", "max_rss_mb", "verify peak RSS", "MB"),
     ("replay", "records_per_s", "replay (as reported)", "records/s"),
     ("replay", "process_per_s", "replay (process start to exit)", "records/s"),
     ("replay", "cpu_us_per_record", "replay CPU time per record (with its child processes)", "µs"),
+    ("replay", "postgresql_cpu_us_per_event", "replay: PostgreSQL CPU time per record", "µs"),
+    ("replay", "kafka_cpu_us_per_event", "replay: Kafka broker CPU time per record", "µs"),
     ("replay", "max_rss_mb", "replay peak RSS", "MB"),
     ("producer", "events_per_s", "Producer library, one core (acks=all, redact+mask)", "events/s"),
     ("producer", "cpu_us_per_event", "Producer library CPU time per event", "µs"),
@@ -922,6 +941,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     machine = harness.machine_info()
     log(f"machine: {harness.describe_machine(machine)}")
+    if machine["load_average_1m_at_start"] > 0.5 * (machine["cores"] or 1):
+        log("warning: the machine is busy (1-minute load average above half its cores): figures will be low")
     estimate = estimate_seconds(cfg, phases, profile=args.profile is not None)
     log(
         f"estimated duration at the reference rates: {sum(estimate.values()) / 60:.0f} min (minutes: "

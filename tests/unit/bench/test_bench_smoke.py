@@ -334,3 +334,12 @@ def test_child_rusage_is_the_childs_own_not_the_benchmarks() -> None:
 def test_last_json_skips_lines_other_tools_print() -> None:
     assert harness._last_json(b'{"a": 1}\npy-spy> Wrote raw data. Samples: 9\n') == {"a": 1}
     assert harness._last_json(b"nothing here\n{broken\n") is None
+
+
+def test_service_cpu_is_read_from_proc_and_turned_into_micros_per_event() -> None:
+    before = harness.service_cpu_seconds()
+    assert set(before) == {"postgresql", "kafka"} and all(v >= 0 for v in before.values())
+    per_event = harness.service_cpu_since({"postgresql": 0.0, "kafka": 0.0}, 1_000_000)
+    assert set(per_event) == {"postgresql_cpu_us_per_event", "kafka_cpu_us_per_event"}
+    # seconds so far / a million events, in µs: the seconds themselves
+    assert per_event["postgresql_cpu_us_per_event"] >= before["postgresql"]
