@@ -196,7 +196,7 @@ def test_a_missing_secret_key_is_named(
     done = k8scheck("manifests", "-k", str(BASE), "-secrets-from", str(secrets))
     assert done.returncode == 1
     assert (
-        'Deployment/baldur-audit-monitor: needs key "reader" of Secret "baldur-audit-dsn", '
+        'CronJob/baldur-audit-verify: needs key "reader" of Secret "baldur-audit-dsn", '
         f"which {secrets} lacks" in done.stdout
     )
 
