@@ -94,9 +94,12 @@ def mask_ip(value: str) -> str:
         return INVALID_IP
     text = value.strip(" \t")
     plain = _PLAIN_IPV4.fullmatch(text)
-    if plain is not None and all(int(octet) <= 255 for octet in plain.groups()):
-        # The commonest case, without ipaddress: the same result as parsing it there.
-        return f"{plain.group(1)}.{plain.group(2)}.***.***"
+    if plain is not None:
+        # The commonest case, without ipaddress: the same result as parsing it there. Octets
+        # have no leading zero, so a 3-digit one compares with "255" as text.
+        first, second, third, fourth = plain.groups()
+        if all(len(octet) < 3 or octet <= "255" for octet in (first, second, third, fourth)):
+            return f"{first}.{second}.***.***"
     masked = _already_masked(text)
     if masked is not None:
         return masked

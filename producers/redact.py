@@ -209,6 +209,11 @@ def _is_secret_flag(item: Any) -> bool:
     return flag is not None and is_sensitive_key(flag.group(1))
 
 
+#: What ``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``
+#: builds for every call.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _canonical(value: Any) -> bytes | None:
     """The bytes a fingerprint covers, or None when ``value`` has no stable form."""
     if isinstance(value, str):
@@ -216,7 +221,7 @@ def _canonical(value: Any) -> bytes | None:
     if not _fits(value, MAX_JSON_BYTES):  # json.dumps would expand a shared structure
         return None
     try:
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        text = _CANONICAL_JSON.encode(value)
     except (TypeError, ValueError, RecursionError):
         return None
     return text.encode("utf-8", "surrogatepass")

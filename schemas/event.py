@@ -190,6 +190,13 @@ def validate_event(event: ChangeEvent) -> None:
         raise InvalidEvent("attributes", f"more than {MAX_ATTRIBUTES} entries")
     for key, value in event.attributes.items():
         _check_text("attributes key", key, limit=MAX_ATTRIBUTE_CHARS, required=True)
+        if (
+            type(value) is str
+            and len(value) <= MAX_ATTRIBUTE_CHARS
+            and "\x00" not in value
+            and value.isascii()
+        ):
+            continue  # what _check_text passes, without naming the attribute first
         _check_text(f"attributes[{str(key)[:40]!r}]", value, limit=MAX_ATTRIBUTE_CHARS, required=False)
         if value is None:
             raise InvalidEvent(f"attributes[{str(key)[:40]!r}]", "expected a string")
@@ -263,6 +270,10 @@ def _check_shape(name: str, value: Any) -> bool:
     return plain
 
 
+#: ``json.dumps`` with these arguments builds this encoder anew for every call.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def to_json_text(name: str, value: Any) -> str:
     """Serialize a JSON value deterministically; raises :class:`InvalidEvent` naming ``name``.
 
@@ -272,7 +283,7 @@ def to_json_text(name: str, value: Any) -> str:
     """
     plain = _check_shape(name, value)
     try:
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         # The message of TypeError names the Python type only, never the value.
         kind = "not JSON-serializable" if isinstance(exc, TypeError) else "not valid JSON"
