@@ -7,6 +7,10 @@ into PostgreSQL; verify walks the chain; a forensic query answers "what changed
 right before the incident?"; then a copy of the ledger is tampered with and
 verify and replay pinpoint the change.
 
+Only `init` runs as the tables' owner (``BALDUR_SQL_OWNER_DSN``); everything else runs as the
+chainer role of ``BALDUR_SQL_DSN``, which owns nothing, and one step shows what that role's
+credential cannot do.
+
 Each run uses a fresh topic and database (``baldur.demo.<stamp>``,
 ``baldur_demo_<stamp>``) so it can be repeated; earlier demo databases are dropped.
 """
@@ -27,11 +31,12 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from baldur_audit.producers.trail import AuditTrail
-from baldur_audit.schemas.defaults import DEFAULT_BOOTSTRAP, DEFAULT_DSN, LOCAL_ADMIN_DSN
+from baldur_audit.schemas.defaults import DEFAULT_BOOTSTRAP, DEFAULT_DSN, DEFAULT_OWNER_DSN, LOCAL_ADMIN_DSN
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP = os.environ.get("BALDUR_KAFKA_BOOTSTRAP", DEFAULT_BOOTSTRAP)
 DSN = os.environ.get("BALDUR_SQL_DSN", DEFAULT_DSN)
+OWNER_DSN = os.environ.get("BALDUR_SQL_OWNER_DSN", DEFAULT_OWNER_DSN)
 ADMIN_DSN = os.environ.get("BALDUR_TEST_ADMIN_DSN", LOCAL_ADMIN_DSN)
 EVENTS = int(os.environ.get("DEMO_EVENTS", "20000"))
 SECRET = "hunter2-Sup3rS3cret-db-password"
@@ -44,6 +49,37 @@ def with_db(dsn: str, dbname: str) -> str:
     params = conninfo_to_dict(dsn)
     params["dbname"] = dbname
     return make_conninfo(**{k: str(v) for k, v in params.items()})
+
+
+def role(dsn: str) -> str:
+    return str(conninfo_to_dict(dsn).get("user", ""))
+
+
+#: What the runtime role's credential must not be able to do (each tried and rolled back).
+ATTEMPTS = (
+    "UPDATE chain_head SET last_seq = last_seq - 1",
+    "UPDATE chain_head SET last_link = '\\x00'",
+    "ALTER TABLE audit_entries DISABLE TRIGGER ALL",
+    "DROP TABLE audit_entries CASCADE",
+)
+
+
+def refused(dsn: str) -> None:
+    """Try each statement of ATTEMPTS as the role of ``dsn``; the demo fails if one succeeds."""
+    allowed = []
+    with psycopg.connect(dsn) as conn:
+        for statement in ATTEMPTS:
+            try:
+                with conn.transaction(force_rollback=True):
+                    conn.execute(statement)
+            except psycopg.Error as exc:
+                reason = (exc.diag.message_primary or str(exc)).splitlines()[0]
+                print(f"{GREEN}refused{RESET} {statement}  {DIM}-- {reason}{RESET}")
+            else:
+                allowed.append(statement)
+                print(f"{RED}ALLOWED{RESET} {statement}  {DIM}(rolled back){RESET}")
+    if allowed:
+        raise SystemExit(f"demo: the role {role(dsn)} may still run: {'; '.join(allowed)}")
 
 
 def step(title: str) -> None:
@@ -149,19 +185,23 @@ def main() -> None:
             "SELECT datname FROM pg_database WHERE datname LIKE 'baldur\\_demo\\_%'"
         ).fetchall():
             admin.execute(f'DROP DATABASE "{old}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{dbname}" OWNER baldur')
+        admin.execute(f'CREATE DATABASE "{dbname}" OWNER "{role(OWNER_DSN)}"')
     state = ROOT / ".local" / "demo-state"
     env = {
         **os.environ,
         "BALDUR_KAFKA_BOOTSTRAP": BOOTSTRAP,
         "BALDUR_AUDIT_TOPIC": topic,
         "BALDUR_SQL_DSN": with_db(DSN, dbname),
+        "BALDUR_SQL_OWNER_DSN": with_db(OWNER_DSN, dbname),
         "BALDUR_STATE_DIR": str(state),
         "BALDUR_CHAINER_GROUP": f"baldur-demo-{stamp}",
     }
     env.setdefault("BALDUR_SECRETS_AUDIT_SIGNING_KEY", "")
 
-    step("1. init: database schema (append-only) and the ledger topic")
+    step(
+        f"1. init, as the owner {role(OWNER_DSN)}: database schema (append-only), "
+        f"privileges of the runtime roles, the ledger topic"
+    )
     cli(env, "init")
 
     step(f"2. a simulated payments service records {EVENTS + 3} events through the producer library")
@@ -179,7 +219,10 @@ def main() -> None:
     poison.flush(10)
     print("plus one foreign record that is not Avro")
 
-    step("3. the chaining consumer seals every record (HMAC chain, COPY, offset in the same transaction)")
+    step(
+        f"3. the chaining consumer, as {role(DSN)}, seals every record "
+        "(HMAC chain, COPY, offset in the same transaction)"
+    )
     stats = json.loads(cli(env, "chain", "--until-idle", "2", "--json", show=False).stdout)
     busy = max(stats["seconds"] - 2.0, 1e-3)  # less the 2 s idle wait that ends the run
     print(
@@ -195,13 +238,16 @@ def main() -> None:
         f"{report['entries_per_second']:.0f} entries/s{RESET}"
     )
 
-    step("5. forensics: what changed in the 10 minutes before the incident?")
+    step(f"5. least privilege: what a stolen {role(DSN)} credential cannot do")
+    refused(with_db(DSN, dbname))
+
+    step("6. forensics: what changed in the 10 minutes before the incident?")
     cli(env, "log", "--before", incident.isoformat(), "--window", "10m")
     print("… and the whole trace of the suspicious change:")
     cli(env, "log", "--trace-id", "4bf92f3577b34da6a3ce929d0e0e4736")
     cli(env, "log", "--rejected")
 
-    step("6. privacy at the source: the database password never reached Kafka or PostgreSQL")
+    step("7. privacy at the source: the database password never reached Kafka or PostgreSQL")
     with psycopg.connect(with_db(ADMIN_DSN, dbname)) as conn:
         hits = conn.execute(
             "SELECT count(*) FROM audit_entries WHERE position(%s::bytea in"
@@ -210,10 +256,10 @@ def main() -> None:
         ).fetchone()
         print(f"rows containing the secret: {hits[0] if hits else '?'}")
 
-    step("7. tampering: a superuser quietly edits one old entry in a copy of the ledger")
+    step("8. tampering: a superuser quietly edits one old entry in a copy of the ledger")
     copy = dbname + "_tampered"
     with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{dbname}" OWNER baldur')
+        admin.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{dbname}" OWNER "{role(OWNER_DSN)}"')
     with psycopg.connect(with_db(ADMIN_DSN, copy), autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")  # bypass the append-only trigger
         row = conn.execute("SELECT seq FROM audit_entries WHERE actor = 'mallory'").fetchone()
@@ -226,7 +272,7 @@ def main() -> None:
     done = cli(tampered, "replay", check=False)
     print(f"{RED}replay exit status {done.returncode}{RESET}")
 
-    step("8. and a tail deleted with the chain head rolled back to match: only the topic can tell")
+    step("9. and a tail deleted with the chain head rolled back to match: the witnesses and the topic tell")
     with psycopg.connect(with_db(ADMIN_DSN, copy), autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")
         conn.execute("UPDATE audit_entries SET actor = 'mallory' WHERE seq = %s", (seq,))
@@ -237,7 +283,10 @@ def main() -> None:
             (seq - 1,),
         )
     done = cli(tampered, "verify", check=False)
-    print(f"verify exit status {done.returncode} (a chain walk alone cannot see a clean cut)")
+    if done.returncode == 1:  # the chainer's witnessed checkpoint still covers the cut entries
+        print(f"{RED}verify exit status 1{RESET} (not by the chain walk: the witnessed checkpoint)")
+    else:
+        print(f"verify exit status {done.returncode} (a chain walk alone cannot see a clean cut)")
     done = cli(tampered, "replay", check=False)
     print(f"{RED}replay exit status {done.returncode}{RESET}")
 
