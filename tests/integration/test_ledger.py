@@ -465,8 +465,10 @@ def test_a_forged_writer_schema_cannot_change_what_verify_decodes(ledger: Ledger
 
 def test_a_refused_write_stops_the_chainer_instead_of_retrying_forever(ledger: Ledger) -> None:
     ledger.produce_events(3)
+    from tests.support.stack import dsn_user
+
     with ledger.admin() as conn:
-        conn.execute("REVOKE INSERT ON audit_entries FROM baldur")
+        conn.execute(f'REVOKE INSERT ON audit_entries FROM "{dsn_user(ledger.dsn)}"')
     done = ledger.cli("chain", "--until-idle", "5", timeout=60)
     assert done.returncode == 2
     assert "InsufficientPrivilege" in done.stderr

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from tests.support.stack import Ledger
+from tests.support.stack import OPERATOR_DSN, Ledger
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +99,7 @@ def test_direct_changes_by_the_application_role_stay_refused(ledger: Ledger) -> 
         " target = NULL, before = NULL, after = NULL, reason = NULL, source = NULL,"
         " trace_id = NULL, client_ip = NULL, attributes = NULL, schema_fingerprint = NULL"
     )
-    with ledger.app() as conn:
+    with ledger.owner() as conn:  # what `identities sync` loads, as the owner
         conn.execute(
             "INSERT INTO identities (pseudonym, identity) VALUES ('psn1-' || repeat('a', 64), 'alice')"
         )
@@ -232,7 +232,9 @@ def test_erase_a_pseudonymized_actor_keeps_topic_chain_and_proofs(ledger: Ledger
 
     from baldur_audit.producers.pseudonym import KafkaIdentityPublisher, Pseudonymizer
 
-    assert ledger.cli_json("identities", "sync")["topic_created"] is True
+    # `identities sync` loads the mappings as the owner; `erase` runs as the operator role.
+    as_owner = {"BALDUR_SQL_DSN": ledger.owner_dsn}
+    assert ledger.cli_json("identities", "sync", extra_env=as_owner)["topic_created"] is True
     publisher = KafkaIdentityPublisher(bootstrap=ledger.bootstrap, topic=ledger.topic)
     pseudonymize = Pseudonymizer(os.urandom(32), publish=publisher)
     alice = pseudonymize("alice@example.com")
@@ -240,7 +242,7 @@ def test_erase_a_pseudonymized_actor_keeps_topic_chain_and_proofs(ledger: Ledger
     ledger.produce_events(2, actor=alice)
     ledger.produce_events(1, actor="bob", start=2)
     assert chain(ledger)["sealed"] == 3
-    synced = ledger.cli_json("identities", "sync")
+    synced = ledger.cli_json("identities", "sync", extra_env=as_owner)
     assert (synced["read"], synced["identities"]) == (1, 1)
     rows = [json.loads(line) for line in ledger.cli("log", "--json").stdout.splitlines()]
     assert [(r["actor"], r["identity"], r["erased"]) for r in rows] == [
@@ -248,10 +250,13 @@ def test_erase_a_pseudonymized_actor_keeps_topic_chain_and_proofs(ledger: Ledger
     ] * 2 + [("bob", None, False)]
     assert ledger.cli("log", "--actor", "alice@example.com").stdout.count("alice@example.com") == 2
 
-    done = ledger.cli_json("erase", alice, "--who", "dpo@example.com", "--why", "GDPR art. 17, request 42")
+    done = ledger.cli_json(
+        "erase", alice, "--who", "dpo@example.com", "--why", "GDPR art. 17, request 42",
+        extra_env=ledger.role_env(OPERATOR_DSN),
+    )  # fmt: skip
     assert done["mapping_deleted"] is True
     assert chain(ledger)["sealed"] == 1  # the erasure itself is an entry
-    with ledger.app() as conn:
+    with ledger.owner() as conn:
         assert conn.execute("SELECT count(*) FROM identities").fetchone()[0] == 0
         assert conn.execute("SELECT who, why, event_id::text FROM erasures").fetchall() == [
             ("dpo@example.com", "GDPR art. 17, request 42", done["event_id"])
@@ -261,7 +266,7 @@ def test_erase_a_pseudonymized_actor_keeps_topic_chain_and_proofs(ledger: Ledger
             "INSERT INTO identities (pseudonym, identity) VALUES (%s, 'alice@example.com')", (alice,)
         )
         assert conn.execute("SELECT count(*) FROM identities").fetchone()[0] == 0
-    assert ledger.cli_json("identities", "sync")["identities"] == 0
+    assert ledger.cli_json("identities", "sync", extra_env=as_owner)["identities"] == 0
     text = ledger.cli("log", "--all").stdout
     assert text.count("[erased]") == 2 and "alice@example.com" not in text
     erasure = [
@@ -272,5 +277,7 @@ def test_erase_a_pseudonymized_actor_keeps_topic_chain_and_proofs(ledger: Ledger
     ]
     assert verify(ledger)["intact"]
     assert ledger.cli_json("replay")["first_divergence"] is None
-    bad = ledger.cli("erase", "alice@example.com", "--who", "x", "--why", "y")
+    bad = ledger.cli(
+        "erase", "alice@example.com", "--who", "x", "--why", "y", extra_env=ledger.role_env(OPERATOR_DSN)
+    )
     assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1

@@ -227,7 +227,7 @@ def test_the_owner_can_lift_the_protection_and_only_replay_sees_a_cut_tail(ledge
     rolled back passes `verify` and only `replay` (the topic as witness) reports it."""
     ledger.produce_events(6)
     assert chain(ledger).returncode == 0
-    with ledger.app() as conn:
+    with ledger.owner() as conn:
         for statement in (
             "CREATE OR REPLACE FUNCTION baldur_refuse_change() RETURNS trigger "
             "LANGUAGE plpgsql AS $$ BEGIN RETURN OLD; END $$",
@@ -247,7 +247,7 @@ def test_the_owner_can_lift_the_protection_and_only_replay_sees_a_cut_tail(ledge
     report = ledger.cli_json("verify", expect=(1,))
     assert report["first_break"]["seq"] == 2 and report["first_break"]["kind"] == "modified"
 
-    with ledger.app() as conn:
+    with ledger.owner() as conn:
         conn.execute("UPDATE audit_entries SET actor = 'alice' WHERE seq = 2")
         conn.execute("DELETE FROM audit_entries WHERE seq > 4")
         # The head only moves forward (009_forward_head.sql) until its owner lifts that guard too.

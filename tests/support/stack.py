@@ -135,9 +135,11 @@ class Ledger:
             check=False,
         )
 
-    def cli_json(self, *args: str, expect: Sequence[int] = (0,)) -> Any:
+    def cli_json(
+        self, *args: str, expect: Sequence[int] = (0,), extra_env: dict[str, str] | None = None
+    ) -> Any:
         """Run a command with ``--json`` and parse stdout."""
-        done = self.cli(*args, "--json")
+        done = self.cli(*args, "--json", extra_env=extra_env)
         assert done.returncode in expect, (done.returncode, done.stdout, done.stderr)
         return json.loads(done.stdout)
 
