@@ -42,10 +42,23 @@ from .options import json_option, parse_duration
 @click.option(
     "--record", is_flag=True, help="Record the result in the ledger database (the viewer's status banner)."
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Check the ledger in N seq ranges at once (processes); default: one per CPU.",
+)
 @json_option("Print the report as JSON.")
 @pass_app
 def verify(
-    app: App, state: Path | None, no_witness: bool, file_dir: Path | None, record: bool, as_json: bool
+    app: App,
+    state: Path | None,
+    no_witness: bool,
+    file_dir: Path | None,
+    record: bool,
+    jobs: int | None,
+    as_json: bool,
 ) -> None:
     """Walk the ledger and recompute every link (exit 0 intact, 1 tampered, 2 could not check)."""
     if file_dir is not None:
@@ -64,6 +77,7 @@ def verify(
                 progress=progress("verifying", None),
                 witness=witness,
                 anchor_verifiers=app.checkpoint_keys(signing=False).verifiers,
+                jobs=jobs,
             )
         if schedule is not None:
             with app.store() as store:
@@ -173,9 +187,14 @@ def _record(app: App, report: Any, code: ExitCode) -> ExitCode:
     metavar="DURATION",
     help="Unsealed records older than this count as a truncated tail.",
 )
+@click.option(
+    "--classify-all",
+    is_flag=True,
+    help="Classify every topic record, also those whose bytes and link match the ledger's entry.",
+)
 @json_option("Print the report as JSON.")
 @pass_app
-def replay(app: App, rebuild: bool, max_lag: str, as_json: bool) -> None:
+def replay(app: App, rebuild: bool, max_lag: str, classify_all: bool, as_json: bool) -> None:
     """Rebuild the chain from the topic and compare it with the ledger (exit 0/1/2)."""
     with app.guard():
         lag = parse_duration(max_lag)  # options first: a usage error needs no key
@@ -212,6 +231,7 @@ def replay(app: App, rebuild: bool, max_lag: str, as_json: bool) -> None:
                         **app.replay_keys(store),
                         max_lag_seconds=lag.total_seconds(),
                         progress=progress("replaying", None),
+                        classify_all=classify_all,
                     )
         finally:
             reader.close()

@@ -18,10 +18,13 @@ from typing import Any
 from baldur_audit.schemas.chain import (
     ChainHead,
     EntryKind,
+    LedgerLinker,
     SealedEntry,
     Sealer,
     SigningKey,
+    TopicRecord,
     genesis_link,
+    payload_digest,
 )
 from baldur_audit.schemas.codec import KNOWN_SCHEMAS, WriterSchema
 from baldur_audit.schemas.errors import ChainBreak, ConfigError, UnknownKey
@@ -30,7 +33,6 @@ from baldur_audit.schemas.view import view_digest
 from ..kafka.source import KafkaTopicReader
 from ..postgres import Connection
 from ..postgres.ledger import PostgresLedgerStore, schemas_to_store
-from ..postgres.retention import retired_events
 from ..postgres.rows import (
     DIGEST,
     DUPLICATE_OF,
@@ -47,8 +49,10 @@ from ..postgres.rows import (
     VALUE_NULL,
     VIEW_DIGEST,
     VIEW_SHA,
+    Anchor,
     SealedRow,
 )
+from ..postgres.walk import first_events, is_utf8, prefetched, rows_from
 from .anchors import walk_start
 
 Progress = Callable[[int], None]
@@ -99,24 +103,157 @@ class ReplayReport:
         }
 
 
-class _EventIndex:
-    """First seq of every event id seen so far in this replay (duplicates rule)."""
+class _FirstSeqs:
+    """The first seq of event ids, for the Sealer's duplicates rule: the event entries rebuilt
+    behind a retention anchor (in memory: the only ones the ledger no longer holds), then the
+    ledger's event entries the rebuilt chain has passed (after ``dropped``, up to ``up_to``)
+    and, with ``retired``, the event entries retention dropped (both asked of the database, so
+    memory does not grow with the ledger)."""
 
-    def __init__(self) -> None:
-        self._first: dict[bytes, int] = {}
+    def __init__(self, conn: Connection, *, retired: bool, dropped: int) -> None:
+        self._conn, self._retired, self._dropped = conn, retired, dropped
+        self._rebuilt: dict[uuid.UUID, int] = {}
+        self.up_to = 0
 
-    def lookup(self, ids: Collection[uuid.UUID]) -> Mapping[uuid.UUID, int]:
-        return {event_id: self._first[event_id.bytes] for event_id in ids if event_id.bytes in self._first}
+    def __call__(self, ids: Collection[uuid.UUID]) -> Mapping[uuid.UUID, int]:
+        found = {event_id: self._rebuilt[event_id] for event_id in ids if event_id in self._rebuilt}
+        rest = [event_id for event_id in ids if event_id not in found]
+        if rest and (self.up_to > self._dropped or self._retired):
+            asked = first_events(
+                self._conn, rest, after=self._dropped, up_to=self.up_to, retired=self._retired
+            )
+            found.update(asked)
+        return found
 
-    def add_retired(self, conn: Connection) -> None:
-        """The event ids of entries dropped behind a retention anchor (retired_events)."""
-        for event_id, seq in retired_events(conn):
-            self._first.setdefault(event_id, seq)
+    def add(self, entry: SealedEntry) -> None:
+        """An entry rebuilt behind the anchor."""
+        if entry.kind is EntryKind.EVENT and entry.event_id is not None:
+            self._rebuilt.setdefault(entry.event_id, entry.seq)
 
-    def add(self, entries: list[SealedEntry]) -> None:
-        for entry in entries:
-            if entry.kind is EntryKind.EVENT and entry.event_id is not None:
-                self._first.setdefault(entry.event_id.bytes, entry.seq)
+
+class _Rebuild:
+    """The chain rebuilt from the topic, one record after the other (CHAIN.md §20).
+
+    Digest first: a record whose bytes, offset and seq are what the ledger's event entry holds,
+    and for which the rebuilt chain gives the entry's stored link from its own view digest, is
+    taken as the ledger shows it, without classifying it (:meth:`matches`). Every other record
+    is classified by the :class:`Sealer`, as the chainer did, then compared (:meth:`classify`).
+    """
+
+    def __init__(
+        self,
+        sealer: Sealer,
+        *,
+        firsts: _FirstSeqs,
+        key: SigningKey | None,
+        key_for: Callable[[int], SigningKey] | None,
+        digest_first: bool,
+    ) -> None:
+        self.sealer, self.firsts = sealer, firsts
+        self.seq, self.offset, self.link = sealer.head.seq, sealer.head.offset, sealer.head.link
+        self._key, self._key_for, self._digest_first = key, key_for, digest_first
+        self._linker: LedgerLinker | None = None
+        self._bound: tuple[str, str, int] | None = None
+
+    def _linker_for(self, seq: int, record: TopicRecord) -> LedgerLinker:
+        """The linker of ``seq``'s key (raises UnknownKey); one at a time, as the Sealer keeps."""
+        key = self._key if self._key_for is None else self._key_for(seq)
+        assert key is not None
+        bound = (key.key_id, record.topic, record.partition)
+        if self._linker is None or bound != self._bound:
+            self._linker = LedgerLinker(key, topic=record.topic, partition=record.partition)
+            self._bound = bound
+        return self._linker
+
+    def matches(self, record: TopicRecord, row: SealedRow) -> bool:
+        """True when ``row`` is the event entry ``record`` seals to, as far as the digests and the
+        link tell; the rebuilt chain then moves on to it. Raises UnknownKey."""
+        if not self._digest_first or row[KIND] != "event":
+            return False
+        seq, value, offset = self.seq + 1, record.value, record.offset
+        digest = payload_digest(value)
+        null = value is None
+        if (
+            row[SEQ] != seq
+            or row[KAFKA_OFFSET] != offset
+            or row[PAYLOAD_SHA] != digest
+            or row[DIGEST] != digest
+            or row[VALUE_NULL] != null
+            or row[PAYLOAD_NULL] != null
+            or row[DUPLICATE_OF]
+            or row[HAS_DUPLICATE_OF]
+            or row[HAS_REASON]
+            or row[VIEW_DIGEST] != row[VIEW_SHA]
+        ):
+            return False
+        linker = self._linker_for(seq, record)
+        if row[KEY_ID] != linker.key_id:
+            return False
+        link = linker.link(
+            self.link, seq, offset, record.timestamp_ms, _EVENT_CODE, 0, null, digest, row[VIEW_SHA]
+        )
+        if not hmac.compare_digest(link, row[LINK]):
+            return False
+        self.seq, self.offset, self.link = seq, offset, link
+        return True
+
+    def classify(self, record: TopicRecord) -> SealedEntry:
+        """``record`` sealed by the Sealer after the rebuilt head; raises UnknownKey."""
+        self.sealer.head = ChainHead(self.seq, self.offset, self.link)
+        self.firsts.up_to = self.seq
+        entry = self.sealer.seal_batch([record], self.firsts)[0]
+        self.seq, self.offset, self.link = entry.seq, record.offset, entry.link
+        return entry
+
+    def unsealed(self, record: TopicRecord) -> None:
+        """A record past the ledger's end: nothing to compare, but its seq must have a key
+        (raises UnknownKey, as sealing it would)."""
+        if self._key_for is not None:
+            self._key_for(self.seq + 1)
+        self.seq, self.offset = self.seq + 1, record.offset
+
+
+_EVENT_CODE = EntryKind.EVENT.code
+
+
+def _classified(
+    rebuild: _Rebuild, record: TopicRecord, row: SealedRow, rows: Iterator[SealedRow]
+) -> tuple[Divergence | None, SealedRow | None]:
+    """Seal and compare a record the digests did not match; the divergence, and the next row."""
+    try:
+        entry = rebuild.classify(record)
+    except UnknownKey as exc:
+        return Divergence(exc.seq, record.offset, "unverifiable", exc.detail), row
+    if row[SEQ] != entry.seq:
+        return Divergence(
+            entry.seq,
+            record.offset,
+            "missing",
+            f"the ledger has no entry for seq {entry.seq}; next is seq {row[SEQ]}",
+        ), row
+    why = _compare(entry, row)
+    if why is not None:
+        return Divergence(entry.seq, record.offset, "modified", why), row
+    return None, next(rows, None)
+
+
+def _dropped(
+    rebuild: _Rebuild, record: TopicRecord, dropped: int, anchor: Anchor | None
+) -> Divergence | None:
+    """Rebuild an entry retention dropped from the ledger: only the anchor's link is kept."""
+    try:
+        entry = rebuild.classify(record)
+    except UnknownKey as exc:
+        return Divergence(exc.seq, record.offset, "unverifiable", exc.detail)
+    rebuild.firsts.add(entry)
+    if entry.seq == dropped and anchor is not None and not hmac.compare_digest(entry.link, anchor.link):
+        return Divergence(
+            entry.seq,
+            record.offset,
+            "modified",
+            "the retention anchor's link differs from the chain rebuilt from the topic",
+        )
+    return None
 
 
 def _compare(entry: SealedEntry, row: SealedRow) -> str | None:
@@ -166,8 +303,15 @@ def replay_compare(
     schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS,
     ring: Mapping[str, SigningKey] | None = None,
     key_for: Callable[[int], SigningKey] | None = None,
+    classify_all: bool = False,
 ) -> ReplayReport:
     """Rebuild the chain from the topic and compare it with the ledger.
+
+    Digest first (:class:`_Rebuild`): a record whose bytes and position are what the ledger's
+    event entry holds, and whose rebuilt link is the entry's stored link, is not classified;
+    every other record is. ``classify_all`` classifies every record (the ledger's own
+    classification of a matching record is then not taken on trust). Memory does not grow
+    with the ledger or the topic.
 
     With ``key_for`` (rotation, forward security: schemas/keys.py) each entry is rebuilt
     with the key it picks and the genesis link with ``ring[genesis key id]``; an entry
@@ -209,10 +353,6 @@ def replay_compare(
         schemas=schemas,
         schema_records_from=schema_records_from,
     )
-    index = _EventIndex()
-    found: Divergence | None = None
-    topic_records = 0
-    first_unsealed: SealedEntry | None = None
     # Kafka's committed offset is written only after the database commit, so one read
     # before the snapshot can never be ahead of what the snapshot holds.
     witness = committed_offset()
@@ -235,7 +375,6 @@ def replay_compare(
         dropped, after_offset = 0, -1
         if anchor is not None and low > 0 and low <= anchor.offset + 1:
             after_offset = anchor.offset
-            index.add_retired(conn)
             # The schema records behind the anchor are gone from the topic: what they taught
             # is in writer_schemas, each from the seq of its record.
             taught = {
@@ -259,82 +398,47 @@ def replay_compare(
         elif anchor is not None:
             dropped = anchor.seq
         ledger_entries = store.count_entries(conn)
-        rows: Iterator[SealedRow] = store.iter_sealed_rows(conn)
-        row = next(rows, None)
-        for batch in reader.read(high):
-            if after_offset >= 0:  # before the anchor: neither sealed nor counted
-                batch = [record for record in batch if record.offset > after_offset]
-            if found is not None:
-                topic_records += len(batch)  # only counted: the answer is known
-                continue
-            unknown: Divergence | None = None
-            try:
-                entries = sealer.seal_batch(batch, index.lookup)
-            except UnknownKey as exc:
-                # Compare what precedes the entry without a key; then it is unverifiable.
-                position = exc.seq - sealer.head.seq - 1
-                entries = sealer.seal_batch(batch[:position], index.lookup)
-                unknown = Divergence(exc.seq, batch[position].offset, "unverifiable", exc.detail)
-                topic_records += len(batch) - len(entries)
-            index.add(entries)
-            topic_records += len(entries)
-            if progress is not None:
-                progress(len(entries))
-            for entry in entries:
-                if found is not None:
-                    break
-                if entry.seq <= dropped:  # dropped behind the anchor: only its link is kept
-                    if (
-                        entry.seq == dropped
-                        and anchor is not None
-                        and not hmac.compare_digest(entry.link, anchor.link)
-                    ):
-                        found = Divergence(
-                            entry.seq,
-                            entry.record.offset,
-                            "modified",
-                            "the retention anchor's link differs from the chain rebuilt from the topic",
-                        )
-                    continue
-                if row is None:
-                    first_unsealed = first_unsealed or entry
-                    continue
-                if row[SEQ] != entry.seq:
-                    found = Divergence(
-                        entry.seq,
-                        entry.record.offset,
-                        "missing",
-                        f"the ledger has no entry for seq {entry.seq}; next is seq {row[SEQ]}",
-                    )
-                    break
-                why = _compare(entry, row)
-                if why is not None:
-                    found = Divergence(entry.seq, entry.record.offset, "modified", why)
-                    break
-                row = next(rows, None)
-            if found is None and unknown is not None:
-                found = unknown
+        rebuild = _Rebuild(
+            sealer,
+            firsts=_FirstSeqs(conn, retired=after_offset >= 0, dropped=dropped),
+            key=key if key_for is None else None,
+            key_for=key_for,
+            digest_first=not classify_all,
+        )
+        rows = prefetched(rows_from(conn, 1, utf8=is_utf8(conn)))
+        try:
+            found, topic_records, first_unsealed, row = _walk_topic(
+                reader.read(high),
+                rows,
+                rebuild,
+                after_offset=after_offset,
+                dropped=dropped,
+                anchor=anchor,
+                progress=progress,
+            )
+        finally:
+            rows.close()
         if found is None and row is not None:
             found = Divergence(
                 row[SEQ], row[KAFKA_OFFSET], "extra", f"entry seq {row[SEQ]} has no record in the topic"
             )
     missing_tail = topic_records - dropped - ledger_entries if found is None else 0
     if found is None and missing_tail > 0 and first_unsealed is not None:
-        oldest = first_unsealed
-        if witness is not None and witness > oldest.record.offset:
+        oldest_seq, oldest = first_unsealed
+        if witness is not None and witness > oldest.offset:
             found = Divergence(
-                oldest.seq,
-                oldest.record.offset,
+                oldest_seq,
+                oldest.offset,
                 "truncated",
-                f"the ledger ends at seq {oldest.seq - 1}, but the chainer group "
+                f"the ledger ends at seq {oldest_seq - 1}, but the chainer group "
                 f"committed offset {witness} after sealing: the tail was deleted",
             )
-        elif now_ms() - oldest.record.timestamp_ms > max_lag_seconds * 1000:
+        elif now_ms() - oldest.timestamp_ms > max_lag_seconds * 1000:
             found = Divergence(
-                oldest.seq,
-                oldest.record.offset,
+                oldest_seq,
+                oldest.offset,
                 "truncated",
-                f"{missing_tail} topic records from offset {oldest.record.offset} "
+                f"{missing_tail} topic records from offset {oldest.offset} "
                 f"are not in the ledger and older than {max_lag_seconds:.0f} s: "
                 "truncated tail or stalled chainer",
             )
@@ -345,6 +449,59 @@ def replay_compare(
         unsealed=max(missing_tail, 0),
         seconds=time.monotonic() - started,
     )
+
+
+def _walk_topic(
+    batches: Iterator[list[TopicRecord]],
+    rows: Iterator[SealedRow],
+    rebuild: _Rebuild,
+    *,
+    after_offset: int,
+    dropped: int,
+    anchor: Anchor | None,
+    progress: Progress | None,
+) -> tuple[Divergence | None, int, tuple[int, TopicRecord] | None, SealedRow | None]:
+    """Rebuild the chain over the topic's records and compare it with ``rows``; returns the
+    first divergence, the records counted, the first record past the ledger's end, and the
+    first row no record reached."""
+    found: Divergence | None = None
+    topic_records = 0
+    first_unsealed: tuple[int, TopicRecord] | None = None
+    row = next(rows, None)
+    for batch in batches:
+        if after_offset >= 0:  # before the anchor: neither sealed nor counted
+            batch = [record for record in batch if record.offset > after_offset]
+        if found is not None:
+            topic_records += len(batch)  # only counted: the answer is known
+            continue
+        for position, record in enumerate(batch):
+            seq = rebuild.seq + 1
+            if seq > dropped:
+                if row is None:  # the ledger ends: the rest is only counted
+                    try:
+                        rebuild.unsealed(record)
+                    except UnknownKey as exc:
+                        found = Divergence(exc.seq, record.offset, "unverifiable", exc.detail)
+                    first_unsealed = first_unsealed or (seq, record)
+                else:
+                    try:
+                        matched = rebuild.matches(record, row)
+                    except UnknownKey as exc:
+                        found = Divergence(exc.seq, record.offset, "unverifiable", exc.detail)
+                        matched = False
+                    if matched:
+                        row = next(rows, None)
+                    elif found is None:
+                        found, row = _classified(rebuild, record, row, rows)
+            elif found is None:
+                found = _dropped(rebuild, record, dropped, anchor)
+            if found is not None:
+                topic_records += len(batch) - position  # this record and the rest: counted
+                break
+            topic_records += 1
+        if progress is not None:
+            progress(len(batch))
+    return found, topic_records, first_unsealed, row
 
 
 def rebuild_ledger(

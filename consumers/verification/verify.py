@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +60,7 @@ from ..postgres.rows import (
     SealedRow,
 )
 from .anchors import WalkStart, walk_start
+from .ranges import Peekable, walk_ranges
 
 if TYPE_CHECKING:
     from .witness_check import WitnessCheck
@@ -147,26 +148,6 @@ def changed_column(
     return None
 
 
-class _Peekable:
-    def __init__(self, rows: Iterator[SealedRow]) -> None:
-        self._rows = rows
-        self._next: SealedRow | None = None
-
-    def __iter__(self) -> _Peekable:
-        return self
-
-    def __next__(self) -> SealedRow:
-        if self._next is not None:
-            row, self._next = self._next, None
-            return row
-        return next(self._rows)
-
-    def peek(self) -> SealedRow | None:
-        if self._next is None:
-            self._next = next(self._rows, None)
-        return self._next
-
-
 class LedgerWalk:
     """Checks rows (:data:`SealedRow`) one by one against the chain; raises
     :class:`ChainBreak` at the first break."""
@@ -184,7 +165,7 @@ class LedgerWalk:
         self.head = head
         self._keys = keys
         self._linkers: dict[str, LedgerLinker] = {}
-        self._explain = explain
+        self.explain = explain
         self.kinds = {kind.label: 0 for kind in EntryKind}
         genesis_key = keys.get(meta.genesis_key_id)
         if genesis_key is None:
@@ -205,7 +186,7 @@ class LedgerWalk:
             self.prev_offset = start.anchor.offset
             self.next_seq = start.anchor.seq + 1
         self.pruned = 0
-        self._unpruned_seen = False
+        self.unpruned_seen = False
 
     def resume_after(self, row: SealedRow) -> None:
         """Continue after ``row``, which an earlier walk verified: it becomes the predecessor
@@ -213,7 +194,7 @@ class LedgerWalk:
         self.prev_link = row[LINK]
         self.prev_offset = row[KAFKA_OFFSET]
         self.next_seq = row[SEQ] + 1
-        self._unpruned_seen = not row[PRUNED]
+        self.unpruned_seen = not row[PRUNED]
 
     def _linker(self, seq: int, key_id: str) -> LedgerLinker:
         linker = self._linkers.get(key_id)
@@ -245,8 +226,57 @@ class LedgerWalk:
             row[VIEW_SHA],
         )
 
-    def check(self, row: SealedRow, upcoming: _Peekable) -> None:
-        """Check the next row; on success it becomes the predecessor of the one after."""
+    def check(self, row: SealedRow, upcoming: Peekable) -> None:
+        """Check the next row; on success it becomes the predecessor of the one after.
+
+        One combined test accepts a row that passes every check of :meth:`check_each`;
+        anything else goes through :meth:`check_each`, which raises the break it finds.
+        """
+        seq, label, offset = row[SEQ], row[KIND], row[KAFKA_OFFSET]
+        linker, kind, timestamp_ms = self._linkers.get(row[KEY_ID]), KINDS.get(label), row[TIMESTAMP_MS]
+        pruned, has_duplicate_of = row[PRUNED], row[HAS_DUPLICATE_OF]
+        if (
+            seq == self.next_seq
+            and seq <= self.head.seq
+            and linker is not None
+            and kind is not None
+            and timestamp_ms is not None
+            and row[PAYLOAD_SHA] == row[DIGEST]
+            and row[VALUE_NULL] == row[PAYLOAD_NULL]
+            and (not pruned or not self.unpruned_seen)
+            and offset > self.prev_offset
+            and row[VIEW_DIGEST] == row[VIEW_SHA]
+            and (label == "rejected") == row[HAS_REASON]
+            and (label == "duplicate") == has_duplicate_of
+            and (row[DUPLICATE_OF] or not has_duplicate_of)
+            and seq not in self._anchor_links
+            and hmac.compare_digest(
+                linker.link(
+                    self.prev_link,
+                    seq,
+                    offset,
+                    timestamp_ms,
+                    kind.code,
+                    row[DUPLICATE_OF],
+                    row[VALUE_NULL],
+                    row[DIGEST],
+                    row[VIEW_SHA],
+                ),
+                row[LINK],
+            )
+        ):
+            if pruned:
+                self.pruned += 1
+            else:
+                self.unpruned_seen = True
+            self.kinds[label] += 1
+            self.prev_link, self.prev_offset, self.next_seq = row[LINK], offset, seq + 1
+            return
+        self.check_each(row, upcoming)
+
+    def check_each(self, row: SealedRow, upcoming: Peekable) -> None:
+        """:meth:`check`, one condition after the other, in the order that decides which
+        break a row shows first."""
         seq, offset, kind_label = row[SEQ], row[KAFKA_OFFSET], row[KIND]
         if seq != self.next_seq:
             raise SequenceGap(
@@ -257,11 +287,11 @@ class LedgerWalk:
         if not hmac.compare_digest(row[PAYLOAD_SHA], row[DIGEST]) or row[VALUE_NULL] != row[PAYLOAD_NULL]:
             raise ValueMismatch(seq, "payload bytes differ from the sealed digest")
         if row[PRUNED]:
-            if self._unpruned_seen:  # baldur_prune only ever takes a prefix of the ledger
+            if self.unpruned_seen:  # baldur_prune only ever takes a prefix of the ledger
                 raise ValueMismatch(seq, "entry is marked pruned but follows an unpruned entry")
             self.pruned += 1
         else:
-            self._unpruned_seen = True
+            self.unpruned_seen = True
         stored = row[LINK]
         computed = self._link_of(row)
         if not hmac.compare_digest(computed, stored):
@@ -297,9 +327,7 @@ class LedgerWalk:
         self.prev_offset = offset
         self.next_seq = seq + 1
 
-    def _explain_link_break(
-        self, row: SealedRow, upcoming: _Peekable, stored: bytes, computed: bytes
-    ) -> None:
+    def _explain_link_break(self, row: SealedRow, upcoming: Peekable, stored: bytes, computed: bytes) -> None:
         seq, offset = row[SEQ], row[KAFKA_OFFSET]
         nxt = upcoming.peek()
         if nxt is not None:
@@ -319,7 +347,7 @@ class LedgerWalk:
                     "an entry that was never sealed was inserted here "
                     "(the following entries were renumbered)",
                 )
-        column = None if row[PRUNED] else self._explain(seq)  # a pruned entry has no columns
+        column = None if row[PRUNED] else self.explain(seq)  # a pruned entry has no columns
         if column is not None:
             raise ValueMismatch(seq, f"column {column} differs from the sealed payload")
         raise LinkMismatch(seq, stored, computed)
@@ -348,6 +376,7 @@ def verify_ledger(
     schemas: Mapping[bytes, WriterSchema] = KNOWN_SCHEMAS,
     witness: WitnessCheck | None = None,
     anchor_verifiers: Sequence[VerifierKey] | None = None,
+    jobs: int | None = None,
 ) -> VerifyReport:
     """Walk the whole ledger; returns a report (intact, or the first break), cross-checked
     with the newest witnessed checkpoints when ``witness`` is given. A retention anchor's
@@ -369,6 +398,7 @@ def verify_ledger(
             schemas=schemas,
             witness=witness,
             anchor_verifiers=anchor_verifiers,
+            jobs=jobs,
         )
 
 
@@ -384,6 +414,7 @@ def verify_snapshot(
     resume: Resume | None = None,
     each: Callable[[SealedRow], None] | None = None,
     anchor_verifiers: Sequence[VerifierKey] | None = None,
+    jobs: int | None = None,
 ) -> VerifyReport:
     """:func:`verify_ledger` inside a snapshot (``store.snapshot()``) the caller holds, where
     it may check more (``incremental.py``); ``witness`` is prepared by the caller.
@@ -391,7 +422,9 @@ def verify_snapshot(
     With ``resume``, only the entries after it are walked (its own link and offset must be
     unchanged), unless a retention anchor lies beyond it; duplicates are checked from there
     and the entry count is the head's seq less the anchored entries, instead of a count.
-    ``each`` sees every row the walk accepted and may raise :class:`ChainBreak`. Raises
+    ``each`` sees every row the walk accepted and may raise :class:`ChainBreak`. A whole walk
+    (no ``resume``, no ``each``) is split into up to ``jobs`` seq ranges checked at once
+    (``ranges.py``; None: one per CPU); the report does not depend on ``jobs``. Raises
     :class:`StoreUnavailable` or :class:`ConfigError` when it cannot check.
     """
     meta = store.read_meta()
@@ -415,9 +448,14 @@ def verify_snapshot(
             seconds=time.monotonic() - started,
         )
 
-    def explain(seq: int) -> str | None:
-        stored = store.entry_view(conn, seq)
-        return None if stored is None else changed_column(*stored, catalog)
+    def explain_in(reader: Connection) -> Callable[[int], str | None]:
+        def explain(seq: int) -> str | None:
+            stored = store.entry_view(reader, seq)
+            return None if stored is None else changed_column(*stored, catalog)
+
+        return explain
+
+    explain = explain_in(conn)
 
     checked = 0
     found: ChainBreak | None = None
@@ -432,19 +470,22 @@ def verify_snapshot(
         walk = LedgerWalk(meta=meta, keys=keys, head=head, explain=explain, start=start)
         resumed = resume is not None and resume.seq >= walk.next_seq
         first = resume.seq if resume is not None and resumed else walk.next_seq
-        rows = _Peekable(store.iter_sealed_rows(conn, from_seq=first))
-        if resume is not None:
-            if resumed:
-                _resume(walk, rows, resume, start, head)
-            else:
-                _met_anchor(start, resume)
-        for row in rows:
-            walk.check(row, rows)
-            if each is not None:
-                each(row)
-            checked += 1
-            if progress is not None and checked % 10_000 == 0:
-                progress(10_000)
+        if resume is None and each is None:  # a whole walk: in ranges, at once
+            checked = walk_ranges(conn, walk, first, jobs=jobs, explain_in=explain_in, progress=progress)
+        else:
+            rows = Peekable(store.iter_sealed_rows(conn, from_seq=first))
+            if resume is not None:
+                if resumed:
+                    _resume(walk, rows, resume, start, head)
+                else:
+                    _met_anchor(start, resume)
+            for row in rows:
+                walk.check(row, rows)
+                if each is not None:
+                    each(row)
+                checked += 1
+                if progress is not None and checked % 10_000 == 0:
+                    progress(10_000)
         walk.finish()
     except ChainBreak as exc:
         found = exc
@@ -454,7 +495,7 @@ def verify_snapshot(
         found = ValueMismatch(
             duplicate, "duplicate entry does not point at an earlier entry of the same event id"
         )
-    if progress is not None:
+    if progress is not None and (resume is not None or each is not None):
         progress(checked % 10_000)
     anchored = start.anchor.seq if start is not None and start.anchor is not None else 0
     entries = store.count_entries(conn) if resume is None else max(head.seq - anchored, 0)
@@ -482,7 +523,7 @@ def verify_snapshot(
     )
 
 
-def _resume(walk: LedgerWalk, rows: _Peekable, resume: Resume, start: WalkStart, head: HeadRow) -> None:
+def _resume(walk: LedgerWalk, rows: Peekable, resume: Resume, start: WalkStart, head: HeadRow) -> None:
     """Place ``walk`` after the entry an earlier walk verified, which must be unchanged."""
     if head.seq < resume.seq:
         raise SequenceGap(
