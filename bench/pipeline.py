@@ -139,7 +139,7 @@ class PayloadPool:
         if start + count > len(self._values):
             missing = start + count - len(self._values)
             log(f"encoding {missing} events")
-            self._values.extend(harness.encode_events(missing, start=len(self._values)))
+            self._values.extend(harness.encode_events_parallel(missing, start=len(self._values)))
         return self._values[start : start + count]
 
 

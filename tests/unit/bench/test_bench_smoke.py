@@ -343,3 +343,11 @@ def test_service_cpu_is_read_from_proc_and_turned_into_micros_per_event() -> Non
     assert set(per_event) == {"postgresql_cpu_us_per_event", "kafka_cpu_us_per_event"}
     # seconds so far / a million events, in µs: the seconds themselves
     assert per_event["postgresql_cpu_us_per_event"] >= before["postgresql"]
+
+
+def test_events_encoded_in_worker_processes_come_back_in_order() -> None:
+    from baldur_audit.schemas.codec import KNOWN_SCHEMAS, decode_event
+
+    values = harness.encode_events_parallel(6, start=3, chunk=2)
+    targets = [decode_event(value, KNOWN_SCHEMAS).target for value in values]
+    assert targets == [f"payments.svc-{i}.timeout" for i in range(3, 9)]
