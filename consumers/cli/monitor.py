@@ -290,15 +290,10 @@ def monitor(
         if once:
             code = rounds.run()
         else:
-            with app.store() as probe:
-                require_least_privilege(
-                    probe,
-                    process="monitor",
-                    production=app.settings.production,
-                    allow_owner=app.settings.allow_owner_role,
-                )
+            role_checked = False
             while not stop.is_set():
                 started = time.monotonic()
+                role_checked = role_checked or _check_role(app)
                 rounds.run()
                 stop.wait(max(interval - (time.monotonic() - started), 0.0))
             log.info("stopped after %d rounds", rounds.count)
@@ -306,6 +301,22 @@ def monitor(
         if code is None:
             app.fail("interrupted")
         sys.exit(code)
+
+
+def _check_role(app: App) -> bool:
+    """The start check of the role (refuses in production as an owner); False while the
+    database cannot be reached (the round reports that, and the next round checks again)."""
+    try:
+        with app.store() as probe:
+            require_least_privilege(
+                probe,
+                process="monitor",
+                production=app.settings.production,
+                allow_owner=app.settings.allow_owner_role,
+            )
+    except StoreUnavailable:
+        return False
+    return True
 
 
 COMMANDS = (monitor,)
