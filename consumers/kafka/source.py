@@ -313,9 +313,11 @@ class KafkaTopicReader:
                 "enable.partition.eof": True,
                 "auto.offset.reset": "error",
                 "isolation.level": "read_committed",
-                "max.partition.fetch.bytes": 16 * 1024 * 1024,
+                # As small as the chainer's: with 16 MB fetches and a 32 MB queue the reader's RSS
+                # grew with the topic (152 MB at 200k records, 388 MB at 1M); with these, 77 -> 84 MB.
+                "max.partition.fetch.bytes": 2 * 1024 * 1024,
                 "fetch.wait.max.ms": 100,
-                "queued.max.messages.kbytes": 32 * 1024,  # flat memory on long topics
+                "queued.max.messages.kbytes": 4 * 1024,  # flat memory on long topics
             },
         )
 
