@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from baldur_audit.schemas.chain import SealedEntry, Sealer, SigningKey, TopicRecord
@@ -246,6 +247,7 @@ class Chainer:
         self._lag_at = 0.0
         self._chain_keys = chain_keys  # rotation / forward security (chain_keys.py); else key=
         self._checkpointer = checkpointer
+        self._checkpoint_seen: tuple[datetime | None, int] = (None, 0)  # signed at, failures
         self._key = key
         self._batch_size = batch_size
         self._batch_wait = batch_wait
@@ -453,15 +455,17 @@ class Chainer:
         checkpointer = self._checkpointer
         if checkpointer is None or self._sealer is None:
             return
-        signed_at, failed = checkpointer.stats.last_signed_at, checkpointer.stats.failed
         if cover:
             checkpointer.cover(self._sealer.head.seq)
         else:
             checkpointer.after_batch(self._sealer.head.seq)
-        if checkpointer.stats.last_signed_at is not None and checkpointer.stats.last_signed_at != signed_at:
-            self._observer.checkpoint_stored(checkpointer.stats.last_signed_at.timestamp())
-        if checkpointer.stats.failed != failed:
+        # Checkpoints are made on the checkpointer's thread: what it did since the last call.
+        signed_at, failed = checkpointer.stats.last_signed_at, checkpointer.stats.failed
+        if signed_at is not None and signed_at != self._checkpoint_seen[0]:
+            self._observer.checkpoint_stored(signed_at.timestamp())
+        if failed != self._checkpoint_seen[1]:
             self._observer.checkpoint_failed()
+        self._checkpoint_seen = (signed_at, failed)
 
     def _retain(self) -> None:
         """Prune what the retention period lets go, if due; only while holding the partition
@@ -528,6 +532,8 @@ class Chainer:
         # consecutive failed batches too, within the same outage budget.
         batch_backoff = _Backoff(self._max_store_outage, self._stop)
         outcome = "error"
+        if self._checkpointer is not None:  # checkpoints never hold up the sealing
+            self._checkpointer.start_background()
         try:
             while not self._stop.is_set():
                 records = self._source.poll_batch(self._batch_size, self._batch_wait)

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -52,6 +54,8 @@ log = logging.getLogger(__name__)
 CHUNK = 50_000
 #: Fed leaves kept while checkpoints fail (beyond it, the tree reads those entries back).
 FED_LIMIT = CHUNK
+#: How long :meth:`Checkpointer.close` waits for a checkpoint under way on its thread.
+CLOSE_WAIT = 60.0
 _KINDS = {kind.label: kind for kind in EntryKind}
 
 
@@ -78,14 +82,22 @@ class FedLeaves:
         not continue the fed run (or would pass :data:`FED_LIMIT`) starts a new one."""
         if not entries:
             return
-        first = entries[0].seq
-        continues = self.leaves and first == self.end_seq + 1 and prev_link == self.links[-1]
-        if not continues or len(self.leaves) + len(entries) > FED_LIMIT:
-            self.first_seq, self.prev_link = first, prev_link
+        run = FedLeaves()
+        run.first_seq, run.prev_link = entries[0].seq, prev_link
+        run.leaves = [entry_leaf_hash(e.link_input(), key_id=e.key_id, link=e.link) for e in entries]
+        run.links = [entry.link for entry in entries]
+        self.extend(run)
+
+    def extend(self, later: FedLeaves) -> None:
+        """Append the run ``later``, or start over with it if it does not continue this one."""
+        if not later.leaves:
+            return
+        continues = self.leaves and later.first_seq == self.end_seq + 1 and later.prev_link == self.links[-1]
+        if not continues or len(self.leaves) + len(later.leaves) > FED_LIMIT:
+            self.first_seq, self.prev_link = later.first_seq, later.prev_link
             self.leaves, self.links = [], []
-        for entry in entries:
-            self.leaves.append(entry_leaf_hash(entry.link_input(), key_id=entry.key_id, link=entry.link))
-            self.links.append(entry.link)
+        self.leaves += later.leaves
+        self.links += later.links
 
     def take(self, size: int, head_link: bytes, last: int) -> tuple[list[bytes], bytes] | None:
         """Leaves ``size + 1 ..`` up to seq ``last`` (or the last fed) and the link of the last
@@ -110,6 +122,13 @@ class FedLeaves:
     def clear(self) -> None:
         """Forget every fed leaf."""
         self.leaves, self.links = [], []
+
+    def copy(self) -> FedLeaves:
+        """A copy that later :meth:`add` calls leave alone."""
+        copied = FedLeaves()
+        copied.first_seq, copied.prev_link = self.first_seq, self.prev_link
+        copied.leaves, copied.links = list(self.leaves), list(self.links)
+        return copied
 
 
 class _LinkCheck:
@@ -299,7 +318,9 @@ class Checkpointer:
     :meth:`after_batch` is the chainer's hook: it makes one when ``every`` entries were
     sealed since the last checkpoint, or ``interval`` seconds passed with new entries, and
     never raises — a failure is logged and retried after a growing delay, so checkpoints
-    can never stop the sealing of the audit trail.
+    can never stop the sealing of the audit trail. After :meth:`start_background`, the
+    checkpoints of :meth:`after_batch` are made on a thread of their own, so the sealing
+    does not wait for them either (:meth:`cover` and :meth:`close` wait for that thread).
     """
 
     def __init__(
@@ -329,6 +350,15 @@ class Checkpointer:
         self._retry_at = 0.0
         self._delay = 5.0
         self._fed = FedLeaves()
+        self._fed_lock = threading.Lock()
+        self._work = threading.Lock()  # one checkpoint at a time, on whichever thread
+        # The background thread's work: the chain head after each batch, in order, so that it
+        # checkpoints at the very sizes a synchronous checkpointer would.
+        self._heads: deque[int] = deque()
+        self._busy = False
+        self._wake = threading.Condition()
+        self._closing = False
+        self._thread: threading.Thread | None = None
         self.stats = CheckpointerStats()
 
     def _connection(self) -> Connection:
@@ -336,14 +366,18 @@ class Checkpointer:
             self._conn = connect(self._dsn, application_name="baldur-audit-checkpointer", autocommit=True)
         return self._conn
 
-    def checkpoint(self) -> MadeCheckpoint:
-        """Make one checkpoint now, at the chain head. Raises AuditError subclasses."""
+    def checkpoint(self, *, up_to: int | None = None) -> MadeCheckpoint:
+        """Make one checkpoint now, at the chain head (or at seq ``up_to`` if the head is
+        beyond it). Raises AuditError subclasses."""
         started = time.perf_counter()
         conn = self._connection()
         try:
             before = read_tree(conn)
-            tree = extend_tree(conn, keys=self._chain_keys, fed=self._fed)
-            self._fed.drop_through(tree.size)
+            with self._fed_lock:
+                fed = self._fed.copy()
+            tree = extend_tree(conn, keys=self._chain_keys, up_to=up_to, fed=fed)
+            with self._fed_lock:
+                self._fed.drop_through(tree.size)
             checkpoint = Checkpoint(
                 origin=self._keys.origin,
                 size=tree.size,
@@ -399,31 +433,79 @@ class Checkpointer:
 
     def reload(self) -> None:
         """Read the newest stored checkpoint again when next due (after a takeover)."""
-        self._last_size = None
-        self.stats.last_signed_at = None
-        self._fed.clear()
+        with self._work:
+            self._last_size = None
+            self.stats.last_signed_at = None
+            with self._fed_lock:
+                self._fed.clear()
 
     def feed(self, prev_link: bytes, entries: Sequence[SealedEntry]) -> None:
         """The chainer's hook after each commit: the entries it just sealed after the entry
         whose link is ``prev_link``, whose leaves the tree then takes without reading them back."""
-        self._fed.add(prev_link, entries)
+        leaves = FedLeaves()
+        leaves.add(prev_link, entries)  # hashed outside the lock
+        with self._fed_lock:
+            self._fed.extend(leaves)
+
+    def start_background(self) -> None:
+        """Make the checkpoints of :meth:`after_batch` on a thread of their own from now on."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._background, name="checkpointer", daemon=True)
+            self._thread.start()
+
+    def _background(self) -> None:
+        while True:
+            with self._wake:
+                while not self._heads and not self._closing:
+                    self._wake.wait()
+                if not self._heads:  # closing, and nothing left to do
+                    return
+                head_seq = self._heads.popleft()
+                self._busy = True
+            try:
+                self._after_batch(head_seq, up_to=head_seq)
+            finally:
+                with self._wake:
+                    self._busy = False
+                    self._wake.notify_all()
 
     def after_batch(self, head_seq: int) -> None:
-        """The chainer's hook (after each batch, and when idle): checkpoint if due."""
+        """The chainer's hook (after each batch, and when idle): checkpoint if due (on the
+        background thread when started; this call then returns at once)."""
+        if self._thread is None:
+            self._after_batch(head_seq)
+            return
+        with self._wake:
+            if not self._heads or self._heads[-1] != head_seq:
+                self._heads.append(head_seq)
+                self._wake.notify_all()
+
+    def _after_batch(self, head_seq: int, *, up_to: int | None = None) -> None:
         if self._clock() >= self._retry_at:
-            self._attempt(lambda: self.due(head_seq))
+            self._attempt(lambda: self.due(head_seq), up_to=up_to)
+
+    def _idle(self) -> None:
+        """Wait until the background thread has done all it was asked (if it runs)."""
+        with self._wake:
+            while self._thread is not None and (self._heads or self._busy):
+                self._wake.wait()
 
     def cover(self, head_seq: int) -> None:
         """Checkpoint now unless a stored checkpoint covers ``head_seq`` already — at the end
         of a scheduled run, so that its entries are provable at once (``prove``). A failure is
         logged and counted, as in :meth:`after_batch`."""
+        self._idle()
         self._attempt(lambda: head_seq > self._covered())
 
-    def _attempt(self, wanted: Callable[[], bool]) -> None:
+    def _attempt(self, wanted: Callable[[], bool], *, up_to: int | None = None) -> None:
+        with self._work:
+            self._attempt_now(wanted, up_to)
+
+    def _attempt_now(self, wanted: Callable[[], bool], up_to: int | None) -> None:
         now = self._clock()
         try:
             if wanted():
-                self.checkpoint()
+                self.checkpoint(up_to=up_to)
             self._delay = 5.0
         except Exception as exc:  # a checkpoint failure, even a bug, must never stop the sealing
             self.stats.failed += 1
@@ -436,7 +518,16 @@ class Checkpointer:
                 self._conn.close()
 
     def close(self) -> None:
-        """Close the connection and the witnesses."""
+        """Stop the background thread (after the checkpoint it is making), then close the
+        connection and the witnesses."""
+        if self._thread is not None:
+            with self._wake:
+                self._closing = True  # the thread first does what it was asked
+                self._wake.notify_all()
+            self._thread.join(CLOSE_WAIT)
+            if self._thread.is_alive():
+                log.warning("the checkpoint under way did not end within %.0f s; leaving it", CLOSE_WAIT)
+            self._thread = None
         if self._conn is not None:
             self._conn.close()
         for witness in self._witnesses:

@@ -67,3 +67,34 @@ def test_a_fed_run_stays_within_its_limit(monkeypatch: pytest.MonkeyPatch) -> No
     fed.add(GENESIS, ENTRIES[:3])
     fed.add(LINKS[3], ENTRIES[3:6])  # 6 > 4: the run restarts at seq 4
     assert (fed.first_seq, fed.end_seq, fed.prev_link) == (4, 6, LINKS[3])
+
+
+def test_background_checkpoints_never_hold_up_the_caller_and_cover_waits_for_them() -> None:
+    """On its own thread the checkpointer is asked about every head in order (here: a
+    database it cannot reach, every attempt failing); ``cover`` runs after all of them."""
+    from baldur_audit.consumers.checkpoint_keys import load_checkpoint_keys
+    from baldur_audit.consumers.settings import CHECKPOINT_KEY_ENV, Settings
+
+    now = [1000.0]
+    keys = load_checkpoint_keys(Settings(environ={CHECKPOINT_KEY_ENV: "hex:" + "22" * 32}), signing=True)
+    made = checkpointer.Checkpointer(
+        dsn="postgresql://baldur@127.0.0.1:1/nowhere",
+        keys=keys,
+        chain_keys=None,
+        witnesses=[],
+        every=1,
+        interval=0,
+        clock=lambda: now[0],
+    )
+    made.start_background()
+    try:
+        made.after_batch(5)
+        made.after_batch(5)  # the same head again: asked once
+        made.after_batch(6)  # within the retry delay: not tried
+        made.cover(6)  # waits for the thread, then tries once more itself
+        assert made.stats.failed == 2 and made.stats.made == 0
+        now[0] += 11  # past the retry delay (doubled by the second failure)
+        made.after_batch(7)
+    finally:
+        made.close()  # does what it was asked first
+    assert made.stats.failed == 3
