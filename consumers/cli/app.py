@@ -151,13 +151,16 @@ class App:
         """The checkpoint keys of this ledger's origin (a signer only when ``signing``)."""
         return load_checkpoint_keys(self.settings, signing=signing)
 
-    def witness_logs(self, *, replication_factor: int = 1) -> list[KafkaWitness | DirectoryWitness]:
-        """The witness topic, and the checkpoint directory when ``BALDUR_CHECKPOINT_DIR`` is set."""
+    def witness_logs(self, *, replication_factor: int | None = None) -> list[KafkaWitness | DirectoryWitness]:
+        """The witness topic, and the checkpoint directory when ``BALDUR_CHECKPOINT_DIR`` is set.
+        A witness topic created on first use gets ``replication_factor``, or when None the
+        ledger topic's rule: 1, and in production min(3, brokers) with the durable settings."""
         logs: list[KafkaWitness | DirectoryWitness] = [
             KafkaWitness(
                 bootstrap=self.settings.bootstrap,
                 topic=self.settings.witness_topic,
                 replication_factor=replication_factor,
+                production=self.settings.production,
                 config=self.kafka_config(),
             )
         ]

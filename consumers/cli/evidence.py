@@ -26,7 +26,13 @@ from ..evidence.check import check_bundle
 from ..postgres import Connection
 from ..postgres.merkle import stored_checkpoint
 from .app import App, ExitCode, emit_json, pass_app
-from .options import json_option, public_key_option, read_public_keys, replication_factor_option
+from .options import (
+    explicit_replication_factor,
+    json_option,
+    public_key_option,
+    read_public_keys,
+    replication_factor_option,
+)
 
 
 def _write_bundle(text: str) -> None:
@@ -61,7 +67,7 @@ def checkpoint(app: App, replication_factor: int, as_json: bool) -> None:
             dsn=app.settings.dsn,
             keys=keys,
             chain_keys=chain_keys,
-            witnesses=app.witness_logs(replication_factor=replication_factor),
+            witnesses=app.witness_logs(replication_factor=explicit_replication_factor(replication_factor)),
             every=0,
             interval=0,
         )

@@ -28,6 +28,7 @@ __all__ = [
     "public_key_option",
     "read_public_keys",
     "replication_factor_option",
+    "explicit_replication_factor",
 ]
 
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
@@ -51,6 +52,13 @@ def replication_factor_option(help_text: str) -> Callable[[F], F]:
         type=click.IntRange(1, 32),
         help=help_text,
     )
+
+
+def explicit_replication_factor(value: int) -> int | None:
+    """``--replication-factor`` when the user gave it, else None: the topic then gets the
+    ledger's rule (1, and min(3, brokers) in production)."""
+    source = click.get_current_context().get_parameter_source("replication_factor")
+    return None if source is click.core.ParameterSource.DEFAULT else value
 
 
 def json_option(help_text: str) -> Callable[[F], F]:

@@ -27,7 +27,8 @@ class KafkaWitness:
         *,
         bootstrap: str,
         topic: str,
-        replication_factor: int = 1,
+        replication_factor: int | None = None,
+        production: bool = False,
         timeout: float = 10.0,
         config: Mapping[str, str] | None = None,
     ) -> None:
@@ -36,6 +37,7 @@ class KafkaWitness:
         self._bootstrap = bootstrap
         self._config = config
         self._replication_factor = replication_factor
+        self._production = production
         self._timeout = timeout
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
@@ -46,7 +48,7 @@ class KafkaWitness:
         """Produce the note (key: the tree size); raises BrokerUnavailable unless acknowledged."""
         if not self._ensured:
             KafkaTopicAdmin(self._bootstrap, timeout=self._timeout, config=self._config).ensure_topic(
-                self.topic, replication_factor=self._replication_factor
+                self.topic, replication_factor=self._replication_factor, production=self._production
             )
             self._ensured = True
         if self._producer is None:

@@ -101,3 +101,20 @@ def test_an_existing_topic_with_unclean_election_warns_in_production_only(bare: 
     unclean = [w for w in loud["warnings"] if "unclean.leader.election.enable=true" in w]
     assert len(unclean) == 1, loud["warnings"]
     assert len(loud["warnings"]) == 2, loud["warnings"]  # and the one broker's single replica
+
+
+def test_production_witness_topic_is_created_as_durably_as_the_ledger_topic(bare: Ledger) -> None:
+    init(bare, production=True)
+    bare.produce_events(3)
+    sealed = bare.cli("chain", "--until-idle", "2", extra_env=PRODUCTION)
+    assert sealed.returncode == 0, sealed.stderr
+    signing = {**PRODUCTION, "BALDUR_SECRETS_CHECKPOINT_KEY": "hex:" + "42" * 32}
+    made = bare.cli("checkpoint", "--json", extra_env=signing)
+    assert made.returncode == 0, made.stderr
+    witness = f"{bare.topic}.checkpoints"
+    client = admin(bare)
+    metadata = client.list_topics(topic=witness, timeout=30)
+    assert len(metadata.topics[witness].partitions[0].replicas) == 1  # min(3, 1 broker)
+    resource = ConfigResource(ResourceType.TOPIC, witness)
+    entry = client.describe_configs([resource])[resource].result(30)["unclean.leader.election.enable"]
+    assert entry.value == "false" and not entry.is_default, "set on the witness topic, not inherited"
