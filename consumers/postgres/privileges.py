@@ -368,7 +368,7 @@ def require_least_privilege(
     A role that is a superuser, owns the ledger or can create in its schema could lift every
     guard: in production that refuses to start (:class:`ConfigError`, naming the role and the
     fix) unless ``allow_owner`` (break-glass), which logs a warning on every start; otherwise
-    it logs one warning.
+    it logs one warning (none when ``allow_owner`` acknowledges it outside production).
     """
     found = store_posture(store)
     if found.least_privilege:
@@ -382,6 +382,8 @@ def require_least_privilege(
         )
     if production:
         log.warning("%s: allowed by %s=true (break-glass)", what, ALLOW_OWNER_ENV)
+    elif allow_owner:  # acknowledged on a development stack that has only one role
+        log.debug("%s: allowed by %s=true", what, ALLOW_OWNER_ENV)
     else:
         log.warning("%s: it could lift the ledger's guards; run it as a role that owns nothing", what)
     return found

@@ -348,7 +348,8 @@ def test_init_grants_idempotently_and_refuses_an_unknown_role(roles: Roles) -> N
 def test_a_chainer_started_as_the_owner_refuses_in_production_unless_allowed(roles: Roles) -> None:
     """In production a long-running process run as the owner exits 2 with one line naming the
     role and the fix; BALDUR_ALLOW_OWNER_ROLE=true lets it run with a warning; outside
-    production it warns; as the chainer's role it says nothing."""
+    production it warns (unless BALDUR_ALLOW_OWNER_ROLE=true acknowledges it); as the chainer's
+    role it says nothing."""
     roles.ledger.produce_events(3)
     refused = roles.chain("owner", BALDUR_ENV="production")
     assert refused.returncode == 2
@@ -364,6 +365,8 @@ def test_a_chainer_started_as_the_owner_refuses_in_production_unless_allowed(rol
     assert "break-glass" in allowed.stderr
     warned = roles.chain("owner")
     assert warned.returncode == 0 and "could lift the ledger's guards" in warned.stderr
+    acknowledged = roles.chain("owner", BALDUR_ALLOW_OWNER_ROLE="true")
+    assert acknowledged.returncode == 0 and "runs as role" not in acknowledged.stderr
     quiet = roles.chain("chainer", BALDUR_ENV="production")
     assert quiet.returncode == 0, quiet.stderr
     assert "runs as role" not in quiet.stderr

@@ -456,6 +456,9 @@ def secured_ledger(stack: SecuredStack, tmp_path: Path, config: Path) -> Iterato
     }
     env.pop("BALDUR_ENV", None)
     env.pop("BALDUR_SQL_READER_DSN", None)  # the shared stack's
+    for name in ("BALDUR_SQL_CHAINER_ROLE", "BALDUR_SQL_READER_ROLE", "BALDUR_SQL_OPERATOR_ROLE"):
+        env.pop(name, None)  # roles of the shared cluster: this one has none of them
+    env["BALDUR_ALLOW_OWNER_ROLE"] = "true"  # one role owns and runs everything here
     try:
         yield SecuredLedger(stack=stack, topic=topic, dbname=dbname, dsn=env["BALDUR_SQL_DSN"], env=env)
     finally:
