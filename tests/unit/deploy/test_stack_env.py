@@ -35,7 +35,21 @@ def test_env_honours_the_port_overrides_of_the_deploy_scripts() -> None:
     lines = done.stdout.splitlines()
     assert "export BALDUR_KAFKA_BOOTSTRAP=127.0.0.1:39092" in lines
     assert all("25432" not in line and "29092" not in line for line in lines)
-    assert sum("@127.0.0.1:35432/" in line for line in lines) == 2
+    assert sum("@127.0.0.1:35432/" in line for line in lines) == 4  # runtime, owner, reader, admin
+
+
+def test_env_gives_the_runtime_roles_and_the_owner_to_init_only() -> None:
+    """BALDUR_SQL_DSN is the chainer role's; the owner's DSN is a separate variable."""
+    done = _env()
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in done.stdout.splitlines())
+    assert exports["BALDUR_SQL_DSN"].startswith("postgresql://baldur_chainer:")
+    assert exports["BALDUR_SQL_OWNER_DSN"].startswith("postgresql://baldur:")
+    assert exports["BALDUR_SQL_READER_DSN"].startswith("postgresql://baldur_reader:")
+    assert (
+        exports["BALDUR_SQL_CHAINER_ROLE"],
+        exports["BALDUR_SQL_READER_ROLE"],
+        exports["BALDUR_SQL_OPERATOR_ROLE"],
+    ) == ("baldur_chainer", "baldur_reader", "baldur_operator")
 
 
 def test_env_refuses_a_port_that_is_not_a_number() -> None:
