@@ -31,9 +31,17 @@ What each tool can see, as this catalogue expects it:
   genesis link, key id and partition, so damage confined to those is verify's alone; and
   a deleted tail is *truncated* to it only while the group's committed offset is beyond
   the ledger (or the missing records are older than ``--max-lag``).
+* ``replay --classify-all`` (every record decoded again, as the chainer did) sees all that
+  replay sees and one rewrite more: a key holder's change of an entry's visible columns over
+  its unchanged payload, resealed from there with the key (``tamper_reseal_visible``).
+  Default replay is digest first and takes a record whose bytes, position and rebuilt link
+  match as the entry shows it. That case is outside the random catalogue (the matrix runs
+  default replay); tests/integration/test_replay_gaps.py checks both modes.
 * The known gaps (``KNOWN_GAPS`` in ``base.py``, each pinned by a strict-xfail
-  regression test): verify does not see a reworded reject reason (replay does), and
-  neither sees a prefix pruned by hand (content hidden, never changed).
+  regression test): verify does not see a reworded reject reason (replay does), neither
+  sees a prefix pruned by hand (content hidden, never changed), and default replay (like
+  verify) does not see visible columns resealed over unchanged payloads (``--classify-all``
+  does).
 
 Usable from a script (``python -m tests.campaigns.tamper_matrix``) as well as from pytest.
 """
@@ -143,9 +151,10 @@ def run_verify(dsn: str, base: BaseLedger) -> Finding:
     return Finding("broken", brk.seq, brk.kind, brk.detail)
 
 
-def run_replay(dsn: str, base: BaseLedger) -> Finding:
+def run_replay(dsn: str, base: BaseLedger, *, classify_all: bool = False) -> Finding:
     """``baldur-audit replay`` in-process: the CLI's reader, keys (ring and per-entry key
-    schedule), committed-offset evidence and default --max-lag around ``replay_compare``."""
+    schedule), committed-offset evidence and default --max-lag around ``replay_compare``
+    (digest first, or ``--classify-all``)."""
     led = base.ledger
     group = led.env["BALDUR_CHAINER_GROUP"]
 
@@ -167,6 +176,7 @@ def run_replay(dsn: str, base: BaseLedger) -> Finding:
                     committed_offset=committed,
                     **app.replay_keys(store),
                     max_lag_seconds=MAX_LAG_SECONDS,
+                    classify_all=classify_all,
                 )
         finally:
             reader.close()

@@ -311,7 +311,8 @@ class Gap:
 
     missed_by: frozenset[str]
     why: str
-    #: In tests/integration/test_tamper_random.py (strict xfail); None for a residual risk
+    #: In tests/integration/test_tamper_random.py or, for gaps outside the random catalogue,
+    #: tests/integration/test_replay_gaps.py (strict xfail); None for a residual risk
     #: the design accepts and states (nothing to fix, nothing to pin).
     regression_test: str | None
 
@@ -332,6 +333,14 @@ KNOWN_GAPS: dict[str, Gap] = {
         "a prefix of entries pruned by hand (content NULLed, pruned_at set, triggers "
         "off): the residual risk 004_retention.sql states, content hidden but not changed",
         None,
+    ),
+    "visible-resealed": Gap(
+        BOTH,
+        "a key holder rewrote an entry's visible columns over its unchanged payload and "
+        "resealed the links from there: a valid chain to verify, and default (digest-first) "
+        "replay takes a record whose bytes and rebuilt link match as the entry shows it; "
+        "replay --classify-all decodes every record and finds it (test_replay_gaps.py)",
+        "test_visible_columns_resealed_are_seen_by_default_replay",
     ),
 }
 

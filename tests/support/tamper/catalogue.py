@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import random
+import struct
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from psycopg import sql
 
 from baldur_audit.consumers.postgres.ledger import PostgresLedgerStore
 from baldur_audit.consumers.postgres.rows import ENTRY_COLUMNS, datetime_to_ms
-from baldur_audit.schemas.chain import ChainHead, Sealer, TopicRecord
+from baldur_audit.schemas.chain import ChainHead, Linker, Sealer, TopicRecord
 from baldur_audit.schemas.codec import (
     KNOWN_SCHEMAS,
     WriterSchema,
@@ -28,6 +29,7 @@ from baldur_audit.schemas.codec import (
 )
 from baldur_audit.schemas.errors import DecodeError
 from baldur_audit.schemas.event import Actor
+from baldur_audit.schemas.view import NULL, VIEW_COLUMNS, split_view
 from tests.support.tamper.base import (
     BOTH,
     KNOWN_GAPS,
@@ -429,6 +431,76 @@ def tamper_rewrite(t: Tampering) -> Damage:
     if len(entries) == len(sealed) and first > n:  # resealed exactly as it was
         return Damage(variant, what + " (nothing changed)", None, NOBODY)
     return Damage(variant, what, first, frozenset({REPLAY}))
+
+
+#: The visible columns the reseal below rewrites, and the value it writes.
+RESEALED_COLUMNS = {"actor": "mallory", "target": "payments.forged_limit", "reason": "approved by mallory"}
+
+
+def _with_column(view: bytes, column: str, value: str) -> bytes:
+    """``view`` with one text column replaced (schemas/view.py framing)."""
+    values = split_view(view)
+    assert values is not None, "a sealed view is well framed"
+    values[[name for name, _ in VIEW_COLUMNS].index(column)] = value.encode("utf-8")
+    return b"".join(NULL if v is None else struct.pack(">i", len(v)) + v for v in values)
+
+
+def tamper_reseal_visible(t: Tampering) -> Damage:
+    """The key holder's rewrite of what an entry *shows*: from a random event entry on, the
+    Sealer's entries for the unchanged topic records, the first with one visible column
+    (actor, target or reason) changed, every link from there recomputed with the key. The
+    payload bytes, offsets and digests stay as on the topic. Verify cannot see it (a valid
+    chain); ``replay --classify-all`` must; default replay does not (``KNOWN_GAPS``).
+    Not in the random catalogue: tests/integration/test_replay_gaps.py runs it."""
+    base, rng = t.base, t.rng
+    seq = t.pick(("event",))["seq"]
+    prefix = base.rows[: seq - 1]
+    head = ChainHead(
+        seq - 1,
+        prefix[-1]["kafka_offset"] if prefix else -1,
+        bytes(prefix[-1]["link"]) if prefix else base.genesis,
+    )
+    records = [
+        TopicRecord(
+            base.ledger.topic,
+            0,
+            r["kafka_offset"],
+            datetime_to_ms(r["kafka_timestamp"]),
+            None if r["payload"] is None else bytes(r["payload"]),
+        )
+        for r in base.rows[seq - 1 :]
+    ]
+    firsts = {r["event_id"]: r["seq"] for r in prefix if r["kind"] == "event"}
+    sealed = Sealer(key=base.key, head=head, schemas=KNOWN_SCHEMAS).seal_batch(
+        records, lambda ids: {i: firsts[i] for i in ids if i in firsts}
+    )
+    assert [e.link for e in sealed] == [bytes(r["link"]) for r in base.rows[seq - 1 :]], "not the base"
+    column = rng.choice(sorted(RESEALED_COLUMNS))
+    value = RESEALED_COLUMNS[column]
+    assert base.row(seq)[column] != value, (seq, column)
+    linker = Linker(base.key)
+    prev = head.link
+    entries = []
+    for i, entry in enumerate(sealed):
+        view = _with_column(entry.view, column, value) if i == 0 else entry.view
+        changed = dataclasses.replace(entry, view=view, link=b"")
+        link = linker.link(prev, changed.link_input())
+        entries.append(dataclasses.replace(changed, link=link))
+        prev = link
+    # As superuser: cut the chain back to seq - 1; then, holding the key, append through the
+    # store as a chainer would (tamper_rewrite does the same).
+    t.exec("DELETE FROM audit_entries WHERE seq >= %s", (seq,))
+    t.set_head(seq - 1)
+
+    def reseal(dsn: str) -> None:
+        with PostgresLedgerStore.connect(dsn) as store:
+            taken = store.take_over()
+            assert taken.seq == seq - 1, (taken, seq)
+            store.append(entries, epoch=taken.epoch)
+
+    t.follow_ups.append(reseal)
+    what = f"entry {seq}'s {column} set to {value!r}, links resealed from there (payloads unchanged)"
+    return Damage("visible-resealed", what, seq, frozenset({REPLAY}))
 
 
 #: What ``baldur_prune`` drops from an entry (004_retention.sql, audit_entries_pruned_is_empty).
