@@ -190,7 +190,12 @@ def _record(app: App, report: Any, code: ExitCode) -> ExitCode:
 @click.option(
     "--classify-all",
     is_flag=True,
-    help="Classify every topic record, also those whose bytes and link match the ledger's entry.",
+    help=(
+        "Classify every topic record, also those whose bytes and link match the ledger's entry:"
+        " slower, but also catches a key holder who rewrote an entry's visible columns (actor,"
+        " target, reason) over its unchanged payload and resealed the links, which the default"
+        " does not see."
+    ),
 )
 @json_option("Print the report as JSON.")
 @pass_app
