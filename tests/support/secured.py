@@ -2,8 +2,9 @@
 the ledger works through them (tests/integration/test_secured_stack.py).
 
 - Certificates are made here with ``openssl`` for each session: a test CA, the broker's
-  certificate (``localhost`` and ``127.0.0.1``), the PostgreSQL server's, a client certificate
-  (CN ``baldur``, the database role), and a second CA that trusts none of them.
+  certificate (``localhost`` and ``127.0.0.1``), the PostgreSQL server's, client certificates
+  (CN ``baldur``, the owner that runs ``init``, and CN ``baldur_chainer``, the runtime role of
+  every other command), and a second CA that trusts none of them.
 - The broker (deploy/kafka.sh with ``BALDUR_KAFKA_EXTRA_CONFIG``/``BALDUR_KAFKA_SCRAM``/
   ``BALDUR_KAFKA_CLIENT_CONFIG``) has one client listener, SASL_SSL on 127.0.0.1:19392 with
   SCRAM-SHA-512 (the KRaft controller listener, 127.0.0.1:19393, is no client listener: SASL
@@ -41,9 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.dedicated import CHAINER_PASSWORD, CHAINER_USER, ROOT
 from tests.support.dedicated import PASSWORD as PG_PASSWORD
-from tests.support.dedicated import ROOT
-from tests.support.stack import TEST_KEY, with_dbname
+from tests.support.stack import TEST_KEY
 
 HOME = ROOT / ".local" / "secured"
 KAFKA_PORT = 19392
@@ -76,6 +77,9 @@ class Certificates:
     pg_key: Path
     client_cert: Path
     client_key: Path
+    #: The runtime role's client certificate (CN baldur_chainer): every command but `init`.
+    chainer_cert: Path | None = None
+    chainer_key: Path | None = None
 
     def key_bodies(self) -> list[str]:
         """The base64 lines of every private key made here: none may ever be printed."""
@@ -134,6 +138,7 @@ def make_certificates(folder: Path) -> Certificates:
     _new_leaf(folder, "broker", cn="localhost", usage="serverAuth,clientAuth", san=servers)
     _new_leaf(folder, "postgres", cn="localhost", usage="serverAuth", san=servers)
     _new_leaf(folder, "client", cn=APP_USER, usage="clientAuth", san=None)
+    _new_leaf(folder, "chainer-client", cn=CHAINER_USER, usage="clientAuth", san=None)
     password = secrets.token_urlsafe(18)
     (folder / "keystore.pass").write_text(password)
     (folder / "keystore.pass").chmod(0o600)
@@ -152,6 +157,8 @@ def make_certificates(folder: Path) -> Certificates:
         pg_key=folder / "postgres.key",
         client_cert=folder / "client.pem",
         client_key=folder / "client.key",
+        chainer_cert=folder / "chainer-client.pem",
+        chainer_key=folder / "chainer-client.key",
     )
 
 
@@ -242,13 +249,24 @@ class SecuredStack:
     # -- PostgreSQL -------------------------------------------------------------------------
 
     def dsn(
-        self, *, dbname: str = "baldur_audit", sslmode: str = "verify-full", rootcert: Path | None = None
+        self,
+        *,
+        dbname: str = "baldur_audit",
+        sslmode: str = "verify-full",
+        rootcert: Path | None = None,
+        chainer: bool = False,
     ) -> str:
-        """A libpq key/value DSN of the application role, TLS with the client certificate."""
+        """A libpq key/value DSN, TLS with the client certificate: of the owner ``baldur``, or
+        with ``chainer`` of the runtime role ``baldur_chainer`` (deploy/postgres/bootstrap.sql)."""
+        user, password = (CHAINER_USER, CHAINER_PASSWORD) if chainer else (APP_USER, PG_PASSWORD)
+        cert, key = (
+            (self.certs.chainer_cert, self.certs.chainer_key)
+            if chainer
+            else (self.certs.client_cert, self.certs.client_key)
+        )
         return (
-            f"host=127.0.0.1 port={PG_PORT} dbname={dbname} user={APP_USER} password={PG_PASSWORD} "
-            f"sslmode={sslmode} sslrootcert={rootcert or self.certs.ca} "
-            f"sslcert={self.certs.client_cert} sslkey={self.certs.client_key}"
+            f"host=127.0.0.1 port={PG_PORT} dbname={dbname} user={user} password={password} "
+            f"sslmode={sslmode} sslrootcert={rootcert or self.certs.ca} sslcert={cert} sslkey={key}"
         )
 
     # -- what must never be printed ---------------------------------------------------------
@@ -262,6 +280,7 @@ class SecuredStack:
             *self.principal_passwords.values(),
             self.certs.keystore_password,
             PG_PASSWORD,
+            CHAINER_PASSWORD,
             *self.certs.key_bodies(),
         ]
 
@@ -444,10 +463,10 @@ def secured_ledger(stack: SecuredStack, tmp_path: Path, config: Path) -> Iterato
         "BALDUR_KAFKA_BOOTSTRAP": stack.bootstrap,
         "BALDUR_KAFKA_CONFIG": str(config),
         "BALDUR_AUDIT_TOPIC": topic,
-        "BALDUR_SQL_DSN": with_dbname(stack.dsn(), dbname),
-        # The certificate's role owns this database: `init` runs as it too (not as the owner
-        # of the shared stack, which the shell's BALDUR_SQL_OWNER_DSN names).
-        "BALDUR_SQL_OWNER_DSN": with_dbname(stack.dsn(), dbname),
+        # Every command runs as the chainer role over TLS with its own certificate; `init` as
+        # the owner that made the database (not the shared stack's owner of the shell's env).
+        "BALDUR_SQL_DSN": stack.dsn(dbname=dbname, chainer=True),
+        "BALDUR_SQL_OWNER_DSN": stack.dsn(dbname=dbname),
         "BALDUR_SECRETS_AUDIT_SIGNING_KEY": TEST_KEY,
         "BALDUR_STATE_DIR": str(tmp_path / f"state-{suffix}"),
         "BALDUR_CHAINER_GROUP": f"baldur-secured-chainer-{suffix}",
