@@ -42,7 +42,6 @@ from confluent_kafka.admin import (
     AclBindingFilter,
     AclOperation,
     AclPermissionType,
-    AdminClient,
     ResourcePatternType,
     ResourceType,
 )
@@ -50,7 +49,7 @@ from confluent_kafka.admin import (
 from baldur_audit.producers.kafka_producer import refusal_hint
 from baldur_audit.schemas.errors import BrokerUnavailable, ConfigError
 
-from . import ClientErrors, build_client
+from .admin import admin_client
 
 __all__ = ["Grant", "KafkaAcls", "AclReport", "kafka_acls_commands", "least_acls", "principal"]
 
@@ -227,15 +226,7 @@ class KafkaAcls:
     def __init__(
         self, bootstrap: str, *, timeout: float = 15.0, config: Mapping[str, str] | None = None
     ) -> None:
-        self._errors = ClientErrors("Kafka admin client", config)
-        self._admin = build_client(
-            AdminClient,
-            bootstrap=bootstrap,
-            config=config,
-            what="Kafka admin client",
-            errors=self._errors,
-            own={"socket.timeout.ms": 10000},
-        )
+        self._admin, self._errors = admin_client(bootstrap, config)
         self._bootstrap = bootstrap
         self._timeout = timeout
 

@@ -52,21 +52,27 @@ class TopicReport:
     brokers: int | None = None
 
 
+def admin_client(bootstrap: str, config: Mapping[str, str] | None) -> tuple[AdminClient, ClientErrors]:
+    """An admin client with the user's client configuration, and the collector of its refusals."""
+    errors = ClientErrors("Kafka admin client", config)
+    admin = build_client(
+        AdminClient,
+        bootstrap=bootstrap,
+        config=config,
+        what="Kafka admin client",
+        errors=errors,
+        own={"socket.timeout.ms": 10000},
+    )
+    return admin, errors
+
+
 class KafkaTopicAdmin:
     """Admin operations on the ledger topic."""
 
     def __init__(
         self, bootstrap: str, *, timeout: float = 15.0, config: Mapping[str, str] | None = None
     ) -> None:
-        self._errors = ClientErrors("Kafka admin client", config)
-        self._admin = build_client(
-            AdminClient,
-            bootstrap=bootstrap,
-            config=config,
-            what="Kafka admin client",
-            errors=self._errors,
-            own={"socket.timeout.ms": 10000},
-        )
+        self._admin, self._errors = admin_client(bootstrap, config)
         self._bootstrap = bootstrap
         self._timeout = timeout
 
