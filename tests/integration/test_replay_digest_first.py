@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 
-from baldur_audit.consumers.kafka.source import KafkaTopicReader
-from baldur_audit.consumers.verification.replay import replay_compare
 from baldur_audit.schemas.errors import AuditError
 from tests.support.stack import require_services, with_dbname
 from tests.support.tamper import (
@@ -19,9 +17,9 @@ from tests.support.tamper import (
     BaseLedger,
     apply_tamper,
     base_ledger,
-    cli_app,
     create_copy,
     drop_copy,
+    replay_report,
     seed_from_env,
     trial_rng,
 )
@@ -37,31 +35,10 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaseLedger]:
 
 
 def _report(base: BaseLedger, dsn: str, *, classify_all: bool) -> dict[str, Any]:
-    led = base.ledger
-    group = led.env["BALDUR_CHAINER_GROUP"]
-
-    def committed() -> int | None:
-        try:
-            return base.admin.group_state(group, led.topic)["committed_offset"]
-        except AuditError:
-            return None
-
-    app = cli_app(base, dsn)
-    reader = KafkaTopicReader(bootstrap=led.bootstrap, topic=led.topic)
     try:
-        with app.store() as store:
-            shape = replay_compare(
-                store,
-                reader,
-                app.keyring().current,
-                committed_offset=committed,
-                **app.replay_keys(store),
-                classify_all=classify_all,
-            ).as_dict()
+        shape: dict[str, Any] = replay_report(dsn, base, classify_all=classify_all).as_dict()
     except AuditError as exc:  # could not check: the same error either way
         return {"error": f"{type(exc).__name__}: {exc}"}
-    finally:
-        reader.close()
     for timing in ("seconds", "records_per_second"):
         shape.pop(timing)
     return shape

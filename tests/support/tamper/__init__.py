@@ -151,10 +151,10 @@ def run_verify(dsn: str, base: BaseLedger) -> Finding:
     return Finding("broken", brk.seq, brk.kind, brk.detail)
 
 
-def run_replay(dsn: str, base: BaseLedger, *, classify_all: bool = False) -> Finding:
+def replay_report(dsn: str, base: BaseLedger, *, classify_all: bool = False) -> Any:
     """``baldur-audit replay`` in-process: the CLI's reader, keys (ring and per-entry key
     schedule), committed-offset evidence and default --max-lag around ``replay_compare``
-    (digest first, or ``--classify-all``)."""
+    (digest first, or ``--classify-all``); its report, or the AuditError it raised."""
     led = base.ledger
     group = led.env["BALDUR_CHAINER_GROUP"]
 
@@ -164,22 +164,27 @@ def run_replay(dsn: str, base: BaseLedger, *, classify_all: bool = False) -> Fin
         except AuditError:
             return None
 
+    app = cli_app(base, dsn)
+    reader = KafkaTopicReader(bootstrap=led.bootstrap, topic=led.topic)
     try:
-        app = cli_app(base, dsn)
-        reader = KafkaTopicReader(bootstrap=led.bootstrap, topic=led.topic)
-        try:
-            with app.store() as store:
-                report = replay_compare(
-                    store,
-                    reader,
-                    app.keyring().current,
-                    committed_offset=committed,
-                    **app.replay_keys(store),
-                    max_lag_seconds=MAX_LAG_SECONDS,
-                    classify_all=classify_all,
-                )
-        finally:
-            reader.close()
+        with app.store() as store:
+            return replay_compare(
+                store,
+                reader,
+                app.keyring().current,
+                committed_offset=committed,
+                **app.replay_keys(store),
+                max_lag_seconds=MAX_LAG_SECONDS,
+                classify_all=classify_all,
+            )
+    finally:
+        reader.close()
+
+
+def run_replay(dsn: str, base: BaseLedger, *, classify_all: bool = False) -> Finding:
+    """:func:`replay_report` as a finding (a crash is recorded, never hidden)."""
+    try:
+        report = replay_report(dsn, base, classify_all=classify_all)
     except AuditError as exc:
         return Finding("error", detail=f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # a crash is a defect: recorded, never hidden

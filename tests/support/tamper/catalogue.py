@@ -11,7 +11,7 @@ import json
 import random
 import struct
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from psycopg import sql
 
 from baldur_audit.consumers.postgres.ledger import PostgresLedgerStore
 from baldur_audit.consumers.postgres.rows import ENTRY_COLUMNS, datetime_to_ms
-from baldur_audit.schemas.chain import ChainHead, Linker, Sealer, TopicRecord
+from baldur_audit.schemas.chain import ChainHead, Linker, SealedEntry, Sealer, TopicRecord
 from baldur_audit.schemas.codec import (
     KNOWN_SCHEMAS,
     WriterSchema,
@@ -361,11 +361,9 @@ def _forge_value(rng: random.Random, value: bytes | None, i: int) -> bytes:
     )
 
 
-def tamper_rewrite(t: Tampering) -> Damage:
-    """The key holder's rewrite: from a random seq on, reseal forged contents with the right
-    key (``Sealer``) and a consistent head. Verify cannot see it; replay must."""
-    base, rng, n = t.base, t.rng, t.n
-    seq = rng.randint(1, n)
+def _suffix(base: Any, seq: int) -> tuple[list[dict[str, Any]], ChainHead, list[TopicRecord]]:
+    """The base's rows before ``seq``, the head they end on, and the topic records from ``seq``
+    on as the chainer read them."""
     prefix = base.rows[: seq - 1]
     head = ChainHead(
         seq - 1,
@@ -382,6 +380,30 @@ def tamper_rewrite(t: Tampering) -> Damage:
         )
         for r in base.rows[seq - 1 :]
     ]
+    return prefix, head, records
+
+
+def _reseal_from(t: Tampering, seq: int, entries: Sequence[SealedEntry]) -> None:
+    """As superuser: cut the chain back to ``seq - 1``. Then (a follow-up, holding the key)
+    append ``entries`` through the store, exactly as a chainer writes entries and moves the head."""
+    t.exec("DELETE FROM audit_entries WHERE seq >= %s", (seq,))
+    t.set_head(seq - 1)
+
+    def reseal(dsn: str) -> None:
+        with PostgresLedgerStore.connect(dsn) as store:
+            taken = store.take_over()
+            assert taken.seq == seq - 1, (taken, seq)
+            store.append(entries, epoch=taken.epoch)
+
+    t.follow_ups.append(reseal)
+
+
+def tamper_rewrite(t: Tampering) -> Damage:
+    """The key holder's rewrite: from a random seq on, reseal forged contents with the right
+    key (``Sealer``) and a consistent head. Verify cannot see it; replay must."""
+    base, rng, n = t.base, t.rng, t.n
+    seq = rng.randint(1, n)
+    prefix, head, records = _suffix(base, seq)
     variant = rng.choice(["forge", "forge-many", "drop", "inject", "retime", "swap-payloads"])
     if variant == "retime":  # the record's bytes, under another broker timestamp
         records[0] = dataclasses.replace(
@@ -409,18 +431,7 @@ def tamper_rewrite(t: Tampering) -> Damage:
     firsts = {r["event_id"]: r["seq"] for r in prefix if r["kind"] == "event"}
     sealer = Sealer(key=base.key, head=head, schemas=KNOWN_SCHEMAS)
     entries = sealer.seal_batch(records, lambda ids: {i: firsts[i] for i in ids if i in firsts})
-    # As superuser: cut the chain back to seq - 1. Then, holding the key, append the resealed
-    # suffix through the store, exactly as a chainer writes entries (and moves the head).
-    t.exec("DELETE FROM audit_entries WHERE seq >= %s", (seq,))
-    t.set_head(seq - 1)
-
-    def reseal(dsn: str) -> None:
-        with PostgresLedgerStore.connect(dsn) as store:
-            taken = store.take_over()
-            assert taken.seq == seq - 1, (taken, seq)
-            store.append(entries, epoch=taken.epoch)
-
-    t.follow_ups.append(reseal)
+    _reseal_from(t, seq, entries)
     # The first seq whose entry is not what the base sealed, or that only one side has.
     sealed = base.rows[seq - 1 :]
     first = next(
@@ -454,22 +465,7 @@ def tamper_reseal_visible(t: Tampering) -> Damage:
     Not in the random catalogue: tests/integration/test_replay_gaps.py runs it."""
     base, rng = t.base, t.rng
     seq = t.pick(("event",))["seq"]
-    prefix = base.rows[: seq - 1]
-    head = ChainHead(
-        seq - 1,
-        prefix[-1]["kafka_offset"] if prefix else -1,
-        bytes(prefix[-1]["link"]) if prefix else base.genesis,
-    )
-    records = [
-        TopicRecord(
-            base.ledger.topic,
-            0,
-            r["kafka_offset"],
-            datetime_to_ms(r["kafka_timestamp"]),
-            None if r["payload"] is None else bytes(r["payload"]),
-        )
-        for r in base.rows[seq - 1 :]
-    ]
+    prefix, head, records = _suffix(base, seq)
     firsts = {r["event_id"]: r["seq"] for r in prefix if r["kind"] == "event"}
     sealed = Sealer(key=base.key, head=head, schemas=KNOWN_SCHEMAS).seal_batch(
         records, lambda ids: {i: firsts[i] for i in ids if i in firsts}
@@ -487,18 +483,7 @@ def tamper_reseal_visible(t: Tampering) -> Damage:
         link = linker.link(prev, changed.link_input())
         entries.append(dataclasses.replace(changed, link=link))
         prev = link
-    # As superuser: cut the chain back to seq - 1; then, holding the key, append through the
-    # store as a chainer would (tamper_rewrite does the same).
-    t.exec("DELETE FROM audit_entries WHERE seq >= %s", (seq,))
-    t.set_head(seq - 1)
-
-    def reseal(dsn: str) -> None:
-        with PostgresLedgerStore.connect(dsn) as store:
-            taken = store.take_over()
-            assert taken.seq == seq - 1, (taken, seq)
-            store.append(entries, epoch=taken.epoch)
-
-    t.follow_ups.append(reseal)
+    _reseal_from(t, seq, entries)
     what = f"entry {seq}'s {column} set to {value!r}, links resealed from there (payloads unchanged)"
     return Damage("visible-resealed", what, seq, frozenset({REPLAY}))
 
