@@ -41,7 +41,12 @@ from ..retention_schedule import RetentionSchedule
 from ..settings import CHAINER_ROLE_ENV, OPERATOR_ROLE_ENV, OWNER_DSN_ENV, READER_ROLE_ENV
 from .app import App, emit_json, pass_app
 from .options import client_id as check_client_id
-from .options import json_option, metrics_address_option, replication_factor_option
+from .options import (
+    explicit_replication_factor,
+    json_option,
+    metrics_address_option,
+    replication_factor_option,
+)
 
 
 @click.command()
@@ -110,12 +115,9 @@ def init(
         app.key()
         ring = app.keyring()
         # The topic first: a ledger identity is never bound to a topic it cannot use.
-        # Without --replication-factor: 1, and min(3, brokers) in production (an explicit one is kept)
-        rf_source = click.get_current_context().get_parameter_source("replication_factor")
-        explicit_rf = rf_source is not click.core.ParameterSource.DEFAULT
         report = KafkaTopicAdmin(app.settings.bootstrap, config=app.kafka_config()).ensure_topic(
             app.settings.topic,
-            replication_factor=replication_factor if explicit_rf else None,
+            replication_factor=explicit_replication_factor(replication_factor),
             production=app.settings.production,
         )
         with PostgresLedgerStore.connect(owner_dsn) as store:
