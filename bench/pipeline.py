@@ -482,67 +482,16 @@ class Bench:
 
 #: The producer-library phase's child process (argv: topic, events, CPU): pins itself to one
 #: CPU before any client thread starts, then runs the producer benchmark's library run
-#: (bench/producer_library.py ``run_library``) or, without it, the same loop through the
-#: public library here; prints one JSON line.
+#: (bench/producer_library.py ``run_library``); prints one JSON line.
 PRODUCER_CHILD = """
 import json, os, sys, time
 topic, events, cpu = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 os.sched_setaffinity(0, {cpu})
-try:
-    from bench.producer_library import run_library
-    result, by = dict(run_library(topic, events)), "bench.producer_library.run_library"
-except ImportError:
-    from bench.pipeline import library_run
-    result, by = library_run(topic, events), "bench.pipeline.library_run"
-result["measured_by"] = by
+from bench.producer_library import run_library
+result = dict(run_library(topic, events))
+result["measured_by"] = "bench.producer_library.run_library"
 print(json.dumps(result))
 """
-
-
-def library_run(topic: str, events: int) -> dict[str, float]:
-    """``AuditTrail.record_change()`` with a redaction key, secrets in ``before``/``after``
-    and ``reason`` and a raw client IP (masked); a warm-up event first, not timed; events /
-    (time of the calls + ``flush``)."""
-    from baldur_audit.producers import AuditTrail, DeliveryBacklog
-
-    def fields(i: int) -> dict[str, Any]:
-        return {
-            "actor": f"deployer-{i % 50}",
-            "target": f"payments.svc-{i % 200}.db",
-            "before": {"timeout_ms": 1000 + i, "db_password": "hunter2-old"},
-            "after": {"timeout_ms": 2500 + i, "db_password": "hunter2-new"},
-            "reason": f"rotate credentials, token=abc{i}def",
-            "client_ip": "192.168.17.42",
-            "trace_id": f"{i + 1:032x}",
-            "attributes": {"ticket": f"OPS-{i}"},
-        }
-
-    inputs = [fields(i) for i in range(events)]
-    backlogs = 0
-    with AuditTrail(
-        bootstrap=harness.BOOTSTRAP,
-        topic=topic,
-        redaction_key=b"bench-redaction-key-0123456789abcdef",
-        service="bench",
-    ) as trail:
-        trail.record_change(**fields(events))
-        if trail.flush(30):
-            raise BenchError("the warm-up event was not delivered")
-        started = time.perf_counter()
-        for one in inputs:
-            while True:
-                try:
-                    trail.record_change(**one)
-                    break
-                except DeliveryBacklog:
-                    backlogs += 1
-                    trail.flush(0.01)
-        left = trail.flush(120)
-        seconds = time.perf_counter() - started
-        delivered = trail.stats.delivered
-    if left or delivered != events + 1:
-        raise BenchError(f"producer: {delivered} of {events + 1} delivered")
-    return {"events_per_s": events / seconds, "backlog_waits": float(backlogs)}
 
 
 # -- where each microsecond goes -------------------------------------------------------------

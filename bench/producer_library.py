@@ -58,7 +58,8 @@ def log(message: str) -> None:
 
 
 def event_fields(i: int) -> dict[str, Any]:
-    """The arguments of ``record_change`` for event ``i`` (as in bench/pipeline.py)."""
+    """The arguments of ``record_change`` for event ``i``: a redaction-heavy change (secrets in
+    ``before``/``after``/``reason``, a raw client IP to mask)."""
     return {
         "actor": f"deployer-{i % 50}",
         "target": f"payments.svc-{i % 200}.db",
