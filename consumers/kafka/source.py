@@ -30,6 +30,28 @@ log = logging.getLogger(__name__)
 PARTITION = 0
 #: How long a batch may wait for the records a backlog still holds (see ``poll_batch``).
 BACKLOG_WAIT = 0.02
+#: The most a fetch may bring of the partition, in *compressed* bytes (librdkafka's default
+#: is 1 MB; the broker still returns one whole record batch if it is larger).
+#: ``queued.max.messages.kbytes`` only decides whether to fetch again, and counts the
+#: records' uncompressed bytes: one fetch lands on top of it, and librdkafka decompresses each
+#: record batch into its own buffer, freed when the last of its records is. With zstd
+#: compressing audit events 7-fold, a 2 MB fetch put ~15 MB over the 4 MB queue, and the
+#: highest of these peaks over a run set the process's peak RSS, so it grew with the run's
+#: length (chainer 119 MB at 100k entries, 153 MB at 1M). 256 kB keeps a fetch's share to a
+#: couple of MB and still brings thousands of records per round trip.
+FETCH_BYTES = 256 * 1024
+#: Prefetch at most 4 MB of records (librdkafka's default is 64 MB): memory stays flat however
+#: long the backlog, and a batch of thousands of records is still always ready.
+QUEUE_KBYTES = 4 * 1024
+#: The settings every reader of the ledger topic owns: bounded prefetch (see above); with the
+#: prefetch full, the next fetch is considered again after 10 ms (librdkafka's default is 1 s:
+#: a drain would then empty the queue and sit idle for the rest of the second).
+PREFETCH: dict[str, int] = {
+    "max.partition.fetch.bytes": FETCH_BYTES,
+    "fetch.wait.max.ms": 100,
+    "queued.max.messages.kbytes": QUEUE_KBYTES,
+    "fetch.queue.backoff.ms": 10,
+}
 
 
 def _offset(message: Message) -> int:
@@ -139,14 +161,7 @@ class KafkaEventSource:
                 "session.timeout.ms": session_timeout_ms,
                 "heartbeat.interval.ms": max(250, session_timeout_ms // 5),
                 "partition.assignment.strategy": "range",
-                "fetch.wait.max.ms": 100,
-                "max.partition.fetch.bytes": 2 * 1024 * 1024,
-                # Prefetch at most 4 MB (librdkafka's default is 64 MB): memory stays flat however
-                # long the backlog, and a batch of thousands of records is still always ready.
-                "queued.max.messages.kbytes": 4 * 1024,
-                # With the prefetch full, the next fetch waits this long (librdkafka's default is
-                # 1 s): a drain would then empty the 4 MB and sit idle for the rest of the second.
-                "fetch.queue.backoff.ms": 10,
+                **PREFETCH,
             },
         )
         self._consumer.subscribe([topic], on_assign=self._assign, on_revoke=self._revoke, on_lost=self._lost)
@@ -313,13 +328,9 @@ class KafkaTopicReader:
                 "enable.partition.eof": True,
                 "auto.offset.reset": "error",
                 "isolation.level": "read_committed",
-                # As small as the chainer's: with 16 MB fetches and a 32 MB queue the reader's RSS
-                # grew with the topic (152 MB at 200k records, 388 MB at 1M); with these, 77 -> 84 MB.
-                "max.partition.fetch.bytes": 2 * 1024 * 1024,
-                "fetch.wait.max.ms": 100,
-                "queued.max.messages.kbytes": 4 * 1024,  # flat memory on long topics
-                # Refetch 10 ms after the queue drains below it, not librdkafka's default 1 s.
-                "fetch.queue.backoff.ms": 10,
+                # The chainer's bounds: with 16 MB fetches and a 32 MB queue the reader's RSS grew
+                # with the topic (152 MB at 200k records, 388 MB at 1M).
+                **PREFETCH,
             },
         )
 
