@@ -69,6 +69,7 @@ CHAINER_ROLE_ENV = "BALDUR_SQL_CHAINER_ROLE"
 READER_ROLE_ENV = "BALDUR_SQL_READER_ROLE"
 OPERATOR_ROLE_ENV = "BALDUR_SQL_OPERATOR_ROLE"
 ALLOW_OWNER_ENV = "BALDUR_ALLOW_OWNER_ROLE"
+NATIVE_ENV = "BALDUR_NATIVE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(READER_ROLE_ENV, "--reader-role"),
     Variable(OPERATOR_ROLE_ENV, "--operator-role"),
     Variable(ALLOW_OWNER_ENV),
+    Variable(NATIVE_ENV),
 )
 #: Besides its own variables, the state folder's default follows the XDG base directories.
 _ALSO_READ = ("XDG_STATE_HOME",)
@@ -309,6 +311,17 @@ class Settings:
         if text in ("true", "1", "yes"):
             return True
         raise ConfigError(f"{ALLOW_OWNER_ENV} must be true or false, found {text[:20]!r}")
+
+    def native(self) -> bool:
+        """``BALDUR_NATIVE``: ``auto`` (the default) uses the native accelerator when it is
+        installed, ``off`` the pure-Python reference path. Raises :class:`ConfigError` for
+        another value."""
+        text = self._text(NATIVE_ENV).lower()
+        if text in ("", "auto"):
+            return True
+        if text == "off":
+            return False
+        raise ConfigError(f"{NATIVE_ENV} must be auto or off, found {text[:20]!r}")
 
     # -- what must never be shown -----------------------------------------------------------------
 

@@ -11,7 +11,14 @@
 # Editing a file changes nothing; adding, removing or renaming one re-runs `pip install -e`
 # (cheap, and it keeps package-data listings current). A no-op run takes well under a second.
 #
-# Environment: PYTHON (default python3), VENV_FORCE=1 to reinstall regardless of the stamp.
+# The native accelerator (schemas/native/, a Rust crate built with maturin into the separate
+# distribution baldur-audit-native) is built in release mode and installed when `cargo` is on
+# PATH or in ~/.cargo/bin; .venv/.stamp-native holds a hash of its sources (Cargo.toml,
+# Cargo.lock, pyproject.toml, src/*.rs), so an edit rebuilds it. The first build takes about
+# a minute (crates from crates.io, maturin from PyPI); without cargo one warning line is printed
+# and the pure-Python reference path runs (docs/PERFORMANCE.md, "Native accelerator").
+#
+# Environment: PYTHON (default python3), VENV_FORCE=1 to reinstall regardless of the stamps.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -29,7 +36,7 @@ fingerprint() {
         echo "cmd: ${PIP_INSTALL[*]}"
         sha256sum pyproject.toml
         find producers consumers schemas \
-            \( -name __pycache__ -o -name '*.egg-info' -o -name '.*' ! -name . \) -prune -o \
+            \( -name __pycache__ -o -name '*.egg-info' -o -name '.*' ! -name . -o -path schemas/native \) -prune -o \
             -type f \( -name '*.py' -o -name '*.pyi' -o -name '*.avsc' -o -name '*.sql' \
             -o -name '*.json' -o -name '*.md' -o -name py.typed \) -print 2>/dev/null | LC_ALL=C sort
     } | sha256sum | cut -d' ' -f1
@@ -41,8 +48,45 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     rm -f "$STAMP"
 fi
 
+NATIVE="$ROOT/schemas/native"
+NATIVE_STAMP="$VENV/.stamp-native"
+CARGO="$(command -v cargo || true)"
+if [[ -z "$CARGO" && -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
+    CARGO="${CARGO_HOME:-$HOME/.cargo}/bin/cargo"
+fi
+
+native_fingerprint() {
+    if [[ -z "$CARGO" ]]; then
+        echo "no cargo"
+        return
+    fi
+    (cd "$NATIVE" && sha256sum Cargo.toml Cargo.lock pyproject.toml src/*.rs) | sha256sum | cut -d' ' -f1
+}
+
+# Build and install the native accelerator when its sources (or cargo's presence) changed.
+native() {
+    local want_native
+    want_native="$(native_fingerprint)"
+    if [[ "${VENV_FORCE:-0}" != 1 && -f "$NATIVE_STAMP" && "$(<"$NATIVE_STAMP")" == "$want_native" ]]; then
+        return
+    fi
+    if [[ -z "$CARGO" ]]; then
+        log "warning: cargo not found: the native accelerator is not built, the pure-Python reference path runs"
+        echo "$want_native" >"$NATIVE_STAMP"
+        return
+    fi
+    local t0=$SECONDS
+    log "building the native accelerator (schemas/native, release) with $CARGO"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check 'maturin>=1.7,<2'
+    PATH="$VENV/bin:$(dirname "$CARGO"):$PATH" "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+        --no-build-isolation --force-reinstall --no-deps "$NATIVE"
+    echo "$want_native" >"$NATIVE_STAMP"
+    log "native accelerator installed in $((SECONDS - t0)) s"
+}
+
 want="$(fingerprint)"
 if [[ "${VENV_FORCE:-0}" != 1 && -f "$STAMP" && "$(<"$STAMP")" == "$want" ]]; then
+    native
     exit 0
 fi
 
@@ -57,3 +101,4 @@ mapfile -t build_reqs < <("$VENV/bin/python" "$ROOT/deploy/tools/build_requireme
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation "${PIP_INSTALL[@]}"
 echo "$want" >"$STAMP"
 log "installed in $((SECONDS - t0)) s"
+native

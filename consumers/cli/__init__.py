@@ -19,6 +19,9 @@ import sys
 
 import click
 
+from baldur_audit.schemas import accel
+from baldur_audit.schemas.errors import ConfigError
+
 from ..settings import (
     BOOTSTRAP_ENV,
     DEFAULT_BOOTSTRAP,
@@ -127,6 +130,10 @@ def cli(
         secrets=app.secrets,
         debug=debug,
     )
+    try:
+        accel.set_enabled(app.settings.native())  # BALDUR_NATIVE: auto (default) or off
+    except ConfigError as exc:
+        app.fail(f"error: {exc}")
     click_ctx.obj = app
 
 

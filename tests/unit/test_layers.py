@@ -67,6 +67,7 @@ BOUNDARIES = {
     "uvicorn": (f"{C}.web",),
     "jinja2": (f"{C}.web",),
     "redis": ("baldur_audit.producers.buffer",),
+    "baldur_audit_native": ("baldur_audit.schemas.accel",),
 }
 DRIVERS = ("psycopg", "psycopg_binary", "confluent_kafka", "prometheus_client", "click")
 
