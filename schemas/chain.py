@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from . import fastpath
+from . import accel, fastpath
 from .codec import WriterSchema, decode_event, decode_schema_record, is_schema_record, read_fingerprint
 from .errors import ConfigError, DecodeError
 from .view import entry_view, event_view_body, rejected_view_body, view_digest
@@ -212,10 +212,31 @@ class LedgerLinker:
     values: the per-entry work of ``verify`` and ``replay`` (equal to :func:`link_message`,
     which ``tests/unit/schemas/test_chain.py`` checks)."""
 
-    __slots__ = ("key_id", "_base", "_key_field", "_topic_partition", "_inner", "_outer", "_after", "_pack")
+    __slots__ = (
+        "key_id",
+        "link",
+        "_base",
+        "_key_field",
+        "_topic_partition",
+        "_inner",
+        "_outer",
+        "_after",
+        "_pack",
+    )
+
+    #: ``link(prev_link, seq, offset, timestamp_ms, kind_code, duplicate_of, value_null, digest,
+    #: view_digest)``: the link of entry ``seq`` whose predecessor's link is ``prev_link``. The
+    #: native linker's when the accelerator is on (schemas/accel.py), else :meth:`link_reference`.
+    link: Callable[[bytes, int, int, int, int, int, bool, bytes, bytes], bytes]
 
     def __init__(self, key: SigningKey, *, topic: str, partition: int) -> None:
         self.key_id = key.key_id
+        native = accel.native
+        self.link = (
+            self.link_reference
+            if native is None
+            else native.LedgerLinker(key.secret, key.key_id, topic, partition).link
+        )
         self._base = hmac.new(key.secret, digestmod=hashlib.sha256)
         self._key_field = field(b"key_id", key.key_id.encode("utf-8"))
         self._topic_partition = (
@@ -235,7 +256,7 @@ class LedgerLinker:
         size = LINK_BYTES
         self._pack = struct.Struct(f">{size}s{a}sQ{b}sq{t}sq{k}sB{d}sQ{n}s?{g}s{size}s{v}s{size}s").pack
 
-    def link(
+    def link_reference(
         self,
         prev_link: bytes,
         seq: int,
@@ -247,7 +268,8 @@ class LedgerLinker:
         digest: bytes,
         view_digest: bytes,
     ) -> bytes:
-        """The link of entry ``seq`` whose predecessor's link is ``prev_link``."""
+        """The link of entry ``seq`` whose predecessor's link is ``prev_link``, in pure Python
+        (the reference of the native linker)."""
         if len(prev_link) == len(digest) == len(view_digest) == LINK_BYTES:
             inner = self._inner.copy()
             inner.update(
@@ -305,6 +327,9 @@ class LedgerLinker:
 
 def payload_digest(value: bytes | None) -> bytes:
     """SHA-256 of the exact message bytes (a null value hashes as empty, flagged apart)."""
+    native = accel.native
+    if native is not None and (value is None or value.__class__ is bytes):
+        return native.payload_digest(value)
     return hashlib.sha256(value or b"").digest()
 
 
@@ -467,8 +492,10 @@ class Sealer:
         if (key is None) == (key_for is None):
             raise ValueError("a Sealer needs exactly one of key= and key_for=")
         self._key_for = key_for
+        self._key = key
         self._linker = Linker(key) if key is not None else None
         self._last: Linker | None = None
+        self._last_key: SigningKey | None = None
         self.head = ChainHead(head.seq, head.offset, head.link)
         # The known writer schemas grow with each accepted schema record (CHAIN.md §19), from
         # seq ``schema_records_from`` on (None: never, the rule of ledgers sealed before it).
@@ -483,7 +510,16 @@ class Sealer:
         # One linker only: a forward-secure sealer must not keep an old epoch's keyed state.
         if self._last is None or self._last.key_id != key.key_id:
             self._last = Linker(key)
+            self._last_key = key
         return self._last
+
+    def _key_of(self, seq: int) -> SigningKey:
+        """The key :meth:`_linker_for` would link ``seq`` with (for the native sealer)."""
+        if self._key is not None:
+            return self._key
+        self._linker_for(seq)
+        assert self._last_key is not None
+        return self._last_key
 
     def seal_batch(self, records: Iterable[TopicRecord], first_seq_of: FirstSeqLookup) -> list[SealedEntry]:
         """Seal ``records`` (strictly increasing offsets after the head) into entries.
@@ -504,6 +540,12 @@ class Sealer:
             classified.append((record, outcome))
         ids = [c.event_id for _, c in classified if c.event_id is not None]
         known = dict(first_seq_of(ids)) if ids else {}
+        native = accel.native
+        if native is not None:
+            sealed = self._seal_native(native, classified, dict(known))
+            if sealed is not None:
+                self.schemas = schemas
+                return sealed
         head = ChainHead(self.head.seq, self.head.offset, self.head.link)
         entries: list[SealedEntry] = []
         for record, outcome in classified:
@@ -557,6 +599,87 @@ class Sealer:
             head = ChainHead(seq, record.offset, link)
         self.head = head
         self.schemas = schemas
+        return entries
+
+    def _seal_native(
+        self,
+        native: accel.Native,
+        classified: list[tuple[TopicRecord, Classified]],
+        known: dict[uuid.UUID, int],
+    ) -> list[SealedEntry] | None:
+        """The loop of :meth:`seal_batch` with the digests, views and links computed in one
+        native call: the same entries, the same exceptions in the same order, and the head
+        advanced on success only. None: the native sealer declined (a value it cannot pack
+        exactly as the reference does); nothing changed and the reference loop runs."""
+        seq, offset = self.head.seq, self.head.offset
+        rows: list[accel.SealRow] = []
+        kinds: list[tuple[EntryKind, int | None, str]] = []
+        keys: list[tuple[str, bytes]] = []
+        key_index: dict[tuple[str, bytes], int] = {}
+        for record, outcome in classified:
+            if record.offset <= offset:
+                raise ValueError(f"offset {record.offset} does not follow head offset {offset}")
+            seq, offset = seq + 1, record.offset
+            duplicate_of: int | None = None
+            if outcome.schema is not None:
+                kind = EntryKind.SCHEMA
+            elif outcome.event_id is None:
+                kind = EntryKind.REJECTED
+            else:
+                first = known.get(outcome.event_id)
+                if first is None:
+                    kind = EntryKind.EVENT
+                    known[outcome.event_id] = seq
+                else:
+                    kind = EntryKind.DUPLICATE
+                    duplicate_of = first
+            key = self._key_of(seq)
+            pair = (key.key_id, key.secret)
+            index = key_index.get(pair)
+            if index is None:
+                index = key_index[pair] = len(keys)
+                keys.append(pair)
+            rows.append(
+                (
+                    index,
+                    seq,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    record.timestamp_ms,
+                    kind.code,
+                    duplicate_of or NO_DUPLICATE,
+                    record.value,
+                    outcome.view_body,
+                )
+            )
+            kinds.append((kind, duplicate_of, key.key_id))
+        sealed = native.seal_rows(keys, self.head.link, rows)
+        if sealed is None:
+            return None
+        entries = [
+            SealedEntry(
+                seq=row[1],
+                record=record,
+                kind=kind,
+                duplicate_of=duplicate_of,
+                event_id=outcome.event_id,
+                reject_reason=outcome.reject_reason,
+                schema_fingerprint=outcome.schema_fingerprint,
+                digest=digest,
+                view=view,
+                key_id=key_id,
+                link=link,
+            )
+            for (record, outcome), row, (kind, duplicate_of, key_id), (digest, view, link) in zip(
+                classified, rows, kinds, sealed, strict=True
+            )
+        ]
+        self.head = (
+            ChainHead(entries[-1].seq, entries[-1].record.offset, entries[-1].link)
+            if entries
+            else ChainHead(self.head.seq, self.head.offset, self.head.link)
+        )
         return entries
 
 

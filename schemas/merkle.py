@@ -24,6 +24,7 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+from . import accel
 from .chain import LinkInput, field
 from .errors import AuditError
 
@@ -126,7 +127,24 @@ def leaf_data(link_input: LinkInput, *, key_id: str, link: bytes) -> bytes:
 
 
 def entry_leaf_hash(link_input: LinkInput, *, key_id: str, link: bytes) -> bytes:
-    """``leaf_hash(leaf_data(...))``: the tree leaf of the entry with seq ``link_input.seq``."""
+    """``leaf_hash(leaf_data(...))``: the tree leaf of the entry with seq ``link_input.seq``.
+    Raises :class:`MerkleError` if ``link`` is not 32 bytes."""
+    native = accel.native
+    if native is not None and len(link) == HASH_BYTES and link.__class__ is bytes:
+        return native.leaf_hash(
+            key_id,
+            link_input.seq,
+            link_input.topic,
+            link_input.partition,
+            link_input.offset,
+            link_input.timestamp_ms,
+            link_input.kind.code,
+            link_input.duplicate_of,
+            link_input.value_null,
+            link_input.digest,
+            link_input.view_digest,
+            link,
+        )
     digest = _LEAF_PREFIX.copy()
     digest.update(leaf_data(link_input, key_id=key_id, link=link))
     return digest.digest()
