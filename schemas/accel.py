@@ -42,12 +42,36 @@ class NativeLinker(Protocol):
     ) -> bytes: ...
 
 
+class NativeRowChecker(Protocol):
+    """verify's fast check of rows read as a binary ``COPY`` stream (``schemas/native/src/rows.rs``)."""
+
+    prev_offset: int
+    next_seq: int
+    unpruned_seen: bool
+    pruned: int
+    checked: int
+    last_seq: int
+    stopped: int | None
+
+    @property
+    def prev_link(self) -> bytes: ...
+
+    @property
+    def kinds(self) -> list[tuple[str, int]]: ...
+
+    def feed(self, data: bytes | memoryview) -> bool: ...
+
+    def finish(self) -> bool: ...
+
+
 class Native(Protocol):
     """What ``baldur_audit_native`` offers (its Rust source: ``schemas/native/src/``)."""
 
     def payload_digest(self, value: bytes | None) -> bytes: ...
 
     def decode_view(self, value: bytes, prefix: bytes) -> tuple[bytes, bytes] | None: ...
+
+    def decode_views(self, values: list[bytes | None], prefix: bytes) -> list[tuple[bytes, bytes] | None]: ...
 
     def seal_rows(
         self, keys: Sequence[tuple[str, bytes]], prev_link: bytes, rows: list[SealRow]
@@ -70,6 +94,22 @@ class Native(Protocol):
     ) -> bytes: ...
 
     def LedgerLinker(self, secret: bytes, key_id: str, topic: str, partition: int) -> NativeLinker: ...  # noqa: N802
+
+    def RowChecker(  # noqa: N802
+        self,
+        keys: Sequence[tuple[str, str, bytes]],
+        kinds: Sequence[tuple[str, int]],
+        rejected: int,
+        duplicate: int,
+        topic: str,
+        partition: int,
+        head_seq: int,
+        anchors: Sequence[int],
+        prev_link: bytes,
+        prev_offset: int,
+        next_seq: int,
+        unpruned_seen: bool,
+    ) -> NativeRowChecker: ...
 
 
 #: The installed module, enabled or not (None: not built on this machine).

@@ -530,6 +530,11 @@ class Sealer:
         (including ``UnknownKey``/``ConfigError`` from ``key_for``) it is left unchanged.
         """
         records = list(records)
+        native = accel.native
+        if native is not None:
+            sealed = self._seal_native(native, records, first_seq_of)
+            if sealed is not None:
+                return sealed
         schemas = dict(self.schemas)  # adopted with the head, only if the whole batch seals
         start = self._schema_records_from
         classified = []
@@ -540,12 +545,6 @@ class Sealer:
             classified.append((record, outcome))
         ids = [c.event_id for _, c in classified if c.event_id is not None]
         known = dict(first_seq_of(ids)) if ids else {}
-        native = accel.native
-        if native is not None:
-            sealed = self._seal_native(native, classified, dict(known))
-            if sealed is not None:
-                self.schemas = schemas
-                return sealed
         head = ChainHead(self.head.seq, self.head.offset, self.head.link)
         entries: list[SealedEntry] = []
         for record, outcome in classified:
@@ -602,38 +601,68 @@ class Sealer:
         return entries
 
     def _seal_native(
-        self,
-        native: accel.Native,
-        classified: list[tuple[TopicRecord, Classified]],
-        known: dict[uuid.UUID, int],
+        self, native: accel.Native, records: list[TopicRecord], first_seq_of: FirstSeqLookup
     ) -> list[SealedEntry] | None:
-        """The loop of :meth:`seal_batch` with the digests, views and links computed in one
-        native call: the same entries, the same exceptions in the same order, and the head
-        advanced on success only. None: the native sealer declined (a value it cannot pack
-        exactly as the reference does); nothing changed and the reference loop runs."""
+        """:meth:`seal_batch` with the native decoder and sealer: one call decodes the records of
+        the current schema (the others are classified as in the reference), one call computes
+        the digests, views and links. The same entries and the same exceptions in the same
+        order; None if the native sealer declined a value it cannot pack exactly as the
+        reference does (then nothing has changed but the look-up was asked, and the reference
+        runs)."""
+        schemas = dict(self.schemas)
+        start = self._schema_records_from
+        if fastpath.FINGERPRINT in schemas:
+            decoded = native.decode_views([record.value for record in records], fastpath.PREFIX)
+        else:
+            decoded = [None] * len(records)
+        # (event id, view body, reject reason, schema fingerprint, is a schema record)
+        outcomes: list[tuple[uuid.UUID | None, bytes, str | None, bytes | None, bool]] = []
+        ids: list[uuid.UUID] = []
+        for position, (record, hit) in enumerate(zip(records, decoded, strict=True), start=self.head.seq + 1):
+            if hit is not None:
+                fast_id = fastpath.uuid_from_bytes(hit[0])
+                ids.append(fast_id)
+                outcomes.append((fast_id, hit[1], None, fastpath.FINGERPRINT, False))
+                continue
+            outcome = classify(record.value, schemas, schema_records=start is not None and position >= start)
+            if outcome.schema is not None:
+                schemas.setdefault(outcome.schema.fingerprint, outcome.schema)
+            if outcome.event_id is not None:
+                ids.append(outcome.event_id)
+            outcomes.append(
+                (
+                    outcome.event_id,
+                    outcome.view_body,
+                    outcome.reject_reason,
+                    outcome.schema_fingerprint,
+                    outcome.schema is not None,
+                )
+            )
+        known = dict(first_seq_of(ids)) if ids else {}
         seq, offset = self.head.seq, self.head.offset
         rows: list[accel.SealRow] = []
         kinds: list[tuple[EntryKind, int | None, str]] = []
         keys: list[tuple[str, bytes]] = []
         key_index: dict[tuple[str, bytes], int] = {}
-        for record, outcome in classified:
+        single = self._key
+        for record, (event_id, view_body, _, _, is_schema) in zip(records, outcomes, strict=True):
             if record.offset <= offset:
                 raise ValueError(f"offset {record.offset} does not follow head offset {offset}")
             seq, offset = seq + 1, record.offset
             duplicate_of: int | None = None
-            if outcome.schema is not None:
+            if is_schema:
                 kind = EntryKind.SCHEMA
-            elif outcome.event_id is None:
+            elif event_id is None:
                 kind = EntryKind.REJECTED
             else:
-                first = known.get(outcome.event_id)
+                first = known.get(event_id)
                 if first is None:
                     kind = EntryKind.EVENT
-                    known[outcome.event_id] = seq
+                    known[event_id] = seq
                 else:
                     kind = EntryKind.DUPLICATE
                     duplicate_of = first
-            key = self._key_of(seq)
+            key = single if single is not None else self._key_of(seq)
             pair = (key.key_id, key.secret)
             index = key_index.get(pair)
             if index is None:
@@ -650,7 +679,7 @@ class Sealer:
                     kind.code,
                     duplicate_of or NO_DUPLICATE,
                     record.value,
-                    outcome.view_body,
+                    view_body,
                 )
             )
             kinds.append((kind, duplicate_of, key.key_id))
@@ -663,16 +692,16 @@ class Sealer:
                 record=record,
                 kind=kind,
                 duplicate_of=duplicate_of,
-                event_id=outcome.event_id,
-                reject_reason=outcome.reject_reason,
-                schema_fingerprint=outcome.schema_fingerprint,
+                event_id=outcome[0],
+                reject_reason=outcome[2],
+                schema_fingerprint=outcome[3],
                 digest=digest,
                 view=view,
                 key_id=key_id,
                 link=link,
             )
-            for (record, outcome), row, (kind, duplicate_of, key_id), (digest, view, link) in zip(
-                classified, rows, kinds, sealed, strict=True
+            for record, outcome, row, (kind, duplicate_of, key_id), (digest, view, link) in zip(
+                records, outcomes, rows, kinds, sealed, strict=True
             )
         ]
         self.head = (
@@ -680,6 +709,7 @@ class Sealer:
             if entries
             else ChainHead(self.head.seq, self.head.offset, self.head.link)
         )
+        self.schemas = schemas
         return entries
 
 

@@ -71,7 +71,22 @@ _LEN = struct.Struct(">i").pack
 _TIMESTAMP = struct.Struct(">iq").pack
 _UUID_HEADER = _LEN(16)
 _ZERO_TRACE = "0" * 32
-_PREFIX = MAGIC + FINGERPRINT
+#: The framing of a record in the current schema: magic and fingerprint.
+PREFIX = MAGIC + FINGERPRINT
+
+
+_NEW = object.__new__
+_SET = object.__setattr__
+_SAFE_UNKNOWN = uuid.SafeUUID.unknown
+
+
+def uuid_from_bytes(raw: bytes) -> uuid.UUID:
+    """``uuid.UUID(bytes=raw)`` for 16 bytes, built as CPython's own ``UUID._from_int`` does
+    (3.14), without ``__init__``'s argument checks: the same value, hash and ``is_safe``."""
+    made = _NEW(uuid.UUID)
+    _SET(made, "int", int.from_bytes(raw))
+    _SET(made, "is_safe", _SAFE_UNKNOWN)
+    return made
 
 
 class _Slow(Exception):
@@ -146,9 +161,9 @@ def decode_view(value: bytes) -> tuple[uuid.UUID, bytes] | None:
     """
     native = accel.native
     if native is not None and value.__class__ is bytes:
-        found = native.decode_view(value, _PREFIX)
+        found = native.decode_view(value, PREFIX)
         if found is not None:
-            return uuid.UUID(bytes=found[0]), found[1]
+            return uuid_from_bytes(found[0]), found[1]
     if value[:2] != MAGIC or value[2:HEADER_LEN] != FINGERPRINT:
         return None
     try:

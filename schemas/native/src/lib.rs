@@ -6,10 +6,11 @@
 //! decides a classification the Python path would decide otherwise.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyTuple};
 
 mod decode;
 mod link;
+mod rows;
 
 /// SHA-256 of a payload (`None` hashes as empty), as `chain.payload_digest`.
 #[pyfunction]
@@ -27,12 +28,31 @@ fn decode_view<'py>(py: Python<'py>, value: &[u8], prefix: &[u8]) -> Option<Boun
     PyTuple::new(py, [id.into_any(), body.into_any()]).ok()
 }
 
+/// `decode_view` of each value (`None` for a value that is not `bytes`), in one call.
+#[pyfunction]
+fn decode_views<'py>(py: Python<'py>, values: &Bound<'py, PyList>, prefix: &[u8]) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    for value in values.iter() {
+        let found = match value.downcast::<PyBytes>() {
+            Ok(bytes) => decode_view(py, bytes.as_bytes(), prefix),
+            Err(_) => None,
+        };
+        match found {
+            Some(tuple) => out.append(tuple)?,
+            None => out.append(py.None())?,
+        }
+    }
+    Ok(out)
+}
+
 #[pymodule]
 fn baldur_audit_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(payload_digest, m)?)?;
     m.add_function(wrap_pyfunction!(decode_view, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_views, m)?)?;
     m.add_function(wrap_pyfunction!(link::seal_rows, m)?)?;
     m.add_function(wrap_pyfunction!(link::leaf_hash, m)?)?;
     m.add_class::<link::LedgerLinker>()?;
+    m.add_class::<rows::RowChecker>()?;
     Ok(())
 }

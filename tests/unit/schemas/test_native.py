@@ -350,3 +350,19 @@ def test_payload_digest_is_the_reference(native: accel.Native, value: bytes | No
     with reference_path():
         assert fast == payload_digest(value)
     assert native.payload_digest(value) == fast
+
+
+@settings(max_examples=100, deadline=None)
+@given(raw=st.binary(min_size=16, max_size=16))
+def test_event_ids_are_built_like_uuid_from_bytes(raw: bytes) -> None:
+    import pickle
+    import uuid
+
+    made, reference = fastpath.uuid_from_bytes(raw), uuid.UUID(bytes=raw)
+    assert (made, hash(made), str(made), made.is_safe) == (
+        reference,
+        hash(reference),
+        str(reference),
+        reference.is_safe,
+    )
+    assert pickle.loads(pickle.dumps(made)) == reference  # noqa: S301 (our own bytes)
