@@ -5,6 +5,8 @@ its own connection and imports it (:func:`open_in_snapshot`), so every range rea
 the rows the walk's snapshot holds. A range is read as :data:`SealedRow` like
 ``PostgresLedgerStore.iter_sealed_rows`` (:func:`rows_between`), with the stored row just
 before it (its predecessor, :func:`row_before`) and the one just after it (:func:`row_after`).
+With a native row checker a range is read as a binary ``COPY`` stream instead
+(:func:`copy_between`), which the server only has to send.
 
 In a UTF-8 database the view is computed with casts instead of ``convert_to`` (the same bytes,
 each column converted once instead of twice): about a third less server time per entry.
@@ -19,6 +21,7 @@ from collections.abc import Generator, Iterator
 from typing import Any, Final
 
 from psycopg import sql
+from psycopg.abc import Buffer
 from psycopg.conninfo import make_conninfo
 
 from baldur_audit.schemas.view import VIEW_COLUMNS
@@ -62,6 +65,18 @@ _BEFORE = {
 _AFTER = {
     utf8: _columns(utf8) + " FROM audit_entries WHERE seq > %s ORDER BY seq LIMIT 1" for utf8 in (False, True)
 }
+
+
+#: The rows of a seq range for a native row checker (``baldur_audit_native.RowChecker``), in
+#: binary ``COPY``: the stored link fields the check reads, then the view columns in view order
+#: (their binary ``COPY`` fields, concatenated, are the entry's view: schemas/view.py), then
+#: the payload. The server only reads and sends rows; the client hashes view and payload.
+COPY_ROWS: Final = (
+    "COPY (SELECT seq, kafka_offset, kind, duplicate_of, value_null, digest, key_id, link,"
+    " view_digest, pruned_at IS NOT NULL, coalesce(reject_reason, '') <> '', "
+    + ", ".join(name for name, _ in VIEW_COLUMNS)
+    + ", payload FROM audit_entries WHERE seq BETWEEN {} AND {} ORDER BY seq) TO STDOUT (FORMAT BINARY)"
+)
 
 
 def is_utf8(conn: Connection) -> bool:
@@ -115,6 +130,56 @@ def rows_between(
         cur.itersize = batch
         cur.execute(_RANGE[utf8], (first, last))
         yield from cur
+
+
+_REGTYPE = {"timestamptz": "timestamp with time zone"}
+#: The type of each column :data:`COPY_ROWS` sends as is: its binary ``COPY`` field is what the
+#: check reads (the view columns' fields are the view's own only with these types).
+COPY_TYPES: Final = {
+    "seq": "bigint",
+    "kafka_offset": "bigint",
+    "kind": "text",
+    "duplicate_of": "bigint",
+    "value_null": "boolean",
+    "digest": "bytea",
+    "key_id": "text",
+    "link": "bytea",
+    "view_digest": "bytea",
+    **{name: _REGTYPE.get(kind, kind) for name, kind in VIEW_COLUMNS},
+    "payload": "bytea",
+}
+
+
+def copies_view(conn: Connection) -> bool:
+    """True when binary ``COPY`` sends each view column as the view encodes it: text as UTF-8
+    needs a UTF-8 database and client encoding, and every column its expected type."""
+    with translated("read column types", conn):
+        if not (
+            conn.info.parameter_status("server_encoding") == "UTF8"
+            and conn.info.parameter_status("client_encoding") == "UTF8"
+        ):
+            return False
+        types = dict(
+            conn.execute(
+                "SELECT attname::text, format_type(atttypid, NULL) FROM pg_attribute"
+                " WHERE attrelid = 'audit_entries'::regclass AND attnum > 0 AND NOT attisdropped"
+            ).fetchall()
+        )
+    return all(types.get(name) == kind for name, kind in COPY_TYPES.items())
+
+
+def copy_between(conn: Connection, first: int, last: int) -> Generator[Buffer, None, None]:
+    """The entries with ``first <= seq <= last`` as :data:`COPY_ROWS`' binary ``COPY`` stream,
+    in chunks (header, one tuple each, trailer). When the caller stops early the rest is read
+    and dropped, so that the transaction (and its snapshot) stays usable."""
+    query = sql.SQL(COPY_ROWS).format(sql.Literal(first), sql.Literal(last))
+    with translated("read entries", conn), conn.cursor() as cur, cur.copy(query) as copy:
+        try:
+            while data := copy.read():
+                yield data
+        finally:
+            while copy.read():
+                pass
 
 
 def row_before(conn: Connection, seq: int, *, floor: int, utf8: bool) -> SealedRow | None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from baldur_audit.schemas import accel
 from baldur_audit.schemas.chain import (
     EntryKind,
     LedgerLinker,
@@ -195,6 +196,39 @@ class LedgerWalk:
         self.prev_offset = row[KAFKA_OFFSET]
         self.next_seq = row[SEQ] + 1
         self.unpruned_seen = not row[PRUNED]
+
+    def row_checker(self) -> accel.NativeRowChecker | None:
+        """A native checker of the next rows (read with ``walk.copy_between``) from this
+        walk's state, or None when the accelerator is off or lacks one. It accepts exactly
+        the rows :meth:`check`'s combined test accepts (with every configured key) and stops
+        at the first other row, which :meth:`check` then takes; :meth:`adopt` takes its state."""
+        native = accel.native
+        if native is None or not hasattr(native, "RowChecker"):
+            return None
+        return native.RowChecker(
+            [(name, key.key_id, key.secret) for name, key in self._keys.items()],
+            [(kind.label, kind.code) for kind in EntryKind],
+            EntryKind.REJECTED.code,
+            EntryKind.DUPLICATE.code,
+            self.meta.topic,
+            self.meta.partition,
+            self.head.seq,
+            list(self._anchor_links),
+            self.prev_link,
+            self.prev_offset,
+            self.next_seq,
+            self.unpruned_seen,
+        )
+
+    def adopt(self, checker: accel.NativeRowChecker) -> None:
+        """Continue after the rows ``checker`` accepted (from :meth:`row_checker`)."""
+        if not checker.checked:
+            return
+        for label, count in checker.kinds:
+            self.kinds[label] += count
+        self.pruned += checker.pruned
+        self.prev_link, self.prev_offset = checker.prev_link, checker.prev_offset
+        self.next_seq, self.unpruned_seen = checker.next_seq, checker.unpruned_seen
 
     def _linker(self, seq: int, key_id: str) -> LedgerLinker:
         linker = self._linkers.get(key_id)
