@@ -424,7 +424,8 @@ impl RowChecker {
         } else {
             unsafe { std::slice::from_raw_parts(data.buf_ptr() as *const u8, data.len_bytes()) }
         };
-        py.allow_threads(|| {
+        // One tuple per chunk is the usual case: releasing the GIL would cost more than it frees.
+        let mut run = || {
             if self.pending.is_empty() {
                 let used = self.run(data);
                 if self.stopped.is_none() {
@@ -439,7 +440,12 @@ impl RowChecker {
                     self.pending = pending;
                 }
             }
-        });
+        };
+        if data.len() >= 1 << 16 {
+            py.allow_threads(run);
+        } else {
+            run();
+        }
         Ok(self.stopped.is_none())
     }
 
