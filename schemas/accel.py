@@ -10,7 +10,7 @@ benchmark switch it to compare both paths). This is the only module that imports
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 try:
     import baldur_audit_native as _loaded  # type: ignore[import-not-found,import-untyped,unused-ignore]
@@ -92,6 +92,8 @@ class Native(Protocol):
         view_digest: bytes,
         link: bytes,
     ) -> bytes: ...
+
+    def entry_leaves(self, entries: list[Any]) -> list[bytes] | None: ...
 
     def LedgerLinker(self, secret: bytes, key_id: str, topic: str, partition: int) -> NativeLinker: ...  # noqa: N802
 

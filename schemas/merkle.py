@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from . import accel
-from .chain import LinkInput, field
+from .chain import LinkInput, SealedEntry, field
 from .errors import AuditError
 
 LEAF_TAG = b"baldur-audit/leaf/v1"
@@ -148,6 +148,17 @@ def entry_leaf_hash(link_input: LinkInput, *, key_id: str, link: bytes) -> bytes
     digest = _LEAF_PREFIX.copy()
     digest.update(leaf_data(link_input, key_id=key_id, link=link))
     return digest.digest()
+
+
+def entry_leaves(entries: Sequence[SealedEntry]) -> list[bytes]:
+    """The tree leaf of each sealed entry: ``entry_leaf_hash(entry.link_input(), ...)``, for a
+    whole batch in one native call when the accelerator is on (schemas/accel.py)."""
+    native = accel.native
+    if native is not None:
+        leaves = native.entry_leaves(entries if isinstance(entries, list) else list(entries))
+        if leaves is not None:
+            return leaves
+    return [entry_leaf_hash(entry.link_input(), key_id=entry.key_id, link=entry.link) for entry in entries]
 
 
 # --- node stores ---------------------------------------------------------------------------

@@ -52,6 +52,7 @@ fn baldur_audit_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode_views, m)?)?;
     m.add_function(wrap_pyfunction!(link::seal_rows, m)?)?;
     m.add_function(wrap_pyfunction!(link::leaf_hash, m)?)?;
+    m.add_function(wrap_pyfunction!(link::entry_leaves, m)?)?;
     m.add_class::<link::LedgerLinker>()?;
     m.add_class::<rows::RowChecker>()?;
     Ok(())

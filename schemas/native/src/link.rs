@@ -2,6 +2,7 @@
 //! hash"): the bytes of `schemas/chain.py` `link_message` and `schemas/merkle.py` `leaf_data`.
 
 use hmac::{Hmac, Mac};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use sha2::{Digest, Sha256};
@@ -249,4 +250,53 @@ pub fn leaf_hash<'py>(
     put_fields(&mut data, &fields);
     field(&mut data, b"link", link);
     Ok(PyBytes::new(py, &sha256(&data)))
+}
+
+/// `merkle.entry_leaves`: the leaf hash of each sealed entry (`chain.SealedEntry`), its view
+/// digest computed here; `None` if some entry holds a value the Python path would treat
+/// otherwise (a link not of 32 bytes, a value out of range): the caller then takes that path.
+#[pyfunction]
+pub fn entry_leaves<'py>(py: Python<'py>, entries: &Bound<'py, PyList>) -> PyResult<Option<Bound<'py, PyList>>> {
+    let out = PyList::empty(py);
+    let mut data = Vec::with_capacity(320);
+    for entry in entries.iter() {
+        let Some(leaf) = entry_leaf(&entry, &mut data) else { return Ok(None) };
+        out.append(PyBytes::new(py, &leaf))?;
+    }
+    Ok(Some(out))
+}
+
+fn entry_leaf(entry: &Bound<'_, PyAny>, data: &mut Vec<u8>) -> Option<[u8; 32]> {
+    let py = entry.py();
+    let record = entry.getattr(intern!(py, "record")).ok()?;
+    let topic = record.getattr(intern!(py, "topic")).ok()?.downcast_into::<PyString>().ok()?;
+    let key_id = entry.getattr(intern!(py, "key_id")).ok()?.downcast_into::<PyString>().ok()?;
+    let digest = entry.getattr(intern!(py, "digest")).ok()?.downcast_into::<PyBytes>().ok()?;
+    let view = entry.getattr(intern!(py, "view")).ok()?.downcast_into::<PyBytes>().ok()?;
+    let link = entry.getattr(intern!(py, "link")).ok()?.downcast_into::<PyBytes>().ok()?;
+    if link.as_bytes().len() != 32 {
+        return None;
+    }
+    let duplicate_of = entry.getattr(intern!(py, "duplicate_of")).ok()?;
+    let duplicate_of: u64 = if duplicate_of.is_truthy().ok()? { duplicate_of.extract().ok()? } else { 0 };
+    let view_digest = sha256(view.as_bytes());
+    let fields = Fields {
+        seq: entry.getattr(intern!(py, "seq")).ok()?.extract().ok()?,
+        topic: topic.to_str().ok()?.as_bytes(),
+        partition: record.getattr(intern!(py, "partition")).ok()?.extract().ok()?,
+        offset: record.getattr(intern!(py, "offset")).ok()?.extract().ok()?,
+        timestamp_ms: record.getattr(intern!(py, "timestamp_ms")).ok()?.extract().ok()?,
+        kind: entry.getattr(intern!(py, "kind")).ok()?.getattr(intern!(py, "code")).ok()?.extract().ok()?,
+        duplicate_of,
+        value_null: record.getattr(intern!(py, "value")).ok()?.is_none(),
+        digest: digest.as_bytes(),
+        view_digest: &view_digest,
+    };
+    data.clear();
+    data.push(0u8);
+    field(data, b"domain", LEAF_TAG);
+    field(data, b"key_id", key_id.to_str().ok()?.as_bytes());
+    put_fields(data, &fields);
+    field(data, b"link", link.as_bytes());
+    Some(sha256(data))
 }

@@ -1,6 +1,6 @@
-"""Whole ``Sealer.seal_batch`` runs with the native sealer give the entry lists, heads and
-errors of the pure-Python reference: events, duplicates (within a batch and from the look-up),
-rejected records, null values, schema records, and keys rotating per entry."""
+"""Whole ``Sealer.seal_batch`` runs with the native sealer give the entry lists, heads, errors
+and tree leaves of the pure-Python reference: events, duplicates (within a batch and from the
+look-up), rejected records, null values, schema records, and keys rotating per entry."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from baldur_audit.schemas import accel
 from baldur_audit.schemas.chain import ChainHead, SealedEntry, Sealer, SigningKey, TopicRecord
 from baldur_audit.schemas.codec import CURRENT_SCHEMA, KNOWN_SCHEMAS, encode_event, encode_schema_record
 from baldur_audit.schemas.errors import ConfigError
+from baldur_audit.schemas.merkle import entry_leaf_hash, entry_leaves
 
 from .test_codec import base_event, events
 from .test_native import reference_path, require_native
@@ -105,6 +106,11 @@ def test_seal_runs_equal_the_reference(
     fast = run(batches, native=True, key_for=key_for, known=known)
     slow = run(batches, native=False, key_for=key_for, known=known)
     assert fast == slow
+    sealed = [entry for batch in fast[0] for entry in batch]
+    leaves = entry_leaves(sealed)
+    with reference_path():
+        assert leaves == entry_leaves(sealed)
+    assert leaves == [entry_leaf_hash(e.link_input(), key_id=e.key_id, link=e.link) for e in sealed]
 
 
 def test_a_run_covers_every_kind() -> None:
