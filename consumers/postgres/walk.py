@@ -20,7 +20,8 @@ import uuid
 from collections.abc import Generator, Iterator
 from typing import Any, Final
 
-from psycopg import sql
+import psycopg
+from psycopg import pq, sql
 from psycopg.abc import Buffer
 from psycopg.conninfo import make_conninfo
 
@@ -171,15 +172,47 @@ def copies_view(conn: Connection) -> bool:
 def copy_between(conn: Connection, first: int, last: int) -> Generator[Buffer, None, None]:
     """The entries with ``first <= seq <= last`` as :data:`COPY_ROWS`' binary ``COPY`` stream,
     in chunks (header, one tuple each, trailer). When the caller stops early the rest is read
-    and dropped, so that the transaction (and its snapshot) stays usable."""
-    query = sql.SQL(COPY_ROWS).format(sql.Literal(first), sql.Literal(last))
-    with translated("read entries", conn), conn.cursor() as cur, cur.copy(query) as copy:
+    and dropped, so that the transaction (and its snapshot) stays usable.
+
+    The chunks are read from libpq directly (``PQgetCopyData``, blocking): psycopg's
+    ``Copy.read()`` costs about twice as much CPU per chunk, and there is one chunk per entry.
+    """
+    query = sql.SQL(COPY_ROWS).format(sql.Literal(first), sql.Literal(last)).as_bytes(conn)
+    pgconn = conn.pgconn
+    with translated("read entries", conn):
+        pgconn.send_query(query)
+        started = _results(pgconn)
+        if started is None or started.status != pq.ExecStatus.COPY_OUT:
+            _results(pgconn, until_end=True)
+            raise _error_of(started, pgconn)
+        more = True
         try:
-            while data := copy.read():
-                yield data
+            while more:
+                size, data = pgconn.get_copy_data(0)
+                more = size >= 0
+                if more:
+                    yield data
         finally:
-            while copy.read():
-                pass
+            while more:  # the caller stopped early: read the rest
+                more = pgconn.get_copy_data(0)[0] >= 0
+            ended = _results(pgconn, until_end=True)
+            if ended is None or ended.status != pq.ExecStatus.COMMAND_OK:
+                raise _error_of(ended, pgconn)
+
+
+def _results(pgconn: pq.abc.PGconn, *, until_end: bool = False) -> pq.abc.PGresult | None:
+    """The next result (with ``until_end``: the first of those left, reading them all)."""
+    first = pgconn.get_result()
+    if until_end:
+        while first is not None and pgconn.get_result() is not None:
+            pass
+    return first
+
+
+def _error_of(result: pq.abc.PGresult | None, pgconn: pq.abc.PGconn) -> psycopg.Error:
+    if result is None:
+        return psycopg.OperationalError("the server sent no result for COPY")
+    return psycopg.errors.error_from_result(result, encoding=pgconn._encoding)
 
 
 def row_before(conn: Connection, seq: int, *, floor: int, utf8: bool) -> SealedRow | None:

@@ -33,7 +33,7 @@ from baldur_audit.consumers.postgres.walk import (
 from baldur_audit.consumers.verification import ranges
 from baldur_audit.consumers.verification.verify import LedgerWalk, verify_ledger
 from baldur_audit.schemas import accel
-from baldur_audit.schemas.errors import AuditError
+from baldur_audit.schemas.errors import AuditError, StoreUnavailable
 from baldur_audit.schemas.view import VIEW_COLUMNS
 from tests.support.stack import require_services, with_dbname
 from tests.support.tamper import (
@@ -411,3 +411,24 @@ def test_reports_of_a_tampered_ledger_are_the_same_native_or_not(
             assert _report(base, dsn, native=True, jobs=jobs) == off, (tamper.name, jobs)
     finally:
         drop_copy(base, dbname)
+
+
+def test_a_copy_stopped_early_leaves_the_snapshot_usable(base: BaseLedger) -> None:
+    with psycopg.connect(base.ledger.dsn) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        stream = copy_between(conn, 1, base.size)
+        assert bytes(next(stream)).startswith(b"PGCOPY")
+        next(stream)
+        stream.close()  # the rest is read and dropped
+        assert conn.execute("SELECT count(*) FROM audit_entries").fetchone() == (base.size,)
+        assert len(_tuples(_stream(conn, 5, 9))) == 5
+
+
+def test_a_copy_the_server_refuses_is_store_unavailable(base: BaseLedger) -> None:
+    with psycopg.connect(base.ledger.admin_dsn) as conn:
+        conn.execute("ALTER TABLE audit_entries RENAME COLUMN payload TO payload_moved")
+        assert not copies_view(conn)  # the native path is not taken on such a table
+        with pytest.raises(StoreUnavailable):
+            _stream(conn, 1, 3)
+        conn.rollback()
+        assert len(_tuples(_stream(conn, 1, 3))) == 3
