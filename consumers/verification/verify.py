@@ -2,8 +2,11 @@
 every visible column is what was sealed.
 
 The database computes, per entry, the SHA-256 of the payload and of the entry's view
-(its visible columns, CHAIN.md §6.1); Python recomputes the link over them. No payload is
-decoded unless a link breaks (then only to name the changed column). One repeatable-read
+(its visible columns, CHAIN.md §6.1); Python recomputes the link over them. With the native
+accelerator (schemas/accel.py) a whole walk instead reads its ranges as binary ``COPY`` and
+checks each row natively (:meth:`LedgerWalk.row_checker`, ``ranges.py``): the first row that
+does not pass goes through :meth:`LedgerWalk.check` as here, so the report is the same. No
+payload is decoded unless a link breaks (then only to name the changed column). One repeatable-read
 snapshot, read by a server-side cursor: memory stays flat and a running chainer does not
 disturb the result. Reports ``intact`` or the first break; never repairs anything.
 """
