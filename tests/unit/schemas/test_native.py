@@ -366,3 +366,14 @@ def test_event_ids_are_built_like_uuid_from_bytes(raw: bytes) -> None:
         reference.is_safe,
     )
     assert pickle.loads(pickle.dumps(made)) == reference  # noqa: S301 (our own bytes)
+
+
+def test_baldur_native_setting() -> None:
+    from baldur_audit.consumers.settings import Settings
+    from baldur_audit.schemas.errors import ConfigError
+
+    assert Settings.from_env({}).native() is True
+    assert Settings.from_env({"BALDUR_NATIVE": " Auto "}).native() is True
+    assert Settings.from_env({"BALDUR_NATIVE": "off"}).native() is False
+    with pytest.raises(ConfigError, match="BALDUR_NATIVE must be auto or off"):
+        Settings.from_env({"BALDUR_NATIVE": "on"}).native()
