@@ -457,6 +457,11 @@ def classify_reference(value: bytes | None, schemas: Mapping[bytes, WriterSchema
     )
 
 
+_KINDS = {kind.code: kind for kind in EntryKind}
+_EVENT, _REJECTED, _DUPLICATE, _SCHEMA = (
+    k.code for k in (EntryKind.EVENT, EntryKind.REJECTED, EntryKind.DUPLICATE, EntryKind.SCHEMA)
+)
+
 #: Given event ids, return the seq of the first sealed entry of each one already in the ledger.
 FirstSeqLookup = Callable[[Collection[uuid.UUID]], Mapping[uuid.UUID, int]]
 
@@ -641,33 +646,35 @@ class Sealer:
         known = dict(first_seq_of(ids)) if ids else {}
         seq, offset = self.head.seq, self.head.offset
         rows: list[accel.SealRow] = []
-        kinds: list[tuple[EntryKind, int | None, str]] = []
-        keys: list[tuple[str, bytes]] = []
-        key_index: dict[tuple[str, bytes], int] = {}
         single = self._key
+        keys: list[tuple[str, bytes]] = [] if single is None else [(single.key_id, single.secret)]
+        key_index: dict[tuple[str, bytes], int] = {}
+        index = 0
         for record, (event_id, view_body, _, _, is_schema) in zip(records, outcomes, strict=True):
             if record.offset <= offset:
                 raise ValueError(f"offset {record.offset} does not follow head offset {offset}")
             seq, offset = seq + 1, record.offset
-            duplicate_of: int | None = None
+            duplicate_of = NO_DUPLICATE
             if is_schema:
-                kind = EntryKind.SCHEMA
+                code = _SCHEMA
             elif event_id is None:
-                kind = EntryKind.REJECTED
+                code = _REJECTED
             else:
                 first = known.get(event_id)
                 if first is None:
-                    kind = EntryKind.EVENT
+                    code = _EVENT
                     known[event_id] = seq
                 else:
-                    kind = EntryKind.DUPLICATE
+                    code = _DUPLICATE
                     duplicate_of = first
-            key = single if single is not None else self._key_of(seq)
-            pair = (key.key_id, key.secret)
-            index = key_index.get(pair)
-            if index is None:
-                index = key_index[pair] = len(keys)
-                keys.append(pair)
+            if single is None:
+                key = self._key_of(seq)
+                pair = (key.key_id, key.secret)
+                found = key_index.get(pair)
+                if found is None:
+                    found = key_index[pair] = len(keys)
+                    keys.append(pair)
+                index = found
             rows.append(
                 (
                     index,
@@ -676,13 +683,12 @@ class Sealer:
                     record.partition,
                     record.offset,
                     record.timestamp_ms,
-                    kind.code,
-                    duplicate_of or NO_DUPLICATE,
+                    code,
+                    duplicate_of,
                     record.value,
                     view_body,
                 )
             )
-            kinds.append((kind, duplicate_of, key.key_id))
         sealed = native.seal_rows(keys, self.head.link, rows)
         if sealed is None:
             return None
@@ -690,18 +696,18 @@ class Sealer:
             SealedEntry(
                 seq=row[1],
                 record=record,
-                kind=kind,
-                duplicate_of=duplicate_of,
+                kind=_KINDS[row[6]],
+                duplicate_of=row[7] if row[6] == _DUPLICATE else None,
                 event_id=outcome[0],
                 reject_reason=outcome[2],
                 schema_fingerprint=outcome[3],
                 digest=digest,
                 view=view,
-                key_id=key_id,
+                key_id=keys[row[0]][0],
                 link=link,
             )
-            for record, outcome, row, (kind, duplicate_of, key_id), (digest, view, link) in zip(
-                records, outcomes, rows, kinds, sealed, strict=True
+            for record, outcome, row, (digest, view, link) in zip(
+                records, outcomes, rows, sealed, strict=True
             )
         ]
         self.head = (
