@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from baldur_audit.producers.filechain import FileChainError, chain_status
+from baldur_audit.schemas import accel
 from baldur_audit.schemas.chain import SigningKey
 from baldur_audit.schemas.defaults import DEFAULT_DSN, DEFAULT_OWNER_DSN
 
@@ -329,6 +330,7 @@ def status(app: App, file_dir: Path | None, as_json: bool) -> None:
             "group": group,
             "rejected_by_reason": rejected,
             "role": role.as_dict(),
+            "native": {"installed": accel.INSTALLED is not None, "enabled": accel.enabled()},
         }
         if as_json:
             emit_json(result)
@@ -352,6 +354,13 @@ def status(app: App, file_dir: Path | None, as_json: bool) -> None:
             f"can create {_yes(role.can_create)}"
             + ("" if role.least_privilege else " (it could lift the ledger's guards)")
         )
+        click.echo(f"native accelerator: {_native_state()}")
+
+
+def _native_state() -> str:
+    if accel.enabled():
+        return "on"
+    return "off (BALDUR_NATIVE=off)" if accel.INSTALLED is not None else "not installed (pure-Python path)"
 
 
 def _yes(flag: bool) -> str:

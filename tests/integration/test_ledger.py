@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from baldur_audit.schemas import accel
 from tests.support.stack import Ledger
 
 pytestmark = pytest.mark.integration
@@ -394,6 +395,9 @@ def test_log_status_and_cli_errors(ledger: Ledger) -> None:
     status = ledger.cli_json("status")
     assert status["head"]["seq"] == 5 and status["topic_end_offset"] == 5 and status["lag"] == 0
     assert status["group"]["committed_offset"] == 5
+    # Which sealing path this install runs: the native accelerator only where it was built.
+    assert status["native"]["enabled"] == status["native"]["installed"] == (accel.INSTALLED is not None)
+    assert ledger.cli_json("status", extra_env={"BALDUR_NATIVE": "off"})["native"]["enabled"] is False
     bad = ledger.cli("log", "--since", "yesterday-ish")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
