@@ -268,7 +268,7 @@ class Chainer:
         store_factory: Callable[[], PostgresLedgerStore],
         source_factory: Callable[..., KafkaEventSource],
         key: SigningKey,
-        batch_size: int = 2000,
+        batch_size: int = 5000,
         batch_wait: float = 0.2,
         until_idle: float | None = None,
         max_store_outage: float = 300.0,

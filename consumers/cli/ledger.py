@@ -178,7 +178,7 @@ def runtime_roles(
 @click.command()
 @click.option(
     "--batch-size",
-    default=2000,
+    default=5000,
     show_default=True,
     type=click.IntRange(1, 100_000),
     help="Records sealed per database transaction at most.",
