@@ -14,6 +14,7 @@ the Python walk it stands in for.
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from baldur_audit.consumers.postgres.rows import SEQ, VIEW_SQL
 from baldur_audit.consumers.postgres.walk import (
@@ -432,3 +435,67 @@ def test_a_copy_the_server_refuses_is_store_unavailable(base: BaseLedger) -> Non
             _stream(conn, 1, 3)
         conn.rollback()
         assert len(_tuples(_stream(conn, 1, 3))) == 3
+
+
+@pytest.fixture(scope="module")
+def intact_stream(base: BaseLedger) -> tuple[bytes, list[int], set[int]]:
+    """The whole ledger's stream, where each tuple starts, and the bytes of the pruned flags."""
+    with psycopg.connect(base.ledger.dsn) as conn:
+        stream = _stream(conn, 1, base.size)
+    starts, pruned_flags = [], set()
+    pos = 19 + int.from_bytes(stream[15:19], "big")
+    for _ in range(base.size):
+        starts.append(pos)
+        pos += 2
+        for index in range(CHECKED_FIELDS + VIEW_FIELDS + 1):
+            size = max(int.from_bytes(stream[pos : pos + 4], "big", signed=True), 0)
+            if index == 9:  # pruned: a flipped flag is a pruned entry, which it may be
+                pruned_flags.add(pos + 4)
+            pos += 4 + size
+    starts.append(pos)  # the trailer
+    return stream, starts, pruned_flags
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(position=st.floats(0, 1, exclude_max=True), mask=st.integers(1, 255))
+def test_a_flipped_byte_is_never_accepted(
+    base: BaseLedger,
+    native_on: None,
+    intact_stream: tuple[bytes, list[int], set[int]],
+    position: float,
+    mask: int,
+) -> None:
+    stream, starts, pruned_flags = intact_stream
+    at = int(position * len(stream))
+    assume(at not in pruned_flags and at not in (11, 12))  # the header's flags: see below
+    damaged = bytearray(stream)
+    damaged[at] ^= mask
+    with psycopg.connect(base.ledger.dsn) as conn:
+        walk = _walk(base, conn)
+    checker = walk.row_checker()
+    assert checker is not None
+    if checker.feed(damaged):
+        checker.finish()
+    # Every tuple before the damaged one is accepted; the damaged one never is.
+    damaged_tuple = bisect.bisect_right(starts, at) - 1  # -1: in the header
+    assert checker.stopped is not None
+    assert checker.checked == max(damaged_tuple, 0)
+
+
+@pytest.mark.parametrize("at", range(19))
+def test_a_header_with_unknown_critical_flags_is_left_to_the_python_walk(
+    base: BaseLedger, native_on: None, intact_stream: tuple[bytes, list[int], set[int]], at: int
+) -> None:
+    stream = intact_stream[0]
+    with psycopg.connect(base.ledger.dsn) as conn:
+        walk = _walk(base, conn)
+    for bit in range(8):
+        damaged = bytearray(stream)
+        damaged[at] ^= 1 << bit
+        checker = walk.row_checker()
+        assert checker is not None
+        if checker.feed(damaged):
+            checker.finish()
+        # Flags bits 17-31 (bytes 11 and 12 but bit 16) may be ignored; any other change stops.
+        ignorable = at == 11 or (at == 12 and bit != 0)
+        assert (checker.stopped, checker.checked) == ((None, base.size) if ignorable else (-1, 0)), bit

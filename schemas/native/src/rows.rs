@@ -310,9 +310,10 @@ impl RowChecker {
                     }
                     let flags = be_i32(&rest[SIGNATURE.len()..]);
                     let extension = be_i32(&rest[SIGNATURE.len() + 4..]);
-                    // No OIDs, no critical flags, a sane extension length.
+                    // Bits 0-15 flag critical format changes and bit 16 OIDs: neither may be
+                    // set; bits 17-31 are backwards-compatible and ignored (PostgreSQL's COPY).
                     if &rest[..SIGNATURE.len()] != SIGNATURE
-                        || flags & !0xffff != 0
+                        || flags & 0x0001_ffff != 0
                         || extension < 0
                     {
                         self.stopped = Some(-1);
