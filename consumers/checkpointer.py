@@ -43,7 +43,7 @@ from baldur_audit.schemas.merkle import entry_leaf_hash, entry_leaves
 from .checkpoint_keys import CheckpointKeys
 from .postgres import Connection, connect
 from .postgres.ledger import PostgresLedgerStore
-from .postgres.merkle import TreeHead, locked_tree, read_tree, store_checkpoint, stored_checkpoint
+from .postgres.merkle import TreeHead, locked_tree, read_tree, store_checkpoint, stored_checkpoint, tree_size
 from .postgres.rows import LINK, SEQ, SealedRow
 from .settings import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_INTERVAL
 from .witnesses import WitnessSink
@@ -56,6 +56,11 @@ CHUNK = 50_000
 FED_LIMIT = CHUNK
 #: How long :meth:`Checkpointer.close` waits for a checkpoint under way on its thread.
 CLOSE_WAIT = 60.0
+#: Between checkpoints, the background thread extends the stored tree with the fed leaves
+#: every this many entries, so that a checkpoint's tree work is spread over its interval
+#: instead of landing at once: at 5,000 events/s, a 10,000-entry checkpoint was a burst of
+#: 20,000 node rows and ~25 ms of interpreter time every 2 s (the live latency's tail).
+GROW_EVERY = 1_000
 _KINDS = {kind.label: kind for kind in EntryKind}
 
 
@@ -359,6 +364,8 @@ class Checkpointer:
         self._wake = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
+        # The stored tree's size as this checkpointer last left it (None: not known yet).
+        self._tree_size: int | None = None
         self.stats = CheckpointerStats()
 
     def _connection(self) -> Connection:
@@ -378,6 +385,7 @@ class Checkpointer:
             tree = extend_tree(conn, keys=self._chain_keys, up_to=up_to, fed=fed)
             with self._fed_lock:
                 self._fed.drop_through(tree.size)
+            self._tree_size = tree.size
             checkpoint = Checkpoint(
                 origin=self._keys.origin,
                 size=tree.size,
@@ -435,6 +443,7 @@ class Checkpointer:
         """Read the newest stored checkpoint again when next due (after a takeover)."""
         with self._work:
             self._last_size = None
+            self._tree_size = None
             self.stats.last_signed_at = None
             with self._fed_lock:
                 self._fed.clear()
@@ -464,6 +473,7 @@ class Checkpointer:
                 self._busy = True
             try:
                 self._after_batch(head_seq, up_to=head_seq)
+                self._grow(head_seq)
             finally:
                 with self._wake:
                     self._busy = False
@@ -483,6 +493,40 @@ class Checkpointer:
     def _after_batch(self, head_seq: int, *, up_to: int | None = None) -> None:
         if self._clock() >= self._retry_at:
             self._attempt(lambda: self.due(head_seq), up_to=up_to)
+
+    def _grow(self, head_seq: int) -> None:
+        """Extend the stored tree with the fed leaves up to ``head_seq`` when it is
+        :data:`GROW_EVERY` entries behind (the background thread, between checkpoints). Only
+        fed leaves that continue the stored tree are taken, nothing is read back; a failure is
+        left to the next checkpoint, which extends the tree itself and reports it."""
+        if self._clock() < self._retry_at:
+            return
+        if self._tree_size is None:
+            try:
+                self._tree_size = tree_size(self._connection())
+            except Exception as exc:  # the next checkpoint connects again and reports
+                log.debug("reading the tree's size failed: %s", type(exc).__name__)
+                return
+        size = self._tree_size
+        if head_seq - size < GROW_EVERY:
+            return
+        with self._work:
+            with self._fed_lock:
+                fed = self._fed.copy()
+            if not fed.leaves or fed.first_seq > size + 1:
+                return
+            try:
+                tree = extend_tree(
+                    self._connection(), keys=self._chain_keys, up_to=min(head_seq, fed.end_seq), fed=fed
+                )
+            except Exception as exc:  # never stops the sealing; the next checkpoint retries
+                log.debug("extending the tree between checkpoints failed: %s", type(exc).__name__)
+                if isinstance(exc, StoreUnavailable) and self._conn is not None:
+                    self._conn.close()
+                return
+            self._tree_size = tree.size
+            with self._fed_lock:
+                self._fed.drop_through(tree.size)
 
     def _idle(self) -> None:
         """Wait until the background thread has done all it was asked (if it runs)."""
