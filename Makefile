@@ -26,7 +26,7 @@ help:
 	@echo "                  (PYTEST_ARGS='-k foo -x' passes arguments to pytest)"
 	@echo "make faults       the whole fault/tamper/soak campaign at full scale (docs/RELIABILITY.md)"
 	@echo "make bench        the pipeline benchmark against this machine's limits, targets PASS/MISS"
-	@echo "                  (~20-35 min on 2 cores; BENCH_ARGS=\"--quick\" or \"--profile DIR\"; docs/PERFORMANCE.md)"
+	@echo "                  (~10-20 min on 2 cores; BENCH_ARGS=\"--quick\" or \"--profile DIR\"; docs/PERFORMANCE.md)"
 	@echo "make unit         pytest tests/unit only (no services)"
 	@echo "make lint         ruff check, ruff format --check, mypy (strict for schemas/)"
 	@echo "make demo         venv + up + deploy/demo.py; leaves the stack running"
