@@ -380,12 +380,7 @@ class Checkpointer:
         conn = self._connection()
         try:
             before = read_tree(conn)
-            with self._fed_lock:
-                fed = self._fed.copy()
-            tree = extend_tree(conn, keys=self._chain_keys, up_to=up_to, fed=fed)
-            with self._fed_lock:
-                self._fed.drop_through(tree.size)
-            self._tree_size = tree.size
+            tree = self._extend(conn, self._fed_copy(), up_to)
             checkpoint = Checkpoint(
                 origin=self._keys.origin,
                 size=tree.size,
@@ -494,6 +489,19 @@ class Checkpointer:
         if self._clock() >= self._retry_at:
             self._attempt(lambda: self.due(head_seq), up_to=up_to)
 
+    def _fed_copy(self) -> FedLeaves:
+        with self._fed_lock:
+            return self._fed.copy()
+
+    def _extend(self, conn: Connection, fed: FedLeaves, up_to: int | None) -> TreeHead:
+        """Extend the stored tree up to ``up_to`` (the head when None), taking the leaves of
+        ``fed`` where they continue it; forget the fed leaves the tree now holds."""
+        tree = extend_tree(conn, keys=self._chain_keys, up_to=up_to, fed=fed)
+        with self._fed_lock:
+            self._fed.drop_through(tree.size)
+        self._tree_size = tree.size
+        return tree
+
     def _grow(self, head_seq: int) -> None:
         """Extend the stored tree with the fed leaves up to ``head_seq`` when it is
         :data:`GROW_EVERY` entries behind (the background thread, between checkpoints). Only
@@ -511,22 +519,15 @@ class Checkpointer:
         if head_seq - size < GROW_EVERY:
             return
         with self._work:
-            with self._fed_lock:
-                fed = self._fed.copy()
+            fed = self._fed_copy()
             if not fed.leaves or fed.first_seq > size + 1:
                 return
             try:
-                tree = extend_tree(
-                    self._connection(), keys=self._chain_keys, up_to=min(head_seq, fed.end_seq), fed=fed
-                )
+                self._extend(self._connection(), fed, min(head_seq, fed.end_seq))
             except Exception as exc:  # never stops the sealing; the next checkpoint retries
                 log.debug("extending the tree between checkpoints failed: %s", type(exc).__name__)
                 if isinstance(exc, StoreUnavailable) and self._conn is not None:
                     self._conn.close()
-                return
-            self._tree_size = tree.size
-            with self._fed_lock:
-                self._fed.drop_through(tree.size)
 
     def _idle(self) -> None:
         """Wait until the background thread has done all it was asked (if it runs)."""
