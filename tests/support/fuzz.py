@@ -15,7 +15,7 @@ import math
 import os
 import signal
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -584,3 +584,25 @@ class MemoryProducers:
     def wire(self, mark: int = 0) -> bytes:
         """Every byte sent after ``mark``: values and header values."""
         return b"".join(value + b"".join(v for _, v in headers or []) for value, headers in self.log[mark:])
+
+
+def mutated(data: st.DataObject, value: bytes, *, first: int, set_to: Sequence[int]) -> bytes:
+    """``value`` after 1-3 random byte mutations at positions from ``first`` on: a flipped bit,
+    a byte set to one of ``set_to``, the rest cut off, bytes added at the end or inserted."""
+    out = bytearray(value)
+    for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
+        if len(out) < 4:
+            break
+        action = data.draw(st.sampled_from(["flip", "set", "cut", "add", "insert"]))
+        pos = data.draw(st.integers(min_value=first, max_value=len(out) - 1))
+        if action == "flip":
+            out[pos] ^= 1 << data.draw(st.integers(min_value=0, max_value=7))
+        elif action == "set":
+            out[pos] = data.draw(st.sampled_from(list(set_to)))
+        elif action == "cut":
+            del out[pos:]
+        elif action == "add":
+            out += data.draw(st.binary(min_size=1, max_size=4))
+        else:
+            out[pos:pos] = data.draw(st.binary(min_size=1, max_size=3))
+    return bytes(out)
